@@ -1,0 +1,387 @@
+//! The provider catalogue of spec 2.1 (v1 table): nine providers, what each needs to
+//! connect and what each syncs in which direction. The catalogue is data: connectors
+//! register against a [`ProviderKind`], and the UI and API render from it.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    HaloPsa,
+    ConnectwiseManage,
+    Autotask,
+    Syncro,
+    DattoRmm,
+    ConnectwiseAsio,
+    Microsoft365,
+    Stripe,
+    BiggerBrains,
+}
+
+impl ProviderKind {
+    pub const ALL: [ProviderKind; 9] = [
+        ProviderKind::HaloPsa,
+        ProviderKind::ConnectwiseManage,
+        ProviderKind::Autotask,
+        ProviderKind::Syncro,
+        ProviderKind::DattoRmm,
+        ProviderKind::ConnectwiseAsio,
+        ProviderKind::Microsoft365,
+        ProviderKind::Stripe,
+        ProviderKind::BiggerBrains,
+    ];
+
+    /// Stable machine name, used in URLs, the database and the CLI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProviderKind::HaloPsa => "halo_psa",
+            ProviderKind::ConnectwiseManage => "connectwise_manage",
+            ProviderKind::Autotask => "autotask",
+            ProviderKind::Syncro => "syncro",
+            ProviderKind::DattoRmm => "datto_rmm",
+            ProviderKind::ConnectwiseAsio => "connectwise_asio",
+            ProviderKind::Microsoft365 => "microsoft_365",
+            ProviderKind::Stripe => "stripe",
+            ProviderKind::BiggerBrains => "bigger_brains",
+        }
+    }
+
+    pub fn from_slug(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.slug() == s)
+    }
+
+    pub fn descriptor(self) -> &'static ProviderDescriptor {
+        CATALOGUE.iter().find(|d| d.kind == self).unwrap_or(&CATALOGUE[0])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Psa,
+    Rmm,
+    Cloud,
+    Payments,
+    Training,
+}
+
+impl Category {
+    pub fn label(self) -> &'static str {
+        match self {
+            Category::Psa => "PSA",
+            Category::Rmm => "RMM",
+            Category::Cloud => "Cloud",
+            Category::Payments => "Payments",
+            Category::Training => "Training",
+        }
+    }
+}
+
+/// What shape a credential value must have. Validation lives in [`crate::validate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", tag = "type", content = "values")]
+pub enum FieldFormat {
+    /// A host name (optionally with :port), no scheme and no path.
+    Host,
+    /// An absolute `https://` URL.
+    HttpsUrl,
+    /// A GUID such as `8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11`.
+    Guid,
+    /// A DNS label (the `acme` of `acme.syncromsp.com`).
+    Subdomain,
+    Email,
+    /// Free text on one line.
+    Text,
+    /// One of a fixed list of values.
+    Choice(&'static [&'static str]),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CredentialField {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Secret values are encrypted at rest and only ever shown masked.
+    pub secret: bool,
+    pub required: bool,
+    pub format: FieldFormat,
+    pub help: &'static str,
+    pub example: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    Companies,
+    Contacts,
+    Technicians,
+    Tickets,
+    Devices,
+    Alerts,
+    SecureScores,
+    Invoices,
+    Courses,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Vendor → portal.
+    Inbound,
+    /// Both ways.
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SyncCapability {
+    pub record: RecordKind,
+    pub direction: Direction,
+}
+
+/// Whether mspbridge can talk to this provider yet. Nothing pretends to work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", tag = "state", content = "note")]
+pub enum Availability {
+    /// Connect and Test work against the real API.
+    Available,
+    /// The connector is not built yet; the catalogue lists the provider but connecting is refused.
+    NotYetBuilt(&'static str),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProviderDescriptor {
+    pub kind: ProviderKind,
+    pub name: &'static str,
+    pub category: Category,
+    pub description: &'static str,
+    pub fields: &'static [CredentialField],
+    pub syncs: &'static [SyncCapability],
+    pub availability: Availability,
+    /// Where in the vendor's UI the admin creates these credentials.
+    pub setup_hint: &'static str,
+}
+
+impl ProviderDescriptor {
+    pub fn field(&self, name: &str) -> Option<&'static CredentialField> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.availability == Availability::Available
+    }
+
+    pub fn default_name(&self) -> &'static str {
+        self.name
+    }
+}
+
+const fn f(
+    name: &'static str,
+    label: &'static str,
+    secret: bool,
+    required: bool,
+    format: FieldFormat,
+    help: &'static str,
+    example: &'static str,
+) -> CredentialField {
+    CredentialField { name, label, secret, required, format, help, example }
+}
+
+const fn sync(record: RecordKind, direction: Direction) -> SyncCapability {
+    SyncCapability { record, direction }
+}
+
+use Direction::{Bidirectional, Inbound};
+use FieldFormat::*;
+use RecordKind::*;
+
+const PSA_SYNCS: &[SyncCapability] = &[
+    sync(Companies, Inbound),
+    sync(Contacts, Inbound),
+    sync(Technicians, Bidirectional),
+    sync(Tickets, Bidirectional),
+];
+
+pub static CATALOGUE: [ProviderDescriptor; 9] = [
+    ProviderDescriptor {
+        kind: ProviderKind::HaloPsa,
+        name: "Halo PSA",
+        category: Category::Psa,
+        description: "Tickets, companies (clients and sites), users and agents from HaloPSA.",
+        fields: &[
+            f("auth_server_url", "Authorisation server URL", false, true, HttpsUrl,
+              "Shown under Configuration > Integrations > Halo API.", "https://acme.halopsa.com/auth"),
+            f("resource_server_url", "Resource server URL", false, true, HttpsUrl,
+              "Shown next to the authorisation server URL.", "https://acme.halopsa.com/api"),
+            f("tenant", "Tenant", false, false, Text,
+              "Only for Halo-hosted instances that share an authorisation server.", "acme"),
+            f("client_id", "Client ID", false, true, Text,
+              "From the API application (Client ID and Secret (Services)).", ""),
+            f("client_secret", "Client secret", true, true, Text,
+              "Shown once when the API application is created.", ""),
+        ],
+        syncs: PSA_SYNCS,
+        availability: Availability::NotYetBuilt("The Halo PSA connector is planned; connecting is not possible yet."),
+        setup_hint: "Configuration > Integrations > Halo API > View Applications > New.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::ConnectwiseManage,
+        name: "ConnectWise Manage",
+        category: Category::Psa,
+        description: "Tickets, companies, contacts, members and service boards from ConnectWise PSA.",
+        fields: &[
+            f("site", "API URL (site)", false, true, Host,
+              "The host only, without https:// and without a path. Cloud: na.myconnectwise.net, eu.myconnectwise.net, aus.myconnectwise.net.",
+              "na.myconnectwise.net"),
+            f("company_id", "Company ID", false, true, Text,
+              "The company id you type on the ConnectWise login screen.", "acme"),
+            f("public_key", "Public key", false, true, Text,
+              "API member > API Keys tab.", ""),
+            f("private_key", "Private key", true, true, Text,
+              "Shown once when the API key is created.", ""),
+            f("client_id", "Client ID", false, false, Guid,
+              "The clientId registered at developer.connectwise.com. Leave empty to use the server's configured clientId.",
+              "8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11"),
+        ],
+        syncs: PSA_SYNCS,
+        availability: Availability::Available,
+        setup_hint: "System > Security Roles (role \"MSPortal\"), then System > Members > API Members > API Keys.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::Autotask,
+        name: "Autotask",
+        category: Category::Psa,
+        description: "Accounts (companies), contacts, resources and tickets from Autotask PSA.",
+        fields: &[
+            f("username", "API user name", false, true, Email,
+              "The API-only resource's user name (an email address).", "api@acme.com"),
+            f("secret", "Secret", true, true, Text, "The API user's password.", ""),
+            f("integration_code", "API tracking identifier", true, true, Text,
+              "The tracking identifier chosen when the API user was created.", ""),
+        ],
+        syncs: PSA_SYNCS,
+        availability: Availability::NotYetBuilt("The Autotask connector is planned; connecting is not possible yet."),
+        setup_hint: "Admin > Resources/Users > New API User (API-only).",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::Syncro,
+        name: "Syncro",
+        category: Category::Psa,
+        description: "Customers, contacts, technicians and tickets from SyncroMSP.",
+        fields: &[
+            f("subdomain", "Subdomain", false, true, Subdomain,
+              "The part before .syncromsp.com.", "acme"),
+            f("api_token", "API token", true, true, Text,
+              "Admin > API > API Tokens; needs Customers, Contacts, Users and Tickets permissions.", ""),
+        ],
+        syncs: PSA_SYNCS,
+        availability: Availability::NotYetBuilt("The Syncro connector is planned; connecting is not possible yet."),
+        setup_hint: "Admin > API > API Tokens > New Token.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::DattoRmm,
+        name: "Datto RMM",
+        category: Category::Rmm,
+        description: "Sites, devices and monitoring alerts from Datto RMM.",
+        fields: &[
+            f("api_url", "API URL", false, true, HttpsUrl,
+              "Shown next to the generated keys, e.g. https://merlot-api.centrastage.net.", "https://merlot-api.centrastage.net"),
+            f("api_key", "API key", false, true, Text, "Setup > Users > user > Generate API Keys.", ""),
+            f("api_secret", "API secret key", true, true, Text, "Shown once with the API key.", ""),
+        ],
+        syncs: &[sync(Companies, Inbound), sync(Devices, Inbound), sync(Alerts, Inbound)],
+        availability: Availability::NotYetBuilt("The Datto RMM connector is planned; connecting is not possible yet."),
+        setup_hint: "Setup > Global Settings > Access Control > Enable API Access.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::ConnectwiseAsio,
+        name: "ConnectWise Asio",
+        category: Category::Rmm,
+        description: "Companies, sites, devices and alerts from the ConnectWise Asio platform.",
+        fields: &[
+            f("region", "Region", false, true, Choice(&["na", "eu", "au"]),
+              "The platform region of your Asio partner account.", "na"),
+            f("client_id", "Client ID", false, true, Text, "Integrations > API Access > Generate API Access.", ""),
+            f("client_secret", "Client secret", true, true, Text, "Shown once with the client id.", ""),
+        ],
+        syncs: &[sync(Companies, Inbound), sync(Devices, Inbound), sync(Alerts, Inbound)],
+        availability: Availability::NotYetBuilt("The ConnectWise Asio connector is planned; connecting is not possible yet."),
+        setup_hint: "Asio portal: Integrations > API Access.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::Microsoft365,
+        name: "Microsoft 365",
+        category: Category::Cloud,
+        description: "Secure Score and tenant information per client company, through admin consent.",
+        fields: &[
+            f("client_id", "Application (client) ID", false, true, Guid,
+              "The multi-tenant Entra ID app registration used for admin consent.", "00000000-0000-0000-0000-000000000000"),
+            f("client_secret", "Client secret", true, true, Text, "Certificates & secrets of the app registration.", ""),
+        ],
+        syncs: &[sync(SecureScores, Inbound), sync(Companies, Inbound)],
+        availability: Availability::NotYetBuilt("The Microsoft 365 connector is planned; connecting is not possible yet."),
+        setup_hint: "Entra ID > App registrations > New registration (multi-tenant).",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::Stripe,
+        name: "Stripe",
+        category: Category::Payments,
+        description: "Customers, invoices and payments from Stripe billing.",
+        fields: &[
+            f("secret_key", "Secret or restricted key", true, true, Text,
+              "A restricted key (rk_...) with read access to customers and invoices is enough.", ""),
+            f("webhook_secret", "Webhook signing secret", true, false, Text,
+              "whsec_... from the webhook endpoint, for near real-time updates.", ""),
+        ],
+        syncs: &[sync(Companies, Inbound), sync(Invoices, Inbound)],
+        availability: Availability::NotYetBuilt("The Stripe connector is planned; connecting is not possible yet."),
+        setup_hint: "Developers > API keys > Create restricted key.",
+    },
+    ProviderDescriptor {
+        kind: ProviderKind::BiggerBrains,
+        name: "Bigger Brains",
+        category: Category::Training,
+        description: "Training courses and learner progress from the Bigger Brains library (no public API: link-out and report import).",
+        fields: &[
+            f("portal_url", "Reseller portal URL", false, true, HttpsUrl,
+              "Your Bigger Brains reseller portal address.", "https://getbiggerbrains.com"),
+        ],
+        syncs: &[sync(Courses, Inbound)],
+        availability: Availability::NotYetBuilt("The Bigger Brains integration is planned; connecting is not possible yet."),
+        setup_hint: "Bigger Brains Reseller Portal.",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_has_the_nine_providers_of_the_spec_once_each() {
+        assert_eq!(CATALOGUE.len(), 9);
+        for kind in ProviderKind::ALL {
+            assert_eq!(CATALOGUE.iter().filter(|d| d.kind == kind).count(), 1, "{kind:?}");
+            assert_eq!(kind.descriptor().kind, kind);
+            assert_eq!(ProviderKind::from_slug(kind.slug()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn every_provider_has_a_secret_field_and_unique_field_names() {
+        for d in &CATALOGUE {
+            assert!(d.fields.iter().any(|f| f.secret) || d.kind == ProviderKind::BiggerBrains, "{}", d.name);
+            let mut names: Vec<_> = d.fields.iter().map(|f| f.name).collect();
+            names.sort_unstable();
+            names.dedup();
+            assert_eq!(names.len(), d.fields.len(), "{}", d.name);
+        }
+    }
+}

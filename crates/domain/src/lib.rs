@@ -1,0 +1,15 @@
+//! Pure domain model and rules of mspbridge. Nothing in this crate performs IO:
+//! storage, HTTP and vendor calls live in other crates and speak these types.
+
+pub mod auth;
+pub mod catalogue;
+pub mod error;
+pub mod ids;
+pub mod integration;
+pub mod model;
+pub mod secret;
+pub mod validate;
+
+pub use error::{FieldError, ValidationError};
+pub use ids::*;
+pub use secret::SecretString;
