@@ -28,8 +28,12 @@ pub enum StaffRole {
 }
 
 impl StaffRole {
-    pub const ALL: [StaffRole; 4] =
-        [StaffRole::Owner, StaffRole::Admin, StaffRole::Technician, StaffRole::ReadOnly];
+    pub const ALL: [StaffRole; 4] = [
+        StaffRole::Owner,
+        StaffRole::Admin,
+        StaffRole::Technician,
+        StaffRole::ReadOnly,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

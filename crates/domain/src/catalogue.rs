@@ -52,7 +52,10 @@ impl ProviderKind {
     }
 
     pub fn descriptor(self) -> &'static ProviderDescriptor {
-        CATALOGUE.iter().find(|d| d.kind == self).unwrap_or(&CATALOGUE[0])
+        CATALOGUE
+            .iter()
+            .find(|d| d.kind == self)
+            .unwrap_or(&CATALOGUE[0])
     }
 }
 
@@ -192,7 +195,15 @@ const fn f(
     help: &'static str,
     example: &'static str,
 ) -> CredentialField {
-    CredentialField { name, label, secret, required, format, help, example }
+    CredentialField {
+        name,
+        label,
+        secret,
+        required,
+        format,
+        help,
+        example,
+    }
 }
 
 const fn sync(record: RecordKind, direction: Direction) -> SyncCapability {
@@ -217,19 +228,56 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Psa,
         description: "Tickets, companies (clients and sites), users and agents from HaloPSA.",
         fields: &[
-            f("auth_server_url", "Authorisation server URL", false, true, HttpsUrl,
-              "Shown under Configuration > Integrations > Halo API.", "https://acme.halopsa.com/auth"),
-            f("resource_server_url", "Resource server URL", false, true, HttpsUrl,
-              "Shown next to the authorisation server URL.", "https://acme.halopsa.com/api"),
-            f("tenant", "Tenant", false, false, Text,
-              "Only for Halo-hosted instances that share an authorisation server.", "acme"),
-            f("client_id", "Client ID", false, true, Text,
-              "From the API application (Client ID and Secret (Services)).", ""),
-            f("client_secret", "Client secret", true, true, Text,
-              "Shown once when the API application is created.", ""),
+            f(
+                "auth_server_url",
+                "Authorisation server URL",
+                false,
+                true,
+                HttpsUrl,
+                "Shown under Configuration > Integrations > Halo API.",
+                "https://acme.halopsa.com/auth",
+            ),
+            f(
+                "resource_server_url",
+                "Resource server URL",
+                false,
+                true,
+                HttpsUrl,
+                "Shown next to the authorisation server URL.",
+                "https://acme.halopsa.com/api",
+            ),
+            f(
+                "tenant",
+                "Tenant",
+                false,
+                false,
+                Text,
+                "Only for Halo-hosted instances that share an authorisation server.",
+                "acme",
+            ),
+            f(
+                "client_id",
+                "Client ID",
+                false,
+                true,
+                Text,
+                "From the API application (Client ID and Secret (Services)).",
+                "",
+            ),
+            f(
+                "client_secret",
+                "Client secret",
+                true,
+                true,
+                Text,
+                "Shown once when the API application is created.",
+                "",
+            ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt("The Halo PSA connector is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Halo PSA connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Configuration > Integrations > Halo API > View Applications > New.",
     },
     ProviderDescriptor {
@@ -238,18 +286,51 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Psa,
         description: "Tickets, companies, contacts, members and service boards from ConnectWise PSA.",
         fields: &[
-            f("site", "API URL (site)", false, true, Host,
-              "The host only, without https:// and without a path. Cloud: na.myconnectwise.net, eu.myconnectwise.net, aus.myconnectwise.net.",
-              "na.myconnectwise.net"),
-            f("company_id", "Company ID", false, true, Text,
-              "The company id you type on the ConnectWise login screen.", "acme"),
-            f("public_key", "Public key", false, true, Text,
-              "API member > API Keys tab.", ""),
-            f("private_key", "Private key", true, true, Text,
-              "Shown once when the API key is created.", ""),
-            f("client_id", "Client ID", false, false, Guid,
-              "The clientId registered at developer.connectwise.com. Leave empty to use the server's configured clientId.",
-              "8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11"),
+            f(
+                "site",
+                "API URL (site)",
+                false,
+                true,
+                Host,
+                "The host only, without https:// and without a path. Cloud: na.myconnectwise.net, eu.myconnectwise.net, aus.myconnectwise.net.",
+                "na.myconnectwise.net",
+            ),
+            f(
+                "company_id",
+                "Company ID",
+                false,
+                true,
+                Text,
+                "The company id you type on the ConnectWise login screen.",
+                "acme",
+            ),
+            f(
+                "public_key",
+                "Public key",
+                false,
+                true,
+                Text,
+                "API member > API Keys tab.",
+                "",
+            ),
+            f(
+                "private_key",
+                "Private key",
+                true,
+                true,
+                Text,
+                "Shown once when the API key is created.",
+                "",
+            ),
+            f(
+                "client_id",
+                "Client ID",
+                false,
+                false,
+                Guid,
+                "The clientId registered at developer.connectwise.com. Leave empty to use the server's configured clientId.",
+                "8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11",
+            ),
         ],
         syncs: PSA_SYNCS,
         availability: Availability::Available,
@@ -261,14 +342,38 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Psa,
         description: "Accounts (companies), contacts, resources and tickets from Autotask PSA.",
         fields: &[
-            f("username", "API user name", false, true, Email,
-              "The API-only resource's user name (an email address).", "api@acme.com"),
-            f("secret", "Secret", true, true, Text, "The API user's password.", ""),
-            f("integration_code", "API tracking identifier", true, true, Text,
-              "The tracking identifier chosen when the API user was created.", ""),
+            f(
+                "username",
+                "API user name",
+                false,
+                true,
+                Email,
+                "The API-only resource's user name (an email address).",
+                "api@acme.com",
+            ),
+            f(
+                "secret",
+                "Secret",
+                true,
+                true,
+                Text,
+                "The API user's password.",
+                "",
+            ),
+            f(
+                "integration_code",
+                "API tracking identifier",
+                true,
+                true,
+                Text,
+                "The tracking identifier chosen when the API user was created.",
+                "",
+            ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt("The Autotask connector is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Autotask connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Admin > Resources/Users > New API User (API-only).",
     },
     ProviderDescriptor {
@@ -277,13 +382,29 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Psa,
         description: "Customers, contacts, technicians and tickets from SyncroMSP.",
         fields: &[
-            f("subdomain", "Subdomain", false, true, Subdomain,
-              "The part before .syncromsp.com.", "acme"),
-            f("api_token", "API token", true, true, Text,
-              "Admin > API > API Tokens; needs Customers, Contacts, Users and Tickets permissions.", ""),
+            f(
+                "subdomain",
+                "Subdomain",
+                false,
+                true,
+                Subdomain,
+                "The part before .syncromsp.com.",
+                "acme",
+            ),
+            f(
+                "api_token",
+                "API token",
+                true,
+                true,
+                Text,
+                "Admin > API > API Tokens; needs Customers, Contacts, Users and Tickets permissions.",
+                "",
+            ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt("The Syncro connector is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Syncro connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Admin > API > API Tokens > New Token.",
     },
     ProviderDescriptor {
@@ -292,13 +413,42 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Rmm,
         description: "Sites, devices and monitoring alerts from Datto RMM.",
         fields: &[
-            f("api_url", "API URL", false, true, HttpsUrl,
-              "Shown next to the generated keys, e.g. https://merlot-api.centrastage.net.", "https://merlot-api.centrastage.net"),
-            f("api_key", "API key", false, true, Text, "Setup > Users > user > Generate API Keys.", ""),
-            f("api_secret", "API secret key", true, true, Text, "Shown once with the API key.", ""),
+            f(
+                "api_url",
+                "API URL",
+                false,
+                true,
+                HttpsUrl,
+                "Shown next to the generated keys, e.g. https://merlot-api.centrastage.net.",
+                "https://merlot-api.centrastage.net",
+            ),
+            f(
+                "api_key",
+                "API key",
+                false,
+                true,
+                Text,
+                "Setup > Users > user > Generate API Keys.",
+                "",
+            ),
+            f(
+                "api_secret",
+                "API secret key",
+                true,
+                true,
+                Text,
+                "Shown once with the API key.",
+                "",
+            ),
         ],
-        syncs: &[sync(Companies, Inbound), sync(Devices, Inbound), sync(Alerts, Inbound)],
-        availability: Availability::NotYetBuilt("The Datto RMM connector is planned; connecting is not possible yet."),
+        syncs: &[
+            sync(Companies, Inbound),
+            sync(Devices, Inbound),
+            sync(Alerts, Inbound),
+        ],
+        availability: Availability::NotYetBuilt(
+            "The Datto RMM connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Setup > Global Settings > Access Control > Enable API Access.",
     },
     ProviderDescriptor {
@@ -307,13 +457,42 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Rmm,
         description: "Companies, sites, devices and alerts from the ConnectWise Asio platform.",
         fields: &[
-            f("region", "Region", false, true, Choice(&["na", "eu", "au"]),
-              "The platform region of your Asio partner account.", "na"),
-            f("client_id", "Client ID", false, true, Text, "Integrations > API Access > Generate API Access.", ""),
-            f("client_secret", "Client secret", true, true, Text, "Shown once with the client id.", ""),
+            f(
+                "region",
+                "Region",
+                false,
+                true,
+                Choice(&["na", "eu", "au"]),
+                "The platform region of your Asio partner account.",
+                "na",
+            ),
+            f(
+                "client_id",
+                "Client ID",
+                false,
+                true,
+                Text,
+                "Integrations > API Access > Generate API Access.",
+                "",
+            ),
+            f(
+                "client_secret",
+                "Client secret",
+                true,
+                true,
+                Text,
+                "Shown once with the client id.",
+                "",
+            ),
         ],
-        syncs: &[sync(Companies, Inbound), sync(Devices, Inbound), sync(Alerts, Inbound)],
-        availability: Availability::NotYetBuilt("The ConnectWise Asio connector is planned; connecting is not possible yet."),
+        syncs: &[
+            sync(Companies, Inbound),
+            sync(Devices, Inbound),
+            sync(Alerts, Inbound),
+        ],
+        availability: Availability::NotYetBuilt(
+            "The ConnectWise Asio connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Asio portal: Integrations > API Access.",
     },
     ProviderDescriptor {
@@ -322,12 +501,29 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Cloud,
         description: "Secure Score and tenant information per client company, through admin consent.",
         fields: &[
-            f("client_id", "Application (client) ID", false, true, Guid,
-              "The multi-tenant Entra ID app registration used for admin consent.", "00000000-0000-0000-0000-000000000000"),
-            f("client_secret", "Client secret", true, true, Text, "Certificates & secrets of the app registration.", ""),
+            f(
+                "client_id",
+                "Application (client) ID",
+                false,
+                true,
+                Guid,
+                "The multi-tenant Entra ID app registration used for admin consent.",
+                "00000000-0000-0000-0000-000000000000",
+            ),
+            f(
+                "client_secret",
+                "Client secret",
+                true,
+                true,
+                Text,
+                "Certificates & secrets of the app registration.",
+                "",
+            ),
         ],
         syncs: &[sync(SecureScores, Inbound), sync(Companies, Inbound)],
-        availability: Availability::NotYetBuilt("The Microsoft 365 connector is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Microsoft 365 connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Entra ID > App registrations > New registration (multi-tenant).",
     },
     ProviderDescriptor {
@@ -336,13 +532,29 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         category: Category::Payments,
         description: "Customers, invoices and payments from Stripe billing.",
         fields: &[
-            f("secret_key", "Secret or restricted key", true, true, Text,
-              "A restricted key (rk_...) with read access to customers and invoices is enough.", ""),
-            f("webhook_secret", "Webhook signing secret", true, false, Text,
-              "whsec_... from the webhook endpoint, for near real-time updates.", ""),
+            f(
+                "secret_key",
+                "Secret or restricted key",
+                true,
+                true,
+                Text,
+                "A restricted key (rk_...) with read access to customers and invoices is enough.",
+                "",
+            ),
+            f(
+                "webhook_secret",
+                "Webhook signing secret",
+                true,
+                false,
+                Text,
+                "whsec_... from the webhook endpoint, for near real-time updates.",
+                "",
+            ),
         ],
         syncs: &[sync(Companies, Inbound), sync(Invoices, Inbound)],
-        availability: Availability::NotYetBuilt("The Stripe connector is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Stripe connector is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Developers > API keys > Create restricted key.",
     },
     ProviderDescriptor {
@@ -350,12 +562,19 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         name: "Bigger Brains",
         category: Category::Training,
         description: "Training courses and learner progress from the Bigger Brains library (no public API: link-out and report import).",
-        fields: &[
-            f("portal_url", "Reseller portal URL", false, true, HttpsUrl,
-              "Your Bigger Brains reseller portal address.", "https://getbiggerbrains.com"),
-        ],
+        fields: &[f(
+            "portal_url",
+            "Reseller portal URL",
+            false,
+            true,
+            HttpsUrl,
+            "Your Bigger Brains reseller portal address.",
+            "https://getbiggerbrains.com",
+        )],
         syncs: &[sync(Courses, Inbound)],
-        availability: Availability::NotYetBuilt("The Bigger Brains integration is planned; connecting is not possible yet."),
+        availability: Availability::NotYetBuilt(
+            "The Bigger Brains integration is planned; connecting is not possible yet.",
+        ),
         setup_hint: "Bigger Brains Reseller Portal.",
     },
 ];
@@ -368,7 +587,11 @@ mod tests {
     fn catalogue_has_the_nine_providers_of_the_spec_once_each() {
         assert_eq!(CATALOGUE.len(), 9);
         for kind in ProviderKind::ALL {
-            assert_eq!(CATALOGUE.iter().filter(|d| d.kind == kind).count(), 1, "{kind:?}");
+            assert_eq!(
+                CATALOGUE.iter().filter(|d| d.kind == kind).count(),
+                1,
+                "{kind:?}"
+            );
             assert_eq!(kind.descriptor().kind, kind);
             assert_eq!(ProviderKind::from_slug(kind.slug()), Some(kind));
         }
@@ -377,7 +600,11 @@ mod tests {
     #[test]
     fn every_provider_has_a_secret_field_and_unique_field_names() {
         for d in &CATALOGUE {
-            assert!(d.fields.iter().any(|f| f.secret) || d.kind == ProviderKind::BiggerBrains, "{}", d.name);
+            assert!(
+                d.fields.iter().any(|f| f.secret) || d.kind == ProviderKind::BiggerBrains,
+                "{}",
+                d.name
+            );
             let mut names: Vec<_> = d.fields.iter().map(|f| f.name).collect();
             names.sort_unstable();
             names.dedup();

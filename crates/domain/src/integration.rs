@@ -33,9 +33,14 @@ impl IntegrationStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Connected, Self::Disconnected, Self::Error, Self::Syncing]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Connected,
+            Self::Disconnected,
+            Self::Error,
+            Self::Syncing,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 
     pub fn label(self) -> &'static str {
@@ -68,7 +73,9 @@ pub struct Integration {
 
 impl Integration {
     pub fn display_name(&self) -> &str {
-        self.nickname.as_deref().unwrap_or(self.provider.descriptor().name)
+        self.nickname
+            .as_deref()
+            .unwrap_or(self.provider.descriptor().name)
     }
 }
 
@@ -80,9 +87,14 @@ pub enum AreaResult {
     Granted,
     GrantedNoData,
     /// The vendor refused: `setting` names where the admin grants it.
-    NotPermitted { setting: String, vendor_message: String },
+    NotPermitted {
+        setting: String,
+        vendor_message: String,
+    },
     /// Slow, unreachable or an unexpected answer. Nothing is switched off.
-    CouldNotVerify { reason: String },
+    CouldNotVerify {
+        reason: String,
+    },
 }
 
 impl AreaResult {
@@ -119,11 +131,20 @@ pub struct AreaCheck {
 pub enum ConnectionOutcome {
     Ok,
     /// The vendor rejected the credentials (bad keys, unknown company, missing client id).
-    AuthFailed { message: String, fix_hint: String },
+    AuthFailed {
+        message: String,
+        fix_hint: String,
+    },
     /// DNS, TCP, TLS or timeout: we never got a usable answer.
-    Unreachable { message: String, fix_hint: String },
+    Unreachable {
+        message: String,
+        fix_hint: String,
+    },
     /// The site answered but is not what we expected (wrong host, unknown company id).
-    Misconfigured { message: String, fix_hint: String },
+    Misconfigured {
+        message: String,
+        fix_hint: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,16 +163,20 @@ impl TestReport {
         match &self.connection {
             ConnectionOutcome::AuthFailed { message, fix_hint }
             | ConnectionOutcome::Unreachable { message, fix_hint }
-            | ConnectionOutcome::Misconfigured { message, fix_hint } => {
-                (IntegrationStatus::Error, Some(message.clone()), Some(fix_hint.clone()))
-            }
+            | ConnectionOutcome::Misconfigured { message, fix_hint } => (
+                IntegrationStatus::Error,
+                Some(message.clone()),
+                Some(fix_hint.clone()),
+            ),
             ConnectionOutcome::Ok => {
                 let denied: Vec<_> = self
                     .areas
                     .iter()
                     .filter(|a| a.required)
                     .filter_map(|a| match &a.outcome {
-                        AreaResult::NotPermitted { setting, .. } => Some((a.label.as_str(), setting.as_str())),
+                        AreaResult::NotPermitted { setting, .. } => {
+                            Some((a.label.as_str(), setting.as_str()))
+                        }
                         _ => None,
                     })
                     .collect();
@@ -162,8 +187,14 @@ impl TestReport {
                     let settings: Vec<_> = denied.iter().map(|(_, s)| *s).collect();
                     (
                         IntegrationStatus::Error,
-                        Some(format!("Required data areas are not permitted: {}", areas.join(", "))),
-                        Some(format!("Grant in the vendor's security role: {}", settings.join("; "))),
+                        Some(format!(
+                            "Required data areas are not permitted: {}",
+                            areas.join(", ")
+                        )),
+                        Some(format!(
+                            "Grant in the vendor's security role: {}",
+                            settings.join("; ")
+                        )),
                     )
                 }
             }
@@ -181,11 +212,21 @@ mod tests {
     use super::*;
 
     fn area(required: bool, outcome: AreaResult) -> AreaCheck {
-        AreaCheck { area: "a".into(), label: "Companies".into(), required, outcome }
+        AreaCheck {
+            area: "a".into(),
+            label: "Companies".into(),
+            required,
+            outcome,
+        }
     }
 
     fn report(connection: ConnectionOutcome, areas: Vec<AreaCheck>) -> TestReport {
-        TestReport { connection, areas, tested_at: Utc::now(), details: vec![] }
+        TestReport {
+            connection,
+            areas,
+            tested_at: Utc::now(),
+            details: vec![],
+        }
     }
 
     #[test]
@@ -195,13 +236,28 @@ mod tests {
 
         let unverified = report(
             ConnectionOutcome::Ok,
-            vec![area(true, AreaResult::CouldNotVerify { reason: "slow".into() })],
+            vec![area(
+                true,
+                AreaResult::CouldNotVerify {
+                    reason: "slow".into(),
+                },
+            )],
         );
-        assert_eq!(unverified.verdict().0, IntegrationStatus::Connected, "could-not-verify switches nothing off");
+        assert_eq!(
+            unverified.verdict().0,
+            IntegrationStatus::Connected,
+            "could-not-verify switches nothing off"
+        );
 
         let denied = report(
             ConnectionOutcome::Ok,
-            vec![area(true, AreaResult::NotPermitted { setting: "Companies > Company Maintenance".into(), vendor_message: String::new() })],
+            vec![area(
+                true,
+                AreaResult::NotPermitted {
+                    setting: "Companies > Company Maintenance".into(),
+                    vendor_message: String::new(),
+                },
+            )],
         );
         let (s, e, h) = denied.verdict();
         assert_eq!(s, IntegrationStatus::Error);
@@ -210,20 +266,41 @@ mod tests {
 
         let optional_denied = report(
             ConnectionOutcome::Ok,
-            vec![area(false, AreaResult::NotPermitted { setting: "x".into(), vendor_message: String::new() })],
+            vec![area(
+                false,
+                AreaResult::NotPermitted {
+                    setting: "x".into(),
+                    vendor_message: String::new(),
+                },
+            )],
         );
         assert_eq!(optional_denied.verdict().0, IntegrationStatus::Connected);
 
         let auth = report(
-            ConnectionOutcome::AuthFailed { message: "bad keys".into(), fix_hint: "re-copy".into() },
+            ConnectionOutcome::AuthFailed {
+                message: "bad keys".into(),
+                fix_hint: "re-copy".into(),
+            },
             vec![],
         );
-        assert_eq!(auth.verdict(), (IntegrationStatus::Error, Some("bad keys".into()), Some("re-copy".into())));
+        assert_eq!(
+            auth.verdict(),
+            (
+                IntegrationStatus::Error,
+                Some("bad keys".into()),
+                Some("re-copy".into())
+            )
+        );
     }
 
     #[test]
     fn status_round_trip() {
-        for s in [IntegrationStatus::Connected, IntegrationStatus::Disconnected, IntegrationStatus::Error, IntegrationStatus::Syncing] {
+        for s in [
+            IntegrationStatus::Connected,
+            IntegrationStatus::Disconnected,
+            IntegrationStatus::Error,
+            IntegrationStatus::Syncing,
+        ] {
             assert_eq!(IntegrationStatus::parse(s.as_str()), Some(s));
         }
     }

@@ -39,7 +39,10 @@ pub struct Role {
 
 /// The roles every new tenant starts with.
 pub const BUILTIN_ROLES: [(&str, &str); 3] = [
-    ("Admin", "Manages the company's users and sees all its tickets."),
+    (
+        "Admin",
+        "Manages the company's users and sees all its tickets.",
+    ),
     ("Standard User", "Raises and follows their own tickets."),
     ("Viewer", "Read-only access; the least privilege."),
 ];
@@ -64,7 +67,9 @@ impl UserStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Disabled, Self::Imported].into_iter().find(|v| v.as_str() == s)
+        [Self::Active, Self::Disabled, Self::Imported]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -86,7 +91,9 @@ impl Origin {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Manual, Self::Import].into_iter().find(|v| v.as_str() == s)
+        [Self::Manual, Self::Import]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -182,9 +189,15 @@ impl LinkedRecord {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Company, Self::CompanyUser, Self::StaffUser, Self::Ticket, Self::TicketNote]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Company,
+            Self::CompanyUser,
+            Self::StaffUser,
+            Self::Ticket,
+            Self::TicketNote,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 

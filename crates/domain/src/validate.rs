@@ -28,7 +28,10 @@ pub struct Credentials(pub BTreeMap<String, CredentialValue>);
 
 impl Credentials {
     pub fn get(&self, field: &str) -> Option<&str> {
-        self.0.get(field).map(CredentialValue::expose).filter(|v| !v.is_empty())
+        self.0
+            .get(field)
+            .map(CredentialValue::expose)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -59,7 +62,11 @@ pub fn validate_credentials(
             let known: Vec<_> = provider.fields.iter().map(|f| f.name).collect();
             errors.push(FieldError::new(
                 format!("credentials.{name}"),
-                format!("{} has no field '{name}'; expected one of: {}", provider.name, known.join(", ")),
+                format!(
+                    "{} has no field '{name}'; expected one of: {}",
+                    provider.name,
+                    known.join(", ")
+                ),
             ));
         }
     }
@@ -74,7 +81,10 @@ pub fn validate_credentials(
         if raw == SECRET_MASK {
             errors.push(FieldError::new(
                 format!("credentials.{}", field.name),
-                format!("{} is required: type the value itself, not the mask", field.label),
+                format!(
+                    "{} is required: type the value itself, not the mask",
+                    field.label
+                ),
             ));
             continue;
         }
@@ -99,15 +109,25 @@ pub fn validate_credentials(
             Err(msg) => errors.push(FieldError::new(format!("credentials.{}", field.name), msg)),
         }
     }
-    if errors.is_empty() { Ok((Credentials(values), kept)) } else { Err(ValidationError(errors)) }
+    if errors.is_empty() {
+        Ok((Credentials(values), kept))
+    } else {
+        Err(ValidationError(errors))
+    }
 }
 
 fn check_format(field: &CredentialField, raw: &str) -> Result<String, String> {
     if raw.chars().any(char::is_control) {
-        return Err(format!("{} must be on one line without control characters", field.label));
+        return Err(format!(
+            "{} must be on one line without control characters",
+            field.label
+        ));
     }
     if raw.len() > 2048 {
-        return Err(format!("{} is too long (at most 2048 characters)", field.label));
+        return Err(format!(
+            "{} is too long (at most 2048 characters)",
+            field.label
+        ));
     }
     match field.format {
         FieldFormat::Text => Ok(raw.to_string()),
@@ -138,14 +158,25 @@ fn check_format(field: &CredentialField, raw: &str) -> Result<String, String> {
                     field.label
                 ));
             }
-            if is_dns_label(&s) { Ok(s) } else { Err(format!("{} may only contain letters, digits and '-'", field.label)) }
+            if is_dns_label(&s) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "{} may only contain letters, digits and '-'",
+                    field.label
+                ))
+            }
         }
         FieldFormat::Email => parse_email(raw).map_err(|m| format!("{}: {m}", field.label)),
         FieldFormat::Choice(values) => {
             if values.contains(&raw) {
                 Ok(raw.to_string())
             } else {
-                Err(format!("{} must be one of: {}", field.label, values.join(", ")))
+                Err(format!(
+                    "{} must be one of: {}",
+                    field.label,
+                    values.join(", ")
+                ))
             }
         }
     }
@@ -161,7 +192,9 @@ pub fn parse_host(raw: &str) -> Result<String, String> {
         ));
     }
     if raw.contains('/') || raw.contains('?') || raw.contains('#') {
-        return Err("enter the host only, without a path (for example na.myconnectwise.net)".into());
+        return Err(
+            "enter the host only, without a path (for example na.myconnectwise.net)".into(),
+        );
     }
     if raw.contains('@') {
         return Err("enter the host only, without a user name".into());
@@ -198,7 +231,10 @@ pub fn is_guid(s: &str) -> bool {
     let parts: Vec<_> = s.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     parts.len() == 5
-        && parts.iter().zip(lens).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip(lens)
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Light email check: one `@`, a non-empty local part, a dotted domain. Lower-cased.
@@ -230,7 +266,10 @@ pub fn parse_name(field: &str, raw: &str) -> Result<String, FieldError> {
         return Err(FieldError::new(field, "must be at most 200 characters"));
     }
     if s.chars().any(char::is_control) {
-        return Err(FieldError::new(field, "must be on one line without control characters"));
+        return Err(FieldError::new(
+            field,
+            "must be on one line without control characters",
+        ));
     }
     Ok(s.to_string())
 }
@@ -252,7 +291,10 @@ mod tests {
     use crate::catalogue::ProviderKind;
 
     fn cw(pairs: &[(&str, &str)]) -> Result<(Credentials, Vec<String>), ValidationError> {
-        let input = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let input = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         validate_credentials(ProviderKind::ConnectwiseManage.descriptor(), &input, false)
     }
 
@@ -274,7 +316,10 @@ mod tests {
     fn good_connectwise_credentials_pass_and_secret_is_wrapped() {
         let (c, kept) = cw(GOOD).unwrap();
         assert!(kept.is_empty());
-        assert!(matches!(c.0.get("private_key"), Some(CredentialValue::Secret(_))));
+        assert!(matches!(
+            c.0.get("private_key"),
+            Some(CredentialValue::Secret(_))
+        ));
         assert_eq!(c.get("site"), Some("na.myconnectwise.net"));
         assert!(!format!("{c:?}").contains("priv\""));
     }
@@ -301,7 +346,14 @@ mod tests {
     fn missing_required_fields_are_each_named() {
         let e = cw(&[("site", "na.myconnectwise.net")]).unwrap_err();
         let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
-        assert_eq!(fields, ["credentials.company_id", "credentials.public_key", "credentials.private_key"]);
+        assert_eq!(
+            fields,
+            [
+                "credentials.company_id",
+                "credentials.public_key",
+                "credentials.private_key"
+            ]
+        );
     }
 
     #[test]
@@ -321,16 +373,23 @@ mod tests {
         v[3] = ("private_key", SECRET_MASK);
         let e = first_error(cw(&v));
         assert_eq!(e.field, "credentials.private_key");
-        let input = v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let input = v
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (c, kept) =
-            validate_credentials(ProviderKind::ConnectwiseManage.descriptor(), &input, true).unwrap();
+            validate_credentials(ProviderKind::ConnectwiseManage.descriptor(), &input, true)
+                .unwrap();
         assert_eq!(kept, ["private_key"]);
         assert!(c.get("private_key").is_none());
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(parse_host("CW.Example.com:8443").unwrap(), "cw.example.com:8443");
+        assert_eq!(
+            parse_host("CW.Example.com:8443").unwrap(),
+            "cw.example.com:8443"
+        );
         assert!(parse_host("cw.example.com:0").is_err());
         assert!(parse_host("cw example.com").is_err());
         assert!(parse_host("user@cw.example.com").is_err());

@@ -26,7 +26,9 @@ pub enum VaultError {
     BadMasterKey(String),
     #[error("could not read or create the master key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
-    #[error("a stored secret could not be decrypted: wrong master key, or the value was tampered with or moved")]
+    #[error(
+        "a stored secret could not be decrypted: wrong master key, or the value was tampered with or moved"
+    )]
     Tampered,
     #[error("a stored secret has an unknown format")]
     UnknownFormat,
@@ -62,7 +64,9 @@ pub struct Vault {
 
 impl std::fmt::Debug for Vault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Vault").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Vault")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,7 +96,13 @@ impl Vault {
         let aad = binding.aad();
         let ct = self
             .cipher
-            .encrypt(&nonce.into(), Payload { msg: plaintext.as_bytes(), aad: &aad })
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| VaultError::Tampered)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + ct.len());
         out.push(BLOB_V1);
@@ -155,13 +165,19 @@ pub fn parse_master_key(text: &str) -> Result<[u8; 32], VaultError> {
 /// Reads the master key file, or creates it with a fresh random key and mode 0600.
 /// An existing file readable by group or others is refused.
 pub fn load_or_create_key_file(path: &Path) -> Result<[u8; 32], VaultError> {
-    let err = |reason: String| VaultError::KeyFile { path: path.display().to_string(), reason };
+    let err = |reason: String| VaultError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
     match std::fs::read_to_string(path) {
         Ok(text) => {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.permissions().mode();
+                let mode = std::fs::metadata(path)
+                    .map_err(|e| err(e.to_string()))?
+                    .permissions()
+                    .mode();
                 if mode & 0o077 != 0 {
                     return Err(err(format!(
                         "permissions are {:o}; run chmod 600 on it (it must not be readable by group or others)",
@@ -208,7 +224,9 @@ pub fn hash_password(password: &str) -> Result<String, VaultError> {
 /// Verifies a password against a PHC string. Returns false for a malformed hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::PasswordVerifier;
-    argon2::Argon2::default().verify_password(password.as_bytes(), phc).is_ok()
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), phc)
+        .is_ok()
 }
 
 /// A fresh random token `<prefix>_<43 url-safe chars>` and the hash to store.
@@ -235,10 +253,12 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -249,7 +269,11 @@ mod tests {
         Vault::new(&[7u8; 32])
     }
 
-    const B: Binding<'static> = Binding { tenant_id: 1, integration_id: 2, field: "private_key" };
+    const B: Binding<'static> = Binding {
+        tenant_id: 1,
+        integration_id: 2,
+        field: "private_key",
+    };
 
     #[test]
     fn round_trip_and_fresh_nonce() {
@@ -258,7 +282,10 @@ mod tests {
         let b = v.seal(B, "s3cr3t-value").unwrap();
         assert_ne!(a, b, "each seal uses a new nonce");
         assert_eq!(v.open(B, &a).unwrap(), "s3cr3t-value");
-        assert!(!a.windows(12).any(|w| w == b"s3cr3t-value"), "ciphertext must not contain the plaintext");
+        assert!(
+            !a.windows(12).any(|w| w == b"s3cr3t-value"),
+            "ciphertext must not contain the plaintext"
+        );
     }
 
     #[test]
@@ -280,8 +307,14 @@ mod tests {
         let blob = v.seal(B, "s3cr3t-value").unwrap();
         for other in [
             Binding { tenant_id: 9, ..B },
-            Binding { integration_id: 9, ..B },
-            Binding { field: "public_key", ..B },
+            Binding {
+                integration_id: 9,
+                ..B
+            },
+            Binding {
+                field: "public_key",
+                ..B
+            },
         ] {
             assert!(matches!(v.open(other, &blob), Err(VaultError::Tampered)));
         }
@@ -298,8 +331,14 @@ mod tests {
     fn master_key_formats() {
         let hex_key = "07".repeat(32);
         assert_eq!(parse_master_key(&hex_key).unwrap(), [7u8; 32]);
-        assert_eq!(parse_master_key(&STANDARD.encode([7u8; 32])).unwrap(), [7u8; 32]);
-        assert!(matches!(parse_master_key("abc"), Err(VaultError::BadMasterKey(_))));
+        assert_eq!(
+            parse_master_key(&STANDARD.encode([7u8; 32])).unwrap(),
+            [7u8; 32]
+        );
+        assert!(matches!(
+            parse_master_key("abc"),
+            Err(VaultError::BadMasterKey(_))
+        ));
         assert!(parse_master_key(&STANDARD.encode([1u8; 16])).is_err());
     }
 
@@ -318,7 +357,10 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(matches!(load_or_create_key_file(&path), Err(VaultError::KeyFile { .. })));
+            assert!(matches!(
+                load_or_create_key_file(&path),
+                Err(VaultError::KeyFile { .. })
+            ));
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,66 @@
+//! The embedded default backend: one SQLite file in WAL mode with foreign keys on.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{Result as StoreResult, StoreError};
+
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Accepts `sqlite://path`, `sqlite:path` or a plain file path; the file is created if missing.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() {
+            return Err(StoreError::BadUrl(
+                "the SQLite database path is empty".into(),
+            ));
+        }
+        if path.contains("://") {
+            return Err(StoreError::BadUrl(format!(
+                "'{url}' is neither a postgres:// URL nor a SQLite file path"
+            )));
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| StoreError::BadUrl(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The journal mode and foreign-key setting in force (for tests and diagnostics).
+    pub async fn pragmas(&self) -> StoreResult<(String, bool)> {
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await?;
+        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((mode, fk == 1))
+    }
+}
+
+impl_store!(SqliteStore, "sqlite");
