@@ -1,1 +1,81 @@
-//! placeholder
+//! Vendor connectors. One folder per provider holds its HTTP client (`client.rs`),
+//! wire types (`wire.rs`), sandbox (`sandbox.rs`) and the capability traits it
+//! implements (`mod.rs`). Adding a provider means adding a folder and one line in
+//! [`Providers::connector`]; the catalogue entry lives in the domain crate.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::TestReport;
+use mspbridge_domain::validate::Credentials;
+
+pub mod connectwise;
+pub mod outbound;
+
+pub use outbound::OutboundPolicy;
+
+/// Connection testing: reachability, authentication and a per-area permission check
+/// (spec 2.4). Every connector implements it; sync capabilities are further traits.
+#[async_trait]
+pub trait ConnectionTest: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    /// Never fails: every problem becomes part of the report, in words an admin can act on.
+    async fn test(&self, credentials: &Credentials, now: DateTime<Utc>) -> TestReport;
+}
+
+/// Server-wide connector configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderConfig {
+    pub outbound: OutboundPolicy,
+    /// The ConnectWise `clientId` registered for this mspbridge deployment, used when an
+    /// integration does not set its own.
+    pub connectwise_client_id: Option<String>,
+}
+
+/// The connectors this build has, by provider.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    config: Arc<ProviderConfig>,
+}
+
+impl Providers {
+    pub fn new(config: ProviderConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &ProviderConfig {
+        &self.config
+    }
+
+    /// The connection tester for `kind`, or `None` where the connector is not built yet
+    /// (the catalogue says so too).
+    pub fn connector(&self, kind: ProviderKind) -> Option<Box<dyn ConnectionTest>> {
+        match kind {
+            ProviderKind::ConnectwiseManage => {
+                Some(Box::new(connectwise::ConnectWise::new(self.config.clone())))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connectors_exist_exactly_for_available_catalogue_entries() {
+        let p = Providers::new(ProviderConfig::default());
+        for kind in ProviderKind::ALL {
+            assert_eq!(
+                p.connector(kind).is_some(),
+                kind.descriptor().is_available(),
+                "{kind:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The ConnectWise Manage HTTP client: codebase discovery, Basic auth
+//! `companyId+publicKey:privateKey`, the `clientId` header and the version `Accept`
+//! header on every call.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use mspbridge_domain::SecretString;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use serde::de::DeserializeOwned;
+
+use super::wire::{CompanyInfo, ErrorBody};
+use crate::outbound::OutboundPolicy;
+
+/// The REST API version we pin with the `Accept` header.
+pub const API_VERSION: &str = "2025.1";
+
+pub fn accept_header() -> String {
+    format!("application/vnd.connectwise.com+json; version={API_VERSION}")
+}
+
+/// What the client needs to reach one ConnectWise site.
+#[derive(Debug, Clone)]
+pub struct CwConfig {
+    /// Host (and optional port) only, validated by the catalogue.
+    pub site: String,
+    pub company_id: String,
+    pub public_key: String,
+    pub private_key: SecretString,
+    /// None means no `clientId` header is sent (ConnectWise then refuses the call).
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CwError {
+    #[error("could not reach {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("ConnectWise answered HTTP {status}: {}", .body.as_ref().map(|b| b.message.as_str()).unwrap_or("(no error body)"))]
+    Status {
+        status: u16,
+        body: Option<ErrorBody>,
+        retry_after: Option<Duration>,
+    },
+    #[error("ConnectWise sent a response we could not read: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl CwError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CwError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn vendor_message(&self) -> String {
+        match self {
+            CwError::Status { body: Some(b), .. } => b.message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub struct CwClient {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+    client_id: Option<String>,
+    pub info: CompanyInfo,
+}
+
+impl std::fmt::Debug for CwClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CwClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        "the request timed out".to_string()
+    } else if e.is_connect() {
+        "the connection failed".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+impl CwClient {
+    /// Finds the codebase through `/login/companyinfo/{companyId}` and builds a client
+    /// for `https://{api host}/{codebase}apis/3.0`.
+    pub async fn connect(
+        cfg: &CwConfig,
+        policy: OutboundPolicy,
+        timeout: Duration,
+    ) -> Result<Self, CwError> {
+        policy
+            .check_host(&cfg.site)
+            .map_err(|e| CwError::Refused(e.to_string()))?;
+        let http = policy.client(timeout);
+        let scheme = policy.scheme_for(&cfg.site);
+        let url = format!(
+            "{scheme}://{}/login/companyinfo/{}",
+            cfg.site,
+            urlencode(&cfg.company_id)
+        );
+        let resp = http
+            .get(&url)
+            .header(ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| CwError::Unreachable {
+                host: cfg.site.clone(),
+                reason: describe(&e),
+            })?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| CwError::Decode(describe(&e)))?;
+        if !status.is_success() {
+            return Err(CwError::Status {
+                status: status.as_u16(),
+                body: serde_json::from_str(&text).ok(),
+                retry_after: None,
+            });
+        }
+        // ConnectWise answers an unknown company id with an empty body or `null`.
+        if text.trim().is_empty() || text.trim() == "null" {
+            return Err(CwError::Status {
+                status: 404,
+                body: None,
+                retry_after: None,
+            });
+        }
+        let info: CompanyInfo =
+            serde_json::from_str(&text).map_err(|e| CwError::Decode(e.to_string()))?;
+        let api_host = api_host(&cfg.site, &info);
+        policy
+            .check_host(&api_host)
+            .map_err(|e| CwError::Refused(e.to_string()))?;
+        let base = format!(
+            "{}://{api_host}/{}apis/3.0",
+            policy.scheme_for(&api_host),
+            info.codebase
+        );
+        let basic = STANDARD.encode(format!(
+            "{}+{}:{}",
+            cfg.company_id,
+            cfg.public_key,
+            cfg.private_key.expose()
+        ));
+        Ok(Self {
+            http,
+            base,
+            auth: format!("Basic {basic}"),
+            client_id: cfg.client_id.clone(),
+            info,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET {base}{path}` with query parameters, decoding the JSON answer.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, HeaderMap), CwError> {
+        let mut req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .header(AUTHORIZATION, &self.auth)
+            .header(ACCEPT, accept_header());
+        if let Some(id) = &self.client_id {
+            req = req.header("clientId", id);
+        }
+        let host = self.base.clone();
+        let resp = req.send().await.map_err(|e| CwError::Unreachable {
+            host,
+            reason: describe(&e),
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CwError::Decode(describe(&e)))?;
+        if status != StatusCode::OK {
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            return Err(CwError::Status {
+                status: status.as_u16(),
+                body: serde_json::from_slice(&bytes).ok(),
+                retry_after,
+            });
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))?;
+        Ok((value, headers))
+    }
+}
+
+/// Cloud sites (`na.myconnectwise.net`) serve the API on `api-na.myconnectwise.net`;
+/// on-premise servers serve it on the site itself.
+pub fn api_host(site: &str, info: &CompanyInfo) -> String {
+    if let Some(region) = site.strip_suffix(".myconnectwise.net")
+        && info.is_cloud
+        && !region.contains('.')
+        && !region.starts_with("api-")
+    {
+        return format!("api-{region}.myconnectwise.net");
+    }
+    site.to_string()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(cloud: bool) -> CompanyInfo {
+        CompanyInfo {
+            company_name: "Acme".into(),
+            codebase: "v2025_1/".into(),
+            version_code: "v2025.1".into(),
+            company_id: "acme".into(),
+            is_cloud: cloud,
+            site_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn api_hosts() {
+        assert_eq!(
+            api_host("na.myconnectwise.net", &info(true)),
+            "api-na.myconnectwise.net"
+        );
+        assert_eq!(
+            api_host("eu.myconnectwise.net", &info(true)),
+            "api-eu.myconnectwise.net"
+        );
+        assert_eq!(
+            api_host("api-na.myconnectwise.net", &info(true)),
+            "api-na.myconnectwise.net"
+        );
+        assert_eq!(api_host("cw.acme.com", &info(false)), "cw.acme.com");
+        assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
+    }
+}

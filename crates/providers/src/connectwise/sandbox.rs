@@ -1,0 +1,753 @@
+//! The ConnectWise Manage sandbox: plays ConnectWise on loopback for tests, benchmarks
+//! and the demo, with CW's real paths (`/login/companyinfo/{id}`,
+//! `/{codebase}apis/3.0/...`), Basic auth `companyId+public:private`, the mandatory
+//! `clientId` header, per-member security-role denials (403 `Security`), paging with
+//! `page`/`pageSize` (max 1000) and `Link` headers, `fields`, and the error body
+//! `{"code","message","errors"}`. Fault injection comes from the shared harness.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use mspbridge_sandbox::{Faults, Rng, SandboxHandle, Seed};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use super::wire::*;
+
+pub const DEMO_COMPANY_ID: &str = "mspbridge";
+pub const DEMO_PUBLIC_KEY: &str = "demo-public-key";
+pub const DEMO_PRIVATE_KEY: &str = "demo-private-key";
+/// An API member whose security role lacks Member Maintenance and Service Tickets.
+pub const LIMITED_PUBLIC_KEY: &str = "limited-public-key";
+pub const LIMITED_PRIVATE_KEY: &str = "limited-private-key";
+pub const DEMO_CLIENT_ID: &str = "0b5e1c8a-6f0d-4c55-9a3e-2f9d7c1b4e60";
+pub const CODEBASE: &str = "v2025_1/";
+
+#[derive(Debug, Clone)]
+pub struct ApiMemberKey {
+    pub public: String,
+    pub private: String,
+    /// Area keys (see [`super::AREAS`]) this member's security role does not grant.
+    pub denied: Vec<&'static str>,
+}
+
+/// A request the sandbox received, for contract assertions in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub client_id: Option<String>,
+    pub accept: Option<String>,
+    pub authorized: bool,
+}
+
+/// The seeded data set.
+#[derive(Debug, Clone, Default)]
+pub struct CwData {
+    pub companies: Vec<Company>,
+    pub company_statuses: Vec<CompanyStatus>,
+    pub company_types: Vec<CompanyType>,
+    pub contacts: Vec<Contact>,
+    pub contact_types: Vec<ContactType>,
+    pub members: Vec<Member>,
+    pub boards: Vec<Board>,
+    pub tickets: Vec<Ticket>,
+}
+
+struct SandboxState {
+    company_id: String,
+    company_name: String,
+    keys: Vec<ApiMemberKey>,
+    data: RwLock<CwData>,
+    seen: Mutex<Vec<SeenRequest>>,
+}
+
+/// A ConnectWise sandbox. Clone it to keep a handle on its data and faults while it serves.
+#[derive(Clone)]
+pub struct CwSandbox {
+    state: Arc<SandboxState>,
+    pub faults: Faults,
+}
+
+impl CwSandbox {
+    /// The demo site: company `mspbridge`, a full-access key and a limited key.
+    pub fn new(seed: Seed) -> Self {
+        Self {
+            state: Arc::new(SandboxState {
+                company_id: DEMO_COMPANY_ID.into(),
+                company_name: "mspbridge Demo MSP".into(),
+                keys: vec![
+                    ApiMemberKey {
+                        public: DEMO_PUBLIC_KEY.into(),
+                        private: DEMO_PRIVATE_KEY.into(),
+                        denied: vec![],
+                    },
+                    ApiMemberKey {
+                        public: LIMITED_PUBLIC_KEY.into(),
+                        private: LIMITED_PRIVATE_KEY.into(),
+                        denied: vec!["members", "tickets"],
+                    },
+                ],
+                data: RwLock::new(generate(seed)),
+                seen: Mutex::new(Vec::new()),
+            }),
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/login/companyinfo/{company_id}", get(company_info))
+            .route("/{codebase}/apis/3.0/{*rest}", get(api_get))
+            .with_state(self.state.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.faults.clone(),
+                mspbridge_sandbox::inject_faults,
+            ))
+    }
+
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<SandboxHandle> {
+        mspbridge_sandbox::serve(self.router(), listener)
+    }
+
+    /// Mutate the data set (tests simulate vendor-side changes with it).
+    pub fn with_data<R>(&self, f: impl FnOnce(&mut CwData) -> R) -> R {
+        match self.state.data.write() {
+            Ok(mut d) => f(&mut d),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.state
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        code: code.into(),
+        message: message.into(),
+        errors: None,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn company_info(
+    State(s): State<Arc<SandboxState>>,
+    Path(company_id): Path<String>,
+) -> Response {
+    if !company_id.eq_ignore_ascii_case(&s.company_id) {
+        // ConnectWise answers an unknown company with an empty 200; we mirror that.
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "null",
+        )
+            .into_response();
+    }
+    axum::Json(CompanyInfo {
+        company_name: s.company_name.clone(),
+        codebase: CODEBASE.into(),
+        version_code: "v2025.1".into(),
+        company_id: s.company_id.clone(),
+        is_cloud: false,
+        site_url: String::new(),
+    })
+    .into_response()
+}
+
+fn is_guid(s: &str) -> bool {
+    mspbridge_domain::validate::is_guid(s)
+}
+
+/// Checks Basic auth and the clientId header; on failure returns the 401 message.
+fn authenticate<'a>(
+    s: &'a SandboxState,
+    headers: &HeaderMap,
+) -> Result<&'a ApiMemberKey, &'static str> {
+    let client_id = headers.get("clientId").and_then(|v| v.to_str().ok());
+    if !client_id.is_some_and(is_guid) {
+        // ConnectWise's answer to a missing clientId does not say what is missing.
+        return Err("Unauthorized");
+    }
+    let creds = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or("Authentication required")?;
+    let (user, private) = creds.split_once(':').ok_or("Invalid authentication")?;
+    let (company, public) = user.split_once('+').ok_or("Invalid authentication")?;
+    s.keys
+        .iter()
+        .find(|k| {
+            company.eq_ignore_ascii_case(&s.company_id)
+                && k.public == public
+                && k.private == private
+        })
+        .ok_or("Invalid authentication")
+}
+
+fn area_of(rest: &str) -> Option<&'static str> {
+    Some(match rest {
+        "company/companies" | "company/companies/count" => "companies",
+        "company/companies/statuses" | "company/companies/types" => "company_reference",
+        "company/contacts" | "company/contacts/count" | "company/contacts/types" => "contacts",
+        "system/members" | "system/members/count" => "members",
+        "service/tickets" | "service/tickets/count" => "tickets",
+        "service/boards" => "ticket_reference",
+        _ => return None,
+    })
+}
+
+fn setting_name(area: &str) -> &'static str {
+    match area {
+        "companies" => "Company Maintenance",
+        "contacts" => "Contacts",
+        "members" => "Member Maintenance",
+        "tickets" => "Service Tickets",
+        _ => "Table Setup",
+    }
+}
+
+async fn api_get(
+    State(s): State<Arc<SandboxState>>,
+    Path((codebase, rest)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let auth = authenticate(&s, &headers);
+    if let Ok(mut seen) = s.seen.lock() {
+        seen.push(SeenRequest {
+            path: format!("/{codebase}/apis/3.0/{rest}"),
+            query: query.clone(),
+            client_id: headers
+                .get("clientId")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            accept: headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            authorized: auth.is_ok(),
+        });
+    }
+    if format!("{codebase}/") != CODEBASE && codebase != "v4_6_release" {
+        return error(StatusCode::NOT_FOUND, "NotFound", "Not found");
+    }
+    let key = match auth {
+        Ok(k) => k,
+        Err(message) => return error(StatusCode::UNAUTHORIZED, "Unauthorized", message),
+    };
+    let Some(area) = area_of(&rest) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("The resource '{rest}' was not found"),
+        );
+    };
+    if key.denied.contains(&area) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Security",
+            &format!(
+                "You do not have access to {} ({}). Please contact your administrator.",
+                rest,
+                setting_name(area)
+            ),
+        );
+    }
+    let q: HashMap<&str, &str> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if q.contains_key("conditions") || q.contains_key("childConditions") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidObject",
+            "This sandbox does not evaluate conditions yet; request the full list.",
+        );
+    }
+    let data = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    match rest.as_str() {
+        "company/companies" => list(&data.companies, &q, &rest),
+        "company/companies/count" => count(data.companies.len()),
+        "company/companies/statuses" => list(&data.company_statuses, &q, &rest),
+        "company/companies/types" => list(&data.company_types, &q, &rest),
+        "company/contacts" => list(&data.contacts, &q, &rest),
+        "company/contacts/count" => count(data.contacts.len()),
+        "company/contacts/types" => list(&data.contact_types, &q, &rest),
+        "system/members" => list(&data.members, &q, &rest),
+        "system/members/count" => count(data.members.len()),
+        "service/boards" => list(&data.boards, &q, &rest),
+        "service/tickets" => list(&data.tickets, &q, &rest),
+        "service/tickets/count" => count(data.tickets.len()),
+        _ => error(StatusCode::NOT_FOUND, "NotFound", "Not found"),
+    }
+}
+
+fn count(n: usize) -> Response {
+    axum::Json(serde_json::json!({ "count": n })).into_response()
+}
+
+/// Navigable paging as ConnectWise does it: `page` (1-based) and `pageSize`
+/// (default 25, capped at 1000), with a `Link` header carrying `next` and `last`.
+fn list<T: Serialize>(items: &[T], q: &HashMap<&str, &str>, rest: &str) -> Response {
+    let page_size = match q.get("pageSize").map(|v| v.parse::<usize>()) {
+        None => 25,
+        Some(Ok(n)) if n >= 1 => n.min(1000),
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidObject",
+                "pageSize must be a positive integer",
+            );
+        }
+    };
+    let page = match q.get("page").map(|v| v.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidObject",
+                "page must be a positive integer",
+            );
+        }
+    };
+    let fields: Option<Vec<&str>> = q.get("fields").map(|f| {
+        f.split(',')
+            .map(|x| x.trim().split('/').next().unwrap_or(""))
+            .collect()
+    });
+    let start = (page - 1).saturating_mul(page_size).min(items.len());
+    let end = (start + page_size).min(items.len());
+    let rows: Vec<serde_json::Value> = items[start..end]
+        .iter()
+        .filter_map(|item| serde_json::to_value(item).ok())
+        .map(|v| match (&fields, v) {
+            (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter(|(k, _)| fields.contains(&k.as_str()))
+                    .collect(),
+            ),
+            (_, v) => v,
+        })
+        .collect();
+    let last = items.len().div_ceil(page_size).max(1);
+    let mut resp = axum::Json(rows).into_response();
+    let mut links = Vec::new();
+    if page < last {
+        links.push(format!(
+            "</{rest}?page={}&pageSize={page_size}>; rel=\"next\"",
+            page + 1
+        ));
+    }
+    links.push(format!(
+        "</{rest}?page={last}&pageSize={page_size}>; rel=\"last\""
+    ));
+    if let Ok(v) = HeaderValue::from_str(&links.join(", ")) {
+        resp.headers_mut().insert(header::LINK, v);
+    }
+    resp
+}
+
+const ADJECTIVES: [&str; 16] = [
+    "Blue",
+    "Northern",
+    "Summit",
+    "Harbor",
+    "Granite",
+    "Silver",
+    "Oak",
+    "Bright",
+    "Cedar",
+    "Riverside",
+    "Pioneer",
+    "Golden",
+    "Evergreen",
+    "Coastal",
+    "Prairie",
+    "Metro",
+];
+const NOUNS: [&str; 16] = [
+    "Dental",
+    "Logistics",
+    "Law Group",
+    "Accounting",
+    "Builders",
+    "Veterinary",
+    "Realty",
+    "Consulting",
+    "Bakery",
+    "Engineering",
+    "Clinic",
+    "Motors",
+    "Insurance",
+    "Architects",
+    "Foods",
+    "Media",
+];
+const SUFFIXES: [&str; 6] = ["LLC", "Inc", "Ltd", "Group", "Co", "Partners"];
+const FIRST: [&str; 20] = [
+    "Pat", "Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Robin",
+    "Chris", "Dana", "Lee", "Avery", "Quinn", "Drew", "Emery", "Harper", "Kai", "Rowan",
+];
+const LAST: [&str; 20] = [
+    "Smith", "Garcia", "Nguyen", "Patel", "Kim", "Müller", "Rossi", "Silva", "Brown", "Jones",
+    "Wilson", "Moore", "Clark", "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Lopez",
+];
+
+fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// The deterministic data set for `seed`.
+pub fn generate(seed: Seed) -> CwData {
+    let (n_companies, contacts_per, n_members, tickets_per) = match seed {
+        Seed::Small => (25usize, 4usize, 8usize, 2usize),
+        Seed::Large => (5_000, 10, 1_000, 2),
+        Seed::Companies(n) => (n as usize, 10, (n as usize / 5).max(1), 2),
+    };
+    let mut rng = Rng::new(0x00C0_FFEE);
+    let company_statuses = vec![
+        CompanyStatus {
+            id: 1,
+            name: "Active".into(),
+            inactive_flag: false,
+        },
+        CompanyStatus {
+            id: 2,
+            name: "Inactive".into(),
+            inactive_flag: true,
+        },
+        CompanyStatus {
+            id: 3,
+            name: "Credit Hold".into(),
+            inactive_flag: false,
+        },
+    ];
+    let company_types = vec![
+        CompanyType {
+            id: 1,
+            name: "Client".into(),
+        },
+        CompanyType {
+            id: 2,
+            name: "Prospect".into(),
+        },
+        CompanyType {
+            id: 3,
+            name: "Vendor".into(),
+        },
+        CompanyType {
+            id: 4,
+            name: "Partner".into(),
+        },
+    ];
+    let contact_types = vec![
+        ContactType {
+            id: 1,
+            description: "Owner".into(),
+        },
+        ContactType {
+            id: 2,
+            description: "IT Contact".into(),
+        },
+        ContactType {
+            id: 3,
+            description: "Billing".into(),
+        },
+        ContactType {
+            id: 4,
+            description: "Employee".into(),
+        },
+        ContactType {
+            id: 5,
+            description: "Approver".into(),
+        },
+    ];
+    let boards = vec![
+        Board {
+            id: 1,
+            name: "Service Desk".into(),
+            inactive_flag: false,
+        },
+        Board {
+            id: 2,
+            name: "Projects".into(),
+            inactive_flag: false,
+        },
+        Board {
+            id: 3,
+            name: "Alerts".into(),
+            inactive_flag: false,
+        },
+    ];
+    let statuses = [
+        (1, "New", false),
+        (2, "In Progress", false),
+        (3, "Waiting on Client", false),
+        (4, "Completed", true),
+    ];
+
+    let mut companies = Vec::with_capacity(n_companies);
+    let mut contacts = Vec::with_capacity(n_companies * contacts_per);
+    let mut tickets = Vec::with_capacity(n_companies * tickets_per);
+    let mut contact_id = 1i64;
+    for i in 0..n_companies {
+        let id = 100 + i as i64;
+        let name = format!(
+            "{} {} {}",
+            rng.pick(&ADJECTIVES),
+            rng.pick(&NOUNS),
+            rng.pick(&SUFFIXES)
+        );
+        let name = if i < ADJECTIVES.len() * NOUNS.len() {
+            name
+        } else {
+            format!("{name} {}", i)
+        };
+        let identifier: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(20)
+            .collect::<String>()
+            + &id.to_string();
+        let domain = format!("{}.example", identifier.to_lowercase());
+        let status = if rng.chance(8) {
+            2
+        } else if rng.chance(3) {
+            3
+        } else {
+            1
+        };
+        let type_id = if rng.chance(85) {
+            1
+        } else {
+            2 + rng.below(3) as i64
+        };
+        let updated = base_time() + Duration::minutes(rng.below(60 * 24 * 300) as i64);
+        let k = if matches!(seed, Seed::Small) {
+            1 + rng.below(7) as usize
+        } else {
+            contacts_per
+        };
+        let first_contact = contact_id;
+        for j in 0..k {
+            let first = rng.pick(&FIRST).to_string();
+            let last = rng.pick(&LAST).to_string();
+            let local: String = format!(
+                "{}.{}{}",
+                first.to_lowercase(),
+                last.to_lowercase(),
+                contact_id
+            )
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+            let mut items = vec![CommunicationItem {
+                id: contact_id * 10 + 1,
+                kind: Ref {
+                    id: 2,
+                    name: Some("Direct".into()),
+                },
+                value: format!("+1 555 {:04}", contact_id % 10_000),
+                default_flag: true,
+                communication_type: "Phone".into(),
+            }];
+            // A few contacts have no email: the sync must report them, not drop them silently.
+            if !rng.chance(3) {
+                items.push(CommunicationItem {
+                    id: contact_id * 10 + 2,
+                    kind: Ref {
+                        id: 1,
+                        name: Some("Email".into()),
+                    },
+                    value: format!("{local}@{domain}"),
+                    default_flag: true,
+                    communication_type: "Email".into(),
+                });
+            }
+            let mut types = vec![];
+            if j == 0 {
+                types.push(Ref {
+                    id: 1,
+                    name: Some("Owner".into()),
+                });
+            }
+            if rng.chance(30) {
+                let t = &contact_types[1 + rng.below(4) as usize];
+                types.push(Ref {
+                    id: t.id,
+                    name: Some(t.description.clone()),
+                });
+            }
+            contacts.push(Contact {
+                id: contact_id,
+                first_name: first,
+                last_name: last,
+                company: Some(CompanyRef {
+                    id,
+                    identifier: Some(identifier.clone()),
+                    name: Some(name.clone()),
+                }),
+                inactive_flag: j > 0 && rng.chance(5),
+                default_flag: j == 0,
+                types,
+                communication_items: items,
+                info: Info {
+                    last_updated: Some(updated + Duration::minutes(j as i64)),
+                    date_entered: Some(base_time()),
+                },
+            });
+            contact_id += 1;
+        }
+        let first_name = contacts
+            .iter()
+            .rev()
+            .nth(k - 1)
+            .map(|c| format!("{} {}", c.first_name, c.last_name));
+        companies.push(Company {
+            id,
+            identifier: identifier.clone(),
+            name: name.clone(),
+            status: Some(Ref {
+                id: status,
+                name: Some(company_statuses[(status - 1) as usize].name.clone()),
+            }),
+            types: vec![Ref {
+                id: type_id,
+                name: Some(company_types[(type_id - 1) as usize].name.clone()),
+            }],
+            deleted_flag: false,
+            default_contact: Some(Ref {
+                id: first_contact,
+                name: first_name,
+            }),
+            phone_number: Some(format!("+1 555 {:04}", id % 10_000)),
+            website: Some(format!("https://www.{domain}")),
+            info: Info {
+                last_updated: Some(updated),
+                date_entered: Some(base_time()),
+            },
+        });
+        for t in 0..tickets_per {
+            let (sid, sname, closed) = *rng.pick(&statuses);
+            let board = rng.pick(&boards);
+            tickets.push(Ticket {
+                id: 5000 + tickets.len() as i64,
+                summary: format!(
+                    "{} issue #{t} at {}",
+                    rng.pick(&["Printer", "Email", "VPN", "Laptop", "Wi-Fi"]),
+                    name
+                ),
+                board: Ref {
+                    id: board.id,
+                    name: Some(board.name.clone()),
+                },
+                status: Ref {
+                    id: sid,
+                    name: Some(sname.into()),
+                },
+                priority: Some(Ref {
+                    id: 3,
+                    name: Some("Priority 3 - Normal Response".into()),
+                }),
+                company: Some(CompanyRef {
+                    id,
+                    identifier: Some(identifier.clone()),
+                    name: Some(name.clone()),
+                }),
+                contact: Some(Ref {
+                    id: first_contact,
+                    name: None,
+                }),
+                closed_flag: closed,
+                info: Info {
+                    last_updated: Some(updated),
+                    date_entered: Some(base_time()),
+                },
+            });
+        }
+    }
+    let members = (0..n_members)
+        .map(|i| {
+            let first = FIRST[i % FIRST.len()].to_string();
+            let last = LAST[(i / FIRST.len()) % LAST.len()].to_string();
+            let identifier = format!("{}{}{}", &first[..1].to_lowercase(), last.to_lowercase(), i);
+            Member {
+                id: 1 + i as i64,
+                primary_email: Some(format!("{identifier}@msp.example")),
+                identifier,
+                first_name: first,
+                last_name: last,
+                inactive_flag: i % 17 == 16,
+                info: Info {
+                    last_updated: Some(base_time() + Duration::hours(i as i64)),
+                    date_entered: Some(base_time()),
+                },
+            }
+        })
+        .collect();
+    CwData {
+        companies,
+        company_statuses,
+        company_types,
+        contacts,
+        contact_types,
+        members,
+        boards,
+        tickets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_have_the_promised_sizes_and_are_deterministic() {
+        let large = generate(Seed::Large);
+        assert_eq!(large.companies.len(), 5_000);
+        assert_eq!(large.contacts.len(), 50_000);
+        assert_eq!(large.members.len(), 1_000);
+        let small = generate(Seed::Small);
+        assert_eq!(small.companies.len(), 25);
+        assert_eq!(generate(Seed::Small).contacts, small.contacts);
+        // Every company's default contact is one of its contacts and has defaultFlag.
+        for c in &small.companies {
+            let dc = c.default_contact.as_ref().unwrap().id;
+            let contact = small.contacts.iter().find(|x| x.id == dc).unwrap();
+            assert!(contact.default_flag);
+            assert_eq!(contact.company.as_ref().unwrap().id, c.id);
+        }
+        // Identifiers are unique.
+        let mut ids: Vec<_> = large
+            .companies
+            .iter()
+            .map(|c| c.identifier.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 5_000);
+    }
+}
