@@ -1,1 +1,472 @@
-fn main() {}
+//! The `mspbridge` binary: wires storage, vault, connectors and the web layer together.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use mspbridge_domain::auth::StaffRole;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::model::Origin;
+use mspbridge_domain::validate::{check_password, parse_email, parse_name};
+use mspbridge_providers::connectwise::sandbox as cw;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::Seed;
+use mspbridge_store::{NewStaffUser, Store};
+use mspbridge_vault::Vault;
+use mspbridge_web::AppState;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "mspbridge",
+    version,
+    about = "Integrations hub for MSP client portals"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Database URL: a SQLite file path (created on first run) or postgres://user@host/db.
+    #[arg(long, env = "MSPBRIDGE_DATABASE", default_value = "./mspbridge.db")]
+    database: String,
+}
+
+#[derive(Args, Clone)]
+struct KeyArgs {
+    /// File holding the master key; created with mode 0600 on first run. The key can
+    /// instead be given in MSPBRIDGE_MASTER_KEY (64 hex characters or base64 of 32 bytes).
+    #[arg(
+        long,
+        env = "MSPBRIDGE_MASTER_KEY_FILE",
+        default_value = "./mspbridge.key"
+    )]
+    master_key_file: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the web UI and background work.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MSPBRIDGE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Allow connectors to reach private and loopback addresses (sandboxes, labs). Off in production.
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        allow_private_vendor_hosts: bool,
+        /// The ConnectWise clientId registered for this deployment at developer.connectwise.com.
+        #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
+        connectwise_client_id: Option<String>,
+    },
+    /// Start the product on a fresh SQLite file with the built-in vendor sandboxes, a demo tenant and admin.
+    Demo {
+        #[arg(long, env = "MSPBRIDGE_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Folder for the demo database and key (recreated on every start).
+        #[arg(long, env = "MSPBRIDGE_DEMO_DIR", default_value = "./mspbridge-demo")]
+        data_dir: PathBuf,
+    },
+    /// Run one vendor sandbox alone.
+    Sandbox {
+        /// Provider slug, e.g. connectwise_manage.
+        provider: String,
+        #[arg(long, env = "MSPBRIDGE_SANDBOX_LISTEN", default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// small | large | <number of companies>
+        #[arg(long, env = "MSPBRIDGE_SANDBOX_SEED", default_value = "small")]
+        seed: String,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a tenant (one per MSP) and its primary admin. The password is read from
+    /// MSPBRIDGE_ADMIN_PASSWORD or standard input.
+    CreateTenant {
+        name: String,
+        #[arg(long, env = "MSPBRIDGE_ADMIN_EMAIL")]
+        admin_email: String,
+        #[arg(long, env = "MSPBRIDGE_ADMIN_NAME", default_value = "Primary Admin")]
+        admin_name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Create an API token and print it (it is shown only once).
+    CreateToken {
+        #[arg(long, env = "MSPBRIDGE_TENANT")]
+        tenant: String,
+        /// owner | admin | technician | read_only
+        #[arg(long, env = "MSPBRIDGE_TOKEN_ROLE")]
+        role: String,
+        #[arg(long, env = "MSPBRIDGE_TOKEN_NAME", default_value = "api")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MSPBRIDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+#[tokio::main]
+async fn main() {
+    init_tracing();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            db,
+            key,
+            allow_private_vendor_hosts,
+            connectwise_client_id,
+        } => {
+            if let Some(id) = &connectwise_client_id
+                && !mspbridge_domain::validate::is_guid(id)
+            {
+                bail!(
+                    "--connectwise-client-id must be a GUID like 8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11"
+                );
+            }
+            let store = open_store(&db.database).await?;
+            let vault = load_vault(&key.master_key_file)?;
+            let providers = Providers::new(ProviderConfig {
+                outbound: OutboundPolicy {
+                    allow_private: allow_private_vendor_hosts,
+                },
+                connectwise_client_id,
+            });
+            let state = AppState::new(store, vault, providers, !listen.ip().is_loopback());
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("could not listen on {listen}"))?;
+            tracing::info!(address = %listen, database = state.store.backend(), "mspbridge serving");
+            mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Demo { listen, data_dir } => demo(listen, &data_dir).await,
+        Command::Sandbox {
+            provider,
+            listen,
+            seed,
+        } => {
+            let seed: Seed = seed.parse().map_err(|e: String| anyhow!(e))?;
+            let kind = ProviderKind::from_slug(&provider).ok_or_else(|| {
+                anyhow!(
+                    "unknown provider '{provider}'; expected one of: {}",
+                    slugs()
+                )
+            })?;
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("could not listen on {listen}"))?;
+            match kind {
+                ProviderKind::ConnectwiseManage => {
+                    let sb = cw::CwSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("ConnectWise Manage sandbox on http://{}", handle.addr);
+                    println!("  site (API URL): {}", handle.host());
+                    println!("  company id:     {}", cw::DEMO_COMPANY_ID);
+                    println!("  public key:     {}", cw::DEMO_PUBLIC_KEY);
+                    println!("  private key:    {}", cw::DEMO_PRIVATE_KEY);
+                    println!("  client id:      {}", cw::DEMO_CLIENT_ID);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
+                other => bail!(
+                    "{} has no sandbox yet (its connector is not built)",
+                    other.descriptor().name
+                ),
+            }
+        }
+        Command::Migrate { db } => {
+            let backend = mspbridge_store::migrate(&db.database)
+                .await
+                .context("migration failed")?;
+            println!("migrations applied ({backend})");
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateTenant {
+                    name,
+                    admin_email,
+                    admin_name,
+                    db,
+                },
+        } => {
+            let name = parse_name("name", &name)
+                .map_err(|e| anyhow!("tenant {}: {}", e.field, e.message))?;
+            let email = parse_email(&admin_email).map_err(|e| anyhow!("--admin-email: {e}"))?;
+            let admin_name = parse_name("admin name", &admin_name)
+                .map_err(|e| anyhow!("--admin-name: {}", e.message))?;
+            let password = read_password()?;
+            check_password("password", &password).map_err(|e| anyhow!("password {}", e.message))?;
+            let store = open_store(&db.database).await?;
+            let (tenant, _) =
+                create_tenant(store.as_ref(), &name, &email, &admin_name, &password).await?;
+            println!(
+                "created tenant '{}' (id {}) with admin {email}",
+                tenant.name, tenant.id
+            );
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateToken {
+                    tenant,
+                    role,
+                    name,
+                    db,
+                },
+        } => {
+            let role = StaffRole::parse(&role).ok_or_else(|| {
+                anyhow!("--role must be one of: owner, admin, technician, read_only (not '{role}')")
+            })?;
+            let name = parse_name("name", &name).map_err(|e| anyhow!("--name: {}", e.message))?;
+            let store = open_store(&db.database).await?;
+            let t = store
+                .tenant_by_name(&tenant)
+                .await?
+                .ok_or_else(|| anyhow!("no tenant named '{tenant}'"))?;
+            let (token, hash) = mspbridge_vault::new_token("msb")?;
+            store
+                .create_api_token(t.id, &name, role, &hash, chrono::Utc::now())
+                .await?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}
+
+fn slugs() -> String {
+    ProviderKind::ALL
+        .iter()
+        .map(|k| k.slug())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    mspbridge_store::open(url)
+        .await
+        .with_context(|| format!("could not open the database {}", redact_url(url)))
+}
+
+/// Hides a password in a database URL before it is printed.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn load_vault(key_file: &Path) -> Result<Arc<Vault>> {
+    let key = match std::env::var("MSPBRIDGE_MASTER_KEY") {
+        Ok(k) if !k.trim().is_empty() => {
+            mspbridge_vault::parse_master_key(&k).context("MSPBRIDGE_MASTER_KEY")?
+        }
+        _ => mspbridge_vault::load_or_create_key_file(key_file)?,
+    };
+    let vault = Vault::new(&key);
+    tracing::info!(key_id = vault.key_id(), "master key loaded");
+    Ok(Arc::new(vault))
+}
+
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var("MSPBRIDGE_ADMIN_PASSWORD") {
+        return Ok(p);
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    let p = s.lines().next().unwrap_or("").to_string();
+    if p.is_empty() {
+        bail!("no password: set MSPBRIDGE_ADMIN_PASSWORD or pipe it on standard input");
+    }
+    Ok(p)
+}
+
+async fn create_tenant(
+    store: &dyn Store,
+    name: &str,
+    email: &str,
+    admin_name: &str,
+    password: &str,
+) -> Result<(
+    mspbridge_domain::model::Tenant,
+    mspbridge_domain::model::StaffUser,
+)> {
+    let pw = password.to_string();
+    let hash = tokio::task::spawn_blocking(move || mspbridge_vault::hash_password(&pw)).await??;
+    let now = chrono::Utc::now();
+    let tenant = store.create_tenant(name, now).await?;
+    let user = store
+        .create_staff_user(
+            tenant.id,
+            NewStaffUser {
+                email: email.into(),
+                name: admin_name.into(),
+                role: StaffRole::Owner,
+                password_hash: Some(hash),
+                origin: Origin::Manual,
+            },
+            now,
+        )
+        .await?;
+    Ok((tenant, user))
+}
+
+async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("could not create {}", data_dir.display()))?;
+    let db = data_dir.join("demo.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let store = open_store(&db.display().to_string()).await?;
+    let vault = load_vault(&data_dir.join("demo.key"))?;
+
+    // Vendor sandboxes on loopback.
+    let cw_sandbox = cw::CwSandbox::new(Seed::Small);
+    let cw_handle = cw_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+
+    let providers = Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        connectwise_client_id: None,
+    });
+    let state = AppState::new(store.clone(), vault, providers, false);
+
+    let (password, _) = mspbridge_vault::new_token("demo")?;
+    let password: String = password.chars().skip(5).take(16).collect();
+    let email = "admin@demo.example";
+    let (tenant, _) =
+        create_tenant(store.as_ref(), "Demo MSP", email, "Demo Admin", &password).await?;
+
+    let mut creds = BTreeMap::new();
+    creds.insert("site".to_string(), cw_handle.host());
+    creds.insert("company_id".to_string(), cw::DEMO_COMPANY_ID.to_string());
+    creds.insert("public_key".to_string(), cw::DEMO_PUBLIC_KEY.to_string());
+    creds.insert("private_key".to_string(), cw::DEMO_PRIVATE_KEY.to_string());
+    creds.insert("client_id".to_string(), cw::DEMO_CLIENT_ID.to_string());
+    let cw_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::ConnectwiseManage.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the ConnectWise sandbox failed: {e}"))?;
+
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("could not listen on {listen} (is another mspbridge running? use --listen)")
+    })?;
+    let addr = listener.local_addr()?;
+    println!();
+    println!("mspbridge demo is running");
+    println!("  open:      http://{addr}/settings/integrations");
+    println!("  login:     {email}");
+    println!("  password:  {password}");
+    println!(
+        "  database:  {} (SQLite, recreated on every start)",
+        db.display()
+    );
+    println!(
+        "  sandboxes: ConnectWise Manage on http://{} ({})",
+        cw_handle.host(),
+        cw_integration.status.label()
+    );
+    println!("Press Ctrl-C to stop.");
+    println!();
+    mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+    cw_handle.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("./mspbridge.db"), "./mspbridge.db");
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

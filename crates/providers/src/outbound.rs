@@ -75,7 +75,8 @@ impl OutboundPolicy {
     }
 }
 
-fn install_crypto_provider() {
+/// Installs rustls's ring provider once per process; every reqwest client needs it.
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

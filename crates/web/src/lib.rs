@@ -1,1 +1,189 @@
-//! placeholder
+//! The HTTP layer of mspbridge: JSON API under `/api/v1` (OpenAPI at
+//! `/api/v1/openapi.json`), the server-rendered admin UI, `/healthz` and `/metrics`.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use mspbridge_providers::Providers;
+use mspbridge_store::Store;
+use mspbridge_vault::Vault;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod integrations;
+pub mod ui;
+
+/// Everything a request handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<Vault>,
+    pub providers: Providers,
+    pub limiter: Arc<auth::LoginLimiter>,
+    /// Mark cookies `Secure` (on unless the server listens on loopback only).
+    pub cookie_secure: bool,
+    clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        providers: Providers,
+        cookie_secure: bool,
+    ) -> Self {
+        Self {
+            store,
+            vault,
+            providers,
+            limiter: Arc::default(),
+            cookie_secure,
+            clock: Arc::new(Utc::now),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
+
+fn metrics_handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+        })
+        .as_ref()
+}
+
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("mspbridge_http_requests_total", &labels).increment(1);
+    metrics::histogram!("mspbridge_http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({"status": "ok", "database": state.store.backend()})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    serde_json::json!({"status": "unavailable", "database": state.store.backend()}),
+                ),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_endpoint() -> Response {
+    match metrics_handle() {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder unavailable",
+        )
+            .into_response(),
+    }
+}
+
+async fn api_not_found() -> error::ApiError {
+    error::ApiError::NotFound
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let _ = metrics_handle();
+    let api = Router::new()
+        .route("/me", get(api::me))
+        .route("/providers", get(api::list_providers))
+        .route(
+            "/integrations",
+            get(api::list_integrations).post(api::connect),
+        )
+        .route(
+            "/integrations/{id}",
+            get(api::get_integration)
+                .patch(api::rename)
+                .delete(api::delete),
+        )
+        .route("/integrations/{id}/test", post(api::test))
+        .route(
+            "/integrations/{id}/credentials",
+            axum::routing::put(api::update_credentials),
+        )
+        .route("/integrations/{id}/disconnect", post(api::disconnect))
+        .route(
+            "/companies",
+            get(api::list_companies).post(api::create_company),
+        )
+        .route("/openapi.json", get(api::openapi))
+        .fallback(api_not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(ui::routes())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_endpoint))
+        .layer(axum::middleware::from_fn(track_metrics))
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), tenant_id = tracing::field::Empty)
+        }))
+        .with_state(state)
+}
+
+/// Serves the application on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

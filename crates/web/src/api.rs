@@ -1,0 +1,338 @@
+//! The JSON API under `/api/v1`. Handlers are thin: authenticate, check the
+//! permission, parse, call the service, shape the answer.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use mspbridge_domain::auth::{Permission, StaffRole};
+use mspbridge_domain::catalogue::{CATALOGUE, ProviderDescriptor};
+use mspbridge_domain::model::Company;
+use mspbridge_domain::validate::parse_name;
+use mspbridge_domain::{IntegrationId, TenantId};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::integrations::{self, IntegrationView};
+
+/// A JSON body whose parse errors name the offending field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::field(
+                "body",
+                "send a JSON body with Content-Type: application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| {
+                ApiError::field(
+                    "body",
+                    "the request body could not be read (is it larger than 1 MiB?)",
+                )
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let msg = inner.to_string();
+                // serde names missing/unknown fields in the message, not the path.
+                let field = ["missing field `", "unknown field `"]
+                    .iter()
+                    .find_map(|p| {
+                        msg.split_once(p)
+                            .and_then(|(_, rest)| rest.split_once('`'))
+                            .map(|(f, _)| f.to_string())
+                    })
+                    .map(|f| match path.as_str() {
+                        "." | "?" => f,
+                        p if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
+                        p => format!("{p}.{f}"),
+                    })
+                    .unwrap_or_else(|| {
+                        if path == "." || path == "?" {
+                            "body".to_string()
+                        } else {
+                            path
+                        }
+                    });
+                ApiError::field(&field, msg)
+            })
+    }
+}
+
+fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(IntegrationId)
+        .ok_or_else(|| ApiError::field("id", format!("'{raw}' is not an integration id")))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectRequest {
+    /// Provider slug from `GET /api/v1/providers`, e.g. `connectwise_manage`.
+    pub provider: String,
+    /// Optional nickname; empty or absent uses the provider's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Credential fields as the provider's catalogue entry lists them.
+    pub credentials: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    /// New nickname; empty or null restores the provider's name.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsRequest {
+    /// Credential fields; a secret sent back as the mask `••••••••` (or empty) keeps its stored value.
+    pub credentials: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCompanyRequest {
+    pub name: String,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub tenant_id: TenantId,
+    pub tenant_name: String,
+    pub role: StaffRole,
+    pub actor: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "session",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+    let tenant = state.store.get_tenant(caller.tenant_id).await?;
+    Ok(Json(Me {
+        tenant_id: tenant.id,
+        tenant_name: tenant.name,
+        role: caller.role,
+        actor: caller.label(),
+    }))
+}
+
+/// The provider catalogue: the nine providers, their credential fields and what each syncs.
+#[utoipa::path(get, path = "/api/v1/providers", tag = "integrations",
+    responses((status = 200, body = Vec<ProviderDescriptor>), (status = 401, body = ErrorBody)))]
+pub async fn list_providers(
+    caller: Caller,
+) -> Result<Json<&'static [ProviderDescriptor]>, ApiError> {
+    caller.require(Permission::Read)?;
+    Ok(Json(&CATALOGUE))
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations", tag = "integrations",
+    responses((status = 200, body = Vec<IntegrationView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list_integrations(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<IntegrationView>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let mut out = Vec::new();
+    for i in state.store.list_integrations(caller.tenant_id).await? {
+        out.push(integrations::view(&state, &i).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Connect: validates the credentials, tests them against the vendor and creates the
+/// integration only if the vendor accepted them.
+#[utoipa::path(post, path = "/api/v1/integrations", tag = "integrations", request_body = ConnectRequest,
+    responses((status = 201, body = IntegrationView), (status = 422, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ConnectRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::Manage)?;
+    let i = integrations::connect(
+        &state,
+        caller.tenant_id,
+        &req.provider,
+        req.name.as_deref(),
+        &req.credentials,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(integrations::view(&state, &i).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}", tag = "integrations",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = ErrorBody)))]
+pub async fn get_integration(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    caller.require(Permission::Read)?;
+    let i = state
+        .store
+        .get_integration(caller.tenant_id, parse_id(&id)?)
+        .await?;
+    Ok(Json(integrations::view(&state, &i).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/integrations/{id}", tag = "integrations", request_body = RenameRequest,
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let i = integrations::rename(
+        &state,
+        caller.tenant_id,
+        parse_id(&id)?,
+        req.name.as_deref(),
+    )
+    .await?;
+    Ok(Json(integrations::view(&state, &i).await?))
+}
+
+/// Re-runs the connection test with the stored credentials; the status follows the result.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/test", tag = "integrations",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let i = integrations::test(&state, caller.tenant_id, parse_id(&id)?).await?;
+    Ok(Json(integrations::view(&state, &i).await?))
+}
+
+/// Replaces credentials, or reconnects a disconnected integration.
+#[utoipa::path(put, path = "/api/v1/integrations/{id}/credentials", tag = "integrations", request_body = CredentialsRequest,
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_credentials(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CredentialsRequest>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let i = integrations::update_credentials(
+        &state,
+        caller.tenant_id,
+        parse_id(&id)?,
+        &req.credentials,
+    )
+    .await?;
+    Ok(Json(integrations::view(&state, &i).await?))
+}
+
+/// Removes the stored credentials; the integration shows Disconnected and keeps its synced data.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/disconnect", tag = "integrations",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = IntegrationView), (status = 404, body = ErrorBody)))]
+pub async fn disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationView>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let i = integrations::disconnect(&state, caller.tenant_id, parse_id(&id)?).await?;
+    Ok(Json(integrations::view(&state, &i).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/integrations/{id}", tag = "integrations",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::Manage)?;
+    integrations::delete(&state, caller.tenant_id, parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/companies", tag = "companies",
+    responses((status = 200, body = Vec<Company>), (status = 401, body = ErrorBody)))]
+pub async fn list_companies(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Company>>, ApiError> {
+    caller.require(Permission::Read)?;
+    Ok(Json(state.store.list_companies(caller.tenant_id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/companies", tag = "companies", request_body = CreateCompanyRequest,
+    responses((status = 201, body = Company), (status = 422, body = ErrorBody)))]
+pub async fn create_company(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateCompanyRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Permission::Write)?;
+    let name = parse_name("name", &req.name)?;
+    let c = state
+        .store
+        .create_company(caller.tenant_id, &name, state.now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "mspbridge API", description = "Integrations hub for MSP client portals. Authenticate with `Authorization: Bearer <token>` (see `mspbridge admin create-token`)."),
+    paths(me, list_providers, list_integrations, connect, get_integration, rename, test, update_credentials, disconnect, delete, list_companies, create_company),
+    components(schemas(ErrorBody, IntegrationView, ConnectRequest, RenameRequest, CredentialsRequest, CreateCompanyRequest, Me)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}

@@ -1,0 +1,359 @@
+//! The integration lifecycle (spec 2.2, 2.3 PSA pattern): connect with credentials
+//! (validated, then tested; a connection that does not authenticate is not saved),
+//! test, rename, update credentials (a masked secret keeps its stored value),
+//! disconnect (credentials removed, synced data kept), reconnect and delete.
+//! API and UI handlers both call these functions.
+
+use std::collections::BTreeMap;
+
+use mspbridge_domain::catalogue::{Availability, ProviderDescriptor, ProviderKind};
+use mspbridge_domain::integration::{
+    ConnectionOutcome, Integration, IntegrationStatus, TestReport,
+};
+use mspbridge_domain::validate::{
+    CredentialValue, Credentials, SECRET_MASK, parse_name, validate_credentials,
+};
+use mspbridge_domain::{IntegrationId, SecretString, TenantId};
+use mspbridge_store::{CredentialUpdate, NewIntegration};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// An integration as the API and UI show it: secrets masked, never returned.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IntegrationView {
+    pub id: IntegrationId,
+    pub provider: ProviderKind,
+    pub provider_name: &'static str,
+    /// The nickname, or the provider's name when none is set.
+    pub name: String,
+    pub nickname: Option<String>,
+    pub status: IntegrationStatus,
+    pub status_label: &'static str,
+    pub last_error: Option<String>,
+    pub fix_hint: Option<String>,
+    /// Every credential field: non-secret values in clear, stored secrets as the mask.
+    pub credentials: BTreeMap<String, String>,
+    pub last_test: Option<TestReport>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl IntegrationView {
+    pub fn new(i: &Integration, stored_secret_fields: &[String]) -> Self {
+        let d = i.provider.descriptor();
+        let credentials = d
+            .fields
+            .iter()
+            .filter_map(|f| {
+                if f.secret {
+                    stored_secret_fields
+                        .contains(&f.name.to_string())
+                        .then(|| (f.name.to_string(), SECRET_MASK.to_string()))
+                } else {
+                    i.settings
+                        .get(f.name)
+                        .and_then(|v| v.as_str())
+                        .map(|v| (f.name.to_string(), v.to_string()))
+                }
+            })
+            .collect();
+        IntegrationView {
+            id: i.id,
+            provider: i.provider,
+            provider_name: d.name,
+            name: i.display_name().to_string(),
+            nickname: i.nickname.clone(),
+            status: i.status,
+            status_label: i.status.label(),
+            last_error: i.last_error.clone(),
+            fix_hint: i.fix_hint.clone(),
+            credentials,
+            last_test: i.last_test.clone(),
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+pub async fn view(state: &AppState, i: &Integration) -> Result<IntegrationView, ApiError> {
+    let stored = if i.status == IntegrationStatus::Disconnected {
+        vec![]
+    } else {
+        state
+            .store
+            .load_secrets(i.tenant_id, i.id, &state.vault)
+            .await?
+            .into_keys()
+            .collect()
+    };
+    Ok(IntegrationView::new(i, &stored))
+}
+
+pub fn provider(slug: &str) -> Result<&'static ProviderDescriptor, ApiError> {
+    ProviderKind::from_slug(slug)
+        .map(|k| k.descriptor())
+        .ok_or_else(|| {
+            let known: Vec<_> = ProviderKind::ALL.iter().map(|k| k.slug()).collect();
+            ApiError::field(
+                "provider",
+                format!(
+                    "unknown provider '{slug}'; expected one of: {}",
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+fn split(creds: &Credentials) -> (serde_json::Value, BTreeMap<String, SecretString>) {
+    let mut settings = serde_json::Map::new();
+    let mut secrets = BTreeMap::new();
+    for (k, v) in &creds.0 {
+        match v {
+            CredentialValue::Plain(p) => {
+                settings.insert(k.clone(), serde_json::Value::String(p.clone()));
+            }
+            CredentialValue::Secret(s) => {
+                secrets.insert(k.clone(), s.clone());
+            }
+        }
+    }
+    (serde_json::Value::Object(settings), secrets)
+}
+
+fn nickname(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(n) => Ok(Some(parse_name("name", n)?)),
+    }
+}
+
+fn failure(report: TestReport) -> ApiError {
+    let (message, fix_hint) = match &report.connection {
+        ConnectionOutcome::AuthFailed { message, fix_hint }
+        | ConnectionOutcome::Unreachable { message, fix_hint }
+        | ConnectionOutcome::Misconfigured { message, fix_hint } => {
+            (message.clone(), fix_hint.clone())
+        }
+        ConnectionOutcome::Ok => (String::new(), String::new()),
+    };
+    ApiError::ConnectionFailed {
+        message,
+        fix_hint,
+        report: Box::new(report),
+    }
+}
+
+async fn run_test(
+    state: &AppState,
+    descriptor: &ProviderDescriptor,
+    creds: &Credentials,
+) -> Result<TestReport, ApiError> {
+    let connector = match descriptor.availability {
+        Availability::NotYetBuilt(note) => {
+            return Err(ApiError::ConnectorNotAvailable {
+                provider: descriptor.name,
+                note,
+            });
+        }
+        Availability::Available => state.providers.connector(descriptor.kind),
+    };
+    let connector = connector.ok_or(ApiError::ConnectorNotAvailable {
+        provider: descriptor.name,
+        note: "this build has no connector for it",
+    })?;
+    Ok(connector.test(creds, state.now()).await)
+}
+
+/// Connect: validate, test, and save only when the vendor accepted the credentials.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, provider = slug))]
+pub async fn connect(
+    state: &AppState,
+    tenant: TenantId,
+    slug: &str,
+    name: Option<&str>,
+    input: &BTreeMap<String, String>,
+) -> Result<Integration, ApiError> {
+    let descriptor = provider(slug)?;
+    if let Availability::NotYetBuilt(note) = descriptor.availability {
+        return Err(ApiError::ConnectorNotAvailable {
+            provider: descriptor.name,
+            note,
+        });
+    }
+    let nickname = nickname(name)?;
+    let (creds, _) = validate_credentials(descriptor, input, false)?;
+    let report = run_test(state, descriptor, &creds).await?;
+    if !report.connected() {
+        tracing::info!("connect refused: the vendor did not accept the connection");
+        return Err(failure(report));
+    }
+    let (settings, secrets) = split(&creds);
+    let integration = state
+        .store
+        .create_integration(
+            tenant,
+            NewIntegration {
+                provider: descriptor.kind,
+                nickname,
+                settings,
+                secrets,
+                report,
+            },
+            &state.vault,
+            state.now(),
+        )
+        .await?;
+    tracing::info!(integration_id = %integration.id, status = integration.status.as_str(), "integration connected");
+    Ok(integration)
+}
+
+/// The stored credentials of an integration, for a connector.
+pub async fn stored_credentials(
+    state: &AppState,
+    i: &Integration,
+) -> Result<Credentials, ApiError> {
+    let mut values = BTreeMap::new();
+    if let Some(obj) = i.settings.as_object() {
+        for (k, v) in obj {
+            if let Some(s) = v.as_str() {
+                values.insert(k.clone(), CredentialValue::Plain(s.to_string()));
+            }
+        }
+    }
+    for (k, v) in state
+        .store
+        .load_secrets(i.tenant_id, i.id, &state.vault)
+        .await?
+    {
+        values.insert(k, CredentialValue::Secret(v));
+    }
+    Ok(Credentials(values))
+}
+
+/// Test: re-run the connection test with the stored credentials and record the result.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn test(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+) -> Result<Integration, ApiError> {
+    let i = state.store.get_integration(tenant, id).await?;
+    if i.status == IntegrationStatus::Disconnected {
+        return Err(ApiError::Conflict(
+            "this integration is disconnected: reconnect it with credentials first".into(),
+        ));
+    }
+    let creds = stored_credentials(state, &i).await?;
+    let report = run_test(state, i.provider.descriptor(), &creds).await?;
+    let updated = state
+        .store
+        .record_test(tenant, id, &report, state.now())
+        .await?;
+    tracing::info!(status = updated.status.as_str(), "integration tested");
+    Ok(updated)
+}
+
+/// Update credentials (or reconnect a disconnected integration). Secret fields left as
+/// the mask keep their stored value. New credentials that do not authenticate are not
+/// saved; the stored ones stay in force.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn update_credentials(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+    input: &BTreeMap<String, String>,
+) -> Result<Integration, ApiError> {
+    let i = state.store.get_integration(tenant, id).await?;
+    let descriptor = i.provider.descriptor();
+    let stored = state.store.load_secrets(tenant, id, &state.vault).await?;
+    let can_keep = i.status != IntegrationStatus::Disconnected && !stored.is_empty();
+    let (mut creds, kept) = validate_credentials(descriptor, input, can_keep)?;
+    // A kept secret that is required but was never stored is still missing.
+    for field in &kept {
+        match stored.get(field) {
+            Some(v) => {
+                creds
+                    .0
+                    .insert(field.clone(), CredentialValue::Secret(v.clone()));
+            }
+            None => {
+                if descriptor.field(field).is_some_and(|f| f.required) {
+                    let label = descriptor.field(field).map(|f| f.label).unwrap_or("value");
+                    return Err(ApiError::field(
+                        &format!("credentials.{field}"),
+                        format!("{label} is required"),
+                    ));
+                }
+            }
+        }
+    }
+    let report = run_test(state, descriptor, &creds).await?;
+    if !report.connected() {
+        return Err(failure(report));
+    }
+    let (settings, mut secrets) = split(&creds);
+    let keep: Vec<String> = kept
+        .into_iter()
+        .filter(|f| stored.contains_key(f))
+        .collect();
+    for f in &keep {
+        secrets.remove(f);
+    }
+    let updated = state
+        .store
+        .update_credentials(
+            tenant,
+            id,
+            CredentialUpdate {
+                settings,
+                new_secrets: secrets,
+                keep,
+                report,
+            },
+            &state.vault,
+            state.now(),
+        )
+        .await?;
+    tracing::info!(
+        status = updated.status.as_str(),
+        "integration credentials updated"
+    );
+    Ok(updated)
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn rename(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+    name: Option<&str>,
+) -> Result<Integration, ApiError> {
+    let nickname = nickname(name)?;
+    Ok(state
+        .store
+        .rename_integration(tenant, id, nickname.as_deref(), state.now())
+        .await?)
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn disconnect(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+) -> Result<Integration, ApiError> {
+    let i = state
+        .store
+        .disconnect_integration(tenant, id, state.now())
+        .await?;
+    tracing::info!("integration disconnected; credentials removed");
+    Ok(i)
+}
+
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn delete(state: &AppState, tenant: TenantId, id: IntegrationId) -> Result<(), ApiError> {
+    state.store.delete_integration(tenant, id).await?;
+    tracing::info!("integration deleted");
+    Ok(())
+}

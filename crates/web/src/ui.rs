@@ -1,0 +1,900 @@
+//! Server-rendered admin UI (askama templates, plain HTML forms, no build step).
+//! Every form post carries the session's CSRF token in a hidden field.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use mspbridge_domain::IntegrationId;
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::catalogue::{Availability, CATALOGUE, Direction, ProviderDescriptor};
+use mspbridge_domain::integration::{AreaResult, ConnectionOutcome, TestReport};
+use mspbridge_domain::validate::parse_email;
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::auth::{Actor, Caller, LOGIN_CSRF_COOKIE, SESSION_COOKIE, SESSION_HOURS, cookie_value};
+use crate::error::ApiError;
+use crate::integrations::{self, IntegrationView};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Redirect::to("/settings/integrations") }),
+        )
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/settings/integrations", get(integrations_page))
+        .route(
+            "/settings/integrations/connect/{provider}",
+            get(connect_page).post(connect),
+        )
+        .route("/settings/integrations/{id}", get(integration_page))
+        .route(
+            "/settings/integrations/{id}/{action}",
+            post(integration_action),
+        )
+}
+
+fn render(t: impl Template, status: StatusCode) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be rendered.",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn error_page(e: ApiError) -> Response {
+    let status = e.status();
+    let body = format!(
+        "<!doctype html><meta charset=utf-8><title>Error</title><body style=\"font-family:system-ui;margin:60px\">\
+         <h1>{}</h1><p>{}</p><p><a href=\"/settings/integrations\">Back to Integrations</a></p>",
+        status.canonical_reason().unwrap_or("Error"),
+        escape_html(&e.to_string())
+    );
+    (status, Html(body)).into_response()
+}
+
+fn escape_html(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '&' => "&amp;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&#39;".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// The caller of an HTML page; anonymous visitors are sent to the login page.
+pub struct UiCaller(pub Caller);
+
+impl FromRequestParts<AppState> for UiCaller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Caller::from_request_parts(parts, state).await {
+            Ok(c) => Ok(UiCaller(c)),
+            Err(ApiError::Unauthenticated) => Err(Redirect::to("/login").into_response()),
+            Err(e) => Err(error_page(e)),
+        }
+    }
+}
+
+pub struct Shell {
+    pub tenant_name: String,
+    pub user_label: String,
+    pub role_label: &'static str,
+    pub csrf: String,
+}
+
+async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
+    let tenant = state.store.get_tenant(c.tenant_id).await?;
+    let user_label = match &c.actor {
+        Actor::Staff { name, .. } => name.clone(),
+        Actor::Token { name } => name.clone(),
+    };
+    Ok(Shell {
+        tenant_name: tenant.name,
+        user_label,
+        role_label: c.role.as_str(),
+        csrf: c.csrf_token.clone().unwrap_or_default(),
+    })
+}
+
+fn cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    path: &str,
+    same_site: &str,
+) -> HeaderValue {
+    let secure = if state.cookie_secure { "; Secure" } else { "" };
+    let v = format!(
+        "{name}={value}; Path={path}; HttpOnly; SameSite={same_site}; Max-Age={max_age}{secure}"
+    );
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+// ---------- login ----------
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    email: String,
+    error: Option<String>,
+}
+
+fn login_form(
+    state: &AppState,
+    email: String,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let csrf = match mspbridge_vault::new_token("lc") {
+        Ok((t, _)) => t,
+        Err(e) => return error_page(ApiError::Internal(e.to_string())),
+    };
+    let mut resp = render(
+        LoginPage {
+            csrf: csrf.clone(),
+            email,
+            error,
+        },
+        status,
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600, "/login", "Strict"),
+    );
+    resp
+}
+
+async fn login_page(State(state): State<AppState>) -> Response {
+    login_form(&state, String::new(), None, StatusCode::OK)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The client's address, when the server was started with connect info.
+pub struct ClientAddr(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Ok(ClientAddr(addr))
+    }
+}
+
+/// A valid Argon2id hash of a random string, verified when the email is unknown so
+/// that response time does not reveal which emails have accounts.
+fn dummy_hash() -> &'static str {
+    static H: OnceLock<String> = OnceLock::new();
+    H.get_or_init(|| {
+        mspbridge_vault::hash_password("mspbridge-timing-equaliser").unwrap_or_default()
+    })
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let cookie_csrf = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == LOGIN_CSRF_COOKIE)
+        .map(|(_, v)| v.to_string());
+    let csrf_ok = cookie_csrf.is_some_and(|c| {
+        !form.csrf.is_empty()
+            && mspbridge_vault::constant_time_eq(c.as_bytes(), form.csrf.as_bytes())
+    });
+    if !csrf_ok {
+        return login_form(
+            &state,
+            form.email,
+            Some(ApiError::Csrf.to_string()),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let email = match parse_email(&form.email) {
+        Ok(e) => e,
+        Err(m) => {
+            return login_form(
+                &state,
+                form.email,
+                Some(format!("Email: {m}")),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            );
+        }
+    };
+    if let Err(wait) = state.limiter.check(&email, &addr) {
+        let mut resp = login_form(
+            &state,
+            email,
+            Some(format!(
+                "Too many failed sign-ins. Try again in {} minutes.",
+                wait.div_ceil(60)
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return resp;
+    }
+    let found = match state.store.staff_login(&email).await {
+        Ok(f) => f,
+        Err(e) => return error_page(e.into()),
+    };
+    let password = form.password;
+    let hash = found
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let verified =
+        tokio::task::spawn_blocking(move || mspbridge_vault::verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+    let user = match found {
+        Some((user, _)) if verified => user,
+        _ => {
+            state.limiter.failed(&email, &addr);
+            tracing::info!(email = %email, "failed sign-in");
+            return login_form(
+                &state,
+                email,
+                Some("Email or password is incorrect.".into()),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    state.limiter.succeeded(&email);
+    let (Ok((sid, sid_hash)), Ok((csrf, _))) = (
+        mspbridge_vault::new_token("s"),
+        mspbridge_vault::new_token("c"),
+    ) else {
+        return error_page(ApiError::Internal("random generator failed".into()));
+    };
+    let now = state.now();
+    if let Err(e) = state
+        .store
+        .create_session(
+            &sid_hash,
+            &user,
+            &csrf,
+            now,
+            now + chrono::Duration::hours(SESSION_HOURS),
+        )
+        .await
+    {
+        return error_page(e.into());
+    }
+    tracing::info!(tenant_id = %user.tenant_id, user = %user.email, "signed in");
+    let mut resp = Redirect::to("/settings/integrations").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(
+            &state,
+            SESSION_COOKIE,
+            &sid,
+            SESSION_HOURS * 3600,
+            "/",
+            "Lax",
+        ),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(&state, LOGIN_CSRF_COOKIE, "", 0, "/login", "Strict"),
+    );
+    resp
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    parts: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(e) = c.check_csrf(Some(&form.csrf)) {
+        return error_page(e);
+    }
+    let mut fake = axum::http::Request::new(());
+    *fake.headers_mut() = parts;
+    let (p, _) = fake.into_parts();
+    if let Some(sid) = cookie_value(&p, SESSION_COOKIE) {
+        let _ = state
+            .store
+            .delete_session(&mspbridge_vault::hash_token(sid))
+            .await;
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(&state, SESSION_COOKIE, "", 0, "/", "Lax"),
+    );
+    resp
+}
+
+// ---------- integrations catalogue ----------
+
+struct ConnRow {
+    id: IntegrationId,
+    name: String,
+    status: &'static str,
+    status_label: &'static str,
+    last_error: Option<String>,
+}
+
+struct Card {
+    slug: &'static str,
+    name: &'static str,
+    category: &'static str,
+    description: &'static str,
+    syncs: String,
+    available: bool,
+    note: &'static str,
+    connections: Vec<ConnRow>,
+}
+
+#[derive(Template)]
+#[template(path = "integrations.html")]
+struct IntegrationsPage {
+    shell: Shell,
+    cards: Vec<Card>,
+    can_manage: bool,
+    flash: Option<String>,
+}
+
+fn syncs(d: &ProviderDescriptor) -> String {
+    d.syncs
+        .iter()
+        .map(|s| {
+            let rec = serde_json::to_value(s.record)
+                .ok()
+                .and_then(|v| v.as_str().map(|x| x.replace('_', " ")))
+                .unwrap_or_default();
+            match s.direction {
+                Direction::Inbound => format!("{rec} (from {})", d.name),
+                Direction::Bidirectional => format!("{rec} (both ways)"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Deserialize, Default)]
+struct FlashQuery {
+    msg: Option<String>,
+}
+
+fn flash_text(code: Option<&str>) -> Option<String> {
+    Some(
+        match code? {
+            "deleted" => "The integration was deleted.",
+            "connected" => "Connected. The connection test passed.",
+            "tested" => "Connection tested.",
+            "renamed" => "Name saved.",
+            "credentials" => "Credentials saved and tested.",
+            "disconnected" => "Disconnected. The stored credentials were removed.",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+async fn integrations_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Query(q): Query<FlashQuery>,
+) -> Response {
+    if let Err(e) = c.require(Permission::Read) {
+        return error_page(e);
+    }
+    let build = async {
+        let shell = shell(&state, &c).await?;
+        let all = state.store.list_integrations(c.tenant_id).await?;
+        let cards = CATALOGUE
+            .iter()
+            .map(|d| Card {
+                slug: d.kind.slug(),
+                name: d.name,
+                category: d.category.label(),
+                description: d.description,
+                syncs: syncs(d),
+                available: d.is_available(),
+                note: match d.availability {
+                    Availability::NotYetBuilt(n) => n,
+                    Availability::Available => "",
+                },
+                connections: all
+                    .iter()
+                    .filter(|i| i.provider == d.kind)
+                    .map(|i| ConnRow {
+                        id: i.id,
+                        name: i.display_name().to_string(),
+                        status: i.status.as_str(),
+                        status_label: i.status.label(),
+                        last_error: i.last_error.clone(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok::<_, ApiError>(IntegrationsPage {
+            shell,
+            cards,
+            can_manage: c.role.allows(Permission::Manage),
+            flash: flash_text(q.msg.as_deref()),
+        })
+    };
+    match build.await {
+        Ok(page) => render(page, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+// ---------- connect form ----------
+
+pub struct FormField {
+    name: &'static str,
+    label: &'static str,
+    secret: bool,
+    required: bool,
+    help: &'static str,
+    example: &'static str,
+    value: String,
+    error: Option<String>,
+}
+
+fn form_fields(
+    d: &ProviderDescriptor,
+    values: &BTreeMap<String, String>,
+    errors: &BTreeMap<String, String>,
+) -> Vec<FormField> {
+    d.fields
+        .iter()
+        .map(|f| FormField {
+            name: f.name,
+            label: f.label,
+            secret: f.secret,
+            required: f.required,
+            help: f.help,
+            example: f.example,
+            // A typed secret is never echoed back into the page.
+            value: if f.secret {
+                values
+                    .get(f.name)
+                    .filter(|v| v.as_str() == mspbridge_domain::validate::SECRET_MASK)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                values.get(f.name).cloned().unwrap_or_default()
+            },
+            error: errors.get(&format!("credentials.{}", f.name)).cloned(),
+        })
+        .collect()
+}
+
+pub struct ReportView {
+    tested_at: String,
+    class: &'static str,
+    headline: &'static str,
+    message: Option<String>,
+    fix_hint: Option<String>,
+    details: Vec<(String, String)>,
+    areas: Vec<AreaRow>,
+}
+
+pub struct AreaRow {
+    key: String,
+    label: String,
+    required: bool,
+    result: &'static str,
+    class: &'static str,
+    detail: String,
+}
+
+fn report_view(r: &TestReport) -> ReportView {
+    let (class, headline, message, fix_hint) = match &r.connection {
+        ConnectionOutcome::Ok => {
+            let (status, error, hint) = r.verdict();
+            if status == mspbridge_domain::integration::IntegrationStatus::Connected {
+                ("ok", "Connected", None, None)
+            } else {
+                (
+                    "error",
+                    "Connected, but permissions are missing",
+                    error,
+                    hint,
+                )
+            }
+        }
+        ConnectionOutcome::AuthFailed { message, fix_hint } => (
+            "error",
+            "Authentication failed",
+            Some(message.clone()),
+            Some(fix_hint.clone()),
+        ),
+        ConnectionOutcome::Unreachable { message, fix_hint } => (
+            "error",
+            "Could not connect",
+            Some(message.clone()),
+            Some(fix_hint.clone()),
+        ),
+        ConnectionOutcome::Misconfigured { message, fix_hint } => (
+            "error",
+            "Check the settings",
+            Some(message.clone()),
+            Some(fix_hint.clone()),
+        ),
+    };
+    ReportView {
+        tested_at: r.tested_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        class,
+        headline,
+        message,
+        fix_hint,
+        details: r.details.clone(),
+        areas: r
+            .areas
+            .iter()
+            .map(|a| AreaRow {
+                key: a.area.clone(),
+                label: a.label.clone(),
+                required: a.required,
+                result: a.outcome.label(),
+                class: match a.outcome {
+                    AreaResult::Granted | AreaResult::GrantedNoData => "r-granted",
+                    AreaResult::NotPermitted { .. } => "r-denied",
+                    AreaResult::CouldNotVerify { .. } => "r-unknown",
+                },
+                detail: match &a.outcome {
+                    AreaResult::NotPermitted {
+                        setting,
+                        vendor_message,
+                    } => format!("Grant: {setting}. ConnectWise said: {vendor_message}"),
+                    AreaResult::CouldNotVerify { reason } => {
+                        format!("{reason}. Nothing was switched off; test again later.")
+                    }
+                    AreaResult::GrantedNoData => "Readable, but no records exist yet.".into(),
+                    AreaResult::Granted => String::new(),
+                },
+            })
+            .collect(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "connect.html")]
+struct ConnectPage {
+    shell: Shell,
+    provider_slug: &'static str,
+    provider_name: &'static str,
+    setup_hint: &'static str,
+    name_value: String,
+    fields: Vec<FormField>,
+    error: Option<String>,
+    fix_hint: Option<String>,
+    report: Option<ReportView>,
+}
+
+async fn connect_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(slug): Path<String>,
+) -> Response {
+    let page = async {
+        c.require(Permission::Manage)?;
+        let d = integrations::provider(&slug)?;
+        if let Availability::NotYetBuilt(note) = d.availability {
+            return Err(ApiError::ConnectorNotAvailable {
+                provider: d.name,
+                note,
+            });
+        }
+        Ok(ConnectPage {
+            shell: shell(&state, &c).await?,
+            provider_slug: d.kind.slug(),
+            provider_name: d.name,
+            setup_hint: d.setup_hint,
+            name_value: String::new(),
+            fields: form_fields(d, &BTreeMap::new(), &BTreeMap::new()),
+            error: None,
+            fix_hint: None,
+            report: None,
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+/// Splits a posted form into the CSRF token, the name and the `cred_*` fields.
+fn parse_form(form: Vec<(String, String)>) -> (String, Option<String>, BTreeMap<String, String>) {
+    let mut csrf = String::new();
+    let mut name = None;
+    let mut creds = BTreeMap::new();
+    for (k, v) in form {
+        match k.as_str() {
+            "csrf" => csrf = v,
+            "name" => name = Some(v),
+            _ => {
+                if let Some(f) = k.strip_prefix("cred_") {
+                    creds.insert(f.to_string(), v);
+                }
+            }
+        }
+    }
+    (csrf, name, creds)
+}
+
+fn field_errors(e: &ApiError) -> BTreeMap<String, String> {
+    match e {
+        ApiError::Validation(v) => v
+            .fields()
+            .iter()
+            .map(|f| (f.field.clone(), f.message.clone()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn error_summary(e: &ApiError) -> (String, Option<String>, Option<ReportView>) {
+    match e {
+        ApiError::Validation(_) => ("Some fields need attention.".to_string(), None, None),
+        ApiError::ConnectionFailed {
+            message,
+            fix_hint,
+            report,
+        } => (
+            message.clone(),
+            Some(fix_hint.clone()),
+            Some(report_view(report)),
+        ),
+        other => (other.to_string(), None, None),
+    }
+}
+
+async fn connect(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(slug): Path<String>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let (csrf, name, creds) = parse_form(form);
+    if let Err(e) = c
+        .check_csrf(Some(&csrf))
+        .and_then(|_| c.require(Permission::Manage))
+    {
+        return error_page(e);
+    }
+    let d = match integrations::provider(&slug) {
+        Ok(d) => d,
+        Err(e) => return error_page(e),
+    };
+    match integrations::connect(&state, c.tenant_id, &slug, name.as_deref(), &creds).await {
+        Ok(i) => {
+            Redirect::to(&format!("/settings/integrations/{}?msg=connected", i.id)).into_response()
+        }
+        Err(e @ (ApiError::Validation(_) | ApiError::ConnectionFailed { .. })) => {
+            let shell = match shell(&state, &c).await {
+                Ok(s) => s,
+                Err(e) => return error_page(e),
+            };
+            let errors = field_errors(&e);
+            let (error, fix_hint, report) = error_summary(&e);
+            let mut errors = errors;
+            if let Some(m) = errors.remove("name") {
+                errors.insert("credentials.name".into(), m);
+            }
+            render(
+                ConnectPage {
+                    shell,
+                    provider_slug: d.kind.slug(),
+                    provider_name: d.name,
+                    setup_hint: d.setup_hint,
+                    name_value: name.unwrap_or_default(),
+                    fields: form_fields(d, &creds, &errors),
+                    error: Some(error),
+                    fix_hint,
+                    report,
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+        }
+        Err(e) => error_page(e),
+    }
+}
+
+// ---------- one integration ----------
+
+#[derive(Template)]
+#[template(path = "integration.html")]
+struct IntegrationPage {
+    shell: Shell,
+    id: IntegrationId,
+    name: String,
+    nickname: String,
+    provider_name: &'static str,
+    status: &'static str,
+    status_label: &'static str,
+    last_error: Option<String>,
+    fix_hint: Option<String>,
+    fields: Vec<FormField>,
+    report: Option<ReportView>,
+    can_manage: bool,
+    can_write: bool,
+    flash: Option<String>,
+    error: Option<String>,
+    error_hint: Option<String>,
+}
+
+async fn detail(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    flash: Option<String>,
+    failure: Option<(ApiError, BTreeMap<String, String>)>,
+) -> Result<IntegrationPage, ApiError> {
+    let i = state.store.get_integration(c.tenant_id, id).await?;
+    let view: IntegrationView = integrations::view(state, &i).await?;
+    let (values, errors, error, error_hint, failed_report) = match &failure {
+        Some((e, submitted)) => {
+            let (msg, hint, report) = error_summary(e);
+            (submitted.clone(), field_errors(e), Some(msg), hint, report)
+        }
+        None => (view.credentials.clone(), BTreeMap::new(), None, None, None),
+    };
+    Ok(IntegrationPage {
+        shell: shell(state, c).await?,
+        id,
+        name: view.name.clone(),
+        nickname: view.nickname.clone().unwrap_or_default(),
+        provider_name: view.provider_name,
+        status: view.status.as_str(),
+        status_label: view.status_label,
+        last_error: view.last_error.clone(),
+        fix_hint: view.fix_hint.clone(),
+        fields: form_fields(i.provider.descriptor(), &values, &errors),
+        report: failed_report.or_else(|| view.last_test.as_ref().map(report_view)),
+        can_manage: c.role.allows(Permission::Manage),
+        can_write: c.role.allows(Permission::Write),
+        flash,
+        error,
+        error_hint,
+    })
+}
+
+fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(IntegrationId)
+        .ok_or(ApiError::NotFound)
+}
+
+async fn integration_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    Query(q): Query<FlashQuery>,
+) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        detail(
+            &state,
+            &c,
+            parse_id(&id)?,
+            flash_text(q.msg.as_deref()),
+            None,
+        )
+        .await
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn integration_action(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let (csrf, name, creds) = parse_form(form);
+    if let Err(e) = c.check_csrf(Some(&csrf)) {
+        return error_page(e);
+    }
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return error_page(e),
+    };
+    let t = c.tenant_id;
+    let result = match action.as_str() {
+        "test" => match c.require(Permission::Manage) {
+            Ok(()) => integrations::test(&state, t, id).await.map(|_| "tested"),
+            Err(e) => Err(e),
+        },
+        "rename" => match c.require(Permission::Write) {
+            Ok(()) => integrations::rename(&state, t, id, name.as_deref())
+                .await
+                .map(|_| "renamed"),
+            Err(e) => Err(e),
+        },
+        "credentials" => match c.require(Permission::Manage) {
+            Ok(()) => integrations::update_credentials(&state, t, id, &creds)
+                .await
+                .map(|_| "credentials"),
+            Err(e) => Err(e),
+        },
+        "disconnect" => match c.require(Permission::Manage) {
+            Ok(()) => integrations::disconnect(&state, t, id)
+                .await
+                .map(|_| "disconnected"),
+            Err(e) => Err(e),
+        },
+        "delete" => {
+            return match c.require(Permission::Manage) {
+                Ok(()) => match integrations::delete(&state, t, id).await {
+                    Ok(()) => Redirect::to("/settings/integrations?msg=deleted").into_response(),
+                    Err(e) => error_page(e),
+                },
+                Err(e) => error_page(e),
+            };
+        }
+        _ => return error_page(ApiError::NotFound),
+    };
+    match result {
+        Ok(msg) => Redirect::to(&format!("/settings/integrations/{id}?msg={msg}")).into_response(),
+        Err(
+            e @ (ApiError::Validation(_)
+            | ApiError::ConnectionFailed { .. }
+            | ApiError::Conflict(_)),
+        ) => match detail(&state, &c, id, None, Some((e, creds))).await {
+            Ok(p) => render(p, StatusCode::UNPROCESSABLE_ENTITY),
+            Err(e) => error_page(e),
+        },
+        Err(e) => error_page(e),
+    }
+}

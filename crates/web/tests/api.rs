@@ -1,0 +1,636 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The JSON API end to end: catalogue, connect (with every validation error), the
+//! integration lifecycle, permissions, tenant isolation, and secrets never leaking.
+
+mod common;
+
+use common::*;
+use mspbridge_domain::auth::StaffRole;
+use mspbridge_providers::connectwise::sandbox::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
+    for app in TestApp::each().await {
+        let (status, _) = app.get("/api/v1/providers", "not-a-token").await;
+        assert_eq!(status, 401);
+        let (status, body) = app.get("/api/v1/providers", &app.a.owner_token).await;
+        assert_eq!(status, 200);
+        let list = body.as_array().unwrap();
+        let names: Vec<_> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "Halo PSA",
+                "ConnectWise Manage",
+                "Autotask",
+                "Syncro",
+                "Datto RMM",
+                "ConnectWise Asio",
+                "Microsoft 365",
+                "Stripe",
+                "Bigger Brains"
+            ]
+        );
+        let cw = list
+            .iter()
+            .find(|p| p["kind"] == "connectwise_manage")
+            .unwrap();
+        assert_eq!(cw["category"], "psa");
+        assert_eq!(cw["availability"]["state"], "available");
+        let private = cw["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "private_key")
+            .unwrap();
+        assert_eq!(private["secret"], true);
+        assert!(
+            cw["syncs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["record"] == "tickets" && s["direction"] == "bidirectional")
+        );
+        let halo = list.iter().find(|p| p["kind"] == "halo_psa").unwrap();
+        assert_eq!(halo["availability"]["state"], "not_yet_built");
+    }
+}
+
+#[tokio::test]
+async fn connect_test_rename_update_disconnect_reconnect_delete() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let created = app.connect_cw(t).await;
+        let id = created["id"].as_i64().unwrap();
+        assert_eq!(created["status"], "connected", "{}", app.backend());
+        assert_eq!(created["name"], "ConnectWise Manage");
+        assert_eq!(created["credentials"]["private_key"], "••••••••");
+        assert_eq!(created["credentials"]["site"], app.sandbox_handle.host());
+        assert_eq!(created["last_test"]["areas"].as_array().unwrap().len(), 6);
+
+        let (s, tested) = app
+            .post(&format!("/api/v1/integrations/{id}/test"), t, json!({}))
+            .await;
+        assert_eq!((s, tested["status"].as_str()), (200, Some("connected")));
+
+        let (s, renamed) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/integrations/{id}"),
+                t,
+                Some(json!({"name": "CW prod"})),
+            )
+            .await;
+        assert_eq!((s, renamed["name"].as_str()), (200, Some("CW prod")));
+        let (_, renamed) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/integrations/{id}"),
+                t,
+                Some(json!({"name": ""})),
+            )
+            .await;
+        assert_eq!(
+            renamed["name"], "ConnectWise Manage",
+            "empty name restores the default"
+        );
+
+        // Saving with the mask unchanged keeps the stored secret (the test still passes).
+        let mut creds = app.good_credentials();
+        creds["private_key"] = json!("••••••••");
+        let (s, kept) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{id}/credentials"),
+                t,
+                Some(json!({"credentials": creds})),
+            )
+            .await;
+        assert_eq!(
+            (s, kept["status"].as_str()),
+            (200, Some("connected")),
+            "{kept}"
+        );
+
+        // New credentials the vendor rejects are not saved; the stored ones keep working.
+        let mut bad = app.good_credentials();
+        bad["private_key"] = json!("rejected-key-4711");
+        let (s, err) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{id}/credentials"),
+                t,
+                Some(json!({"credentials": bad})),
+            )
+            .await;
+        assert_eq!(
+            (s, err["code"].as_str()),
+            (422, Some("connection_failed")),
+            "{err}"
+        );
+        let (_, still) = app
+            .post(&format!("/api/v1/integrations/{id}/test"), t, json!({}))
+            .await;
+        assert_eq!(still["status"], "connected");
+
+        // Disconnect removes the credentials.
+        let (s, d) = app
+            .post(
+                &format!("/api/v1/integrations/{id}/disconnect"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!((s, d["status"].as_str()), (200, Some("disconnected")));
+        assert!(
+            d["credentials"].get("private_key").is_none(),
+            "no secret is stored any more"
+        );
+        let (s, e) = app
+            .post(&format!("/api/v1/integrations/{id}/test"), t, json!({}))
+            .await;
+        assert_eq!((s, e["code"].as_str()), (409, Some("conflict")));
+        // Reconnecting needs the secret itself: the mask is refused.
+        let (s, e) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{id}/credentials"),
+                t,
+                Some(json!({"credentials": creds})),
+            )
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("credentials.private_key")),
+            "{e}"
+        );
+        let (s, r) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{id}/credentials"),
+                t,
+                Some(json!({"credentials": app.good_credentials()})),
+            )
+            .await;
+        assert_eq!((s, r["status"].as_str()), (200, Some("connected")), "{r}");
+
+        let (s, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/integrations/{id}"),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(s, 204);
+        let (s, e) = app.get(&format!("/api/v1/integrations/{id}"), t).await;
+        assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+    }
+}
+
+/// Every connect-form validation error names its field and saves nothing.
+#[tokio::test]
+async fn every_connect_form_validation_error_names_the_field() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let t = &app.a.owner_token;
+    let good = app.good_credentials();
+    let with = |k: &str, v: Value| {
+        let mut c = good.clone();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = good.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (json!({"credentials": good}), "provider", "missing field"),
+        (
+            json!({"provider": "acme_psa", "credentials": good}),
+            "provider",
+            "unknown provider 'acme_psa'",
+        ),
+        (
+            json!({"provider": "connectwise_manage"}),
+            "credentials",
+            "missing field",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": good, "colour": 1}),
+            "colour",
+            "unknown field",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("site", json!("https://na.myconnectwise.net"))}),
+            "credentials.site",
+            "without 'https://'",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("site", json!("na.myconnectwise.net/v4_6_release"))}),
+            "credentials.site",
+            "without a path",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("site", json!("not a host"))}),
+            "credentials.site",
+            "not a valid host",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": without("company_id")}),
+            "credentials.company_id",
+            "Company ID is required",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": without("public_key")}),
+            "credentials.public_key",
+            "Public key is required",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("private_key", json!(""))}),
+            "credentials.private_key",
+            "Private key is required",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("private_key", json!("••••••••"))}),
+            "credentials.private_key",
+            "not the mask",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("client_id", json!("abc"))}),
+            "credentials.client_id",
+            "must be a GUID",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("region", json!("na"))}),
+            "credentials.region",
+            "has no field 'region'",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("company_id", json!("ac\nme"))}),
+            "credentials.company_id",
+            "one line",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "credentials": with("site", json!(42))}),
+            "credentials.site",
+            "invalid type",
+        ),
+        (
+            json!({"provider": "connectwise_manage", "name": "x".repeat(201), "credentials": good}),
+            "name",
+            "at most 200",
+        ),
+    ];
+    for (body, field, message) in cases {
+        let (status, err) = app.post("/api/v1/integrations", t, body.clone()).await;
+        assert_eq!(status, 422, "{body} -> {err}");
+        assert_eq!(err["code"], "validation_failed", "{err}");
+        assert_eq!(err["field"], field, "{body} -> {err}");
+        assert!(
+            err["message"].as_str().unwrap().contains(message),
+            "{body} -> {err}"
+        );
+    }
+    // Not JSON at all, or the wrong content type.
+    let resp = app
+        .http
+        .post(app.url("/api/v1/integrations"))
+        .bearer_auth(t)
+        .body("{oops")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["field"], "body");
+    let resp = app
+        .http
+        .post(app.url("/api/v1/integrations"))
+        .bearer_auth(t)
+        .body("provider=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+
+    // A provider whose connector is not built says so plainly.
+    let (s, e) = app
+        .post(
+            "/api/v1/integrations",
+            t,
+            json!({"provider": "halo_psa", "credentials": {}}),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("connector_not_available"))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("Halo PSA cannot be connected yet")
+    );
+
+    // Rejected keys: a connection_failed with the test report and a fix hint.
+    let (s, e) = app.post("/api/v1/integrations", t, json!({"provider": "connectwise_manage", "credentials": with("private_key", json!("wrong"))})).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("connection_failed")),
+        "{e}"
+    );
+    assert_eq!(e["test"]["connection"]["result"], "auth_failed");
+    assert!(e["fix_hint"].as_str().unwrap().contains("private key"));
+
+    let (_, list) = app.get("/api/v1/integrations", t).await;
+    assert_eq!(list, json!([]), "nothing was saved by any failed attempt");
+}
+
+#[tokio::test]
+async fn a_role_missing_permissions_connects_with_status_error_and_the_setting_named() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let mut creds = app.good_credentials();
+    creds["public_key"] = json!(LIMITED_PUBLIC_KEY);
+    creds["private_key"] = json!(LIMITED_PRIVATE_KEY);
+    let (s, body) = app
+        .post(
+            "/api/v1/integrations",
+            &app.a.owner_token,
+            json!({"provider": "connectwise_manage", "credentials": creds}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["status"], "error");
+    assert!(body["last_error"].as_str().unwrap().contains("Technicians"));
+    assert!(
+        body["fix_hint"]
+            .as_str()
+            .unwrap()
+            .contains("Member Maintenance")
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_ids_answer_404() {
+    for app in TestApp::each().await {
+        let created = app.connect_cw(&app.a.owner_token).await;
+        let id = created["id"].as_i64().unwrap();
+        let b = &app.b.owner_token;
+        for (method, path, body) in [
+            (Method::GET, format!("/api/v1/integrations/{id}"), None),
+            (
+                Method::PATCH,
+                format!("/api/v1/integrations/{id}"),
+                Some(json!({"name": "mine now"})),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/integrations/{id}/test"),
+                Some(json!({})),
+            ),
+            (
+                Method::PUT,
+                format!("/api/v1/integrations/{id}/credentials"),
+                Some(json!({"credentials": app.good_credentials()})),
+            ),
+            (
+                Method::POST,
+                format!("/api/v1/integrations/{id}/disconnect"),
+                Some(json!({})),
+            ),
+            (Method::DELETE, format!("/api/v1/integrations/{id}"), None),
+        ] {
+            let (s, e) = app.call(method.clone(), &path, b, body).await;
+            assert_eq!(
+                (s, e["code"].as_str()),
+                (404, Some("not_found")),
+                "{} {method} {path}: {e}",
+                app.backend()
+            );
+        }
+        let (_, list) = app.get("/api/v1/integrations", b).await;
+        assert_eq!(list, json!([]));
+        // Tenant A's integration is untouched.
+        let (s, mine) = app
+            .get(&format!("/api/v1/integrations/{id}"), &app.a.owner_token)
+            .await;
+        assert_eq!(
+            (s, mine["status"].as_str(), mine["name"].as_str()),
+            (200, Some("connected"), Some("ConnectWise Manage"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn permissions_follow_read_write_manage() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let id = app.connect_cw(&app.a.owner_token).await["id"]
+        .as_i64()
+        .unwrap();
+    let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
+    let tech = app.token(app.a.id, StaffRole::Technician).await;
+
+    assert_eq!(app.get("/api/v1/integrations", &reader).await.0, 200);
+    let (s, e) = app
+        .post(
+            &format!("/api/v1/integrations/{id}/test"),
+            &reader,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")));
+    assert!(e["message"].as_str().unwrap().contains("manage"));
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/integrations/{id}"),
+            &reader,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    let (s, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/integrations/{id}"),
+            &tech,
+            Some(json!({"name": "by tech"})),
+        )
+        .await;
+    assert_eq!(s, 200, "write may rename");
+    let (s, _) = app
+        .post(
+            "/api/v1/integrations",
+            &tech,
+            json!({"provider": "connectwise_manage", "credentials": app.good_credentials()}),
+        )
+        .await;
+    assert_eq!(s, 403, "connecting needs manage");
+    let (s, _) = app
+        .post(
+            &format!("/api/v1/integrations/{id}/disconnect"),
+            &tech,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
+
+#[tokio::test]
+async fn the_secret_never_shows_in_api_output_logs_or_the_database_file() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let t = &app.a.owner_token;
+    let created = app.connect_cw(t).await;
+    let id = created["id"].as_i64().unwrap();
+    // A rejected key must not leak either.
+    let mut bad = app.good_credentials();
+    bad["private_key"] = json!("leak-canary-0xBADC0DE");
+    let (_, failed) = app
+        .post(
+            "/api/v1/integrations",
+            t,
+            json!({"provider": "connectwise_manage", "credentials": bad}),
+        )
+        .await;
+
+    let mut outputs = vec![created.to_string(), failed.to_string()];
+    for path in [
+        "/api/v1/integrations".to_string(),
+        format!("/api/v1/integrations/{id}"),
+    ] {
+        outputs.push(app.get(&path, t).await.1.to_string());
+    }
+    outputs.push(
+        app.post(&format!("/api/v1/integrations/{id}/test"), t, json!({}))
+            .await
+            .1
+            .to_string(),
+    );
+    for out in &outputs {
+        assert!(
+            !out.contains(DEMO_PRIVATE_KEY),
+            "API output leaks the secret: {out}"
+        );
+        assert!(
+            !out.contains("leak-canary-0xBADC0DE"),
+            "API output leaks a rejected secret: {out}"
+        );
+    }
+    let logs = logs();
+    assert!(
+        logs.contains("integration connected"),
+        "the log capture works"
+    );
+    assert!(
+        !logs.contains(DEMO_PRIVATE_KEY) && !logs.contains("leak-canary-0xBADC0DE"),
+        "logs leak a secret"
+    );
+
+    let path = app.db.url.trim_start_matches("sqlite://").to_string();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+    let needle = DEMO_PRIVATE_KEY.as_bytes();
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the database file holds the secret in clear"
+    );
+    let site = app.sandbox_handle.host();
+    assert!(
+        bytes.windows(site.len()).any(|w| w == site.as_bytes()),
+        "the scan sees the stored settings"
+    );
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_json_404() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let health: Value = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health, json!({"status": "ok", "database": "sqlite"}));
+
+    app.get("/api/v1/providers", &app.a.owner_token).await;
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mspbridge_http_requests_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/api/v1/providers\""), "{metrics}");
+
+    let doc: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/providers",
+        "/api/v1/integrations",
+        "/api/v1/integrations/{id}/test",
+        "/api/v1/integrations/{id}/credentials",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "missing {path}");
+    }
+    assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
+
+    let (s, e) = app.get("/api/v1/nope", &app.a.owner_token).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+    let (s, e) = app
+        .get("/api/v1/integrations/abc", &app.a.owner_token)
+        .await;
+    assert_eq!((s, e["field"].as_str()), (422, Some("id")));
+}
+
+#[tokio::test]
+async fn companies_are_created_and_listed_per_tenant() {
+    for app in TestApp::each().await {
+        let (s, c) = app
+            .post(
+                "/api/v1/companies",
+                &app.a.owner_token,
+                json!({"name": "  Contoso Ltd "}),
+            )
+            .await;
+        assert_eq!((s, c["name"].as_str()), (201, Some("Contoso Ltd")));
+        let (s, e) = app
+            .post("/api/v1/companies", &app.a.owner_token, json!({"name": ""}))
+            .await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("name")));
+        assert_eq!(
+            app.get("/api/v1/companies", &app.a.owner_token)
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            app.get("/api/v1/companies", &app.b.owner_token).await.1,
+            json!([])
+        );
+    }
+}

@@ -1,0 +1,230 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+//! Test harness: the real server on 127.0.0.1:0 over a throwaway database (SQLite, and
+//! PostgreSQL when TEST_DATABASE_URL is set), with the ConnectWise sandbox beside it and
+//! every log line captured so tests can assert what was (not) logged.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use mspbridge_domain::TenantId;
+use mspbridge_domain::auth::StaffRole;
+use mspbridge_domain::model::Origin;
+use mspbridge_providers::connectwise::sandbox::*;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::{SandboxHandle, Seed};
+use mspbridge_store::NewStaffUser;
+use mspbridge_store::test_support::TestDb;
+use mspbridge_vault::Vault;
+use mspbridge_web::AppState;
+use serde_json::{Value, json};
+
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// Every log line written by any test in this binary.
+pub fn logs() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap()).to_string()
+}
+
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(|| LogWriter)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sub);
+    });
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    pub owner_token: String,
+    pub email: String,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    pub sandbox: CwSandbox,
+    pub sandbox_handle: SandboxHandle,
+    pub a: Tenant,
+    pub b: Tenant,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn start(db: TestDb) -> TestApp {
+        init_logs();
+        mspbridge_providers::outbound::install_crypto_provider();
+        let sandbox = CwSandbox::new(Seed::Small);
+        let sandbox_handle = sandbox
+            .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+            .unwrap();
+        let providers = Providers::new(ProviderConfig {
+            outbound: OutboundPolicy {
+                allow_private: true,
+            },
+            connectwise_client_id: None,
+        });
+        let state = AppState::new(
+            db.store.clone(),
+            Arc::new(Vault::new(&[9u8; 32])),
+            providers,
+            false,
+        );
+        let a = make_tenant(&state, "Tenant A", "owner@a.example").await;
+        let b = make_tenant(&state, "Tenant B", "owner@b.example").await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            mspbridge_web::serve(listener, state, std::future::pending())
+                .await
+                .unwrap();
+        });
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        TestApp {
+            base,
+            http,
+            db,
+            sandbox,
+            sandbox_handle,
+            a,
+            b,
+            _server: server,
+        }
+    }
+
+    /// One app per available backend.
+    pub async fn each() -> Vec<TestApp> {
+        let mut apps = Vec::new();
+        for db in mspbridge_store::test_support::all().await.unwrap() {
+            apps.push(TestApp::start(db).await);
+        }
+        apps
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.db.store.backend()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn token(&self, tenant: TenantId, role: StaffRole) -> String {
+        let (token, hash) = mspbridge_vault::new_token("msb").unwrap();
+        self.db
+            .store
+            .create_api_token(tenant, "test", role, &hash, chrono::Utc::now())
+            .await
+            .unwrap();
+        token
+    }
+
+    pub fn good_credentials(&self) -> Value {
+        json!({
+            "site": self.sandbox_handle.host(),
+            "company_id": DEMO_COMPANY_ID,
+            "public_key": DEMO_PUBLIC_KEY,
+            "private_key": DEMO_PRIVATE_KEY,
+            "client_id": DEMO_CLIENT_ID,
+        })
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Connects ConnectWise for tenant A and returns the integration JSON.
+    pub async fn connect_cw(&self, token: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/api/v1/integrations",
+                token,
+                json!({"provider": "connectwise_manage", "credentials": self.good_credentials()}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+}
+
+async fn make_tenant(state: &AppState, name: &str, email: &str) -> Tenant {
+    let now = chrono::Utc::now();
+    let t = state.store.create_tenant(name, now).await.unwrap();
+    let hash = mspbridge_vault::hash_password(ADMIN_PASSWORD).unwrap();
+    state
+        .store
+        .create_staff_user(
+            t.id,
+            NewStaffUser {
+                email: email.into(),
+                name: "Owner".into(),
+                role: StaffRole::Owner,
+                password_hash: Some(hash),
+                origin: Origin::Manual,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let (token, thash) = mspbridge_vault::new_token("msb").unwrap();
+    state
+        .store
+        .create_api_token(t.id, "owner", StaffRole::Owner, &thash, now)
+        .await
+        .unwrap();
+    Tenant {
+        id: t.id,
+        owner_token: token,
+        email: email.into(),
+    }
+}
+
+pub fn map(v: &Value) -> BTreeMap<String, Value> {
+    v.as_object().unwrap().clone().into_iter().collect()
+}
