@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OriginalUri};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use mspbridge_domain::auth::{Permission, StaffRole};
@@ -133,7 +133,13 @@ impl FromRequestParts<AppState> for Caller {
         // JSON calls made with a session cookie must carry the CSRF header; HTML form
         // posts are checked by their handlers against the hidden form field.
         let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        if unsafe_method && parts.uri.path().starts_with("/api/") {
+        // Nested routers see a stripped path; the original URI tells an API call apart.
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|u| u.0.path())
+            .unwrap_or(parts.uri.path());
+        if unsafe_method && path.starts_with("/api/") {
             let got = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             caller.check_csrf(got)?;
         }

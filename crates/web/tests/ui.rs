@@ -1,0 +1,381 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The HTML UI over HTTP: sign-in with CSRF and rate limiting, session cookies, the
+//! Integrations page, the connect form with its errors, and CSRF on every form post.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use mspbridge_providers::connectwise::sandbox::*;
+
+/// A minimal browser: keeps cookies, does not follow redirects.
+struct Browser<'a> {
+    app: &'a TestApp,
+    cookies: BTreeMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let resp = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let set_cookies: Vec<String> = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        for c in &set_cookies {
+            let (kv, _) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status,
+            location,
+            set_cookies,
+            body: resp.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.app.http.get(self.app.url(path));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.app.http.post(self.app.url(path)).form(form);
+        self.send(req).await
+    }
+
+    async fn login(&mut self, email: &str, password: &str) -> Page {
+        let page = self.get("/login").await;
+        let csrf = hidden(&page.body, "csrf");
+        self.post(
+            "/login",
+            &[("csrf", &csrf), ("email", email), ("password", password)],
+        )
+        .await
+    }
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no hidden {name} in {body}"))
+        + marker.len();
+    body[start..].split('"').next().unwrap().to_string()
+}
+
+async fn app() -> TestApp {
+    TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn sign_in_needs_the_form_token_and_the_right_password() {
+    let app = app().await;
+    let mut b = Browser::new(&app);
+    let anon = b.get("/settings/integrations").await;
+    assert_eq!(
+        (anon.status, anon.location.as_deref()),
+        (303, Some("/login"))
+    );
+
+    // No form token: refused.
+    let p = b
+        .post(
+            "/login",
+            &[("email", &app.a.email), ("password", ADMIN_PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+
+    let p = b.login(&app.a.email, "wrong password!!").await;
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("Email or password is incorrect"));
+    let p = b.login("nobody@nowhere.example", ADMIN_PASSWORD).await;
+    assert_eq!(p.status, 401, "an unknown email gets the same answer");
+    assert!(p.body.contains("Email or password is incorrect"));
+
+    let p = b.login(&app.a.email, ADMIN_PASSWORD).await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (303, Some("/settings/integrations"))
+    );
+    let session = p
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("msb_session="))
+        .unwrap();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+
+    let page = b.get("/settings/integrations").await;
+    assert_eq!(page.status, 200);
+    for name in [
+        "Halo PSA",
+        "ConnectWise Manage",
+        "Autotask",
+        "Syncro",
+        "Datto RMM",
+        "ConnectWise Asio",
+        "Microsoft 365",
+        "Stripe",
+        "Bigger Brains",
+    ] {
+        assert!(page.body.contains(name), "{name} missing");
+    }
+    assert!(
+        page.body
+            .contains("/settings/integrations/connect/connectwise_manage")
+    );
+    assert!(page.body.contains("Not available yet"));
+    assert!(page.body.contains("Tenant A"));
+
+    // Sign out ends the session.
+    let csrf = hidden(&page.body, "csrf");
+    let out = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(b.get("/settings/integrations").await.status, 303);
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_rate_limited() {
+    let app = app().await;
+    let mut b = Browser::new(&app);
+    for _ in 0..5 {
+        assert_eq!(b.login(&app.a.email, "not the password").await.status, 401);
+    }
+    let p = b.login(&app.a.email, ADMIN_PASSWORD).await;
+    assert_eq!(
+        p.status, 429,
+        "even the right password waits once the email is locked"
+    );
+    assert!(p.body.contains("Too many failed sign-ins"));
+    // Another account is not affected.
+    assert_eq!(b.login(&app.b.email, ADMIN_PASSWORD).await.status, 303);
+}
+
+#[tokio::test]
+async fn the_connect_form_shows_errors_tests_and_connects() {
+    let app = app().await;
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+    let form = b
+        .get("/settings/integrations/connect/connectwise_manage")
+        .await;
+    assert_eq!(form.status, 200);
+    for label in [
+        "API URL (site)",
+        "Company ID",
+        "Public key",
+        "Private key",
+        "Client ID",
+    ] {
+        assert!(form.body.contains(label), "{label}");
+    }
+    let csrf = hidden(&form.body, "csrf");
+    let site = app.sandbox_handle.host();
+
+    // Without the form token nothing happens.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[("cred_site", &site)],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+
+    // A URL with a scheme: the field error is shown and the typed secret is not echoed.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[
+                ("csrf", &csrf),
+                ("cred_site", "https://na.myconnectwise.net"),
+                ("cred_company_id", DEMO_COMPANY_ID),
+                ("cred_public_key", DEMO_PUBLIC_KEY),
+                ("cred_private_key", DEMO_PRIVATE_KEY),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(
+        p.body.contains("without &#39;https://&#39;") || p.body.contains("without 'https://'"),
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains(DEMO_PRIVATE_KEY));
+
+    // Wrong keys: the test result and the fix hint are shown, nothing is saved.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[
+                ("csrf", &csrf),
+                ("cred_site", &site),
+                ("cred_company_id", DEMO_COMPANY_ID),
+                ("cred_public_key", DEMO_PUBLIC_KEY),
+                ("cred_private_key", "nope"),
+                ("cred_client_id", DEMO_CLIENT_ID),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("Authentication failed"), "{}", p.body);
+    assert!(p.body.contains("How to fix"));
+
+    // A limited role: connected, with the per-area result naming the setting.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[
+                ("csrf", &csrf),
+                ("name", "CW limited"),
+                ("cred_site", &site),
+                ("cred_company_id", DEMO_COMPANY_ID),
+                ("cred_public_key", LIMITED_PUBLIC_KEY),
+                ("cred_private_key", LIMITED_PRIVATE_KEY),
+                ("cred_client_id", DEMO_CLIENT_ID),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let detail = b.get(p.location.as_deref().unwrap()).await;
+    assert!(detail.body.contains("CW limited"));
+    assert!(detail.body.contains("data-status=\"error\""));
+    assert!(detail.body.contains("Not permitted"));
+    assert!(detail.body.contains("Member Maintenance"));
+    assert!(detail.body.contains("Granted"));
+    assert!(
+        !detail.body.contains(LIMITED_PRIVATE_KEY),
+        "secrets are only ever masked"
+    );
+    assert!(detail.body.contains("••••••••"));
+
+    // Good keys.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[
+                ("csrf", &csrf),
+                ("cred_site", &site),
+                ("cred_company_id", DEMO_COMPANY_ID),
+                ("cred_public_key", DEMO_PUBLIC_KEY),
+                ("cred_private_key", DEMO_PRIVATE_KEY),
+                ("cred_client_id", DEMO_CLIENT_ID),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let location = p.location.unwrap();
+    let detail = b.get(&location).await;
+    assert!(detail.body.contains("data-status=\"connected\""));
+    assert!(
+        detail
+            .body
+            .contains("Connected. The connection test passed.")
+    );
+
+    // Test, rename and disconnect from the page, each with the form token.
+    let id = location
+        .trim_start_matches("/settings/integrations/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = b
+        .post(
+            &format!("/settings/integrations/{id}/test"),
+            &[("csrf", "forged")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    let p = b
+        .post(
+            &format!("/settings/integrations/{id}/test"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let p = b
+        .post(
+            &format!("/settings/integrations/{id}/rename"),
+            &[("csrf", &csrf), ("name", "Main PSA")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let list = b.get("/settings/integrations").await;
+    assert!(list.body.contains("Main PSA"));
+    assert!(list.body.contains("Connect another"));
+    let p = b
+        .post(
+            &format!("/settings/integrations/{id}/disconnect"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let detail = b.get(&format!("/settings/integrations/{id}")).await;
+    assert!(detail.body.contains("data-status=\"disconnected\""));
+    assert!(detail.body.contains("Test and reconnect"));
+}
+
+#[tokio::test]
+async fn session_api_calls_need_the_csrf_header() {
+    let app = app().await;
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+    let page = b.get("/settings/integrations").await;
+    let csrf = hidden(&page.body, "csrf");
+    let body = serde_json::json!({"name": "Contoso"});
+    let req = app.http.post(app.url("/api/v1/companies")).json(&body);
+    let p = b.send(req).await;
+    assert_eq!(p.status, 403);
+    assert!(p.body.contains("csrf_failed"));
+    let req = app
+        .http
+        .post(app.url("/api/v1/companies"))
+        .header("x-csrf-token", csrf)
+        .json(&body);
+    assert_eq!(b.send(req).await.status, 201);
+    // Reads need no token.
+    let req = app.http.get(app.url("/api/v1/companies"));
+    assert_eq!(b.send(req).await.status, 200);
+}
