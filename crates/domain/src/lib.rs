@@ -8,6 +8,7 @@ pub mod ids;
 pub mod integration;
 pub mod model;
 pub mod secret;
+pub mod sync;
 pub mod validate;
 
 pub use error::{FieldError, ValidationError};

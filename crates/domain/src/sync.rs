@@ -1,0 +1,597 @@
+//! Pure rules of the sync engine: the normalised shape of vendor records, the options
+//! an admin sets per integration, the contact-role fallback chain with its provenance,
+//! run counts and results, and content hashing.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{FieldError, RoleId, ValidationError};
+
+/// The record types a PSA sync handles (tickets come with their own issue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RecordType {
+    Companies,
+    Contacts,
+    Technicians,
+}
+
+impl RecordType {
+    /// In dependency order: contacts need their companies first.
+    pub const ALL: [RecordType; 3] = [
+        RecordType::Companies,
+        RecordType::Contacts,
+        RecordType::Technicians,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::Companies => "companies",
+            RecordType::Contacts => "contacts",
+            RecordType::Technicians => "technicians",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A company as a vendor describes it, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtCompany {
+    pub external_id: String,
+    pub name: String,
+    pub identifier: Option<String>,
+    /// Inactive by the vendor's own rule (for ConnectWise: the status's inactive flag).
+    pub active: bool,
+    /// Deleted upstream (ConnectWise `deletedFlag`).
+    pub deleted: bool,
+    pub status: Option<String>,
+    pub types: Vec<String>,
+    /// The vendor id of the company's primary contact.
+    pub primary_contact_id: Option<String>,
+    #[serde(skip)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtContact {
+    pub external_id: String,
+    pub company_external_id: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    /// The default email, lower-cased; `None` when the contact has none.
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub active: bool,
+    /// Flagged primary by the vendor (ConnectWise `defaultFlag`).
+    pub primary: bool,
+    pub types: Vec<String>,
+    #[serde(skip)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtTechnician {
+    pub external_id: String,
+    pub identifier: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub active: bool,
+    #[serde(skip)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// SHA-256 (hex) of a record's canonical JSON. Vendor timestamps are excluded
+/// (`#[serde(skip)]`), so an unchanged record hashes the same whatever its stamp.
+pub fn content_hash<T: Serialize>(record: &T) -> String {
+    let json = serde_json::to_vec(record).unwrap_or_default();
+    Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One rule of the contact-type list: contacts of this vendor type get this role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ContactTypeRule {
+    pub contact_type: String,
+    pub role_id: RoleId,
+}
+
+/// Per-integration sync options (spec 2.2 v1 and 2.5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncOptions {
+    /// Automatic sync on the interval below.
+    pub enabled: bool,
+    /// 5, 15 or 30 minutes.
+    pub interval_minutes: u32,
+    /// Import existing records on the first run; off means only records changed after connect.
+    pub initial_import: bool,
+    pub companies: bool,
+    pub contacts: bool,
+    pub technicians: bool,
+    /// Create portal users for active contacts of imported companies.
+    pub auto_import_contacts: bool,
+    /// The integration default role (last link of the chain). Required when auto-import is on.
+    pub default_role_id: Option<RoleId>,
+    /// Role for primary contacts (third link); `None` skips this link.
+    pub primary_contact_role_id: Option<RoleId>,
+    /// Admin-ordered contact-type rules (second link).
+    pub contact_type_rules: Vec<ContactTypeRule>,
+    pub skip_inactive_companies: bool,
+    pub exclude_company_types: Vec<String>,
+    pub exclude_company_statuses: Vec<String>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_minutes: 15,
+            initial_import: true,
+            companies: true,
+            contacts: true,
+            technicians: true,
+            auto_import_contacts: false,
+            default_role_id: None,
+            primary_contact_role_id: None,
+            contact_type_rules: vec![],
+            skip_inactive_companies: true,
+            exclude_company_types: vec![],
+            exclude_company_statuses: vec![],
+        }
+    }
+}
+
+impl SyncOptions {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut errors = Vec::new();
+        if ![5, 15, 30].contains(&self.interval_minutes) {
+            errors.push(FieldError::new(
+                "options.interval_minutes",
+                "must be 5, 15 or 30 minutes",
+            ));
+        }
+        if self.auto_import_contacts && self.default_role_id.is_none() {
+            errors.push(FieldError::new(
+                "options.default_role_id",
+                "a default role for imported contacts is required when contact auto-import is on",
+            ));
+        }
+        if self.auto_import_contacts && !self.contacts {
+            errors.push(FieldError::new(
+                "options.contacts",
+                "contact auto-import needs contact sync switched on",
+            ));
+        }
+        for (i, r) in self.contact_type_rules.iter().enumerate() {
+            if r.contact_type.trim().is_empty() {
+                errors.push(FieldError::new(
+                    format!("options.contact_type_rules[{i}].contact_type"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError(errors))
+        }
+    }
+
+    pub fn syncs(&self, r: RecordType) -> bool {
+        match r {
+            RecordType::Companies => self.companies,
+            RecordType::Contacts => self.contacts,
+            RecordType::Technicians => self.technicians,
+        }
+    }
+
+    /// Why a company is out of scope, or `None` when it is synced.
+    pub fn company_excluded(&self, c: &ExtCompany) -> Option<String> {
+        if self.skip_inactive_companies && !c.active {
+            return Some("company is inactive (Skip Inactive Companies is on)".into());
+        }
+        if let Some(t) = c.types.iter().find(|t| {
+            self.exclude_company_types
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(t))
+        }) {
+            return Some(format!("company type '{t}' is excluded"));
+        }
+        if let Some(s) = c.status.as_ref().filter(|s| {
+            self.exclude_company_statuses
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(s))
+        }) {
+            return Some(format!("company status '{s}' is excluded"));
+        }
+        None
+    }
+}
+
+/// Which link of the fallback chain chose a contact's role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case", tag = "source")]
+pub enum RoleSource {
+    /// (1) Company Defaults → Default Import Role.
+    CompanyOverride,
+    /// (2) The first rule, in the admin's order, matching one of the contact's types.
+    ContactTypeRule {
+        contact_type: String,
+        position: usize,
+    },
+    /// (3) The contact is the company's primary contact.
+    PrimaryContact,
+    /// (4) The integration's default role.
+    IntegrationDefault,
+}
+
+impl RoleSource {
+    /// Plain words for the UI and logs, e.g. "contact type 'Owner' (rule 1)".
+    pub fn explain(&self, provider: &str) -> String {
+        match self {
+            RoleSource::CompanyOverride => "company default import role (Company Defaults)".into(),
+            RoleSource::ContactTypeRule {
+                contact_type,
+                position,
+            } => {
+                format!(
+                    "{provider} contact type '{contact_type}' (rule {})",
+                    position + 1
+                )
+            }
+            RoleSource::PrimaryContact => format!("primary contact in {provider}"),
+            RoleSource::IntegrationDefault => format!("{provider} integration default"),
+        }
+    }
+}
+
+/// The role fallback chain of spec 2.11 [v1], highest first. Returns `None` only when
+/// no default role is configured (auto-import then refuses to run).
+pub fn choose_role(
+    company_override: Option<RoleId>,
+    contact_types: &[String],
+    is_primary: bool,
+    options: &SyncOptions,
+) -> Option<(RoleId, RoleSource)> {
+    if let Some(r) = company_override {
+        return Some((r, RoleSource::CompanyOverride));
+    }
+    for (position, rule) in options.contact_type_rules.iter().enumerate() {
+        if contact_types
+            .iter()
+            .any(|t| t.trim().eq_ignore_ascii_case(rule.contact_type.trim()))
+        {
+            return Some((
+                rule.role_id,
+                RoleSource::ContactTypeRule {
+                    contact_type: rule.contact_type.clone(),
+                    position,
+                },
+            ));
+        }
+    }
+    if is_primary && let Some(r) = options.primary_contact_role_id {
+        return Some((r, RoleSource::PrimaryContact));
+    }
+    options
+        .default_role_id
+        .map(|r| (r, RoleSource::IntegrationDefault))
+}
+
+/// Per record type counts of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counts {
+    pub seen: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deactivated: u64,
+    pub skipped: u64,
+    pub failed: u64,
+}
+
+impl Counts {
+    /// Every record seen was accounted for exactly once (deactivations are extra: they
+    /// come from records not seen).
+    pub fn add_up(&self) -> bool {
+        self.created + self.updated + self.unchanged + self.skipped + self.failed == self.seen
+    }
+
+    pub fn merge(&mut self, o: &Counts) {
+        self.seen += o.seen;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.deactivated += o.deactivated;
+        self.skipped += o.skipped;
+        self.failed += o.failed;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RunResult {
+    Running,
+    Success,
+    /// Some page or record failed, or counts do not add up.
+    Partial,
+    Failed,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Running => "running",
+            RunResult::Success => "success",
+            RunResult::Partial => "partial",
+            RunResult::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Running, Self::Success, Self::Partial, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Initial,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Initial => "initial",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Schedule, Self::Manual, Self::Initial]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EventLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl EventLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventLevel::Info => "info",
+            EventLevel::Warning => "warning",
+            EventLevel::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Info, Self::Warning, Self::Error]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: RoleId = RoleId(1);
+    const STANDARD: RoleId = RoleId(2);
+    const VIEWER: RoleId = RoleId(3);
+    const BILLING: RoleId = RoleId(4);
+
+    fn opts() -> SyncOptions {
+        SyncOptions {
+            auto_import_contacts: true,
+            default_role_id: Some(VIEWER),
+            primary_contact_role_id: Some(ADMIN),
+            contact_type_rules: vec![
+                ContactTypeRule {
+                    contact_type: "Billing".into(),
+                    role_id: BILLING,
+                },
+                ContactTypeRule {
+                    contact_type: "IT Contact".into(),
+                    role_id: STANDARD,
+                },
+            ],
+            ..SyncOptions::default()
+        }
+    }
+
+    fn types(t: &[&str]) -> Vec<String> {
+        t.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn company_override_beats_everything() {
+        let (r, s) = choose_role(Some(STANDARD), &types(&["Billing"]), true, &opts()).unwrap();
+        assert_eq!((r, s), (STANDARD, RoleSource::CompanyOverride));
+    }
+
+    #[test]
+    fn contact_type_rule_beats_primary() {
+        let (r, s) = choose_role(None, &types(&["it contact"]), true, &opts()).unwrap();
+        assert_eq!(r, STANDARD);
+        assert_eq!(
+            s,
+            RoleSource::ContactTypeRule {
+                contact_type: "IT Contact".into(),
+                position: 1
+            }
+        );
+    }
+
+    #[test]
+    fn ties_between_contact_types_go_to_the_first_rule_in_admin_order() {
+        // The contact lists IT Contact first, but the admin ordered Billing first.
+        let (r, s) = choose_role(None, &types(&["IT Contact", "Billing"]), false, &opts()).unwrap();
+        assert_eq!(r, BILLING);
+        assert_eq!(
+            s,
+            RoleSource::ContactTypeRule {
+                contact_type: "Billing".into(),
+                position: 0
+            }
+        );
+        // Reordering the rules flips the winner.
+        let mut o = opts();
+        o.contact_type_rules.reverse();
+        assert_eq!(
+            choose_role(None, &types(&["IT Contact", "Billing"]), false, &o)
+                .unwrap()
+                .0,
+            STANDARD
+        );
+    }
+
+    #[test]
+    fn primary_contact_then_default() {
+        assert_eq!(
+            choose_role(None, &types(&["Owner"]), true, &opts()).unwrap(),
+            (ADMIN, RoleSource::PrimaryContact)
+        );
+        assert_eq!(
+            choose_role(None, &types(&["Owner"]), false, &opts()).unwrap(),
+            (VIEWER, RoleSource::IntegrationDefault)
+        );
+        let mut o = opts();
+        o.primary_contact_role_id = None;
+        assert_eq!(
+            choose_role(None, &[], true, &o).unwrap(),
+            (VIEWER, RoleSource::IntegrationDefault),
+            "no primary rule: default"
+        );
+        o.default_role_id = None;
+        assert_eq!(choose_role(None, &[], false, &o), None);
+    }
+
+    #[test]
+    fn explanations_name_the_link() {
+        assert_eq!(
+            RoleSource::IntegrationDefault.explain("ConnectWise"),
+            "ConnectWise integration default"
+        );
+        assert_eq!(
+            RoleSource::ContactTypeRule {
+                contact_type: "Owner".into(),
+                position: 0
+            }
+            .explain("ConnectWise"),
+            "ConnectWise contact type 'Owner' (rule 1)"
+        );
+    }
+
+    #[test]
+    fn options_validate() {
+        assert!(SyncOptions::default().validate().is_ok());
+        let bad = SyncOptions {
+            interval_minutes: 7,
+            auto_import_contacts: true,
+            ..SyncOptions::default()
+        };
+        let e = bad.validate().unwrap_err();
+        let fields: Vec<_> = e.0.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["options.interval_minutes", "options.default_role_id"]
+        );
+        let parsed: Result<SyncOptions, _> = serde_json::from_str(r#"{"interval":5}"#);
+        assert!(parsed.is_err(), "unknown option names are refused");
+    }
+
+    #[test]
+    fn company_filters() {
+        let c = ExtCompany {
+            external_id: "1".into(),
+            name: "A".into(),
+            identifier: None,
+            active: true,
+            deleted: false,
+            status: Some("Credit Hold".into()),
+            types: vec!["Vendor".into()],
+            primary_contact_id: None,
+            updated_at: None,
+        };
+        let mut o = SyncOptions::default();
+        assert_eq!(o.company_excluded(&c), None);
+        o.exclude_company_types = vec!["vendor".into()];
+        assert!(o.company_excluded(&c).unwrap().contains("Vendor"));
+        o.exclude_company_types.clear();
+        o.exclude_company_statuses = vec!["Credit Hold".into()];
+        assert!(o.company_excluded(&c).unwrap().contains("Credit Hold"));
+        let inactive = ExtCompany { active: false, ..c };
+        assert!(SyncOptions::default().company_excluded(&inactive).is_some());
+    }
+
+    #[test]
+    fn content_hash_ignores_timestamps_but_not_content() {
+        let a = ExtTechnician {
+            external_id: "1".into(),
+            identifier: "ann".into(),
+            first_name: "Ann".into(),
+            last_name: "Lee".into(),
+            email: Some("ann@msp.example".into()),
+            active: true,
+            updated_at: None,
+        };
+        let b = ExtTechnician {
+            updated_at: Some(Utc::now()),
+            ..a.clone()
+        };
+        assert_eq!(content_hash(&a), content_hash(&b));
+        let c = ExtTechnician {
+            last_name: "Li".into(),
+            ..a.clone()
+        };
+        assert_ne!(content_hash(&a), content_hash(&c));
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let c = Counts {
+            seen: 5,
+            created: 2,
+            updated: 1,
+            unchanged: 1,
+            skipped: 1,
+            ..Counts::default()
+        };
+        assert!(c.add_up());
+        assert!(
+            !Counts {
+                seen: 5,
+                created: 1,
+                ..Counts::default()
+            }
+            .add_up()
+        );
+    }
+}
