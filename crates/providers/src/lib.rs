@@ -13,6 +13,7 @@ use mspbridge_domain::validate::Credentials;
 
 pub mod connectwise;
 pub mod outbound;
+pub mod source;
 
 pub use outbound::OutboundPolicy;
 
@@ -53,6 +54,33 @@ impl Providers {
 
     /// The connection tester for `kind`, or `None` where the connector is not built yet
     /// (the catalogue says so too).
+    /// A sync source for `kind` with these credentials (codebase discovery and the like
+    /// happen here), or `None` where the provider has no sync connector yet.
+    pub async fn psa_source(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: connectwise::client::RetryPolicy,
+        page_size: Option<usize>,
+    ) -> Option<Result<Box<dyn source::PsaSource>, source::SourceError>> {
+        match kind {
+            ProviderKind::ConnectwiseManage => {
+                let cw = connectwise::ConnectWise::new(self.config.clone());
+                let cfg = cw.client_config(credentials);
+                let client = match connectwise::client::CwClient::connect(&cfg, self.config.outbound, std::time::Duration::from_secs(30)).await {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
+                };
+                let mut src = connectwise::source::CwSource::new(client);
+                if let Some(n) = page_size {
+                    src = src.with_page_size(n);
+                }
+                Some(Ok(Box::new(src)))
+            }
+            _ => None,
+        }
+    }
+
     pub fn connector(&self, kind: ProviderKind) -> Option<Box<dyn ConnectionTest>> {
         match kind {
             ProviderKind::ConnectwiseManage => {

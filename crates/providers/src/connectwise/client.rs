@@ -65,12 +65,33 @@ impl CwError {
     }
 }
 
+/// How transient failures (429, 5xx, timeouts, truncated bodies) are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First backoff; doubles per attempt.
+    pub base_delay: Duration,
+    /// Cap for backoff and for a vendor's `Retry-After`.
+    pub max_delay: Duration,
+    /// Requests one client (one sync run) may make.
+    pub budget: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(60), budget: 20_000 }
+    }
+}
+
 pub struct CwClient {
     http: reqwest::Client,
     base: String,
     auth: String,
     client_id: Option<String>,
     pub info: CompanyInfo,
+    retry: RetryPolicy,
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CwClient {
@@ -168,7 +189,49 @@ impl CwClient {
             auth: format!("Basic {basic}"),
             client_id: cfg.client_id.clone(),
             info,
+            retry: RetryPolicy::default(),
+            requests: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// API requests made so far (discovery excluded).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `get` with retries: 429 waits for `Retry-After` (capped), 5xx, timeouts and
+    /// truncated or unreadable bodies back off exponentially. 4xx other than 429 are
+    /// answers, not failures, and are returned at once.
+    pub async fn get_retrying<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<(T, HeaderMap), CwError> {
+        let mut attempt = 1;
+        loop {
+            let result = self.get(path, query).await;
+            let retryable = match &result {
+                Ok(_) => return result,
+                Err(CwError::Status { status, .. }) => *status == 429 || *status >= 500,
+                Err(CwError::Unreachable { .. } | CwError::Decode(_)) => true,
+                Err(CwError::Refused(_)) => false,
+            };
+            if !retryable || attempt >= self.retry.max_attempts {
+                return result;
+            }
+            let backoff = self.retry.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+            let wait = match &result {
+                Err(CwError::Status { retry_after: Some(ra), .. }) => *ra,
+                _ => backoff,
+            }
+            .min(self.retry.max_delay);
+            if let Err(e) = &result {
+                tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "ConnectWise request failed; retrying");
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -181,6 +244,14 @@ impl CwClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(T, HeaderMap), CwError> {
+        let made = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if made >= self.retry.budget {
+            return Err(CwError::Refused(format!(
+                "the request budget of {} ConnectWise requests for this run is used up",
+                self.retry.budget
+            )));
+        }
+        metrics::counter!("mspbridge_vendor_requests_total", "provider" => "connectwise_manage").increment(1);
         let mut req = self
             .http
             .get(format!("{}{path}", self.base))

@@ -1,6 +1,8 @@
 //! ConnectWise Manage (ConnectWise PSA).
 
 pub mod client;
+pub mod conditions;
+pub mod source;
 pub mod sandbox;
 pub mod wire;
 

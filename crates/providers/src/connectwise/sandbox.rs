@@ -274,41 +274,76 @@ async fn api_get(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    if q.contains_key("conditions") || q.contains_key("childConditions") {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "InvalidObject",
-            "This sandbox does not evaluate conditions yet; request the full list.",
-        );
+    if q.contains_key("childConditions") || q.contains_key("customFieldConditions") {
+        return error(StatusCode::BAD_REQUEST, "InvalidObject", "This sandbox evaluates conditions and orderBy only.");
     }
+    let terms = match q.get("conditions").map(|c| super::conditions::parse(c)) {
+        None => vec![],
+        Some(Ok(t)) => t,
+        Some(Err(msg)) => return error(StatusCode::BAD_REQUEST, "InvalidObject", &msg),
+    };
+    let order = match q.get("orderBy").map(|o| o.trim()) {
+        None | Some("id asc") | Some("id") => Order::IdAsc,
+        Some("id desc") => Order::IdDesc,
+        Some(other) => {
+            return error(StatusCode::BAD_REQUEST, "InvalidObject", &format!("orderBy '{other}' is not supported by this sandbox"));
+        }
+    };
     let data = match s.data.read() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
     };
     match rest.as_str() {
-        "company/companies" => list(&data.companies, &q, &rest),
-        "company/companies/count" => count(data.companies.len()),
-        "company/companies/statuses" => list(&data.company_statuses, &q, &rest),
-        "company/companies/types" => list(&data.company_types, &q, &rest),
-        "company/contacts" => list(&data.contacts, &q, &rest),
-        "company/contacts/count" => count(data.contacts.len()),
-        "company/contacts/types" => list(&data.contact_types, &q, &rest),
-        "system/members" => list(&data.members, &q, &rest),
-        "system/members/count" => count(data.members.len()),
-        "service/boards" => list(&data.boards, &q, &rest),
-        "service/tickets" => list(&data.tickets, &q, &rest),
-        "service/tickets/count" => count(data.tickets.len()),
+        "company/companies" => list(&data.companies, &q, &rest, &terms, order),
+        "company/companies/count" => count(&data.companies, &terms),
+        "company/companies/statuses" => list(&data.company_statuses, &q, &rest, &terms, order),
+        "company/companies/types" => list(&data.company_types, &q, &rest, &terms, order),
+        "company/contacts" => list(&data.contacts, &q, &rest, &terms, order),
+        "company/contacts/count" => count(&data.contacts, &terms),
+        "company/contacts/types" => list(&data.contact_types, &q, &rest, &terms, order),
+        "system/members" => list(&data.members, &q, &rest, &terms, order),
+        "system/members/count" => count(&data.members, &terms),
+        "service/boards" => list(&data.boards, &q, &rest, &terms, order),
+        "service/tickets" => list(&data.tickets, &q, &rest, &terms, order),
+        "service/tickets/count" => count(&data.tickets, &terms),
         _ => error(StatusCode::NOT_FOUND, "NotFound", "Not found"),
     }
 }
 
-fn count(n: usize) -> Response {
+#[derive(Clone, Copy)]
+enum Order {
+    IdAsc,
+    IdDesc,
+}
+
+fn filtered<T: Serialize>(items: &[T], terms: &[super::conditions::Term], order: Order) -> Vec<serde_json::Value> {
+    let mut rows: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|item| serde_json::to_value(item).ok())
+        .filter(|v| super::conditions::matches(v, terms))
+        .collect();
+    rows.sort_by_key(|v| v.get("id").and_then(|i| i.as_i64()).unwrap_or(0));
+    if let Order::IdDesc = order {
+        rows.reverse();
+    }
+    rows
+}
+
+fn count<T: Serialize>(items: &[T], terms: &[super::conditions::Term]) -> Response {
+    let n = filtered(items, terms, Order::IdAsc).len();
     axum::Json(serde_json::json!({ "count": n })).into_response()
 }
 
 /// Navigable paging as ConnectWise does it: `page` (1-based) and `pageSize`
 /// (default 25, capped at 1000), with a `Link` header carrying `next` and `last`.
-fn list<T: Serialize>(items: &[T], q: &HashMap<&str, &str>, rest: &str) -> Response {
+fn list<T: Serialize>(
+    items: &[T],
+    q: &HashMap<&str, &str>,
+    rest: &str,
+    terms: &[super::conditions::Term],
+    order: Order,
+) -> Response {
+    let items = filtered(items, terms, order);
     let page_size = match q.get("pageSize").map(|v| v.parse::<usize>()) {
         None => 25,
         Some(Ok(n)) if n >= 1 => n.min(1000),
@@ -340,7 +375,7 @@ fn list<T: Serialize>(items: &[T], q: &HashMap<&str, &str>, rest: &str) -> Respo
     let end = (start + page_size).min(items.len());
     let rows: Vec<serde_json::Value> = items[start..end]
         .iter()
-        .filter_map(|item| serde_json::to_value(item).ok())
+        .cloned()
         .map(|v| match (&fields, v) {
             (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
                 map.into_iter()
