@@ -24,6 +24,9 @@ use mspbridge_vault::Vault;
 mod rows;
 #[macro_use]
 mod shared;
+#[macro_use]
+mod sync_shared;
+pub mod sync;
 pub mod postgres;
 pub mod sqlite;
 pub mod test_support;
@@ -42,6 +45,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("this worker no longer holds the sync lease for the integration")]
+    LeaseLost,
     #[error("invalid database URL: {0}")]
     BadUrl(String),
 }
@@ -138,7 +143,7 @@ pub struct LinkUpsert {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: sync::SyncStore + Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

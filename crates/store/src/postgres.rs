@@ -38,3 +38,16 @@ impl PgStore {
 }
 
 impl_store!(PgStore, "postgres");
+
+type Db = sqlx::Postgres;
+
+// SKIP LOCKED lets several workers claim different integrations at once without waiting.
+impl_sync_store!(
+    PgStore,
+    "UPDATE sync_schedule SET lease_owner = $1, lease_until = $3 \
+     WHERE (lease_until IS NULL OR lease_until < $2) AND integration_id = ( \
+       SELECT s.integration_id FROM sync_schedule s JOIN integrations i ON i.id = s.integration_id \
+       WHERE s.next_run_at <= $2 AND (s.lease_until IS NULL OR s.lease_until < $2) AND s.paused_reason IS NULL \
+         AND i.status <> 'disconnected' ORDER BY s.next_run_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
+     RETURNING integration_id, tenant_id, pending_trigger"
+);

@@ -64,3 +64,15 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, "sqlite");
+
+type Db = sqlx::Sqlite;
+
+impl_sync_store!(
+    SqliteStore,
+    "UPDATE sync_schedule SET lease_owner = $1, lease_until = $3 \
+     WHERE (lease_until IS NULL OR lease_until < $2) AND integration_id = ( \
+       SELECT s.integration_id FROM sync_schedule s JOIN integrations i ON i.id = s.integration_id \
+       WHERE s.next_run_at <= $2 AND (s.lease_until IS NULL OR s.lease_until < $2) AND s.paused_reason IS NULL \
+         AND i.status <> 'disconnected' ORDER BY s.next_run_at LIMIT 1) \
+     RETURNING integration_id, tenant_id, pending_trigger"
+);

@@ -1,0 +1,213 @@
+//! Storage for the sync engine: per-integration options and schedule (jobs leased from
+//! the database), cursors with in-pass checkpoints, runs and their events, and the
+//! batched page commit that applies a page of changes, its checkpoint and its events in
+//! one transaction, fenced by the caller's lease.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mspbridge_domain::integration::Integration;
+use mspbridge_domain::model::LinkedRecord;
+use mspbridge_domain::sync::{Counts, EventLevel, RecordType, RunResult, SyncOptions, Trigger};
+use mspbridge_domain::{IntegrationId, RoleId, TenantId};
+use serde::Serialize;
+
+use crate::Result;
+
+/// A due integration claimed by a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub tenant_id: TenantId,
+    pub integration_id: IntegrationId,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    pub next_run_at: DateTime<Utc>,
+    pub running: bool,
+    pub consecutive_failures: i64,
+    pub paused_reason: Option<String>,
+    pub manual_requested_at: Option<DateTime<Utc>>,
+}
+
+/// What the worker reports when it gives a lease back.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub next_run_at: DateTime<Utc>,
+    /// True when the run failed; the failure counter grows, else it resets.
+    pub failed: bool,
+    /// Pause automatic sync with this reason (after repeated failures).
+    pub pause: Option<String>,
+}
+
+/// Answer to "Sync now".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncRequest {
+    Queued,
+    /// Asked again too soon: allowed again at this time.
+    CoolingDown(DateTime<Utc>),
+    AlreadyRunning,
+}
+
+/// A pass in progress, saved with every committed page so a crash resumes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassState {
+    pub run_id: i64,
+    /// A full pass lists everything and deactivates what it did not see at the end.
+    pub full: bool,
+    pub since: Option<DateTime<Utc>>,
+    /// The source's token for the next page.
+    pub after: Option<String>,
+    pub max_seen: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Highest vendor `updated_at` of the last complete pass.
+    pub watermark: Option<DateTime<Utc>>,
+    /// With initial import off: only records changed after this are imported.
+    pub sync_from: Option<DateTime<Utc>>,
+    pub last_full_pass_at: Option<DateTime<Utc>>,
+    pub pass: Option<PassState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncRun {
+    pub id: i64,
+    pub integration_id: IntegrationId,
+    pub trigger: Trigger,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: RunResult,
+    pub counts: BTreeMap<RecordType, Counts>,
+    pub error: Option<String>,
+    pub requests: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncEvent {
+    pub id: i64,
+    pub run_id: i64,
+    pub at: DateTime<Utc>,
+    pub level: EventLevel,
+    pub record_type: Option<RecordType>,
+    pub external_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub level: EventLevel,
+    pub record_type: Option<RecordType>,
+    pub external_id: Option<String>,
+    pub message: String,
+}
+
+/// What the engine knows of an already linked record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkState {
+    pub local_id: i64,
+    pub content_hash: String,
+    pub gone: bool,
+}
+
+/// One change of a page, decided by the engine, applied by the store.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Company { existing: Option<i64>, external_id: String, name: String, active: bool, hash: String, remote_updated_at: Option<DateTime<Utc>> },
+    CompanyUser {
+        existing: Option<i64>,
+        company_id: i64,
+        external_id: String,
+        email: Option<String>,
+        first_name: String,
+        last_name: String,
+        /// Used on create only: existing users keep the role they were given.
+        role_id: RoleId,
+        role_reason: String,
+        active: bool,
+        hash: String,
+        remote_updated_at: Option<DateTime<Utc>>,
+    },
+    /// Create a staff user, or link and update an existing one (matched by email).
+    Staff { existing: Option<i64>, external_id: String, email: String, name: String, active: bool, hash: String, remote_updated_at: Option<DateTime<Utc>> },
+    /// Seen in a full pass, unchanged: only mark it seen.
+    Seen { external_id: String },
+}
+
+/// A page to commit atomically.
+#[derive(Debug, Clone)]
+pub struct PageCommit {
+    pub record: RecordType,
+    pub ops: Vec<Op>,
+    pub events: Vec<NewEvent>,
+    /// The pass state after this page; `None` ends the pass bookkeeping (see `finish_pass`).
+    pub pass: PassState,
+}
+
+pub fn linked_record(r: RecordType) -> LinkedRecord {
+    match r {
+        RecordType::Companies => LinkedRecord::Company,
+        RecordType::Contacts => LinkedRecord::CompanyUser,
+        RecordType::Technicians => LinkedRecord::StaffUser,
+    }
+}
+
+#[async_trait]
+pub trait SyncStore: Send + Sync {
+    async fn sync_options(&self, tenant: TenantId, id: IntegrationId) -> Result<SyncOptions>;
+    /// Saves options and (re)schedules the integration: enabled → due now, else unscheduled.
+    async fn set_sync_options(&self, tenant: TenantId, id: IntegrationId, options: &SyncOptions, now: DateTime<Utc>) -> Result<Integration>;
+    async fn schedule(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Schedule>>;
+    /// "Sync now", with a cooldown against repeated clicks.
+    async fn request_sync(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>, cooldown: chrono::Duration) -> Result<SyncRequest>;
+    /// Clears a pause after repeated failures and makes the integration due now.
+    async fn reactivate(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<()>;
+    /// Leases the most overdue integration that nobody holds (or whose lease expired).
+    async fn claim_due(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Claim>>;
+    /// Extends a lease; false when the lease was lost (expired and taken by another worker).
+    async fn renew_lease(&self, id: IntegrationId, worker: &str, until: DateTime<Utc>) -> Result<bool>;
+    async fn release(&self, id: IntegrationId, worker: &str, release: Release) -> Result<()>;
+
+    async fn start_run(&self, tenant: TenantId, id: IntegrationId, trigger: Trigger, worker: &str, now: DateTime<Utc>) -> Result<i64>;
+    async fn finish_run(
+        &self,
+        run_id: i64,
+        result: RunResult,
+        counts: &BTreeMap<RecordType, Counts>,
+        error: Option<&str>,
+        requests: u64,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn add_events(&self, tenant: TenantId, run_id: i64, events: &[NewEvent], now: DateTime<Utc>) -> Result<()>;
+    async fn list_runs(&self, tenant: TenantId, id: IntegrationId, limit: i64) -> Result<Vec<SyncRun>>;
+    async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun>;
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        run_id: i64,
+        level: Option<EventLevel>,
+        record_type: Option<RecordType>,
+        limit: i64,
+    ) -> Result<Vec<SyncEvent>>;
+
+    async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor>;
+    /// Starts a pass (or records `sync_from`), fenced by the lease.
+    async fn begin_pass(&self, id: IntegrationId, record: RecordType, worker: &str, sync_from: Option<DateTime<Utc>>, pass: &PassState) -> Result<()>;
+    async fn links(&self, id: IntegrationId, record: RecordType, external_ids: &[String]) -> Result<HashMap<String, LinkState>>;
+    /// Company overrides (Default Import Role) for these portal companies.
+    async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>>;
+    /// Staff users with these emails (lower-case) → id.
+    async fn staff_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, i64>>;
+    /// Manually created company users with these emails (lower-case) → (company id, user id).
+    async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>>;
+    /// Applies a page: its ops, events and new pass state, in one transaction, only while
+    /// `worker` holds the lease (else `StoreError::LeaseLost`, and nothing is written).
+    async fn commit_page(&self, tenant: TenantId, id: IntegrationId, run_id: i64, worker: &str, page: PageCommit, now: DateTime<Utc>) -> Result<()>;
+    /// Ends a complete pass: a full pass deactivates every linked record it did not see;
+    /// the watermark advances. Returns the number of records deactivated.
+    async fn finish_pass(&self, tenant: TenantId, id: IntegrationId, record: RecordType, worker: &str, now: DateTime<Utc>) -> Result<u64>;
+}

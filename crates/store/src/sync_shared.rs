@@ -1,0 +1,722 @@
+//! The `SyncStore` SQL, written once for both backends (see `shared.rs`). The only
+//! dialect difference is the claim query, passed in by each backend.
+
+use sqlx::AssertSqlSafe;
+
+/// `$first, $first+1, …` for `n` values.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+pub(crate) fn sql(s: String) -> AssertSqlSafe<String> {
+    AssertSqlSafe(s)
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    pub id: i64,
+    pub integration_id: i64,
+    pub trigger: String,
+    pub worker: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub result: String,
+    pub counts: String,
+    pub error: Option<String>,
+    pub requests: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub level: String,
+    pub record_type: Option<String>,
+    pub external_id: Option<String>,
+    pub message: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CursorRow {
+    pub watermark: Option<chrono::DateTime<chrono::Utc>>,
+    pub sync_from: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_full_pass_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub pass_run_id: Option<i64>,
+    pub pass_full: bool,
+    pub pass_since: Option<chrono::DateTime<chrono::Utc>>,
+    pub pass_after: Option<String>,
+    pub pass_max_seen: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ScheduleRow {
+    pub next_run_at: chrono::DateTime<chrono::Utc>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub consecutive_failures: i64,
+    pub paused_reason: Option<String>,
+    pub manual_requested_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+macro_rules! impl_sync_store {
+    ($store:ty, $claim_sql:literal) => {
+        mod sync_impl {
+            use std::collections::{BTreeMap, HashMap};
+
+            use async_trait::async_trait;
+            use chrono::{DateTime, Utc};
+            use mspbridge_domain::integration::Integration;
+            use mspbridge_domain::sync::*;
+            use mspbridge_domain::{IntegrationId, RoleId, TenantId};
+
+            use super::*;
+            use crate::sync::*;
+            use crate::sync_shared::{CursorRow, EventRow, RunRow, ScheduleRow, placeholders, sql};
+            use crate::{Result, Store, StoreError};
+
+            fn corrupt(what: &str, v: &str) -> StoreError {
+                StoreError::Corrupt(format!("unknown {what} '{v}'"))
+            }
+
+            fn run_from(r: RunRow) -> Result<SyncRun> {
+                Ok(SyncRun {
+                    id: r.id,
+                    integration_id: IntegrationId(r.integration_id),
+                    trigger: Trigger::parse(&r.trigger).ok_or_else(|| corrupt("trigger", &r.trigger))?,
+                    result: RunResult::parse(&r.result).ok_or_else(|| corrupt("result", &r.result))?,
+                    counts: serde_json::from_str(&r.counts).map_err(|e| StoreError::Corrupt(format!("run counts: {e}")))?,
+                    worker: r.worker,
+                    started_at: r.started_at,
+                    finished_at: r.finished_at,
+                    error: r.error,
+                    requests: r.requests,
+                })
+            }
+
+            const RUN_COLS: &str = "id, integration_id, trigger, worker, started_at, finished_at, result, counts, error, requests";
+
+            #[async_trait]
+            impl SyncStore for $store {
+                async fn sync_options(&self, tenant: TenantId, id: IntegrationId) -> Result<SyncOptions> {
+                    let row: Option<(String,)> = sqlx::query_as("SELECT options FROM integrations WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let (json,) = row.ok_or(StoreError::NotFound)?;
+                    serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("sync options: {e}")))
+                }
+
+                async fn set_sync_options(&self, tenant: TenantId, id: IntegrationId, options: &SyncOptions, now: DateTime<Utc>) -> Result<Integration> {
+                    let json = serde_json::to_string(options).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let mut tx = self.pool.begin().await?;
+                    let done = sqlx::query("UPDATE integrations SET options = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .bind(json)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    if options.enabled {
+                        sqlx::query(
+                            "INSERT INTO sync_schedule (integration_id, tenant_id, next_run_at, pending_trigger, consecutive_failures) \
+                             VALUES ($1, $2, $3, 'schedule', 0) \
+                             ON CONFLICT (integration_id) DO UPDATE SET next_run_at = CASE WHEN sync_schedule.next_run_at > excluded.next_run_at \
+                               THEN excluded.next_run_at ELSE sync_schedule.next_run_at END",
+                        )
+                        .bind(id.0)
+                        .bind(tenant.0)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    } else {
+                        sqlx::query("DELETE FROM sync_schedule WHERE integration_id = $1 AND lease_owner IS NULL").bind(id.0).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    self.get_integration(tenant, id).await
+                }
+
+                async fn schedule(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Schedule>> {
+                    let row: Option<ScheduleRow> = sqlx::query_as(
+                        "SELECT next_run_at, lease_owner, lease_until, consecutive_failures, paused_reason, manual_requested_at \
+                         FROM sync_schedule WHERE tenant_id = $1 AND integration_id = $2",
+                    )
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.map(|r| Schedule {
+                        next_run_at: r.next_run_at,
+                        running: r.lease_owner.is_some() && r.lease_until.is_some(),
+                        consecutive_failures: r.consecutive_failures,
+                        paused_reason: r.paused_reason,
+                        manual_requested_at: r.manual_requested_at,
+                    }))
+                }
+
+                async fn request_sync(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>, cooldown: chrono::Duration) -> Result<SyncRequest> {
+                    self.get_integration(tenant, id).await?;
+                    let current = self.schedule(tenant, id).await?;
+                    if let Some(s) = &current {
+                        if s.running {
+                            return Ok(SyncRequest::AlreadyRunning);
+                        }
+                        if let Some(at) = s.manual_requested_at
+                            && at + cooldown > now
+                        {
+                            return Ok(SyncRequest::CoolingDown(at + cooldown));
+                        }
+                    }
+                    sqlx::query(
+                        "INSERT INTO sync_schedule (integration_id, tenant_id, next_run_at, pending_trigger, consecutive_failures, manual_requested_at) \
+                         VALUES ($1, $2, $3, 'manual', 0, $3) \
+                         ON CONFLICT (integration_id) DO UPDATE SET next_run_at = excluded.next_run_at, pending_trigger = 'manual', \
+                           manual_requested_at = excluded.manual_requested_at",
+                    )
+                    .bind(id.0)
+                    .bind(tenant.0)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(SyncRequest::Queued)
+                }
+
+                async fn reactivate(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<()> {
+                    self.get_integration(tenant, id).await?;
+                    sqlx::query(
+                        "INSERT INTO sync_schedule (integration_id, tenant_id, next_run_at, pending_trigger, consecutive_failures) VALUES ($1, $2, $3, 'manual', 0) \
+                         ON CONFLICT (integration_id) DO UPDATE SET paused_reason = NULL, consecutive_failures = 0, next_run_at = excluded.next_run_at, pending_trigger = 'manual'",
+                    )
+                    .bind(id.0)
+                    .bind(tenant.0)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn claim_due(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Claim>> {
+                    let row: Option<(i64, i64, String)> =
+                        sqlx::query_as($claim_sql).bind(worker).bind(now).bind(lease_until).fetch_optional(&self.pool).await?;
+                    Ok(row.map(|(integration, tenant, trigger)| Claim {
+                        tenant_id: TenantId(tenant),
+                        integration_id: IntegrationId(integration),
+                        trigger: Trigger::parse(&trigger).unwrap_or(Trigger::Schedule),
+                    }))
+                }
+
+                async fn renew_lease(&self, id: IntegrationId, worker: &str, until: DateTime<Utc>) -> Result<bool> {
+                    let done = sqlx::query("UPDATE sync_schedule SET lease_until = $3 WHERE integration_id = $1 AND lease_owner = $2")
+                        .bind(id.0)
+                        .bind(worker)
+                        .bind(until)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn release(&self, id: IntegrationId, worker: &str, r: Release) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE sync_schedule SET lease_owner = NULL, lease_until = NULL, next_run_at = $3, pending_trigger = 'schedule', \
+                           consecutive_failures = CASE WHEN $4 THEN consecutive_failures + 1 ELSE 0 END, \
+                           paused_reason = COALESCE($5, paused_reason) \
+                         WHERE integration_id = $1 AND lease_owner = $2",
+                    )
+                    .bind(id.0)
+                    .bind(worker)
+                    .bind(r.next_run_at)
+                    .bind(r.failed)
+                    .bind(r.pause)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn start_run(&self, tenant: TenantId, id: IntegrationId, trigger: Trigger, worker: &str, now: DateTime<Utc>) -> Result<i64> {
+                    let (run,): (i64,) = sqlx::query_as(
+                        "INSERT INTO sync_runs (tenant_id, integration_id, trigger, worker, started_at, result, counts, requests) \
+                         VALUES ($1, $2, $3, $4, $5, 'running', '{}', 0) RETURNING id",
+                    )
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(trigger.as_str())
+                    .bind(worker)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    Ok(run)
+                }
+
+                async fn finish_run(
+                    &self,
+                    run_id: i64,
+                    result: RunResult,
+                    counts: &BTreeMap<RecordType, Counts>,
+                    error: Option<&str>,
+                    requests: u64,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    let counts = serde_json::to_string(counts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query("UPDATE sync_runs SET finished_at = $2, result = $3, counts = $4, error = $5, requests = $6 WHERE id = $1")
+                        .bind(run_id)
+                        .bind(now)
+                        .bind(result.as_str())
+                        .bind(counts)
+                        .bind(error)
+                        .bind(requests as i64)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn add_events(&self, tenant: TenantId, run_id: i64, events: &[NewEvent], now: DateTime<Utc>) -> Result<()> {
+                    let mut tx = self.pool.begin().await?;
+                    for e in events {
+                        insert_event(&mut tx, tenant, run_id, e, now).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn list_runs(&self, tenant: TenantId, id: IntegrationId, limit: i64) -> Result<Vec<SyncRun>> {
+                    let rows: Vec<RunRow> = sqlx::query_as(sql(format!(
+                        "SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND integration_id = $2 ORDER BY id DESC LIMIT $3"
+                    )))
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter().map(run_from).collect()
+                }
+
+                async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun> {
+                    let row: Option<RunRow> = sqlx::query_as(sql(format!("SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND id = $2")))
+                        .bind(tenant.0)
+                        .bind(run_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    run_from(row.ok_or(StoreError::NotFound)?)
+                }
+
+                async fn list_events(
+                    &self,
+                    tenant: TenantId,
+                    run_id: i64,
+                    level: Option<EventLevel>,
+                    record_type: Option<RecordType>,
+                    limit: i64,
+                ) -> Result<Vec<SyncEvent>> {
+                    let rows: Vec<EventRow> = sqlx::query_as(
+                        "SELECT id, run_id, at, level, record_type, external_id, message FROM sync_events \
+                         WHERE tenant_id = $1 AND run_id = $2 AND ($3 IS NULL OR level = $3) AND ($4 IS NULL OR record_type = $4) \
+                         ORDER BY id LIMIT $5",
+                    )
+                    .bind(tenant.0)
+                    .bind(run_id)
+                    .bind(level.map(|l| l.as_str()))
+                    .bind(record_type.map(|r| r.as_str()))
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|r| {
+                            Ok(SyncEvent {
+                                id: r.id,
+                                run_id: r.run_id,
+                                at: r.at,
+                                level: EventLevel::parse(&r.level).ok_or_else(|| corrupt("level", &r.level))?,
+                                record_type: r.record_type.as_deref().and_then(RecordType::parse),
+                                external_id: r.external_id,
+                                message: r.message,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor> {
+                    let row: Option<CursorRow> = sqlx::query_as(
+                        "SELECT watermark, sync_from, last_full_pass_at, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen \
+                         FROM sync_cursors WHERE integration_id = $1 AND record_type = $2",
+                    )
+                    .bind(id.0)
+                    .bind(record.as_str())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(match row {
+                        None => Cursor::default(),
+                        Some(r) => Cursor {
+                            watermark: r.watermark,
+                            sync_from: r.sync_from,
+                            last_full_pass_at: r.last_full_pass_at,
+                            pass: r.pass_run_id.map(|run_id| PassState {
+                                run_id,
+                                full: r.pass_full,
+                                since: r.pass_since,
+                                after: r.pass_after,
+                                max_seen: r.pass_max_seen,
+                            }),
+                        },
+                    })
+                }
+
+                async fn begin_pass(&self, id: IntegrationId, record: RecordType, worker: &str, sync_from: Option<DateTime<Utc>>, pass: &PassState) -> Result<()> {
+                    let mut tx = self.pool.begin().await?;
+                    fence(&mut tx, id, worker).await?;
+                    upsert_cursor(&mut tx, id, record, pass).await?;
+                    if let Some(from) = sync_from {
+                        sqlx::query("UPDATE sync_cursors SET sync_from = COALESCE(sync_from, $3) WHERE integration_id = $1 AND record_type = $2")
+                            .bind(id.0)
+                            .bind(record.as_str())
+                            .bind(from)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn links(&self, id: IntegrationId, record: RecordType, external_ids: &[String]) -> Result<HashMap<String, LinkState>> {
+                    let mut out = HashMap::with_capacity(external_ids.len());
+                    for chunk in external_ids.chunks(500) {
+                        let q = format!(
+                            "SELECT external_id, local_id, content_hash, gone_upstream_at IS NOT NULL FROM external_links \
+                             WHERE integration_id = $1 AND record_kind = $2 AND external_id IN ({})",
+                            placeholders(3, chunk.len())
+                        );
+                        let mut query = sqlx::query_as::<_, (String, i64, String, bool)>(sql(q)).bind(id.0).bind(linked_record(record).as_str());
+                        for e in chunk {
+                            query = query.bind(e);
+                        }
+                        for (ext, local_id, content_hash, gone) in query.fetch_all(&self.pool).await? {
+                            out.insert(ext, LinkState { local_id, content_hash, gone });
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>> {
+                    let mut out = HashMap::new();
+                    for chunk in company_ids.chunks(500) {
+                        let q = format!(
+                            "SELECT company_id, default_import_role_id FROM company_defaults \
+                             WHERE tenant_id = $1 AND default_import_role_id IS NOT NULL AND company_id IN ({})",
+                            placeholders(2, chunk.len())
+                        );
+                        let mut query = sqlx::query_as::<_, (i64, i64)>(sql(q)).bind(tenant.0);
+                        for c in chunk {
+                            query = query.bind(c);
+                        }
+                        for (c, r) in query.fetch_all(&self.pool).await? {
+                            out.insert(c, RoleId(r));
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn staff_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, i64>> {
+                    let mut out = HashMap::new();
+                    for chunk in emails.chunks(500) {
+                        let q = format!("SELECT email, id FROM staff_users WHERE tenant_id = $1 AND email IN ({})", placeholders(2, chunk.len()));
+                        let mut query = sqlx::query_as::<_, (String, i64)>(sql(q)).bind(tenant.0);
+                        for e in chunk {
+                            query = query.bind(e);
+                        }
+                        out.extend(query.fetch_all(&self.pool).await?);
+                    }
+                    Ok(out)
+                }
+
+                async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>> {
+                    let mut out = HashMap::new();
+                    for chunk in emails.chunks(500) {
+                        let q = format!(
+                            "SELECT email, company_id, id FROM company_users WHERE tenant_id = $1 AND origin = 'manual' AND email IN ({})",
+                            placeholders(2, chunk.len())
+                        );
+                        let mut query = sqlx::query_as::<_, (String, i64, i64)>(sql(q)).bind(tenant.0);
+                        for e in chunk {
+                            query = query.bind(e);
+                        }
+                        for (e, c, u) in query.fetch_all(&self.pool).await? {
+                            out.insert(e, (c, u));
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn commit_page(&self, tenant: TenantId, id: IntegrationId, run_id: i64, worker: &str, page: PageCommit, now: DateTime<Utc>) -> Result<()> {
+                    let kind = linked_record(page.record).as_str();
+                    let seen = if page.pass.full { Some(page.pass.run_id) } else { None };
+                    let mut tx = self.pool.begin().await?;
+                    fence(&mut tx, id, worker).await?;
+                    let mut seen_ids = Vec::new();
+                    for op in &page.ops {
+                        match op {
+                            Op::Seen { external_id } => seen_ids.push(external_id.clone()),
+                            Op::Company { existing, external_id, name, active, hash, remote_updated_at } => {
+                                let local = match existing {
+                                    Some(local) => {
+                                        sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+                                            .bind(tenant.0)
+                                            .bind(local)
+                                            .bind(name)
+                                            .bind(active)
+                                            .bind(now)
+                                            .execute(&mut *tx)
+                                            .await?;
+                                        *local
+                                    }
+                                    None => {
+                                        let (new_id,): (i64,) = sqlx::query_as(
+                                            "INSERT INTO companies (tenant_id, name, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id",
+                                        )
+                                        .bind(tenant.0)
+                                        .bind(name)
+                                        .bind(active)
+                                        .bind(now)
+                                        .fetch_one(&mut *tx)
+                                        .await?;
+                                        new_id
+                                    }
+                                };
+                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            }
+                            Op::CompanyUser { existing, company_id, external_id, email, first_name, last_name, role_id, role_reason, active, hash, remote_updated_at } => {
+                                let local = match existing {
+                                    Some(local) => {
+                                        // Only imported users are updated; their role stays as given at import.
+                                        sqlx::query(
+                                            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
+                                               status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
+                                               updated_at = $8 \
+                                             WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
+                                        )
+                                        .bind(tenant.0)
+                                        .bind(local)
+                                        .bind(email)
+                                        .bind(first_name)
+                                        .bind(last_name)
+                                        .bind(company_id)
+                                        .bind(active)
+                                        .bind(now)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                        *local
+                                    }
+                                    None => {
+                                        let (new_id,): (i64,) = sqlx::query_as(
+                                            "INSERT INTO company_users (tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
+                                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'import', $9, $9) RETURNING id",
+                                        )
+                                        .bind(tenant.0)
+                                        .bind(company_id)
+                                        .bind(email)
+                                        .bind(first_name)
+                                        .bind(last_name)
+                                        .bind(role_id.0)
+                                        .bind(role_reason)
+                                        .bind(if *active { "imported" } else { "disabled" })
+                                        .bind(now)
+                                        .fetch_one(&mut *tx)
+                                        .await?;
+                                        new_id
+                                    }
+                                };
+                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            }
+                            Op::Staff { existing, external_id, email, name, active, hash, remote_updated_at } => {
+                                let local = match existing {
+                                    Some(local) => {
+                                        // Manually created staff are linked, never edited.
+                                        sqlx::query("UPDATE staff_users SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND origin = 'import'")
+                                            .bind(tenant.0)
+                                            .bind(local)
+                                            .bind(name)
+                                            .bind(active)
+                                            .bind(now)
+                                            .execute(&mut *tx)
+                                            .await?;
+                                        *local
+                                    }
+                                    None => {
+                                        let (new_id,): (i64,) = sqlx::query_as(
+                                            "INSERT INTO staff_users (tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) \
+                                             VALUES ($1, $2, $3, 'technician', NULL, $4, 'import', $5, $5) RETURNING id",
+                                        )
+                                        .bind(tenant.0)
+                                        .bind(email)
+                                        .bind(name)
+                                        .bind(active)
+                                        .bind(now)
+                                        .fetch_one(&mut *tx)
+                                        .await?;
+                                        new_id
+                                    }
+                                };
+                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            }
+                        }
+                    }
+                    if let (Some(pass), false) = (seen, seen_ids.is_empty()) {
+                        for chunk in seen_ids.chunks(500) {
+                            let q = format!(
+                                "UPDATE external_links SET last_seen_pass = $1 WHERE integration_id = $2 AND record_kind = $3 AND external_id IN ({})",
+                                placeholders(4, chunk.len())
+                            );
+                            let mut query = sqlx::query(sql(q)).bind(pass).bind(id.0).bind(kind);
+                            for e in chunk {
+                                query = query.bind(e);
+                            }
+                            query.execute(&mut *tx).await?;
+                        }
+                    }
+                    for e in &page.events {
+                        insert_event(&mut tx, tenant, run_id, e, now).await?;
+                    }
+                    upsert_cursor(&mut tx, id, page.record, &page.pass).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn finish_pass(&self, tenant: TenantId, id: IntegrationId, record: RecordType, worker: &str, now: DateTime<Utc>) -> Result<u64> {
+                    let cursor = self.cursor(id, record).await?;
+                    let Some(pass) = cursor.pass else { return Ok(0) };
+                    let kind = linked_record(record).as_str();
+                    let mut tx = self.pool.begin().await?;
+                    fence(&mut tx, id, worker).await?;
+                    let mut deactivated = 0;
+                    if pass.full {
+                        let missing = "SELECT local_id FROM external_links WHERE integration_id = $2 AND record_kind = $3 \
+                                       AND gone_upstream_at IS NULL AND (last_seen_pass IS NULL OR last_seen_pass <> $4)";
+                        let target = match record {
+                            RecordType::Companies => "UPDATE companies SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND id IN",
+                            RecordType::Contacts => "UPDATE company_users SET status = 'disabled', updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
+                            RecordType::Technicians => "UPDATE staff_users SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
+                        };
+                        sqlx::query(sql(format!("{target} ({missing})")))
+                            .bind(tenant.0)
+                            .bind(id.0)
+                            .bind(kind)
+                            .bind(pass.run_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        let done = sqlx::query(
+                            "UPDATE external_links SET gone_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = $3 \
+                             AND gone_upstream_at IS NULL AND (last_seen_pass IS NULL OR last_seen_pass <> $4)",
+                        )
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .bind(kind)
+                        .bind(pass.run_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        deactivated = done.rows_affected();
+                    }
+                    let watermark = match (cursor.watermark, pass.max_seen) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                    sqlx::query(
+                        "UPDATE sync_cursors SET watermark = $3, last_full_pass_at = CASE WHEN pass_full THEN $4 ELSE last_full_pass_at END, \
+                           pass_run_id = NULL, pass_full = FALSE, pass_since = NULL, pass_after = NULL, pass_max_seen = NULL \
+                         WHERE integration_id = $1 AND record_type = $2",
+                    )
+                    .bind(id.0)
+                    .bind(record.as_str())
+                    .bind(watermark)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(deactivated)
+                }
+            }
+
+            /// Fails with `LeaseLost` unless `worker` still holds the integration's lease.
+            async fn fence(tx: &mut sqlx::Transaction<'_, Db>, id: IntegrationId, worker: &str) -> Result<()> {
+                let done = sqlx::query("UPDATE sync_schedule SET lease_owner = lease_owner WHERE integration_id = $1 AND lease_owner = $2")
+                    .bind(id.0)
+                    .bind(worker)
+                    .execute(&mut **tx)
+                    .await?;
+                if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+            }
+
+            async fn upsert_cursor(tx: &mut sqlx::Transaction<'_, Db>, id: IntegrationId, record: RecordType, p: &PassState) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sync_cursors (integration_id, record_type, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (integration_id, record_type) DO UPDATE SET pass_run_id = excluded.pass_run_id, pass_full = excluded.pass_full, \
+                       pass_since = excluded.pass_since, pass_after = excluded.pass_after, pass_max_seen = excluded.pass_max_seen",
+                )
+                .bind(id.0)
+                .bind(record.as_str())
+                .bind(p.run_id)
+                .bind(p.full)
+                .bind(p.since)
+                .bind(&p.after)
+                .bind(p.max_seen)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            async fn upsert_link(
+                tx: &mut sqlx::Transaction<'_, Db>,
+                tenant: TenantId,
+                id: IntegrationId,
+                kind: &str,
+                local: i64,
+                external_id: &str,
+                remote_updated_at: Option<DateTime<Utc>>,
+                hash: &str,
+                seen: Option<i64>,
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                     ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
+                       remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
+                       last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at",
+                )
+                .bind(tenant.0)
+                .bind(id.0)
+                .bind(kind)
+                .bind(local)
+                .bind(external_id)
+                .bind(remote_updated_at)
+                .bind(hash)
+                .bind(seen)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_event(tx: &mut sqlx::Transaction<'_, Db>, tenant: TenantId, run_id: i64, e: &NewEvent, now: DateTime<Utc>) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO sync_events (tenant_id, run_id, at, level, record_type, external_id, message) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(tenant.0)
+                .bind(run_id)
+                .bind(now)
+                .bind(e.level.as_str())
+                .bind(e.record_type.map(|r| r.as_str()))
+                .bind(&e.external_id)
+                .bind(&e.message)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
