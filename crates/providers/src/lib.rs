@@ -67,7 +67,13 @@ impl Providers {
             ProviderKind::ConnectwiseManage => {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
                 let cfg = cw.client_config(credentials);
-                let client = match connectwise::client::CwClient::connect(&cfg, self.config.outbound, std::time::Duration::from_secs(30)).await {
+                let client = match connectwise::client::CwClient::connect(
+                    &cfg,
+                    self.config.outbound,
+                    std::time::Duration::from_secs(30),
+                )
+                .await
+                {
                     Ok(c) => c.with_retry(retry),
                     Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
                 };

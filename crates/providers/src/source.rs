@@ -52,7 +52,10 @@ pub trait ContactSource: Send + Sync {
 
 #[async_trait]
 pub trait TechnicianSource: Send + Sync {
-    async fn technicians(&self, req: &PageRequest) -> Result<SourcePage<ExtTechnician>, SourceError>;
+    async fn technicians(
+        &self,
+        req: &PageRequest,
+    ) -> Result<SourcePage<ExtTechnician>, SourceError>;
 }
 
 /// Everything a PSA gives the engine.

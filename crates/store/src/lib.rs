@@ -26,9 +26,9 @@ mod rows;
 mod shared;
 #[macro_use]
 mod sync_shared;
-pub mod sync;
 pub mod postgres;
 pub mod sqlite;
+pub mod sync;
 pub mod test_support;
 
 #[derive(Debug, thiserror::Error)]
@@ -339,4 +339,25 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
 /// once on PostgreSQL: the migrator holds an advisory lock while it works.
 pub async fn migrate(url: &str) -> Result<&'static str> {
     Ok(open(url).await?.backend())
+}
+
+/// The stored credentials of an integration (settings in clear, secrets opened), for a connector.
+pub async fn load_credentials(
+    store: &dyn Store,
+    vault: &Vault,
+    i: &Integration,
+) -> Result<mspbridge_domain::validate::Credentials> {
+    use mspbridge_domain::validate::{CredentialValue, Credentials};
+    let mut values = BTreeMap::new();
+    if let Some(obj) = i.settings.as_object() {
+        for (k, v) in obj {
+            if let Some(s) = v.as_str() {
+                values.insert(k.clone(), CredentialValue::Plain(s.to_string()));
+            }
+        }
+    }
+    for (k, v) in store.load_secrets(i.tenant_id, i.id, vault).await? {
+        values.insert(k, CredentialValue::Secret(v));
+    }
+    Ok(Credentials(values))
 }

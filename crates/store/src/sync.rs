@@ -117,7 +117,14 @@ pub struct LinkState {
 /// One change of a page, decided by the engine, applied by the store.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Company { existing: Option<i64>, external_id: String, name: String, active: bool, hash: String, remote_updated_at: Option<DateTime<Utc>> },
+    Company {
+        existing: Option<i64>,
+        external_id: String,
+        name: String,
+        active: bool,
+        hash: String,
+        remote_updated_at: Option<DateTime<Utc>>,
+    },
     CompanyUser {
         existing: Option<i64>,
         company_id: i64,
@@ -133,7 +140,15 @@ pub enum Op {
         remote_updated_at: Option<DateTime<Utc>>,
     },
     /// Create a staff user, or link and update an existing one (matched by email).
-    Staff { existing: Option<i64>, external_id: String, email: String, name: String, active: bool, hash: String, remote_updated_at: Option<DateTime<Utc>> },
+    Staff {
+        existing: Option<i64>,
+        external_id: String,
+        email: String,
+        name: String,
+        active: bool,
+        hash: String,
+        remote_updated_at: Option<DateTime<Utc>>,
+    },
     /// Seen in a full pass, unchanged: only mark it seen.
     Seen { external_id: String },
 }
@@ -160,19 +175,53 @@ pub fn linked_record(r: RecordType) -> LinkedRecord {
 pub trait SyncStore: Send + Sync {
     async fn sync_options(&self, tenant: TenantId, id: IntegrationId) -> Result<SyncOptions>;
     /// Saves options and (re)schedules the integration: enabled → due now, else unscheduled.
-    async fn set_sync_options(&self, tenant: TenantId, id: IntegrationId, options: &SyncOptions, now: DateTime<Utc>) -> Result<Integration>;
+    async fn set_sync_options(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        options: &SyncOptions,
+        now: DateTime<Utc>,
+    ) -> Result<Integration>;
     async fn schedule(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Schedule>>;
     /// "Sync now", with a cooldown against repeated clicks.
-    async fn request_sync(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>, cooldown: chrono::Duration) -> Result<SyncRequest>;
+    async fn request_sync(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        now: DateTime<Utc>,
+        cooldown: chrono::Duration,
+    ) -> Result<SyncRequest>;
     /// Clears a pause after repeated failures and makes the integration due now.
-    async fn reactivate(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<()>;
+    async fn reactivate(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Leases the most overdue integration that nobody holds (or whose lease expired).
-    async fn claim_due(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Claim>>;
+    async fn claim_due(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Claim>>;
     /// Extends a lease; false when the lease was lost (expired and taken by another worker).
-    async fn renew_lease(&self, id: IntegrationId, worker: &str, until: DateTime<Utc>) -> Result<bool>;
+    async fn renew_lease(
+        &self,
+        id: IntegrationId,
+        worker: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
     async fn release(&self, id: IntegrationId, worker: &str, release: Release) -> Result<()>;
 
-    async fn start_run(&self, tenant: TenantId, id: IntegrationId, trigger: Trigger, worker: &str, now: DateTime<Utc>) -> Result<i64>;
+    async fn start_run(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        trigger: Trigger,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64>;
     async fn finish_run(
         &self,
         run_id: i64,
@@ -182,8 +231,19 @@ pub trait SyncStore: Send + Sync {
         requests: u64,
         now: DateTime<Utc>,
     ) -> Result<()>;
-    async fn add_events(&self, tenant: TenantId, run_id: i64, events: &[NewEvent], now: DateTime<Utc>) -> Result<()>;
-    async fn list_runs(&self, tenant: TenantId, id: IntegrationId, limit: i64) -> Result<Vec<SyncRun>>;
+    async fn add_events(
+        &self,
+        tenant: TenantId,
+        run_id: i64,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn list_runs(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        limit: i64,
+    ) -> Result<Vec<SyncRun>>;
     async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun>;
     async fn list_events(
         &self,
@@ -196,18 +256,73 @@ pub trait SyncStore: Send + Sync {
 
     async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor>;
     /// Starts a pass (or records `sync_from`), fenced by the lease.
-    async fn begin_pass(&self, id: IntegrationId, record: RecordType, worker: &str, sync_from: Option<DateTime<Utc>>, pass: &PassState) -> Result<()>;
-    async fn links(&self, id: IntegrationId, record: RecordType, external_ids: &[String]) -> Result<HashMap<String, LinkState>>;
+    async fn begin_pass(
+        &self,
+        id: IntegrationId,
+        record: RecordType,
+        worker: &str,
+        sync_from: Option<DateTime<Utc>>,
+        pass: &PassState,
+    ) -> Result<()>;
+    async fn links(
+        &self,
+        id: IntegrationId,
+        record: RecordType,
+        external_ids: &[String],
+    ) -> Result<HashMap<String, LinkState>>;
     /// Company overrides (Default Import Role) for these portal companies.
-    async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>>;
+    async fn import_role_overrides(
+        &self,
+        tenant: TenantId,
+        company_ids: &[i64],
+    ) -> Result<HashMap<i64, RoleId>>;
     /// Staff users with these emails (lower-case) → id.
-    async fn staff_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, i64>>;
+    async fn staff_by_email(
+        &self,
+        tenant: TenantId,
+        emails: &[String],
+    ) -> Result<HashMap<String, i64>>;
     /// Manually created company users with these emails (lower-case) → (company id, user id).
-    async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>>;
+    async fn manual_users_by_email(
+        &self,
+        tenant: TenantId,
+        emails: &[String],
+    ) -> Result<HashMap<String, (i64, i64)>>;
     /// Applies a page: its ops, events and new pass state, in one transaction, only while
     /// `worker` holds the lease (else `StoreError::LeaseLost`, and nothing is written).
-    async fn commit_page(&self, tenant: TenantId, id: IntegrationId, run_id: i64, worker: &str, page: PageCommit, now: DateTime<Utc>) -> Result<()>;
+    async fn commit_page(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        run_id: i64,
+        worker: &str,
+        page: PageCommit,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Ends a complete pass: a full pass deactivates every linked record it did not see;
     /// the watermark advances. Returns the number of records deactivated.
-    async fn finish_pass(&self, tenant: TenantId, id: IntegrationId, record: RecordType, worker: &str, now: DateTime<Utc>) -> Result<u64>;
+    async fn finish_pass(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        record: RecordType,
+        worker: &str,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
+}
+
+impl NewEvent {
+    pub fn new(
+        level: EventLevel,
+        record_type: Option<RecordType>,
+        external_id: Option<&str>,
+        message: &str,
+    ) -> Self {
+        Self {
+            level,
+            record_type,
+            external_id: external_id.map(str::to_string),
+            message: message.to_string(),
+        }
+    }
 }

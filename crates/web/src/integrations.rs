@@ -214,22 +214,7 @@ pub async fn stored_credentials(
     state: &AppState,
     i: &Integration,
 ) -> Result<Credentials, ApiError> {
-    let mut values = BTreeMap::new();
-    if let Some(obj) = i.settings.as_object() {
-        for (k, v) in obj {
-            if let Some(s) = v.as_str() {
-                values.insert(k.clone(), CredentialValue::Plain(s.to_string()));
-            }
-        }
-    }
-    for (k, v) in state
-        .store
-        .load_secrets(i.tenant_id, i.id, &state.vault)
-        .await?
-    {
-        values.insert(k, CredentialValue::Secret(v));
-    }
-    Ok(Credentials(values))
+    Ok(mspbridge_store::load_credentials(state.store.as_ref(), &state.vault, i).await?)
 }
 
 /// Test: re-run the connection test with the stored credentials and record the result.

@@ -80,7 +80,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(60), budget: 20_000 }
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            budget: 20_000,
+        }
     }
 }
 
@@ -207,7 +212,11 @@ impl CwClient {
     /// `get` with retries: 429 waits for `Retry-After` (capped), 5xx, timeouts and
     /// truncated or unreadable bodies back off exponentially. 4xx other than 429 are
     /// answers, not failures, and are returned at once.
-    pub async fn get_retrying<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<(T, HeaderMap), CwError> {
+    pub async fn get_retrying<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<(T, HeaderMap), CwError> {
         let mut attempt = 1;
         loop {
             let result = self.get(path, query).await;
@@ -220,9 +229,15 @@ impl CwClient {
             if !retryable || attempt >= self.retry.max_attempts {
                 return result;
             }
-            let backoff = self.retry.base_delay.saturating_mul(1 << (attempt - 1).min(16));
+            let backoff = self
+                .retry
+                .base_delay
+                .saturating_mul(1 << (attempt - 1).min(16));
             let wait = match &result {
-                Err(CwError::Status { retry_after: Some(ra), .. }) => *ra,
+                Err(CwError::Status {
+                    retry_after: Some(ra),
+                    ..
+                }) => *ra,
                 _ => backoff,
             }
             .min(self.retry.max_delay);
@@ -244,14 +259,17 @@ impl CwClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(T, HeaderMap), CwError> {
-        let made = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let made = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if made >= self.retry.budget {
             return Err(CwError::Refused(format!(
                 "the request budget of {} ConnectWise requests for this run is used up",
                 self.retry.budget
             )));
         }
-        metrics::counter!("mspbridge_vendor_requests_total", "provider" => "connectwise_manage").increment(1);
+        metrics::counter!("mspbridge_vendor_requests_total", "provider" => "connectwise_manage")
+            .increment(1);
         let mut req = self
             .http
             .get(format!("{}{path}", self.base))

@@ -40,11 +40,22 @@ pub fn date(ts: DateTime<Utc>) -> String {
 pub fn parse(input: &str) -> Result<Vec<Term>, String> {
     let mut terms = Vec::new();
     for raw in split_and(input) {
-        let raw = raw.trim().trim_start_matches('(').trim_end_matches(')').trim();
+        let raw = raw
+            .trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .trim();
         if raw.is_empty() {
             return Err(format!("conditions: empty expression in '{input}'"));
         }
-        let ops = [(">=", Op::Ge), ("<=", Op::Le), ("!=", Op::Ne), ("=", Op::Eq), (">", Op::Gt), ("<", Op::Lt)];
+        let ops = [
+            (">=", Op::Ge),
+            ("<=", Op::Le),
+            ("!=", Op::Ne),
+            ("=", Op::Eq),
+            (">", Op::Gt),
+            ("<", Op::Lt),
+        ];
         let (idx, sym, op) = ops
             .iter()
             .filter_map(|(s, o)| raw.find(s).map(|i| (i, *s, *o)))
@@ -52,18 +63,33 @@ pub fn parse(input: &str) -> Result<Vec<Term>, String> {
             .ok_or_else(|| format!("conditions: no operator in '{raw}'"))?;
         let path = raw[..idx].trim();
         let value = raw[idx + sym.len()..].trim();
-        if path.is_empty() || !path.chars().all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '_') {
+        if path.is_empty()
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '_')
+        {
             return Err(format!("conditions: '{path}' is not a field"));
         }
-        let path = if path == "lastUpdated" { "_info/lastUpdated".to_string() } else { path.to_string() };
+        let path = if path == "lastUpdated" {
+            "_info/lastUpdated".to_string()
+        } else {
+            path.to_string()
+        };
         let value = if let Some(d) = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
-            Operand::Date(d.parse().map_err(|_| format!("conditions: '{d}' is not a date"))?)
+            Operand::Date(
+                d.parse()
+                    .map_err(|_| format!("conditions: '{d}' is not a date"))?,
+            )
         } else if let Some(s) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
             Operand::Text(s.to_string())
         } else if value == "true" || value == "false" {
             Operand::Bool(value == "true")
         } else {
-            Operand::Number(value.parse().map_err(|_| format!("conditions: '{value}' is not a value"))?)
+            Operand::Number(
+                value
+                    .parse()
+                    .map_err(|_| format!("conditions: '{value}' is not a value"))?,
+            )
         };
         terms.push(Term { path, op, value });
     }
@@ -79,7 +105,10 @@ fn split_and(input: &str) -> Vec<&str> {
     while i < bytes.len() {
         match bytes[i] {
             b'"' => in_str = !in_str,
-            b' ' if !in_str && input[i..].len() >= 5 && input[i..i + 5].eq_ignore_ascii_case(" and ") => {
+            b' ' if !in_str
+                && input[i..].len() >= 5
+                && input[i..i + 5].eq_ignore_ascii_case(" and ") =>
+            {
                 parts.push(&input[start..i]);
                 start = i + 5;
                 i += 4;
@@ -99,12 +128,16 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 /// Whether a record (as vendor JSON) satisfies every term.
 pub fn matches(record: &Value, terms: &[Term]) -> bool {
     terms.iter().all(|t| {
-        let Some(field) = lookup(record, &t.path) else { return false };
+        let Some(field) = lookup(record, &t.path) else {
+            return false;
+        };
         let ord = match (&t.value, field) {
             (Operand::Number(n), Value::Number(f)) => f.as_f64().and_then(|f| f.partial_cmp(n)),
             (Operand::Text(s), Value::String(f)) => Some(f.as_str().cmp(s.as_str())),
             (Operand::Bool(b), Value::Bool(f)) => Some(f.cmp(b)),
-            (Operand::Date(d), Value::String(f)) => f.parse::<DateTime<Utc>>().ok().map(|f| f.cmp(d)),
+            (Operand::Date(d), Value::String(f)) => {
+                f.parse::<DateTime<Utc>>().ok().map(|f| f.cmp(d))
+            }
             _ => None,
         };
         let Some(ord) = ord else { return false };
@@ -131,23 +164,42 @@ mod tests {
         assert_eq!(t[1].path, "_info/lastUpdated");
         let rec = json!({"id": 121, "_info": {"lastUpdated": "2026-01-03T00:00:00Z"}});
         assert!(matches(&rec, &t));
-        assert!(!matches(&json!({"id": 120, "_info": {"lastUpdated": "2026-01-03T00:00:00Z"}}), &t));
-        assert!(!matches(&json!({"id": 121, "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}}), &t));
-        assert!(!matches(&json!({"id": 121}), &t), "a missing field never matches");
+        assert!(!matches(
+            &json!({"id": 120, "_info": {"lastUpdated": "2026-01-03T00:00:00Z"}}),
+            &t
+        ));
+        assert!(!matches(
+            &json!({"id": 121, "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}}),
+            &t
+        ));
+        assert!(
+            !matches(&json!({"id": 121}), &t),
+            "a missing field never matches"
+        );
     }
 
     #[test]
     fn strings_booleans_and_paths() {
         let t = parse(r#"company/identifier = "Acme and Sons" and inactiveFlag = false"#).unwrap();
         assert_eq!(t.len(), 2, "'and' inside a string does not split");
-        assert!(matches(&json!({"company": {"identifier": "Acme and Sons"}, "inactiveFlag": false}), &t));
+        assert!(matches(
+            &json!({"company": {"identifier": "Acme and Sons"}, "inactiveFlag": false}),
+            &t
+        ));
     }
 
     #[test]
     fn bad_conditions_are_explained() {
         assert!(parse("id >").unwrap_err().contains("not a value"));
-        assert!(parse("lastUpdated > [yesterday]").unwrap_err().contains("not a date"));
+        assert!(
+            parse("lastUpdated > [yesterday]")
+                .unwrap_err()
+                .contains("not a date")
+        );
         assert!(parse("id 5").unwrap_err().contains("no operator"));
-        assert_eq!(date("2026-01-02T03:04:05Z".parse().unwrap()), "[2026-01-02T03:04:05Z]");
+        assert_eq!(
+            date("2026-01-02T03:04:05Z".parse().unwrap()),
+            "[2026-01-02T03:04:05Z]"
+        );
     }
 }

@@ -2,8 +2,8 @@
 
 pub mod client;
 pub mod conditions;
-pub mod source;
 pub mod sandbox;
+pub mod source;
 pub mod wire;
 
 use std::sync::Arc;

@@ -275,7 +275,11 @@ async fn api_get(
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     if q.contains_key("childConditions") || q.contains_key("customFieldConditions") {
-        return error(StatusCode::BAD_REQUEST, "InvalidObject", "This sandbox evaluates conditions and orderBy only.");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidObject",
+            "This sandbox evaluates conditions and orderBy only.",
+        );
     }
     let terms = match q.get("conditions").map(|c| super::conditions::parse(c)) {
         None => vec![],
@@ -286,7 +290,11 @@ async fn api_get(
         None | Some("id asc") | Some("id") => Order::IdAsc,
         Some("id desc") => Order::IdDesc,
         Some(other) => {
-            return error(StatusCode::BAD_REQUEST, "InvalidObject", &format!("orderBy '{other}' is not supported by this sandbox"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidObject",
+                &format!("orderBy '{other}' is not supported by this sandbox"),
+            );
         }
     };
     let data = match s.data.read() {
@@ -316,7 +324,11 @@ enum Order {
     IdDesc,
 }
 
-fn filtered<T: Serialize>(items: &[T], terms: &[super::conditions::Term], order: Order) -> Vec<serde_json::Value> {
+fn filtered<T: Serialize>(
+    items: &[T],
+    terms: &[super::conditions::Term],
+    order: Order,
+) -> Vec<serde_json::Value> {
     let mut rows: Vec<serde_json::Value> = items
         .iter()
         .filter_map(|item| serde_json::to_value(item).ok())

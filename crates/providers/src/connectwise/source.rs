@@ -10,10 +10,10 @@ use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician};
 use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
+use super::AREAS;
 use super::client::{CwClient, CwError};
 use super::conditions::date;
 use super::wire::{Company, CompanyStatus, Contact, Member};
-use super::AREAS;
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
@@ -27,7 +27,11 @@ pub struct CwSource {
 
 impl CwSource {
     pub fn new(client: CwClient) -> Self {
-        Self { client, page_size: PAGE_SIZE, statuses: OnceCell::new() }
+        Self {
+            client,
+            page_size: PAGE_SIZE,
+            statuses: OnceCell::new(),
+        }
     }
 
     /// Smaller pages (tests exercise paging on small data sets with it).
@@ -41,28 +45,49 @@ impl CwSource {
             CwError::Status { status: 401, .. } => SourceError::Auth(e.vendor_message()),
             CwError::Status { status: 403, .. } => SourceError::NotPermitted {
                 message: e.vendor_message(),
-                setting: AREAS.iter().find(|a| path.starts_with(a.path)).map(|a| a.setting).unwrap_or("the API member's security role").to_string(),
+                setting: AREAS
+                    .iter()
+                    .find(|a| path.starts_with(a.path))
+                    .map(|a| a.setting)
+                    .unwrap_or("the API member's security role")
+                    .to_string(),
             },
             CwError::Refused(m) => SourceError::Budget(m),
             other => SourceError::Unavailable(other.to_string()),
         }
     }
 
-    async fn page<T: DeserializeOwned>(&self, path: &str, req: &PageRequest) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
+    async fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &PageRequest,
+    ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
         let mut conditions = Vec::new();
         if let Some(after) = &req.after {
-            let id: i64 = after.parse().map_err(|_| SourceError::Unavailable(format!("bad page token '{after}'")))?;
+            let id: i64 = after
+                .parse()
+                .map_err(|_| SourceError::Unavailable(format!("bad page token '{after}'")))?;
             conditions.push(format!("id > {id}"));
         }
         if let Some(since) = req.since {
             conditions.push(format!("lastUpdated > {}", date(since)));
         }
-        let mut query = vec![("orderBy", "id asc".to_string()), ("pageSize", self.page_size.to_string())];
+        let mut query = vec![
+            ("orderBy", "id asc".to_string()),
+            ("pageSize", self.page_size.to_string()),
+        ];
         if !conditions.is_empty() {
             query.push(("conditions", conditions.join(" AND ")));
         }
-        let (rows, _) = self.client.get_retrying::<Vec<serde_json::Value>>(path, &query).await.map_err(|e| Self::error(path, e))?;
-        let last_id = rows.iter().filter_map(|r| r.get("id").and_then(|v| v.as_i64())).max();
+        let (rows, _) = self
+            .client
+            .get_retrying::<Vec<serde_json::Value>>(path, &query)
+            .await
+            .map_err(|e| Self::error(path, e))?;
+        let last_id = rows
+            .iter()
+            .filter_map(|r| r.get("id").and_then(|v| v.as_i64()))
+            .max();
         let full = rows.len() >= self.page_size;
         let mut records = Vec::with_capacity(rows.len());
         let mut rejected = Vec::new();
@@ -70,11 +95,18 @@ impl CwSource {
             let id = row.get("id").map(|v| v.to_string());
             match serde_json::from_value::<T>(row) {
                 Ok(r) => records.push(r),
-                Err(e) => rejected.push(Rejected { external_id: id, reason: format!("unreadable record: {e}") }),
+                Err(e) => rejected.push(Rejected {
+                    external_id: id,
+                    reason: format!("unreadable record: {e}"),
+                }),
             }
         }
         // Keyset paging: a short page is the last one, so no extra empty request is needed.
-        let next = if full { last_id.map(|id| id.to_string()) } else { None };
+        let next = if full {
+            last_id.map(|id| id.to_string())
+        } else {
+            None
+        };
         Ok((records, rejected, next))
     }
 
@@ -83,7 +115,11 @@ impl CwSource {
             .get_or_try_init(|| async {
                 let path = "/company/companies/statuses";
                 let query = [("pageSize", "1000".to_string())];
-                let (rows, _) = self.client.get_retrying::<Vec<CompanyStatus>>(path, &query).await.map_err(|e| Self::error(path, e))?;
+                let (rows, _) = self
+                    .client
+                    .get_retrying::<Vec<CompanyStatus>>(path, &query)
+                    .await
+                    .map_err(|e| Self::error(path, e))?;
                 Ok(rows.into_iter().map(|s| (s.id, s.inactive_flag)).collect())
             })
             .await
@@ -95,7 +131,11 @@ fn names(refs: &[super::wire::Ref]) -> Vec<String> {
 }
 
 fn email_of(c: &Contact) -> Option<String> {
-    let emails: Vec<_> = c.communication_items.iter().filter(|i| i.communication_type.eq_ignore_ascii_case("Email")).collect();
+    let emails: Vec<_> = c
+        .communication_items
+        .iter()
+        .filter(|i| i.communication_type.eq_ignore_ascii_case("Email"))
+        .collect();
     emails
         .iter()
         .find(|i| i.default_flag)
@@ -105,8 +145,16 @@ fn email_of(c: &Contact) -> Option<String> {
 }
 
 fn phone_of(c: &Contact) -> Option<String> {
-    let phones: Vec<_> = c.communication_items.iter().filter(|i| i.communication_type.eq_ignore_ascii_case("Phone")).collect();
-    phones.iter().find(|i| i.default_flag).or(phones.first()).map(|i| i.value.trim().to_string())
+    let phones: Vec<_> = c
+        .communication_items
+        .iter()
+        .filter(|i| i.communication_type.eq_ignore_ascii_case("Phone"))
+        .collect();
+    phones
+        .iter()
+        .find(|i| i.default_flag)
+        .or(phones.first())
+        .map(|i| i.value.trim().to_string())
 }
 
 #[async_trait]
@@ -118,7 +166,12 @@ impl CompanySource for CwSource {
             .into_iter()
             .map(|c| ExtCompany {
                 external_id: c.id.to_string(),
-                active: !c.status.as_ref().and_then(|s| statuses.get(&s.id)).copied().unwrap_or(false),
+                active: !c
+                    .status
+                    .as_ref()
+                    .and_then(|s| statuses.get(&s.id))
+                    .copied()
+                    .unwrap_or(false),
                 status: c.status.as_ref().and_then(|s| s.name.clone()),
                 deleted: c.deleted_flag,
                 types: names(&c.types),
@@ -128,7 +181,11 @@ impl CompanySource for CwSource {
                 updated_at: c.info.last_updated,
             })
             .collect();
-        Ok(SourcePage { records, rejected, next })
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
     }
 }
 
@@ -151,19 +208,29 @@ impl ContactSource for CwSource {
                 updated_at: c.info.last_updated,
             })
             .collect();
-        Ok(SourcePage { records, rejected, next })
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
     }
 }
 
 #[async_trait]
 impl TechnicianSource for CwSource {
-    async fn technicians(&self, req: &PageRequest) -> Result<SourcePage<ExtTechnician>, SourceError> {
+    async fn technicians(
+        &self,
+        req: &PageRequest,
+    ) -> Result<SourcePage<ExtTechnician>, SourceError> {
         let (rows, rejected, next) = self.page::<Member>("/system/members", req).await?;
         let records = rows
             .into_iter()
             .map(|m| ExtTechnician {
                 external_id: m.id.to_string(),
-                email: m.primary_email.map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()),
+                email: m
+                    .primary_email
+                    .map(|e| e.trim().to_lowercase())
+                    .filter(|e| !e.is_empty()),
                 active: !m.inactive_flag,
                 identifier: m.identifier,
                 first_name: m.first_name,
@@ -171,7 +238,11 @@ impl TechnicianSource for CwSource {
                 updated_at: m.info.last_updated,
             })
             .collect();
-        Ok(SourcePage { records, rejected, next })
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
     }
 }
 

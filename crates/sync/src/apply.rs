@@ -1,0 +1,467 @@
+//! Deciding what a page of vendor records changes in the portal: per record create,
+//! update, unchanged or skip (with the reason), the role chain for new contacts, and the
+//! events an admin reads in the sync log. Pure decisions over a few batched look-ups;
+//! the writes happen in one transaction in the store.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use mspbridge_domain::sync::*;
+use mspbridge_domain::{IntegrationId, TenantId};
+use mspbridge_providers::source::{Rejected, SourcePage};
+use mspbridge_store::sync::{NewEvent, Op};
+use mspbridge_store::{Store, StoreError};
+
+pub struct Context<'a> {
+    pub store: &'a dyn Store,
+    pub tenant: TenantId,
+    pub integration: IntegrationId,
+    pub options: &'a SyncOptions,
+    pub sync_from: Option<DateTime<Utc>>,
+    pub provider: &'static str,
+}
+
+pub enum Page {
+    Companies(SourcePage<ExtCompany>),
+    Contacts(SourcePage<ExtContact>),
+    Technicians(SourcePage<ExtTechnician>),
+}
+
+impl Page {
+    pub fn next(&self) -> Option<String> {
+        match self {
+            Page::Companies(p) => p.next.clone(),
+            Page::Contacts(p) => p.next.clone(),
+            Page::Technicians(p) => p.next.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct PageOutcome {
+    pub ops: Vec<Op>,
+    pub events: Vec<NewEvent>,
+    pub counts: Counts,
+    pub max_seen: Option<DateTime<Utc>>,
+}
+
+impl PageOutcome {
+    fn event(&mut self, level: EventLevel, record: RecordType, ext: &str, msg: String) {
+        self.events
+            .push(NewEvent::new(level, Some(record), Some(ext), &msg));
+    }
+
+    fn skip(
+        &mut self,
+        record: RecordType,
+        ext: &str,
+        level: Option<EventLevel>,
+        msg: String,
+        full: bool,
+    ) {
+        self.counts.skipped += 1;
+        if let Some(level) = level {
+            self.event(level, record, ext, msg);
+        }
+        if full {
+            // Skipped records still exist upstream: a full pass must not deactivate them.
+            self.ops.push(Op::Seen {
+                external_id: ext.to_string(),
+            });
+        }
+    }
+
+    fn stamp(&mut self, t: Option<DateTime<Utc>>) {
+        if let Some(t) = t {
+            self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
+        }
+    }
+
+    fn rejected(&mut self, record: RecordType, rejected: Vec<Rejected>, full: bool) {
+        for r in rejected {
+            self.counts.seen += 1;
+            self.counts.failed += 1;
+            let ext = r.external_id.clone().unwrap_or_default();
+            self.event(
+                EventLevel::Error,
+                record,
+                &ext,
+                format!("skipped an unreadable vendor record: {}", r.reason),
+            );
+            if full && r.external_id.is_some() {
+                self.ops.push(Op::Seen { external_id: ext });
+            }
+        }
+    }
+}
+
+fn full_name(first: &str, last: &str) -> String {
+    format!("{first} {last}").trim().to_string()
+}
+
+pub async fn decide(ctx: &Context<'_>, page: Page, full: bool) -> Result<PageOutcome, StoreError> {
+    match page {
+        Page::Companies(p) => companies(ctx, p, full).await,
+        Page::Contacts(p) => contacts(ctx, p, full).await,
+        Page::Technicians(p) => technicians(ctx, p, full).await,
+    }
+}
+
+fn before_sync_from(ctx: &Context<'_>, updated: Option<DateTime<Utc>>) -> bool {
+    matches!((ctx.sync_from, updated), (Some(from), Some(u)) if u < from)
+}
+
+async fn companies(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtCompany>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Companies;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|c| c.external_id.clone()).collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    for c in p.records {
+        out.counts.seen += 1;
+        out.stamp(c.updated_at);
+        let link = links.get(&c.external_id);
+        let ext = c.external_id.clone();
+        if c.deleted {
+            match link {
+                Some(l) if !l.gone => {
+                    out.counts.updated += 1;
+                    out.counts.deactivated += 1;
+                    out.event(
+                        EventLevel::Info,
+                        rt,
+                        &ext,
+                        format!(
+                            "'{}' was deleted in {}; deactivated in the portal",
+                            c.name, ctx.provider
+                        ),
+                    );
+                    out.ops.push(Op::Company {
+                        existing: Some(l.local_id),
+                        external_id: ext,
+                        name: c.name.clone(),
+                        active: false,
+                        hash: content_hash(&c),
+                        remote_updated_at: c.updated_at,
+                    });
+                }
+                _ => out.skip(rt, &ext, None, String::new(), false),
+            }
+            continue;
+        }
+        if let Some(reason) = ctx.options.company_excluded(&c) {
+            let msg = format!("'{}' not synced: {reason}", c.name);
+            out.skip(rt, &ext, link.map(|_| EventLevel::Info), msg, full);
+            continue;
+        }
+        if link.is_none() && before_sync_from(ctx, c.updated_at) {
+            out.skip(rt, &ext, None, String::new(), full);
+            continue;
+        }
+        let hash = content_hash(&c);
+        match link {
+            Some(l) if l.content_hash == hash && !l.gone => {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+            }
+            _ => {
+                if link.is_some() {
+                    out.counts.updated += 1;
+                } else {
+                    out.counts.created += 1;
+                }
+                out.ops.push(Op::Company {
+                    existing: link.map(|l| l.local_id),
+                    external_id: ext,
+                    name: c.name.clone(),
+                    active: c.active,
+                    hash,
+                    remote_updated_at: c.updated_at,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn contacts(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtContact>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Contacts;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|c| c.external_id.clone()).collect();
+    let company_ids: Vec<String> = p
+        .records
+        .iter()
+        .filter_map(|c| c.company_external_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    let companies = ctx
+        .store
+        .links(ctx.integration, RecordType::Companies, &company_ids)
+        .await?;
+    let local_companies: Vec<i64> = companies.values().map(|l| l.local_id).collect();
+    let overrides = ctx
+        .store
+        .import_role_overrides(ctx.tenant, &local_companies)
+        .await?;
+    let new_emails: Vec<String> = p
+        .records
+        .iter()
+        .filter(|c| !links.contains_key(&c.external_id))
+        .filter_map(|c| c.email.clone())
+        .collect();
+    let manual = ctx
+        .store
+        .manual_users_by_email(ctx.tenant, &new_emails)
+        .await?;
+    let mut emails_in_page: HashMap<String, String> = HashMap::new();
+    let mut not_imported_company = 0u64;
+
+    for c in p.records {
+        out.counts.seen += 1;
+        out.stamp(c.updated_at);
+        let ext = c.external_id.clone();
+        let name = full_name(&c.first_name, &c.last_name);
+        if let Some(email) = &c.email
+            && let Some(other) = emails_in_page.insert(email.clone(), ext.clone())
+        {
+            out.event(
+                EventLevel::Warning,
+                rt,
+                &ext,
+                format!("duplicate candidate: contacts {other} and {ext} share the email {email}"),
+            );
+        }
+        let company = c
+            .company_external_id
+            .as_ref()
+            .and_then(|e| companies.get(e))
+            .filter(|l| !l.gone);
+        let link = links.get(&ext);
+        let hash = content_hash(&c);
+        if let Some(l) = link {
+            // Linked users follow the vendor (name, email, active) but keep their role.
+            if l.content_hash == hash && !l.gone {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+                continue;
+            }
+            let Some(company) = company else {
+                out.skip(
+                    rt,
+                    &ext,
+                    Some(EventLevel::Warning),
+                    format!("{name}: company is no longer synced; user left unchanged"),
+                    full,
+                );
+                continue;
+            };
+            out.counts.updated += 1;
+            if !c.active {
+                out.counts.deactivated += 1;
+                out.event(
+                    EventLevel::Info,
+                    rt,
+                    &ext,
+                    format!(
+                        "{name} is inactive in {}; portal user disabled",
+                        ctx.provider
+                    ),
+                );
+            }
+            out.ops.push(Op::CompanyUser {
+                existing: Some(l.local_id),
+                company_id: company.local_id,
+                external_id: ext,
+                email: c.email.clone(),
+                first_name: c.first_name.clone(),
+                last_name: c.last_name.clone(),
+                role_id: ctx
+                    .options
+                    .default_role_id
+                    .unwrap_or(mspbridge_domain::RoleId(0)),
+                role_reason: String::new(),
+                active: c.active,
+                hash,
+                remote_updated_at: c.updated_at,
+            });
+            continue;
+        }
+        if !ctx.options.auto_import_contacts {
+            out.skip(rt, &ext, None, String::new(), full);
+            continue;
+        }
+        let Some(company) = company else {
+            not_imported_company += 1;
+            out.skip(rt, &ext, None, String::new(), full);
+            continue;
+        };
+        if !c.active {
+            out.skip(rt, &ext, None, String::new(), full);
+            continue;
+        }
+        if before_sync_from(ctx, c.updated_at) {
+            out.skip(rt, &ext, None, String::new(), full);
+            continue;
+        }
+        let Some(email) = c.email.clone() else {
+            out.skip(
+                rt,
+                &ext,
+                Some(EventLevel::Warning),
+                format!(
+                    "{name} has no email address in {}; not imported",
+                    ctx.provider
+                ),
+                full,
+            );
+            continue;
+        };
+        if let Some((company_id, user_id)) = manual.get(&email) {
+            out.skip(
+                rt,
+                &ext,
+                Some(EventLevel::Warning),
+                format!(
+                    "duplicate candidate: {email} already belongs to manually created user {user_id} (company {company_id}); not imported and not changed"
+                ),
+                full,
+            );
+            continue;
+        }
+        let Some((role_id, source)) = choose_role(
+            overrides.get(&company.local_id).copied(),
+            &c.types,
+            c.primary,
+            ctx.options,
+        ) else {
+            out.counts.failed += 1;
+            out.event(
+                EventLevel::Error,
+                rt,
+                &ext,
+                format!("{name}: no role applies and no default role is set"),
+            );
+            continue;
+        };
+        out.counts.created += 1;
+        out.ops.push(Op::CompanyUser {
+            existing: None,
+            company_id: company.local_id,
+            external_id: ext,
+            email: Some(email),
+            first_name: c.first_name.clone(),
+            last_name: c.last_name.clone(),
+            role_id,
+            role_reason: source.explain(ctx.provider),
+            active: true,
+            hash,
+            remote_updated_at: c.updated_at,
+        });
+    }
+    if not_imported_company > 0 {
+        out.events.push(NewEvent::new(
+            EventLevel::Info,
+            Some(rt),
+            None,
+            &format!("{not_imported_company} contacts skipped on this page: their company is not imported (excluded by filters or not synced)"),
+        ));
+    }
+    Ok(out)
+}
+
+async fn technicians(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtTechnician>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Technicians;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|t| t.external_id.clone()).collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    let emails: Vec<String> = p
+        .records
+        .iter()
+        .filter(|t| !links.contains_key(&t.external_id))
+        .filter_map(|t| t.email.clone())
+        .collect();
+    let staff = ctx.store.staff_by_email(ctx.tenant, &emails).await?;
+    for t in p.records {
+        out.counts.seen += 1;
+        out.stamp(t.updated_at);
+        let ext = t.external_id.clone();
+        let name = full_name(&t.first_name, &t.last_name);
+        let hash = content_hash(&t);
+        let Some(email) = t.email.clone() else {
+            out.skip(
+                rt,
+                &ext,
+                Some(EventLevel::Warning),
+                format!("technician {name} has no email address; not imported"),
+                full,
+            );
+            continue;
+        };
+        let existing = match links.get(&ext) {
+            Some(l) if l.content_hash == hash && !l.gone => {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+                continue;
+            }
+            Some(l) => {
+                out.counts.updated += 1;
+                if !t.active {
+                    out.counts.deactivated += 1;
+                }
+                Some(l.local_id)
+            }
+            None => match staff.get(&email) {
+                Some(id) => {
+                    out.counts.updated += 1;
+                    out.event(
+                        EventLevel::Info,
+                        rt,
+                        &ext,
+                        format!("technician {name} linked to the existing staff user {email}"),
+                    );
+                    Some(*id)
+                }
+                None if !t.active || before_sync_from(ctx, t.updated_at) => {
+                    out.skip(rt, &ext, None, String::new(), full);
+                    continue;
+                }
+                None => {
+                    out.counts.created += 1;
+                    None
+                }
+            },
+        };
+        out.ops.push(Op::Staff {
+            existing,
+            external_id: ext,
+            email,
+            name,
+            active: t.active,
+            hash,
+            remote_updated_at: t.updated_at,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,499 @@
+//! The sync engine.
+//!
+//! A worker claims a due integration from the database (a lease, so two processes
+//! never sync one integration at once), runs one pass per selected record type in
+//! dependency order (companies, contacts, technicians), and gives the lease back with
+//! the next due time. A pass reads the vendor page by page; each page's changes, its
+//! events and the pass checkpoint are committed in one transaction fenced by the lease,
+//! so a crash or kill resumes from the last committed page with nothing duplicated or
+//! lost. Upserts are keyed by the external link; a content hash makes unchanged records
+//! cost no writes. Incremental passes read records changed since the watermark minus
+//! an overlap window; full passes (the first import, and a periodic reconcile) mark what
+//! they see and, only when complete, deactivate linked records that have disappeared.
+
+mod apply;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mspbridge_domain::integration::IntegrationStatus;
+use mspbridge_domain::sync::{Counts, EventLevel, RecordType, RunResult, SyncOptions};
+use mspbridge_domain::{IntegrationId, TenantId};
+use mspbridge_providers::Providers;
+use mspbridge_providers::connectwise::client::RetryPolicy;
+use mspbridge_providers::source::{PageRequest, PsaSource, SourceError};
+use mspbridge_store::sync::{Claim, NewEvent, PassState, Release};
+use mspbridge_store::{Store, StoreError};
+use mspbridge_vault::Vault;
+
+pub use apply::PageOutcome;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How far before the watermark an incremental pass starts reading.
+    pub overlap: chrono::Duration,
+    /// Lease length; renewed after every page.
+    pub lease: chrono::Duration,
+    /// A full (reconciling) pass runs when the last one is older than this.
+    pub reconcile_every: chrono::Duration,
+    pub retry: RetryPolicy,
+    /// Page size override (tests); `None` uses the vendor maximum.
+    pub page_size: Option<usize>,
+    /// Automatic sync pauses after this many failed runs in a row.
+    pub max_failures: i64,
+    /// "Sync now" cooldown.
+    pub manual_cooldown: chrono::Duration,
+    /// Idle wait between claims.
+    pub poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            overlap: chrono::Duration::minutes(5),
+            lease: chrono::Duration::seconds(60),
+            reconcile_every: chrono::Duration::hours(24),
+            retry: RetryPolicy::default(),
+            page_size: None,
+            max_failures: 5,
+            manual_cooldown: chrono::Duration::seconds(60),
+            poll: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub integration_id: IntegrationId,
+    pub result: RunResult,
+    pub counts: BTreeMap<RecordType, Counts>,
+    pub error: Option<String>,
+    pub requests: u64,
+}
+
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    providers: Providers,
+    config: EngineConfig,
+    clock: Clock,
+    worker: String,
+}
+
+/// Why a pass stopped before it was complete.
+#[derive(Debug)]
+enum PassStop {
+    Source(SourceError),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for PassStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PassStop::Source(e) => e.fmt(f),
+            PassStop::Store(StoreError::LeaseLost) => {
+                f.write_str("the sync lease was lost to another worker")
+            }
+            PassStop::Store(e) => write!(f, "storage error: {e}"),
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<Vault>,
+        providers: Providers,
+        config: EngineConfig,
+        worker: impl Into<String>,
+    ) -> Self {
+        Self {
+            store,
+            vault,
+            providers,
+            config,
+            clock: Arc::new(Utc::now),
+            worker: worker.into(),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// Claims one due integration and syncs it. `None` when nothing is due.
+    pub async fn tick(&self) -> Result<Option<RunSummary>, EngineError> {
+        let now = self.now();
+        let Some(claim) = self
+            .store
+            .claim_due(&self.worker, now, now + self.config.lease)
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.run_claimed(claim).await?))
+    }
+
+    /// Works until `shutdown` resolves: claim, run, repeat; sleep when idle.
+    pub async fn run_worker(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut shutdown = shutdown;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let idle = match self.tick().await {
+                Ok(Some(s)) => {
+                    tracing::info!(integration_id = %s.integration_id, run_id = s.run_id, result = s.result.as_str(), "sync run finished");
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "sync worker could not claim work");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Runs an integration whose lease this worker holds, then releases it.
+    #[tracing::instrument(skip_all, fields(tenant_id = %claim.tenant_id, integration_id = %claim.integration_id, worker = %self.worker))]
+    pub async fn run_claimed(&self, claim: Claim) -> Result<RunSummary, EngineError> {
+        let (tenant, id) = (claim.tenant_id, claim.integration_id);
+        let integration = self.store.get_integration(tenant, id).await?;
+        let options = self.store.sync_options(tenant, id).await?;
+        let now = self.now();
+        let run_id = self
+            .store
+            .start_run(tenant, id, claim.trigger, &self.worker, now)
+            .await?;
+        self.store
+            .set_status(tenant, id, IntegrationStatus::Syncing, None, None, now)
+            .await?;
+
+        let outcome = self
+            .run_passes(tenant, &integration, &options, run_id)
+            .await;
+        let (result, counts, error, requests) = match outcome {
+            Ok((counts, stops, requests)) => {
+                let bad_counts = counts.values().any(|c| !c.add_up());
+                let failed_records = counts.values().any(|c| c.failed > 0);
+                let result = if stops.is_empty() && !bad_counts && !failed_records {
+                    RunResult::Success
+                } else {
+                    RunResult::Partial
+                };
+                let error = if stops.is_empty() {
+                    failed_records.then(|| {
+                        "some vendor records could not be read; see the run's events".to_string()
+                    })
+                } else {
+                    Some(stops.join("; "))
+                };
+                (result, counts, error, requests)
+            }
+            Err(msg) => (RunResult::Failed, BTreeMap::new(), Some(msg), 0),
+        };
+        let now = self.now();
+        self.store
+            .finish_run(run_id, result, &counts, error.as_deref(), requests, now)
+            .await?;
+
+        let schedule = self.store.schedule(tenant, id).await?;
+        let failures = schedule
+            .as_ref()
+            .map(|s| s.consecutive_failures)
+            .unwrap_or(0)
+            + i64::from(result == RunResult::Failed);
+        let interval = chrono::Duration::minutes(i64::from(options.interval_minutes));
+        let (status, last_error, hint, pause) = match result {
+            RunResult::Success => (IntegrationStatus::Connected, None, None, None),
+            RunResult::Partial => (
+                IntegrationStatus::Connected,
+                error.clone().map(|e| format!("The last sync was partial: {e}")),
+                Some("Open the sync log for the records and pages that failed; the next run resumes where this one stopped.".to_string()),
+                None,
+            ),
+            RunResult::Failed | RunResult::Running => {
+                let e = error.clone().unwrap_or_default();
+                if failures >= self.config.max_failures {
+                    (
+                        IntegrationStatus::Error,
+                        Some(format!("Automatic sync paused after {failures} failed runs: {e}")),
+                        Some("Fix the cause (for example reconnect with current credentials), then Reactivate.".to_string()),
+                        Some(e),
+                    )
+                } else {
+                    (IntegrationStatus::Error, Some(e), Some("The sync will be retried automatically; see the sync log.".to_string()), None)
+                }
+            }
+        };
+        self.store
+            .set_status(
+                tenant,
+                id,
+                status,
+                last_error.as_deref(),
+                hint.as_deref(),
+                now,
+            )
+            .await?;
+        let backoff = chrono::Duration::minutes(failures.clamp(1, 30)).min(interval);
+        let next = if result == RunResult::Failed {
+            now + backoff
+        } else {
+            now + interval
+        };
+        self.store
+            .release(
+                id,
+                &self.worker,
+                Release {
+                    next_run_at: next,
+                    failed: result == RunResult::Failed,
+                    pause,
+                },
+            )
+            .await?;
+        Ok(RunSummary {
+            run_id,
+            integration_id: id,
+            result,
+            counts,
+            error,
+            requests,
+        })
+    }
+
+    /// All passes of one run. `Err` is a failed run (nothing could be synced).
+    async fn run_passes(
+        &self,
+        tenant: TenantId,
+        integration: &mspbridge_domain::integration::Integration,
+        options: &SyncOptions,
+        run_id: i64,
+    ) -> Result<(BTreeMap<RecordType, Counts>, Vec<String>, u64), String> {
+        let creds =
+            mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, integration)
+                .await
+                .map_err(|e| e.to_string())?;
+        let source = match self
+            .providers
+            .psa_source(
+                integration.provider,
+                &creds,
+                self.config.retry,
+                self.config.page_size,
+            )
+            .await
+        {
+            None => {
+                return Err(format!(
+                    "{} has no sync connector yet",
+                    integration.provider.descriptor().name
+                ));
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(s)) => s,
+        };
+        let mut counts = BTreeMap::new();
+        let mut stops = Vec::new();
+        let mut any_ok = false;
+        for record in RecordType::ALL.into_iter().filter(|r| options.syncs(*r)) {
+            match self
+                .run_pass(
+                    tenant,
+                    integration,
+                    options,
+                    run_id,
+                    record,
+                    source.as_ref(),
+                )
+                .await
+            {
+                Ok(c) => {
+                    any_ok = true;
+                    counts.insert(record, c);
+                }
+                Err((c, stop)) => {
+                    counts.insert(record, c);
+                    let msg = format!("{}: {stop}", record.as_str());
+                    let _ = self
+                        .store
+                        .add_events(
+                            tenant,
+                            run_id,
+                            &[NewEvent::new(EventLevel::Error, Some(record), None, &msg)],
+                            self.now(),
+                        )
+                        .await;
+                    if matches!(stop, PassStop::Source(SourceError::Auth(_)))
+                        || matches!(stop, PassStop::Store(StoreError::LeaseLost))
+                    {
+                        return if any_ok {
+                            Ok((counts, vec![msg], source.requests()))
+                        } else {
+                            Err(msg)
+                        };
+                    }
+                    stops.push(msg);
+                }
+            }
+        }
+        if !any_ok && !stops.is_empty() {
+            return Err(stops.join("; "));
+        }
+        Ok((counts, stops, source.requests()))
+    }
+
+    #[tracing::instrument(skip_all, fields(record = record.as_str()))]
+    async fn run_pass(
+        &self,
+        tenant: TenantId,
+        integration: &mspbridge_domain::integration::Integration,
+        options: &SyncOptions,
+        run_id: i64,
+        record: RecordType,
+        source: &dyn PsaSource,
+    ) -> Result<Counts, (Counts, PassStop)> {
+        let id = integration.id;
+        let mut counts = Counts::default();
+        let cursor = self
+            .store
+            .cursor(id, record)
+            .await
+            .map_err(|e| (counts, PassStop::Store(e)))?;
+        let now = self.now();
+        let sync_from = if options.initial_import {
+            None
+        } else {
+            Some(cursor.sync_from.unwrap_or(integration.created_at))
+        };
+        let mut pass = match cursor.pass.clone() {
+            // A pass interrupted by a crash, a kill or a vendor outage continues where it stopped.
+            Some(p) => {
+                tracing::info!(after = ?p.after, "resuming an interrupted pass");
+                p
+            }
+            None => {
+                let due_full = cursor
+                    .last_full_pass_at
+                    .is_none_or(|t| t + self.config.reconcile_every <= now);
+                let full = due_full && (options.initial_import || cursor.watermark.is_some());
+                let since = if full {
+                    None
+                } else {
+                    cursor
+                        .watermark
+                        .or(sync_from)
+                        .map(|w| w - self.config.overlap)
+                };
+                PassState {
+                    run_id,
+                    full,
+                    since,
+                    after: None,
+                    max_seen: None,
+                }
+            }
+        };
+        self.store
+            .begin_pass(id, record, &self.worker, sync_from, &pass)
+            .await
+            .map_err(|e| (counts, PassStop::Store(e)))?;
+        let ctx = apply::Context {
+            store: self.store.as_ref(),
+            tenant,
+            integration: id,
+            options,
+            sync_from,
+            provider: integration.provider.descriptor().name,
+        };
+        loop {
+            let req = PageRequest {
+                since: pass.since,
+                after: pass.after.clone(),
+            };
+            let page = match record {
+                RecordType::Companies => source.companies(&req).await.map(apply::Page::Companies),
+                RecordType::Contacts => source.contacts(&req).await.map(apply::Page::Contacts),
+                RecordType::Technicians => {
+                    source.technicians(&req).await.map(apply::Page::Technicians)
+                }
+            }
+            .map_err(|e| (counts, PassStop::Source(e)))?;
+            let next = page.next();
+            let out = apply::decide(&ctx, page, pass.full)
+                .await
+                .map_err(|e| (counts, PassStop::Store(e)))?;
+            counts.merge(&out.counts);
+            pass.after = next.clone();
+            pass.max_seen = match (pass.max_seen, out.max_seen) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            let writes = !out.ops.is_empty() || !out.events.is_empty();
+            if writes || next.is_some() || pass.full {
+                let commit = mspbridge_store::sync::PageCommit {
+                    record,
+                    ops: out.ops,
+                    events: out.events,
+                    pass: pass.clone(),
+                };
+                self.store
+                    .commit_page(tenant, id, run_id, &self.worker, commit, self.now())
+                    .await
+                    .map_err(|e| (counts, PassStop::Store(e)))?;
+            }
+            let now = self.now();
+            if !self
+                .store
+                .renew_lease(id, &self.worker, now + self.config.lease)
+                .await
+                .map_err(|e| (counts, PassStop::Store(e)))?
+            {
+                return Err((counts, PassStop::Store(StoreError::LeaseLost)));
+            }
+            if next.is_none() {
+                break;
+            }
+        }
+        counts.deactivated += self
+            .store
+            .finish_pass(tenant, id, record, &self.worker, self.now())
+            .await
+            .map_err(|e| (counts, PassStop::Store(e)))?;
+        Ok(counts)
+    }
+}
