@@ -67,6 +67,20 @@ enum Command {
         /// The ConnectWise clientId registered for this deployment at developer.connectwise.com.
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
         connectwise_client_id: Option<String>,
+        /// Serve only; leave syncing to `mspbridge worker` processes.
+        #[arg(long, env = "MSPBRIDGE_NO_WORKER")]
+        no_worker: bool,
+    },
+    /// Run sync jobs only (several workers may share one PostgreSQL database).
+    Worker {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        allow_private_vendor_hosts: bool,
+        #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
+        connectwise_client_id: Option<String>,
     },
     /// Start the product on a fresh SQLite file with the built-in vendor sandboxes, a demo tenant and admin.
     Demo {
@@ -152,28 +166,42 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             allow_private_vendor_hosts,
             connectwise_client_id,
+            no_worker,
         } => {
-            if let Some(id) = &connectwise_client_id
-                && !mspbridge_domain::validate::is_guid(id)
-            {
-                bail!(
-                    "--connectwise-client-id must be a GUID like 8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11"
-                );
-            }
+            let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
             let store = open_store(&db.database).await?;
             let vault = load_vault(&key.master_key_file)?;
-            let providers = Providers::new(ProviderConfig {
-                outbound: OutboundPolicy {
-                    allow_private: allow_private_vendor_hosts,
-                },
-                connectwise_client_id,
-            });
-            let state = AppState::new(store, vault, providers, !listen.ip().is_loopback());
+            let state = AppState::new(
+                store.clone(),
+                vault.clone(),
+                providers.clone(),
+                !listen.ip().is_loopback(),
+            );
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("could not listen on {listen}"))?;
             tracing::info!(address = %listen, database = state.store.backend(), "mspbridge serving");
+            let worker = (!no_worker).then(|| start_worker(store, vault, providers));
             mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+            if let Some((tx, task)) = worker {
+                let _ = tx.send(true);
+                let _ = task.await;
+            }
+            Ok(())
+        }
+        Command::Worker {
+            db,
+            key,
+            allow_private_vendor_hosts,
+            connectwise_client_id,
+        } => {
+            let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
+            let store = open_store(&db.database).await?;
+            let vault = load_vault(&key.master_key_file)?;
+            let (tx, task) = start_worker(store, vault, providers);
+            shutdown_signal().await;
+            let _ = tx.send(true);
+            let _ = task.await;
             Ok(())
         }
         Command::Demo { listen, data_dir } => demo(listen, &data_dir).await,
@@ -272,6 +300,45 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn providers(allow_private: bool, connectwise_client_id: Option<String>) -> Result<Providers> {
+    if let Some(id) = &connectwise_client_id
+        && !mspbridge_domain::validate::is_guid(id)
+    {
+        bail!("--connectwise-client-id must be a GUID like 8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11");
+    }
+    Ok(Providers::new(ProviderConfig {
+        outbound: OutboundPolicy { allow_private },
+        connectwise_client_id,
+    }))
+}
+
+/// Starts a sync worker; send `true` on the returned channel to stop it after its current page.
+fn start_worker(
+    store: Arc<dyn Store>,
+    vault: Arc<Vault>,
+    providers: Providers,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let suffix = mspbridge_vault::new_token("w")
+        .map(|(t, _)| t.chars().skip(2).take(6).collect::<String>())
+        .unwrap_or_default();
+    let worker = format!("{host}-{}-{suffix}", std::process::id());
+    tracing::info!(worker = %worker, "sync worker started");
+    let engine = mspbridge_sync::Engine::new(
+        store,
+        vault,
+        providers,
+        mspbridge_sync::EngineConfig::default(),
+        worker,
+    );
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move { engine.run_worker(rx).await });
+    (tx, task)
 }
 
 fn slugs() -> String {
@@ -403,6 +470,33 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     .await
     .map_err(|e| anyhow!("connecting the ConnectWise sandbox failed: {e}"))?;
 
+    // Contacts auto-import with the full role chain, so the demo shows roles and their reasons.
+    let roles: std::collections::HashMap<String, mspbridge_domain::RoleId> = store
+        .list_roles(tenant.id)
+        .await?
+        .into_iter()
+        .map(|r| (r.name, r.id))
+        .collect();
+    let options = mspbridge_domain::sync::SyncOptions {
+        interval_minutes: 5,
+        auto_import_contacts: true,
+        default_role_id: roles.get("Viewer").copied(),
+        primary_contact_role_id: roles.get("Admin").copied(),
+        contact_type_rules: vec![mspbridge_domain::sync::ContactTypeRule {
+            contact_type: "IT Contact".into(),
+            role_id: roles
+                .get("Standard User")
+                .copied()
+                .ok_or_else(|| anyhow!("built-in role missing"))?,
+        }],
+        ..Default::default()
+    };
+    store
+        .set_sync_options(tenant.id, cw_integration.id, &options, chrono::Utc::now())
+        .await?;
+    let (worker_tx, worker_task) =
+        start_worker(store.clone(), state.vault.clone(), state.providers.clone());
+
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!("could not listen on {listen} (is another mspbridge running? use --listen)")
     })?;
@@ -424,6 +518,8 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+    let _ = worker_tx.send(true);
+    let _ = worker_task.await;
     cw_handle.stop().await;
     Ok(())
 }

@@ -23,7 +23,9 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod integrations;
+pub mod sync_api;
 pub mod ui;
+pub mod ui_sync;
 
 /// Everything a request handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -161,6 +163,14 @@ pub fn router(state: AppState) -> Router {
             "/companies",
             get(api::list_companies).post(api::create_company),
         )
+        .route(
+            "/integrations/{id}/options",
+            get(sync_api::get_options).put(sync_api::put_options),
+        )
+        .route("/integrations/{id}/sync", post(sync_api::sync_now))
+        .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
+        .route("/integrations/{id}/runs", get(sync_api::list_runs))
+        .route("/runs/{run_id}", get(sync_api::get_run))
         .route("/openapi.json", get(api::openapi))
         .fallback(api_not_found);
     Router::new()

@@ -41,9 +41,10 @@ pub fn routes() -> Router<AppState> {
             "/settings/integrations/{id}/{action}",
             post(integration_action),
         )
+        .merge(crate::ui_sync::routes())
 }
 
-fn render(t: impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -57,7 +58,7 @@ fn render(t: impl Template, status: StatusCode) -> Response {
     }
 }
 
-fn error_page(e: ApiError) -> Response {
+pub(crate) fn error_page(e: ApiError) -> Response {
     let status = e.status();
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>Error</title><body style=\"font-family:system-ui;margin:60px\">\
@@ -68,7 +69,7 @@ fn error_page(e: ApiError) -> Response {
     (status, Html(body)).into_response()
 }
 
-fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             '<' => "&lt;".to_string(),
@@ -103,7 +104,7 @@ pub struct Shell {
     pub csrf: String,
 }
 
-async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
+pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
     let tenant = state.store.get_tenant(c.tenant_id).await?;
     let user_label = match &c.actor {
         Actor::Staff { name, .. } => name.clone(),
@@ -416,6 +417,9 @@ fn flash_text(code: Option<&str>) -> Option<String> {
             "renamed" => "Name saved.",
             "credentials" => "Credentials saved and tested.",
             "disconnected" => "Disconnected. The stored credentials were removed.",
+            "sync_queued" => "Sync queued; it starts within seconds.",
+            "reactivated" => "Automatic sync reactivated; a run is queued.",
+            "options" => "Sync options saved.",
             _ => return None,
         }
         .to_string(),
@@ -767,6 +771,10 @@ struct IntegrationPage {
     flash: Option<String>,
     error: Option<String>,
     error_hint: Option<String>,
+    sync: crate::ui_sync::SyncView,
+    runs: Vec<crate::ui_sync::RunLine>,
+    roles: Vec<(mspbridge_domain::RoleId, String)>,
+    options_error: Option<String>,
 }
 
 async fn detail(
@@ -778,6 +786,15 @@ async fn detail(
 ) -> Result<IntegrationPage, ApiError> {
     let i = state.store.get_integration(c.tenant_id, id).await?;
     let view: IntegrationView = integrations::view(state, &i).await?;
+    let options_error = match &failure {
+        Some((e @ ApiError::Validation(v), _))
+            if v.fields().iter().any(|f| f.field.starts_with("options")) =>
+        {
+            Some(e.to_string())
+        }
+        _ => None,
+    };
+    let (sync, runs, roles) = crate::ui_sync::sync_parts(state, c, id).await?;
     let (values, errors, error, error_hint, failed_report) = match &failure {
         Some((e, submitted)) => {
             let (msg, hint, report) = error_summary(e);
@@ -800,8 +817,12 @@ async fn detail(
         can_manage: c.role.allows(Permission::Manage),
         can_write: c.role.allows(Permission::Write),
         flash,
-        error,
+        error: if options_error.is_some() { None } else { error },
         error_hint,
+        sync,
+        runs,
+        roles,
+        options_error,
     })
 }
 
@@ -842,6 +863,7 @@ async fn integration_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
+    let raw_form = form.clone();
     let (csrf, name, creds) = parse_form(form);
     if let Err(e) = c.check_csrf(Some(&csrf)) {
         return error_page(e);
@@ -872,6 +894,27 @@ async fn integration_action(
             Ok(()) => integrations::disconnect(&state, t, id)
                 .await
                 .map(|_| "disconnected"),
+            Err(e) => Err(e),
+        },
+        "sync" => match c.require(Permission::Write) {
+            Ok(()) => crate::sync_api::request_sync(&state, &c, id)
+                .await
+                .map(|_| "sync_queued"),
+            Err(e) => Err(e),
+        },
+        "reactivate" => match c.require(Permission::Manage) {
+            Ok(()) => state
+                .store
+                .reactivate(t, id, state.now())
+                .await
+                .map(|_| "reactivated")
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        },
+        "options" => match c.require(Permission::Manage) {
+            Ok(()) => crate::ui_sync::save_options(&state, &c, id, &raw_form)
+                .await
+                .map(|_| "options"),
             Err(e) => Err(e),
         },
         "delete" => {

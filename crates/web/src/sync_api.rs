@@ -1,0 +1,251 @@
+//! Sync options, "Sync now", reactivation, run history and run logs under `/api/v1`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use mspbridge_domain::IntegrationId;
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::sync::{EventLevel, RecordType, SyncOptions};
+use mspbridge_store::sync::{Schedule, SyncEvent, SyncRequest, SyncRun};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+
+/// Seconds between two "Sync now" requests for one integration.
+pub const SYNC_NOW_COOLDOWN_SECS: i64 = 60;
+
+fn id(raw: &str) -> Result<IntegrationId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(IntegrationId)
+        .ok_or_else(|| ApiError::field("id", format!("'{raw}' is not an integration id")))
+}
+
+/// Checks options against the tenant's roles and the record types the provider syncs.
+pub async fn validate_options(
+    state: &AppState,
+    caller: &Caller,
+    o: &SyncOptions,
+) -> Result<(), ApiError> {
+    o.validate()?;
+    let roles = state.store.list_roles(caller.tenant_id).await?;
+    let known = |r: mspbridge_domain::RoleId| roles.iter().any(|x| x.id == r);
+    if let Some(r) = o.default_role_id.filter(|r| !known(*r)) {
+        return Err(ApiError::field(
+            "options.default_role_id",
+            format!("role {r} does not exist"),
+        ));
+    }
+    if let Some(r) = o.primary_contact_role_id.filter(|r| !known(*r)) {
+        return Err(ApiError::field(
+            "options.primary_contact_role_id",
+            format!("role {r} does not exist"),
+        ));
+    }
+    for (i, rule) in o.contact_type_rules.iter().enumerate() {
+        if !known(rule.role_id) {
+            return Err(ApiError::field(
+                &format!("options.contact_type_rules[{i}].role_id"),
+                format!("role {} does not exist", rule.role_id),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OptionsView {
+    pub options: SyncOptions,
+    #[schema(value_type = Option<Object>)]
+    pub schedule: Option<Schedule>,
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/options", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = OptionsView), (status = 404, body = ErrorBody)))]
+pub async fn get_options(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<OptionsView>, ApiError> {
+    caller.require(Permission::Read)?;
+    let id = id(&raw)?;
+    let options = state.store.sync_options(caller.tenant_id, id).await?;
+    let schedule = state.store.schedule(caller.tenant_id, id).await?;
+    Ok(Json(OptionsView { options, schedule }))
+}
+
+/// Saves the sync options; enabling sync makes the integration due at once.
+#[utoipa::path(put, path = "/api/v1/integrations/{id}/options", tag = "sync", request_body = SyncOptions,
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = OptionsView), (status = 422, body = ErrorBody)))]
+pub async fn put_options(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(options): ApiJson<SyncOptions>,
+) -> Result<Json<OptionsView>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let id = id(&raw)?;
+    validate_options(&state, &caller, &options).await?;
+    state
+        .store
+        .set_sync_options(caller.tenant_id, id, &options, state.now())
+        .await?;
+    let schedule = state.store.schedule(caller.tenant_id, id).await?;
+    Ok(Json(OptionsView { options, schedule }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SyncNowAnswer {
+    /// `queued`, `cooling_down` or `already_running`.
+    pub state: &'static str,
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Sync now: queues a run at once (a second click within a minute is refused).
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/sync", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 202, body = SyncNowAnswer), (status = 429, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn sync_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<SyncNowAnswer>), ApiError> {
+    caller.require(Permission::Write)?;
+    let answer = request_sync(&state, &caller, id(&raw)?).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+pub async fn request_sync(
+    state: &AppState,
+    caller: &Caller,
+    id: IntegrationId,
+) -> Result<SyncNowAnswer, ApiError> {
+    let i = state.store.get_integration(caller.tenant_id, id).await?;
+    if i.status == mspbridge_domain::integration::IntegrationStatus::Disconnected {
+        return Err(ApiError::Conflict(
+            "this integration is disconnected: reconnect it before syncing".into(),
+        ));
+    }
+    let now = state.now();
+    match state
+        .store
+        .request_sync(
+            caller.tenant_id,
+            id,
+            now,
+            chrono::Duration::seconds(SYNC_NOW_COOLDOWN_SECS),
+        )
+        .await?
+    {
+        SyncRequest::Queued => Ok(SyncNowAnswer {
+            state: "queued",
+            retry_at: None,
+        }),
+        SyncRequest::AlreadyRunning => Err(ApiError::Conflict(
+            "a sync is running for this integration now".into(),
+        )),
+        SyncRequest::CoolingDown(at) => Err(ApiError::RateLimited {
+            retry_after: (at - now).num_seconds().max(1) as u64,
+        }),
+    }
+}
+
+/// Clears a pause after repeated failures and queues a run.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/reactivate", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn reactivate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Permission::Manage)?;
+    state
+        .store
+        .reactivate(caller.tenant_id, id(&raw)?, state.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunView {
+    #[schema(value_type = Object)]
+    #[serde(flatten)]
+    pub run: SyncRun,
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/runs", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = Vec<RunView>), (status = 404, body = ErrorBody)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<RunView>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let id = id(&raw)?;
+    state.store.get_integration(caller.tenant_id, id).await?;
+    let runs = state.store.list_runs(caller.tenant_id, id, 50).await?;
+    Ok(Json(runs.into_iter().map(|run| RunView { run }).collect()))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventFilter {
+    /// info | warning | error
+    pub level: Option<String>,
+    /// companies | contacts | technicians
+    pub record_type: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunLog {
+    #[schema(value_type = Object)]
+    pub run: SyncRun,
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<SyncEvent>,
+}
+
+pub fn parse_filter(f: &EventFilter) -> Result<(Option<EventLevel>, Option<RecordType>), ApiError> {
+    let level = match f.level.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(l) => Some(
+            EventLevel::parse(l)
+                .ok_or_else(|| ApiError::field("level", "must be info, warning or error"))?,
+        ),
+    };
+    let record = match f.record_type.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(r) => Some(RecordType::parse(r).ok_or_else(|| {
+            ApiError::field("record_type", "must be companies, contacts or technicians")
+        })?),
+    };
+    Ok((level, record))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "sync",
+    params(("run_id" = i64, Path, description = "Run id"), EventFilter),
+    responses((status = 200, body = RunLog), (status = 404, body = ErrorBody)))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run_id): Path<String>,
+    Query(filter): Query<EventFilter>,
+) -> Result<Json<RunLog>, ApiError> {
+    caller.require(Permission::Read)?;
+    let run_id: i64 = run_id
+        .parse()
+        .map_err(|_| ApiError::field("run_id", "must be a number"))?;
+    let (level, record) = parse_filter(&filter)?;
+    let run = state.store.get_run(caller.tenant_id, run_id).await?;
+    let events = state
+        .store
+        .list_events(caller.tenant_id, run_id, level, record, 2000)
+        .await?;
+    Ok(Json(RunLog { run, events }))
+}

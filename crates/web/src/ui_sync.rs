@@ -1,0 +1,447 @@
+//! UI for syncing: the sync section of an integration page (options, Sync now,
+//! reactivation, recent runs), a run's log with filters, and the portal pages that show
+//! what a sync produced (companies with their users and role reasons, technicians).
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::model::StaffUser;
+use mspbridge_domain::sync::{ContactTypeRule, Counts, RecordType, RunResult, SyncOptions};
+use mspbridge_domain::{CompanyId, IntegrationId, RoleId};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::sync_api::{EventFilter, parse_filter, validate_options};
+use crate::ui::{Shell, UiCaller, error_page, render, shell};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/settings/integrations/{id}/runs/{run_id}", get(run_page))
+        .route("/companies", get(companies_page))
+        .route("/companies/{id}", get(company_page))
+        .route("/technicians", get(technicians_page))
+}
+
+pub struct SyncView {
+    pub enabled: bool,
+    pub interval: u32,
+    pub initial_import: bool,
+    pub companies: bool,
+    pub contacts: bool,
+    pub technicians: bool,
+    pub auto_import: bool,
+    pub skip_inactive: bool,
+    pub exclude_types: String,
+    pub exclude_statuses: String,
+    pub rules: String,
+    pub primary_role: Option<RoleId>,
+    pub default_role: Option<RoleId>,
+    pub next_run: Option<String>,
+    pub paused: Option<String>,
+}
+
+pub struct RunLine {
+    pub id: i64,
+    pub started: String,
+    pub trigger: &'static str,
+    pub result: &'static str,
+    pub class: &'static str,
+    pub companies: String,
+    pub contacts: String,
+    pub technicians: String,
+    pub requests: i64,
+}
+
+fn result_class(r: RunResult) -> &'static str {
+    match r {
+        RunResult::Success => "r-granted",
+        RunResult::Partial | RunResult::Running => "r-unknown",
+        RunResult::Failed => "r-denied",
+    }
+}
+
+fn summary(c: Option<&Counts>) -> String {
+    match c {
+        None => "—".into(),
+        Some(c) => format!(
+            "+{} ~{} ={} −{} skip {} fail {}",
+            c.created, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
+        ),
+    }
+}
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+pub async fn sync_parts(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+) -> Result<(SyncView, Vec<RunLine>, Vec<(RoleId, String)>), ApiError> {
+    let o = state.store.sync_options(c.tenant_id, id).await?;
+    let schedule = state.store.schedule(c.tenant_id, id).await?;
+    let roles: Vec<(RoleId, String)> = state
+        .store
+        .list_roles(c.tenant_id)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.name))
+        .collect();
+    let role_name = |id: RoleId| {
+        roles
+            .iter()
+            .find(|r| r.0 == id)
+            .map(|r| r.1.clone())
+            .unwrap_or_else(|| format!("role {id}"))
+    };
+    let view = SyncView {
+        enabled: o.enabled && schedule.is_some(),
+        interval: o.interval_minutes,
+        initial_import: o.initial_import,
+        companies: o.companies,
+        contacts: o.contacts,
+        technicians: o.technicians,
+        auto_import: o.auto_import_contacts,
+        skip_inactive: o.skip_inactive_companies,
+        exclude_types: o.exclude_company_types.join(", "),
+        exclude_statuses: o.exclude_company_statuses.join(", "),
+        rules: o
+            .contact_type_rules
+            .iter()
+            .map(|r| format!("{} = {}", r.contact_type, role_name(r.role_id)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        primary_role: o.primary_contact_role_id,
+        default_role: o.default_role_id,
+        next_run: schedule.as_ref().map(|s| {
+            if s.running {
+                "running now".to_string()
+            } else {
+                ts(s.next_run_at)
+            }
+        }),
+        paused: schedule.and_then(|s| s.paused_reason),
+    };
+    let runs = state
+        .store
+        .list_runs(c.tenant_id, id, 10)
+        .await?
+        .into_iter()
+        .map(|r| RunLine {
+            id: r.id,
+            started: ts(r.started_at),
+            trigger: r.trigger.as_str(),
+            result: r.result.as_str(),
+            class: result_class(r.result),
+            companies: summary(r.counts.get(&RecordType::Companies)),
+            contacts: summary(r.counts.get(&RecordType::Contacts)),
+            technicians: summary(r.counts.get(&RecordType::Technicians)),
+            requests: r.requests,
+        })
+        .collect();
+    Ok((view, runs, roles))
+}
+
+/// Reads the options form. Checkboxes are present only when ticked.
+pub async fn save_options(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    form: &[(String, String)],
+) -> Result<(), ApiError> {
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let on = |k: &str| get(k).is_some();
+    let roles = state.store.list_roles(c.tenant_id).await?;
+    let role = |field: &str| -> Result<Option<RoleId>, ApiError> {
+        match get(field).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse::<i64>().map(|n| Some(RoleId(n))).map_err(|_| {
+                ApiError::field(&format!("options.{field}"), "pick a role from the list")
+            }),
+        }
+    };
+    let list = |k: &str| {
+        get(k)
+            .unwrap_or_default()
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let mut rules = Vec::new();
+    for (n, line) in get("contact_type_rules")
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+    {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((t, r)) = line.split_once('=') else {
+            return Err(ApiError::field(
+                &format!("options.contact_type_rules[{n}]"),
+                format!("line {}: write 'Contact type = Role'", n + 1),
+            ));
+        };
+        let role = roles
+            .iter()
+            .find(|x| x.name.eq_ignore_ascii_case(r.trim()))
+            .ok_or_else(|| {
+                ApiError::field(
+                    &format!("options.contact_type_rules[{n}].role_id"),
+                    format!("line {}: no role named '{}'", n + 1, r.trim()),
+                )
+            })?;
+        rules.push(ContactTypeRule {
+            contact_type: t.trim().to_string(),
+            role_id: role.id,
+        });
+    }
+    let interval = get("interval_minutes")
+        .unwrap_or_default()
+        .parse::<u32>()
+        .map_err(|_| ApiError::field("options.interval_minutes", "must be 5, 15 or 30 minutes"))?;
+    let options = SyncOptions {
+        enabled: on("enabled"),
+        interval_minutes: interval,
+        initial_import: on("initial_import"),
+        companies: on("companies"),
+        contacts: on("contacts"),
+        technicians: on("technicians"),
+        auto_import_contacts: on("auto_import_contacts"),
+        default_role_id: role("default_role_id")?,
+        primary_contact_role_id: role("primary_contact_role_id")?,
+        contact_type_rules: rules,
+        skip_inactive_companies: on("skip_inactive_companies"),
+        exclude_company_types: list("exclude_company_types"),
+        exclude_company_statuses: list("exclude_company_statuses"),
+    };
+    validate_options(state, c, &options).await?;
+    state
+        .store
+        .set_sync_options(c.tenant_id, id, &options, state.now())
+        .await?;
+    Ok(())
+}
+
+pub struct EventLine {
+    at: String,
+    level: &'static str,
+    class: &'static str,
+    record_type: &'static str,
+    external_id: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "run.html")]
+struct RunPage {
+    shell: Shell,
+    integration_id: IntegrationId,
+    integration_name: String,
+    run_id: i64,
+    result: &'static str,
+    class: &'static str,
+    trigger: &'static str,
+    worker: String,
+    started: String,
+    finished: Option<String>,
+    requests: i64,
+    error: Option<String>,
+    counts: Vec<(&'static str, Counts)>,
+    level: String,
+    record_type: String,
+    events: Vec<EventLine>,
+}
+
+async fn run_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path((id, run_id)): Path<(String, String)>,
+    Query(filter): Query<EventFilter>,
+) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let id = IntegrationId(id.parse().map_err(|_| ApiError::NotFound)?);
+        let run_id: i64 = run_id.parse().map_err(|_| ApiError::NotFound)?;
+        let integration = state.store.get_integration(c.tenant_id, id).await?;
+        let run = state.store.get_run(c.tenant_id, run_id).await?;
+        if run.integration_id != id {
+            return Err(ApiError::NotFound);
+        }
+        let (level, record) = parse_filter(&filter)?;
+        let events = state
+            .store
+            .list_events(c.tenant_id, run_id, level, record, 2000)
+            .await?;
+        Ok(RunPage {
+            shell: shell(&state, &c).await?,
+            integration_id: id,
+            integration_name: integration.display_name().to_string(),
+            run_id,
+            result: run.result.as_str(),
+            class: match run.result {
+                RunResult::Success => "b-connected",
+                RunResult::Failed => "b-error",
+                _ => "b-na",
+            },
+            trigger: run.trigger.as_str(),
+            worker: run.worker.clone(),
+            started: ts(run.started_at),
+            finished: run.finished_at.map(ts),
+            requests: run.requests,
+            error: run.error.clone(),
+            counts: run.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            level: filter.level.clone().unwrap_or_default(),
+            record_type: filter.record_type.clone().unwrap_or_default(),
+            events: events
+                .into_iter()
+                .map(|e| EventLine {
+                    at: ts(e.at),
+                    level: e.level.as_str(),
+                    class: match e.level {
+                        mspbridge_domain::sync::EventLevel::Info => "",
+                        mspbridge_domain::sync::EventLevel::Warning => "r-unknown",
+                        mspbridge_domain::sync::EventLevel::Error => "r-denied",
+                    },
+                    record_type: e.record_type.map(|r| r.as_str()).unwrap_or(""),
+                    external_id: e.external_id.unwrap_or_default(),
+                    message: e.message,
+                })
+                .collect(),
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "companies.html")]
+struct CompaniesPage {
+    shell: Shell,
+    companies: Vec<(CompanyId, String, bool)>,
+}
+
+async fn companies_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let companies = state
+            .store
+            .list_companies(c.tenant_id)
+            .await?
+            .into_iter()
+            .map(|x| (x.id, x.name, x.active))
+            .collect();
+        Ok::<_, ApiError>(CompaniesPage {
+            shell: shell(&state, &c).await?,
+            companies,
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+pub struct UserLine {
+    name: String,
+    email: String,
+    role: String,
+    reason: String,
+    status: &'static str,
+    origin: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "company.html")]
+struct CompanyPage {
+    shell: Shell,
+    name: String,
+    active: bool,
+    default_role: String,
+    users: Vec<UserLine>,
+}
+
+async fn company_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let id = CompanyId(id.parse().map_err(|_| ApiError::NotFound)?);
+        let company = state.store.get_company(c.tenant_id, id).await?;
+        let roles: BTreeMap<RoleId, String> = state
+            .store
+            .list_roles(c.tenant_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.name))
+            .collect();
+        let defaults = state.store.company_defaults(c.tenant_id, id).await?;
+        let users = state
+            .store
+            .list_company_users(c.tenant_id, id)
+            .await?
+            .into_iter()
+            .map(|u| UserLine {
+                name: format!("{} {}", u.first_name, u.last_name),
+                email: u.email.unwrap_or_default(),
+                role: roles.get(&u.role_id).cloned().unwrap_or_default(),
+                reason: u.role_reason.unwrap_or_else(|| "set by hand".into()),
+                status: u.status.as_str(),
+                origin: u.origin.as_str(),
+            })
+            .collect();
+        Ok::<_, ApiError>(CompanyPage {
+            shell: shell(&state, &c).await?,
+            name: company.name,
+            active: company.active,
+            default_role: defaults
+                .default_import_role
+                .and_then(|r| roles.get(&r).cloned())
+                .unwrap_or_else(|| "inherited from the integration's rules".into()),
+            users,
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "technicians.html")]
+struct TechniciansPage {
+    shell: Shell,
+    staff: Vec<StaffUser>,
+}
+
+async fn technicians_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        Ok::<_, ApiError>(TechniciansPage {
+            shell: shell(&state, &c).await?,
+            staff: state.store.list_staff_users(c.tenant_id).await?,
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}

@@ -1,0 +1,266 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Sync through the API: options validation, Sync now with its cooldown, runs and
+//! filtered run logs, tenant isolation; and the pages that show the result.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sync::{Engine, EngineConfig};
+use mspbridge_vault::Vault;
+use reqwest::Method;
+use serde_json::json;
+
+fn engine(app: &TestApp) -> Engine {
+    let providers = Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        connectwise_client_id: None,
+    });
+    Engine::new(
+        app.db.store.clone(),
+        Arc::new(Vault::new(&[9u8; 32])),
+        providers,
+        EngineConfig::default(),
+        "test-worker",
+    )
+}
+
+async fn role_id(app: &TestApp, name: &str) -> i64 {
+    app.db
+        .store
+        .list_roles(app.a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+        .id
+        .0
+}
+
+#[tokio::test]
+async fn options_sync_now_runs_and_logs() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+        let path = format!("/api/v1/integrations/{id}/options");
+        let viewer = role_id(&app, "Viewer").await;
+
+        for (body, field) in [
+            (json!({"interval_minutes": 7}), "options.interval_minutes"),
+            (
+                json!({"auto_import_contacts": true}),
+                "options.default_role_id",
+            ),
+            (
+                json!({"auto_import_contacts": true, "default_role_id": 99999}),
+                "options.default_role_id",
+            ),
+            (json!({"interval": 5}), "interval"),
+            (
+                json!({"contact_type_rules": [{"contact_type": "Owner", "role_id": 99999}]}),
+                "options.contact_type_rules[0].role_id",
+            ),
+        ] {
+            let (s, e) = app.call(Method::PUT, &path, t, Some(body.clone())).await;
+            assert_eq!(
+                (s, e["field"].as_str()),
+                (422, Some(field)),
+                "{body} -> {e}"
+            );
+        }
+        let opts =
+            json!({"interval_minutes": 5, "auto_import_contacts": true, "default_role_id": viewer});
+        let (s, v) = app.call(Method::PUT, &path, t, Some(opts)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["options"]["interval_minutes"], 5);
+        assert!(v["schedule"]["next_run_at"].is_string());
+
+        let (s, q) = app
+            .post(&format!("/api/v1/integrations/{id}/sync"), t, json!({}))
+            .await;
+        assert_eq!((s, q["state"].as_str()), (202, Some("queued")));
+        let resp = app
+            .http
+            .post(app.url(&format!("/api/v1/integrations/{id}/sync")))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429, "a second click within the cooldown");
+        assert!(resp.headers().get("retry-after").is_some());
+
+        let run = engine(&app).tick().await.unwrap().expect("due");
+        assert_eq!(run.result, mspbridge_domain::sync::RunResult::Success);
+
+        let (s, runs) = app.get(&format!("/api/v1/integrations/{id}/runs"), t).await;
+        assert_eq!(s, 200);
+        let runs = runs.as_array().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0]["result"], "success");
+        assert!(runs[0]["counts"]["companies"]["created"].as_u64().unwrap() > 0);
+        let run_id = runs[0]["id"].as_i64().unwrap();
+
+        let (_, log) = app
+            .get(
+                &format!("/api/v1/runs/{run_id}?level=warning&record_type=contacts"),
+                t,
+            )
+            .await;
+        let events = log["events"].as_array().unwrap();
+        assert!(!events.is_empty());
+        assert!(
+            events
+                .iter()
+                .all(|e| e["level"] == "warning" && e["record_type"] == "contacts"),
+            "{events:?}"
+        );
+        let (s, e) = app
+            .get(&format!("/api/v1/runs/{run_id}?level=loud"), t)
+            .await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("level")));
+
+        // Another tenant sees none of it.
+        let b = &app.b.owner_token;
+        assert_eq!(app.get(&format!("/api/v1/runs/{run_id}"), b).await.0, 404);
+        assert_eq!(app.get(&path, b).await.0, 404);
+        assert_eq!(
+            app.post(&format!("/api/v1/integrations/{id}/sync"), b, json!({}))
+                .await
+                .0,
+            404
+        );
+
+        // The integration is back to Connected after the run.
+        let (_, i) = app.get(&format!("/api/v1/integrations/{id}"), t).await;
+        assert_eq!(i["status"], "connected");
+    }
+}
+
+#[tokio::test]
+async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let t = &app.a.owner_token;
+    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+    let viewer = role_id(&app, "Viewer").await;
+    let admin = role_id(&app, "Admin").await;
+    let opts = json!({"auto_import_contacts": true, "default_role_id": viewer, "primary_contact_role_id": admin});
+    assert_eq!(
+        app.call(
+            Method::PUT,
+            &format!("/api/v1/integrations/{id}/options"),
+            t,
+            Some(opts)
+        )
+        .await
+        .0,
+        200
+    );
+    engine(&app).tick().await.unwrap().unwrap();
+
+    // Sign in as the owner and read the pages.
+    let client = &app.http;
+    let login = client.get(app.url("/login")).send().await.unwrap();
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = login.text().await.unwrap();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = client
+        .post(app.url("/login"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", app.a.email.as_str()),
+            ("password", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("msb_session="))
+        .unwrap();
+    let session = session.split(';').next().unwrap().to_string();
+    let app = &app;
+    let get = |path: String| {
+        let session = session.clone();
+        async move {
+            client
+                .get(app.url(&path))
+                .header("cookie", session)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+
+    let detail = get(format!("/settings/integrations/{id}")).await;
+    assert!(
+        detail.contains("Sync now")
+            && detail.contains("Recent runs")
+            && detail.contains("Sync options")
+    );
+    let run_id = detail
+        .split("data-run=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let run = get(format!("/settings/integrations/{id}/runs/{run_id}")).await;
+    assert!(run.contains("success") && run.contains("data-record=\"companies\""));
+    assert!(
+        run.contains("has no email address"),
+        "the log explains skipped contacts"
+    );
+    let filtered = get(format!(
+        "/settings/integrations/{id}/runs/{run_id}?level=error"
+    ))
+    .await;
+    assert!(!filtered.contains("data-level=\"warning\""));
+
+    let companies = get("/companies".into()).await;
+    let company_id = companies
+        .split("href=\"/companies/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let company = get(format!("/companies/{company_id}")).await;
+    assert!(company.contains("Why this role"));
+    assert!(
+        company.contains("primary contact in ConnectWise Manage")
+            || company.contains("ConnectWise Manage integration default"),
+        "{company}"
+    );
+    let techs = get("/technicians".into()).await;
+    assert!(techs.contains("@msp.example") && techs.contains("import"));
+}
