@@ -34,8 +34,11 @@ pub enum ApiError {
         fix_hint: String,
         report: Box<TestReport>,
     },
-    #[error("too many attempts; try again in {retry_after} seconds")]
-    RateLimited { retry_after: u64 },
+    #[error("{what}; try again in {retry_after} seconds")]
+    RateLimited {
+        retry_after: u64,
+        what: &'static str,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -124,7 +127,7 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let mut resp = (self.status(), axum::Json(self.body())).into_response();
-        if let ApiError::RateLimited { retry_after } = self {
+        if let ApiError::RateLimited { retry_after, .. } = self {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

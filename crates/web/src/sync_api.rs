@@ -151,6 +151,7 @@ pub async fn request_sync(
             "a sync is running for this integration now".into(),
         )),
         SyncRequest::CoolingDown(at) => Err(ApiError::RateLimited {
+            what: "a sync was requested less than a minute ago",
             retry_after: (at - now).num_seconds().max(1) as u64,
         }),
     }

@@ -933,7 +933,8 @@ async fn integration_action(
         Err(
             e @ (ApiError::Validation(_)
             | ApiError::ConnectionFailed { .. }
-            | ApiError::Conflict(_)),
+            | ApiError::Conflict(_)
+            | ApiError::RateLimited { .. }),
         ) => match detail(&state, &c, id, None, Some((e, creds))).await {
             Ok(p) => render(p, StatusCode::UNPROCESSABLE_ENTITY),
             Err(e) => error_page(e),
