@@ -41,6 +41,25 @@ impl_store!(PgStore, "postgres");
 
 type Db = sqlx::Postgres;
 
+/// Ids for `n` new rows of `table`, drawn from its identity sequence (safe with any
+/// number of concurrent writers).
+async fn alloc_ids(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    table: &'static str,
+    n: usize,
+) -> crate::Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let rows: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1)"
+    )))
+    .bind(n as i64)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 // SKIP LOCKED lets several workers claim different integrations at once without waiting.
 impl_sync_store!(
     PgStore,

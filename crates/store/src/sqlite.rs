@@ -67,6 +67,24 @@ impl_store!(SqliteStore, "sqlite");
 
 type Db = sqlx::Sqlite;
 
+/// Ids for `n` new rows of `table`. The caller's transaction has already written (the
+/// lease fence), so it holds SQLite's single write lock and nobody else can take these.
+async fn alloc_ids(
+    tx: &mut sqlx::Transaction<'_, Db>,
+    table: &'static str,
+    n: usize,
+) -> crate::Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let (max,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT COALESCE(MAX(id), 0) FROM {table}"
+    )))
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((1..=n as i64).map(|i| max + i).collect())
+}
+
 impl_sync_store!(
     SqliteStore,
     "UPDATE sync_schedule SET lease_owner = $1, lease_until = $3 \

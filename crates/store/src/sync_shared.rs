@@ -458,112 +458,158 @@ macro_rules! impl_sync_store {
                     let mut tx = self.pool.begin().await?;
                     fence(&mut tx, id, worker).await?;
                     let mut seen_ids = Vec::new();
+                    let mut links: Vec<(i64, &str, Option<DateTime<Utc>>, &str)> = Vec::with_capacity(page.ops.len());
+                    // New rows get their ids allocated first, so they can be inserted many per statement.
+                    let n_new = page
+                        .ops
+                        .iter()
+                        .filter(|o| matches!(o, Op::Company { existing: None, .. } | Op::CompanyUser { existing: None, .. } | Op::Staff { existing: None, .. }))
+                        .count();
+                    let table = match page.record {
+                        RecordType::Companies => "companies",
+                        RecordType::Contacts => "company_users",
+                        RecordType::Technicians => "staff_users",
+                    };
+                    let mut new_ids = super::alloc_ids(&mut tx, table, n_new).await?.into_iter();
+                    let mut next_id = || new_ids.next().ok_or_else(|| StoreError::Corrupt("id allocation came up short".into()));
+                    let mut new_companies: Vec<(i64, &str, bool)> = Vec::new();
+                    let mut new_users: Vec<(i64, i64, Option<&str>, &str, &str, i64, &str, &'static str)> = Vec::new();
+                    let mut new_staff: Vec<(i64, &str, &str, bool)> = Vec::new();
                     for op in &page.ops {
                         match op {
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
-                            Op::Company { existing, external_id, name, active, hash, remote_updated_at } => {
-                                let local = match existing {
-                                    Some(local) => {
-                                        sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
-                                            .bind(tenant.0)
-                                            .bind(local)
-                                            .bind(name)
-                                            .bind(active)
-                                            .bind(now)
-                                            .execute(&mut *tx)
-                                            .await?;
-                                        *local
-                                    }
-                                    None => {
-                                        let (new_id,): (i64,) = sqlx::query_as(
-                                            "INSERT INTO companies (tenant_id, name, active, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id",
-                                        )
-                                        .bind(tenant.0)
-                                        .bind(name)
-                                        .bind(active)
-                                        .bind(now)
-                                        .fetch_one(&mut *tx)
-                                        .await?;
-                                        new_id
-                                    }
-                                };
-                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            Op::Company { existing: Some(local), external_id, name, active, hash, remote_updated_at } => {
+                                sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+                                    .bind(tenant.0)
+                                    .bind(local)
+                                    .bind(name)
+                                    .bind(active)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
                             }
-                            Op::CompanyUser { existing, company_id, external_id, email, first_name, last_name, role_id, role_reason, active, hash, remote_updated_at } => {
-                                let local = match existing {
-                                    Some(local) => {
-                                        // Only imported users are updated; their role stays as given at import.
-                                        sqlx::query(
-                                            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
-                                               status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
-                                               updated_at = $8 \
-                                             WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
-                                        )
-                                        .bind(tenant.0)
-                                        .bind(local)
-                                        .bind(email)
-                                        .bind(first_name)
-                                        .bind(last_name)
-                                        .bind(company_id)
-                                        .bind(active)
-                                        .bind(now)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                        *local
-                                    }
-                                    None => {
-                                        let (new_id,): (i64,) = sqlx::query_as(
-                                            "INSERT INTO company_users (tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
-                                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'import', $9, $9) RETURNING id",
-                                        )
-                                        .bind(tenant.0)
-                                        .bind(company_id)
-                                        .bind(email)
-                                        .bind(first_name)
-                                        .bind(last_name)
-                                        .bind(role_id.0)
-                                        .bind(role_reason)
-                                        .bind(if *active { "imported" } else { "disabled" })
-                                        .bind(now)
-                                        .fetch_one(&mut *tx)
-                                        .await?;
-                                        new_id
-                                    }
-                                };
-                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            Op::Company { existing: None, external_id, name, active, hash, remote_updated_at } => {
+                                let nid = next_id()?;
+                                new_companies.push((nid, name.as_str(), *active));
+                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
                             }
-                            Op::Staff { existing, external_id, email, name, active, hash, remote_updated_at } => {
-                                let local = match existing {
-                                    Some(local) => {
-                                        // Manually created staff are linked, never edited.
-                                        sqlx::query("UPDATE staff_users SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND origin = 'import'")
-                                            .bind(tenant.0)
-                                            .bind(local)
-                                            .bind(name)
-                                            .bind(active)
-                                            .bind(now)
-                                            .execute(&mut *tx)
-                                            .await?;
-                                        *local
-                                    }
-                                    None => {
-                                        let (new_id,): (i64,) = sqlx::query_as(
-                                            "INSERT INTO staff_users (tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) \
-                                             VALUES ($1, $2, $3, 'technician', NULL, $4, 'import', $5, $5) RETURNING id",
-                                        )
-                                        .bind(tenant.0)
-                                        .bind(email)
-                                        .bind(name)
-                                        .bind(active)
-                                        .bind(now)
-                                        .fetch_one(&mut *tx)
-                                        .await?;
-                                        new_id
-                                    }
-                                };
-                                upsert_link(&mut tx, tenant, id, kind, local, external_id, *remote_updated_at, hash, seen, now).await?;
+                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, first_name, last_name, active, hash, remote_updated_at, .. } => {
+                                // Only imported users are updated; their role stays as given at import.
+                                sqlx::query(
+                                    "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
+                                       status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
+                                       updated_at = $8 \
+                                     WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
+                                )
+                                .bind(tenant.0)
+                                .bind(local)
+                                .bind(email)
+                                .bind(first_name)
+                                .bind(last_name)
+                                .bind(company_id)
+                                .bind(active)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                            }
+                            Op::CompanyUser { existing: None, company_id, external_id, email, first_name, last_name, role_id, role_reason, active, hash, remote_updated_at } => {
+                                let nid = next_id()?;
+                                let status = if *active { "imported" } else { "disabled" };
+                                new_users.push((nid, *company_id, email.as_deref(), first_name.as_str(), last_name.as_str(), role_id.0, role_reason.as_str(), status));
+                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                            }
+                            Op::Staff { existing: Some(local), external_id, name, active, hash, remote_updated_at, .. } => {
+                                // Manually created staff are linked, never edited.
+                                sqlx::query("UPDATE staff_users SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND origin = 'import'")
+                                    .bind(tenant.0)
+                                    .bind(local)
+                                    .bind(name)
+                                    .bind(active)
+                                    .bind(now)
+                                    .execute(&mut *tx)
+                                    .await?;
+                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                            }
+                            Op::Staff { existing: None, external_id, email, name, active, hash, remote_updated_at } => {
+                                let nid = next_id()?;
+                                new_staff.push((nid, email.as_str(), name.as_str(), *active));
+                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
                             }
                         }
+                    }
+                    for chunk in new_companies.chunks(100) {
+                        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1, ${}, ${}, $2, $2)", 3 + i * 3, 4 + i * 3, 5 + i * 3)).collect();
+                        let q = format!("INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) VALUES {}", rows.join(", "));
+                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
+                        for (nid, name, active) in chunk {
+                            query = query.bind(*nid).bind(*name).bind(*active);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    for chunk in new_users.chunks(100) {
+                        let rows: Vec<String> = (0..chunk.len())
+                            .map(|i| {
+                                let b = 3 + i * 8;
+                                format!("(${b}, $1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'import', $2, $2)", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
+                            })
+                            .collect();
+                        let q = format!(
+                            "INSERT INTO company_users (id, tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) VALUES {}",
+                            rows.join(", ")
+                        );
+                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
+                        for (nid, company, email, first, last, role, reason, status) in chunk {
+                            query = query.bind(*nid).bind(*company).bind(*email).bind(*first).bind(*last).bind(*role).bind(*reason).bind(*status);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    for chunk in new_staff.chunks(100) {
+                        let rows: Vec<String> = (0..chunk.len())
+                            .map(|i| {
+                                let b = 3 + i * 4;
+                                format!("(${b}, $1, ${}, ${}, 'technician', NULL, ${}, 'import', $2, $2)", b + 1, b + 2, b + 3)
+                            })
+                            .collect();
+                        let q = format!(
+                            "INSERT INTO staff_users (id, tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) VALUES {}",
+                            rows.join(", ")
+                        );
+                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
+                        for (nid, email, name, active) in chunk {
+                            query = query.bind(*nid).bind(*email).bind(*name).bind(*active);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
+                    // A vendor that repeats a record in one page must not make one statement touch a
+                    // row twice (PostgreSQL refuses that): keep the last occurrence.
+                    let mut last: HashMap<&str, usize> = HashMap::with_capacity(links.len());
+                    for (i, l) in links.iter().enumerate() {
+                        last.insert(l.1, i);
+                    }
+                    let links: Vec<_> = links.iter().enumerate().filter(|(i, l)| last.get(l.1) == Some(i)).map(|(_, l)| *l).collect();
+                    // One multi-row upsert per 100 links instead of one statement per link.
+                    for chunk in links.chunks(100) {
+                        let rows: Vec<String> = (0..chunk.len())
+                            .map(|i| {
+                                let b = 6 + i * 4;
+                                format!("($1, $2, $3, ${b}, ${}, ${}, ${}, $4, $5, $5)", b + 1, b + 2, b + 3)
+                            })
+                            .collect();
+                        let q = format!(
+                            "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
+                             VALUES {} \
+                             ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
+                               remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
+                               last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at",
+                            rows.join(", ")
+                        );
+                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(id.0).bind(kind).bind(seen).bind(now);
+                        for (local, ext, remote, hash) in chunk {
+                            query = query.bind(*local).bind(*ext).bind(*remote).bind(*hash);
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                     if let (Some(pass), false) = (seen, seen_ids.is_empty()) {
                         for chunk in seen_ids.chunks(500) {
@@ -666,40 +712,6 @@ macro_rules! impl_sync_store {
                 .bind(p.since)
                 .bind(&p.after)
                 .bind(p.max_seen)
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
-            }
-
-            #[allow(clippy::too_many_arguments)]
-            async fn upsert_link(
-                tx: &mut sqlx::Transaction<'_, Db>,
-                tenant: TenantId,
-                id: IntegrationId,
-                kind: &str,
-                local: i64,
-                external_id: &str,
-                remote_updated_at: Option<DateTime<Utc>>,
-                hash: &str,
-                seen: Option<i64>,
-                now: DateTime<Utc>,
-            ) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
-                     ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
-                       remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
-                       last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at",
-                )
-                .bind(tenant.0)
-                .bind(id.0)
-                .bind(kind)
-                .bind(local)
-                .bind(external_id)
-                .bind(remote_updated_at)
-                .bind(hash)
-                .bind(seen)
-                .bind(now)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())

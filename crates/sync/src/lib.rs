@@ -440,53 +440,76 @@ impl Engine {
             sync_from,
             provider: integration.provider.descriptor().name,
         };
-        loop {
-            let req = PageRequest {
-                since: pass.since,
-                after: pass.after.clone(),
-            };
-            let page = match record {
-                RecordType::Companies => source.companies(&req).await.map(apply::Page::Companies),
-                RecordType::Contacts => source.contacts(&req).await.map(apply::Page::Contacts),
-                RecordType::Technicians => {
-                    source.technicians(&req).await.map(apply::Page::Technicians)
+        let since = pass.since;
+        let fetch = |after: Option<String>| {
+            let req = PageRequest { since, after };
+            async move {
+                match record {
+                    RecordType::Companies => {
+                        source.companies(&req).await.map(apply::Page::Companies)
+                    }
+                    RecordType::Contacts => source.contacts(&req).await.map(apply::Page::Contacts),
+                    RecordType::Technicians => {
+                        source.technicians(&req).await.map(apply::Page::Technicians)
+                    }
                 }
             }
+        };
+        let mut page = fetch(pass.after.clone())
+            .await
             .map_err(|e| (counts, PassStop::Source(e)))?;
+        loop {
             let next = page.next();
-            let out = apply::decide(&ctx, page, pass.full)
-                .await
-                .map_err(|e| (counts, PassStop::Store(e)))?;
-            counts.merge(&out.counts);
-            pass.after = next.clone();
-            pass.max_seen = match (pass.max_seen, out.max_seen) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
+            // The next page's token is known now, so it is fetched while this page is
+            // applied and committed: vendor latency and database work overlap.
+            let prefetch = async {
+                match &next {
+                    Some(t) => Some(fetch(Some(t.clone())).await),
+                    None => None,
+                }
             };
-            let writes = !out.ops.is_empty() || !out.events.is_empty();
-            if writes || next.is_some() || pass.full {
-                let commit = mspbridge_store::sync::PageCommit {
-                    record,
-                    ops: out.ops,
-                    events: out.events,
-                    pass: pass.clone(),
-                };
-                self.store
-                    .commit_page(tenant, id, run_id, &self.worker, commit, self.now())
+            let apply = async {
+                let out = apply::decide(&ctx, page, pass.full)
                     .await
-                    .map_err(|e| (counts, PassStop::Store(e)))?;
-            }
-            let now = self.now();
-            if !self
-                .store
-                .renew_lease(id, &self.worker, now + self.config.lease)
-                .await
-                .map_err(|e| (counts, PassStop::Store(e)))?
-            {
-                return Err((counts, PassStop::Store(StoreError::LeaseLost)));
-            }
-            if next.is_none() {
-                break;
+                    .map_err(PassStop::Store)?;
+                let mut new_pass = pass.clone();
+                new_pass.after = next.clone();
+                new_pass.max_seen = match (pass.max_seen, out.max_seen) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+                let page_counts = out.counts;
+                let writes = !out.ops.is_empty() || !out.events.is_empty();
+                if writes || next.is_some() || new_pass.full {
+                    let commit = mspbridge_store::sync::PageCommit {
+                        record,
+                        ops: out.ops,
+                        events: out.events,
+                        pass: new_pass.clone(),
+                    };
+                    self.store
+                        .commit_page(tenant, id, run_id, &self.worker, commit, self.now())
+                        .await
+                        .map_err(PassStop::Store)?;
+                }
+                if !self
+                    .store
+                    .renew_lease(id, &self.worker, self.now() + self.config.lease)
+                    .await
+                    .map_err(PassStop::Store)?
+                {
+                    return Err(PassStop::Store(StoreError::LeaseLost));
+                }
+                Ok::<_, PassStop>((new_pass, page_counts))
+            };
+            let (fetched, applied) = tokio::join!(prefetch, apply);
+            let (new_pass, page_counts) = applied.map_err(|e| (counts, e))?;
+            pass = new_pass;
+            counts.merge(&page_counts);
+            match fetched {
+                None => break,
+                Some(Ok(p)) => page = p,
+                Some(Err(e)) => return Err((counts, PassStop::Source(e))),
             }
         }
         counts.deactivated += self

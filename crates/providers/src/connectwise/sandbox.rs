@@ -67,7 +67,58 @@ struct SandboxState {
     company_name: String,
     keys: Vec<ApiMemberKey>,
     data: RwLock<CwData>,
+    /// The data set as vendor JSON sorted by id, rebuilt after every change.
+    json: RwLock<Option<Arc<JsonData>>>,
     seen: Mutex<Vec<SeenRequest>>,
+}
+
+#[derive(Default)]
+struct JsonData {
+    collections: HashMap<&'static str, Vec<serde_json::Value>>,
+}
+
+fn to_sorted_json<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
+    let mut rows: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect();
+    rows.sort_by_key(|v| v.get("id").and_then(|i| i.as_i64()).unwrap_or(0));
+    rows
+}
+
+impl SandboxState {
+    fn json(&self) -> Arc<JsonData> {
+        if let Some(j) = self.json.read().ok().and_then(|g| g.clone()) {
+            return j;
+        }
+        let data = match self.data.read() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        let mut collections = HashMap::new();
+        collections.insert("company/companies", to_sorted_json(&data.companies));
+        collections.insert(
+            "company/companies/statuses",
+            to_sorted_json(&data.company_statuses),
+        );
+        collections.insert(
+            "company/companies/types",
+            to_sorted_json(&data.company_types),
+        );
+        collections.insert("company/contacts", to_sorted_json(&data.contacts));
+        collections.insert(
+            "company/contacts/types",
+            to_sorted_json(&data.contact_types),
+        );
+        collections.insert("system/members", to_sorted_json(&data.members));
+        collections.insert("service/boards", to_sorted_json(&data.boards));
+        collections.insert("service/tickets", to_sorted_json(&data.tickets));
+        let j = Arc::new(JsonData { collections });
+        if let Ok(mut g) = self.json.write() {
+            *g = Some(j.clone());
+        }
+        j
+    }
 }
 
 /// A ConnectWise sandbox. Clone it to keep a handle on its data and faults while it serves.
@@ -97,6 +148,7 @@ impl CwSandbox {
                     },
                 ],
                 data: RwLock::new(generate(seed)),
+                json: RwLock::new(None),
                 seen: Mutex::new(Vec::new()),
             }),
             faults: Faults::default(),
@@ -107,6 +159,10 @@ impl CwSandbox {
         Router::new()
             .route("/login/companyinfo/{company_id}", get(company_info))
             .route("/{codebase}/apis/3.0/{*rest}", get(api_get))
+            .route(
+                "/_sandbox/touch-contacts",
+                axum::routing::post(touch_contacts),
+            )
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.faults.clone(),
@@ -120,10 +176,19 @@ impl CwSandbox {
 
     /// Mutate the data set (tests simulate vendor-side changes with it).
     pub fn with_data<R>(&self, f: impl FnOnce(&mut CwData) -> R) -> R {
-        match self.state.data.write() {
+        let r = match self.state.data.write() {
             Ok(mut d) => f(&mut d),
             Err(poisoned) => f(&mut poisoned.into_inner()),
+        };
+        if let Ok(mut g) = self.state.json.write() {
+            *g = None;
         }
+        r
+    }
+
+    /// Builds the JSON form of the data set now (benchmarks warm it before timing).
+    pub fn warm(&self) {
+        let _ = self.state.json();
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -133,6 +198,44 @@ impl CwSandbox {
             .map(|s| s.clone())
             .unwrap_or_default()
     }
+}
+
+/// Sandbox control (not a ConnectWise path): renames every `every`-th contact and stamps
+/// it one hour after the newest change, so benchmarks in another process can simulate
+/// vendor-side edits. Answers the number of contacts changed.
+async fn touch_contacts(
+    State(s): State<Arc<SandboxState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let every = q
+        .get("every")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100);
+    let n = {
+        let mut d = match s.data.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        let wm = d
+            .contacts
+            .iter()
+            .filter_map(|c| c.info.last_updated)
+            .max()
+            .unwrap_or_else(base_time);
+        let mut n = 0;
+        for c in d.contacts.iter_mut().step_by(every) {
+            c.last_name.push_str(" Jr");
+            c.info.last_updated = Some(wm + Duration::minutes(60));
+            n += 1;
+        }
+        n
+    };
+    if let Ok(mut g) = s.json.write() {
+        *g = None;
+    }
+    let _ = s.json();
+    axum::Json(serde_json::json!({ "changed": n })).into_response()
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -297,25 +400,18 @@ async fn api_get(
             );
         }
     };
-    let data = match s.data.read() {
-        Ok(d) => d,
-        Err(p) => p.into_inner(),
+    let json = s.json();
+    let (collection, counting) = match rest.strip_suffix("/count") {
+        Some(c) => (c, true),
+        None => (rest.as_str(), false),
     };
-    match rest.as_str() {
-        "company/companies" => list(&data.companies, &q, &rest, &terms, order),
-        "company/companies/count" => count(&data.companies, &terms),
-        "company/companies/statuses" => list(&data.company_statuses, &q, &rest, &terms, order),
-        "company/companies/types" => list(&data.company_types, &q, &rest, &terms, order),
-        "company/contacts" => list(&data.contacts, &q, &rest, &terms, order),
-        "company/contacts/count" => count(&data.contacts, &terms),
-        "company/contacts/types" => list(&data.contact_types, &q, &rest, &terms, order),
-        "system/members" => list(&data.members, &q, &rest, &terms, order),
-        "system/members/count" => count(&data.members, &terms),
-        "service/boards" => list(&data.boards, &q, &rest, &terms, order),
-        "service/tickets" => list(&data.tickets, &q, &rest, &terms, order),
-        "service/tickets/count" => count(&data.tickets, &terms),
-        _ => error(StatusCode::NOT_FOUND, "NotFound", "Not found"),
+    let Some(rows) = json.collections.get(collection) else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "Not found");
+    };
+    if counting {
+        return count(rows, &terms);
     }
+    list(rows, &q, &rest, &terms, order)
 }
 
 #[derive(Clone, Copy)]
@@ -324,32 +420,46 @@ enum Order {
     IdDesc,
 }
 
-fn filtered<T: Serialize>(
-    items: &[T],
+/// The rows matching `terms`, in `order`. Rows are sorted by id, so an `id > N`
+/// (or `>=`) term seeks instead of scanning everything before N.
+fn filtered<'a>(
+    rows: &'a [serde_json::Value],
     terms: &[super::conditions::Term],
     order: Order,
-) -> Vec<serde_json::Value> {
-    let mut rows: Vec<serde_json::Value> = items
+) -> Vec<&'a serde_json::Value> {
+    use super::conditions::{Op, Operand};
+    let start = terms
         .iter()
-        .filter_map(|item| serde_json::to_value(item).ok())
+        .filter_map(|t| match (&t.path[..], t.op, &t.value) {
+            ("id", Op::Gt, Operand::Number(n)) => Some(
+                rows.partition_point(|r| r.get("id").and_then(|v| v.as_f64()).unwrap_or(0.0) <= *n),
+            ),
+            ("id", Op::Ge, Operand::Number(n)) => Some(
+                rows.partition_point(|r| r.get("id").and_then(|v| v.as_f64()).unwrap_or(0.0) < *n),
+            ),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut out: Vec<&serde_json::Value> = rows[start..]
+        .iter()
         .filter(|v| super::conditions::matches(v, terms))
         .collect();
-    rows.sort_by_key(|v| v.get("id").and_then(|i| i.as_i64()).unwrap_or(0));
     if let Order::IdDesc = order {
-        rows.reverse();
+        out.reverse();
     }
-    rows
+    out
 }
 
-fn count<T: Serialize>(items: &[T], terms: &[super::conditions::Term]) -> Response {
-    let n = filtered(items, terms, Order::IdAsc).len();
+fn count(rows: &[serde_json::Value], terms: &[super::conditions::Term]) -> Response {
+    let n = filtered(rows, terms, Order::IdAsc).len();
     axum::Json(serde_json::json!({ "count": n })).into_response()
 }
 
 /// Navigable paging as ConnectWise does it: `page` (1-based) and `pageSize`
 /// (default 25, capped at 1000), with a `Link` header carrying `next` and `last`.
-fn list<T: Serialize>(
-    items: &[T],
+fn list(
+    items: &[serde_json::Value],
     q: &HashMap<&str, &str>,
     rest: &str,
     terms: &[super::conditions::Term],
@@ -387,8 +497,7 @@ fn list<T: Serialize>(
     let end = (start + page_size).min(items.len());
     let rows: Vec<serde_json::Value> = items[start..end]
         .iter()
-        .cloned()
-        .map(|v| match (&fields, v) {
+        .map(|v| match (&fields, (*v).clone()) {
             (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
                 map.into_iter()
                     .filter(|(k, _)| fields.contains(&k.as_str()))

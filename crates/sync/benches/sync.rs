@@ -1,0 +1,281 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Sync engine benchmark against the ConnectWise sandbox (in process, on loopback).
+//!
+//!   cargo bench -p mspbridge-sync --bench sync -- --db sqlite --latency-ms 0
+//!   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench -p mspbridge-sync --bench sync -- --db postgres --latency-ms 50
+//!
+//! Scenarios: (a) initial import of the `large` seed (5,000 companies, 50,000
+//! contacts, 1,000 members), (b) re-sync with 1 % of contacts changed, (c) re-sync
+//! with nothing changed. Prints one Markdown table row per scenario.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::*;
+use mspbridge_domain::sync::*;
+use mspbridge_domain::*;
+use mspbridge_providers::connectwise::sandbox::*;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::Seed;
+use mspbridge_store::*;
+use mspbridge_sync::{Engine, EngineConfig};
+use mspbridge_vault::Vault;
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn reset_peak() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Child mode: serve the sandbox and print its address; the parent measures only the engine.
+async fn serve_sandbox(seed: Seed, latency: Duration) {
+    let sandbox = CwSandbox::new(seed);
+    sandbox.warm();
+    sandbox.faults.set_latency(latency);
+    let handle = sandbox
+        .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+        .unwrap();
+    let (a, b, c) = sandbox.with_data(|d| (d.companies.len(), d.contacts.len(), d.members.len()));
+    sandbox.warm();
+    println!("{} {a} {b} {c}", handle.host());
+    handle.wait().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let latency = Duration::from_millis(arg("--latency-ms", "0").parse().unwrap());
+    let seed_arg = arg("--seed", "large");
+    let seed: Seed = seed_arg.parse().unwrap();
+    if std::env::args().any(|a| a == "--serve-sandbox") {
+        serve_sandbox(seed, latency).await;
+        return;
+    }
+    let db_kind = arg("--db", "sqlite");
+    mspbridge_providers::outbound::install_crypto_provider();
+
+    let db = match db_kind.as_str() {
+        "sqlite" => test_support::sqlite().await.unwrap(),
+        "postgres" => test_support::postgres()
+            .await
+            .unwrap()
+            .expect("set TEST_DATABASE_URL for --db postgres"),
+        other => panic!("--db must be sqlite or postgres, not {other}"),
+    };
+    // The sandbox runs in a child process so its memory and CPU are not the engine's.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--serve-sandbox",
+            "--seed",
+            &seed_arg,
+            "--latency-ms",
+            &latency.as_millis().to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let host = parts[0].to_string();
+    let (n_companies, n_contacts, n_members): (usize, usize, usize) = (
+        parts[1].parse().unwrap(),
+        parts[2].parse().unwrap(),
+        parts[3].parse().unwrap(),
+    );
+
+    let vault = Arc::new(Vault::new(&[1u8; 32]));
+    let store = db.store.clone();
+    let tenant = store.create_tenant("Bench MSP", Utc::now()).await.unwrap();
+    let mut secrets = BTreeMap::new();
+    secrets.insert(
+        "private_key".to_string(),
+        SecretString::new(DEMO_PRIVATE_KEY),
+    );
+    let report = TestReport {
+        connection: ConnectionOutcome::Ok,
+        areas: vec![],
+        tested_at: Utc::now(),
+        details: vec![],
+    };
+    let integration = store
+        .create_integration(
+            tenant.id,
+            NewIntegration {
+                provider: ProviderKind::ConnectwiseManage,
+                nickname: None,
+                settings: serde_json::json!({"site": host, "company_id": DEMO_COMPANY_ID, "public_key": DEMO_PUBLIC_KEY, "client_id": DEMO_CLIENT_ID}),
+                secrets,
+                report,
+            },
+            &vault,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let roles: BTreeMap<String, RoleId> = store
+        .list_roles(tenant.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.name, r.id))
+        .collect();
+    let options = SyncOptions {
+        auto_import_contacts: true,
+        skip_inactive_companies: false,
+        default_role_id: Some(roles["Viewer"]),
+        primary_contact_role_id: Some(roles["Admin"]),
+        contact_type_rules: vec![ContactTypeRule {
+            contact_type: "IT Contact".into(),
+            role_id: roles["Standard User"],
+        }],
+        ..SyncOptions::default()
+    };
+    store
+        .set_sync_options(tenant.id, integration.id, &options, Utc::now())
+        .await
+        .unwrap();
+    let providers = Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        connectwise_client_id: None,
+    });
+    let engine = Engine::new(
+        store.clone(),
+        vault.clone(),
+        providers,
+        EngineConfig::default(),
+        "bench",
+    );
+
+    let min_pages = |n: usize| n / 1000 + 1;
+    let minimum_initial = 1 + min_pages(n_companies) + min_pages(n_contacts) + min_pages(n_members);
+    println!(
+        "| db | latency | scenario | records seen | wall s | records/s | requests (min) | latency bound s | wall/bound | record writes | RSS before MiB | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+
+    let run = |label: &'static str, minimum: usize| {
+        let engine = engine.clone();
+        let store = store.clone();
+        let (tenant, id) = (tenant.id, integration.id);
+        let db_kind = db_kind.clone();
+        async move {
+            store.reactivate(tenant, id, Utc::now()).await.unwrap();
+            let before_rss = rss_kib("VmRSS:");
+            reset_peak();
+            let started = Utc::now();
+            let t = Instant::now();
+            let summary = engine.tick().await.unwrap().expect("due");
+            let wall = t.elapsed().as_secs_f64();
+            let peak = rss_kib("VmHWM:");
+            assert_eq!(summary.result, RunResult::Success, "{summary:?}");
+            let seen: u64 = summary.counts.values().map(|c| c.seen).sum();
+            let writes: u64 = summary
+                .counts
+                .values()
+                .map(|c| c.created + c.updated + c.deactivated)
+                .sum();
+            let changed = count_changed(store.as_ref(), tenant, started).await;
+            assert_eq!(
+                writes, changed,
+                "records written per the counts and per the database agree"
+            );
+            let bound = summary.requests as f64 * latency.as_secs_f64();
+            println!(
+                "| {db_kind} | {} ms | {label} | {seen} | {wall:.2} | {:.0} | {} ({minimum}) | {bound:.2} | {} | {changed} | {:.0} | {:.0} |",
+                latency.as_millis(),
+                seen as f64 / wall,
+                summary.requests,
+                if bound > 0.0 {
+                    format!("{:.2}", wall / bound)
+                } else {
+                    "n/a".into()
+                },
+                before_rss as f64 / 1024.0,
+                peak as f64 / 1024.0,
+            );
+            summary
+        }
+    };
+
+    let a = run("(a) initial import", minimum_initial).await;
+    assert_eq!(
+        a.requests as usize, minimum_initial,
+        "the initial import makes the minimum number of requests"
+    );
+
+    // (b) 1 % of contacts change (through the sandbox's control endpoint).
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{host}/_sandbox/touch-contacts?every=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let changed = answer["changed"].as_u64().unwrap();
+    let b = run("(b) 1 % changed", 4).await;
+    let bc = b.counts[&RecordType::Contacts];
+    assert!(
+        bc.updated + bc.skipped + bc.unchanged >= changed - 1,
+        "{bc:?}"
+    );
+    let c = run("(c) nothing changed", 4).await;
+    let writes: u64 = c
+        .counts
+        .values()
+        .map(|c| c.created + c.updated + c.deactivated)
+        .sum();
+    assert_eq!(writes, 0, "a no-change re-sync writes nothing");
+    eprintln!(
+        "data set: {n_companies} companies, {n_contacts} contacts, {n_members} members; contacts changed in (b): {changed}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Portal records and links written since `since` (what a run really changed).
+async fn count_changed(store: &dyn Store, tenant: TenantId, since: chrono::DateTime<Utc>) -> u64 {
+    let companies = store.list_companies(tenant).await.unwrap();
+    let mut n = companies.iter().filter(|c| c.updated_at >= since).count() as u64;
+    for c in &companies {
+        n += store
+            .list_company_users(tenant, c.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|u| u.updated_at >= since)
+            .count() as u64;
+    }
+    let staff = store.list_staff_users(tenant).await.unwrap();
+    // Staff rows carry created_at only in the domain type; count the new ones.
+    n += staff.iter().filter(|s| s.created_at >= since).count() as u64;
+    n
+}
