@@ -19,6 +19,10 @@ impl PgStore {
     }
 
     pub async fn connect_with(opts: PgConnectOptions) -> StoreResult<Self> {
+        // The sync engine looks records up with `IN (…)` lists of up to 500 ids. A generic
+        // plan (which PostgreSQL switches prepared statements to) scans the whole table for
+        // those; planning each execution with its values uses the indexes.
+        let opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))

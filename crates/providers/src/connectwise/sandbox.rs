@@ -441,10 +441,18 @@ fn filtered<'a>(
         })
         .max()
         .unwrap_or(0);
-    let mut out: Vec<&serde_json::Value> = rows[start..]
+    // When the seek is the only condition, every row after it matches: no scan needed.
+    let only_seek = terms
         .iter()
-        .filter(|v| super::conditions::matches(v, terms))
-        .collect();
+        .all(|t| t.path == "id" && matches!(t.op, Op::Gt | Op::Ge));
+    let mut out: Vec<&serde_json::Value> = if only_seek {
+        rows[start..].iter().collect()
+    } else {
+        rows[start..]
+            .iter()
+            .filter(|v| super::conditions::matches(v, terms))
+            .collect()
+    };
     if let Order::IdDesc = order {
         out.reverse();
     }
