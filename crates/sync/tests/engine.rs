@@ -893,3 +893,59 @@ async fn two_workers_on_postgres_never_sync_one_integration_at_once() {
         "{runs:?}"
     );
 }
+
+#[tokio::test]
+async fn initial_import_off_syncs_only_what_changes_after_connecting() {
+    let w = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 10).await;
+    let mut o = w.options();
+    o.initial_import = false;
+    w.configure(o).await;
+    let e = w.engine("w1", fast());
+    let run = w.sync(&e).await;
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+    assert!(
+        run.counts.values().all(|c| c.created == 0),
+        "nothing older than the connection is imported: {run:?}"
+    );
+    assert!(w.snapshot().await.0.is_empty());
+    // A company edited after connecting is imported on the next run.
+    let name = w.sandbox.with_data(|d| {
+        let c = d
+            .companies
+            .iter_mut()
+            .find(|c| c.status.as_ref().unwrap().id == 1)
+            .unwrap();
+        c.name = "Edited After Connect Ltd".into();
+        c.info.last_updated = Some(Utc::now() + chrono::Duration::minutes(1));
+        c.name.clone()
+    });
+    let run = w.sync(&e).await;
+    assert_eq!(run.counts[&RecordType::Companies].created, 1, "{run:?}");
+    assert_eq!(w.snapshot().await.0, vec![(name, true)]);
+}
+
+#[tokio::test]
+async fn selective_sync_reads_only_the_chosen_record_types() {
+    let w = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 10).await;
+    let mut o = w.options();
+    o.companies = false;
+    o.contacts = false;
+    o.auto_import_contacts = false;
+    w.configure(o).await;
+    let e = w.engine("w1", fast());
+    let run = w.sync(&e).await;
+    assert_eq!(
+        run.counts.keys().copied().collect::<Vec<_>>(),
+        vec![RecordType::Technicians]
+    );
+    let snap = w.snapshot().await;
+    assert!(snap.0.is_empty() && snap.1.is_empty());
+    assert!(!snap.2.is_empty());
+    assert!(
+        w.sandbox
+            .seen()
+            .iter()
+            .all(|r| !r.path.ends_with("/company/contacts")
+                && !r.path.ends_with("/company/companies"))
+    );
+}

@@ -195,7 +195,8 @@ impl CwClient {
             client_id: cfg.client_id.clone(),
             info,
             retry: RetryPolicy::default(),
-            requests: std::sync::atomic::AtomicU64::new(0),
+            // The discovery call above counts: it is a vendor request like any other.
+            requests: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -204,7 +205,7 @@ impl CwClient {
         self
     }
 
-    /// API requests made so far (discovery excluded).
+    /// Vendor requests made so far, the codebase discovery included.
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
