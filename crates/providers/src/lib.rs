@@ -70,7 +70,7 @@ impl Providers {
                 let client = match connectwise::client::CwClient::connect(
                     &cfg,
                     self.config.outbound,
-                    std::time::Duration::from_secs(30),
+                    retry.timeout,
                 )
                 .await
                 {

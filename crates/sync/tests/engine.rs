@@ -198,6 +198,7 @@ fn fast() -> EngineConfig {
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_secs(2),
             budget: 10_000,
+            timeout: Duration::from_secs(2),
         },
         ..EngineConfig::default()
     }
@@ -947,5 +948,88 @@ async fn selective_sync_reads_only_the_chosen_record_types() {
             .iter()
             .all(|r| !r.path.ends_with("/company/contacts")
                 && !r.path.ends_with("/company/companies"))
+    );
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried() {
+    let w = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 5).await;
+    w.configure(w.options()).await;
+    let mut cfg = fast();
+    cfg.retry.timeout = Duration::from_millis(300);
+    let e = w.engine("w1", cfg);
+    w.sandbox
+        .faults
+        .push("/system/members", Fault::Delay(Duration::from_secs(2)));
+    let run = w.sync(&e).await;
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+    // Discovery, statuses and one page per record type, plus the one retry of the slow page.
+    // (The sandbox never records the abandoned request: its handler is cancelled with it.)
+    assert_eq!(run.requests, 6, "{run:?}");
+    assert_eq!(w.sandbox.faults.pending(), 0);
+}
+
+#[tokio::test]
+async fn the_request_budget_stops_a_run_that_would_exceed_it() {
+    let w = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 30).await;
+    w.configure(w.options()).await;
+    let mut cfg = fast();
+    cfg.page_size = Some(10);
+    cfg.retry.budget = 6;
+    let e = w.engine("w1", cfg);
+    let run = w.sync(&e).await;
+    assert_ne!(run.result, RunResult::Success, "{run:?}");
+    assert!(
+        run.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("request budget"),
+        "{run:?}"
+    );
+    assert!(w.sandbox.seen().len() <= 6);
+}
+
+#[tokio::test]
+async fn a_company_deleted_upstream_is_deactivated_by_an_incremental_pass() {
+    let w = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 10).await;
+    w.configure(w.options()).await;
+    let e = w.engine("w1", fast());
+    w.sync(&e).await;
+    let name = w.sandbox.with_data(|d| {
+        let wm = d
+            .companies
+            .iter()
+            .filter_map(|c| c.info.last_updated)
+            .max()
+            .unwrap();
+        let c = d
+            .companies
+            .iter_mut()
+            .find(|c| c.status.as_ref().unwrap().id == 1)
+            .unwrap();
+        c.deleted_flag = true;
+        c.info.last_updated = Some(wm + chrono::Duration::minutes(10));
+        c.name.clone()
+    });
+    let run = w.sync(&e).await;
+    assert_eq!(run.counts[&RecordType::Companies].deactivated, 1, "{run:?}");
+    let c = w
+        .store()
+        .list_companies(w.tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap();
+    assert!(!c.active, "deactivated, not deleted");
+    let events = w
+        .store()
+        .list_events(w.tenant, run.run_id, None, Some(RecordType::Companies), 100)
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("was deleted in ConnectWise Manage"))
     );
 }

@@ -76,6 +76,8 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// Requests one client (one sync run) may make.
     pub budget: u64,
+    /// Time allowed for one request, connect and body included.
+    pub timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -85,6 +87,7 @@ impl Default for RetryPolicy {
             base_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(60),
             budget: 20_000,
+            timeout: Duration::from_secs(30),
         }
     }
 }
