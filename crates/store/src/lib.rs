@@ -27,7 +27,9 @@ mod shared;
 #[macro_use]
 mod sync_shared;
 pub mod postgres;
+mod postgres_batch;
 pub mod sqlite;
+mod sqlite_batch;
 pub mod sync;
 pub mod test_support;
 

@@ -67,6 +67,8 @@ impl_store!(SqliteStore, "sqlite");
 
 type Db = sqlx::Sqlite;
 
+use crate::sqlite_batch::*;
+
 /// Ids for `n` new rows of `table`. The caller's transaction has already written (the
 /// lease fence), so it holds SQLite's single write lock and nobody else can take these.
 async fn alloc_ids(

@@ -15,6 +15,48 @@ pub(crate) fn sql(s: String) -> AssertSqlSafe<String> {
     AssertSqlSafe(s)
 }
 
+/// A link to write in a page commit.
+#[derive(Clone, Copy)]
+pub(crate) struct LinkWrite<'a> {
+    pub local: i64,
+    pub ext: &'a str,
+    pub remote: Option<chrono::DateTime<chrono::Utc>>,
+    pub hash: &'a str,
+}
+
+pub(crate) struct NewCompanyRow<'a> {
+    pub id: i64,
+    pub name: &'a str,
+    pub active: bool,
+}
+
+pub(crate) struct NewUserRow<'a> {
+    pub id: i64,
+    pub company_id: i64,
+    pub email: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub role_id: i64,
+    pub role_reason: &'a str,
+    pub status: &'static str,
+}
+
+pub(crate) struct UserUpdateRow<'a> {
+    pub id: i64,
+    pub company_id: i64,
+    pub email: Option<&'a str>,
+    pub first_name: &'a str,
+    pub last_name: &'a str,
+    pub active: bool,
+}
+
+pub(crate) struct NewStaffRow<'a> {
+    pub id: i64,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub active: bool,
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
     pub id: i64,
@@ -75,7 +117,7 @@ macro_rules! impl_sync_store {
 
             use super::*;
             use crate::sync::*;
-            use crate::sync_shared::{CursorRow, EventRow, RunRow, ScheduleRow, placeholders, sql};
+            use crate::sync_shared::{CursorRow, EventRow, RunRow, ScheduleRow, sql};
             use crate::{Result, Store, StoreError};
 
             fn corrupt(what: &str, v: &str) -> StoreError {
@@ -386,16 +428,7 @@ macro_rules! impl_sync_store {
                 async fn links(&self, id: IntegrationId, record: RecordType, external_ids: &[String]) -> Result<HashMap<String, LinkState>> {
                     let mut out = HashMap::with_capacity(external_ids.len());
                     for chunk in external_ids.chunks(500) {
-                        let q = format!(
-                            "SELECT external_id, local_id, content_hash, gone_upstream_at IS NOT NULL FROM external_links \
-                             WHERE integration_id = $1 AND record_kind = $2 AND external_id IN ({})",
-                            placeholders(3, chunk.len())
-                        );
-                        let mut query = sqlx::query_as::<_, (String, i64, String, bool)>(sql(q)).bind(id.0).bind(linked_record(record).as_str());
-                        for e in chunk {
-                            query = query.bind(e);
-                        }
-                        for (ext, local_id, content_hash, gone) in query.fetch_all(&self.pool).await? {
+                        for (ext, local_id, content_hash, gone) in super::link_rows(&self.pool, id.0, linked_record(record).as_str(), chunk).await? {
                             out.insert(ext, LinkState { local_id, content_hash, gone });
                         }
                     }
@@ -405,16 +438,7 @@ macro_rules! impl_sync_store {
                 async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>> {
                     let mut out = HashMap::new();
                     for chunk in company_ids.chunks(500) {
-                        let q = format!(
-                            "SELECT company_id, default_import_role_id FROM company_defaults \
-                             WHERE tenant_id = $1 AND default_import_role_id IS NOT NULL AND company_id IN ({})",
-                            placeholders(2, chunk.len())
-                        );
-                        let mut query = sqlx::query_as::<_, (i64, i64)>(sql(q)).bind(tenant.0);
-                        for c in chunk {
-                            query = query.bind(c);
-                        }
-                        for (c, r) in query.fetch_all(&self.pool).await? {
+                        for (c, r) in super::override_rows(&self.pool, tenant.0, chunk).await? {
                             out.insert(c, RoleId(r));
                         }
                     }
@@ -424,12 +448,7 @@ macro_rules! impl_sync_store {
                 async fn staff_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, i64>> {
                     let mut out = HashMap::new();
                     for chunk in emails.chunks(500) {
-                        let q = format!("SELECT email, id FROM staff_users WHERE tenant_id = $1 AND email IN ({})", placeholders(2, chunk.len()));
-                        let mut query = sqlx::query_as::<_, (String, i64)>(sql(q)).bind(tenant.0);
-                        for e in chunk {
-                            query = query.bind(e);
-                        }
-                        out.extend(query.fetch_all(&self.pool).await?);
+                        out.extend(super::staff_rows(&self.pool, tenant.0, chunk).await?);
                     }
                     Ok(out)
                 }
@@ -437,15 +456,7 @@ macro_rules! impl_sync_store {
                 async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>> {
                     let mut out = HashMap::new();
                     for chunk in emails.chunks(500) {
-                        let q = format!(
-                            "SELECT email, company_id, id FROM company_users WHERE tenant_id = $1 AND origin = 'manual' AND email IN ({})",
-                            placeholders(2, chunk.len())
-                        );
-                        let mut query = sqlx::query_as::<_, (String, i64, i64)>(sql(q)).bind(tenant.0);
-                        for e in chunk {
-                            query = query.bind(e);
-                        }
-                        for (e, c, u) in query.fetch_all(&self.pool).await? {
+                        for (e, c, u) in super::manual_user_rows(&self.pool, tenant.0, chunk).await? {
                             out.insert(e, (c, u));
                         }
                     }
@@ -453,13 +464,12 @@ macro_rules! impl_sync_store {
                 }
 
                 async fn commit_page(&self, tenant: TenantId, id: IntegrationId, run_id: i64, worker: &str, page: PageCommit, now: DateTime<Utc>) -> Result<()> {
+                    use crate::sync_shared::{LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow};
                     let kind = linked_record(page.record).as_str();
                     let seen = if page.pass.full { Some(page.pass.run_id) } else { None };
                     let mut tx = self.pool.begin().await?;
                     fence(&mut tx, id, worker).await?;
-                    let mut seen_ids = Vec::new();
-                    let mut links: Vec<(i64, &str, Option<DateTime<Utc>>, &str)> = Vec::with_capacity(page.ops.len());
-                    // New rows get their ids allocated first, so they can be inserted many per statement.
+                    // New rows get their ids allocated first, so they can be inserted in batches.
                     let n_new = page
                         .ops
                         .iter()
@@ -472,9 +482,12 @@ macro_rules! impl_sync_store {
                     };
                     let mut new_ids = super::alloc_ids(&mut tx, table, n_new).await?.into_iter();
                     let mut next_id = || new_ids.next().ok_or_else(|| StoreError::Corrupt("id allocation came up short".into()));
-                    let mut new_companies: Vec<(i64, &str, bool)> = Vec::new();
-                    let mut new_users: Vec<(i64, i64, Option<&str>, &str, &str, i64, &str, &'static str)> = Vec::new();
-                    let mut new_staff: Vec<(i64, &str, &str, bool)> = Vec::new();
+                    let mut seen_ids: Vec<String> = Vec::new();
+                    let mut links: Vec<LinkWrite<'_>> = Vec::with_capacity(page.ops.len());
+                    let mut new_companies: Vec<NewCompanyRow<'_>> = Vec::new();
+                    let mut new_users: Vec<NewUserRow<'_>> = Vec::new();
+                    let mut user_updates: Vec<UserUpdateRow<'_>> = Vec::new();
+                    let mut new_staff: Vec<NewStaffRow<'_>> = Vec::new();
                     for op in &page.ops {
                         match op {
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
@@ -487,38 +500,38 @@ macro_rules! impl_sync_store {
                                     .bind(now)
                                     .execute(&mut *tx)
                                     .await?;
-                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
                             Op::Company { existing: None, external_id, name, active, hash, remote_updated_at } => {
                                 let nid = next_id()?;
-                                new_companies.push((nid, name.as_str(), *active));
-                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                new_companies.push(NewCompanyRow { id: nid, name, active: *active });
+                                links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
                             Op::CompanyUser { existing: Some(local), company_id, external_id, email, first_name, last_name, active, hash, remote_updated_at, .. } => {
-                                // Only imported users are updated; their role stays as given at import.
-                                sqlx::query(
-                                    "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
-                                       status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
-                                       updated_at = $8 \
-                                     WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
-                                )
-                                .bind(tenant.0)
-                                .bind(local)
-                                .bind(email)
-                                .bind(first_name)
-                                .bind(last_name)
-                                .bind(company_id)
-                                .bind(active)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                // Only imported users are updated (the batch filters on origin); their role stays.
+                                user_updates.push(UserUpdateRow {
+                                    id: *local,
+                                    company_id: *company_id,
+                                    email: email.as_deref(),
+                                    first_name,
+                                    last_name,
+                                    active: *active,
+                                });
+                                links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
                             Op::CompanyUser { existing: None, company_id, external_id, email, first_name, last_name, role_id, role_reason, active, hash, remote_updated_at } => {
                                 let nid = next_id()?;
-                                let status = if *active { "imported" } else { "disabled" };
-                                new_users.push((nid, *company_id, email.as_deref(), first_name.as_str(), last_name.as_str(), role_id.0, role_reason.as_str(), status));
-                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                new_users.push(NewUserRow {
+                                    id: nid,
+                                    company_id: *company_id,
+                                    email: email.as_deref(),
+                                    first_name,
+                                    last_name,
+                                    role_id: role_id.0,
+                                    role_reason,
+                                    status: if *active { "imported" } else { "disabled" },
+                                });
+                                links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
                             Op::Staff { existing: Some(local), external_id, name, active, hash, remote_updated_at, .. } => {
                                 // Manually created staff are linked, never edited.
@@ -530,99 +543,29 @@ macro_rules! impl_sync_store {
                                     .bind(now)
                                     .execute(&mut *tx)
                                     .await?;
-                                links.push((*local, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
                             Op::Staff { existing: None, external_id, email, name, active, hash, remote_updated_at } => {
                                 let nid = next_id()?;
-                                new_staff.push((nid, email.as_str(), name.as_str(), *active));
-                                links.push((nid, external_id.as_str(), *remote_updated_at, hash.as_str()));
+                                new_staff.push(NewStaffRow { id: nid, email, name, active: *active });
+                                links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
                         }
                     }
-                    for chunk in new_companies.chunks(100) {
-                        let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1, ${}, ${}, $2, $2)", 3 + i * 3, 4 + i * 3, 5 + i * 3)).collect();
-                        let q = format!("INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) VALUES {}", rows.join(", "));
-                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
-                        for (nid, name, active) in chunk {
-                            query = query.bind(*nid).bind(*name).bind(*active);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    for chunk in new_users.chunks(100) {
-                        let rows: Vec<String> = (0..chunk.len())
-                            .map(|i| {
-                                let b = 3 + i * 8;
-                                format!("(${b}, $1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'import', $2, $2)", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
-                            })
-                            .collect();
-                        let q = format!(
-                            "INSERT INTO company_users (id, tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) VALUES {}",
-                            rows.join(", ")
-                        );
-                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
-                        for (nid, company, email, first, last, role, reason, status) in chunk {
-                            query = query.bind(*nid).bind(*company).bind(*email).bind(*first).bind(*last).bind(*role).bind(*reason).bind(*status);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    for chunk in new_staff.chunks(100) {
-                        let rows: Vec<String> = (0..chunk.len())
-                            .map(|i| {
-                                let b = 3 + i * 4;
-                                format!("(${b}, $1, ${}, ${}, 'technician', NULL, ${}, 'import', $2, $2)", b + 1, b + 2, b + 3)
-                            })
-                            .collect();
-                        let q = format!(
-                            "INSERT INTO staff_users (id, tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) VALUES {}",
-                            rows.join(", ")
-                        );
-                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
-                        for (nid, email, name, active) in chunk {
-                            query = query.bind(*nid).bind(*email).bind(*name).bind(*active);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
+                    super::insert_companies(&mut tx, tenant.0, now, &new_companies).await?;
+                    super::insert_users(&mut tx, tenant.0, now, &new_users).await?;
+                    super::update_users(&mut tx, tenant.0, now, &user_updates).await?;
+                    super::insert_staff(&mut tx, tenant.0, now, &new_staff).await?;
                     // A vendor that repeats a record in one page must not make one statement touch a
                     // row twice (PostgreSQL refuses that): keep the last occurrence.
                     let mut last: HashMap<&str, usize> = HashMap::with_capacity(links.len());
                     for (i, l) in links.iter().enumerate() {
-                        last.insert(l.1, i);
+                        last.insert(l.ext, i);
                     }
-                    let links: Vec<_> = links.iter().enumerate().filter(|(i, l)| last.get(l.1) == Some(i)).map(|(_, l)| *l).collect();
-                    // One multi-row upsert per 100 links instead of one statement per link.
-                    for chunk in links.chunks(100) {
-                        let rows: Vec<String> = (0..chunk.len())
-                            .map(|i| {
-                                let b = 6 + i * 4;
-                                format!("($1, $2, $3, ${b}, ${}, ${}, ${}, $4, $5, $5)", b + 1, b + 2, b + 3)
-                            })
-                            .collect();
-                        let q = format!(
-                            "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
-                             VALUES {} \
-                             ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
-                               remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
-                               last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at",
-                            rows.join(", ")
-                        );
-                        let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(id.0).bind(kind).bind(seen).bind(now);
-                        for (local, ext, remote, hash) in chunk {
-                            query = query.bind(*local).bind(*ext).bind(*remote).bind(*hash);
-                        }
-                        query.execute(&mut *tx).await?;
-                    }
-                    if let (Some(pass), false) = (seen, seen_ids.is_empty()) {
-                        for chunk in seen_ids.chunks(500) {
-                            let q = format!(
-                                "UPDATE external_links SET last_seen_pass = $1 WHERE integration_id = $2 AND record_kind = $3 AND external_id IN ({})",
-                                placeholders(4, chunk.len())
-                            );
-                            let mut query = sqlx::query(sql(q)).bind(pass).bind(id.0).bind(kind);
-                            for e in chunk {
-                                query = query.bind(e);
-                            }
-                            query.execute(&mut *tx).await?;
-                        }
+                    let links: Vec<LinkWrite<'_>> = links.iter().enumerate().filter(|(i, l)| last.get(l.ext) == Some(i)).map(|(_, l)| *l).collect();
+                    super::upsert_links(&mut tx, tenant.0, id.0, kind, seen, now, &links).await?;
+                    if let Some(pass) = seen {
+                        super::mark_seen(&mut tx, id.0, kind, pass, &seen_ids).await?;
                     }
                     for e in &page.events {
                         insert_event(&mut tx, tenant, run_id, e, now).await?;

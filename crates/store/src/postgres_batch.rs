@@ -1,0 +1,234 @@
+//! PostgreSQL's batched statements for the sync engine. Every statement has constant
+//! text and takes whole columns as array parameters (`= ANY($n)`, `UNNEST`), so a page
+//! is a handful of round trips and each plan is prepared once and reused.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::Result;
+use crate::sync_shared::{LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow};
+
+type Tx<'t> = Transaction<'t, Postgres>;
+
+pub(crate) async fn link_rows(
+    pool: &PgPool,
+    integration: i64,
+    kind: &str,
+    ids: &[String],
+) -> Result<Vec<(String, i64, String, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT external_id, local_id, content_hash, gone_upstream_at IS NOT NULL FROM external_links \
+         WHERE integration_id = $1 AND record_kind = $2 AND external_id = ANY($3)",
+    )
+    .bind(integration)
+    .bind(kind)
+    .bind(ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(crate) async fn override_rows(
+    pool: &PgPool,
+    tenant: i64,
+    company_ids: &[i64],
+) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT company_id, default_import_role_id FROM company_defaults \
+         WHERE tenant_id = $1 AND default_import_role_id IS NOT NULL AND company_id = ANY($2)",
+    )
+    .bind(tenant)
+    .bind(company_ids)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(crate) async fn staff_rows(
+    pool: &PgPool,
+    tenant: i64,
+    emails: &[String],
+) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as(
+            "SELECT email, id FROM staff_users WHERE tenant_id = $1 AND email = ANY($2)",
+        )
+        .bind(tenant)
+        .bind(emails)
+        .fetch_all(pool)
+        .await?,
+    )
+}
+
+pub(crate) async fn manual_user_rows(
+    pool: &PgPool,
+    tenant: i64,
+    emails: &[String],
+) -> Result<Vec<(String, i64, i64)>> {
+    Ok(sqlx::query_as("SELECT email, company_id, id FROM company_users WHERE tenant_id = $1 AND origin = 'manual' AND email = ANY($2)")
+        .bind(tenant)
+        .bind(emails)
+        .fetch_all(pool)
+        .await?)
+}
+
+pub(crate) async fn insert_companies(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewCompanyRow<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) \
+         SELECT u.id, $1, u.name, u.active, $2, $2 FROM UNNEST($3::bigint[], $4::text[], $5::bool[]) AS u(id, name, active)",
+    )
+    .bind(tenant)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_users(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewUserRow<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO company_users (id, tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
+         SELECT u.id, $1, u.company_id, u.email, u.first_name, u.last_name, u.role_id, u.role_reason, u.status, 'import', $2, $2 \
+         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[]) \
+           AS u(id, company_id, email, first_name, last_name, role_id, role_reason, status)",
+    )
+    .bind(tenant)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.company_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.email).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.first_name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.role_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.role_reason).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn update_users(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[UserUpdateRow<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE company_users AS c SET email = u.email, first_name = u.first_name, last_name = u.last_name, company_id = u.company_id, \
+           status = CASE WHEN u.active THEN (CASE WHEN c.status = 'disabled' THEN 'imported' ELSE c.status END) ELSE 'disabled' END, \
+           updated_at = $2 \
+         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[]) \
+           AS u(id, company_id, email, first_name, last_name, active) \
+         WHERE c.id = u.id AND c.tenant_id = $1 AND c.origin = 'import'",
+    )
+    .bind(tenant)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.company_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.email).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.first_name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.last_name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_staff(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewStaffRow<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO staff_users (id, tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) \
+         SELECT u.id, $1, u.email, u.name, 'technician', NULL, u.active, 'import', $2, $2 \
+         FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::bool[]) AS u(id, email, name, active)",
+    )
+    .bind(tenant)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.email).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn upsert_links(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    integration: i64,
+    kind: &str,
+    seen: Option<i64>,
+    now: DateTime<Utc>,
+    rows: &[LinkWrite<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
+         SELECT $1, $2, $3, u.local_id, u.external_id, u.remote_updated_at, u.content_hash, $4, $5, $5 \
+         FROM UNNEST($6::bigint[], $7::text[], $8::timestamptz[], $9::text[]) AS u(local_id, external_id, remote_updated_at, content_hash) \
+         ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
+           remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
+           last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(integration)
+    .bind(kind)
+    .bind(seen)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.local).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.ext).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.remote).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.hash).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn mark_seen(
+    tx: &mut Tx<'_>,
+    integration: i64,
+    kind: &str,
+    pass: i64,
+    ids: &[String],
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE external_links SET last_seen_pass = $1 WHERE integration_id = $2 AND record_kind = $3 AND external_id = ANY($4)")
+        .bind(pass)
+        .bind(integration)
+        .bind(kind)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! SQLite's batched statements for the sync engine: look-ups with one placeholder per
+//! value and multi-row `VALUES` inserts, chunked under SQLite's parameter limit.
+
+use chrono::{DateTime, Utc};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use crate::Result;
+use crate::sync_shared::{
+    LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow, placeholders, sql,
+};
+
+type Tx<'t> = Transaction<'t, Sqlite>;
+
+pub(crate) async fn link_rows(
+    pool: &SqlitePool,
+    integration: i64,
+    kind: &str,
+    ids: &[String],
+) -> Result<Vec<(String, i64, String, bool)>> {
+    let q = format!(
+        "SELECT external_id, local_id, content_hash, gone_upstream_at IS NOT NULL FROM external_links \
+         WHERE integration_id = $1 AND record_kind = $2 AND external_id IN ({})",
+        placeholders(3, ids.len())
+    );
+    let mut query = sqlx::query_as(sql(q)).bind(integration).bind(kind);
+    for e in ids {
+        query = query.bind(e);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+pub(crate) async fn override_rows(
+    pool: &SqlitePool,
+    tenant: i64,
+    company_ids: &[i64],
+) -> Result<Vec<(i64, i64)>> {
+    let q = format!(
+        "SELECT company_id, default_import_role_id FROM company_defaults \
+         WHERE tenant_id = $1 AND default_import_role_id IS NOT NULL AND company_id IN ({})",
+        placeholders(2, company_ids.len())
+    );
+    let mut query = sqlx::query_as(sql(q)).bind(tenant);
+    for c in company_ids {
+        query = query.bind(c);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+pub(crate) async fn staff_rows(
+    pool: &SqlitePool,
+    tenant: i64,
+    emails: &[String],
+) -> Result<Vec<(String, i64)>> {
+    let q = format!(
+        "SELECT email, id FROM staff_users WHERE tenant_id = $1 AND email IN ({})",
+        placeholders(2, emails.len())
+    );
+    let mut query = sqlx::query_as(sql(q)).bind(tenant);
+    for e in emails {
+        query = query.bind(e);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+pub(crate) async fn manual_user_rows(
+    pool: &SqlitePool,
+    tenant: i64,
+    emails: &[String],
+) -> Result<Vec<(String, i64, i64)>> {
+    let q = format!(
+        "SELECT email, company_id, id FROM company_users WHERE tenant_id = $1 AND origin = 'manual' AND email IN ({})",
+        placeholders(2, emails.len())
+    );
+    let mut query = sqlx::query_as(sql(q)).bind(tenant);
+    for e in emails {
+        query = query.bind(e);
+    }
+    Ok(query.fetch_all(pool).await?)
+}
+
+/// `(${first}, ${first+1}, …)` groups of `width` for `rows` rows, with `fixed` spliced in.
+fn value_rows(
+    rows: usize,
+    width: usize,
+    first: usize,
+    template: &dyn Fn(&[String]) -> String,
+) -> String {
+    (0..rows)
+        .map(|r| {
+            let ps: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            template(&ps)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(crate) async fn insert_companies(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewCompanyRow<'_>],
+) -> Result<()> {
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 3, 3, &|p| {
+            format!("({}, $1, {}, {}, $2, $2)", p[0], p[1], p[2])
+        });
+        let q = format!(
+            "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) VALUES {values}"
+        );
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
+        for r in chunk {
+            query = query.bind(r.id).bind(r.name).bind(r.active);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_users(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewUserRow<'_>],
+) -> Result<()> {
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 8, 3, &|p| {
+            format!("({}, $1, {}, 'import', $2, $2)", p[0], p[1..].join(", "))
+        });
+        let q = format!(
+            "INSERT INTO company_users (id, tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
+             VALUES {values}"
+        );
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
+        for r in chunk {
+            query = query
+                .bind(r.id)
+                .bind(r.company_id)
+                .bind(r.email)
+                .bind(r.first_name)
+                .bind(r.last_name)
+                .bind(r.role_id)
+                .bind(r.role_reason)
+                .bind(r.status);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn update_users(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[UserUpdateRow<'_>],
+) -> Result<()> {
+    // SQLite runs each statement in-process, so one per row costs little.
+    for r in rows {
+        sqlx::query(
+            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
+               status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
+               updated_at = $8 \
+             WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
+        )
+        .bind(tenant)
+        .bind(r.id)
+        .bind(r.email)
+        .bind(r.first_name)
+        .bind(r.last_name)
+        .bind(r.company_id)
+        .bind(r.active)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn insert_staff(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    now: DateTime<Utc>,
+    rows: &[NewStaffRow<'_>],
+) -> Result<()> {
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 4, 3, &|p| {
+            format!(
+                "({}, $1, {}, {}, 'technician', NULL, {}, 'import', $2, $2)",
+                p[0], p[1], p[2], p[3]
+            )
+        });
+        let q = format!(
+            "INSERT INTO staff_users (id, tenant_id, email, name, role, password_hash, active, origin, created_at, updated_at) VALUES {values}"
+        );
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
+        for r in chunk {
+            query = query.bind(r.id).bind(r.email).bind(r.name).bind(r.active);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn upsert_links(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    integration: i64,
+    kind: &str,
+    seen: Option<i64>,
+    now: DateTime<Utc>,
+    rows: &[LinkWrite<'_>],
+) -> Result<()> {
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 4, 6, &|p| {
+            format!("($1, $2, $3, {}, $4, $5, $5)", p.join(", "))
+        });
+        let q = format!(
+            "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, last_seen_pass, created_at, updated_at) \
+             VALUES {values} \
+             ON CONFLICT (integration_id, record_kind, external_id) DO UPDATE SET local_id = excluded.local_id, \
+               remote_updated_at = excluded.remote_updated_at, content_hash = excluded.content_hash, gone_upstream_at = NULL, \
+               last_seen_pass = COALESCE(excluded.last_seen_pass, external_links.last_seen_pass), updated_at = excluded.updated_at"
+        );
+        let mut query = sqlx::query(sql(q))
+            .bind(tenant)
+            .bind(integration)
+            .bind(kind)
+            .bind(seen)
+            .bind(now);
+        for l in chunk {
+            query = query.bind(l.local).bind(l.ext).bind(l.remote).bind(l.hash);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn mark_seen(
+    tx: &mut Tx<'_>,
+    integration: i64,
+    kind: &str,
+    pass: i64,
+    ids: &[String],
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let q = format!(
+            "UPDATE external_links SET last_seen_pass = $1 WHERE integration_id = $2 AND record_kind = $3 AND external_id IN ({})",
+            placeholders(4, chunk.len())
+        );
+        let mut query = sqlx::query(sql(q)).bind(pass).bind(integration).bind(kind);
+        for e in chunk {
+            query = query.bind(e);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
