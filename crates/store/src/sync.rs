@@ -132,9 +132,9 @@ pub enum Op {
         email: Option<String>,
         first_name: String,
         last_name: String,
-        /// Used on create only: existing users keep the role they were given.
-        role_id: RoleId,
-        role_reason: String,
+        /// The role and why it was chosen: set on create only, because existing users keep
+        /// the role they were given at import.
+        role: Option<(RoleId, String)>,
         active: bool,
         hash: String,
         remote_updated_at: Option<DateTime<Utc>>,

@@ -282,6 +282,18 @@ macro_rules! impl_sync_store {
                 }
 
                 async fn start_run(&self, tenant: TenantId, id: IntegrationId, trigger: Trigger, worker: &str, now: DateTime<Utc>) -> Result<i64> {
+                    // Only the lease holder starts a run, so any run still marked running was cut off
+                    // (process killed, lease lost): say so instead of leaving it running forever.
+                    sqlx::query(
+                        "UPDATE sync_runs SET result = 'failed', finished_at = $3, \
+                           error = 'interrupted: the worker stopped or lost its lease; the next run resumes from the last committed page' \
+                         WHERE tenant_id = $1 AND integration_id = $2 AND result = 'running'",
+                    )
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                     let (run,): (i64,) = sqlx::query_as(
                         "INSERT INTO sync_runs (tenant_id, integration_id, trigger, worker, started_at, result, counts, requests) \
                          VALUES ($1, $2, $3, $4, $5, 'running', '{}', 0) RETURNING id",
@@ -519,7 +531,10 @@ macro_rules! impl_sync_store {
                                 });
                                 links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: None, company_id, external_id, email, first_name, last_name, role_id, role_reason, active, hash, remote_updated_at } => {
+                            Op::CompanyUser { existing: None, company_id, external_id, email, first_name, last_name, role, active, hash, remote_updated_at } => {
+                                let Some((role_id, role_reason)) = role else {
+                                    return Err(StoreError::Corrupt(format!("new company user {external_id} has no role")));
+                                };
                                 let nid = next_id()?;
                                 new_users.push(NewUserRow {
                                     id: nid,

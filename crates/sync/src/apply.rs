@@ -290,11 +290,7 @@ async fn contacts(
                 email: c.email.clone(),
                 first_name: c.first_name.clone(),
                 last_name: c.last_name.clone(),
-                role_id: ctx
-                    .options
-                    .default_role_id
-                    .unwrap_or(mspbridge_domain::RoleId(0)),
-                role_reason: String::new(),
+                role: None,
                 active: c.active,
                 hash,
                 remote_updated_at: c.updated_at,
@@ -366,8 +362,7 @@ async fn contacts(
             email: Some(email),
             first_name: c.first_name.clone(),
             last_name: c.last_name.clone(),
-            role_id,
-            role_reason: source.explain(ctx.provider),
+            role: Some((role_id, source.explain(ctx.provider))),
             active: true,
             hash,
             remote_updated_at: c.updated_at,

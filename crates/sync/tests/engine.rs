@@ -731,6 +731,18 @@ async fn a_killed_import_resumes_to_exactly_the_state_of_a_clean_run() {
             .unwrap()
             .expect("the expired lease is taken over");
         assert_eq!(resumed.result, RunResult::Success, "{resumed:?}");
+        let runs = w
+            .store()
+            .list_runs(w.tenant, w.integration, 10)
+            .await
+            .unwrap();
+        let killed = runs.iter().find(|r| r.id != resumed.run_id).unwrap();
+        assert_eq!(
+            killed.result,
+            RunResult::Failed,
+            "the killed run does not stay 'running'"
+        );
+        assert!(killed.error.as_deref().unwrap().contains("interrupted"));
         let after_resume = w.snapshot().await;
 
         // A clean run on a fresh database against the same data.
