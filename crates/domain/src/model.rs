@@ -105,6 +105,7 @@ pub struct CompanyUser {
     pub tenant_id: TenantId,
     pub company_id: CompanyId,
     pub email: Option<String>,
+    pub phone: Option<String>,
     pub first_name: String,
     pub last_name: String,
     pub role_id: RoleId,

@@ -97,6 +97,7 @@ pub struct ApiToken {
 pub struct NewCompanyUser {
     pub company_id: CompanyId,
     pub email: Option<String>,
+    pub phone: Option<String>,
     pub first_name: String,
     pub last_name: String,
     pub role_id: RoleId,

@@ -125,11 +125,11 @@ pub(crate) async fn insert_users(
     rows: &[NewUserRow<'_>],
 ) -> Result<()> {
     for chunk in rows.chunks(100) {
-        let values = value_rows(chunk.len(), 8, 3, &|p| {
+        let values = value_rows(chunk.len(), 9, 3, &|p| {
             format!("({}, $1, {}, 'import', $2, $2)", p[0], p[1..].join(", "))
         });
         let q = format!(
-            "INSERT INTO company_users (id, tenant_id, company_id, email, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
+            "INSERT INTO company_users (id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
              VALUES {values}"
         );
         let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
@@ -138,6 +138,7 @@ pub(crate) async fn insert_users(
                 .bind(r.id)
                 .bind(r.company_id)
                 .bind(r.email)
+                .bind(r.phone)
                 .bind(r.first_name)
                 .bind(r.last_name)
                 .bind(r.role_id)
@@ -158,7 +159,7 @@ pub(crate) async fn update_users(
     // SQLite runs each statement in-process, so one per row costs little.
     for r in rows {
         sqlx::query(
-            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, \
+            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, phone = $9, \
                status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
                updated_at = $8 \
              WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
@@ -171,6 +172,7 @@ pub(crate) async fn update_users(
         .bind(r.company_id)
         .bind(r.active)
         .bind(now)
+        .bind(r.phone)
         .execute(&mut **tx)
         .await?;
     }

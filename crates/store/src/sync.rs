@@ -130,6 +130,7 @@ pub enum Op {
         company_id: i64,
         external_id: String,
         email: Option<String>,
+        phone: Option<String>,
         first_name: String,
         last_name: String,
         /// The role and why it was chosen: set on create only, because existing users keep

@@ -34,6 +34,7 @@ pub(crate) struct NewUserRow<'a> {
     pub id: i64,
     pub company_id: i64,
     pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub role_id: i64,
@@ -45,6 +46,7 @@ pub(crate) struct UserUpdateRow<'a> {
     pub id: i64,
     pub company_id: i64,
     pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub active: bool,
@@ -519,19 +521,20 @@ macro_rules! impl_sync_store {
                                 new_companies.push(NewCompanyRow { id: nid, name, active: *active });
                                 links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, first_name, last_name, active, hash, remote_updated_at, .. } => {
+                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, phone, first_name, last_name, active, hash, remote_updated_at, .. } => {
                                 // Only imported users are updated (the batch filters on origin); their role stays.
                                 user_updates.push(UserUpdateRow {
                                     id: *local,
                                     company_id: *company_id,
                                     email: email.as_deref(),
+                                    phone: phone.as_deref(),
                                     first_name,
                                     last_name,
                                     active: *active,
                                 });
                                 links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: None, company_id, external_id, email, first_name, last_name, role, active, hash, remote_updated_at } => {
+                            Op::CompanyUser { existing: None, company_id, external_id, email, phone, first_name, last_name, role, active, hash, remote_updated_at } => {
                                 let Some((role_id, role_reason)) = role else {
                                     return Err(StoreError::Corrupt(format!("new company user {external_id} has no role")));
                                 };
@@ -540,6 +543,7 @@ macro_rules! impl_sync_store {
                                     id: nid,
                                     company_id: *company_id,
                                     email: email.as_deref(),
+                                    phone: phone.as_deref(),
                                     first_name,
                                     last_name,
                                     role_id: role_id.0,

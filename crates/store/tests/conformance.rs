@@ -249,6 +249,7 @@ async fn portal_core_records() {
                 NewCompanyUser {
                     company_id: c.id,
                     email: Some("Pat@Contoso.com".into()),
+                    phone: Some("+1 555 0100".into()),
                     first_name: "Pat".into(),
                     last_name: "Lee".into(),
                     role_id: viewer,
@@ -261,6 +262,7 @@ async fn portal_core_records() {
             .await
             .unwrap();
         assert_eq!(u.email.as_deref(), Some("pat@contoso.com"));
+        assert_eq!(u.phone.as_deref(), Some("+1 555 0100"));
         assert_eq!(s.list_company_users(t.id, c.id).await.unwrap(), vec![u]);
 
         let ticket = s

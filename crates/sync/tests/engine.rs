@@ -239,6 +239,17 @@ async fn initial_import_then_a_second_run_changes_nothing() {
             data.members.iter().filter(|m| !m.inactive_flag).count()
         );
         assert!(!snap1.1.is_empty());
+        let company = w.store().list_companies(w.tenant).await.unwrap().remove(0);
+        let users = w
+            .store()
+            .list_company_users(w.tenant, company.id)
+            .await
+            .unwrap();
+        assert!(
+            users.iter().all(|u| u.phone.is_some()),
+            "{}: phones are stored",
+            w.store().backend()
+        );
 
         let second = w.sync(&e).await;
         assert_eq!(second.result, RunResult::Success);
@@ -297,6 +308,12 @@ async fn roles_follow_the_fallback_chain_and_say_why() {
         .await
         .unwrap();
     assert!(!users.is_empty());
+    assert!(
+        users
+            .iter()
+            .all(|u| u.phone.as_deref().is_some_and(|p| p.starts_with("+1 555"))),
+        "phones come from communicationItems"
+    );
     assert!(users.iter().all(|u| u.role_id == w.roles["Standard User"]
         && u.role_reason.as_deref() == Some("company default import role (Company Defaults)")));
     let (_, all, _) = w.snapshot().await;
@@ -500,6 +517,7 @@ async fn manual_users_are_untouched_and_staff_are_matched_by_email() {
             NewCompanyUser {
                 company_id: co.id,
                 email: Some(email.clone()),
+                phone: None,
                 first_name: "Hand".into(),
                 last_name: "Made".into(),
                 role_id: w.roles["Admin"],

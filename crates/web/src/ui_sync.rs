@@ -361,6 +361,7 @@ async fn companies_page(State(state): State<AppState>, UiCaller(c): UiCaller) ->
 pub struct UserLine {
     name: String,
     email: String,
+    phone: String,
     role: String,
     reason: String,
     status: &'static str,
@@ -402,6 +403,7 @@ async fn company_page(
             .map(|u| UserLine {
                 name: format!("{} {}", u.first_name, u.last_name),
                 email: u.email.unwrap_or_default(),
+                phone: u.phone.unwrap_or_default(),
                 role: roles.get(&u.role_id).cloned().unwrap_or_default(),
                 reason: u.role_reason.unwrap_or_else(|| "set by hand".into()),
                 status: u.status.as_str(),
