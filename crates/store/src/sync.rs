@@ -277,6 +277,13 @@ pub trait SyncStore: Send + Sync {
         tenant: TenantId,
         company_ids: &[i64],
     ) -> Result<HashMap<i64, RoleId>>;
+    /// Which of these portal record ids are already linked to a record of the integration.
+    async fn linked_local_ids(
+        &self,
+        id: IntegrationId,
+        record: RecordType,
+        local_ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>>;
     /// Staff users with these emails (lower-case) → id.
     async fn staff_by_email(
         &self,

@@ -459,6 +459,22 @@ macro_rules! impl_sync_store {
                     Ok(out)
                 }
 
+                async fn linked_local_ids(&self, id: IntegrationId, record: RecordType, local_ids: &[i64]) -> Result<std::collections::HashSet<i64>> {
+                    let mut out = std::collections::HashSet::new();
+                    for chunk in local_ids.chunks(500) {
+                        let q = format!(
+                            "SELECT local_id FROM external_links WHERE integration_id = $1 AND record_kind = $2 AND local_id IN ({})",
+                            crate::sync_shared::placeholders(3, chunk.len())
+                        );
+                        let mut query = sqlx::query_as::<_, (i64,)>(sql(q)).bind(id.0).bind(linked_record(record).as_str());
+                        for l in chunk {
+                            query = query.bind(l);
+                        }
+                        out.extend(query.fetch_all(&self.pool).await?.into_iter().map(|r| r.0));
+                    }
+                    Ok(out)
+                }
+
                 async fn staff_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, i64>> {
                     let mut out = HashMap::new();
                     for chunk in emails.chunks(500) {

@@ -398,6 +398,14 @@ async fn technicians(
         .filter_map(|t| t.email.clone())
         .collect();
     let staff = ctx.store.staff_by_email(ctx.tenant, &emails).await?;
+    // A staff user can stand for one vendor technician only: two members sharing an email
+    // are reported, never linked twice or created twice.
+    let candidates: Vec<i64> = staff.values().copied().collect();
+    let mut taken = ctx
+        .store
+        .linked_local_ids(ctx.integration, rt, &candidates)
+        .await?;
+    let mut new_in_page: HashSet<String> = HashSet::new();
     for t in p.records {
         out.counts.seen += 1;
         out.stamp(t.updated_at);
@@ -430,7 +438,18 @@ async fn technicians(
                 Some(l.local_id)
             }
             None => match staff.get(&email) {
+                Some(id) if taken.contains(id) => {
+                    out.skip(
+                        rt,
+                        &ext,
+                        Some(EventLevel::Warning),
+                        format!("duplicate candidate: technician {name} shares the email {email} with another technician already linked to staff user {id}; not linked"),
+                        full,
+                    );
+                    continue;
+                }
                 Some(id) => {
+                    taken.insert(*id);
                     out.counts.updated += 1;
                     out.event(
                         EventLevel::Info,
@@ -442,6 +461,16 @@ async fn technicians(
                 }
                 None if !t.active || before_sync_from(ctx, t.updated_at) => {
                     out.skip(rt, &ext, None, String::new(), full);
+                    continue;
+                }
+                None if !new_in_page.insert(email.clone()) => {
+                    out.skip(
+                        rt,
+                        &ext,
+                        Some(EventLevel::Warning),
+                        format!("duplicate candidate: technician {name} shares the email {email} with another new technician on this page; not imported"),
+                        full,
+                    );
                     continue;
                 }
                 None => {

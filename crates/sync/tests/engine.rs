@@ -1063,3 +1063,54 @@ async fn a_company_deleted_upstream_is_deactivated_by_an_incremental_pass() {
             .any(|e| e.message.contains("was deleted in ConnectWise Manage"))
     );
 }
+
+#[tokio::test]
+async fn two_technicians_with_one_email_are_reported_not_linked_twice() {
+    for w in worlds(20).await {
+        let shared = w.sandbox.with_data(|d| {
+            let email = d.members[0].primary_email.clone();
+            d.members[1].primary_email = email.clone();
+            d.members[2].primary_email = email.clone();
+            email.unwrap()
+        });
+        w.configure(w.options()).await;
+        let e = w.engine("w1", fast());
+        let run = w.sync(&e).await;
+        assert_eq!(
+            run.result,
+            RunResult::Success,
+            "{}: {run:?}",
+            w.store().backend()
+        );
+        let staff = w.store().list_staff_users(w.tenant).await.unwrap();
+        assert_eq!(staff.iter().filter(|s| s.email == shared).count(), 1);
+        let events = w
+            .store()
+            .list_events(
+                w.tenant,
+                run.run_id,
+                Some(EventLevel::Warning),
+                Some(RecordType::Technicians),
+                100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.message.contains("duplicate candidate"))
+                .count(),
+            2,
+            "{events:?}"
+        );
+        // The next run (a full pass) neither fails nor duplicates.
+        let mut cfg = fast();
+        cfg.reconcile_every = chrono::Duration::zero();
+        let run = w.sync(&w.engine("w1", cfg)).await;
+        assert_eq!(run.result, RunResult::Success, "{run:?}");
+        assert_eq!(
+            w.store().list_staff_users(w.tenant).await.unwrap().len(),
+            staff.len()
+        );
+    }
+}
