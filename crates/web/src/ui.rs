@@ -364,6 +364,8 @@ struct ConnRow {
     status: &'static str,
     status_label: &'static str,
     last_error: Option<String>,
+    /// "2026-11-24 09:00 UTC (success)" for the latest sync run, if any.
+    last_sync: Option<String>,
 }
 
 struct Card {
@@ -437,6 +439,25 @@ async fn integrations_page(
     let build = async {
         let shell = shell(&state, &c).await?;
         let all = state.store.list_integrations(c.tenant_id).await?;
+        let mut last_sync = std::collections::HashMap::new();
+        for i in &all {
+            if let Some(r) = state
+                .store
+                .list_runs(c.tenant_id, i.id, 1)
+                .await?
+                .into_iter()
+                .next()
+            {
+                last_sync.insert(
+                    i.id,
+                    format!(
+                        "{} ({})",
+                        r.started_at.format("%Y-%m-%d %H:%M UTC"),
+                        r.result.as_str()
+                    ),
+                );
+            }
+        }
         let cards = CATALOGUE
             .iter()
             .map(|d| Card {
@@ -459,6 +480,7 @@ async fn integrations_page(
                         status: i.status.as_str(),
                         status_label: i.status.label(),
                         last_error: i.last_error.clone(),
+                        last_sync: last_sync.get(&i.id).cloned(),
                     })
                     .collect(),
             })

@@ -219,6 +219,11 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
         }
     };
 
+    let list = get("/settings/integrations".to_string()).await;
+    assert!(
+        list.contains("Last sync: ") && list.contains("(success)"),
+        "the card shows the last sync"
+    );
     let detail = get(format!("/settings/integrations/{id}")).await;
     assert!(
         detail.contains("Sync now")
