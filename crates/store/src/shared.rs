@@ -3,7 +3,7 @@
 //! `RETURNING`, `ON CONFLICT … DO UPDATE` and partial indexes, and sqlx maps
 //! `bool`, `i64`, `Vec<u8>` and `DateTime<Utc>` on each natively.
 
-use mspbridge_domain::integration::{IntegrationStatus, TestReport};
+use mspbridge_domain::integration::TestReport;
 
 use crate::StoreError;
 
@@ -13,12 +13,6 @@ pub(crate) fn test_json(report: &TestReport) -> Result<String, StoreError> {
 
 pub(crate) fn settings_json(v: &serde_json::Value) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(format!("settings: {e}")))
-}
-
-pub(crate) fn status_after(
-    report: &TestReport,
-) -> (IntegrationStatus, Option<String>, Option<String>) {
-    report.verdict()
 }
 
 #[derive(sqlx::FromRow)]
@@ -55,7 +49,7 @@ macro_rules! impl_store {
         use mspbridge_vault::{Binding, Vault};
 
         use crate::rows::*;
-        use crate::shared::{LoginRow, SecretRow, SessionRow, settings_json, status_after, test_json};
+        use crate::shared::{LoginRow, SecretRow, SessionRow, settings_json, test_json};
         use crate::*;
 
         impl $store {
@@ -505,7 +499,7 @@ macro_rules! impl_store {
                 vault: &Vault,
                 now: DateTime<Utc>,
             ) -> Result<Integration> {
-                let (status, error, hint) = status_after(&new.report);
+                let (status, error, hint) = new.report.verdict();
                 let mut tx = self.pool.begin().await?;
                 let (id,): (i64,) = sqlx::query_as(
                     "INSERT INTO integrations (tenant_id, provider, nickname, status, last_error, fix_hint, settings, last_test, created_at, updated_at) \
@@ -555,8 +549,8 @@ macro_rules! impl_store {
             }
 
             async fn record_test(&self, tenant: TenantId, id: IntegrationId, report: &TestReport, now: DateTime<Utc>) -> Result<Integration> {
-                let (status, error, hint) = status_after(report);
-                let done = sqlx::query(
+                let (status, error, hint) = report.verdict();
+                sqlx::query(
                     "UPDATE integrations SET status = $3, last_error = $4, fix_hint = $5, last_test = $6, updated_at = $7 \
                      WHERE tenant_id = $1 AND id = $2 AND status <> 'disconnected'",
                 )
@@ -569,10 +563,7 @@ macro_rules! impl_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
-                if done.rows_affected() == 0 {
-                    // Either missing (NotFound) or disconnected: a test of nothing changes nothing.
-                    return self.fetch_integration(tenant, id).await;
-                }
+                // A disconnected integration is left as it is; a missing one answers NotFound here.
                 self.fetch_integration(tenant, id).await
             }
 
@@ -625,7 +616,7 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
             ) -> Result<Integration> {
                 self.fetch_integration(tenant, id).await?;
-                let (status, error, hint) = status_after(&update.report);
+                let (status, error, hint) = update.report.verdict();
                 let mut tx = self.pool.begin().await?;
                 let stored: Vec<(String,)> =
                     sqlx::query_as("SELECT field FROM integration_secrets WHERE tenant_id = $1 AND integration_id = $2")

@@ -78,7 +78,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
+/// An integration id from a URL path; anything else names the `id` field.
+pub(crate) fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)

@@ -77,9 +77,9 @@ impl Caller {
     }
 }
 
-pub fn cookie_value<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -113,7 +113,7 @@ impl FromRequestParts<AppState> for Caller {
                 csrf_token: None,
             });
         }
-        let sid = cookie_value(parts, SESSION_COOKIE).ok_or(ApiError::Unauthenticated)?;
+        let sid = cookie_value(&parts.headers, SESSION_COOKIE).ok_or(ApiError::Unauthenticated)?;
         let sess = state
             .store
             .session(&mspbridge_vault::hash_token(sid), now)

@@ -10,20 +10,12 @@ use mspbridge_store::sync::{Schedule, SyncEvent, SyncRequest, SyncRun};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::ApiJson;
+use crate::api::{ApiJson, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 
 /// Seconds between two "Sync now" requests for one integration.
 pub const SYNC_NOW_COOLDOWN_SECS: i64 = 60;
-
-fn id(raw: &str) -> Result<IntegrationId, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .map(IntegrationId)
-        .ok_or_else(|| ApiError::field("id", format!("'{raw}' is not an integration id")))
-}
 
 /// Checks options against the tenant's roles and the record types the provider syncs.
 pub async fn validate_options(
@@ -73,7 +65,7 @@ pub async fn get_options(
     Path(raw): Path<String>,
 ) -> Result<Json<OptionsView>, ApiError> {
     caller.require(Permission::Read)?;
-    let id = id(&raw)?;
+    let id = parse_id(&raw)?;
     let options = state.store.sync_options(caller.tenant_id, id).await?;
     let schedule = state.store.schedule(caller.tenant_id, id).await?;
     Ok(Json(OptionsView { options, schedule }))
@@ -90,7 +82,7 @@ pub async fn put_options(
     ApiJson(options): ApiJson<SyncOptions>,
 ) -> Result<Json<OptionsView>, ApiError> {
     caller.require(Permission::Manage)?;
-    let id = id(&raw)?;
+    let id = parse_id(&raw)?;
     validate_options(&state, &caller, &options).await?;
     state
         .store
@@ -117,7 +109,7 @@ pub async fn sync_now(
     Path(raw): Path<String>,
 ) -> Result<(StatusCode, Json<SyncNowAnswer>), ApiError> {
     caller.require(Permission::Write)?;
-    let answer = request_sync(&state, &caller, id(&raw)?).await?;
+    let answer = request_sync(&state, &caller, parse_id(&raw)?).await?;
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
@@ -169,7 +161,7 @@ pub async fn reactivate(
     caller.require(Permission::Manage)?;
     state
         .store
-        .reactivate(caller.tenant_id, id(&raw)?, state.now())
+        .reactivate(caller.tenant_id, parse_id(&raw)?, state.now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -190,7 +182,7 @@ pub async fn list_runs(
     Path(raw): Path<String>,
 ) -> Result<Json<Vec<RunView>>, ApiError> {
     caller.require(Permission::Read)?;
-    let id = id(&raw)?;
+    let id = parse_id(&raw)?;
     state.store.get_integration(caller.tenant_id, id).await?;
     let runs = state.store.list_runs(caller.tenant_id, id, 50).await?;
     Ok(Json(runs.into_iter().map(|run| RunView { run }).collect()))

@@ -212,14 +212,7 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let cookie_csrf = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == LOGIN_CSRF_COOKIE)
-        .map(|(_, v)| v.to_string());
+    let cookie_csrf = cookie_value(&headers, LOGIN_CSRF_COOKIE);
     let csrf_ok = cookie_csrf.is_some_and(|c| {
         !form.csrf.is_empty()
             && mspbridge_vault::constant_time_eq(c.as_bytes(), form.csrf.as_bytes())
@@ -333,16 +326,13 @@ struct CsrfForm {
 async fn logout(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
-    parts: HeaderMap,
+    headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(e) = c.check_csrf(Some(&form.csrf)) {
         return error_page(e);
     }
-    let mut fake = axum::http::Request::new(());
-    *fake.headers_mut() = parts;
-    let (p, _) = fake.into_parts();
-    if let Some(sid) = cookie_value(&p, SESSION_COOKIE) {
+    if let Some(sid) = cookie_value(&headers, SESSION_COOKIE) {
         let _ = state
             .store
             .delete_session(&mspbridge_vault::hash_token(sid))
