@@ -99,7 +99,7 @@ pub enum Fault {
 struct FaultState {
     /// Faults consumed one per matching request, in order.
     queue: VecDeque<(String, Fault)>,
-    /// Latency added to every request.
+    /// Response time of every request (see [`Faults::set_latency`]).
     latency: Duration,
 }
 
@@ -123,6 +123,9 @@ impl Faults {
         }
     }
 
+    /// Every answer leaves no earlier than `latency` after its request arrived, as from a
+    /// vendor whose response time is `latency`: the sandbox's own work counts inside it
+    /// (and shows only when it takes longer).
     pub fn set_latency(&self, latency: Duration) {
         if let Ok(mut s) = self.0.lock() {
             s.latency = latency;
@@ -157,9 +160,13 @@ impl Faults {
 /// `router.layer(axum::middleware::from_fn_with_state(faults, inject_faults))`.
 pub async fn inject_faults(State(faults): State<Faults>, req: Request, next: Next) -> Response {
     let (fault, latency) = faults.take(req.uri().path());
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
+    let due = tokio::time::Instant::now() + latency;
+    let resp = apply_fault(fault, req, next).await;
+    tokio::time::sleep_until(due).await;
+    resp
+}
+
+async fn apply_fault(fault: Option<Fault>, req: Request, next: Next) -> Response {
     match fault {
         None => next.run(req).await,
         Some(Fault::Delay(d)) => {

@@ -69,6 +69,8 @@ struct SandboxState {
     data: RwLock<CwData>,
     /// The data set as vendor JSON sorted by id, rebuilt after every change.
     json: RwLock<Option<Arc<JsonData>>>,
+    /// Raw JSON edits applied on top of the typed data: (collection, id, field, value).
+    raw_edits: Mutex<Vec<(&'static str, i64, String, serde_json::Value)>>,
     seen: Mutex<Vec<SeenRequest>>,
 }
 
@@ -113,6 +115,17 @@ impl SandboxState {
         collections.insert("system/members", to_sorted_json(&data.members));
         collections.insert("service/boards", to_sorted_json(&data.boards));
         collections.insert("service/tickets", to_sorted_json(&data.tickets));
+        if let Ok(edits) = self.raw_edits.lock() {
+            for (collection, id, field, value) in edits.iter() {
+                let row = collections.get_mut(collection).and_then(|rows| {
+                    rows.iter_mut()
+                        .find(|r| r.get("id").and_then(|v| v.as_i64()) == Some(*id))
+                });
+                if let Some(serde_json::Value::Object(map)) = row {
+                    map.insert(field.clone(), value.clone());
+                }
+            }
+        }
         let j = Arc::new(JsonData { collections });
         if let Ok(mut g) = self.json.write() {
             *g = Some(j.clone());
@@ -149,6 +162,7 @@ impl CwSandbox {
                 ],
                 data: RwLock::new(generate(seed)),
                 json: RwLock::new(None),
+                raw_edits: Mutex::new(Vec::new()),
                 seen: Mutex::new(Vec::new()),
             }),
             faults: Faults::default(),
@@ -184,6 +198,24 @@ impl CwSandbox {
             *g = None;
         }
         r
+    }
+
+    /// Serves `field` of the record `id` in `collection` (for example `company/contacts`)
+    /// as `value`, whatever the typed data says: tests use it to send records the
+    /// connector cannot read (a number where ConnectWise sends a string, …).
+    pub fn set_raw_field(
+        &self,
+        collection: &'static str,
+        id: i64,
+        field: &str,
+        value: serde_json::Value,
+    ) {
+        if let Ok(mut edits) = self.state.raw_edits.lock() {
+            edits.push((collection, id, field.to_string(), value));
+        }
+        if let Ok(mut g) = self.state.json.write() {
+            *g = None;
+        }
     }
 
     /// Builds the JSON form of the data set now (benchmarks warm it before timing).

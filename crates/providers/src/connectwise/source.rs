@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use super::AREAS;
@@ -17,6 +19,13 @@ use super::wire::{Company, CompanyStatus, Contact, Member};
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
+
+/// A row's `id` alone (every other field is skipped unread).
+#[derive(Deserialize)]
+struct RowId {
+    #[serde(default)]
+    id: Option<i64>,
+}
 
 pub struct CwSource {
     client: CwClient,
@@ -79,25 +88,28 @@ impl CwSource {
         if !conditions.is_empty() {
             query.push(("conditions", conditions.join(" AND ")));
         }
+        // Rows stay raw until each is read on its own: one unreadable record is rejected
+        // with its id while the rest of the page goes on (and no JSON tree is built).
         let (rows, _) = self
             .client
-            .get_retrying::<Vec<serde_json::Value>>(path, &query)
+            .get_retrying::<Vec<Box<RawValue>>>(path, &query)
             .await
             .map_err(|e| Self::error(path, e))?;
-        let last_id = rows
-            .iter()
-            .filter_map(|r| r.get("id").and_then(|v| v.as_i64()))
-            .max();
         let full = rows.len() >= self.page_size;
+        let mut last_id = None;
         let mut records = Vec::with_capacity(rows.len());
         let mut rejected = Vec::new();
         for row in rows {
-            let id = row.get("id").map(|v| v.to_string());
-            match serde_json::from_value::<T>(row) {
+            let id = serde_json::from_str::<RowId>(row.get())
+                .ok()
+                .and_then(|r| r.id);
+            last_id = last_id.max(id);
+            let mut de = serde_json::Deserializer::from_str(row.get());
+            match serde_path_to_error::deserialize::<_, T>(&mut de) {
                 Ok(r) => records.push(r),
                 Err(e) => rejected.push(Rejected {
-                    external_id: id,
-                    reason: format!("unreadable record: {e}"),
+                    external_id: id.map(|i| i.to_string()),
+                    reason: field_error(&e),
                 }),
             }
         }
@@ -123,6 +135,17 @@ impl CwSource {
                 Ok(rows.into_iter().map(|s| (s.id, s.inactive_flag)).collect())
             })
             .await
+    }
+}
+
+/// "field `firstName`: invalid type: integer `42`, expected a string" (the position in
+/// the body means nothing to an admin; the field does).
+fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    let inner = inner.split(" at line ").next().unwrap_or(&inner);
+    match e.path().to_string().as_str() {
+        "." | "" => inner.to_string(),
+        path => format!("field `{path}`: {inner}"),
     }
 }
 
