@@ -37,6 +37,15 @@ impl RecordType {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
+
+    /// The record types whose synced state deciding this one reads: a contact is placed
+    /// in the portal company linked to its vendor company.
+    pub fn depends_on(self) -> &'static [RecordType] {
+        match self {
+            RecordType::Companies | RecordType::Technicians => &[],
+            RecordType::Contacts => &[RecordType::Companies],
+        }
+    }
 }
 
 /// A company as a vendor describes it, normalised.

@@ -74,5 +74,10 @@ impl_sync_store!(
        SELECT s.integration_id FROM sync_schedule s JOIN integrations i ON i.id = s.integration_id \
        WHERE s.next_run_at <= $2 AND (s.lease_until IS NULL OR s.lease_until < $2) AND s.paused_reason IS NULL \
          AND i.status <> 'disconnected' ORDER BY s.next_run_at LIMIT 1 FOR UPDATE OF s SKIP LOCKED) \
-     RETURNING integration_id, tenant_id, pending_trigger"
+     RETURNING integration_id, tenant_id, pending_trigger",
+    // A shared lock: page transactions of one run go side by side, while a claim that
+    // would take the lease over waits for them and then finds them fenced out.
+    "SELECT 1::BIGINT FROM sync_schedule WHERE integration_id = $1 AND lease_owner = $2 FOR SHARE",
+    2,
+    "ANALYZE companies, company_users, staff_users, external_links"
 );

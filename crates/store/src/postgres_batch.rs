@@ -124,6 +124,9 @@ pub(crate) async fn insert_users(
     Ok(())
 }
 
+/// `c.id = ANY($3)` repeats the join key as an index condition: without it the planner,
+/// once statistics see a large table, may join the unnested rows by scanning every user
+/// for each of them (measured: 5.7 s for 490 rows among 50,000).
 pub(crate) async fn update_users(
     tx: &mut Tx<'_>,
     tenant: i64,
@@ -139,7 +142,7 @@ pub(crate) async fn update_users(
            updated_at = $2 \
          FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[]) \
            AS u(id, company_id, email, first_name, last_name, active, phone) \
-         WHERE c.id = u.id AND c.tenant_id = $1 AND c.origin = 'import'",
+         WHERE c.id = ANY($3) AND c.id = u.id AND c.tenant_id = $1 AND c.origin = 'import'",
     )
     .bind(tenant)
     .bind(now)

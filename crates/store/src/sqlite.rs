@@ -94,5 +94,10 @@ impl_sync_store!(
        SELECT s.integration_id FROM sync_schedule s JOIN integrations i ON i.id = s.integration_id \
        WHERE s.next_run_at <= $2 AND (s.lease_until IS NULL OR s.lease_until < $2) AND s.paused_reason IS NULL \
          AND i.status <> 'disconnected' ORDER BY s.next_run_at LIMIT 1) \
-     RETURNING integration_id, tenant_id, pending_trigger"
+     RETURNING integration_id, tenant_id, pending_trigger",
+    // A write takes SQLite's database lock anyway; one page transaction at a time.
+    "UPDATE sync_schedule SET lease_owner = lease_owner WHERE integration_id = $1 AND lease_owner = $2 RETURNING 1",
+    1,
+    // Runs ANALYZE where SQLite's own heuristics say it would help.
+    "PRAGMA optimize"
 );

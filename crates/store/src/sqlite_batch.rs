@@ -156,25 +156,30 @@ pub(crate) async fn update_users(
     now: DateTime<Utc>,
     rows: &[UserUpdateRow<'_>],
 ) -> Result<()> {
-    // SQLite runs each statement in-process, so one per row costs little.
-    for r in rows {
-        sqlx::query(
-            "UPDATE company_users SET email = $3, first_name = $4, last_name = $5, company_id = $6, phone = $9, \
-               status = CASE WHEN $7 THEN (CASE WHEN status = 'disabled' THEN 'imported' ELSE status END) ELSE 'disabled' END, \
-               updated_at = $8 \
-             WHERE tenant_id = $1 AND id = $2 AND origin = 'import'",
-        )
-        .bind(tenant)
-        .bind(r.id)
-        .bind(r.email)
-        .bind(r.first_name)
-        .bind(r.last_name)
-        .bind(r.company_id)
-        .bind(r.active)
-        .bind(now)
-        .bind(r.phone)
-        .execute(&mut **tx)
-        .await?;
+    // 100 rows per statement: UPDATE … FROM a VALUES list (SQLite 3.33+); sqlx hands every
+    // statement to SQLite's worker thread, so one statement per row adds up.
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 7, 3, &|p| format!("({})", p.join(", ")));
+        let q = format!(
+            "UPDATE company_users AS c SET email = u.column3, first_name = u.column4, last_name = u.column5, \
+               company_id = u.column2, phone = u.column7, \
+               status = CASE WHEN u.column6 THEN (CASE WHEN c.status = 'disabled' THEN 'imported' ELSE c.status END) ELSE 'disabled' END, \
+               updated_at = $2 \
+             FROM (VALUES {values}) AS u \
+             WHERE c.id = u.column1 AND c.tenant_id = $1 AND c.origin = 'import'"
+        );
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
+        for r in chunk {
+            query = query
+                .bind(r.id)
+                .bind(r.company_id)
+                .bind(r.email)
+                .bind(r.first_name)
+                .bind(r.last_name)
+                .bind(r.active)
+                .bind(r.phone);
+        }
+        query.execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -107,7 +107,7 @@ pub(crate) struct ScheduleRow {
 }
 
 macro_rules! impl_sync_store {
-    ($store:ty, $claim_sql:literal) => {
+    ($store:ty, $claim_sql:literal, $fence_sql:literal, $page_commits:literal, $analyze_sql:literal) => {
         mod sync_impl {
             use std::collections::{BTreeMap, HashMap};
 
@@ -605,8 +605,23 @@ macro_rules! impl_sync_store {
                     for e in &page.events {
                         insert_event(&mut tx, tenant, run_id, e, now).await?;
                     }
-                    upsert_cursor(&mut tx, id, page.record, &page.pass).await?;
+                    let checkpoint = match &page.checkpoint {
+                        None => Some(page.pass.clone()),
+                        Some(gate) => gate(),
+                    };
+                    if let Some(pass) = checkpoint {
+                        upsert_cursor(&mut tx, id, page.record, &pass).await?;
+                    }
                     tx.commit().await?;
+                    Ok(())
+                }
+
+                fn concurrent_page_commits(&self) -> usize {
+                    $page_commits
+                }
+
+                async fn refresh_statistics(&self) -> Result<()> {
+                    sqlx::raw_sql($analyze_sql).execute(&self.pool).await?;
                     Ok(())
                 }
 
@@ -666,14 +681,15 @@ macro_rules! impl_sync_store {
                 }
             }
 
-            /// Fails with `LeaseLost` unless `worker` still holds the integration's lease.
+            /// Fails with `LeaseLost` unless `worker` still holds the integration's lease, and
+            /// locks the lease row until the transaction ends so it cannot change under it.
             async fn fence(tx: &mut sqlx::Transaction<'_, Db>, id: IntegrationId, worker: &str) -> Result<()> {
-                let done = sqlx::query("UPDATE sync_schedule SET lease_owner = lease_owner WHERE integration_id = $1 AND lease_owner = $2")
+                let held: Option<(i64,)> = sqlx::query_as($fence_sql)
                     .bind(id.0)
                     .bind(worker)
-                    .execute(&mut **tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
-                if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::LeaseLost) }
+                if held.is_some() { Ok(()) } else { Err(StoreError::LeaseLost) }
             }
 
             async fn upsert_cursor(tx: &mut sqlx::Transaction<'_, Db>, id: IntegrationId, record: RecordType, p: &PassState) -> Result<()> {

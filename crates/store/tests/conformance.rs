@@ -639,3 +639,37 @@ async fn concurrent_migrations_on_postgres() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn refreshing_statistics_analyzes_the_synced_tables() {
+    for db in each_backend().await {
+        let s = &db.store;
+        s.refresh_statistics().await.unwrap();
+        if s.backend() != "postgres" {
+            // SQLite: `PRAGMA optimize` decides itself whether ANALYZE is worth it.
+            continue;
+        }
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let analyzed: Vec<(String,)> = sqlx::query_as(
+            "SELECT relname::TEXT FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND analyze_count > 0 ORDER BY relname",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let analyzed: Vec<&str> = analyzed.iter().map(|r| r.0.as_str()).collect();
+        for table in [
+            "companies",
+            "company_users",
+            "external_links",
+            "staff_users",
+        ] {
+            assert!(
+                analyzed.contains(&table),
+                "{table} not analyzed: {analyzed:?}"
+            );
+        }
+    }
+}

@@ -35,6 +35,33 @@ impl Page {
             Page::Technicians(p) => p.next.clone(),
         }
     }
+
+    /// What deciding this page reads that committing an earlier page of the same pass can
+    /// change: its records' links (a vendor may repeat a record on a later page) and, for
+    /// technicians, the staff users matched by email. The pipeline decides a page before
+    /// the previous one is committed only when their keys do not meet.
+    pub fn conflict_keys(&self) -> HashSet<String> {
+        fn ids<T>(p: &SourcePage<T>, id: impl Fn(&T) -> &str) -> HashSet<String> {
+            p.records
+                .iter()
+                .map(|r| id(r).to_string())
+                .chain(p.rejected.iter().filter_map(|r| r.external_id.clone()))
+                .collect()
+        }
+        match self {
+            Page::Companies(p) => ids(p, |c| &c.external_id),
+            Page::Contacts(p) => ids(p, |c| &c.external_id),
+            Page::Technicians(p) => {
+                let mut keys = ids(p, |t| &t.external_id);
+                keys.extend(
+                    p.records
+                        .iter()
+                        .filter_map(|t| t.email.as_ref().map(|e| format!("email:{e}"))),
+                );
+                keys
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]

@@ -12,6 +12,7 @@
 //! they see and, only when complete, deactivate linked records that have disappeared.
 
 mod apply;
+mod pipeline;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,16 +20,19 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mspbridge_domain::integration::IntegrationStatus;
-use mspbridge_domain::sync::{Counts, EventLevel, RecordType, RunResult, SyncOptions};
+use mspbridge_domain::sync::{Counts, RecordType, RunResult, SyncOptions};
 use mspbridge_domain::{IntegrationId, TenantId};
 use mspbridge_providers::Providers;
 use mspbridge_providers::connectwise::client::RetryPolicy;
-use mspbridge_providers::source::{PageRequest, PsaSource, SourceError};
-use mspbridge_store::sync::{Claim, NewEvent, PassState, Release};
+use mspbridge_providers::source::SourceError;
+use mspbridge_store::sync::{Claim, Release};
 use mspbridge_store::{Store, StoreError};
 use mspbridge_vault::Vault;
 
 pub use apply::PageOutcome;
+
+/// A run that writes at least this many records refreshes the database's planner statistics.
+const BULK_WRITES: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -286,6 +290,20 @@ impl Engine {
                 },
             )
             .await?;
+        let written: u64 = counts
+            .values()
+            .map(|c| c.created + c.updated + c.deactivated)
+            .sum();
+        if written >= BULK_WRITES {
+            // A bulk import leaves the planner's statistics describing near-empty tables;
+            // refreshing them is housekeeping, so it runs after the run, in the background.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.refresh_statistics().await {
+                    tracing::warn!(error = %e, "could not refresh planner statistics after a bulk sync");
+                }
+            });
+        }
         Ok(RunSummary {
             run_id,
             integration_id: id,
@@ -327,196 +345,13 @@ impl Engine {
             Some(Err(e)) => return Err(e.to_string()),
             Some(Ok(s)) => s,
         };
-        let mut counts = BTreeMap::new();
-        let mut stops = Vec::new();
-        let mut any_ok = false;
-        for record in RecordType::ALL.into_iter().filter(|r| options.syncs(*r)) {
-            match self
-                .run_pass(
-                    tenant,
-                    integration,
-                    options,
-                    run_id,
-                    record,
-                    source.as_ref(),
-                )
-                .await
-            {
-                Ok(c) => {
-                    any_ok = true;
-                    counts.insert(record, c);
-                }
-                Err((c, stop)) => {
-                    counts.insert(record, c);
-                    let msg = format!("{}: {stop}", record.as_str());
-                    let _ = self
-                        .store
-                        .add_events(
-                            tenant,
-                            run_id,
-                            &[NewEvent::new(EventLevel::Error, Some(record), None, &msg)],
-                            self.now(),
-                        )
-                        .await;
-                    if matches!(stop, PassStop::Source(SourceError::Auth(_)))
-                        || matches!(stop, PassStop::Store(StoreError::LeaseLost))
-                    {
-                        return if any_ok {
-                            Ok((counts, vec![msg], source.requests()))
-                        } else {
-                            Err(msg)
-                        };
-                    }
-                    stops.push(msg);
-                }
-            }
-        }
-        if !any_ok && !stops.is_empty() {
-            return Err(stops.join("; "));
-        }
-        Ok((counts, stops, source.requests()))
-    }
+        let outcome = self
+            .run_pipeline(tenant, integration, options, run_id, source.as_ref())
+            .await?;
 
-    #[tracing::instrument(skip_all, fields(record = record.as_str()))]
-    async fn run_pass(
-        &self,
-        tenant: TenantId,
-        integration: &mspbridge_domain::integration::Integration,
-        options: &SyncOptions,
-        run_id: i64,
-        record: RecordType,
-        source: &dyn PsaSource,
-    ) -> Result<Counts, (Counts, PassStop)> {
-        let id = integration.id;
-        let mut counts = Counts::default();
-        let cursor = self
-            .store
-            .cursor(id, record)
-            .await
-            .map_err(|e| (counts, PassStop::Store(e)))?;
-        let now = self.now();
-        let sync_from = if options.initial_import {
-            None
-        } else {
-            Some(cursor.sync_from.unwrap_or(integration.created_at))
-        };
-        let mut pass = match cursor.pass.clone() {
-            // A pass interrupted by a crash, a kill or a vendor outage continues where it stopped.
-            Some(p) => {
-                tracing::info!(after = ?p.after, "resuming an interrupted pass");
-                p
-            }
-            None => {
-                let due_full = cursor
-                    .last_full_pass_at
-                    .is_none_or(|t| t + self.config.reconcile_every <= now);
-                let full = due_full && (options.initial_import || cursor.watermark.is_some());
-                let since = if full {
-                    None
-                } else {
-                    cursor
-                        .watermark
-                        .or(sync_from)
-                        .map(|w| w - self.config.overlap)
-                };
-                PassState {
-                    run_id,
-                    full,
-                    since,
-                    after: None,
-                    max_seen: None,
-                }
-            }
-        };
-        self.store
-            .begin_pass(id, record, &self.worker, sync_from, &pass)
-            .await
-            .map_err(|e| (counts, PassStop::Store(e)))?;
-        let ctx = apply::Context {
-            store: self.store.as_ref(),
-            tenant,
-            integration: id,
-            options,
-            sync_from,
-            provider: integration.provider.descriptor().name,
-        };
-        let since = pass.since;
-        let fetch = |after: Option<String>| {
-            let req = PageRequest { since, after };
-            async move {
-                match record {
-                    RecordType::Companies => {
-                        source.companies(&req).await.map(apply::Page::Companies)
-                    }
-                    RecordType::Contacts => source.contacts(&req).await.map(apply::Page::Contacts),
-                    RecordType::Technicians => {
-                        source.technicians(&req).await.map(apply::Page::Technicians)
-                    }
-                }
-            }
-        };
-        let mut page = fetch(pass.after.clone())
-            .await
-            .map_err(|e| (counts, PassStop::Source(e)))?;
-        loop {
-            let next = page.next();
-            // The next page's token is known now, so it is fetched while this page is
-            // applied and committed: vendor latency and database work overlap.
-            let prefetch = async {
-                match &next {
-                    Some(t) => Some(fetch(Some(t.clone())).await),
-                    None => None,
-                }
-            };
-            let apply = async {
-                let out = apply::decide(&ctx, page, pass.full)
-                    .await
-                    .map_err(PassStop::Store)?;
-                let mut new_pass = pass.clone();
-                new_pass.after = next.clone();
-                new_pass.max_seen = match (pass.max_seen, out.max_seen) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    (a, b) => a.or(b),
-                };
-                let page_counts = out.counts;
-                let writes = !out.ops.is_empty() || !out.events.is_empty();
-                if writes || next.is_some() || new_pass.full {
-                    let commit = mspbridge_store::sync::PageCommit {
-                        record,
-                        ops: out.ops,
-                        events: out.events,
-                        pass: new_pass.clone(),
-                    };
-                    self.store
-                        .commit_page(tenant, id, run_id, &self.worker, commit, self.now())
-                        .await
-                        .map_err(PassStop::Store)?;
-                }
-                if !self
-                    .store
-                    .renew_lease(id, &self.worker, self.now() + self.config.lease)
-                    .await
-                    .map_err(PassStop::Store)?
-                {
-                    return Err(PassStop::Store(StoreError::LeaseLost));
-                }
-                Ok::<_, PassStop>((new_pass, page_counts))
-            };
-            let (fetched, applied) = tokio::join!(prefetch, apply);
-            let (new_pass, page_counts) = applied.map_err(|e| (counts, e))?;
-            pass = new_pass;
-            counts.merge(&page_counts);
-            match fetched {
-                None => break,
-                Some(Ok(p)) => page = p,
-                Some(Err(e)) => return Err((counts, PassStop::Source(e))),
-            }
+        if !outcome.any_complete && !outcome.stops.is_empty() {
+            return Err(outcome.stops.join("; "));
         }
-        counts.deactivated += self
-            .store
-            .finish_pass(tenant, id, record, &self.worker, self.now())
-            .await
-            .map_err(|e| (counts, PassStop::Store(e)))?;
-        Ok(counts)
+        Ok((outcome.counts, outcome.stops, source.requests()))
     }
 }

@@ -1069,51 +1069,186 @@ async fn a_company_deleted_upstream_is_deactivated_by_an_incremental_pass() {
 
 #[tokio::test]
 async fn two_technicians_with_one_email_are_reported_not_linked_twice() {
-    for w in worlds(20).await {
-        let shared = w.sandbox.with_data(|d| {
-            let email = d.members[0].primary_email.clone();
-            d.members[1].primary_email = email.clone();
-            d.members[2].primary_email = email.clone();
-            email.unwrap()
+    // Page size 1 puts the three members on three pages: the pipeline must not decide a
+    // page before the page that creates the shared staff user is committed.
+    for page_size in [100, 1] {
+        for w in worlds(20).await {
+            let shared = w.sandbox.with_data(|d| {
+                let email = d.members[0].primary_email.clone();
+                d.members[1].primary_email = email.clone();
+                d.members[2].primary_email = email.clone();
+                email.unwrap()
+            });
+            w.configure(SyncOptions {
+                companies: false,
+                contacts: false,
+                ..w.options()
+            })
+            .await;
+            let cfg = EngineConfig {
+                page_size: Some(page_size),
+                ..fast()
+            };
+            let run = w.sync(&w.engine("w1", cfg.clone())).await;
+            assert_eq!(
+                run.result,
+                RunResult::Success,
+                "{} page size {page_size}: {run:?}",
+                w.store().backend()
+            );
+            let staff = w.store().list_staff_users(w.tenant).await.unwrap();
+            assert_eq!(staff.iter().filter(|s| s.email == shared).count(), 1);
+            let events = w
+                .store()
+                .list_events(
+                    w.tenant,
+                    run.run_id,
+                    Some(EventLevel::Warning),
+                    Some(RecordType::Technicians),
+                    100,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                events
+                    .iter()
+                    .filter(|e| e.message.contains("duplicate candidate"))
+                    .count(),
+                2,
+                "{events:?}"
+            );
+            // The next run (a full pass) neither fails nor duplicates.
+            let mut cfg = cfg;
+            cfg.reconcile_every = chrono::Duration::zero();
+            let run = w.sync(&w.engine("w1", cfg)).await;
+            assert_eq!(run.result, RunResult::Success, "{run:?}");
+            assert_eq!(
+                w.store().list_staff_users(w.tenant).await.unwrap().len(),
+                staff.len()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_vendor_record_is_logged_and_skipped_while_the_rest_syncs() {
+    for w in worlds(10).await {
+        // An active contact with an email, of a company that is imported.
+        let (target, email) = w.sandbox.with_data(|d| {
+            let active: Vec<i64> = d
+                .companies
+                .iter()
+                .filter(|c| c.status.as_ref().is_some_and(|s| s.id != 2))
+                .map(|c| c.id)
+                .collect();
+            d.contacts
+                .iter()
+                .filter(|c| !c.inactive_flag)
+                .filter(|c| c.company.as_ref().is_some_and(|r| active.contains(&r.id)))
+                .find_map(|c| {
+                    let email = c
+                        .communication_items
+                        .iter()
+                        .find(|i| i.communication_type == "Email")?;
+                    Some((c.id, email.value.to_lowercase()))
+                })
+                .unwrap()
         });
-        w.configure(w.options()).await;
-        let e = w.engine("w1", fast());
-        let run = w.sync(&e).await;
-        assert_eq!(
-            run.result,
-            RunResult::Success,
-            "{}: {run:?}",
-            w.store().backend()
+        // ConnectWise sends a number where a name belongs.
+        w.sandbox.set_raw_field(
+            "company/contacts",
+            target,
+            "firstName",
+            serde_json::json!(42),
         );
-        let staff = w.store().list_staff_users(w.tenant).await.unwrap();
-        assert_eq!(staff.iter().filter(|s| s.email == shared).count(), 1);
+        w.configure(w.options()).await;
+        let run = w.sync(&w.engine("w1", fast())).await;
+        let backend = w.store().backend();
+        assert_eq!(run.result, RunResult::Partial, "{backend}: {run:?}");
+        let contacts = run.counts[&RecordType::Contacts];
+        assert_eq!(contacts.failed, 1, "{backend}: {contacts:?}");
+        assert!(contacts.add_up() && contacts.created > 0, "{contacts:?}");
+        let users = w.snapshot().await.1;
+        assert_eq!(users.len() as u64, contacts.created, "{backend}");
+        assert!(!users.iter().any(|u| u.0 == email), "{backend}: {email}");
         let events = w
             .store()
             .list_events(
                 w.tenant,
                 run.run_id,
-                Some(EventLevel::Warning),
-                Some(RecordType::Technicians),
+                Some(EventLevel::Error),
+                Some(RecordType::Contacts),
                 100,
             )
             .await
             .unwrap();
-        assert_eq!(
-            events
-                .iter()
-                .filter(|e| e.message.contains("duplicate candidate"))
-                .count(),
-            2,
-            "{events:?}"
+        assert!(
+            events.iter().any(
+                |e| e.external_id.as_deref() == Some(target.to_string().as_str())
+                    && e.message.contains("unreadable")
+                    && e.message.contains("firstName")
+            ),
+            "{backend}: {events:?}"
         );
-        // The next run (a full pass) neither fails nor duplicates.
-        let mut cfg = fast();
-        cfg.reconcile_every = chrono::Duration::zero();
-        let run = w.sync(&w.engine("w1", cfg)).await;
-        assert_eq!(run.result, RunResult::Success, "{run:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_contact_made_inactive_and_active_again_upstream_is_disabled_then_restored() {
+    for w in worlds(10).await {
+        w.configure(w.options()).await;
+        let e = w.engine("w1", fast());
+        w.sync(&e).await;
+        let status_of = |email: String| {
+            let w = &w;
+            async move {
+                for co in w.store().list_companies(w.tenant).await.unwrap() {
+                    for u in w.store().list_company_users(w.tenant, co.id).await.unwrap() {
+                        if u.email.as_deref() == Some(email.as_str()) {
+                            return Some((u.status.as_str().to_string(), u.role_id));
+                        }
+                    }
+                }
+                None
+            }
+        };
+        let flip = |inactive: bool| {
+            w.sandbox.with_data(|d| {
+                let latest = d.contacts.iter().filter_map(|c| c.info.last_updated).max();
+                let c = d.contacts.iter_mut().find(|c| c.default_flag).unwrap();
+                c.inactive_flag = inactive;
+                c.info.last_updated = latest.map(|t| t + chrono::Duration::minutes(10));
+                c.communication_items
+                    .iter()
+                    .find(|i| i.communication_type == "Email")
+                    .map(|i| i.value.to_lowercase())
+                    .unwrap()
+            })
+        };
+        let email = flip(false);
+        let (status, role) = status_of(email.clone()).await.unwrap();
+        assert_eq!(status, "imported");
+
+        flip(true);
+        let run = w.sync(&e).await;
+        let backend = w.store().backend();
         assert_eq!(
-            w.store().list_staff_users(w.tenant).await.unwrap().len(),
-            staff.len()
+            run.counts[&RecordType::Contacts].deactivated,
+            1,
+            "{backend}"
+        );
+        assert_eq!(
+            status_of(email.clone()).await,
+            Some(("disabled".to_string(), role)),
+            "{backend}"
+        );
+
+        flip(false);
+        w.sync(&e).await;
+        assert_eq!(
+            status_of(email.clone()).await,
+            Some(("imported".to_string(), role)),
+            "{backend}: active again upstream, active again in the portal, same role"
         );
     }
 }
