@@ -105,6 +105,67 @@ pub fn content_hash<T: Serialize>(record: &T) -> String {
         .collect()
 }
 
+/// The vendor's own lists an admin picks from when writing company filters and
+/// contact-type rules, as last read from the vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Vocabulary {
+    pub contact_types: Vec<String>,
+    pub company_types: Vec<String>,
+    pub company_statuses: Vec<String>,
+    pub fetched_at: DateTime<Utc>,
+}
+
+impl Vocabulary {
+    /// Checks the names an option uses against the vendor's lists (case-insensitively):
+    /// `(field, message)` for the first unknown one.
+    pub fn check(&self, options: &SyncOptions, provider: &str) -> Result<(), (String, String)> {
+        fn find<'a>(
+            known: &[String],
+            names: impl Iterator<Item = &'a String>,
+        ) -> Option<(usize, &'a String)> {
+            names
+                .enumerate()
+                .find(|(_, n)| !known.iter().any(|k| k.eq_ignore_ascii_case(n.trim())))
+        }
+        let unknown = |what: &str, name: &str, known: &[String]| {
+            format!(
+                "'{name}' is not a {provider} {what} (known: {}); refresh the lists from {provider} if it was added recently",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )
+        };
+        if let Some((i, n)) = find(&self.company_types, options.exclude_company_types.iter()) {
+            return Err((
+                format!("options.exclude_company_types[{i}]"),
+                unknown("company type", n, &self.company_types),
+            ));
+        }
+        if let Some((i, n)) = find(
+            &self.company_statuses,
+            options.exclude_company_statuses.iter(),
+        ) {
+            return Err((
+                format!("options.exclude_company_statuses[{i}]"),
+                unknown("company status", n, &self.company_statuses),
+            ));
+        }
+        if let Some((i, n)) = find(
+            &self.contact_types,
+            options.contact_type_rules.iter().map(|r| &r.contact_type),
+        ) {
+            return Err((
+                format!("options.contact_type_rules[{i}].contact_type"),
+                unknown("contact type", n, &self.contact_types),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One rule of the contact-type list: contacts of this vendor type get this role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -602,5 +663,44 @@ mod tests {
             }
             .add_up()
         );
+    }
+
+    #[test]
+    fn vendor_names_are_checked_case_insensitively_and_the_field_is_named() {
+        let v = Vocabulary {
+            contact_types: vec!["IT Contact".into(), "Owner".into()],
+            company_types: vec!["Client".into()],
+            company_statuses: vec![],
+            fetched_at: Utc::now(),
+        };
+        let rule = |t: &str| ContactTypeRule {
+            contact_type: t.into(),
+            role_id: RoleId(1),
+        };
+        let ok = SyncOptions {
+            contact_type_rules: vec![rule("it contact"), rule(" Owner ")],
+            exclude_company_types: vec!["CLIENT".into()],
+            ..SyncOptions::default()
+        };
+        assert_eq!(v.check(&ok, "ConnectWise Manage"), Ok(()));
+        let bad = SyncOptions {
+            contact_type_rules: vec![rule("Owner"), rule("Owners")],
+            ..SyncOptions::default()
+        };
+        let (field, msg) = v.check(&bad, "ConnectWise Manage").unwrap_err();
+        assert_eq!(field, "options.contact_type_rules[1].contact_type");
+        assert!(
+            msg.contains(
+                "'Owners' is not a ConnectWise Manage contact type (known: IT Contact, Owner)"
+            ),
+            "{msg}"
+        );
+        let status = SyncOptions {
+            exclude_company_statuses: vec!["Active".into()],
+            ..SyncOptions::default()
+        };
+        let (field, msg) = v.check(&status, "ConnectWise Manage").unwrap_err();
+        assert_eq!(field, "options.exclude_company_statuses[0]");
+        assert!(msg.contains("(known: none)"), "{msg}");
     }
 }

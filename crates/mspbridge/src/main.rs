@@ -50,6 +50,24 @@ struct KeyArgs {
     master_key_file: PathBuf,
 }
 
+#[derive(Args, Clone)]
+struct SyncArgs {
+    /// Hours between full (reconciling) passes, which find records deleted upstream; the
+    /// runs in between read only what changed.
+    #[arg(long, env = "MSPBRIDGE_RECONCILE_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u32).range(1..=720))]
+    reconcile_hours: u32,
+}
+
+impl SyncArgs {
+    fn engine_config(&self) -> mspbridge_sync::EngineConfig {
+        mspbridge_sync::EngineConfig {
+            reconcile_every: chrono::Duration::hours(i64::from(self.reconcile_hours)),
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, the web UI and background work.
@@ -70,6 +88,8 @@ enum Command {
         /// Serve only; leave syncing to `mspbridge worker` processes.
         #[arg(long, env = "MSPBRIDGE_NO_WORKER")]
         no_worker: bool,
+        #[command(flatten)]
+        sync: SyncArgs,
     },
     /// Run sync jobs only (several workers may share one PostgreSQL database).
     Worker {
@@ -81,6 +101,8 @@ enum Command {
         allow_private_vendor_hosts: bool,
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
         connectwise_client_id: Option<String>,
+        #[command(flatten)]
+        sync: SyncArgs,
     },
     /// Start the product on a fresh SQLite file with the built-in vendor sandboxes, a demo tenant and admin.
     Demo {
@@ -167,6 +189,7 @@ async fn run(cli: Cli) -> Result<()> {
             allow_private_vendor_hosts,
             connectwise_client_id,
             no_worker,
+            sync,
         } => {
             let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
             let store = open_store(&db.database).await?;
@@ -181,7 +204,8 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
                 .with_context(|| format!("could not listen on {listen}"))?;
             tracing::info!(address = %listen, database = state.store.backend(), "mspbridge serving");
-            let worker = (!no_worker).then(|| start_worker(store, vault, providers));
+            let worker =
+                (!no_worker).then(|| start_worker(store, vault, providers, sync.engine_config()));
             mspbridge_web::serve(listener, state, shutdown_signal()).await?;
             if let Some((tx, task)) = worker {
                 let _ = tx.send(true);
@@ -194,11 +218,12 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             allow_private_vendor_hosts,
             connectwise_client_id,
+            sync,
         } => {
             let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
             let store = open_store(&db.database).await?;
             let vault = load_vault(&key.master_key_file)?;
-            let (tx, task) = start_worker(store, vault, providers);
+            let (tx, task) = start_worker(store, vault, providers, sync.engine_config());
             shutdown_signal().await;
             let _ = tx.send(true);
             let _ = task.await;
@@ -319,6 +344,7 @@ fn start_worker(
     store: Arc<dyn Store>,
     vault: Arc<Vault>,
     providers: Providers,
+    config: mspbridge_sync::EngineConfig,
 ) -> (
     tokio::sync::watch::Sender<bool>,
     tokio::task::JoinHandle<()>,
@@ -329,13 +355,7 @@ fn start_worker(
         .unwrap_or_default();
     let worker = format!("{host}-{}-{suffix}", std::process::id());
     tracing::info!(worker = %worker, "sync worker started");
-    let engine = mspbridge_sync::Engine::new(
-        store,
-        vault,
-        providers,
-        mspbridge_sync::EngineConfig::default(),
-        worker,
-    );
+    let engine = mspbridge_sync::Engine::new(store, vault, providers, config, worker);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { engine.run_worker(rx).await });
     (tx, task)
@@ -494,8 +514,12 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     store
         .set_sync_options(tenant.id, cw_integration.id, &options, chrono::Utc::now())
         .await?;
-    let (worker_tx, worker_task) =
-        start_worker(store.clone(), state.vault.clone(), state.providers.clone());
+    let (worker_tx, worker_task) = start_worker(
+        store.clone(),
+        state.vault.clone(),
+        state.providers.clone(),
+        mspbridge_sync::EngineConfig::default(),
+    );
 
     let listener = TcpListener::bind(listen).await.with_context(|| {
         format!("could not listen on {listen} (is another mspbridge running? use --listen)")

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician};
+use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
 
 /// Which page to read: records changed after `since` (all when `None`), continuing
 /// after the opaque `after` token of the previous page.
@@ -58,8 +58,15 @@ pub trait TechnicianSource: Send + Sync {
     ) -> Result<SourcePage<ExtTechnician>, SourceError>;
 }
 
+/// The vendor's lists of contact types, company types and company statuses, which the
+/// admin picks from for company filters and contact-type rules.
+#[async_trait]
+pub trait VocabularySource: Send + Sync {
+    async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError>;
+}
+
 /// Everything a PSA gives the engine.
-pub trait PsaSource: CompanySource + ContactSource + TechnicianSource {
+pub trait PsaSource: CompanySource + ContactSource + TechnicianSource + VocabularySource {
     /// Vendor requests made through this source so far.
     fn requests(&self) -> u64;
 }

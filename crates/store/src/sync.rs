@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mspbridge_domain::integration::Integration;
 use mspbridge_domain::model::LinkedRecord;
-use mspbridge_domain::sync::{Counts, EventLevel, RecordType, RunResult, SyncOptions, Trigger};
+use mspbridge_domain::sync::{
+    Counts, EventLevel, RecordType, RunResult, SyncOptions, Trigger, Vocabulary,
+};
 use mspbridge_domain::{IntegrationId, RoleId, TenantId};
 use serde::Serialize;
 
@@ -204,6 +206,15 @@ pub trait SyncStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Integration>;
     async fn schedule(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Schedule>>;
+    /// Keeps the vendor's lists (contact types, company types, company statuses).
+    async fn save_vocabulary(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        vocabulary: &Vocabulary,
+    ) -> Result<()>;
+    /// The vendor's lists as last read; `None` before they were read.
+    async fn vocabulary(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Vocabulary>>;
     /// "Sync now", with a cooldown against repeated clicks.
     async fn request_sync(
         &self,

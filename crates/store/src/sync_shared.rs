@@ -205,6 +205,31 @@ macro_rules! impl_sync_store {
                     }))
                 }
 
+                async fn save_vocabulary(&self, tenant: TenantId, id: IntegrationId, vocabulary: &Vocabulary) -> Result<()> {
+                    let json = serde_json::to_string(vocabulary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let done = sqlx::query("UPDATE integrations SET vocabulary = $3 WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .bind(json)
+                        .execute(&self.pool)
+                        .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                }
+
+                async fn vocabulary(&self, tenant: TenantId, id: IntegrationId) -> Result<Option<Vocabulary>> {
+                    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT vocabulary FROM integrations WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let Some((json,)) = row else { return Err(StoreError::NotFound) };
+                    json.map(|j| serde_json::from_str(&j).map_err(|e| corrupt("vocabulary", &e.to_string())))
+                        .transpose()
+                }
+
                 async fn request_sync(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>, cooldown: chrono::Duration) -> Result<SyncRequest> {
                     self.get_integration(tenant, id).await?;
                     let current = self.schedule(tenant, id).await?;

@@ -39,6 +39,12 @@ pub enum ApiError {
         retry_after: u64,
         what: &'static str,
     },
+    /// The vendor answered the connection test but a later read failed.
+    #[error("{provider} could not be read: {message}")]
+    Vendor {
+        provider: &'static str,
+        message: String,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -58,6 +64,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Vendor { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +80,7 @@ impl ApiError {
             ApiError::ConnectorNotAvailable { .. } => "connector_not_available",
             ApiError::ConnectionFailed { .. } => "connection_failed",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Vendor { .. } => "vendor_error",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -10,10 +10,13 @@ use mspbridge_domain::catalogue::{Availability, ProviderDescriptor, ProviderKind
 use mspbridge_domain::integration::{
     ConnectionOutcome, Integration, IntegrationStatus, TestReport,
 };
+use mspbridge_domain::sync::Vocabulary;
 use mspbridge_domain::validate::{
     CredentialValue, Credentials, SECRET_MASK, parse_name, validate_credentials,
 };
 use mspbridge_domain::{IntegrationId, SecretString, TenantId};
+use mspbridge_providers::connectwise::client::RetryPolicy;
+use mspbridge_providers::source::SourceError;
 use mspbridge_store::{CredentialUpdate, NewIntegration};
 use serde::Serialize;
 
@@ -206,7 +209,62 @@ pub async fn connect(
         )
         .await?;
     tracing::info!(integration_id = %integration.id, status = integration.status.as_str(), "integration connected");
+    if integration.status == IntegrationStatus::Connected {
+        refresh_vocabulary_quietly(state, tenant, integration.id).await;
+    }
     Ok(integration)
+}
+
+/// Reads the vendor's lists (contact types, company types, company statuses) with the
+/// stored credentials and keeps them for the options form and its validation.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn refresh_vocabulary(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+) -> Result<Vocabulary, ApiError> {
+    let i = state.store.get_integration(tenant, id).await?;
+    if i.status == IntegrationStatus::Disconnected {
+        return Err(ApiError::Conflict(
+            "this integration is disconnected: reconnect it with credentials first".into(),
+        ));
+    }
+    let provider = i.provider.descriptor().name;
+    let creds = stored_credentials(state, &i).await?;
+    let vendor = |e: SourceError| ApiError::Vendor {
+        provider,
+        message: e.to_string(),
+    };
+    let source = match state
+        .providers
+        .psa_source(i.provider, &creds, RetryPolicy::interactive(), None)
+        .await
+    {
+        None => {
+            return Err(ApiError::ConnectorNotAvailable {
+                provider,
+                note: "it has no sync connector yet",
+            });
+        }
+        Some(s) => s.map_err(vendor)?,
+    };
+    let vocabulary = source.vocabulary(state.now()).await.map_err(vendor)?;
+    state.store.save_vocabulary(tenant, id, &vocabulary).await?;
+    tracing::info!(
+        contact_types = vocabulary.contact_types.len(),
+        company_types = vocabulary.company_types.len(),
+        company_statuses = vocabulary.company_statuses.len(),
+        "vendor lists read"
+    );
+    Ok(vocabulary)
+}
+
+/// After a connect or a test that reached the vendor: read its lists too. A failure here
+/// is logged and does not undo the connect or the test.
+async fn refresh_vocabulary_quietly(state: &AppState, tenant: TenantId, id: IntegrationId) {
+    if let Err(e) = refresh_vocabulary(state, tenant, id).await {
+        tracing::warn!(error = %e, "could not read the vendor's lists");
+    }
 }
 
 /// The stored credentials of an integration, for a connector.
@@ -237,6 +295,9 @@ pub async fn test(
         .record_test(tenant, id, &report, state.now())
         .await?;
     tracing::info!(status = updated.status.as_str(), "integration tested");
+    if updated.status == IntegrationStatus::Connected {
+        refresh_vocabulary_quietly(state, tenant, id).await;
+    }
     Ok(updated)
 }
 

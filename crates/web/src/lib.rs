@@ -168,6 +168,10 @@ pub fn router(state: AppState) -> Router {
             get(sync_api::get_options).put(sync_api::put_options),
         )
         .route("/integrations/{id}/sync", post(sync_api::sync_now))
+        .route(
+            "/integrations/{id}/vocabulary",
+            post(sync_api::refresh_vocabulary),
+        )
         .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
         .route("/integrations/{id}/runs", get(sync_api::list_runs))
         .route("/runs/{run_id}", get(sync_api::get_run))

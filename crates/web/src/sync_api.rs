@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use mspbridge_domain::IntegrationId;
 use mspbridge_domain::auth::Permission;
-use mspbridge_domain::sync::{EventLevel, RecordType, SyncOptions};
+use mspbridge_domain::sync::{EventLevel, RecordType, SyncOptions, Vocabulary};
 use mspbridge_store::sync::{Schedule, SyncEvent, SyncRequest, SyncRun};
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,7 @@ pub const SYNC_NOW_COOLDOWN_SECS: i64 = 60;
 pub async fn validate_options(
     state: &AppState,
     caller: &Caller,
+    id: IntegrationId,
     o: &SyncOptions,
 ) -> Result<(), ApiError> {
     o.validate()?;
@@ -46,6 +47,18 @@ pub async fn validate_options(
             ));
         }
     }
+    // Names of vendor types and statuses are checked against the vendor's lists, when read.
+    if let Some(v) = state.store.vocabulary(caller.tenant_id, id).await? {
+        let provider = state
+            .store
+            .get_integration(caller.tenant_id, id)
+            .await?
+            .provider
+            .descriptor()
+            .name;
+        v.check(o, provider)
+            .map_err(|(field, message)| ApiError::field(&field, message))?;
+    }
     Ok(())
 }
 
@@ -54,6 +67,9 @@ pub struct OptionsView {
     pub options: SyncOptions,
     #[schema(value_type = Option<Object>)]
     pub schedule: Option<Schedule>,
+    /// The vendor's contact types, company types and statuses, as last read (on connect,
+    /// on Test, or with `POST …/vocabulary`).
+    pub vocabulary: Option<Vocabulary>,
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/options", tag = "sync",
@@ -68,7 +84,12 @@ pub async fn get_options(
     let id = parse_id(&raw)?;
     let options = state.store.sync_options(caller.tenant_id, id).await?;
     let schedule = state.store.schedule(caller.tenant_id, id).await?;
-    Ok(Json(OptionsView { options, schedule }))
+    let vocabulary = state.store.vocabulary(caller.tenant_id, id).await?;
+    Ok(Json(OptionsView {
+        options,
+        schedule,
+        vocabulary,
+    }))
 }
 
 /// Saves the sync options; enabling sync makes the integration due at once.
@@ -83,13 +104,35 @@ pub async fn put_options(
 ) -> Result<Json<OptionsView>, ApiError> {
     caller.require(Permission::Manage)?;
     let id = parse_id(&raw)?;
-    validate_options(&state, &caller, &options).await?;
+    validate_options(&state, &caller, id, &options).await?;
     state
         .store
         .set_sync_options(caller.tenant_id, id, &options, state.now())
         .await?;
     let schedule = state.store.schedule(caller.tenant_id, id).await?;
-    Ok(Json(OptionsView { options, schedule }))
+    let vocabulary = state.store.vocabulary(caller.tenant_id, id).await?;
+    Ok(Json(OptionsView {
+        options,
+        schedule,
+        vocabulary,
+    }))
+}
+
+/// Reads the vendor's lists of contact types, company types and company statuses again.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/vocabulary", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = Vocabulary), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn refresh_vocabulary(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<Vocabulary>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = parse_id(&raw)?;
+    Ok(Json(
+        crate::integrations::refresh_vocabulary(&state, caller.tenant_id, id).await?,
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -412,6 +412,7 @@ fn flash_text(code: Option<&str>) -> Option<String> {
             "sync_queued" => "Sync queued; it starts within seconds.",
             "reactivated" => "Automatic sync reactivated; a run is queued.",
             "options" => "Sync options saved.",
+            "vocabulary" => "Type and status lists read again.",
             _ => return None,
         }
         .to_string(),
@@ -914,6 +915,12 @@ async fn integration_action(
                 .map(|_| "sync_queued"),
             Err(e) => Err(e),
         },
+        "vocabulary" => match c.require(Permission::Write) {
+            Ok(()) => integrations::refresh_vocabulary(&state, t, id)
+                .await
+                .map(|_| "vocabulary"),
+            Err(e) => Err(e),
+        },
         "reactivate" => match c.require(Permission::Manage) {
             Ok(()) => state
                 .store
@@ -946,6 +953,7 @@ async fn integration_action(
             e @ (ApiError::Validation(_)
             | ApiError::ConnectionFailed { .. }
             | ApiError::Conflict(_)
+            | ApiError::Vendor { .. }
             | ApiError::RateLimited { .. }),
         ) => match detail(&state, &c, id, None, Some((e, creds))).await {
             Ok(p) => render(p, StatusCode::UNPROCESSABLE_ENTITY),

@@ -45,6 +45,15 @@ pub struct SyncView {
     pub default_role: Option<RoleId>,
     pub next_run: Option<String>,
     pub paused: Option<String>,
+    /// The vendor's lists, to show beside the fields that name them.
+    pub vocabulary: Option<VocabularyView>,
+}
+
+pub struct VocabularyView {
+    pub contact_types: String,
+    pub company_types: String,
+    pub company_statuses: String,
+    pub read_at: String,
 }
 
 pub struct RunLine {
@@ -129,6 +138,21 @@ pub async fn sync_parts(
             }
         }),
         paused: schedule.and_then(|s| s.paused_reason),
+        vocabulary: state.store.vocabulary(c.tenant_id, id).await?.map(|v| {
+            let list = |l: &[String]| {
+                if l.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    l.join(", ")
+                }
+            };
+            VocabularyView {
+                contact_types: list(&v.contact_types),
+                company_types: list(&v.company_types),
+                company_statuses: list(&v.company_statuses),
+                read_at: ts(v.fetched_at),
+            }
+        }),
     };
     let runs = state
         .store
@@ -229,7 +253,7 @@ pub async fn save_options(
         exclude_company_types: list("exclude_company_types"),
         exclude_company_statuses: list("exclude_company_statuses"),
     };
-    validate_options(state, c, &options).await?;
+    validate_options(state, c, id, &options).await?;
     state
         .store
         .set_sync_options(c.tenant_id, id, &options, state.now())

@@ -230,6 +230,13 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
             && detail.contains("Recent runs")
             && detail.contains("Sync options")
     );
+    assert!(
+        detail.contains(
+            "Contact types in ConnectWise Manage: Approver, Billing, Employee, IT Contact, Owner"
+        ) && detail.contains("In ConnectWise Manage: Client, Partner, Prospect, Vendor")
+            && detail.contains("Refresh lists"),
+        "the options show the vendor's lists beside the fields that name them"
+    );
     let run_id = detail
         .split("data-run=\"")
         .nth(1)
@@ -268,4 +275,126 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
     );
     let techs = get("/technicians".into()).await;
     assert!(techs.contains("@msp.example") && techs.contains("import"));
+}
+
+#[tokio::test]
+async fn the_vendor_lists_are_read_on_connect_refreshed_on_demand_and_checked() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+        let path = format!("/api/v1/integrations/{id}/options");
+        let (s, v) = app.get(&path, t).await;
+        assert_eq!(s, 200, "{v}");
+        let vocab = &v["vocabulary"];
+        assert_eq!(
+            vocab["contact_types"],
+            json!(["Approver", "Billing", "Employee", "IT Contact", "Owner"]),
+            "read from ConnectWise on connect: {v}"
+        );
+        assert_eq!(
+            vocab["company_types"],
+            json!(["Client", "Partner", "Prospect", "Vendor"])
+        );
+        assert!(
+            vocab["company_statuses"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Credit Hold"))
+        );
+
+        // Names are checked against the lists, case-insensitively, and the field is named.
+        let admin = role_id(&app, "Admin").await;
+        for (body, field) in [
+            (
+                json!({"contact_type_rules": [{"contact_type": "it contact", "role_id": admin}, {"contact_type": "IT Contcat", "role_id": admin}]}),
+                "options.contact_type_rules[1].contact_type",
+            ),
+            (
+                json!({"exclude_company_types": ["Vendors"]}),
+                "options.exclude_company_types[0]",
+            ),
+            (
+                json!({"exclude_company_statuses": ["Credit hold", "Gone"]}),
+                "options.exclude_company_statuses[1]",
+            ),
+        ] {
+            let (s, e) = app.call(Method::PUT, &path, t, Some(body.clone())).await;
+            assert_eq!(
+                (s, e["field"].as_str()),
+                (422, Some(field)),
+                "{body} -> {e}"
+            );
+            assert!(
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("ConnectWise Manage"),
+                "{e}"
+            );
+        }
+        let ok = json!({"contact_type_rules": [{"contact_type": "it contact", "role_id": admin}],
+            "exclude_company_types": ["vendor"], "exclude_company_statuses": ["Credit Hold"]});
+        let (s, e) = app.call(Method::PUT, &path, t, Some(ok)).await;
+        assert_eq!(s, 200, "{e}");
+
+        // A type added in ConnectWise is known after "Refresh lists".
+        app.sandbox.with_data(|d| {
+            d.contact_types
+                .push(mspbridge_providers::connectwise::wire::ContactType {
+                    id: 99,
+                    description: "Decision Maker".into(),
+                })
+        });
+        let rule =
+            json!({"contact_type_rules": [{"contact_type": "Decision Maker", "role_id": admin}]});
+        let (s, _) = app.call(Method::PUT, &path, t, Some(rule.clone())).await;
+        assert_eq!(s, 422, "not in the lists read on connect");
+        let (s, v) = app
+            .post(
+                &format!("/api/v1/integrations/{id}/vocabulary"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["contact_types"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("Decision Maker"))
+        );
+        let (s, e) = app.call(Method::PUT, &path, t, Some(rule)).await;
+        assert_eq!(s, 200, "{e}");
+
+        // A read-only token cannot make vendor requests; the vendor's failures are a 502.
+        let reader = app
+            .token(app.a.id, mspbridge_domain::auth::StaffRole::ReadOnly)
+            .await;
+        let (s, _) = app
+            .post(
+                &format!("/api/v1/integrations/{id}/vocabulary"),
+                &reader,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 403);
+        app.sandbox.faults.push_n(
+            "/company/contacts/types",
+            mspbridge_sandbox::Fault::Status {
+                status: 500,
+                body: "{\"code\":\"Internal\",\"message\":\"boom\"}".into(),
+                retry_after: None,
+            },
+            10,
+        );
+        let (s, e) = app
+            .post(
+                &format!("/api/v1/integrations/{id}/vocabulary"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!((s, e["code"].as_str()), (502, Some("vendor_error")), "{e}");
+        app.sandbox.faults.clear();
+    }
 }

@@ -80,6 +80,19 @@ pub struct RetryPolicy {
     pub timeout: Duration,
 }
 
+impl RetryPolicy {
+    /// For a request an admin is waiting on (a button in the UI): one retry, short waits.
+    pub fn interactive() -> Self {
+        Self {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(300),
+            max_delay: Duration::from_secs(3),
+            budget: 50,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician};
+use chrono::{DateTime, Utc};
+use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -15,7 +16,7 @@ use tokio::sync::OnceCell;
 use super::AREAS;
 use super::client::{CwClient, CwError};
 use super::conditions::date;
-use super::wire::{Company, CompanyStatus, Contact, Member};
+use super::wire::{Company, CompanyStatus, CompanyType, Contact, ContactType, Member};
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
@@ -120,6 +121,23 @@ impl CwSource {
             None
         };
         Ok((records, rejected, next))
+    }
+
+    /// Every row of a small list (keyset pages until a short one).
+    async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, SourceError> {
+        let mut out = Vec::new();
+        let mut req = PageRequest::default();
+        loop {
+            let (rows, rejected, next) = self.page::<T>(path, &req).await?;
+            for r in rejected {
+                tracing::warn!(path, id = ?r.external_id, reason = %r.reason, "skipped an unreadable list entry");
+            }
+            out.extend(rows);
+            match next {
+                Some(n) => req.after = Some(n),
+                None => return Ok(out),
+            }
+        }
     }
 
     async fn inactive_statuses(&self) -> Result<&HashMap<i64, bool>, SourceError> {
@@ -265,6 +283,28 @@ impl TechnicianSource for CwSource {
             records,
             rejected,
             next,
+        })
+    }
+}
+
+#[async_trait]
+impl VocabularySource for CwSource {
+    async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
+        let contact_types = self.all::<ContactType>("/company/contacts/types").await?;
+        let company_types = self.all::<CompanyType>("/company/companies/types").await?;
+        let company_statuses = self
+            .all::<CompanyStatus>("/company/companies/statuses")
+            .await?;
+        let sorted = |mut v: Vec<String>| {
+            v.sort_by_key(|s| s.to_lowercase());
+            v.dedup();
+            v
+        };
+        Ok(Vocabulary {
+            contact_types: sorted(contact_types.into_iter().map(|t| t.description).collect()),
+            company_types: sorted(company_types.into_iter().map(|t| t.name).collect()),
+            company_statuses: sorted(company_statuses.into_iter().map(|s| s.name).collect()),
+            fetched_at: now,
         })
     }
 }
