@@ -275,9 +275,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
             ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt(
-            "The Halo PSA connector is planned; connecting is not possible yet.",
-        ),
+        availability: Availability::Available,
         setup_hint: "Configuration > Integrations > Halo API > View Applications > New.",
     },
     ProviderDescriptor {

@@ -13,6 +13,7 @@ use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::model::Origin;
 use mspbridge_domain::validate::{check_password, parse_email, parse_name};
 use mspbridge_providers::connectwise::sandbox as cw;
+use mspbridge_providers::halo::sandbox as halo;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::Seed;
 use mspbridge_store::{NewStaffUser, Store};
@@ -261,6 +262,24 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::HaloPsa => {
+                    let sb = halo::HaloSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("Halo PSA sandbox on http://{}", handle.addr);
+                    println!(
+                        "  authorisation server URL: https://{}/auth (plain http on loopback)",
+                        handle.host()
+                    );
+                    println!("  resource server URL:      https://{}/api", handle.host());
+                    println!("  tenant:                   {}", halo::DEMO_TENANT);
+                    println!("  client id:                {}", halo::DEMO_CLIENT_ID);
+                    println!("  client secret:            {}", halo::DEMO_CLIENT_SECRET);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 other => bail!(
                     "{} has no sandbox yet (its connector is not built)",
                     other.descriptor().name
@@ -336,6 +355,7 @@ fn providers(allow_private: bool, connectwise_client_id: Option<String>) -> Resu
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
+        ..Default::default()
     }))
 }
 
@@ -459,12 +479,15 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     // Vendor sandboxes on loopback.
     let cw_sandbox = cw::CwSandbox::new(Seed::Small);
     let cw_handle = cw_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    let halo_sandbox = halo::HaloSandbox::new(Seed::Small);
+    let halo_handle = halo_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
             allow_private: true,
         },
         connectwise_client_id: None,
+        ..Default::default()
     });
     let state = AppState::new(store.clone(), vault, providers, false);
 
@@ -490,6 +513,32 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     .await
     .map_err(|e| anyhow!("connecting the ConnectWise sandbox failed: {e}"))?;
 
+    let mut creds = BTreeMap::new();
+    let host = halo_handle.host();
+    creds.insert(
+        "auth_server_url".to_string(),
+        format!("https://{host}/auth"),
+    );
+    creds.insert(
+        "resource_server_url".to_string(),
+        format!("https://{host}/api"),
+    );
+    creds.insert("tenant".to_string(), halo::DEMO_TENANT.to_string());
+    creds.insert("client_id".to_string(), halo::DEMO_CLIENT_ID.to_string());
+    creds.insert(
+        "client_secret".to_string(),
+        halo::DEMO_CLIENT_SECRET.to_string(),
+    );
+    let halo_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::HaloPsa.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Halo sandbox failed: {e}"))?;
+
     // Contacts auto-import with the full role chain, so the demo shows roles and their reasons.
     let roles: std::collections::HashMap<String, mspbridge_domain::RoleId> = store
         .list_roles(tenant.id)
@@ -513,6 +562,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     };
     store
         .set_sync_options(tenant.id, cw_integration.id, &options, chrono::Utc::now())
+        .await?;
+    // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
+    store
+        .set_sync_options(tenant.id, halo_integration.id, &options, chrono::Utc::now())
         .await?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
@@ -539,12 +592,18 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         cw_handle.host(),
         cw_integration.status.label()
     );
+    println!(
+        "             Halo PSA on http://{} ({})",
+        halo_handle.host(),
+        halo_integration.status.label()
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
     let _ = worker_tx.send(true);
     let _ = worker_task.await;
     cw_handle.stop().await;
+    halo_handle.stop().await;
     Ok(())
 }
 

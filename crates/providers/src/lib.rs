@@ -12,6 +12,8 @@ use mspbridge_domain::integration::TestReport;
 use mspbridge_domain::validate::Credentials;
 
 pub mod connectwise;
+pub mod halo;
+pub mod http;
 pub mod outbound;
 pub mod source;
 
@@ -33,6 +35,8 @@ pub struct ProviderConfig {
     /// The ConnectWise `clientId` registered for this mspbridge deployment, used when an
     /// integration does not set its own.
     pub connectwise_client_id: Option<String>,
+    /// Halo's hosted rate limit and 429 back-off.
+    pub halo_limits: halo::client::HaloLimits,
 }
 
 /// The connectors this build has, by provider.
@@ -83,6 +87,18 @@ impl Providers {
                 }
                 Some(Ok(Box::new(src)))
             }
+            ProviderKind::HaloPsa => {
+                let halo = halo::Halo::new(self.config.clone());
+                let client = match halo.client(credentials, retry.timeout) {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
+                };
+                let mut src = halo::source::HaloSource::new(client);
+                if let Some(n) = page_size {
+                    src = src.with_page_size(n);
+                }
+                Some(Ok(Box::new(src)))
+            }
             _ => None,
         }
     }
@@ -92,6 +108,7 @@ impl Providers {
             ProviderKind::ConnectwiseManage => {
                 Some(Box::new(connectwise::ConnectWise::new(self.config.clone())))
             }
+            ProviderKind::HaloPsa => Some(Box::new(halo::Halo::new(self.config.clone()))),
             _ => None,
         }
     }

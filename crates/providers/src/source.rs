@@ -70,3 +70,46 @@ pub trait PsaSource: CompanySource + ContactSource + TechnicianSource + Vocabula
     /// Vendor requests made through this source so far.
     fn requests(&self) -> u64;
 }
+
+/// A row's `id` alone (every other field is skipped unread).
+#[derive(serde::Deserialize)]
+struct RowId {
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+/// Reads a page's raw rows one by one into `T`: an unreadable row is rejected with its id
+/// and the field at fault while the rest go on. Also returns the highest id seen.
+pub(crate) fn read_rows<T: serde::de::DeserializeOwned>(
+    rows: Vec<Box<serde_json::value::RawValue>>,
+) -> (Vec<T>, Vec<Rejected>, Option<i64>) {
+    let mut records = Vec::with_capacity(rows.len());
+    let mut rejected = Vec::new();
+    let mut max_id = None;
+    for row in rows {
+        let id = serde_json::from_str::<RowId>(row.get())
+            .ok()
+            .and_then(|r| r.id);
+        max_id = max_id.max(id);
+        let mut de = serde_json::Deserializer::from_str(row.get());
+        match serde_path_to_error::deserialize::<_, T>(&mut de) {
+            Ok(r) => records.push(r),
+            Err(e) => rejected.push(Rejected {
+                external_id: id.map(|i| i.to_string()),
+                reason: field_error(&e),
+            }),
+        }
+    }
+    (records, rejected, max_id)
+}
+
+/// "field `firstName`: invalid type: integer `42`, expected a string" (the position in
+/// the body means nothing to an admin; the field does).
+pub(crate) fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    let inner = inner.split(" at line ").next().unwrap_or(&inner);
+    match e.path().to_string().as_str() {
+        "." | "" => inner.to_string(),
+        path => format!("field `{path}`: {inner}"),
+    }
+}

@@ -43,6 +43,7 @@ fn providers(allow_private: bool) -> Providers {
     Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id: None,
+        ..Default::default()
     })
 }
 
@@ -146,6 +147,7 @@ async fn the_server_wide_client_id_is_used_when_the_form_has_none() {
             allow_private: true,
         },
         connectwise_client_id: Some(DEMO_CLIENT_ID.into()),
+        ..Default::default()
     });
     let c = creds(
         &h.host(),

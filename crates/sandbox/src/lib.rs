@@ -7,6 +7,8 @@
 //! * [`Faults`]: fault injection (errors with bodies, 429 with `Retry-After`,
 //!   latency, truncated bodies) that tests switch on per request path.
 
+pub mod names;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::str::FromStr;

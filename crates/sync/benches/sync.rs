@@ -166,6 +166,7 @@ async fn main() {
             allow_private: true,
         },
         connectwise_client_id: None,
+        ..Default::default()
     });
     let engine = Engine::new(
         store.clone(),

@@ -119,6 +119,7 @@ impl World {
                 allow_private: true,
             },
             connectwise_client_id: None,
+            ..Default::default()
         });
         let offset = self.offset.clone();
         Engine::new(

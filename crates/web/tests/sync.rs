@@ -19,6 +19,7 @@ fn engine(app: &TestApp) -> Engine {
             allow_private: true,
         },
         connectwise_client_id: None,
+        ..Default::default()
     });
     Engine::new(
         app.db.store.clone(),

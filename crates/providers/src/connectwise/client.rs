@@ -12,6 +12,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER};
 use serde::de::DeserializeOwned;
 
 use super::wire::{CompanyInfo, ErrorBody};
+use crate::http::{describe, urlencode};
 use crate::outbound::OutboundPolicy;
 
 /// The REST API version we pin with the `Accept` header.
@@ -65,45 +66,7 @@ impl CwError {
     }
 }
 
-/// How transient failures (429, 5xx, timeouts, truncated bodies) are retried.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub max_attempts: u32,
-    /// First backoff; doubles per attempt.
-    pub base_delay: Duration,
-    /// Cap for backoff and for a vendor's `Retry-After`.
-    pub max_delay: Duration,
-    /// Requests one client (one sync run) may make.
-    pub budget: u64,
-    /// Time allowed for one request, connect and body included.
-    pub timeout: Duration,
-}
-
-impl RetryPolicy {
-    /// For a request an admin is waiting on (a button in the UI): one retry, short waits.
-    pub fn interactive() -> Self {
-        Self {
-            max_attempts: 2,
-            base_delay: Duration::from_millis(300),
-            max_delay: Duration::from_secs(3),
-            budget: 50,
-            timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(60),
-            budget: 20_000,
-            timeout: Duration::from_secs(30),
-        }
-    }
-}
+pub use crate::http::RetryPolicy;
 
 pub struct CwClient {
     http: reqwest::Client,
@@ -121,23 +84,6 @@ impl std::fmt::Debug for CwClient {
             .field("base", &self.base)
             .finish_non_exhaustive()
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() {
-        "the request timed out".to_string()
-    } else if e.is_connect() {
-        "the connection failed".to_string()
-    } else {
-        "the request failed".to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 impl CwClient {
@@ -246,18 +192,11 @@ impl CwClient {
             if !retryable || attempt >= self.retry.max_attempts {
                 return result;
             }
-            let backoff = self
-                .retry
-                .base_delay
-                .saturating_mul(1 << (attempt - 1).min(16));
-            let wait = match &result {
-                Err(CwError::Status {
-                    retry_after: Some(ra),
-                    ..
-                }) => *ra,
-                _ => backoff,
-            }
-            .min(self.retry.max_delay);
+            let retry_after = match &result {
+                Err(CwError::Status { retry_after, .. }) => *retry_after,
+                _ => None,
+            };
+            let wait = self.retry.wait(attempt, retry_after, Duration::ZERO);
             if let Err(e) = &result {
                 tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "ConnectWise request failed; retrying");
             }
@@ -335,17 +274,6 @@ pub fn api_host(site: &str, info: &CompanyInfo) -> String {
         return format!("api-{region}.myconnectwise.net");
     }
     site.to_string()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

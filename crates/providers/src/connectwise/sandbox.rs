@@ -564,51 +564,7 @@ fn list(
     resp
 }
 
-const ADJECTIVES: [&str; 16] = [
-    "Blue",
-    "Northern",
-    "Summit",
-    "Harbor",
-    "Granite",
-    "Silver",
-    "Oak",
-    "Bright",
-    "Cedar",
-    "Riverside",
-    "Pioneer",
-    "Golden",
-    "Evergreen",
-    "Coastal",
-    "Prairie",
-    "Metro",
-];
-const NOUNS: [&str; 16] = [
-    "Dental",
-    "Logistics",
-    "Law Group",
-    "Accounting",
-    "Builders",
-    "Veterinary",
-    "Realty",
-    "Consulting",
-    "Bakery",
-    "Engineering",
-    "Clinic",
-    "Motors",
-    "Insurance",
-    "Architects",
-    "Foods",
-    "Media",
-];
-const SUFFIXES: [&str; 6] = ["LLC", "Inc", "Ltd", "Group", "Co", "Partners"];
-const FIRST: [&str; 20] = [
-    "Pat", "Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Robin",
-    "Chris", "Dana", "Lee", "Avery", "Quinn", "Drew", "Emery", "Harper", "Kai", "Rowan",
-];
-const LAST: [&str; 20] = [
-    "Smith", "Garcia", "Nguyen", "Patel", "Kim", "Müller", "Rossi", "Silva", "Brown", "Jones",
-    "Wilson", "Moore", "Clark", "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Lopez",
-];
+use mspbridge_sandbox::names::{ADJECTIVES, FIRST, LAST, NOUNS, SUFFIXES};
 
 fn base_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
@@ -20,13 +19,6 @@ use super::wire::{Company, CompanyStatus, CompanyType, Contact, ContactType, Mem
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
-
-/// A row's `id` alone (every other field is skipped unread).
-#[derive(Deserialize)]
-struct RowId {
-    #[serde(default)]
-    id: Option<i64>,
-}
 
 pub struct CwSource {
     client: CwClient,
@@ -97,23 +89,7 @@ impl CwSource {
             .await
             .map_err(|e| Self::error(path, e))?;
         let full = rows.len() >= self.page_size;
-        let mut last_id = None;
-        let mut records = Vec::with_capacity(rows.len());
-        let mut rejected = Vec::new();
-        for row in rows {
-            let id = serde_json::from_str::<RowId>(row.get())
-                .ok()
-                .and_then(|r| r.id);
-            last_id = last_id.max(id);
-            let mut de = serde_json::Deserializer::from_str(row.get());
-            match serde_path_to_error::deserialize::<_, T>(&mut de) {
-                Ok(r) => records.push(r),
-                Err(e) => rejected.push(Rejected {
-                    external_id: id.map(|i| i.to_string()),
-                    reason: field_error(&e),
-                }),
-            }
-        }
+        let (records, rejected, last_id) = read_rows::<T>(rows);
         // Keyset paging: a short page is the last one, so no extra empty request is needed.
         let next = if full {
             last_id.map(|id| id.to_string())
@@ -153,17 +129,6 @@ impl CwSource {
                 Ok(rows.into_iter().map(|s| (s.id, s.inactive_flag)).collect())
             })
             .await
-    }
-}
-
-/// "field `firstName`: invalid type: integer `42`, expected a string" (the position in
-/// the body means nothing to an admin; the field does).
-fn field_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let inner = e.inner().to_string();
-    let inner = inner.split(" at line ").next().unwrap_or(&inner);
-    match e.path().to_string().as_str() {
-        "." | "" => inner.to_string(),
-        path => format!("field `{path}`: {inner}"),
     }
 }
 

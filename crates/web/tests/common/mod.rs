@@ -81,6 +81,7 @@ impl TestApp {
                 allow_private: true,
             },
             connectwise_client_id: None,
+            ..Default::default()
         });
         let state = AppState::new(
             db.store.clone(),

@@ -1,0 +1,257 @@
+//! Halo as a sync source. Clients and users are read with `pageinate=true`,
+//! `page_size=100`, `page_no`, ordered by id, and the next page is decided by
+//! `record_count` (never by a short page); incremental passes add `lastupdatefromdate`.
+//! Agents come as one bare array. Unreadable rows are rejected one by one.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+use super::client::{HaloClient, HaloError};
+use super::wire::{Agent, Client, User, UserRole, halo_date};
+use crate::source::*;
+
+/// Halo's documented maximum page size.
+pub const PAGE_SIZE: usize = 100;
+
+/// A paged list answer: `{page_no, page_size, record_count, clients|users: [...]}`.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    record_count: Option<u64>,
+    #[serde(default)]
+    clients: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    users: Option<Vec<Box<RawValue>>>,
+}
+
+pub struct HaloSource {
+    client: HaloClient,
+    page_size: usize,
+}
+
+impl HaloSource {
+    pub fn new(client: HaloClient) -> Self {
+        Self {
+            client,
+            page_size: PAGE_SIZE,
+        }
+    }
+
+    pub fn with_page_size(mut self, n: usize) -> Self {
+        self.page_size = n.clamp(1, PAGE_SIZE);
+        self
+    }
+
+    fn error(path: &str, e: HaloError) -> SourceError {
+        match e.status() {
+            Some(401) => SourceError::Auth(e.vendor_message()),
+            Some(403) => SourceError::NotPermitted {
+                message: format!("{path}: {}", e.vendor_message()),
+                setting: super::PERMISSION_SETTING.into(),
+            },
+            _ => match e {
+                HaloError::Token { .. } => SourceError::Auth(e.to_string()),
+                HaloError::Refused(m) if m.contains("budget") => SourceError::Budget(m),
+                other => SourceError::Unavailable(other.to_string()),
+            },
+        }
+    }
+
+    /// One page of a paged list. The token is the next `page_no`.
+    async fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &PageRequest,
+        extra: &[(&str, &str)],
+    ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
+        let page_no: u64 = match &req.after {
+            None => 1,
+            Some(t) => t
+                .parse()
+                .map_err(|_| SourceError::Unavailable(format!("bad page token '{t}'")))?,
+        };
+        let mut query = vec![
+            ("pageinate", "true".to_string()),
+            ("page_size", self.page_size.to_string()),
+            ("page_no", page_no.to_string()),
+            ("order", "id".to_string()),
+            ("orderdesc", "false".to_string()),
+        ];
+        query.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        if let Some(since) = req.since {
+            query.push(("lastupdatefromdate", halo_date::format(since)));
+        }
+        let env: Envelope = self
+            .client
+            .get_retrying(path, &query)
+            .await
+            .map_err(|e| Self::error(path, e))?;
+        let rows = env.clients.or(env.users).unwrap_or_default();
+        let (records, rejected, _) = read_rows(rows);
+        // Stop on the count, never on a short page: a page can be short while more
+        // records exist, and a full last page is not followed by an empty request.
+        let seen = page_no.saturating_mul(self.page_size as u64);
+        let next = match env.record_count {
+            Some(total) if seen < total && !(records.is_empty() && rejected.is_empty()) => {
+                Some((page_no + 1).to_string())
+            }
+            _ => None,
+        };
+        Ok((records, rejected, next))
+    }
+}
+
+fn clean_email(e: Option<&str>) -> Option<String> {
+    e.map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty() && e.contains('@'))
+}
+
+fn split_roles(list: Option<&str>) -> Vec<String> {
+    list.unwrap_or_default()
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[async_trait]
+impl CompanySource for HaloSource {
+    async fn companies(&self, req: &PageRequest) -> Result<SourcePage<ExtCompany>, SourceError> {
+        let extra = [("includeinactive", "true"), ("includeactive", "true")];
+        let (rows, rejected, next) = self.page::<Client>("/Client", req, &extra).await?;
+        let records = rows
+            .into_iter()
+            .map(|c| ExtCompany {
+                external_id: c.id.to_string(),
+                active: !c.inactive,
+                status: None,
+                deleted: false,
+                types: vec![],
+                primary_contact_id: None,
+                identifier: None,
+                name: c.name,
+                updated_at: c.alastupdate,
+            })
+            .collect();
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
+    }
+}
+
+#[async_trait]
+impl ContactSource for HaloSource {
+    async fn contacts(&self, req: &PageRequest) -> Result<SourcePage<ExtContact>, SourceError> {
+        let extra = [
+            ("includeinactive", "true"),
+            ("includeactive", "true"),
+            ("exclude_agents", "true"),
+        ];
+        let (rows, rejected, next) = self.page::<User>("/Users", req, &extra).await?;
+        let records = rows
+            .into_iter()
+            .map(|u| {
+                let (first, last) = if u.firstname.is_empty() && u.surname.is_empty() {
+                    (u.name.clone(), String::new())
+                } else {
+                    (u.firstname, u.surname)
+                };
+                ExtContact {
+                    external_id: u.id.to_string(),
+                    company_external_id: u.client_id.map(|c| c.to_string()),
+                    email: clean_email(u.emailaddress.as_deref()),
+                    phone: u
+                        .phonenumber
+                        .or(u.mobilenumber)
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty()),
+                    active: !u.inactive,
+                    primary: u.ismaincontact,
+                    types: split_roles(u.role_list.as_deref()),
+                    first_name: first,
+                    last_name: last,
+                    updated_at: u.ulastupdate,
+                }
+            })
+            .collect();
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
+    }
+}
+
+#[async_trait]
+impl TechnicianSource for HaloSource {
+    /// Agents come in one bare array (no paging, no incremental filter): every pass reads
+    /// them all, and the content hash keeps unchanged agents free.
+    async fn technicians(
+        &self,
+        _req: &PageRequest,
+    ) -> Result<SourcePage<ExtTechnician>, SourceError> {
+        let query = [("includedisabled", "true".to_string())];
+        let rows: Vec<Box<RawValue>> = self
+            .client
+            .get_retrying("/Agent", &query)
+            .await
+            .map_err(|e| Self::error("/Agent", e))?;
+        let (rows, rejected, _) = read_rows::<Agent>(rows);
+        let records = rows
+            .into_iter()
+            .map(|a| ExtTechnician {
+                external_id: a.id.to_string(),
+                email: clean_email(a.email.as_deref()),
+                active: !a.isdisabled,
+                identifier: a.name.clone(),
+                first_name: if a.firstname.is_empty() {
+                    a.name
+                } else {
+                    a.firstname
+                },
+                last_name: a.surname,
+                updated_at: a.last_modified,
+            })
+            .collect();
+        Ok(SourcePage {
+            records,
+            rejected,
+            next: None,
+        })
+    }
+}
+
+#[async_trait]
+impl VocabularySource for HaloSource {
+    /// Halo's contact types are its user roles; clients have neither types nor statuses
+    /// beyond active/inactive.
+    async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
+        let roles: Vec<Box<RawValue>> = self
+            .client
+            .get_retrying("/UserRoles", &[])
+            .await
+            .map_err(|e| Self::error("/UserRoles", e))?;
+        let (roles, _, _) = read_rows::<UserRole>(roles);
+        let mut contact_types: Vec<String> = roles.into_iter().map(|r| r.name).collect();
+        contact_types.sort_by_key(|s| s.to_lowercase());
+        contact_types.dedup();
+        Ok(Vocabulary {
+            contact_types,
+            company_types: vec![],
+            company_statuses: vec![],
+            fetched_at: now,
+        })
+    }
+}
+
+impl PsaSource for HaloSource {
+    fn requests(&self) -> u64 {
+        self.client.requests()
+    }
+}

@@ -1,0 +1,141 @@
+//! Halo's JSON, field names as the Halo API v2 spec has them (schemas `Area` for clients,
+//! `Users` for end users, `Uname` for agents, `UserRoles`). The spec's types are not
+//! usable for code generation (trap 2), so these are written by hand and read leniently:
+//! every field the sync does not need may be missing.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `POST {auth}/token` answer (client-credentials grant).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: u64,
+}
+
+/// Halo writes dates without a zone (`2025-03-05T10:22:13.123`); they are UTC.
+pub mod halo_date {
+    use super::*;
+
+    pub fn parse(s: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|n| n.and_utc())
+            })
+    }
+
+    pub fn format(d: DateTime<Utc>) -> String {
+        d.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+    }
+
+    pub fn serialize<S: Serializer>(d: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let raw: Option<String> = Option::deserialize(d)?;
+        match raw.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(s) => parse(s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not a Halo date"))),
+        }
+    }
+}
+
+/// A client (company), schema `Area`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub inactive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toplevel_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_site_id: Option<i64>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub alastupdate: Option<DateTime<Utc>>,
+}
+
+/// An end user (contact), schema `Users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub firstname: String,
+    #[serde(default)]
+    pub surname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emailaddress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phonenumber: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobilenumber: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_id: Option<i64>,
+    #[serde(default)]
+    pub inactive: bool,
+    /// Main contact of the user's site: Halo's primary contact.
+    #[serde(default)]
+    pub ismaincontact: bool,
+    /// The user's roles, comma separated (Halo's contact types).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_list: Option<String>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub ulastupdate: Option<DateTime<Utc>>,
+}
+
+/// An agent (technician), schema `Uname`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: i64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub firstname: String,
+    #[serde(default)]
+    pub surname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub isdisabled: bool,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// A user role (schema `UserRoles`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRole {
+    pub id: i64,
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halo_dates_without_a_zone_are_utc() {
+        let d = halo_date::parse("2025-03-05T10:22:13.123").unwrap();
+        assert_eq!(d.to_rfc3339(), "2025-03-05T10:22:13.123+00:00");
+        assert_eq!(halo_date::format(d), "2025-03-05T10:22:13.123");
+        assert!(halo_date::parse("2025-03-05T10:22:13Z").is_some());
+        let u: User =
+            serde_json::from_str(r#"{"id":5,"ulastupdate":"","ismaincontact":true}"#).unwrap();
+        assert_eq!((u.ulastupdate, u.ismaincontact), (None, true));
+        assert!(serde_json::from_str::<User>(r#"{"id":5,"ulastupdate":"soon"}"#).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! Plumbing every vendor client shares: the retry policy, readable transport errors, and
+//! a rolling-window request limiter for vendors that count requests per time window.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How transient failures (429, 5xx, timeouts, truncated bodies) are retried.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First backoff; doubles per attempt.
+    pub base_delay: Duration,
+    /// Cap for backoff and for a vendor's `Retry-After`.
+    pub max_delay: Duration,
+    /// Requests one client (one sync run) may make.
+    pub budget: u64,
+    /// Time allowed for one request, connect and body included.
+    pub timeout: Duration,
+}
+
+impl RetryPolicy {
+    /// For a request an admin is waiting on (a button in the UI): one retry, short waits.
+    pub fn interactive() -> Self {
+        Self {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(300),
+            max_delay: Duration::from_secs(3),
+            budget: 50,
+            timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(60),
+            budget: 20_000,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: the vendor's `Retry-After` when it sent one,
+    /// else exponential backoff from `base_delay`; never more than `max_delay`, never
+    /// less than `floor`.
+    pub fn wait(&self, attempt: u32, retry_after: Option<Duration>, floor: Duration) -> Duration {
+        let backoff = self
+            .base_delay
+            .saturating_mul(1 << (attempt.saturating_sub(1)).min(16));
+        retry_after
+            .unwrap_or(backoff)
+            .max(floor)
+            .min(self.max_delay)
+    }
+}
+
+/// What went wrong with a request, in words (reqwest's own messages hide the cause).
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() {
+        "the request timed out".to_string()
+    } else if e.is_connect() {
+        "the connection failed".to_string()
+    } else {
+        "the request failed".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Percent-encodes a query or form value (RFC 3986 unreserved characters stay).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A vendor limit of `requests` per rolling `window` (Halo: about 300 per 5 minutes per
+/// tenant). `acquire` waits until sending one more stays within it, so a long import is
+/// spread over the window instead of running into 429s.
+#[derive(Debug)]
+pub struct RollingWindow {
+    requests: usize,
+    window: Duration,
+    sent: Mutex<VecDeque<Instant>>,
+}
+
+impl RollingWindow {
+    pub fn new(requests: usize, window: Duration) -> Self {
+        Self {
+            requests: requests.max(1),
+            window,
+            sent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The limiter shared by every client of one vendor account (`key`), so two syncs
+    /// of one tenant, or a sync and a connection test, count against one budget.
+    pub fn shared(key: &str, requests: usize, window: Duration) -> Arc<RollingWindow> {
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<RollingWindow>>>> = OnceLock::new();
+        let all = ALL.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(format!("{key}|{requests}|{}", window.as_millis()))
+            .or_insert_with(|| Arc::new(RollingWindow::new(requests, window)))
+            .clone()
+    }
+
+    /// Waits for a free slot and takes it.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                while sent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= self.window)
+                {
+                    sent.pop_front();
+                }
+                if sent.len() < self.requests {
+                    sent.push_back(now);
+                    return;
+                }
+                sent.front()
+                    .map(|t| *t + self.window - now)
+                    .unwrap_or_default()
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// After a 429 the vendor's count is ahead of ours: treat the window as full for `d`.
+    pub fn hold(&self, d: Duration) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let until = Instant::now() + d;
+        let stamp = until.checked_sub(self.window).unwrap_or_else(Instant::now);
+        sent.clear();
+        sent.extend(std::iter::repeat_n(stamp, self.requests));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_spreads_requests_over_time() {
+        let w = RollingWindow::new(3, Duration::from_secs(10));
+        let start = Instant::now();
+        for _ in 0..3 {
+            w.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        w.acquire().await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "the 4th waits for the 1st to age out"
+        );
+        w.hold(Duration::from_secs(30));
+        let held = Instant::now();
+        w.acquire().await;
+        assert_eq!(held.elapsed(), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn waits_follow_retry_after_backoff_floor_and_cap() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(60),
+            budget: 10,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(p.wait(1, None, Duration::ZERO), Duration::from_millis(100));
+        assert_eq!(p.wait(3, None, Duration::ZERO), Duration::from_millis(400));
+        assert_eq!(
+            p.wait(1, Some(Duration::from_secs(7)), Duration::ZERO),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.wait(1, None, Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            p.wait(1, Some(Duration::from_secs(600)), Duration::ZERO),
+            Duration::from_secs(60)
+        );
+    }
+}

@@ -1,0 +1,392 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Halo against its sandbox: Test connection (good credentials, a wrong secret, an
+//! unknown tenant, a wrong authorisation URL, an application without agent permission,
+//! the outbound policy), paging driven by `record_count` (a full last page, an empty
+//! tenant, a count that grows during a run), incremental reads, the token cache and its
+//! renewal after a 401, the rate limit (spreading and 429 back-off), unreadable rows, and
+//! every request checked against Halo's OpenAPI document.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::*;
+use mspbridge_domain::validate::{Credentials, validate_credentials};
+use mspbridge_providers::halo::client::HaloLimits;
+use mspbridge_providers::halo::sandbox::*;
+use mspbridge_providers::halo::wire::User;
+use mspbridge_providers::http::RetryPolicy;
+use mspbridge_providers::source::{PageRequest, PsaSource, SourceError};
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
+
+async fn start(seed: Seed) -> (HaloSandbox, SandboxHandle) {
+    let sb = HaloSandbox::new(seed);
+    let handle = sb.serve(loopback_listener().await.unwrap()).unwrap();
+    (sb, handle)
+}
+
+fn creds(h: &SandboxHandle, auth_path: &str, tenant: &str, id: &str, secret: &str) -> Credentials {
+    let mut input = BTreeMap::new();
+    let host = h.host();
+    input.insert(
+        "auth_server_url".to_string(),
+        format!("https://{host}{auth_path}"),
+    );
+    input.insert(
+        "resource_server_url".to_string(),
+        format!("https://{host}/api"),
+    );
+    input.insert("tenant".to_string(), tenant.to_string());
+    input.insert("client_id".to_string(), id.to_string());
+    input.insert("client_secret".to_string(), secret.to_string());
+    validate_credentials(ProviderKind::HaloPsa.descriptor(), &input, false)
+        .unwrap()
+        .0
+}
+
+fn good(h: &SandboxHandle) -> Credentials {
+    creds(h, "/auth", DEMO_TENANT, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+}
+
+/// Each test gets its own rolling window (the window is shared per sandbox address).
+fn providers(allow_private: bool, limits: HaloLimits) -> Providers {
+    Providers::new(ProviderConfig {
+        outbound: OutboundPolicy { allow_private },
+        halo_limits: limits,
+        ..Default::default()
+    })
+}
+
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_secs(5),
+        budget: 10_000,
+        timeout: Duration::from_secs(5),
+    }
+}
+
+async fn test_with(c: &Credentials, allow_private: bool) -> TestReport {
+    providers(allow_private, HaloLimits::default())
+        .connector(ProviderKind::HaloPsa)
+        .unwrap()
+        .test(c, Utc::now())
+        .await
+}
+
+async fn source(c: &Credentials, limits: HaloLimits, page: Option<usize>) -> Box<dyn PsaSource> {
+    providers(true, limits)
+        .psa_source(ProviderKind::HaloPsa, c, fast_retry(), page)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn test_connection_reports_every_area_and_each_failure_in_words() {
+    let (_sb, h) = start(Seed::Small).await;
+    let r = test_with(&good(&h), true).await;
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    let by: HashMap<_, _> = r
+        .areas
+        .iter()
+        .map(|a| (a.area.as_str(), &a.outcome))
+        .collect();
+    assert_eq!(by["companies"], &AreaResult::Granted);
+    assert_eq!(by["contacts"], &AreaResult::Granted);
+    assert_eq!(by["technicians"], &AreaResult::Granted);
+    assert_eq!(by["tickets"], &AreaResult::GrantedNoData);
+
+    let wrong_secret = creds(&h, "/auth", DEMO_TENANT, DEMO_CLIENT_ID, "nope");
+    let r = test_with(&wrong_secret, true).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::AuthFailed { message, fix_hint }
+            if message.contains("Invalid client_id or client_secret") && fix_hint.contains("Client ID and Secret")),
+        "{r:?}"
+    );
+    let wrong_tenant = creds(&h, "/auth", "acme", DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let r = test_with(&wrong_tenant, true).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::AuthFailed { message, .. } if message.contains("Unknown tenant 'acme'")),
+        "{r:?}"
+    );
+    let wrong_url = creds(
+        &h,
+        "/oauth",
+        DEMO_TENANT,
+        DEMO_CLIENT_ID,
+        DEMO_CLIENT_SECRET,
+    );
+    let r = test_with(&wrong_url, true).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::Misconfigured { fix_hint, .. } if fix_hint.contains("/auth")),
+        "{r:?}"
+    );
+    let limited = creds(
+        &h,
+        "/auth",
+        DEMO_TENANT,
+        LIMITED_CLIENT_ID,
+        LIMITED_CLIENT_SECRET,
+    );
+    let r = test_with(&limited, true).await;
+    let agents = r.areas.iter().find(|a| a.area == "technicians").unwrap();
+    assert!(
+        matches!(&agents.outcome, AreaResult::NotPermitted { setting, vendor_message }
+            if setting.contains("Halo API") && vendor_message.contains("permission to view agents")),
+        "{agents:?}"
+    );
+    // A tenant admin cannot point the connector at this server's own network.
+    let r = test_with(&good(&h), false).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::Misconfigured { message, .. } if message.contains("loopback")),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn paging_follows_record_count_including_a_full_last_page_and_an_empty_tenant() {
+    // 30 clients at page size 10: three full pages and no fourth request.
+    let (sb, h) = start(Seed::Companies(30)).await;
+    let src = source(&good(&h), HaloLimits::default(), Some(10)).await;
+    let mut req = PageRequest::default();
+    let mut ids = Vec::new();
+    loop {
+        let p = src.companies(&req).await.unwrap();
+        ids.extend(p.records.iter().map(|c| c.external_id.clone()));
+        match p.next {
+            Some(n) => req.after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 30);
+    let client_calls = sb.seen().iter().filter(|r| r.path == "/api/Client").count();
+    assert_eq!(
+        client_calls, 3,
+        "a full last page is not followed by an empty request"
+    );
+    assert_eq!(sb.tokens_issued(), 1, "one token for the whole run");
+
+    // An empty tenant: one request, nothing, no next page.
+    sb.with_data(|d| {
+        d.clients.clear();
+        d.users.clear();
+    });
+    let p = src.companies(&PageRequest::default()).await.unwrap();
+    assert!(p.records.is_empty() && p.next.is_none());
+}
+
+#[tokio::test]
+async fn a_record_count_that_grows_during_a_run_is_followed() {
+    let (sb, h) = start(Seed::Companies(2)).await;
+    let src = source(&good(&h), HaloLimits::default(), Some(10)).await;
+    let p1 = src.contacts(&PageRequest::default()).await.unwrap();
+    assert_eq!((p1.records.len(), p1.next.as_deref()), (10, Some("2")));
+    // 15 users are added while the run is between pages.
+    sb.with_data(|d| {
+        let template = d.users[0].clone();
+        for i in 0..15 {
+            d.users.push(User {
+                id: 10_000 + i,
+                ..template.clone()
+            });
+        }
+    });
+    let mut req = PageRequest {
+        since: None,
+        after: p1.next,
+    };
+    let mut n = p1.records.len();
+    loop {
+        let p = src.contacts(&req).await.unwrap();
+        n += p.records.len();
+        match p.next {
+            Some(t) => req.after = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(n, 35, "every user, including those added mid-run");
+}
+
+#[tokio::test]
+async fn incremental_reads_send_lastupdatefromdate_and_get_only_changes() {
+    let (sb, h) = start(Seed::Companies(10)).await;
+    let since = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap();
+    sb.with_data(|d| d.users[3].ulastupdate = Some(since + chrono::Duration::hours(1)));
+    let src = source(&good(&h), HaloLimits::default(), None).await;
+    let p = src
+        .contacts(&PageRequest {
+            since: Some(since),
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(p.records.len(), 1);
+    let last = sb
+        .seen()
+        .into_iter()
+        .rfind(|r| r.path == "/api/Users")
+        .unwrap();
+    assert!(
+        last.query.contains(&(
+            "lastupdatefromdate".into(),
+            "2027-01-01T00%3A00%3A00.000".into()
+        )),
+        "{last:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_renewed_once_and_a_refused_one_is_an_auth_error() {
+    let (sb, h) = start(Seed::Small).await;
+    let src = source(&good(&h), HaloLimits::default(), None).await;
+    src.companies(&PageRequest::default()).await.unwrap();
+    sb.revoke_tokens();
+    src.companies(&PageRequest::default()).await.unwrap();
+    assert_eq!(sb.tokens_issued(), 2, "renewed after the 401");
+
+    let bad = creds(&h, "/auth", DEMO_TENANT, DEMO_CLIENT_ID, "wrong");
+    let src = source(&bad, HaloLimits::default(), None).await;
+    let e = src.companies(&PageRequest::default()).await.unwrap_err();
+    assert!(matches!(e, SourceError::Auth(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_spread_and_a_429_backs_off_the_whole_window() {
+    let (sb, h) = start(Seed::Companies(30)).await;
+    // The connector keeps to 8 requests per 400 ms by itself: no 429 from a sandbox with
+    // the same limit, and the 12 requests take at least one window.
+    sb.set_rate_limit(8, Duration::from_millis(400));
+    let limits = HaloLimits {
+        requests: 8,
+        window: Duration::from_millis(400),
+        backoff_floor: Duration::from_millis(300),
+    };
+    let src = source(&good(&h), limits, Some(3)).await;
+    let started = std::time::Instant::now();
+    let mut req = PageRequest::default();
+    let mut pages = 0;
+    loop {
+        let p = src.companies(&req).await.unwrap();
+        pages += 1;
+        match p.next {
+            Some(n) => req.after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 10);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    // A sandbox stricter than the connector thinks: 429s, backed off, and still complete.
+    let (sb2, h2) = start(Seed::Companies(30)).await;
+    sb2.set_rate_limit(4, Duration::from_millis(300));
+    let limits = HaloLimits {
+        requests: 50,
+        window: Duration::from_millis(300),
+        backoff_floor: Duration::from_millis(300),
+    };
+    let src = source(&good(&h2), limits, Some(3)).await;
+    let mut req = PageRequest::default();
+    let mut n = 0;
+    loop {
+        let p = src.companies(&req).await.unwrap();
+        n += p.records.len();
+        match p.next {
+            Some(t) => req.after = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(n, 30, "every page read despite the 429s");
+    assert!(
+        sb2.seen().len() > 11,
+        "the 429s were retried (requests: {})",
+        sb2.seen().len()
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_user_is_rejected_with_its_field_and_the_page_goes_on() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    sb.with_data(|d| {
+        d.users[1].ulastupdate = None;
+    });
+    // Halo sends a date the connector cannot read.
+    sb.set_raw_field("Users", 2, "ulastupdate", serde_json::json!("yesterday"));
+    let src = source(&good(&h), HaloLimits::default(), None).await;
+    let p = src.contacts(&PageRequest::default()).await.unwrap();
+    assert_eq!(p.rejected.len(), 1);
+    assert_eq!(p.rejected[0].external_id.as_deref(), Some("2"));
+    assert!(
+        p.rejected[0].reason.contains("field `ulastupdate`"),
+        "{:?}",
+        p.rejected
+    );
+    assert_eq!(p.records.len(), 29);
+}
+
+/// Every request the connector makes is one Halo documents: the path exists with GET and
+/// every query parameter is declared for it (../shared/specs/halo).
+#[tokio::test]
+async fn every_request_matches_the_halo_openapi_document() {
+    let spec_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/specs/halo/halo-api-v2.openapi.json"
+    );
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(spec_path).unwrap_or_else(|e| {
+            panic!("the Halo spec must be beside the repo at {spec_path}: {e}")
+        }))
+        .unwrap();
+    let (sb, h) = start(Seed::Companies(12)).await;
+    let c = good(&h);
+    test_with(&c, true).await;
+    let src = source(&c, HaloLimits::default(), Some(5)).await;
+    let since = Some(Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap());
+    for since in [None, since] {
+        let mut req = PageRequest { since, after: None };
+        loop {
+            let p = src.contacts(&req).await.unwrap();
+            match p.next {
+                Some(n) => req.after = Some(n),
+                None => break,
+            }
+        }
+        src.companies(&PageRequest { since, after: None })
+            .await
+            .unwrap();
+    }
+    src.technicians(&PageRequest::default()).await.unwrap();
+    src.vocabulary(Utc::now()).await.unwrap();
+
+    let seen = sb.seen();
+    assert!(seen.len() > 10);
+    for r in seen {
+        if r.path == "/auth/token" {
+            assert_eq!(r.method, "POST");
+            continue;
+        }
+        let path = r.path.strip_prefix("/api").unwrap();
+        let op = &spec["paths"][path][r.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is not in the Halo spec",
+            r.method,
+            r.path
+        );
+        let declared: Vec<&str> = op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        for (k, _) in &r.query {
+            assert!(
+                declared.contains(&k.as_str()),
+                "{} {}: parameter '{k}' is not declared in the spec ({declared:?})",
+                r.method,
+                r.path
+            );
+        }
+    }
+}

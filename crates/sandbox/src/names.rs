@@ -1,0 +1,57 @@
+//! Word lists the vendor sandboxes build their seeded companies and people from.
+
+pub const ADJECTIVES: [&str; 16] = [
+    "Blue",
+    "Northern",
+    "Summit",
+    "Harbor",
+    "Granite",
+    "Silver",
+    "Oak",
+    "Bright",
+    "Cedar",
+    "Riverside",
+    "Pioneer",
+    "Golden",
+    "Evergreen",
+    "Coastal",
+    "Prairie",
+    "Metro",
+];
+pub const NOUNS: [&str; 16] = [
+    "Dental",
+    "Logistics",
+    "Law Group",
+    "Accounting",
+    "Builders",
+    "Veterinary",
+    "Realty",
+    "Consulting",
+    "Bakery",
+    "Engineering",
+    "Clinic",
+    "Motors",
+    "Insurance",
+    "Architects",
+    "Foods",
+    "Media",
+];
+pub const SUFFIXES: [&str; 6] = ["LLC", "Inc", "Ltd", "Group", "Co", "Partners"];
+pub const FIRST: [&str; 20] = [
+    "Pat", "Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Robin",
+    "Chris", "Dana", "Lee", "Avery", "Quinn", "Drew", "Emery", "Harper", "Kai", "Rowan",
+];
+pub const LAST: [&str; 20] = [
+    "Smith", "Garcia", "Nguyen", "Patel", "Kim", "Müller", "Rossi", "Silva", "Brown", "Jones",
+    "Wilson", "Moore", "Clark", "Lewis", "Walker", "Hall", "Young", "King", "Wright", "Lopez",
+];
+
+/// A company name for the `i`-th company: distinct for the first 256, numbered after.
+pub fn company_name(rng: &mut crate::Rng, i: usize) -> String {
+    let base = format!("{} {}", rng.pick(&ADJECTIVES), rng.pick(&NOUNS));
+    if i < ADJECTIVES.len() * NOUNS.len() {
+        format!("{base} {}", rng.pick(&SUFFIXES))
+    } else {
+        format!("{base} {i}")
+    }
+}
