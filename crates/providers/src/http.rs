@@ -122,25 +122,29 @@ impl RollingWindow {
             .clone()
     }
 
+    /// How much longer than the vendor's window this side waits: the vendor stamps a
+    /// request when it arrives, after a transit this side cannot see, so a slot counted
+    /// free here to the millisecond can still be taken there (2 % of the window, at most
+    /// a second).
+    fn margin(&self) -> Duration {
+        (self.window / 50).min(Duration::from_secs(1))
+    }
+
     /// Waits for a free slot and takes it.
     pub async fn acquire(&self) {
+        let span = self.window + self.margin();
         loop {
             let wait = {
                 let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                while sent
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) >= self.window)
-                {
+                while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
                     sent.pop_front();
                 }
                 if sent.len() < self.requests {
                     sent.push_back(now);
                     return;
                 }
-                sent.front()
-                    .map(|t| *t + self.window - now)
-                    .unwrap_or_default()
+                sent.front().map(|t| *t + span - now).unwrap_or_default()
             };
             tokio::time::sleep(wait).await;
         }
@@ -150,7 +154,9 @@ impl RollingWindow {
     pub fn hold(&self, d: Duration) {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let until = Instant::now() + d;
-        let stamp = until.checked_sub(self.window).unwrap_or_else(Instant::now);
+        let stamp = until
+            .checked_sub(self.window + self.margin())
+            .unwrap_or_else(Instant::now);
         sent.clear();
         sent.extend(std::iter::repeat_n(stamp, self.requests));
     }
@@ -171,8 +177,8 @@ mod tests {
         w.acquire().await;
         assert_eq!(
             start.elapsed(),
-            Duration::from_secs(10),
-            "the 4th waits for the 1st to age out"
+            Duration::from_millis(10_200),
+            "the 4th waits for the 1st to age out, plus the 2 % margin"
         );
         w.hold(Duration::from_secs(30));
         let held = Instant::now();

@@ -4,6 +4,7 @@
 //! the window for at least 30 s, trap 5), retries for 5xx, timeouts and truncated bodies,
 //! and a per-run request budget.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -127,8 +128,20 @@ pub struct HaloClient {
     retry: RetryPolicy,
     limits: HaloLimits,
     window: Arc<RollingWindow>,
-    token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    token: Arc<TokenSlot>,
     requests: AtomicU64,
+}
+
+type TokenSlot = tokio::sync::Mutex<Option<(String, Instant)>>;
+
+/// The token of one API application, shared by every client of it in this process, so a
+/// sync every few minutes does not spend a request of the rate budget on a new token.
+fn shared_token(key: String) -> Arc<TokenSlot> {
+    static ALL: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<TokenSlot>>>> =
+        std::sync::OnceLock::new();
+    let all = ALL.get_or_init(Default::default);
+    let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+    all.entry(key).or_default().clone()
 }
 
 impl std::fmt::Debug for HaloClient {
@@ -154,15 +167,21 @@ impl HaloClient {
         };
         // One budget per Halo tenant: every client of it in this process shares the window.
         let key = format!("halo|{api_base}|{}", cfg.tenant.as_deref().unwrap_or(""));
+        // One token per API application and secret (a changed secret gets its own).
+        let token = shared_token(format!(
+            "{token_url}|{}|{}",
+            cfg.client_id,
+            cfg.client_secret.expose()
+        ));
         Ok(Self {
             http: policy.client(timeout),
+            token,
             token_url,
             api_base,
             window: RollingWindow::shared(&key, limits.requests, limits.window),
             limits,
             retry: RetryPolicy::default(),
             cfg,
-            token: tokio::sync::Mutex::new(None),
             requests: AtomicU64::new(0),
         })
     }

@@ -198,6 +198,7 @@ impl HaloSandbox {
         Router::new()
             .route("/auth/token", post(token))
             .route("/api/{entity}", get(list))
+            .route("/_sandbox/touch-users", post(touch_users))
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.state.clone(),
@@ -349,6 +350,36 @@ fn decode(v: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Control endpoint for benchmarks run against a sandbox in another process: changes
+/// every `every`-th user (surname and last-update stamp) and says how many.
+async fn touch_users(
+    State(s): State<Arc<State_>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let every = q
+        .get("every")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100);
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let latest = d
+        .users
+        .iter()
+        .filter_map(|u| u.ulastupdate)
+        .max()
+        .unwrap_or_else(base_time);
+    let mut n = 0;
+    for u in d.users.iter_mut().step_by(every) {
+        u.surname.push_str(" Jr");
+        u.ulastupdate = Some(latest + chrono::Duration::minutes(60));
+        n += 1;
+    }
+    axum::Json(serde_json::json!({ "changed": n })).into_response()
 }
 
 #[derive(Serialize)]
