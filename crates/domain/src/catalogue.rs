@@ -400,9 +400,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
             ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt(
-            "The Syncro connector is planned; connecting is not possible yet.",
-        ),
+        availability: Availability::Available,
         setup_hint: "Admin > API > API Tokens > New Token.",
     },
     ProviderDescriptor {

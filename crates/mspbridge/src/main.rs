@@ -14,6 +14,7 @@ use mspbridge_domain::model::Origin;
 use mspbridge_domain::validate::{check_password, parse_email, parse_name};
 use mspbridge_providers::connectwise::sandbox as cw;
 use mspbridge_providers::halo::sandbox as halo;
+use mspbridge_providers::syncro::sandbox as syncro;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::Seed;
 use mspbridge_store::{NewStaffUser, Store};
@@ -58,6 +59,10 @@ struct SyncArgs {
     #[arg(long, env = "MSPBRIDGE_RECONCILE_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u32).range(1..=720))]
     reconcile_hours: u32,
+    /// Where Syncro's API lives, with `{subdomain}` in it (a lab or `mspbridge sandbox
+    /// syncro`); default `https://{subdomain}.syncromsp.com/api/v1`.
+    #[arg(long, env = "MSPBRIDGE_SYNCRO_API_BASE")]
+    syncro_api_base: Option<String>,
 }
 
 impl SyncArgs {
@@ -192,7 +197,7 @@ async fn run(cli: Cli) -> Result<()> {
             no_worker,
             sync,
         } => {
-            let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
+            let providers = providers(allow_private_vendor_hosts, connectwise_client_id, &sync)?;
             let store = open_store(&db.database).await?;
             let vault = load_vault(&key.master_key_file)?;
             let state = AppState::new(
@@ -221,7 +226,7 @@ async fn run(cli: Cli) -> Result<()> {
             connectwise_client_id,
             sync,
         } => {
-            let providers = providers(allow_private_vendor_hosts, connectwise_client_id)?;
+            let providers = providers(allow_private_vendor_hosts, connectwise_client_id, &sync)?;
             let store = open_store(&db.database).await?;
             let vault = load_vault(&key.master_key_file)?;
             let (tx, task) = start_worker(store, vault, providers, sync.engine_config());
@@ -274,6 +279,22 @@ async fn run(cli: Cli) -> Result<()> {
                     println!("  tenant:                   {}", halo::DEMO_TENANT);
                     println!("  client id:                {}", halo::DEMO_CLIENT_ID);
                     println!("  client secret:            {}", halo::DEMO_CLIENT_SECRET);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
+                ProviderKind::Syncro => {
+                    let sb = syncro::SyncroSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("Syncro sandbox on http://{}", handle.addr);
+                    println!(
+                        "  API base:  {} (start serve/worker with --syncro-api-base set to it)",
+                        syncro::SyncroSandbox::api_base(&handle)
+                    );
+                    println!("  subdomain: {}", syncro::DEMO_SUBDOMAIN);
+                    println!("  API token: {}", syncro::DEMO_API_TOKEN);
                     tokio::select! {
                         _ = handle.wait() => {}
                         _ = shutdown_signal() => {}
@@ -346,15 +367,29 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn providers(allow_private: bool, connectwise_client_id: Option<String>) -> Result<Providers> {
+fn providers(
+    allow_private: bool,
+    connectwise_client_id: Option<String>,
+    sync: &SyncArgs,
+) -> Result<Providers> {
     if let Some(id) = &connectwise_client_id
         && !mspbridge_domain::validate::is_guid(id)
     {
         bail!("--connectwise-client-id must be a GUID like 8c0e1a52-4c1b-4f60-9d5a-2a9f4f1f0b11");
     }
+    let mut syncro = mspbridge_providers::syncro::client::SyncroSettings::default();
+    if let Some(base) = &sync.syncro_api_base {
+        if !base.starts_with("https://") || !base.contains("{subdomain}") {
+            bail!(
+                "--syncro-api-base must be an https:// URL containing {{subdomain}}, like https://{{subdomain}}.syncromsp.com/api/v1"
+            );
+        }
+        syncro.api_base = base.clone();
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
+        syncro,
         ..Default::default()
     }))
 }
@@ -481,12 +516,18 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let cw_handle = cw_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
     let halo_sandbox = halo::HaloSandbox::new(Seed::Small);
     let halo_handle = halo_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    let syncro_sandbox = syncro::SyncroSandbox::new(Seed::Small);
+    let syncro_handle = syncro_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
             allow_private: true,
         },
         connectwise_client_id: None,
+        syncro: mspbridge_providers::syncro::client::SyncroSettings {
+            api_base: syncro::SyncroSandbox::api_base(&syncro_handle),
+            ..Default::default()
+        },
         ..Default::default()
     });
     let state = AppState::new(store.clone(), vault, providers, false);
@@ -539,6 +580,19 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     .await
     .map_err(|e| anyhow!("connecting the Halo sandbox failed: {e}"))?;
 
+    let mut creds = BTreeMap::new();
+    creds.insert("subdomain".to_string(), syncro::DEMO_SUBDOMAIN.to_string());
+    creds.insert("api_token".to_string(), syncro::DEMO_API_TOKEN.to_string());
+    let syncro_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::Syncro.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Syncro sandbox failed: {e}"))?;
+
     // Contacts auto-import with the full role chain, so the demo shows roles and their reasons.
     let roles: std::collections::HashMap<String, mspbridge_domain::RoleId> = store
         .list_roles(tenant.id)
@@ -566,6 +620,19 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
     store
         .set_sync_options(tenant.id, halo_integration.id, &options, chrono::Utc::now())
+        .await?;
+    // Syncro has no contact types: the primary-contact rule and the default role apply.
+    let syncro_options = mspbridge_domain::sync::SyncOptions {
+        contact_type_rules: vec![],
+        ..options.clone()
+    };
+    store
+        .set_sync_options(
+            tenant.id,
+            syncro_integration.id,
+            &syncro_options,
+            chrono::Utc::now(),
+        )
         .await?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
@@ -597,6 +664,11 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         halo_handle.host(),
         halo_integration.status.label()
     );
+    println!(
+        "             Syncro on http://{} ({})",
+        syncro_handle.host(),
+        syncro_integration.status.label()
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -604,6 +676,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let _ = worker_task.await;
     cw_handle.stop().await;
     halo_handle.stop().await;
+    syncro_handle.stop().await;
     Ok(())
 }
 

@@ -62,6 +62,55 @@ impl RetryPolicy {
     }
 }
 
+/// How a failed request may be retried.
+pub enum Retry {
+    /// An answer (4xx other than 429, bad credentials, a refused budget): do not retry.
+    No,
+    /// 5xx, a timeout, a truncated or unreadable body: back off exponentially.
+    Backoff,
+    /// The vendor's rate limit (429), with its `Retry-After` if it sent one.
+    RateLimited(Option<Duration>),
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `policy.max_attempts` is used up.
+/// A 429 waits at least `rate_floor` and holds `window` (every client of the vendor
+/// account then waits too); other transient failures back off exponentially.
+pub async fn retrying<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    rate_floor: Duration,
+    window: Option<&RollingWindow>,
+    vendor: &str,
+    what: &str,
+    classify: impl Fn(&E) -> Retry,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut n = 1;
+    loop {
+        let result = attempt().await;
+        let Err(e) = &result else { return result };
+        let (floor, retry_after) = match classify(e) {
+            Retry::No => return result,
+            Retry::Backoff => (Duration::ZERO, None),
+            Retry::RateLimited(after) => (rate_floor, after),
+        };
+        if n >= policy.max_attempts {
+            return result;
+        }
+        let wait = policy.wait(n, retry_after, floor);
+        if let (Some(w), true) = (window, floor > Duration::ZERO) {
+            w.hold(wait);
+        }
+        tracing::warn!(vendor, what, attempt = n, wait_ms = wait.as_millis() as u64, error = %e, "vendor request failed; retrying");
+        tokio::time::sleep(wait).await;
+        n += 1;
+    }
+}
+
 /// What went wrong with a request, in words (reqwest's own messages hide the cause).
 pub fn describe(e: &reqwest::Error) -> String {
     let mut msg = if e.is_timeout() {
@@ -78,6 +127,31 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// A vendor's `Retry-After` in seconds.
+pub fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// A vendor's error message from its body: a JSON string, an object with `message`,
+/// `error_description`, `error` or `title`, or plain text.
+pub fn message_of(body: &str) -> String {
+    let v: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let found = match &v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Object(m)) => ["message", "error_description", "error", "title"]
+            .iter()
+            .find_map(|k| m.get(*k).and_then(|x| x.as_str()).map(str::to_string)),
+        _ => None,
+    };
+    found
+        .unwrap_or_else(|| body.trim().chars().take(300).collect())
+        .trim()
+        .to_string()
 }
 
 /// Percent-encodes a query or form value (RFC 3986 unreserved characters stay).

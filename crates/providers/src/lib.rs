@@ -16,6 +16,7 @@ pub mod halo;
 pub mod http;
 pub mod outbound;
 pub mod source;
+pub mod syncro;
 
 pub use outbound::OutboundPolicy;
 
@@ -37,6 +38,8 @@ pub struct ProviderConfig {
     pub connectwise_client_id: Option<String>,
     /// Halo's hosted rate limit and 429 back-off.
     pub halo_limits: halo::client::HaloLimits,
+    /// Syncro's per-address rate limit and API location.
+    pub syncro: syncro::client::SyncroSettings,
 }
 
 /// The connectors this build has, by provider.
@@ -99,6 +102,17 @@ impl Providers {
                 }
                 Some(Ok(Box::new(src)))
             }
+            ProviderKind::Syncro => {
+                let client = match syncro::Syncro::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
+                };
+                // Syncro's page size is the server's; `page_size` does not apply.
+                let _ = page_size;
+                Some(Ok(Box::new(syncro::source::SyncroSource::new(client))))
+            }
             _ => None,
         }
     }
@@ -109,6 +123,7 @@ impl Providers {
                 Some(Box::new(connectwise::ConnectWise::new(self.config.clone())))
             }
             ProviderKind::HaloPsa => Some(Box::new(halo::Halo::new(self.config.clone()))),
+            ProviderKind::Syncro => Some(Box::new(syncro::Syncro::new(self.config.clone()))),
             _ => None,
         }
     }

@@ -213,6 +213,7 @@ async fn main() {
             window: halo_window,
             ..HaloLimits::default()
         },
+        ..Default::default()
     });
     let engine = Engine::new(
         store.clone(),

@@ -55,8 +55,8 @@ async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
         );
         let halo = list.iter().find(|p| p["kind"] == "halo_psa").unwrap();
         assert_eq!(halo["availability"]["state"], "available");
-        let syncro = list.iter().find(|p| p["kind"] == "syncro").unwrap();
-        assert_eq!(syncro["availability"]["state"], "not_yet_built");
+        let autotask = list.iter().find(|p| p["kind"] == "autotask").unwrap();
+        assert_eq!(autotask["availability"]["state"], "not_yet_built");
     }
 }
 
@@ -324,7 +324,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         .post(
             "/api/v1/integrations",
             t,
-            json!({"provider": "syncro", "credentials": {}}),
+            json!({"provider": "autotask", "credentials": {}}),
         )
         .await;
     assert_eq!(
@@ -335,7 +335,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         e["message"]
             .as_str()
             .unwrap()
-            .contains("Syncro cannot be connected yet")
+            .contains("Autotask cannot be connected yet")
     );
 
     // Rejected keys: a connection_failed with the test report and a fix hint.

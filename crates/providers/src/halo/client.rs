@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use mspbridge_domain::SecretString;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::wire::TokenResponse;
-use crate::http::{RetryPolicy, RollingWindow, describe, urlencode};
+use crate::http::{
+    Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after, retrying, urlencode,
+};
 use crate::outbound::OutboundPolicy;
 
 /// Halo's hosted limit and how hard to back off when it is hit.
@@ -102,22 +104,6 @@ fn resolve(url: &str, policy: OutboundPolicy) -> Result<String, HaloError> {
         policy.scheme_for(host),
         rest.trim_end_matches('/')
     ))
-}
-
-/// Halo error bodies: a JSON string, an object with a message, or plain text.
-fn message_of(body: &str) -> String {
-    let v: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let found = match &v {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Object(m)) => ["message", "error_description", "error", "title"]
-            .iter()
-            .find_map(|k| m.get(*k).and_then(|x| x.as_str()).map(str::to_string)),
-        _ => None,
-    };
-    found
-        .unwrap_or_else(|| body.trim().chars().take(300).collect())
-        .trim()
-        .to_string()
 }
 
 pub struct HaloClient {
@@ -321,45 +307,26 @@ impl HaloClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, HaloError> {
-        let mut attempt = 1;
-        loop {
-            let result = self.get(path, query).await;
-            let (retryable, floor, retry_after) = match &result {
-                Ok(_) => return result,
-                Err(HaloError::Status {
+        retrying(
+            &self.retry,
+            self.limits.backoff_floor,
+            Some(&self.window),
+            "halo_psa",
+            path,
+            |e: &HaloError| match e {
+                HaloError::Status {
                     status: 429,
                     retry_after,
                     ..
-                }) => (true, self.limits.backoff_floor, *retry_after),
-                Err(HaloError::Status { status, .. }) => (*status >= 500, Duration::ZERO, None),
-                Err(HaloError::Unreachable { .. } | HaloError::Decode(_)) => {
-                    (true, Duration::ZERO, None)
-                }
-                Err(HaloError::Refused(_) | HaloError::Token { .. }) => {
-                    (false, Duration::ZERO, None)
-                }
-            };
-            if !retryable || attempt >= self.retry.max_attempts {
-                return result;
-            }
-            let wait = self.retry.wait(attempt, retry_after, floor);
-            if floor > Duration::ZERO {
-                self.window.hold(wait);
-            }
-            if let Err(e) = &result {
-                tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "Halo request failed; retrying");
-            }
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+                } => Retry::RateLimited(*retry_after),
+                HaloError::Status { status, .. } if *status >= 500 => Retry::Backoff,
+                HaloError::Unreachable { .. } | HaloError::Decode(_) => Retry::Backoff,
+                _ => Retry::No,
+            },
+            || self.get(path, query),
+        )
+        .await
     }
-}
-
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    h.get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
 }
 
 #[cfg(test)]

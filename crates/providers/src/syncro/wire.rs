@@ -1,0 +1,155 @@
+//! Syncro's JSON (API v1), field names as the Syncro OpenAPI examples have them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `meta` of a paged answer; the page size is the server's, so loops follow `total_pages`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub total_pages: u64,
+    #[serde(default)]
+    pub total_entries: u64,
+    #[serde(default)]
+    pub per_page: u64,
+    pub page: u64,
+}
+
+/// A customer: a business, a person, or both (`business_name` plus the person's names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: i64,
+    #[serde(default)]
+    pub firstname: Option<String>,
+    #[serde(default)]
+    pub lastname: Option<String>,
+    #[serde(default)]
+    pub business_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default)]
+    pub no_email: bool,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Customer {
+    /// The company name the portal shows: the business, else the person.
+    pub fn display_name(&self) -> String {
+        let person = format!(
+            "{} {}",
+            self.firstname.as_deref().unwrap_or_default(),
+            self.lastname.as_deref().unwrap_or_default()
+        );
+        self.business_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| person.trim().to_string())
+    }
+}
+
+/// A contact of a customer: one `name`, no primary flag, no type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: i64,
+    pub customer_id: i64,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub mobile: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Customers {
+    pub customers: Vec<Box<serde_json::value::RawValue>>,
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contacts {
+    pub contacts: Vec<Box<serde_json::value::RawValue>>,
+    pub meta: Meta,
+}
+
+/// `GET /users`: id–name pairs (trap 21).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Users {
+    pub users: Vec<(i64, String)>,
+}
+
+/// `GET /users/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub full_name: String,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAnswer {
+    pub user: User,
+}
+
+/// `GET /me`: who the token belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Me {
+    #[serde(default)]
+    pub user_email: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    #[serde(default)]
+    pub subdomain: Option<String>,
+}
+
+/// Splits Syncro's single contact `name` into first and last (the last word is the
+/// surname; a one-word name is a first name).
+pub fn split_name(name: &str) -> (String, String) {
+    let name = name.trim();
+    match name.rsplit_once(' ') {
+        Some((first, last)) => (first.trim().to_string(), last.to_string()),
+        None => (name.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(split_name(" Boba Fett "), ("Boba".into(), "Fett".into()));
+        assert_eq!(
+            split_name("Mary Ann Lee"),
+            ("Mary Ann".into(), "Lee".into())
+        );
+        assert_eq!(split_name("Cher"), ("Cher".into(), String::new()));
+        let c: Customer = serde_json::from_str(
+            r#"{"id":1,"firstname":"Walkin","lastname":"Customer","business_name":null}"#,
+        )
+        .unwrap();
+        assert_eq!(c.display_name(), "Walkin Customer");
+        let b: Customer =
+            serde_json::from_str(r#"{"id":2,"business_name":"Acme Ltd","firstname":"Pat"}"#)
+                .unwrap();
+        assert_eq!(b.display_name(), "Acme Ltd");
+    }
+}

@@ -1,0 +1,304 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Syncro against its sandbox: Test connection (good token, bad token, unknown subdomain,
+//! a token without the Users permission), paging on `meta.total_pages` whatever the
+//! server's page size, the customer's own person as primary contact, technicians from
+//! id–name pairs and details, the rate limit, and every request checked against Syncro's
+//! OpenAPI document.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::*;
+use mspbridge_domain::validate::{Credentials, validate_credentials};
+use mspbridge_providers::http::RetryPolicy;
+use mspbridge_providers::source::{PageRequest, PsaSource};
+use mspbridge_providers::syncro::client::SyncroSettings;
+use mspbridge_providers::syncro::sandbox::*;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
+
+async fn start(seed: Seed) -> (SyncroSandbox, SandboxHandle) {
+    let sb = SyncroSandbox::new(seed);
+    let handle = sb.serve(loopback_listener().await.unwrap()).unwrap();
+    (sb, handle)
+}
+
+fn creds(subdomain: &str, token: &str) -> Credentials {
+    let mut input = BTreeMap::new();
+    input.insert("subdomain".to_string(), subdomain.to_string());
+    input.insert("api_token".to_string(), token.to_string());
+    validate_credentials(ProviderKind::Syncro.descriptor(), &input, false)
+        .unwrap()
+        .0
+}
+
+fn providers(h: &SandboxHandle, requests: usize, window: Duration) -> Providers {
+    Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        syncro: SyncroSettings {
+            requests,
+            window,
+            backoff_floor: Duration::from_millis(200),
+            api_base: SyncroSandbox::api_base(h),
+        },
+        ..Default::default()
+    })
+}
+
+fn roomy(h: &SandboxHandle) -> Providers {
+    providers(h, 100_000, Duration::from_secs(60))
+}
+
+async fn source(p: &Providers, c: &Credentials) -> Box<dyn PsaSource> {
+    let retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_secs(2),
+        budget: 100_000,
+        timeout: Duration::from_secs(5),
+    };
+    p.psa_source(ProviderKind::Syncro, c, retry, None)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn all_contacts(src: &dyn PsaSource) -> Vec<mspbridge_domain::sync::ExtContact> {
+    let mut req = PageRequest::default();
+    let mut out = Vec::new();
+    loop {
+        let p = src.contacts(&req).await.unwrap();
+        out.extend(p.records);
+        match p.next {
+            Some(n) => req.after = Some(n),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn test_connection_names_each_failure() {
+    let (_sb, h) = start(Seed::Small).await;
+    let p = roomy(&h);
+    let test = |c: Credentials| {
+        let p = p.clone();
+        async move {
+            p.connector(ProviderKind::Syncro)
+                .unwrap()
+                .test(&c, Utc::now())
+                .await
+        }
+    };
+    let r = test(creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN)).await;
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    let by: HashMap<_, _> = r
+        .areas
+        .iter()
+        .map(|a| (a.area.as_str(), &a.outcome))
+        .collect();
+    assert_eq!(by["companies"], &AreaResult::Granted);
+    assert_eq!(by["technicians"], &AreaResult::Granted);
+    assert_eq!(by["tickets"], &AreaResult::GrantedNoData);
+
+    let r = test(creds(DEMO_SUBDOMAIN, "wrong-token")).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::AuthFailed { fix_hint, .. } if fix_hint.contains("API Tokens")),
+        "{r:?}"
+    );
+    let r = test(creds("acme", DEMO_API_TOKEN)).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::Misconfigured { message, .. } if message.contains("'acme'")),
+        "{r:?}"
+    );
+    let r = test(creds(DEMO_SUBDOMAIN, LIMITED_API_TOKEN)).await;
+    let tech = r.areas.iter().find(|a| a.area == "technicians").unwrap();
+    assert!(
+        matches!(&tech.outcome, AreaResult::NotPermitted { setting, vendor_message }
+            if setting.contains("API Tokens") && vendor_message.contains("group permissions")),
+        "{tech:?}"
+    );
+}
+
+#[tokio::test]
+async fn paging_follows_total_pages_whatever_the_server_page_size() {
+    let (sb, h) = start(Seed::Companies(12)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let expected_contacts = sb.with_data(|d| d.contacts.len());
+    let persons = sb.with_data(|d| {
+        d.customers
+            .iter()
+            .filter(|c| !c.no_email && (c.firstname.is_some() || c.lastname.is_some()))
+            .count()
+    });
+    for per_page in [25, 100, 7] {
+        sb.set_per_page(per_page);
+        let src = source(&roomy(&h), &c).await;
+        let contacts = all_contacts(src.as_ref()).await;
+        assert_eq!(
+            contacts.len(),
+            expected_contacts + persons,
+            "page size {per_page}"
+        );
+        let before = sb.seen().len();
+        let mut req = PageRequest::default();
+        let mut n = 0;
+        loop {
+            let p = src.companies(&req).await.unwrap();
+            n += p.records.len();
+            match p.next {
+                Some(t) => req.after = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(n, 12);
+        assert_eq!(
+            sb.seen().len() - before,
+            12usize.div_ceil(per_page),
+            "one request per page, none past total_pages"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_customers_own_person_is_its_primary_contact_and_customers_are_read_once_per_run() {
+    let (sb, h) = start(Seed::Companies(4)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let src = source(&roomy(&h), &c).await;
+    let p = src.companies(&PageRequest::default()).await.unwrap();
+    let customer = sb.with_data(|d| d.customers.iter().find(|c| !c.no_email).cloned().unwrap());
+    let company = p
+        .records
+        .iter()
+        .find(|r| r.external_id == customer.id.to_string())
+        .unwrap();
+    let person_id = format!("customer-{}", customer.id);
+    assert_eq!(
+        company.primary_contact_id.as_deref(),
+        Some(person_id.as_str())
+    );
+    let before = sb.seen().len();
+    let contacts = all_contacts(src.as_ref()).await;
+    let person = contacts
+        .iter()
+        .find(|c| c.external_id == person_id)
+        .unwrap();
+    assert!(person.primary);
+    assert_eq!(person.email, customer.email.map(|e| e.to_lowercase()));
+    assert!(
+        contacts
+            .iter()
+            .filter(|c| !c.external_id.starts_with("customer-"))
+            .all(|c| !c.primary)
+    );
+    let customer_reads = sb.seen()[before..]
+        .iter()
+        .filter(|r| r.path == "/customers")
+        .count();
+    assert_eq!(customer_reads, 0, "the companies pass's pages are reused");
+}
+
+#[tokio::test]
+async fn technicians_come_from_pairs_and_details() {
+    let (sb, h) = start(Seed::Companies(1000)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let src = source(&roomy(&h), &c).await;
+    let mut req = PageRequest::default();
+    let mut techs = Vec::new();
+    loop {
+        let p = src.technicians(&req).await.unwrap();
+        techs.extend(p.records);
+        match p.next {
+            Some(n) => req.after = Some(n),
+            None => break,
+        }
+    }
+    let users = sb.with_data(|d| d.users.clone());
+    assert_eq!(techs.len(), users.len());
+    assert!(techs.iter().all(|t| {
+        t.email
+            .as_deref()
+            .is_some_and(|e| e.ends_with("@msp.example"))
+    }));
+    let pair_reads = sb.seen().iter().filter(|r| r.path == "/users").count();
+    assert_eq!(pair_reads, 1, "the pairs are read once per pass");
+}
+
+#[tokio::test]
+async fn a_429_is_retried_and_the_page_still_arrives() {
+    let (sb, h) = start(Seed::Companies(30)).await;
+    sb.set_per_page(5);
+    sb.set_rate_limit(3, Duration::from_millis(300));
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    // The connector believes in a looser limit than the server applies: 429s follow.
+    let src = source(&providers(&h, 1000, Duration::from_millis(300)), &c).await;
+    let mut req = PageRequest::default();
+    let mut n = 0;
+    loop {
+        let p = src.companies(&req).await.unwrap();
+        n += p.records.len();
+        match p.next {
+            Some(t) => req.after = Some(t),
+            None => break,
+        }
+    }
+    assert_eq!(n, 30);
+    assert!(src.requests() > 6, "429s were retried: {}", src.requests());
+}
+
+/// Every request the connector makes is one Syncro documents (../shared/specs/syncro).
+#[tokio::test]
+async fn every_request_matches_the_syncro_openapi_document() {
+    let spec_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/specs/syncro/syncro-api-v1.openapi.json"
+    );
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(spec_path).unwrap_or_else(|e| {
+            panic!("the Syncro spec must be beside the repo at {spec_path}: {e}")
+        }))
+        .unwrap();
+    let (sb, h) = start(Seed::Companies(60)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let p = roomy(&h);
+    p.connector(ProviderKind::Syncro)
+        .unwrap()
+        .test(&c, Utc::now())
+        .await;
+    let src = source(&p, &c).await;
+    src.companies(&PageRequest::default()).await.unwrap();
+    all_contacts(src.as_ref()).await;
+    src.technicians(&PageRequest::default()).await.unwrap();
+    let seen = sb.seen();
+    assert!(seen.len() > 10);
+    for r in seen {
+        // `/users/7` is the documented `/users/{id}`.
+        let path = if r.path.starts_with("/users/") {
+            "/users/{id}".to_string()
+        } else {
+            r.path.clone()
+        };
+        let op = &spec["paths"][&path][r.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is not in the Syncro spec",
+            r.method,
+            r.path
+        );
+        let declared: Vec<&str> = op["parameters"]
+            .as_array()
+            .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
+            .unwrap_or_default();
+        for (k, _) in &r.query {
+            assert!(
+                declared.contains(&k.as_str()),
+                "{} {}: parameter '{k}' is not declared ({declared:?})",
+                r.method,
+                r.path
+            );
+        }
+    }
+}
