@@ -22,6 +22,8 @@ use mspbridge_domain::*;
 use mspbridge_providers::connectwise::sandbox::*;
 use mspbridge_providers::halo::client::HaloLimits;
 use mspbridge_providers::halo::sandbox::{self as halo, HaloSandbox};
+use mspbridge_providers::syncro::client::SyncroSettings;
+use mspbridge_providers::syncro::sandbox::{self as syncro, SyncroSandbox};
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::Seed;
 use mspbridge_store::*;
@@ -54,9 +56,23 @@ fn arg(name: &str, default: &str) -> String {
 
 /// Child mode: serve the sandbox and print its address and data sizes; the parent
 /// measures only the engine.
-async fn serve_sandbox(provider: &str, seed: Seed, latency: Duration, limit: (usize, Duration)) {
+async fn serve_sandbox(
+    provider: &str,
+    seed: Seed,
+    latency: Duration,
+    limit: (usize, Duration),
+    per_page: usize,
+) {
     let listener = mspbridge_sandbox::loopback_listener().await.unwrap();
     let (handle, sizes) = match provider {
+        "syncro" => {
+            let sandbox = SyncroSandbox::new(seed);
+            sandbox.faults.set_latency(latency);
+            sandbox.set_rate_limit(limit.0, limit.1);
+            sandbox.set_per_page(per_page);
+            let sizes = sandbox.with_data(|d| (d.customers.len(), d.contacts.len(), d.users.len()));
+            (sandbox.serve(listener).unwrap(), sizes)
+        }
         "halo_psa" => {
             let sandbox = HaloSandbox::new(seed);
             sandbox.faults.set_latency(latency);
@@ -85,10 +101,24 @@ async fn main() {
     let seed: Seed = seed_arg.parse().unwrap();
     let provider = arg("--provider", "connectwise_manage");
     // Halo's hosted limit, enforced by its sandbox and kept by the connector.
-    let halo_limit: usize = arg("--halo-limit", "300").parse().unwrap();
-    let halo_window = Duration::from_secs(arg("--halo-window-s", "300").parse().unwrap());
+    // The vendor's rate limit (Halo: 300 per 5 minutes; Syncro: 180 per minute), enforced
+    // by its sandbox and kept by the connector; a shorter window measures in less time.
+    let (default_limit, default_window) = match provider.as_str() {
+        "syncro" => ("180", "60"),
+        _ => ("300", "300"),
+    };
+    let rate_limit: usize = arg("--rate-limit", default_limit).parse().unwrap();
+    let rate_window = Duration::from_secs(arg("--rate-window-s", default_window).parse().unwrap());
+    let per_page: usize = arg("--syncro-per-page", "25").parse().unwrap();
     if std::env::args().any(|a| a == "--serve-sandbox") {
-        serve_sandbox(&provider, seed, latency, (halo_limit, halo_window)).await;
+        serve_sandbox(
+            &provider,
+            seed,
+            latency,
+            (rate_limit, rate_window),
+            per_page,
+        )
+        .await;
         return;
     }
     let db_kind = arg("--db", "sqlite");
@@ -112,10 +142,12 @@ async fn main() {
             &seed_arg,
             "--latency-ms",
             &latency.as_millis().to_string(),
-            "--halo-limit",
-            &halo_limit.to_string(),
-            "--halo-window-s",
-            &halo_window.as_secs().to_string(),
+            "--rate-limit",
+            &rate_limit.to_string(),
+            "--rate-window-s",
+            &rate_window.as_secs().to_string(),
+            "--syncro-per-page",
+            &per_page.to_string(),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -145,6 +177,16 @@ async fn main() {
     };
     let mut secrets = BTreeMap::new();
     let (kind, settings) = match provider.as_str() {
+        "syncro" => {
+            secrets.insert(
+                "api_token".to_string(),
+                SecretString::new(syncro::DEMO_API_TOKEN),
+            );
+            (
+                ProviderKind::Syncro,
+                serde_json::json!({"subdomain": syncro::DEMO_SUBDOMAIN}),
+            )
+        }
         "halo_psa" => {
             secrets.insert(
                 "client_secret".to_string(),
@@ -209,11 +251,16 @@ async fn main() {
         },
         connectwise_client_id: None,
         halo_limits: HaloLimits {
-            requests: halo_limit,
-            window: halo_window,
+            requests: rate_limit,
+            window: rate_window,
             ..HaloLimits::default()
         },
-        ..Default::default()
+        syncro: SyncroSettings {
+            requests: rate_limit,
+            window: rate_window,
+            api_base: format!("https://{host}/{{subdomain}}/api/v1"),
+            ..SyncroSettings::default()
+        },
     });
     let engine = Engine::new(
         store.clone(),
@@ -224,12 +271,19 @@ async fn main() {
     );
 
     let halo = provider == "halo_psa";
+    let syncro = provider == "syncro";
+    let limited = halo || syncro;
     // The fewest requests that can read `seen` records of each type. ConnectWise:
     // discovery and company statuses, then keyset pages of 1,000 (a full page needs one
     // more request to learn it was the last). Halo: one token (then cached for an hour),
     // pages of 100 counted from `record_count`, agents in one answer.
+    // Syncro lists everything every run: customer pages (reused for the customers' own
+    // persons), contact pages, the user pairs and one detail request per technician.
     let minimum = |companies: usize, contacts: usize, technicians: usize, token: bool| {
-        if halo {
+        if syncro {
+            let pages = |n: usize| n.div_ceil(per_page).max(1);
+            pages(n_companies) + pages(n_contacts) + 1 + n_members
+        } else if halo {
             let pages = |n: usize| n.div_ceil(100).max(1);
             usize::from(token) + pages(companies) + pages(contacts) + 1
         } else {
@@ -241,12 +295,12 @@ async fn main() {
     // Halo's hosted limit: the (k × limit + j)-th request of a run cannot leave before k
     // windows have passed, and the j requests after it still follow one another.
     let rate_bound = |requests: u64| {
-        if halo && requests > 0 {
+        if limited && requests > 0 {
             let (k, j) = (
-                (requests - 1) / halo_limit as u64,
-                (requests - 1) % halo_limit as u64 + 1,
+                (requests - 1) / rate_limit as u64,
+                (requests - 1) % rate_limit as u64 + 1,
             );
-            k as f64 * halo_window.as_secs_f64() + j as f64 * latency.as_secs_f64()
+            k as f64 * rate_window.as_secs_f64() + j as f64 * latency.as_secs_f64()
         } else {
             0.0
         }
@@ -262,6 +316,11 @@ async fn main() {
         let store = store.clone();
         let (tenant, id) = (tenant.id, integration.id);
         async move {
+            if limited {
+                // Each run starts with the vendor's whole budget: the previous run's requests
+                // age out of the window first (not counted in the wall time).
+                tokio::time::sleep(rate_window).await;
+            }
             store.reactivate(tenant, id, Utc::now()).await.unwrap();
             let before_rss = rss_kib("VmRSS:");
             reset_peak();
