@@ -302,3 +302,48 @@ async fn every_request_matches_the_syncro_openapi_document() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_empty_account_a_bad_token_and_an_unreadable_contact() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let p = roomy(&h);
+
+    // An unreadable contact is rejected with its field; the rest of the page goes on.
+    let (id, total) = sb.with_data(|d| (d.contacts[1].id, d.contacts.len()));
+    sb.set_raw_field("contacts", id, "customer_id", serde_json::json!("twelve"));
+    let src = source(&p, &c).await;
+    let first = src.contacts(&PageRequest::default()).await.unwrap();
+    assert_eq!(first.rejected.len(), 1);
+    assert_eq!(first.rejected[0].external_id, Some(id.to_string()));
+    assert!(
+        first.rejected[0].reason.contains("field `customer_id`"),
+        "{:?}",
+        first.rejected
+    );
+    assert_eq!(first.records.len(), total.min(25) - 1);
+
+    // A revoked token is an authentication error, not an empty account.
+    let bad = source(&p, &creds(DEMO_SUBDOMAIN, "revoked")).await;
+    let e = bad.companies(&PageRequest::default()).await.unwrap_err();
+    assert!(
+        matches!(e, mspbridge_providers::source::SourceError::Auth(_)),
+        "{e:?}"
+    );
+
+    // An empty account: one request per listing and no further pages.
+    sb.with_data(|d| {
+        d.customers.clear();
+        d.contacts.clear();
+    });
+    let src = source(&p, &c).await;
+    let before = sb.seen().len();
+    let companies = src.companies(&PageRequest::default()).await.unwrap();
+    assert!(companies.records.is_empty() && companies.next.is_none());
+    assert!(all_contacts(src.as_ref()).await.is_empty());
+    assert_eq!(
+        sb.seen().len() - before,
+        2,
+        "customers once (reused for persons), contacts once"
+    );
+}

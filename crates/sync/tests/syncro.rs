@@ -237,3 +237,46 @@ async fn syncro_imports_persons_as_primary_contacts_and_a_full_listing_of_nothin
         );
     }
 }
+
+#[tokio::test]
+async fn syncro_import_interrupted_by_a_persistent_error_resumes_to_the_clean_state() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let w = World::new(db, 12).await;
+        w.configure().await;
+        // Contacts page 3 keeps failing (page size 25): the run is partial.
+        w.sandbox.faults.push_n(
+            "/contacts",
+            mspbridge_sandbox::Fault::Delay(Duration::ZERO),
+            2,
+        );
+        w.sandbox.faults.push_n(
+            "/contacts",
+            mspbridge_sandbox::Fault::Status {
+                status: 502,
+                body: "{\"error\":\"Bad gateway\"}".into(),
+                retry_after: None,
+            },
+            3,
+        );
+        let e = w.engine(false);
+        let run = w.sync(&e).await;
+        let backend = w.store().backend();
+        assert_eq!(run.result, RunResult::Partial, "{backend}: {run:?}");
+        assert!(
+            !w.users().await.is_empty(),
+            "pages before the failure are kept"
+        );
+        let resumed = w.sync(&e).await;
+        assert_eq!(resumed.result, RunResult::Success, "{resumed:?}");
+        let after = w.users().await;
+
+        let clean = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 12).await;
+        clean.configure().await;
+        clean.sync(&clean.engine(false)).await;
+        assert_eq!(
+            after,
+            clean.users().await,
+            "{backend}: same as a clean import"
+        );
+    }
+}

@@ -51,6 +51,8 @@ struct Inner {
     limit: Mutex<(usize, Duration)>,
     sent: Mutex<VecDeque<Instant>>,
     seen: Mutex<Vec<SeenRequest>>,
+    /// Raw JSON edits on top of the typed data: (key, id, field, value).
+    raw_edits: Mutex<Vec<(String, i64, String, serde_json::Value)>>,
 }
 
 #[derive(Clone)]
@@ -159,6 +161,7 @@ impl SyncroSandbox {
                 limit: Mutex::new((180, Duration::from_secs(60))),
                 sent: Mutex::new(VecDeque::new()),
                 seen: Mutex::new(Vec::new()),
+                raw_edits: Mutex::new(Vec::new()),
             }),
             faults: Faults::default(),
         }
@@ -204,6 +207,14 @@ impl SyncroSandbox {
         }
     }
 
+    /// Serves `field` of record `id` in `key` (`customers`, `contacts`) as `value`: tests
+    /// send rows the connector cannot read with it.
+    pub fn set_raw_field(&self, key: &str, id: i64, field: &str, value: serde_json::Value) {
+        if let Ok(mut e) = self.inner.raw_edits.lock() {
+            e.push((key.to_string(), id, field.to_string(), value));
+        }
+    }
+
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.inner
             .seen
@@ -239,7 +250,13 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn page<T: Serialize>(key: &str, rows: &[T], q: &HashMap<String, String>, per: usize) -> Response {
+fn page<T: Serialize>(
+    key: &str,
+    rows: &[T],
+    q: &HashMap<String, String>,
+    per: usize,
+    edits: &[(String, i64, String, serde_json::Value)],
+) -> Response {
     let total = rows.len();
     let total_pages = total.div_ceil(per).max(1);
     let page = q
@@ -250,10 +267,21 @@ fn page<T: Serialize>(key: &str, rows: &[T], q: &HashMap<String, String>, per: u
     let start = (page - 1).saturating_mul(per).min(total);
     let end = (start + per).min(total);
     let mut m = serde_json::Map::new();
-    m.insert(
-        key.into(),
-        serde_json::to_value(&rows[start..end]).unwrap_or_default(),
-    );
+    let mut rows = serde_json::to_value(&rows[start..end]).unwrap_or_default();
+    if let serde_json::Value::Array(rows) = &mut rows {
+        for row in rows.iter_mut() {
+            let id = row.get("id").and_then(|v| v.as_i64());
+            for (k, eid, field, value) in edits {
+                if k == key
+                    && Some(*eid) == id
+                    && let serde_json::Value::Object(o) = row
+                {
+                    o.insert(field.clone(), value.clone());
+                }
+            }
+        }
+    }
+    m.insert(key.into(), rows);
     m.insert(
         "meta".into(),
         serde_json::to_value(Meta {
@@ -333,6 +361,7 @@ async fn api(
         );
     }
     let per = s.per_page.lock().map(|p| *p).unwrap_or(25);
+    let edits = s.raw_edits.lock().map(|e| e.clone()).unwrap_or_default();
     let data = match s.data.read() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
@@ -350,7 +379,7 @@ async fn api(
                 .iter()
                 .filter(|c| all || !c.disabled)
                 .collect();
-            page("customers", &rows, &q, per)
+            page("customers", &rows, &q, per, &edits)
         }
         ["contacts"] => {
             let cid = q.get("customer_id").and_then(|c| c.parse::<i64>().ok());
@@ -359,7 +388,7 @@ async fn api(
                 .iter()
                 .filter(|c| cid.is_none_or(|id| c.customer_id == id))
                 .collect();
-            page("contacts", &rows, &q, per)
+            page("contacts", &rows, &q, per, &edits)
         }
         ["users", ..] if limited => answer(
             StatusCode::UNAUTHORIZED,
@@ -380,7 +409,7 @@ async fn api(
                 serde_json::json!({"message": "Not found"}),
             ),
         },
-        ["tickets"] => page::<serde_json::Value>("tickets", &[], &q, per),
+        ["tickets"] => page::<serde_json::Value>("tickets", &[], &q, per, &[]),
         _ => answer(
             StatusCode::NOT_FOUND,
             serde_json::json!({"message": "Not found"}),
