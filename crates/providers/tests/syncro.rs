@@ -347,3 +347,38 @@ async fn an_empty_account_a_bad_token_and_an_unreadable_contact() {
         "customers once (reused for persons), contacts once"
     );
 }
+
+#[tokio::test]
+async fn contacts_added_during_a_run_are_followed_to_the_new_last_page() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    sb.set_per_page(10);
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let src = source(&roomy(&h), &c).await;
+    let first = src.contacts(&PageRequest::default()).await.unwrap();
+    assert_eq!(first.next.as_deref(), Some("contacts:2"));
+    let before = sb.with_data(|d| {
+        let template = d.contacts[0].clone();
+        for i in 0..15 {
+            d.contacts.push(mspbridge_providers::syncro::wire::Contact {
+                id: 90_000 + i,
+                ..template.clone()
+            });
+        }
+        d.contacts.len()
+    });
+    let mut req = PageRequest {
+        since: None,
+        after: first.next,
+    };
+    let mut n = first.records.len();
+    while req
+        .after
+        .as_deref()
+        .is_some_and(|t| t.starts_with("contacts:"))
+    {
+        let p = src.contacts(&req).await.unwrap();
+        n += p.records.len();
+        req.after = p.next;
+    }
+    assert_eq!(n, before, "every contact, including those added mid-run");
+}
