@@ -314,7 +314,7 @@ async fn an_unreadable_user_is_rejected_with_its_field_and_the_page_goes_on() {
         d.users[1].ulastupdate = None;
     });
     // Halo sends a date the connector cannot read.
-    sb.set_raw_field("Users", 2, "ulastupdate", serde_json::json!("yesterday"));
+    sb.set_raw_field("users", 2, "ulastupdate", serde_json::json!("yesterday"));
     let src = source(&good(&h), HaloLimits::default(), None).await;
     let p = src.contacts(&PageRequest::default()).await.unwrap();
     assert_eq!(p.rejected.len(), 1);

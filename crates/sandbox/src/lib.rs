@@ -8,6 +8,9 @@
 //!   latency, truncated bodies) that tests switch on per request path.
 
 pub mod names;
+mod shared;
+
+pub use shared::{RawEdits, VendorRateLimit};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

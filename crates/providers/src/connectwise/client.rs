@@ -8,11 +8,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mspbridge_domain::SecretString;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::wire::{CompanyInfo, ErrorBody};
-use crate::http::{describe, urlencode};
+use crate::http::{Retry, describe, retry_after, retrying, urlencode};
 use crate::outbound::OutboundPolicy;
 
 /// The REST API version we pin with the `Accept` header.
@@ -180,29 +180,25 @@ impl CwClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(T, HeaderMap), CwError> {
-        let mut attempt = 1;
-        loop {
-            let result = self.get(path, query).await;
-            let retryable = match &result {
-                Ok(_) => return result,
-                Err(CwError::Status { status, .. }) => *status == 429 || *status >= 500,
-                Err(CwError::Unreachable { .. } | CwError::Decode(_)) => true,
-                Err(CwError::Refused(_)) => false,
-            };
-            if !retryable || attempt >= self.retry.max_attempts {
-                return result;
-            }
-            let retry_after = match &result {
-                Err(CwError::Status { retry_after, .. }) => *retry_after,
-                _ => None,
-            };
-            let wait = self.retry.wait(attempt, retry_after, Duration::ZERO);
-            if let Err(e) = &result {
-                tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "ConnectWise request failed; retrying");
-            }
-            tokio::time::sleep(wait).await;
-            attempt += 1;
-        }
+        retrying(
+            &self.retry,
+            Duration::ZERO,
+            None,
+            "connectwise_manage",
+            path,
+            |e: &CwError| match e {
+                CwError::Status {
+                    status: 429,
+                    retry_after,
+                    ..
+                } => Retry::RateLimited(*retry_after),
+                CwError::Status { status, .. } if *status >= 500 => Retry::Backoff,
+                CwError::Unreachable { .. } | CwError::Decode(_) => Retry::Backoff,
+                CwError::Status { .. } | CwError::Refused(_) => Retry::No,
+            },
+            || self.get(path, query),
+        )
+        .await
     }
 
     pub fn base_url(&self) -> &str {
@@ -247,15 +243,10 @@ impl CwClient {
             .await
             .map_err(|e| CwError::Decode(describe(&e)))?;
         if status != StatusCode::OK {
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
             return Err(CwError::Status {
                 status: status.as_u16(),
                 body: serde_json::from_slice(&bytes).ok(),
-                retry_after,
+                retry_after: retry_after(&headers),
             });
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))?;

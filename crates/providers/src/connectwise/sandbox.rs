@@ -16,7 +16,8 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use mspbridge_sandbox::{Faults, Rng, SandboxHandle, Seed};
+use mspbridge_sandbox::names::{ADJECTIVES, FIRST, LAST, NOUNS, SUFFIXES};
+use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -70,7 +71,7 @@ struct SandboxState {
     /// The data set as vendor JSON sorted by id, rebuilt after every change.
     json: RwLock<Option<Arc<JsonData>>>,
     /// Raw JSON edits applied on top of the typed data: (collection, id, field, value).
-    raw_edits: Mutex<Vec<(&'static str, i64, String, serde_json::Value)>>,
+    raw_edits: RawEdits,
     seen: Mutex<Vec<SeenRequest>>,
 }
 
@@ -115,16 +116,8 @@ impl SandboxState {
         collections.insert("system/members", to_sorted_json(&data.members));
         collections.insert("service/boards", to_sorted_json(&data.boards));
         collections.insert("service/tickets", to_sorted_json(&data.tickets));
-        if let Ok(edits) = self.raw_edits.lock() {
-            for (collection, id, field, value) in edits.iter() {
-                let row = collections.get_mut(collection).and_then(|rows| {
-                    rows.iter_mut()
-                        .find(|r| r.get("id").and_then(|v| v.as_i64()) == Some(*id))
-                });
-                if let Some(serde_json::Value::Object(map)) = row {
-                    map.insert(field.clone(), value.clone());
-                }
-            }
+        for (name, rows) in collections.iter_mut() {
+            self.raw_edits.apply(name, rows);
         }
         let j = Arc::new(JsonData { collections });
         if let Ok(mut g) = self.json.write() {
@@ -162,7 +155,7 @@ impl CwSandbox {
                 ],
                 data: RwLock::new(generate(seed)),
                 json: RwLock::new(None),
-                raw_edits: Mutex::new(Vec::new()),
+                raw_edits: RawEdits::default(),
                 seen: Mutex::new(Vec::new()),
             }),
             faults: Faults::default(),
@@ -203,16 +196,8 @@ impl CwSandbox {
     /// Serves `field` of the record `id` in `collection` (for example `company/contacts`)
     /// as `value`, whatever the typed data says: tests use it to send records the
     /// connector cannot read (a number where ConnectWise sends a string, …).
-    pub fn set_raw_field(
-        &self,
-        collection: &'static str,
-        id: i64,
-        field: &str,
-        value: serde_json::Value,
-    ) {
-        if let Ok(mut edits) = self.state.raw_edits.lock() {
-            edits.push((collection, id, field.to_string(), value));
-        }
+    pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: serde_json::Value) {
+        self.state.raw_edits.push(collection, id, field, value);
         if let Ok(mut g) = self.state.json.write() {
             *g = None;
         }
@@ -563,8 +548,6 @@ fn list(
     }
     resp
 }
-
-use mspbridge_sandbox::names::{ADJECTIVES, FIRST, LAST, NOUNS, SUFFIXES};
 
 fn base_time() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)

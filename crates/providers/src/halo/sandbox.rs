@@ -5,18 +5,18 @@
 //! `lastupdatefromdate`, `includeinactive`; a rolling-window rate limit answering 429;
 //! an API application without agent permission (403); and fault injection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Form, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
 use mspbridge_sandbox::names::{FIRST, LAST, company_name};
-use mspbridge_sandbox::{Faults, Rng, SandboxHandle, Seed};
+use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -50,12 +50,10 @@ struct State_ {
     /// token → (client id, expiry)
     tokens: Mutex<HashMap<String, (String, Instant)>>,
     token_life: Mutex<Duration>,
-    limit: Mutex<(usize, Duration)>,
-    sent: Mutex<VecDeque<Instant>>,
+    limit: VendorRateLimit,
     seen: Mutex<Vec<SeenRequest>>,
     issued: Mutex<u64>,
-    /// Raw JSON edits on top of the typed data: (entity, id, field, value).
-    raw_edits: Mutex<Vec<(String, i64, String, serde_json::Value)>>,
+    raw_edits: RawEdits,
 }
 
 /// A Halo sandbox. Clone it to keep a handle on its data and faults while it serves.
@@ -184,11 +182,10 @@ impl HaloSandbox {
                 data: RwLock::new(generate(seed)),
                 tokens: Mutex::new(HashMap::new()),
                 token_life: Mutex::new(Duration::from_secs(3600)),
-                limit: Mutex::new((300, Duration::from_secs(300))),
-                sent: Mutex::new(VecDeque::new()),
+                limit: VendorRateLimit::new(300, Duration::from_secs(300)),
                 seen: Mutex::new(Vec::new()),
                 issued: Mutex::new(0),
-                raw_edits: Mutex::new(Vec::new()),
+                raw_edits: RawEdits::default(),
             }),
             faults: Faults::default(),
         }
@@ -224,9 +221,7 @@ impl HaloSandbox {
 
     /// The hosted limit this sandbox enforces (default 300 per 5 minutes).
     pub fn set_rate_limit(&self, requests: usize, window: Duration) {
-        if let Ok(mut l) = self.state.limit.lock() {
-            *l = (requests, window);
-        }
+        self.state.limit.set(requests, window);
     }
 
     /// How long issued tokens live (default an hour, as Halo's).
@@ -243,12 +238,11 @@ impl HaloSandbox {
         }
     }
 
-    /// Serves `field` of record `id` of `entity` (`Client`, `Users`) as `value`, whatever
-    /// the typed data says: tests send rows the connector cannot read with it.
-    pub fn set_raw_field(&self, entity: &str, id: i64, field: &str, value: serde_json::Value) {
-        if let Ok(mut e) = self.state.raw_edits.lock() {
-            e.push((entity.to_string(), id, field.to_string(), value));
-        }
+    /// Serves `field` of record `id` in the answer list `collection` (`clients`, `users`)
+    /// as `value`, whatever the typed data says: tests send rows the connector cannot read
+    /// with it.
+    pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: serde_json::Value) {
+        self.state.raw_edits.push(collection, id, field, value);
     }
 
     pub fn tokens_issued(&self) -> u64 {
@@ -290,29 +284,7 @@ async fn record(
         });
     }
     // Hosted Halo counts every request of the tenant over a rolling window.
-    let over = {
-        let (limit, window) = s
-            .limit
-            .lock()
-            .map(|l| *l)
-            .unwrap_or((300, Duration::from_secs(300)));
-        let mut sent = match s.sent.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let now = Instant::now();
-        while sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            sent.pop_front();
-        }
-        let over = sent.len() >= limit;
-        if !over {
-            sent.push_back(now);
-        }
-        over
-    };
+    let over = !s.limit.admit();
     if over {
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -321,35 +293,6 @@ async fn record(
             .into_response();
     }
     next.run(req).await
-}
-
-fn form(body: &str) -> HashMap<String, String> {
-    body.split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_string(), decode(v)))
-        .collect()
-}
-
-fn decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'+', _) => out.push(b' '),
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 2;
-            }
-            (b, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Control endpoint for benchmarks run against a sandbox in another process: changes
@@ -392,9 +335,8 @@ struct TokenAnswer {
 async fn token(
     State(s): State<Arc<State_>>,
     Query(q): Query<HashMap<String, String>>,
-    body: String,
+    Form(f): Form<HashMap<String, String>>,
 ) -> Response {
-    let f = form(&body);
     let bad = |code: &str, desc: &str| {
         (
             StatusCode::UNAUTHORIZED,
@@ -467,7 +409,7 @@ fn paged<T: Serialize + Clone>(
     key: &str,
     rows: Vec<&T>,
     q: &HashMap<String, String>,
-    edits: &[(i64, String, serde_json::Value)],
+    edits: &RawEdits,
 ) -> Response {
     let total = rows.len();
     let answer = |page: Option<(usize, usize)>, rows: &[&T]| {
@@ -479,16 +421,7 @@ fn paged<T: Serialize + Clone>(
         m.insert("record_count".into(), total.into());
         let mut rows = serde_json::to_value(rows).unwrap_or(serde_json::Value::Null);
         if let serde_json::Value::Array(rows) = &mut rows {
-            for row in rows.iter_mut() {
-                let id = row.get("id").and_then(|v| v.as_i64());
-                for (eid, field, value) in edits {
-                    if Some(*eid) == id
-                        && let serde_json::Value::Object(o) = row
-                    {
-                        o.insert(field.clone(), value.clone());
-                    }
-                }
-            }
+            edits.apply(key, rows);
         }
         m.insert(key.into(), rows);
         axum::Json(serde_json::Value::Object(m)).into_response()
@@ -541,16 +474,6 @@ async fn list(
     };
     let inactive_too = flag(&q, "includeinactive");
     let desc = flag(&q, "orderdesc");
-    let edits: Vec<(i64, String, serde_json::Value)> = s
-        .raw_edits
-        .lock()
-        .map(|e| {
-            e.iter()
-                .filter(|(ent, ..)| *ent == entity)
-                .map(|(_, id, f, v)| (*id, f.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
     let data = match s.data.read() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
@@ -569,7 +492,7 @@ async fn list(
             if desc {
                 rows.reverse();
             }
-            paged("clients", rows, &q, &edits)
+            paged("clients", rows, &q, &s.raw_edits)
         }
         "Users" => {
             let mut rows: Vec<&User> = data
@@ -586,7 +509,7 @@ async fn list(
             if desc {
                 rows.reverse();
             }
-            paged("users", rows, &q, &edits)
+            paged("users", rows, &q, &s.raw_edits)
         }
         "Agent" if app == LIMITED_CLIENT_ID => (
             StatusCode::FORBIDDEN,
@@ -604,7 +527,7 @@ async fn list(
         }
         "UserRoles" => axum::Json(&data.roles).into_response(),
         // Tickets sync comes with the ticket issue; the connection test only needs access.
-        "Tickets" => paged::<serde_json::Value>("tickets", vec![], &q, &[]),
+        "Tickets" => paged::<serde_json::Value>("tickets", vec![], &q, &RawEdits::default()),
         _ => (
             StatusCode::NOT_FOUND,
             axum::Json(format!("No such endpoint: /api/{entity}")),
@@ -616,13 +539,6 @@ async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn form_values_are_decoded() {
-        let f = form("grant_type=client_credentials&client_secret=a%2Bb%26c&scope=all");
-        assert_eq!(f["client_secret"], "a+b&c");
-        assert_eq!(decode("x+y%zz"), "x y%zz");
-    }
 
     #[test]
     fn seeds_are_deterministic_and_sized() {

@@ -5,9 +5,9 @@
 //! permission message), server-fixed page size with `meta.total_pages`, the per-address
 //! rate limit answering 429, and fault injection.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
 use mspbridge_sandbox::names::{FIRST, LAST, company_name};
-use mspbridge_sandbox::{Faults, Rng, SandboxHandle, Seed};
+use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -48,11 +48,9 @@ pub struct SeenRequest {
 struct Inner {
     data: RwLock<SyncroData>,
     per_page: Mutex<usize>,
-    limit: Mutex<(usize, Duration)>,
-    sent: Mutex<VecDeque<Instant>>,
+    limit: VendorRateLimit,
     seen: Mutex<Vec<SeenRequest>>,
-    /// Raw JSON edits on top of the typed data: (key, id, field, value).
-    raw_edits: Mutex<Vec<(String, i64, String, serde_json::Value)>>,
+    raw_edits: RawEdits,
 }
 
 #[derive(Clone)]
@@ -158,10 +156,9 @@ impl SyncroSandbox {
             inner: Arc::new(Inner {
                 data: RwLock::new(generate(seed)),
                 per_page: Mutex::new(25),
-                limit: Mutex::new((180, Duration::from_secs(60))),
-                sent: Mutex::new(VecDeque::new()),
+                limit: VendorRateLimit::new(180, Duration::from_secs(60)),
                 seen: Mutex::new(Vec::new()),
-                raw_edits: Mutex::new(Vec::new()),
+                raw_edits: RawEdits::default(),
             }),
             faults: Faults::default(),
         }
@@ -202,17 +199,13 @@ impl SyncroSandbox {
     }
 
     pub fn set_rate_limit(&self, requests: usize, window: Duration) {
-        if let Ok(mut l) = self.inner.limit.lock() {
-            *l = (requests, window);
-        }
+        self.inner.limit.set(requests, window);
     }
 
     /// Serves `field` of record `id` in `key` (`customers`, `contacts`) as `value`: tests
     /// send rows the connector cannot read with it.
     pub fn set_raw_field(&self, key: &str, id: i64, field: &str, value: serde_json::Value) {
-        if let Ok(mut e) = self.inner.raw_edits.lock() {
-            e.push((key.to_string(), id, field.to_string(), value));
-        }
+        self.inner.raw_edits.push(key, id, field, value);
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -255,7 +248,7 @@ fn page<T: Serialize>(
     rows: &[T],
     q: &HashMap<String, String>,
     per: usize,
-    edits: &[(String, i64, String, serde_json::Value)],
+    edits: &RawEdits,
 ) -> Response {
     let total = rows.len();
     let total_pages = total.div_ceil(per).max(1);
@@ -269,17 +262,7 @@ fn page<T: Serialize>(
     let mut m = serde_json::Map::new();
     let mut rows = serde_json::to_value(&rows[start..end]).unwrap_or_default();
     if let serde_json::Value::Array(rows) = &mut rows {
-        for row in rows.iter_mut() {
-            let id = row.get("id").and_then(|v| v.as_i64());
-            for (k, eid, field, value) in edits {
-                if k == key
-                    && Some(*eid) == id
-                    && let serde_json::Value::Object(o) = row
-                {
-                    o.insert(field.clone(), value.clone());
-                }
-            }
-        }
+        edits.apply(key, rows);
     }
     m.insert(key.into(), rows);
     m.insert(
@@ -313,29 +296,7 @@ async fn api(
         });
     }
     // Counted per source address over a rolling minute.
-    let over = {
-        let (limit, window) = s
-            .limit
-            .lock()
-            .map(|l| *l)
-            .unwrap_or((180, Duration::from_secs(60)));
-        let mut sent = match s.sent.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let now = Instant::now();
-        while sent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= window)
-        {
-            sent.pop_front();
-        }
-        let over = sent.len() >= limit;
-        if !over {
-            sent.push_back(now);
-        }
-        over
-    };
+    let over = !s.limit.admit();
     if over {
         return answer(
             StatusCode::TOO_MANY_REQUESTS,
@@ -361,7 +322,6 @@ async fn api(
         );
     }
     let per = s.per_page.lock().map(|p| *p).unwrap_or(25);
-    let edits = s.raw_edits.lock().map(|e| e.clone()).unwrap_or_default();
     let data = match s.data.read() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
@@ -379,7 +339,7 @@ async fn api(
                 .iter()
                 .filter(|c| all || !c.disabled)
                 .collect();
-            page("customers", &rows, &q, per, &edits)
+            page("customers", &rows, &q, per, &s.raw_edits)
         }
         ["contacts"] => {
             let cid = q.get("customer_id").and_then(|c| c.parse::<i64>().ok());
@@ -388,7 +348,7 @@ async fn api(
                 .iter()
                 .filter(|c| cid.is_none_or(|id| c.customer_id == id))
                 .collect();
-            page("contacts", &rows, &q, per, &edits)
+            page("contacts", &rows, &q, per, &s.raw_edits)
         }
         ["users", ..] if limited => answer(
             StatusCode::UNAUTHORIZED,
@@ -409,7 +369,7 @@ async fn api(
                 serde_json::json!({"message": "Not found"}),
             ),
         },
-        ["tickets"] => page::<serde_json::Value>("tickets", &[], &q, per, &[]),
+        ["tickets"] => page::<serde_json::Value>("tickets", &[], &q, per, &RawEdits::default()),
         _ => answer(
             StatusCode::NOT_FOUND,
             serde_json::json!({"message": "Not found"}),
