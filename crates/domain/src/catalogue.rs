@@ -367,11 +367,18 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 "The tracking identifier chosen when the API user was created.",
                 "",
             ),
+            f(
+                "contact_type_field",
+                "Contact type field",
+                false,
+                false,
+                Text,
+                "Leave blank to use contact groups as contact types, or name a contact user-defined field.",
+                "Contact Type",
+            ),
         ],
         syncs: PSA_SYNCS,
-        availability: Availability::NotYetBuilt(
-            "The Autotask connector is planned; connecting is not possible yet.",
-        ),
+        availability: Availability::Available,
         setup_hint: "Admin > Resources/Users > New API User (API-only).",
     },
     ProviderDescriptor {

@@ -11,6 +11,7 @@ use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::TestReport;
 use mspbridge_domain::validate::Credentials;
 
+pub mod autotask;
 pub mod connectwise;
 pub mod halo;
 pub mod http;
@@ -38,6 +39,8 @@ pub struct ProviderConfig {
     pub connectwise_client_id: Option<String>,
     /// Halo's hosted rate limit and 429 back-off.
     pub halo_limits: halo::client::HaloLimits,
+    /// Autotask's zone discovery and request threshold.
+    pub autotask: autotask::client::AutotaskSettings,
     /// Syncro's per-address rate limit and API location.
     pub syncro: syncro::client::SyncroSettings,
 }
@@ -102,6 +105,23 @@ impl Providers {
                 }
                 Some(Ok(Box::new(src)))
             }
+            ProviderKind::Autotask => {
+                let client = match autotask::Autotask::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                    .await
+                {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
+                };
+                let mut src = autotask::source::AutotaskSource::new(
+                    client,
+                    autotask::Autotask::contact_types(credentials),
+                );
+                if let Some(n) = page_size {
+                    src = src.with_page_size(n);
+                }
+                Some(Ok(Box::new(src)))
+            }
             ProviderKind::Syncro => {
                 let client = match syncro::Syncro::new(self.config.clone())
                     .client(credentials, retry.timeout)
@@ -123,6 +143,7 @@ impl Providers {
                 Some(Box::new(connectwise::ConnectWise::new(self.config.clone())))
             }
             ProviderKind::HaloPsa => Some(Box::new(halo::Halo::new(self.config.clone()))),
+            ProviderKind::Autotask => Some(Box::new(autotask::Autotask::new(self.config.clone()))),
             ProviderKind::Syncro => Some(Box::new(syncro::Syncro::new(self.config.clone()))),
             _ => None,
         }

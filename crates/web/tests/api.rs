@@ -56,7 +56,9 @@ async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
         let halo = list.iter().find(|p| p["kind"] == "halo_psa").unwrap();
         assert_eq!(halo["availability"]["state"], "available");
         let autotask = list.iter().find(|p| p["kind"] == "autotask").unwrap();
-        assert_eq!(autotask["availability"]["state"], "not_yet_built");
+        assert_eq!(autotask["availability"]["state"], "available");
+        let datto = list.iter().find(|p| p["kind"] == "datto_rmm").unwrap();
+        assert_eq!(datto["availability"]["state"], "not_yet_built");
     }
 }
 
@@ -324,7 +326,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         .post(
             "/api/v1/integrations",
             t,
-            json!({"provider": "autotask", "credentials": {}}),
+            json!({"provider": "datto_rmm", "credentials": {}}),
         )
         .await;
     assert_eq!(
@@ -335,7 +337,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         e["message"]
             .as_str()
             .unwrap()
-            .contains("Autotask cannot be connected yet")
+            .contains("Datto RMM cannot be connected yet")
     );
 
     // Rejected keys: a connection_failed with the test report and a fix hint.

@@ -1,0 +1,1172 @@
+//! Autotask played on loopback for tests, benchmarks and the demo.
+//!
+//! * Zone discovery at `/atservicesrest/v1.0/zoneInformation?user=` (no auth), answering
+//!   the zone URL `https://{host}/ATServicesRest/` for known API users.
+//! * The API under `/ATServicesRest/V1.0/`: the three headers checked on every call;
+//!   `POST {Entity}/query` (or `GET …/query?search=`), `GET {Entity}/query/next` (the
+//!   `nextPageUrl`), `{Entity}/query/count`, `{Entity}/{id}`,
+//!   `{Entity}/entityInformation/fields`, `Contacts/entityInformation/userDefinedFields`
+//!   and `ThresholdInformation`, for Companies, Contacts, Resources, ContactGroups,
+//!   ContactGroupContacts and Tickets.
+//! * Autotask's query rules, refused as HTTP 500 with an `errors` array: a filter is
+//!   mandatory, `MaxRecords` 1–500, `IncludeFields` must hold `id` to page, known fields and
+//!   operators only, at most 500 values in an `in`. Results come in id order.
+//! * The database's request threshold (10,000 per rolling hour; `add_external_usage`
+//!   plays other integrations of the tenant), answered with 429 once reached, and 3
+//!   requests in flight per tracking identifier and endpoint (429 beyond).
+//! * An API user whose security level cannot see Resources (403), and fault injection.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use chrono::{DateTime, TimeZone, Utc};
+use mspbridge_sandbox::names::{FIRST, LAST, company_name};
+use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::wire::{
+    Company, Contact, ContactGroup, ContactGroupContact, PageDetails, Resource, Udf, at_time,
+};
+
+pub const DEMO_USERNAME: &str = "mspbridge-api@demo-msp.example";
+pub const DEMO_SECRET: &str = "Demo$ecret-autotask-7Q";
+pub const DEMO_INTEGRATION_CODE: &str = "MSPBRIDGEDEMO7TRACKINGID";
+/// An API user whose security level cannot see Resources.
+pub const LIMITED_USERNAME: &str = "limited-api@demo-msp.example";
+/// The contact user-defined field the sandbox has (a picklist).
+pub const CONTACT_TYPE_UDF: &str = "Contact Type";
+
+const ZONE_PREFIX: &str = "/ATServicesRest";
+const BASE_ID: i64 = 29_683_000;
+
+/// The tenant's contact groups; the first three are active.
+const GROUPS: [(&str, bool); 4] = [
+    ("IT Contact", true),
+    ("Billing Contact", true),
+    ("Decision Maker", true),
+    ("Newsletter", false),
+];
+
+/// `companyType` picklist: (value, label).
+const COMPANY_TYPES: [(i64, &str); 4] =
+    [(1, "Customer"), (2, "Lead"), (3, "Prospect"), (7, "Vendor")];
+
+#[derive(Debug, Clone, Default)]
+pub struct AutotaskData {
+    pub companies: Vec<Company>,
+    pub contacts: Vec<Contact>,
+    pub resources: Vec<Resource>,
+    pub groups: Vec<ContactGroup>,
+    pub memberships: Vec<ContactGroupContact>,
+}
+
+/// One request as the sandbox received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Path after `/ATServicesRest/V1.0` (or the zone discovery path).
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// The JSON body of a POST.
+    pub body: Option<Value>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// The database's request count over a rolling window.
+#[derive(Debug)]
+struct Threshold {
+    limit: usize,
+    window: Duration,
+    stamps: VecDeque<Instant>,
+}
+
+impl Threshold {
+    fn count(&mut self) -> usize {
+        let now = Instant::now();
+        while self
+            .stamps
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            self.stamps.pop_front();
+        }
+        self.stamps.len()
+    }
+}
+
+struct Inner {
+    data: RwLock<AutotaskData>,
+    threshold: Mutex<Threshold>,
+    /// Highest count the threshold reached (tests check the client stayed under it).
+    peak: Mutex<usize>,
+    threshold_hits: Mutex<usize>,
+    in_flight: Mutex<HashMap<String, usize>>,
+    thread_hits: Mutex<usize>,
+    seen: Mutex<Vec<SeenRequest>>,
+    raw_edits: RawEdits,
+    /// Serve `nextPageUrl`s on this host instead of the request's (tests).
+    next_host: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+pub struct AutotaskSandbox {
+    inner: Arc<Inner>,
+    pub faults: Faults,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+/// Companies (mostly customers), contacts (the first of each company primary), contact
+/// groups with memberships mirrored by the "Contact Type" field, and resources: the
+/// technicians plus the API users themselves.
+pub fn generate(seed: Seed) -> AutotaskData {
+    let (n, per, n_res) = match seed {
+        Seed::Small => (12usize, 3usize, 5usize),
+        Seed::Large => (5_000, 10, 200),
+        Seed::Companies(n) => (n as usize, 10, (n as usize / 25).max(2)),
+    };
+    let mut rng = Rng::new(0xA070);
+    let mut d = AutotaskData {
+        groups: GROUPS
+            .iter()
+            .enumerate()
+            .map(|(i, (name, active))| ContactGroup {
+                id: i as i64 + 1,
+                name: name.to_string(),
+                is_active: *active,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let mut contact_id = BASE_ID + 1_000_000;
+    for i in 0..n {
+        let id = BASE_ID + i as i64;
+        let kind = match rng.below(20) {
+            0 => 2,
+            1 => 3,
+            2 => 7,
+            _ => 1,
+        };
+        d.companies.push(Company {
+            id,
+            company_name: company_name(&mut rng, i),
+            company_number: Some(format!("C{:05}", i + 1)),
+            company_type: Some(kind),
+            is_active: !rng.chance(5),
+            phone: Some(format!("555-{:04}", i % 10_000)),
+            web_address: Some(format!("www.c{id}.example")),
+            last_activity_date: Some(
+                base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64),
+            ),
+        });
+        let k = if matches!(seed, Seed::Small) {
+            1 + rng.below(per as u64) as usize
+        } else {
+            per
+        };
+        for j in 0..k {
+            let f = rng.pick(&FIRST).to_string();
+            let l = rng.pick(&LAST).to_string();
+            let group = match rng.below(10) {
+                0 | 1 => Some(1),
+                2 => Some(2),
+                _ => None,
+            };
+            if let Some(g) = group {
+                d.memberships.push(ContactGroupContact {
+                    id: d.memberships.len() as i64 + 1,
+                    contact_group_id: g,
+                    contact_id,
+                });
+            }
+            d.contacts.push(Contact {
+                id: contact_id,
+                company_id: Some(id),
+                first_name: f.clone(),
+                last_name: l.clone(),
+                title: None,
+                email_address: (!rng.chance(8)).then(|| {
+                    format!(
+                        "{}.{}{contact_id}@c{id}.example",
+                        f.to_lowercase(),
+                        l.to_lowercase()
+                    )
+                }),
+                phone: Some(format!("555-{:04}", contact_id % 10_000)),
+                mobile_phone: None,
+                is_active: i64::from(!rng.chance(5)),
+                primary_contact: j == 0,
+                last_activity_date: Some(base_time()),
+                last_modified_date: Some(
+                    base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64),
+                ),
+                user_defined_fields: vec![Udf {
+                    name: CONTACT_TYPE_UDF.into(),
+                    value: group.map(|g| g.to_string()),
+                }],
+            });
+            contact_id += 1;
+        }
+    }
+    for i in 0..n_res {
+        let f = rng.pick(&FIRST).to_string();
+        let l = rng.pick(&LAST).to_string();
+        d.resources.push(Resource {
+            id: BASE_ID - 100_000 + i as i64,
+            user_name: Some(format!("{}{}", &f[..1].to_lowercase(), l.to_lowercase())),
+            email: Some(format!(
+                "{}.{}{i}@demo-msp.example",
+                f.to_lowercase(),
+                l.to_lowercase()
+            )),
+            first_name: f,
+            last_name: l,
+            title: Some("Technician".into()),
+            is_active: i + 1 != n_res || n_res < 2,
+            resource_type: Some("Employee".into()),
+        });
+    }
+    for (k, user) in [DEMO_USERNAME, LIMITED_USERNAME].iter().enumerate() {
+        d.resources.push(Resource {
+            id: BASE_ID - 10 + k as i64,
+            first_name: "API".into(),
+            last_name: "User".into(),
+            email: Some(user.to_string()),
+            user_name: Some(user.to_string()),
+            title: None,
+            is_active: true,
+            resource_type: Some("Employee".into()),
+        });
+    }
+    d
+}
+
+impl AutotaskSandbox {
+    pub fn new(seed: Seed) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                data: RwLock::new(generate(seed)),
+                threshold: Mutex::new(Threshold {
+                    limit: 10_000,
+                    window: Duration::from_secs(3600),
+                    stamps: VecDeque::new(),
+                }),
+                peak: Mutex::new(0),
+                threshold_hits: Mutex::new(0),
+                in_flight: Mutex::new(HashMap::new()),
+                thread_hits: Mutex::new(0),
+                seen: Mutex::new(Vec::new()),
+                raw_edits: RawEdits::default(),
+                next_host: Mutex::new(None),
+            }),
+            faults: Faults::default(),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/atservicesrest/v1.0/zoneInformation",
+                get(zone_information),
+            )
+            .route("/ATServicesRest/V1.0/{*rest}", any(api))
+            .route("/_sandbox/touch-contacts", post(touch_contacts))
+            .with_state(self.inner.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                self.faults.clone(),
+                mspbridge_sandbox::inject_faults,
+            ))
+            // Outermost, so a request's slot spans its whole response time.
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.clone(),
+                threads,
+            ))
+    }
+
+    pub fn serve(&self, listener: TcpListener) -> std::io::Result<SandboxHandle> {
+        mspbridge_sandbox::serve(self.router(), listener)
+    }
+
+    /// The zone lookup URL to configure the connector with
+    /// (`AutotaskSettings::zone_lookup_url`).
+    pub fn zone_lookup_url(handle: &SandboxHandle) -> String {
+        format!("https://{}/atservicesrest", handle.host())
+    }
+
+    /// Mutate the data set (tests simulate Autotask-side changes); records are kept in
+    /// id order, as Autotask answers queries.
+    pub fn with_data<R>(&self, f: impl FnOnce(&mut AutotaskData) -> R) -> R {
+        let mut d = match self.inner.data.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        let r = f(&mut d);
+        d.companies.sort_by_key(|r| r.id);
+        d.contacts.sort_by_key(|r| r.id);
+        d.resources.sort_by_key(|r| r.id);
+        d.groups.sort_by_key(|r| r.id);
+        d.memberships.sort_by_key(|r| r.id);
+        r
+    }
+
+    /// The database's request threshold (default 10,000 per hour).
+    pub fn set_threshold(&self, requests: usize, window: Duration) {
+        let mut t = lock(&self.inner.threshold);
+        t.limit = requests;
+        t.window = window;
+    }
+
+    /// `n` requests made by other integrations of the tenant, just now.
+    pub fn add_external_usage(&self, n: usize) {
+        let mut t = lock(&self.inner.threshold);
+        let now = Instant::now();
+        t.stamps.extend(std::iter::repeat_n(now, n));
+    }
+
+    /// The highest request count the database reached, and how many requests it refused
+    /// for the threshold and for the thread limit.
+    pub fn usage_peak(&self) -> (usize, usize, usize) {
+        (
+            *lock(&self.inner.peak),
+            *lock(&self.inner.threshold_hits),
+            *lock(&self.inner.thread_hits),
+        )
+    }
+
+    /// Serve `nextPageUrl`s on `host` (a host that is not the zone's).
+    pub fn set_next_page_host(&self, host: Option<&str>) {
+        *lock(&self.inner.next_host) = host.map(str::to_string);
+    }
+
+    /// Serves `field` of record `id` in `collection` (`companies`, `contacts`,
+    /// `resources`) as `value`.
+    pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: Value) {
+        self.inner.raw_edits.push(collection, id, field, value);
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        lock(&self.inner.seen).clone()
+    }
+}
+
+fn errors(status: StatusCode, messages: &[&str]) -> Response {
+    (status, axum::Json(json!({ "errors": messages }))).into_response()
+}
+
+fn record_seen(
+    s: &Inner,
+    method: &Method,
+    path: String,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Option<Value>,
+) {
+    let mut query: Vec<(String, String)> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    query.sort();
+    let headers = ["ApiIntegrationCode", "UserName", "Secret"]
+        .iter()
+        .filter_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| (h.to_string(), v.to_string()))
+        })
+        .collect();
+    lock(&s.seen).push(SeenRequest {
+        method: method.to_string(),
+        path,
+        query,
+        body,
+        headers,
+    });
+}
+
+async fn zone_information(
+    State(s): State<Arc<Inner>>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    record_seen(
+        &s,
+        &Method::GET,
+        "/zoneInformation".into(),
+        &q,
+        &headers,
+        None,
+    );
+    let user = q.get("user").map(|u| u.to_lowercase()).unwrap_or_default();
+    if user != DEMO_USERNAME && user != LIMITED_USERNAME {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["Zone information could not be determined"],
+        );
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    axum::Json(json!({
+        "zoneName": "Sandbox (America East)",
+        "url": format!("https://{host}{ZONE_PREFIX}/"),
+        "webUrl": format!("https://{host}/"),
+        "ci": 1,
+    }))
+    .into_response()
+}
+
+/// The entity endpoint and tracking identifier of an API request.
+fn endpoint_key(req: &Request) -> Option<String> {
+    let rest = req.uri().path().strip_prefix("/ATServicesRest/V1.0/")?;
+    let entity = rest
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let code = req
+        .headers()
+        .get("ApiIntegrationCode")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    Some(format!("{code}|{entity}"))
+}
+
+/// Autotask's thread limit: 3 requests in flight per tracking identifier and endpoint.
+async fn threads(State(s): State<Arc<Inner>>, req: Request, next: Next) -> Response {
+    let Some(key) = endpoint_key(&req) else {
+        return next.run(req).await;
+    };
+    {
+        let mut f = lock(&s.in_flight);
+        let n = f.entry(key.clone()).or_default();
+        if *n >= 3 {
+            drop(f);
+            *lock(&s.thread_hits) += 1;
+            return errors(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[
+                    "Thread threshold exceeded: at most 3 concurrent requests per API tracking identifier and endpoint",
+                ],
+            );
+        }
+        *n += 1;
+    }
+    let resp = next.run(req).await;
+    if let Some(n) = lock(&s.in_flight).get_mut(&key) {
+        *n = n.saturating_sub(1);
+    }
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryBody {
+    #[serde(rename = "MaxRecords", alias = "maxRecords", default)]
+    max_records: Option<i64>,
+    #[serde(rename = "IncludeFields", alias = "includeFields", default)]
+    include_fields: Vec<String>,
+    #[serde(alias = "Filter", default)]
+    filter: Vec<Value>,
+}
+
+/// Continuation state carried in `nextPageUrl`'s `paging` parameter.
+#[derive(Debug, serde::Serialize, Deserialize)]
+struct Paging {
+    #[serde(rename = "pageSize")]
+    page_size: i64,
+    #[serde(rename = "lastId")]
+    last_id: i64,
+}
+
+async fn api(
+    State(s): State<Arc<Inner>>,
+    Path(rest): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json_body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                record_seen(&s, &method, format!("/{rest}"), &q, &headers, None);
+                return errors(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &[&format!("The request body is not valid JSON: {e}")],
+                );
+            }
+        }
+    };
+    record_seen(
+        &s,
+        &method,
+        format!("/{rest}"),
+        &q,
+        &headers,
+        json_body.clone(),
+    );
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let user = h("UserName").to_lowercase();
+    if h("ApiIntegrationCode") != DEMO_INTEGRATION_CODE
+        || (user != DEMO_USERNAME && user != LIMITED_USERNAME)
+        || h("Secret") != DEMO_SECRET
+    {
+        return errors(
+            StatusCode::UNAUTHORIZED,
+            &["Authentication failed: check UserName, Secret and ApiIntegrationCode"],
+        );
+    }
+    // The database's threshold counts every authenticated request.
+    {
+        let mut t = lock(&s.threshold);
+        let count = t.count();
+        if count >= t.limit {
+            drop(t);
+            *lock(&s.threshold_hits) += 1;
+            return errors(
+                StatusCode::TOO_MANY_REQUESTS,
+                &[
+                    "API request threshold exceeded for this database; requests are suspended until usage drops",
+                ],
+            );
+        }
+        t.stamps.push_back(Instant::now());
+        let mut peak = lock(&s.peak);
+        *peak = (*peak).max(count + 1);
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_string();
+    let parts: Vec<&str> = rest.split('/').collect();
+    if let ["ThresholdInformation"] = parts.as_slice() {
+        let mut t = lock(&s.threshold);
+        let count = t.count();
+        return axum::Json(json!({
+            "externalRequestThreshold": t.limit,
+            "requestThresholdTimeframe": t.window.as_secs() / 60,
+            "currentTimeframeRequestCount": count,
+        }))
+        .into_response();
+    }
+    let Some(entity) = parts.first().and_then(|e| Entity::parse(e)) else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            &[&format!("No such entity: {}", parts.first().unwrap_or(&""))],
+        );
+    };
+    if entity == Entity::Resources && user == LIMITED_USERNAME {
+        return errors(
+            StatusCode::FORBIDDEN,
+            &["The security level of this API user does not allow access to Resources"],
+        );
+    }
+    let data = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    match (&method, &parts[1..]) {
+        (&Method::POST, ["query"]) | (&Method::GET, ["query"]) => {
+            let query = match (&method, json_body, q.get("search")) {
+                (&Method::POST, Some(b), _) => b,
+                (&Method::GET, _, Some(search)) => match serde_json::from_str(search) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return errors(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &[&format!("search is not valid JSON: {e}")],
+                        );
+                    }
+                },
+                _ => {
+                    return errors(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &["A query needs a body (POST) or a search parameter (GET)"],
+                    );
+                }
+            };
+            run_query(&s, &data, entity, &query, 0, &host)
+        }
+        (&Method::GET, ["query", "next"]) => {
+            let paging: Option<Paging> = q.get("paging").and_then(|p| serde_json::from_str(p).ok());
+            let search: Option<Value> = q.get("search").and_then(|p| serde_json::from_str(p).ok());
+            match (paging, search) {
+                (Some(p), Some(search)) => run_query(&s, &data, entity, &search, p.last_id, &host),
+                _ => errors(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &["The paging or search parameter is missing or invalid"],
+                ),
+            }
+        }
+        (_, ["query", "count"]) => {
+            let query = json_body
+                .or_else(|| q.get("search").and_then(|p| serde_json::from_str(p).ok()))
+                .unwrap_or(Value::Null);
+            let body: QueryBody = match serde_json::from_value(query) {
+                Ok(b) => b,
+                Err(e) => {
+                    return errors(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &[&format!("The query could not be read: {e}")],
+                    );
+                }
+            };
+            match select(&s, &data, entity, &body, 0, usize::MAX) {
+                Ok(rows) => axum::Json(json!({ "queryCount": rows.len() })).into_response(),
+                Err(m) => errors(StatusCode::INTERNAL_SERVER_ERROR, &[&m]),
+            }
+        }
+        (&Method::GET, ["entityInformation", "fields"]) => {
+            let fields: Vec<Value> = entity
+                .fields()
+                .iter()
+                .map(|f| {
+                    if entity == Entity::Companies && *f == "companyType" {
+                        json!({"name": f, "dataType": "integer", "isPickList": true,
+                            "picklistValues": COMPANY_TYPES.iter().map(|(v, l)| json!({
+                                "value": v.to_string(), "label": l, "isActive": true,
+                                "isDefaultValue": *v == 1, "isSystem": true, "sortOrder": v,
+                                "parentValue": ""})).collect::<Vec<_>>()})
+                    } else {
+                        json!({"name": f, "isPickList": false})
+                    }
+                })
+                .collect();
+            axum::Json(json!({ "fields": fields })).into_response()
+        }
+        (&Method::GET, ["entityInformation", "userDefinedFields"])
+            if entity == Entity::Contacts =>
+        {
+            let values: Vec<Value> = GROUPS
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, active))| *active)
+                .map(|(i, (label, _))| json!({"value": (i + 1).to_string(), "label": label, "isActive": true}))
+                .collect();
+            axum::Json(json!({ "fields": [{
+                "name": CONTACT_TYPE_UDF, "dataType": "string", "isPickList": true,
+                "picklistValues": values,
+            }]}))
+            .into_response()
+        }
+        (&Method::GET, [id]) => {
+            let id: i64 = id.parse().unwrap_or(-1);
+            let mut item = Value::Null;
+            entity.each_row(&data, &s.raw_edits, id - 1, |row| {
+                if row.get("id").and_then(Value::as_i64) == Some(id) {
+                    item = row;
+                }
+                false
+            });
+            axum::Json(json!({ "item": item })).into_response()
+        }
+        _ => errors(
+            StatusCode::NOT_FOUND,
+            &[&format!("{method} /{rest} is not supported")],
+        ),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entity {
+    Companies,
+    Contacts,
+    Resources,
+    ContactGroups,
+    ContactGroupContacts,
+    Tickets,
+}
+
+impl Entity {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Companies" => Entity::Companies,
+            "Contacts" => Entity::Contacts,
+            "Resources" => Entity::Resources,
+            "ContactGroups" => Entity::ContactGroups,
+            "ContactGroupContacts" => Entity::ContactGroupContacts,
+            "Tickets" => Entity::Tickets,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Entity::Companies => "Companies",
+            Entity::Contacts => "Contacts",
+            Entity::Resources => "Resources",
+            Entity::ContactGroups => "ContactGroups",
+            Entity::ContactGroupContacts => "ContactGroupContacts",
+            Entity::Tickets => "Tickets",
+        }
+    }
+
+    /// The fields filters and `IncludeFields` may name.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            Entity::Companies => &[
+                "id",
+                "companyName",
+                "companyNumber",
+                "companyType",
+                "isActive",
+                "phone",
+                "webAddress",
+                "lastActivityDate",
+                "createDate",
+                "ownerResourceID",
+            ],
+            Entity::Contacts => &[
+                "id",
+                "companyID",
+                "firstName",
+                "lastName",
+                "title",
+                "emailAddress",
+                "emailAddress2",
+                "emailAddress3",
+                "phone",
+                "mobilePhone",
+                "isActive",
+                "primaryContact",
+                "createDate",
+                "lastActivityDate",
+                "lastModifiedDate",
+                "userDefinedFields",
+            ],
+            Entity::Resources => &[
+                "id",
+                "firstName",
+                "lastName",
+                "email",
+                "userName",
+                "title",
+                "isActive",
+                "resourceType",
+                "locationID",
+                "defaultServiceDeskRoleID",
+            ],
+            Entity::ContactGroups => &["id", "name", "isActive"],
+            Entity::ContactGroupContacts => &["id", "contactGroupID", "contactID"],
+            Entity::Tickets => &[
+                "id",
+                "ticketNumber",
+                "title",
+                "status",
+                "priority",
+                "queueID",
+                "companyID",
+                "contactID",
+                "createDate",
+                "lastActivityDate",
+            ],
+        }
+    }
+
+    /// Records with ids above `after` as Autotask serialises them (raw edits applied), in
+    /// id order, handed to `f` until it returns `false`. Serialised one at a time, so a
+    /// page costs its own rows, not the table's.
+    fn each_row(
+        self,
+        d: &AutotaskData,
+        edits: &RawEdits,
+        after: i64,
+        f: impl FnMut(Value) -> bool,
+    ) {
+        fn walk<T: serde::Serialize>(
+            v: &[T],
+            id: impl Fn(&T) -> i64,
+            key: &str,
+            edits: &RawEdits,
+            after: i64,
+            mut f: impl FnMut(Value) -> bool,
+        ) {
+            let start = v.partition_point(|r| id(r) <= after);
+            for r in &v[start..] {
+                let Ok(mut row) = serde_json::to_value(r) else {
+                    continue;
+                };
+                edits.apply(key, std::slice::from_mut(&mut row));
+                if !f(row) {
+                    return;
+                }
+            }
+        }
+        match self {
+            Entity::Companies => walk(&d.companies, |r| r.id, "companies", edits, after, f),
+            Entity::Contacts => walk(&d.contacts, |r| r.id, "contacts", edits, after, f),
+            Entity::Resources => walk(&d.resources, |r| r.id, "resources", edits, after, f),
+            Entity::ContactGroups => walk(&d.groups, |r| r.id, "groups", edits, after, f),
+            Entity::ContactGroupContacts => {
+                walk(&d.memberships, |r| r.id, "memberships", edits, after, f)
+            }
+            Entity::Tickets => {}
+        }
+    }
+}
+
+/// Up to `limit` rows matching `q` with ids above `after`, validated as Autotask
+/// validates queries.
+fn select(
+    s: &Inner,
+    d: &AutotaskData,
+    entity: Entity,
+    q: &QueryBody,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Value>, String> {
+    if q.filter.is_empty() {
+        return Err(
+            "A query must contain at least one filter (use id gt 0 to get everything)".into(),
+        );
+    }
+    for c in &q.filter {
+        check(entity, c)?;
+    }
+    let filter: Vec<Filter> = q.filter.iter().map(compile).collect();
+    let mut out = Vec::new();
+    entity.each_row(d, &s.raw_edits, after, |row| {
+        if filter.iter().all(|f| f.eval(&row)) {
+            out.push(row);
+        }
+        out.len() < limit
+    });
+    Ok(out)
+}
+
+fn field_of<'a>(row: &'a Value, field: &str) -> Option<&'a Value> {
+    row.as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(field))
+        .map(|(_, v)| v)
+}
+
+const OPS: [&str; 13] = [
+    "eq", "noteq", "gt", "gte", "lt", "lte", "begins", "ends", "contains", "exist", "notexist",
+    "in", "notin",
+];
+
+fn check(entity: Entity, c: &Value) -> Result<(), String> {
+    let op = c
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    if op == "and" || op == "or" {
+        let items = c
+            .get("items")
+            .and_then(Value::as_array)
+            .ok_or("and/or needs items")?;
+        if items.len() > 500 {
+            return Err("A query may contain at most 500 OR conditions".into());
+        }
+        return items.iter().try_for_each(|i| check(entity, i));
+    }
+    if !OPS.contains(&op.as_str()) {
+        return Err(format!("Invalid filter operator '{op}'"));
+    }
+    let field = c.get("field").and_then(Value::as_str).unwrap_or_default();
+    if !entity
+        .fields()
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(field))
+    {
+        return Err(format!(
+            "Unable to find field '{field}' in the {} entity",
+            entity.name()
+        ));
+    }
+    if (op == "in" || op == "notin")
+        && c.get("value")
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.len() > 500)
+    {
+        return Err("A query may contain at most 500 OR conditions".into());
+    }
+    Ok(())
+}
+
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        (Value::Bool(x), Value::Number(y)) => f64::from(u8::from(*x)).partial_cmp(&y.as_f64()?),
+        (Value::Number(x), Value::Bool(y)) => x.as_f64()?.partial_cmp(&f64::from(u8::from(*y))),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        (Value::String(x), Value::String(y)) => match (at_time::parse(x), at_time::parse(y)) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => Some(x.to_lowercase().cmp(&y.to_lowercase())),
+        },
+        (Value::String(x), Value::Number(y)) => x.parse::<f64>().ok()?.partial_cmp(&y.as_f64()?),
+        _ => None,
+    }
+}
+
+/// A filter ready to run over many rows: `in` over integers becomes a set lookup (a page
+/// of contacts asks for the groups of 500 ids at once).
+enum Filter<'a> {
+    All(Vec<Filter<'a>>),
+    Any(Vec<Filter<'a>>),
+    IntSet {
+        field: &'a str,
+        set: std::collections::HashSet<i64>,
+        negate: bool,
+    },
+    Leaf(&'a Value),
+}
+
+fn compile(c: &Value) -> Filter<'_> {
+    let op = c
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let items = || {
+        c.get("items")
+            .and_then(Value::as_array)
+            .map(|i| i.iter().map(compile).collect())
+            .unwrap_or_default()
+    };
+    match op.as_str() {
+        "and" => Filter::All(items()),
+        "or" => Filter::Any(items()),
+        "in" | "notin" => {
+            let field = c.get("field").and_then(Value::as_str).unwrap_or_default();
+            let ints: Option<std::collections::HashSet<i64>> = c
+                .get("value")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(Value::as_i64).collect());
+            match ints {
+                Some(set) => Filter::IntSet {
+                    field,
+                    set,
+                    negate: op == "notin",
+                },
+                None => Filter::Leaf(c),
+            }
+        }
+        _ => Filter::Leaf(c),
+    }
+}
+
+impl Filter<'_> {
+    fn eval(&self, row: &Value) -> bool {
+        match self {
+            Filter::All(fs) => fs.iter().all(|f| f.eval(row)),
+            Filter::Any(fs) => fs.iter().any(|f| f.eval(row)),
+            Filter::IntSet { field, set, negate } => {
+                let hit = field_of(row, field)
+                    .and_then(Value::as_i64)
+                    .is_some_and(|v| set.contains(&v));
+                hit != *negate
+            }
+            Filter::Leaf(c) => matches(row, c),
+        }
+    }
+}
+
+fn matches(row: &Value, c: &Value) -> bool {
+    use std::cmp::Ordering::*;
+    let op = c
+        .get("op")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    let items = || {
+        c.get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    match op.as_str() {
+        "and" => return items().iter().all(|i| matches(row, i)),
+        "or" => return items().iter().any(|i| matches(row, i)),
+        _ => {}
+    }
+    let field = c.get("field").and_then(Value::as_str).unwrap_or_default();
+    let v = field_of(row, field).filter(|v| !v.is_null());
+    let want = c.get("value").unwrap_or(&Value::Null);
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_lowercase)
+            .unwrap_or_else(|| v.to_string())
+    };
+    match (op.as_str(), v) {
+        ("exist", v) => v.is_some(),
+        ("notexist", v) => v.is_none(),
+        ("noteq", None) => true,
+        ("notin", None) => true,
+        (_, None) => false,
+        ("eq", Some(v)) => compare(v, want) == Some(Equal),
+        ("noteq", Some(v)) => compare(v, want) != Some(Equal),
+        ("gt", Some(v)) => compare(v, want) == Some(Greater),
+        ("gte", Some(v)) => matches!(compare(v, want), Some(Greater | Equal)),
+        ("lt", Some(v)) => compare(v, want) == Some(Less),
+        ("lte", Some(v)) => matches!(compare(v, want), Some(Less | Equal)),
+        ("in", Some(v)) => want
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| compare(v, w) == Some(Equal))),
+        ("notin", Some(v)) => !want
+            .as_array()
+            .is_some_and(|a| a.iter().any(|w| compare(v, w) == Some(Equal))),
+        ("begins", Some(v)) => text(v).starts_with(&text(want)),
+        ("ends", Some(v)) => text(v).ends_with(&text(want)),
+        ("contains", Some(v)) => text(v).contains(&text(want)),
+        _ => false,
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    crate::http::urlencode(s)
+}
+
+fn run_query(
+    s: &Inner,
+    d: &AutotaskData,
+    entity: Entity,
+    query: &Value,
+    after: i64,
+    host: &str,
+) -> Response {
+    let q: QueryBody = match serde_json::from_value(query.clone()) {
+        Ok(q) => q,
+        Err(e) => {
+            return errors(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[&format!("The query could not be read: {e}")],
+            );
+        }
+    };
+    let max = q.max_records.unwrap_or(500);
+    if !(1..=500).contains(&max) {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["MaxRecords must be between 1 and 500"],
+        );
+    }
+    for f in &q.include_fields {
+        if !entity.fields().iter().any(|k| k.eq_ignore_ascii_case(f)) {
+            return errors(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &[&format!(
+                    "Unable to find field '{f}' in the {} entity",
+                    entity.name()
+                )],
+            );
+        }
+    }
+    // One more than the page tells whether another page follows.
+    let rows = match select(s, d, entity, &q, after, max as usize + 1) {
+        Ok(r) => r,
+        Err(m) => return errors(StatusCode::INTERNAL_SERVER_ERROR, &[&m]),
+    };
+    let more = rows.len() > max as usize;
+    let has_id = q.include_fields.is_empty()
+        || q.include_fields
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case("id"));
+    if more && !has_id {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["IncludeFields must include id to page past the first page"],
+        );
+    }
+    let page: Vec<Value> = rows
+        .into_iter()
+        .take(max as usize)
+        .map(|r| project(r, &q.include_fields))
+        .collect();
+    let last_id = page
+        .last()
+        .and_then(|r| r.get("id"))
+        .and_then(Value::as_i64)
+        .unwrap_or(after);
+    let next = more.then(|| {
+        let next_host = lock(&s.next_host)
+            .clone()
+            .unwrap_or_else(|| host.to_string());
+        let paging = json!({ "pageSize": max, "lastId": last_id }).to_string();
+        format!(
+            "https://{next_host}{ZONE_PREFIX}/V1.0/{}/query/next?paging={}&search={}",
+            entity.name(),
+            urlencode(&paging),
+            urlencode(&query.to_string())
+        )
+    });
+    let details = PageDetails {
+        count: page.len() as u64,
+        request_count: max as u64,
+        prev_page_url: None,
+        next_page_url: next,
+    };
+    axum::Json(json!({ "items": page, "pageDetails": details })).into_response()
+}
+
+fn project(row: Value, fields: &[String]) -> Value {
+    if fields.is_empty() {
+        return row;
+    }
+    match row {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| fields.iter().any(|f| f.eq_ignore_ascii_case(k)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Changes every `every`-th contact (a later `lastModifiedDate`), as a user editing them
+/// in Autotask would.
+async fn touch_contacts(
+    State(s): State<Arc<Inner>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let every = q
+        .get("every")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100);
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let latest = d
+        .contacts
+        .iter()
+        .filter_map(|c| c.last_modified_date)
+        .max()
+        .unwrap_or_else(base_time);
+    let mut n = 0;
+    for c in d.contacts.iter_mut().step_by(every) {
+        c.last_name.push_str(" Jr");
+        c.last_modified_date = Some(latest + chrono::Duration::minutes(60));
+        n += 1;
+    }
+    axum::Json(json!({ "changed": n })).into_response()
+}

@@ -1,0 +1,333 @@
+//! Autotask REST (`ATServicesRest/V1.0`) JSON: camelCase fields with Autotask's own
+//! spellings (`companyID`, `contactGroupID`), `Contacts.isActive` as an integer while
+//! `Companies.isActive` and `Resources.isActive` are booleans (trap 15), picklist values as
+//! strings, and UTC times with or without the `Z`.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+
+/// `GET zoneInformation?user=`: where the API user's database lives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneInfo {
+    #[serde(default)]
+    pub zone_name: Option<String>,
+    /// `https://webservices5.autotask.net/ATServicesRest/` (the API is under `V1.0/`).
+    pub url: String,
+    #[serde(default)]
+    pub web_url: Option<String>,
+    #[serde(default)]
+    pub ci: Option<i64>,
+}
+
+/// `GET /V1.0/ThresholdInformation`: the database's request count in its timeframe
+/// (every integration of the tenant counts).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdInfo {
+    pub external_request_threshold: u64,
+    /// Minutes.
+    #[serde(default)]
+    pub request_threshold_timeframe: u64,
+    pub current_timeframe_request_count: u64,
+}
+
+/// A query's page: `{"items":[…],"pageDetails":{…}}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryPage {
+    pub items: Vec<Box<RawValue>>,
+    pub page_details: PageDetails,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PageDetails {
+    #[serde(default)]
+    pub count: u64,
+    #[serde(default)]
+    pub request_count: u64,
+    #[serde(default)]
+    pub prev_page_url: Option<String>,
+    #[serde(default)]
+    pub next_page_url: Option<String>,
+}
+
+/// `POST /V1.0/{Entity}/query/count`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryCount {
+    pub query_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Udf {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Company {
+    pub id: i64,
+    #[serde(default)]
+    pub company_name: String,
+    #[serde(default)]
+    pub company_number: Option<String>,
+    /// Picklist value (Customer, Lead, Prospect, Vendor… per tenant).
+    #[serde(default)]
+    pub company_type: Option<i64>,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub web_address: Option<String>,
+    #[serde(default, with = "at_time")]
+    pub last_activity_date: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    pub id: i64,
+    #[serde(rename = "companyID", default)]
+    pub company_id: Option<i64>,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub email_address: Option<String>,
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub mobile_phone: Option<String>,
+    /// 1 = active, 0 = inactive: an integer here, a boolean on companies (trap 15).
+    #[serde(deserialize_with = "int_flag")]
+    pub is_active: i64,
+    #[serde(default)]
+    pub primary_contact: bool,
+    #[serde(default, with = "at_time")]
+    pub last_activity_date: Option<DateTime<Utc>>,
+    #[serde(default, with = "at_time")]
+    pub last_modified_date: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub user_defined_fields: Vec<Udf>,
+}
+
+/// A resource (an Autotask user): technicians, and API-only users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resource {
+    pub id: i64,
+    #[serde(default)]
+    pub first_name: String,
+    #[serde(default)]
+    pub last_name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub user_name: Option<String>,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+    /// `Employee`, `Contractor`, `Temporary`… (picklist label).
+    #[serde(default)]
+    pub resource_type: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactGroup {
+    pub id: i64,
+    pub name: String,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactGroupContact {
+    pub id: i64,
+    #[serde(rename = "contactGroupID")]
+    pub contact_group_id: i64,
+    #[serde(rename = "contactID")]
+    pub contact_id: i64,
+}
+
+/// `GET /V1.0/{Entity}/entityInformation/fields` (and `…/userDefinedFields`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FieldsInfo {
+    #[serde(default)]
+    pub fields: Vec<FieldInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldInfo {
+    pub name: String,
+    #[serde(default)]
+    pub data_type: Option<String>,
+    #[serde(default)]
+    pub is_pick_list: bool,
+    #[serde(default)]
+    pub picklist_values: Option<Vec<PicklistValue>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PicklistValue {
+    /// A string in Autotask's answers (`"1"`); numbers are read too.
+    #[serde(deserialize_with = "string_or_number")]
+    pub value: String,
+    pub label: String,
+    #[serde(default = "yes")]
+    pub is_active: bool,
+}
+
+impl FieldsInfo {
+    /// The active values of picklist field `name` as (value, label).
+    pub fn picklist(&self, name: &str) -> Vec<(String, String)> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .and_then(|f| f.picklist_values.as_ref())
+            .map(|vs| {
+                vs.iter()
+                    .filter(|v| v.is_active)
+                    .map(|v| (v.value.clone(), v.label.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Autotask's error body: `{"errors":["…", …]}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Errors {
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn int_flag<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Flag {
+        Int(i64),
+        Bool(bool),
+    }
+    Ok(match Flag::deserialize(d)? {
+        Flag::Int(i) => i,
+        Flag::Bool(b) => i64::from(b),
+    })
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        N(i64),
+    }
+    Ok(match V::deserialize(d)? {
+        V::S(s) => s,
+        V::N(n) => n.to_string(),
+    })
+}
+
+/// Autotask times: UTC, `2026-01-05T10:30:00.123Z` or without the `Z`.
+pub mod at_time {
+    use super::*;
+
+    pub fn format(t: DateTime<Utc>) -> String {
+        t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    }
+
+    pub fn parse(s: &str) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| {
+                NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|n| n.and_utc())
+            })
+    }
+
+    pub fn serialize<S: serde::Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&format(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => parse(&s)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom(format!("not an Autotask time: '{s}'"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contacts_read_the_integer_active_flag_and_times_with_or_without_z() {
+        let c: Contact = serde_json::from_str(
+            r#"{"id":5,"companyID":9,"firstName":"Ann","lastName":"Lee","isActive":0,
+                "primaryContact":true,"lastModifiedDate":"2026-03-01T10:00:00.500"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.is_active, c.company_id, c.primary_contact),
+            (0, Some(9), true)
+        );
+        assert_eq!(
+            c.last_modified_date.map(at_time::format).as_deref(),
+            Some("2026-03-01T10:00:00.500Z")
+        );
+        let b: Contact = serde_json::from_str(r#"{"id":6,"isActive":true}"#).unwrap();
+        assert_eq!(b.is_active, 1);
+        // Serialised as Autotask sends it: an integer.
+        assert_eq!(serde_json::to_value(&b).unwrap()["isActive"], 1);
+        let bad =
+            serde_json::from_str::<Contact>(r#"{"id":7,"isActive":1,"lastActivityDate":"soon"}"#);
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("not an Autotask time")
+        );
+    }
+
+    #[test]
+    fn picklists_give_active_values_with_labels() {
+        let f: FieldsInfo = serde_json::from_str(
+            r#"{"fields":[{"name":"companyType","dataType":"integer","isPickList":true,
+                "picklistValues":[{"value":"1","label":"Customer","isActive":true},
+                                  {"value":2,"label":"Lead","isActive":true},
+                                  {"value":"9","label":"Old","isActive":false}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            f.picklist("CompanyType"),
+            vec![("1".into(), "Customer".into()), ("2".into(), "Lead".into())]
+        );
+    }
+}
