@@ -1,0 +1,352 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The sync engine on Autotask, through the Autotask sandbox, on SQLite and (with
+//! TEST_DATABASE_URL) PostgreSQL: import with roles from the primary flag and contact
+//! groups, incremental runs that read only changes, deactivation (an inactive contact,
+//! a contact deleted upstream found by the reconciling pass), and an import interrupted
+//! by a persistent error resuming to the state of a clean import.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::*;
+use mspbridge_domain::sync::*;
+use mspbridge_domain::*;
+use mspbridge_providers::autotask::client::AutotaskSettings;
+use mspbridge_providers::autotask::sandbox::*;
+use mspbridge_providers::http::RetryPolicy;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::{SandboxHandle, Seed};
+use mspbridge_store::test_support::TestDb;
+use mspbridge_store::*;
+use mspbridge_sync::{Engine, EngineConfig, RunSummary};
+use mspbridge_vault::Vault;
+
+struct World {
+    db: TestDb,
+    sandbox: AutotaskSandbox,
+    handle: SandboxHandle,
+    tenant: TenantId,
+    integration: IntegrationId,
+    roles: BTreeMap<String, RoleId>,
+    vault: Arc<Vault>,
+}
+
+impl World {
+    async fn new(db: TestDb, companies: u32) -> World {
+        mspbridge_providers::outbound::install_crypto_provider();
+        let sandbox = AutotaskSandbox::new(Seed::Companies(companies));
+        let handle = sandbox
+            .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+            .unwrap();
+        let vault = Arc::new(Vault::new(&[7u8; 32]));
+        let s = &db.store;
+        let t = s.create_tenant("MSP", Utc::now()).await.unwrap();
+        let mut secrets = BTreeMap::new();
+        secrets.insert("secret".to_string(), SecretString::new(DEMO_SECRET));
+        secrets.insert(
+            "integration_code".to_string(),
+            SecretString::new(DEMO_INTEGRATION_CODE),
+        );
+        let i = s
+            .create_integration(
+                t.id,
+                NewIntegration {
+                    provider: ProviderKind::Autotask,
+                    nickname: None,
+                    settings: serde_json::json!({ "username": DEMO_USERNAME }),
+                    secrets,
+                    report: TestReport {
+                        connection: ConnectionOutcome::Ok,
+                        areas: vec![],
+                        tested_at: Utc::now(),
+                        details: vec![],
+                    },
+                },
+                &vault,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let roles = s
+            .list_roles(t.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.name, r.id))
+            .collect();
+        World {
+            db,
+            sandbox,
+            handle,
+            tenant: t.id,
+            integration: i.id,
+            roles,
+            vault,
+        }
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.db.store.as_ref()
+    }
+
+    fn engine(&self, reconcile: bool) -> Engine {
+        let providers = Providers::new(ProviderConfig {
+            outbound: OutboundPolicy {
+                allow_private: true,
+            },
+            autotask: AutotaskSettings {
+                zone_lookup_url: AutotaskSandbox::zone_lookup_url(&self.handle),
+                ..AutotaskSettings::default()
+            },
+            ..Default::default()
+        });
+        let config = EngineConfig {
+            retry: RetryPolicy {
+                max_attempts: 3,
+                base_delay: Duration::from_millis(10),
+                max_delay: Duration::from_secs(1),
+                budget: 100_000,
+                timeout: Duration::from_secs(5),
+            },
+            page_size: Some(25),
+            reconcile_every: if reconcile {
+                chrono::Duration::zero()
+            } else {
+                chrono::Duration::hours(24)
+            },
+            ..EngineConfig::default()
+        };
+        Engine::new(
+            self.db.store.clone(),
+            self.vault.clone(),
+            providers,
+            config,
+            "w1",
+        )
+    }
+
+    async fn configure(&self) {
+        let o = SyncOptions {
+            auto_import_contacts: true,
+            default_role_id: Some(self.roles["Viewer"]),
+            primary_contact_role_id: Some(self.roles["Admin"]),
+            contact_type_rules: vec![ContactTypeRule {
+                contact_type: "IT Contact".into(),
+                role_id: self.roles["Standard User"],
+            }],
+            skip_inactive_companies: false,
+            ..SyncOptions::default()
+        };
+        self.store()
+            .set_sync_options(self.tenant, self.integration, &o, Utc::now())
+            .await
+            .unwrap();
+    }
+
+    async fn sync(&self, engine: &Engine) -> RunSummary {
+        self.store()
+            .reactivate(self.tenant, self.integration, Utc::now())
+            .await
+            .unwrap();
+        engine.tick().await.unwrap().expect("due")
+    }
+
+    /// (email, role name, status) of every portal user, sorted.
+    async fn users(&self) -> Vec<(String, String, String)> {
+        let names: BTreeMap<RoleId, String> =
+            self.roles.iter().map(|(k, v)| (*v, k.clone())).collect();
+        let mut out = Vec::new();
+        for c in self.store().list_companies(self.tenant).await.unwrap() {
+            for u in self
+                .store()
+                .list_company_users(self.tenant, c.id)
+                .await
+                .unwrap()
+            {
+                out.push((
+                    u.email.unwrap_or_default(),
+                    names[&u.role_id].clone(),
+                    u.status.as_str().to_string(),
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+#[tokio::test]
+async fn autotask_imports_with_roles_reads_only_changes_and_deactivates() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let w = World::new(db, 12).await;
+        w.configure().await;
+        let e = w.engine(false);
+        let first = w.sync(&e).await;
+        let backend = w.store().backend();
+        assert_eq!(first.result, RunResult::Success, "{backend}: {first:?}");
+        let data = w.sandbox.with_data(|d| d.clone());
+        assert_eq!(first.counts[&RecordType::Companies].created, 12);
+        assert_eq!(
+            first.counts[&RecordType::Technicians].created as usize,
+            data.resources.iter().filter(|r| r.is_active).count() - 1,
+            "every active resource but the API user"
+        );
+        let users = w.users().await;
+        let role_of = |email: &str| users.iter().find(|u| u.0 == email).map(|u| u.1.clone());
+        let usable = |c: &&mspbridge_providers::autotask::wire::Contact| {
+            c.email_address.is_some() && c.is_active == 1
+        };
+        // primaryContact: Admin by the primary-contact rule.
+        let primary = data
+            .contacts
+            .iter()
+            .filter(usable)
+            .find(|c| c.primary_contact)
+            .unwrap();
+        assert_eq!(
+            role_of(primary.email_address.as_deref().unwrap()).as_deref(),
+            Some("Admin")
+        );
+        // In the "IT Contact" group: Standard User by the contact-type rule.
+        let it = data
+            .contacts
+            .iter()
+            .filter(usable)
+            .find(|c| {
+                !c.primary_contact
+                    && data
+                        .memberships
+                        .iter()
+                        .any(|m| m.contact_id == c.id && m.contact_group_id == 1)
+            })
+            .unwrap();
+        assert_eq!(
+            role_of(it.email_address.as_deref().unwrap()).as_deref(),
+            Some("Standard User")
+        );
+        // Everyone else: the integration default.
+        let plain = data
+            .contacts
+            .iter()
+            .filter(usable)
+            .find(|c| !c.primary_contact && !data.memberships.iter().any(|m| m.contact_id == c.id))
+            .unwrap();
+        assert_eq!(
+            role_of(plain.email_address.as_deref().unwrap()).as_deref(),
+            Some("Viewer")
+        );
+
+        // Nothing changed: the incremental run reads little and writes nothing.
+        let second = w.sync(&e).await;
+        assert_eq!(second.result, RunResult::Success);
+        for (r, c) in &second.counts {
+            assert_eq!(
+                (c.created, c.updated, c.deactivated),
+                (0, 0, 0),
+                "{r:?} {c:?}"
+            );
+        }
+        assert!(
+            second.requests * 2 < first.requests,
+            "incremental: {} requests vs {} for the import",
+            second.requests,
+            first.requests
+        );
+        assert_eq!(w.users().await, users);
+
+        // An edit and a deactivation in Autotask are read by the next incremental run.
+        let later = Utc::now();
+        let (renamed, disabled) = w.sandbox.with_data(|d| {
+            let mut picked = d
+                .contacts
+                .iter_mut()
+                .filter(|c| c.email_address.is_some() && c.is_active == 1 && !c.primary_contact);
+            let a = picked.next().unwrap();
+            a.last_name = "Renamed".into();
+            a.last_modified_date = Some(later);
+            let a_email = a.email_address.clone().unwrap();
+            let b = picked.next().unwrap();
+            b.is_active = 0;
+            b.last_modified_date = Some(later);
+            (a_email, b.email_address.clone().unwrap())
+        });
+        let third = w.sync(&e).await;
+        let c = &third.counts[&RecordType::Contacts];
+        // The two changed (the deactivated one's record changed too), plus whatever the
+        // 5-minute overlap before the watermark reads again unchanged.
+        assert_eq!(
+            (c.seen - c.unchanged, c.updated, c.deactivated, c.created),
+            (2, 2, 1, 0),
+            "{third:?}"
+        );
+        let after = w.users().await;
+        assert!(
+            after.iter().any(|u| u.0 == disabled && u.2 == "disabled"),
+            "{after:?}"
+        );
+        assert!(after.iter().any(|u| u.0 == renamed && u.2 != "disabled"));
+
+        // A contact deleted in Autotask is deactivated by the reconciling pass.
+        let gone = w.sandbox.with_data(|d| {
+            let i = d
+                .contacts
+                .iter()
+                .position(|c| c.email_address.is_some() && c.is_active == 1)
+                .unwrap();
+            d.contacts.remove(i).email_address.unwrap()
+        });
+        let run = w.sync(&w.engine(true)).await;
+        assert_eq!(run.result, RunResult::Success, "{run:?}");
+        assert_eq!(run.counts[&RecordType::Contacts].deactivated, 1, "{run:?}");
+        let after = w.users().await;
+        assert!(
+            after.iter().any(|u| u.0 == gone && u.2 == "disabled"),
+            "{after:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn autotask_import_interrupted_by_a_persistent_error_resumes_to_the_clean_state() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let w = World::new(db, 12).await;
+        w.configure().await;
+        // Contacts page 3 keeps failing (25 per page): the run is partial.
+        w.sandbox.faults.push_n(
+            "/Contacts/query",
+            mspbridge_sandbox::Fault::Delay(Duration::ZERO),
+            2,
+        );
+        w.sandbox.faults.push_n(
+            "/Contacts/query",
+            mspbridge_sandbox::Fault::Status {
+                status: 502,
+                body: "Bad gateway".into(),
+                retry_after: None,
+            },
+            3,
+        );
+        let e = w.engine(false);
+        let run = w.sync(&e).await;
+        let backend = w.store().backend();
+        assert_eq!(run.result, RunResult::Partial, "{backend}: {run:?}");
+        let partial = w.users().await;
+        assert!(!partial.is_empty(), "pages before the failure are kept");
+        let resumed = w.sync(&e).await;
+        assert_eq!(resumed.result, RunResult::Success, "{resumed:?}");
+        let after = w.users().await;
+        assert!(after.len() > partial.len());
+
+        let clean = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 12).await;
+        clean.configure().await;
+        clean.sync(&clean.engine(false)).await;
+        assert_eq!(
+            after,
+            clean.users().await,
+            "{backend}: same as a clean import"
+        );
+    }
+}
