@@ -12,6 +12,7 @@ use mspbridge_domain::auth::StaffRole;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::model::Origin;
 use mspbridge_domain::validate::{check_password, parse_email, parse_name};
+use mspbridge_providers::autotask::sandbox as autotask;
 use mspbridge_providers::connectwise::sandbox as cw;
 use mspbridge_providers::halo::sandbox as halo;
 use mspbridge_providers::syncro::sandbox as syncro;
@@ -63,6 +64,10 @@ struct SyncArgs {
     /// syncro`); default `https://{subdomain}.syncromsp.com/api/v1`.
     #[arg(long, env = "MSPBRIDGE_SYNCRO_API_BASE")]
     syncro_api_base: Option<String>,
+    /// Where Autotask zone discovery asks (a lab or `mspbridge sandbox autotask`);
+    /// default `https://webservices.autotask.net/atservicesrest`.
+    #[arg(long, env = "MSPBRIDGE_AUTOTASK_ZONE_URL")]
+    autotask_zone_url: Option<String>,
 }
 
 impl SyncArgs {
@@ -285,6 +290,23 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::Autotask => {
+                    let sb = autotask::AutotaskSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("Autotask sandbox on http://{}", handle.addr);
+                    println!(
+                        "  zone lookup URL: {} (start serve/worker with --autotask-zone-url set to it)",
+                        autotask::AutotaskSandbox::zone_lookup_url(&handle)
+                    );
+                    println!("  API user name:   {}", autotask::DEMO_USERNAME);
+                    println!("  secret:          {}", autotask::DEMO_SECRET);
+                    println!("  tracking id:     {}", autotask::DEMO_INTEGRATION_CODE);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 ProviderKind::Syncro => {
                     let sb = syncro::SyncroSandbox::new(seed);
                     let handle = sb.serve(listener)?;
@@ -386,10 +408,20 @@ fn providers(
         }
         syncro.api_base = base.clone();
     }
+    let mut autotask = mspbridge_providers::autotask::client::AutotaskSettings::default();
+    if let Some(url) = &sync.autotask_zone_url {
+        if !url.starts_with("https://") {
+            bail!(
+                "--autotask-zone-url must be an https:// URL, like https://webservices.autotask.net/atservicesrest"
+            );
+        }
+        autotask.zone_lookup_url = url.trim_end_matches('/').to_string();
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
         syncro,
+        autotask,
         ..Default::default()
     }))
 }
@@ -518,6 +550,8 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let halo_handle = halo_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
     let syncro_sandbox = syncro::SyncroSandbox::new(Seed::Small);
     let syncro_handle = syncro_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    let autotask_sandbox = autotask::AutotaskSandbox::new(Seed::Small);
+    let autotask_handle = autotask_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
@@ -526,6 +560,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         connectwise_client_id: None,
         syncro: mspbridge_providers::syncro::client::SyncroSettings {
             api_base: syncro::SyncroSandbox::api_base(&syncro_handle),
+            ..Default::default()
+        },
+        autotask: mspbridge_providers::autotask::client::AutotaskSettings {
+            zone_lookup_url: autotask::AutotaskSandbox::zone_lookup_url(&autotask_handle),
             ..Default::default()
         },
         ..Default::default()
@@ -593,6 +631,23 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     .await
     .map_err(|e| anyhow!("connecting the Syncro sandbox failed: {e}"))?;
 
+    let mut creds = BTreeMap::new();
+    creds.insert("username".to_string(), autotask::DEMO_USERNAME.to_string());
+    creds.insert("secret".to_string(), autotask::DEMO_SECRET.to_string());
+    creds.insert(
+        "integration_code".to_string(),
+        autotask::DEMO_INTEGRATION_CODE.to_string(),
+    );
+    let autotask_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::Autotask.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Autotask sandbox failed: {e}"))?;
+
     // Contacts auto-import with the full role chain, so the demo shows roles and their reasons.
     let roles: std::collections::HashMap<String, mspbridge_domain::RoleId> = store
         .list_roles(tenant.id)
@@ -620,6 +675,15 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
     store
         .set_sync_options(tenant.id, halo_integration.id, &options, chrono::Utc::now())
+        .await?;
+    // The Autotask sandbox has an "IT Contact" contact group: the same options fit it.
+    store
+        .set_sync_options(
+            tenant.id,
+            autotask_integration.id,
+            &options,
+            chrono::Utc::now(),
+        )
         .await?;
     // Syncro has no contact types: the primary-contact rule and the default role apply.
     let syncro_options = mspbridge_domain::sync::SyncOptions {
@@ -669,6 +733,11 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         syncro_handle.host(),
         syncro_integration.status.label()
     );
+    println!(
+        "             Autotask on http://{} ({})",
+        autotask_handle.host(),
+        autotask_integration.status.label()
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -677,6 +746,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     cw_handle.stop().await;
     halo_handle.stop().await;
     syncro_handle.stop().await;
+    autotask_handle.stop().await;
     Ok(())
 }
 
