@@ -263,6 +263,15 @@ pub trait Store: sync::SyncStore + Send + Sync + 'static {
         external_id: &str,
     ) -> Result<Option<ExternalLink>>;
 
+    /// The link of portal record `local_id` to integration `integration`, if any.
+    async fn find_local_link(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        record: LinkedRecord,
+        local_id: i64,
+    ) -> Result<Option<ExternalLink>>;
+
     // Integrations.
     async fn create_integration(
         &self,

@@ -492,6 +492,26 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn find_local_link(
+                &self,
+                tenant: TenantId,
+                integration: IntegrationId,
+                record: LinkedRecord,
+                local_id: i64,
+            ) -> Result<Option<ExternalLink>> {
+                let row: Option<LinkRow> = sqlx::query_as(
+                    "SELECT id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, gone_upstream_at \
+                     FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = $3 AND local_id = $4",
+                )
+                .bind(tenant.0)
+                .bind(integration.0)
+                .bind(record.as_str())
+                .bind(local_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
             async fn create_integration(
                 &self,
                 tenant: TenantId,

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use mspbridge_domain::auth::Permission;
-use mspbridge_domain::model::StaffUser;
+use mspbridge_domain::model::{LinkedRecord, StaffUser};
 use mspbridge_domain::sync::{ContactTypeRule, Counts, RecordType, RunResult, SyncOptions};
 use mspbridge_domain::{CompanyId, IntegrationId, RoleId};
 
@@ -419,6 +419,27 @@ async fn company_page(
             .map(|r| (r.id, r.name))
             .collect();
         let defaults = state.store.company_defaults(c.tenant_id, id).await?;
+        // What a new plain contact of this company gets from each integration it is
+        // linked to (the last step of the fallback chain), per the spec's caption.
+        let mut inherited = Vec::new();
+        for i in state.store.list_integrations(c.tenant_id).await? {
+            let linked = state
+                .store
+                .find_local_link(c.tenant_id, i.id, LinkedRecord::Company, id.0)
+                .await?;
+            if linked.is_none() {
+                continue;
+            }
+            let options = state.store.sync_options(c.tenant_id, i.id).await?;
+            let role = options
+                .default_role_id
+                .and_then(|r| roles.get(&r).cloned())
+                .unwrap_or_else(|| "no default role (contacts are not auto-imported)".into());
+            inherited.push(format!(
+                "Inheriting from {}: {role}",
+                i.provider.descriptor().name
+            ));
+        }
         let users = state
             .store
             .list_company_users(c.tenant_id, id)
@@ -438,10 +459,16 @@ async fn company_page(
             shell: shell(&state, &c).await?,
             name: company.name,
             active: company.active,
-            default_role: defaults
+            default_role: match defaults
                 .default_import_role
                 .and_then(|r| roles.get(&r).cloned())
-                .unwrap_or_else(|| "inherited from the integration's rules".into()),
+            {
+                Some(role) => format!("{role} (set for this company)"),
+                None if inherited.is_empty() => {
+                    "none: the company is not linked to an integration".into()
+                }
+                None => inherited.join("; "),
+            },
             users,
         })
     };

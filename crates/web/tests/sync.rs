@@ -270,6 +270,10 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
     let company = get(format!("/companies/{company_id}")).await;
     assert!(company.contains("Why this role"));
     assert!(
+        company.contains("Inheriting from ConnectWise Manage: Viewer"),
+        "the caption names the integration the company inherits from: {company}"
+    );
+    assert!(
         company.contains("primary contact in ConnectWise Manage")
             || company.contains("ConnectWise Manage integration default"),
         "{company}"
