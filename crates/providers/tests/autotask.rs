@@ -180,6 +180,19 @@ async fn test_connection_reports_every_area_and_each_failure_in_words() {
             if setting.contains("Security Level") && vendor_message.contains("does not allow access to Resources")),
         "{res:?}"
     );
+    // Zone discovery naming a host that is not Autotask's: no credentials go there.
+    sb.set_zone_url(Some(
+        "https://webservices5.autotask.evil.example/ATServicesRest/",
+    ));
+    let before = sb.seen().len();
+    let r = test_with(&h, &good(), true).await;
+    assert!(
+        matches!(&r.connection, ConnectionOutcome::Misconfigured { message, .. }
+            if message.contains("webservices5.autotask.evil.example, which is not an Autotask host")),
+        "{r:?}"
+    );
+    assert_eq!(sb.seen().len(), before + 1, "only the zone lookup was made");
+    sb.set_zone_url(None);
     // A tenant admin cannot point the connector at this server's own network.
     let r = test_with(&h, &good(), false).await;
     assert!(

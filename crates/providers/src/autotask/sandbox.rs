@@ -116,6 +116,8 @@ struct Inner {
     raw_edits: RawEdits,
     /// Serve `nextPageUrl`s on this host instead of the request's (tests).
     next_host: Mutex<Option<String>>,
+    /// Name this zone URL in zone discovery instead of the sandbox's own (tests).
+    zone_url: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -276,6 +278,7 @@ impl AutotaskSandbox {
                 seen: Mutex::new(Vec::new()),
                 raw_edits: RawEdits::default(),
                 next_host: Mutex::new(None),
+                zone_url: Mutex::new(None),
             }),
             faults: Faults::default(),
         }
@@ -356,6 +359,11 @@ impl AutotaskSandbox {
         *lock(&self.inner.next_host) = host.map(str::to_string);
     }
 
+    /// Answer zone discovery with `url` instead of the sandbox's own zone.
+    pub fn set_zone_url(&self, url: Option<&str>) {
+        *lock(&self.inner.zone_url) = url.map(str::to_string);
+    }
+
     /// Serves `field` of record `id` in `collection` (`companies`, `contacts`,
     /// `resources`) as `value`.
     pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: Value) {
@@ -423,9 +431,12 @@ async fn zone_information(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
+    let url = lock(&s.zone_url)
+        .clone()
+        .unwrap_or_else(|| format!("https://{host}{ZONE_PREFIX}/"));
     axum::Json(json!({
         "zoneName": "Sandbox (America East)",
-        "url": format!("https://{host}{ZONE_PREFIX}/"),
+        "url": url,
         "webUrl": format!("https://{host}/"),
         "ci": 1,
     }))
