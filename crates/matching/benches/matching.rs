@@ -243,7 +243,8 @@ fn main() {
             .filter(|p| truth[p.incoming] != Some(p.portal) && p.ambiguity.is_none())
             .take(15)
         {
-            let really = truth[p.incoming].map_or("(not in the portal)", |t| portal_names[t].as_str());
+            let really =
+                truth[p.incoming].map_or("(not in the portal)", |t| portal_names[t].as_str());
             eprintln!(
                 "{} -> {} ({} %, {}); really {really}",
                 p.incoming_name, p.portal_name, p.confidence, p.reason

@@ -21,6 +21,7 @@ use mspbridge_domain::model::*;
 use mspbridge_domain::*;
 use mspbridge_vault::Vault;
 
+pub mod mapping;
 mod rows;
 #[macro_use]
 mod shared;
@@ -146,7 +147,7 @@ pub struct LinkUpsert {
 }
 
 #[async_trait]
-pub trait Store: sync::SyncStore + Send + Sync + 'static {
+pub trait Store: sync::SyncStore + mapping::MappingStore + Send + Sync + 'static {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

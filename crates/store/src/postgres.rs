@@ -42,6 +42,7 @@ impl PgStore {
 }
 
 impl_store!(PgStore, "postgres");
+crate::mapping::impl_mapping_store!(PgStore);
 
 type Db = sqlx::Postgres;
 

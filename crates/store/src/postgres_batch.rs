@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::Result;
+use crate::sync::CatalogCompany;
 use crate::sync_shared::{LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow};
 
 type Tx<'t> = Transaction<'t, Postgres>;
@@ -73,6 +74,7 @@ pub(crate) async fn manual_user_rows(
 pub(crate) async fn insert_companies(
     tx: &mut Tx<'_>,
     tenant: i64,
+    integration: i64,
     now: DateTime<Utc>,
     rows: &[NewCompanyRow<'_>],
 ) -> Result<()> {
@@ -80,13 +82,43 @@ pub(crate) async fn insert_companies(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) \
-         SELECT u.id, $1, u.name, u.active, $2, $2 FROM UNNEST($3::bigint[], $4::text[], $5::bool[]) AS u(id, name, active)",
+        "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at, source_integration_id) \
+         SELECT u.id, $1, u.name, u.active, $2, $2, $6 FROM UNNEST($3::bigint[], $4::text[], $5::bool[]) AS u(id, name, active)",
     )
     .bind(tenant)
     .bind(now)
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.name).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .bind(integration)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Every company of a page into the integration's company list (only changed rows are
+/// written).
+pub(crate) async fn upsert_integration_companies(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    integration: i64,
+    now: DateTime<Utc>,
+    rows: &[CatalogCompany],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, updated_at) \
+         SELECT $1, $2, u.external_id, u.name, u.active, $3 FROM UNNEST($4::text[], $5::text[], $6::bool[]) AS u(external_id, name, active) \
+         ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, updated_at = excluded.updated_at \
+         WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active",
+    )
+    .bind(tenant)
+    .bind(integration)
+    .bind(now)
+    .bind(rows.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;

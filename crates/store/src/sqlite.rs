@@ -64,6 +64,7 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, "sqlite");
+crate::mapping::impl_mapping_store!(SqliteStore);
 
 type Db = sqlx::Sqlite;
 

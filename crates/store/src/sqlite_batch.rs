@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use crate::Result;
+use crate::sync::CatalogCompany;
 use crate::sync_shared::{
     LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow, placeholders, sql,
 };
@@ -99,19 +100,47 @@ fn value_rows(
 pub(crate) async fn insert_companies(
     tx: &mut Tx<'_>,
     tenant: i64,
+    integration: i64,
     now: DateTime<Utc>,
     rows: &[NewCompanyRow<'_>],
 ) -> Result<()> {
     for chunk in rows.chunks(100) {
-        let values = value_rows(chunk.len(), 3, 3, &|p| {
-            format!("({}, $1, {}, {}, $2, $2)", p[0], p[1], p[2])
+        let values = value_rows(chunk.len(), 3, 4, &|p| {
+            format!("({}, $1, {}, {}, $2, $2, $3)", p[0], p[1], p[2])
         });
         let q = format!(
-            "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at) VALUES {values}"
+            "INSERT INTO companies (id, tenant_id, name, active, created_at, updated_at, source_integration_id) VALUES {values}"
         );
-        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(now).bind(integration);
         for r in chunk {
             query = query.bind(r.id).bind(r.name).bind(r.active);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Every company of a page into the integration's company list (only changed rows are
+/// written).
+pub(crate) async fn upsert_integration_companies(
+    tx: &mut Tx<'_>,
+    tenant: i64,
+    integration: i64,
+    now: DateTime<Utc>,
+    rows: &[CatalogCompany],
+) -> Result<()> {
+    for chunk in rows.chunks(100) {
+        let values = value_rows(chunk.len(), 3, 4, &|p| {
+            format!("($1, $2, {}, {}, {}, $3)", p[0], p[1], p[2])
+        });
+        let q = format!(
+            "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, updated_at) VALUES {values} \
+             ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, updated_at = excluded.updated_at \
+             WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active"
+        );
+        let mut query = sqlx::query(sql(q)).bind(tenant).bind(integration).bind(now);
+        for r in chunk {
+            query = query.bind(&r.external_id).bind(&r.name).bind(r.active);
         }
         query.execute(&mut **tx).await?;
     }

@@ -3,7 +3,7 @@
 //! batched page commit that applies a page of changes, its checkpoint and its events in
 //! one transaction, fenced by the caller's lease.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -167,6 +167,9 @@ pub type CheckpointGate = Arc<dyn Fn() -> Option<PassState> + Send + Sync>;
 pub struct PageCommit {
     pub record: RecordType,
     pub ops: Vec<Op>,
+    /// A companies page's every company (linked, skipped or not), for the integration's
+    /// company list.
+    pub companies: Vec<CatalogCompany>,
     pub events: Vec<NewEvent>,
     /// The pass state after this page.
     pub pass: PassState,
@@ -184,6 +187,14 @@ impl std::fmt::Debug for PageCommit {
             .field("gated", &self.checkpoint.is_some())
             .finish()
     }
+}
+
+/// A company as its integration has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogCompany {
+    pub external_id: String,
+    pub name: String,
+    pub active: bool,
 }
 
 pub fn linked_record(r: RecordType) -> LinkedRecord {
@@ -302,6 +313,9 @@ pub trait SyncStore: Send + Sync {
         record: RecordType,
         external_ids: &[String],
     ) -> Result<HashMap<String, LinkState>>;
+    /// The integration's companies an admin unlinked in the mapping (the sync does not
+    /// import them again).
+    async fn unlinked_by_admin(&self, id: IntegrationId) -> Result<HashSet<String>>;
     /// Company overrides (Default Import Role) for these portal companies.
     async fn import_role_overrides(
         &self,

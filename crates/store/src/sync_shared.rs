@@ -474,6 +474,16 @@ macro_rules! impl_sync_store {
                     Ok(out)
                 }
 
+                async fn unlinked_by_admin(&self, id: IntegrationId) -> Result<std::collections::HashSet<String>> {
+                    let rows: Vec<(String,)> = sqlx::query_as(
+                        "SELECT external_id FROM integration_companies WHERE integration_id = $1 AND import_state = 'unlinked'",
+                    )
+                    .bind(id.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(e,)| e).collect())
+                }
+
                 async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>> {
                     let mut out = HashMap::new();
                     for chunk in company_ids.chunks(500) {
@@ -547,12 +557,14 @@ macro_rules! impl_sync_store {
                         match op {
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
                             Op::Company { existing: Some(local), external_id, name, active, hash, remote_updated_at } => {
-                                sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+                                // Only the integration that created the company names it; others only link.
+                                sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND source_integration_id = $6")
                                     .bind(tenant.0)
                                     .bind(local)
                                     .bind(name)
                                     .bind(active)
                                     .bind(now)
+                                    .bind(id.0)
                                     .execute(&mut *tx)
                                     .await?;
                                 links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
@@ -612,7 +624,8 @@ macro_rules! impl_sync_store {
                             }
                         }
                     }
-                    super::insert_companies(&mut tx, tenant.0, now, &new_companies).await?;
+                    super::insert_companies(&mut tx, tenant.0, id.0, now, &new_companies).await?;
+                    super::upsert_integration_companies(&mut tx, tenant.0, id.0, now, &page.companies).await?;
                     super::insert_users(&mut tx, tenant.0, now, &new_users).await?;
                     super::update_users(&mut tx, tenant.0, now, &user_updates).await?;
                     super::insert_staff(&mut tx, tenant.0, now, &new_staff).await?;
@@ -661,7 +674,7 @@ macro_rules! impl_sync_store {
                         let missing = "SELECT local_id FROM external_links WHERE integration_id = $2 AND record_kind = $3 \
                                        AND gone_upstream_at IS NULL AND (last_seen_pass IS NULL OR last_seen_pass <> $4)";
                         let target = match record {
-                            RecordType::Companies => "UPDATE companies SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND id IN",
+                            RecordType::Companies => "UPDATE companies SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND source_integration_id = $2 AND id IN",
                             RecordType::Contacts => "UPDATE company_users SET status = 'disabled', updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
                             RecordType::Technicians => "UPDATE staff_users SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
                         };

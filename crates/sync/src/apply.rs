@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::*;
 use mspbridge_domain::{IntegrationId, TenantId};
 use mspbridge_providers::source::{Rejected, SourcePage};
-use mspbridge_store::sync::{NewEvent, Op};
+use mspbridge_store::sync::{CatalogCompany, NewEvent, Op};
 use mspbridge_store::{Store, StoreError};
 
 pub struct Context<'a> {
@@ -67,6 +67,8 @@ impl Page {
 #[derive(Debug, Default)]
 pub struct PageOutcome {
     pub ops: Vec<Op>,
+    /// A companies page's every company, for the integration's company list.
+    pub companies: Vec<CatalogCompany>,
     pub events: Vec<NewEvent>,
     pub counts: Counts,
     pub max_seen: Option<DateTime<Utc>>,
@@ -148,11 +150,29 @@ async fn companies(
     out.rejected(rt, p.rejected, full);
     let ids: Vec<String> = p.records.iter().map(|c| c.external_id.clone()).collect();
     let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    let unlinked = if links.len() < ids.len() {
+        ctx.store.unlinked_by_admin(ctx.integration).await?
+    } else {
+        HashSet::new()
+    };
     for c in p.records {
         out.counts.seen += 1;
         out.stamp(c.updated_at);
+        out.companies.push(CatalogCompany {
+            external_id: c.external_id.clone(),
+            name: c.name.clone(),
+            active: c.active && !c.deleted,
+        });
         let link = links.get(&c.external_id);
         let ext = c.external_id.clone();
+        if link.is_none() && unlinked.contains(&ext) {
+            let msg = format!(
+                "'{}' not imported: an admin unlinked it in the company mapping; link it there or import it from Settings → Companies",
+                c.name
+            );
+            out.skip(rt, &ext, Some(EventLevel::Info), msg, full);
+            continue;
+        }
         if c.deleted {
             match link {
                 Some(l) if !l.gone => {

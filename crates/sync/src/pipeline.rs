@@ -551,6 +551,7 @@ impl Engine {
             let commit = PageCommit {
                 record,
                 ops: out.ops,
+                companies: out.companies,
                 events: out.events,
                 pass: state,
                 checkpoint,

@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod integrations;
+pub mod mapping_api;
 pub mod sync_api;
 pub mod ui;
 pub mod ui_sync;
@@ -175,6 +176,28 @@ pub fn router(state: AppState) -> Router {
         .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
         .route("/integrations/{id}/runs", get(sync_api::list_runs))
         .route("/runs/{run_id}", get(sync_api::get_run))
+        .route("/company-mapping", get(mapping_api::get_mapping))
+        .route(
+            "/company-mapping/{company_id}/{integration_id}",
+            axum::routing::put(mapping_api::put_link).delete(mapping_api::delete_link),
+        )
+        .route(
+            "/company-mapping/quick-match",
+            post(mapping_api::post_quick_match),
+        )
+        .route(
+            "/company-mapping/quick-match/apply",
+            post(mapping_api::post_apply),
+        )
+        .route(
+            "/company-mapping/batches/{batch}/undo",
+            post(mapping_api::post_undo),
+        )
+        .route("/company-mapping/audit", get(mapping_api::get_audit))
+        .route(
+            "/integrations/{id}/companies",
+            get(mapping_api::list_integration_companies),
+        )
         .route("/openapi.json", get(api::openapi))
         .fallback(api_not_found);
     Router::new()

@@ -1,0 +1,676 @@
+//! The company mapping under `/api/v1`: the grid (portal companies × integrations), each
+//! integration's company list, link / swap / unlink, Advanced Quick Match with its review
+//! and one-operation apply, the undo of an applied batch, and the audit trail.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::model::LinkedRecord;
+use mspbridge_domain::{CompanyId, IntegrationId};
+use mspbridge_matching::{Candidate, DEFAULT_THRESHOLD, quick_match};
+use mspbridge_store::mapping::{LinkOutcome, LinkRequest, MappingQuery, Missing};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::{ApiJson, parse_id};
+use crate::auth::{Actor, Caller};
+use crate::error::{ApiError, ErrorBody};
+
+/// Rows per grid page unless asked otherwise.
+pub const PAGE: i64 = 50;
+
+fn actor(c: &Caller) -> String {
+    match &c.actor {
+        Actor::Staff { name, email, .. } => format!("{name} <{email}>"),
+        Actor::Token { name } => format!("API token '{name}'"),
+    }
+}
+
+fn company_id(raw: &str) -> Result<CompanyId, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(CompanyId)
+        .ok_or_else(|| ApiError::field("company_id", format!("'{raw}' is not a company id")))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ColumnView {
+    pub integration_id: i64,
+    pub provider: String,
+    /// The nickname, or the provider's name.
+    pub label: String,
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CellView {
+    pub external_id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RowView {
+    pub company_id: i64,
+    pub name: String,
+    pub active: bool,
+    /// One cell per column, in column order; `null` where the company has no link.
+    pub cells: Vec<Option<CellView>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MappingView {
+    /// Portal companies matching the search and filter (every page).
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    pub columns: Vec<ColumnView>,
+    pub rows: Vec<RowView>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct MappingParams {
+    /// Part of the portal company name.
+    pub search: Option<String>,
+    /// `any` (missing a link to any integration) or an integration id.
+    pub missing: Option<String>,
+    pub offset: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub async fn columns(state: &AppState, caller: &Caller) -> Result<Vec<ColumnView>, ApiError> {
+    Ok(state
+        .store
+        .list_integrations(caller.tenant_id)
+        .await?
+        .into_iter()
+        .map(|i| ColumnView {
+            integration_id: i.id.0,
+            provider: i.provider.slug().to_string(),
+            label: i
+                .nickname
+                .clone()
+                .unwrap_or_else(|| i.provider.descriptor().name.to_string()),
+            status: i.status.label().to_string(),
+        })
+        .collect())
+}
+
+pub async fn mapping_view(
+    state: &AppState,
+    caller: &Caller,
+    p: &MappingParams,
+) -> Result<MappingView, ApiError> {
+    let columns = columns(state, caller).await?;
+    let missing = match p.missing.as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Missing::No,
+        Some("any") => Missing::Any,
+        Some(raw) => {
+            let id = parse_id(raw).map_err(|_| {
+                ApiError::field(
+                    "missing",
+                    format!("'{raw}' is neither 'any' nor an integration id"),
+                )
+            })?;
+            if !columns.iter().any(|c| c.integration_id == id.0) {
+                return Err(ApiError::field(
+                    "missing",
+                    format!("integration {raw} does not exist"),
+                ));
+            }
+            Missing::Integration(id)
+        }
+    };
+    let limit = p.limit.unwrap_or(PAGE);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be from 1 to 500"));
+    }
+    let offset = p.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::field("offset", "must not be negative"));
+    }
+    let page = state
+        .store
+        .mapping_page(
+            caller.tenant_id,
+            &MappingQuery {
+                search: p.search.clone().unwrap_or_default(),
+                missing,
+                offset,
+                limit,
+            },
+        )
+        .await?;
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|r| {
+            let mut by: HashMap<i64, CellView> = r
+                .cells
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.integration_id.0,
+                        CellView {
+                            external_id: c.external_id,
+                            name: c.name,
+                        },
+                    )
+                })
+                .collect();
+            RowView {
+                company_id: r.company_id.0,
+                name: r.name,
+                active: r.active,
+                cells: columns
+                    .iter()
+                    .map(|c| by.remove(&c.integration_id))
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(MappingView {
+        total: page.total,
+        offset,
+        limit,
+        columns,
+        rows,
+    })
+}
+
+/// The grid: portal companies (rows) against every integration (columns).
+#[utoipa::path(get, path = "/api/v1/company-mapping", tag = "mapping", params(MappingParams),
+    responses((status = 200, body = MappingView), (status = 422, body = ErrorBody)))]
+pub async fn get_mapping(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<MappingParams>,
+) -> Result<Json<MappingView>, ApiError> {
+    caller.require(Permission::Read)?;
+    Ok(Json(mapping_view(&state, &caller, &p).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IntegrationCompanyView {
+    pub integration_id: i64,
+    pub external_id: String,
+    pub name: String,
+    pub active: bool,
+    /// `auto`, or `unlinked` when an admin unlinked it (the sync does not import it again).
+    pub import_state: String,
+    pub linked_company_id: Option<i64>,
+    pub linked_company_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    pub search: Option<String>,
+    /// Only companies not linked to a portal company.
+    pub unlinked: Option<bool>,
+    pub limit: Option<i64>,
+}
+
+/// One integration's companies as last synced (the grid's picker).
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/companies", tag = "mapping",
+    params(("id" = i64, Path, description = "Integration id"), ListParams),
+    responses((status = 200, body = [IntegrationCompanyView]), (status = 404, body = ErrorBody)))]
+pub async fn list_integration_companies(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Vec<IntegrationCompanyView>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let id = parse_id(&raw)?;
+    state.store.get_integration(caller.tenant_id, id).await?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be from 1 to 1000"));
+    }
+    let list = state
+        .store
+        .integration_companies(
+            caller.tenant_id,
+            Some(id),
+            p.search.as_deref().unwrap_or_default(),
+            p.unlinked.unwrap_or(false),
+            limit,
+        )
+        .await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|c| IntegrationCompanyView {
+                integration_id: c.integration_id.0,
+                external_id: c.external_id,
+                name: c.name,
+                active: c.active,
+                import_state: c.import_state,
+                linked_company_id: c.linked_to.as_ref().map(|l| l.0.0),
+                linked_company_name: c.linked_to.map(|l| l.1),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkOutcomeView {
+    pub integration_id: i64,
+    pub external_id: String,
+    pub before_company_id: Option<i64>,
+    pub after_company_id: Option<i64>,
+    /// The integration company the portal company was linked to before (now unlinked).
+    pub displaced_external_id: Option<String>,
+}
+
+impl From<LinkOutcome> for LinkOutcomeView {
+    fn from(o: LinkOutcome) -> Self {
+        Self {
+            integration_id: o.integration.0,
+            external_id: o.external_id,
+            before_company_id: o.before.map(|c| c.0),
+            after_company_id: o.after.map(|c| c.0),
+            displaced_external_id: o.displaced,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    /// The integration company to link to the portal company.
+    pub external_id: String,
+}
+
+fn not_known(e: ApiError, what: String) -> ApiError {
+    match e {
+        ApiError::NotFound => ApiError::field("external_id", what),
+        other => other,
+    }
+}
+
+/// Links an integration company to a portal company (saved at once). If the portal company
+/// was linked to another company of that integration, that one is unlinked (a swap); if
+/// the integration company was linked to another portal company, it moves.
+#[utoipa::path(put, path = "/api/v1/company-mapping/{company_id}/{integration_id}", tag = "mapping",
+    request_body = LinkBody,
+    params(("company_id" = i64, Path), ("integration_id" = i64, Path)),
+    responses((status = 200, body = LinkOutcomeView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn put_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((company, integration)): Path<(String, String)>,
+    ApiJson(body): ApiJson<LinkBody>,
+) -> Result<Json<LinkOutcomeView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let company = company_id(&company)?;
+    let integration = parse_id(&integration)?;
+    state.store.get_company(caller.tenant_id, company).await?;
+    state
+        .store
+        .get_integration(caller.tenant_id, integration)
+        .await?;
+    let external_id = body.external_id.trim().to_string();
+    if external_id.is_empty() {
+        return Err(ApiError::field("external_id", "must not be empty"));
+    }
+    let mut out = state
+        .store
+        .apply_company_links(
+            caller.tenant_id,
+            &[LinkRequest {
+                integration,
+                external_id: external_id.clone(),
+                company: Some(company),
+            }],
+            "link",
+            &actor(&caller),
+            None,
+            state.now(),
+        )
+        .await
+        .map_err(ApiError::from)
+        .map_err(|e| {
+            not_known(
+                e,
+                format!("the integration has no company '{external_id}' (sync it first)"),
+            )
+        })?;
+    let o = out
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
+    Ok(Json(o.into()))
+}
+
+/// Unlinks the portal company's link to the integration. The sync will not import the
+/// integration company again on its own.
+#[utoipa::path(delete, path = "/api/v1/company-mapping/{company_id}/{integration_id}", tag = "mapping",
+    params(("company_id" = i64, Path), ("integration_id" = i64, Path)),
+    responses((status = 200, body = LinkOutcomeView), (status = 404, body = ErrorBody)))]
+pub async fn delete_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((company, integration)): Path<(String, String)>,
+) -> Result<Json<LinkOutcomeView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let company = company_id(&company)?;
+    let integration = parse_id(&integration)?;
+    let link = state
+        .store
+        .find_local_link(
+            caller.tenant_id,
+            integration,
+            LinkedRecord::Company,
+            company.0,
+        )
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut out = state
+        .store
+        .apply_company_links(
+            caller.tenant_id,
+            &[LinkRequest {
+                integration,
+                external_id: link.external_id,
+                company: None,
+            }],
+            "unlink",
+            &actor(&caller),
+            None,
+            state.now(),
+        )
+        .await?;
+    let o = out
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
+    Ok(Json(o.into()))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuickMatchBody {
+    /// Lowest confidence to propose, 40–100 (default 70).
+    pub threshold: Option<u8>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProposalView {
+    pub integration_id: i64,
+    pub integration: String,
+    pub external_id: String,
+    pub integration_company: String,
+    pub company_id: i64,
+    pub company_name: String,
+    pub confidence: u8,
+    /// "same name", "name 86 %", "same domain (acme.com)".
+    pub reason: String,
+    /// Why the proposal is doubtful (another integration company wants the same portal
+    /// company, or another portal company is almost as close).
+    pub ambiguity: Option<String>,
+    /// Ticked in the review unless doubtful.
+    pub selected: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuickMatchView {
+    pub threshold: u8,
+    /// Unlinked integration companies scanned.
+    pub scanned: usize,
+    pub proposals: Vec<ProposalView>,
+}
+
+pub async fn quick_match_view(
+    state: &AppState,
+    caller: &Caller,
+    threshold: u8,
+) -> Result<QuickMatchView, ApiError> {
+    let integrations = state.store.list_integrations(caller.tenant_id).await?;
+    let companies = state.store.list_companies(caller.tenant_id).await?;
+    let all = state
+        .store
+        .integration_companies(caller.tenant_id, None, "", false, i64::MAX)
+        .await?;
+    let mut proposals = Vec::new();
+    let mut scanned = 0;
+    for i in integrations
+        .iter()
+        .filter(|i| i.status != mspbridge_domain::integration::IntegrationStatus::Disconnected)
+    {
+        let mine: Vec<_> = all.iter().filter(|c| c.integration_id == i.id).collect();
+        let linked: HashSet<CompanyId> = mine
+            .iter()
+            .filter_map(|c| c.linked_to.as_ref().map(|l| l.0))
+            .collect();
+        let portal: Vec<Candidate<CompanyId>> = companies
+            .iter()
+            .filter(|c| !linked.contains(&c.id))
+            .map(|c| Candidate::named(c.id, c.name.clone()))
+            .collect();
+        let incoming: Vec<Candidate<String>> = mine
+            .iter()
+            .filter(|c| c.linked_to.is_none())
+            .map(|c| Candidate::named(c.external_id.clone(), c.name.clone()))
+            .collect();
+        scanned += incoming.len();
+        let label = i
+            .nickname
+            .clone()
+            .unwrap_or_else(|| i.provider.descriptor().name.to_string());
+        for p in quick_match(&portal, &incoming, threshold) {
+            proposals.push(ProposalView {
+                integration_id: i.id.0,
+                integration: label.clone(),
+                selected: p.selected(),
+                external_id: p.incoming,
+                integration_company: p.incoming_name,
+                company_id: p.portal.0,
+                company_name: p.portal_name,
+                confidence: p.confidence,
+                reason: p.reason.to_string(),
+                ambiguity: p.ambiguity,
+            });
+        }
+    }
+    proposals.sort_by(|a, b| {
+        b.confidence
+            .cmp(&a.confidence)
+            .then(a.integration_company.cmp(&b.integration_company))
+    });
+    Ok(QuickMatchView {
+        threshold,
+        scanned,
+        proposals,
+    })
+}
+
+/// Advanced Quick Match: scans every active integration for unlinked companies and
+/// proposes portal companies at or above the threshold, for review (nothing is saved).
+#[utoipa::path(post, path = "/api/v1/company-mapping/quick-match", tag = "mapping",
+    request_body = QuickMatchBody,
+    responses((status = 200, body = QuickMatchView), (status = 422, body = ErrorBody)))]
+pub async fn post_quick_match(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<QuickMatchBody>,
+) -> Result<Json<QuickMatchView>, ApiError> {
+    caller.require(Permission::Read)?;
+    let threshold = body.threshold.unwrap_or(DEFAULT_THRESHOLD);
+    if !(40..=100).contains(&threshold) {
+        return Err(ApiError::field("threshold", "must be from 40 to 100"));
+    }
+    Ok(Json(quick_match_view(&state, &caller, threshold).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyLink {
+    pub integration_id: i64,
+    pub external_id: String,
+    pub company_id: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyBody {
+    pub links: Vec<ApplyLink>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApplyView {
+    /// Undo it with `POST /api/v1/company-mapping/batches/{batch}/undo`.
+    pub batch: String,
+    pub applied: usize,
+    pub outcomes: Vec<LinkOutcomeView>,
+}
+
+/// Checks a batch is one-to-one per integration before anything is written.
+pub fn check_batch(links: &[ApplyLink]) -> Result<Vec<LinkRequest>, ApiError> {
+    if links.is_empty() {
+        return Err(ApiError::field("links", "select at least one proposal"));
+    }
+    let mut externals = HashSet::new();
+    let mut portals = HashSet::new();
+    let mut out = Vec::with_capacity(links.len());
+    for (n, l) in links.iter().enumerate() {
+        if !externals.insert((l.integration_id, l.external_id.as_str())) {
+            return Err(ApiError::field(
+                &format!("links[{n}].external_id"),
+                format!(
+                    "'{}' of integration {} is in the batch twice",
+                    l.external_id, l.integration_id
+                ),
+            ));
+        }
+        if !portals.insert((l.integration_id, l.company_id)) {
+            return Err(ApiError::field(
+                &format!("links[{n}].company_id"),
+                format!(
+                    "portal company {} would get two companies of integration {}",
+                    l.company_id, l.integration_id
+                ),
+            ));
+        }
+        out.push(LinkRequest {
+            integration: IntegrationId(l.integration_id),
+            external_id: l.external_id.clone(),
+            company: Some(CompanyId(l.company_id)),
+        });
+    }
+    Ok(out)
+}
+
+/// Applies the accepted proposals in one operation (all or nothing), as one undoable batch.
+#[utoipa::path(post, path = "/api/v1/company-mapping/quick-match/apply", tag = "mapping",
+    request_body = ApplyBody,
+    responses((status = 200, body = ApplyView), (status = 422, body = ErrorBody)))]
+pub async fn post_apply(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<ApplyBody>,
+) -> Result<Json<ApplyView>, ApiError> {
+    caller.require(Permission::Write)?;
+    Ok(Json(apply(&state, &caller, &body.links).await?))
+}
+
+pub async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    links: &[ApplyLink],
+) -> Result<ApplyView, ApiError> {
+    let requests = check_batch(links)?;
+    let (token, _) = mspbridge_vault::new_token("qm")
+        .map_err(|e| ApiError::Internal(format!("batch id: {e}")))?;
+    let batch: String = token.chars().take(19).collect();
+    let outcomes = state
+        .store
+        .apply_company_links(
+            caller.tenant_id,
+            &requests,
+            "quick_match",
+            &actor(caller),
+            Some(&batch),
+            state.now(),
+        )
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::NotFound => ApiError::field(
+                "links",
+                "a company or integration company in the batch does not exist (any more); run Quick Match again",
+            ),
+            other => other,
+        })?;
+    Ok(ApplyView {
+        applied: outcomes.len(),
+        batch,
+        outcomes: outcomes.into_iter().map(Into::into).collect(),
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UndoView {
+    pub undone: usize,
+}
+
+/// Puts every link of an applied Quick Match batch back as it was before.
+#[utoipa::path(post, path = "/api/v1/company-mapping/batches/{batch}/undo", tag = "mapping",
+    params(("batch" = String, Path)),
+    responses((status = 200, body = UndoView), (status = 404, body = ErrorBody)))]
+pub async fn post_undo(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(batch): Path<String>,
+) -> Result<Json<UndoView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let out = state
+        .store
+        .undo_company_link_batch(caller.tenant_id, batch.trim(), &actor(&caller), state.now())
+        .await?;
+    Ok(Json(UndoView { undone: out.len() }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub integration_id: i64,
+    pub external_id: String,
+    pub before_company_id: Option<i64>,
+    pub after_company_id: Option<i64>,
+    pub batch: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditParams {
+    pub limit: Option<i64>,
+}
+
+/// Who linked, unlinked or applied a Quick Match, when, and the before and after.
+#[utoipa::path(get, path = "/api/v1/company-mapping/audit", tag = "mapping", params(AuditParams),
+    responses((status = 200, body = [AuditView])))]
+pub async fn get_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<AuditParams>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let rows = state
+        .store
+        .company_link_audit(caller.tenant_id, p.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|a| AuditView {
+                at: a.at,
+                actor: a.actor,
+                action: a.action,
+                integration_id: a.integration_id.0,
+                external_id: a.external_id,
+                before_company_id: a.before.map(|c| c.0),
+                after_company_id: a.after.map(|c| c.0),
+                batch: a.batch,
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,429 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The company mapping through the API, on SQLite and (with TEST_DATABASE_URL)
+//! PostgreSQL: the grid with search, paging and the Missing values filter, link / swap /
+//! unlink with their audit, an unlinked company not imported again by the sync, Advanced
+//! Quick Match with its review, one-operation apply and undo, validation naming the
+//! field, permissions (read can view, write can link) and tenant isolation.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use mspbridge_domain::auth::StaffRole;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sync::{Engine, EngineConfig};
+use mspbridge_vault::Vault;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn engine(app: &TestApp) -> Engine {
+    let providers = Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        ..Default::default()
+    });
+    Engine::new(
+        app.db.store.clone(),
+        Arc::new(Vault::new(&[9u8; 32])),
+        providers,
+        EngineConfig {
+            // Every run a full pass, so a run reads every company.
+            reconcile_every: chrono::Duration::zero(),
+            ..EngineConfig::default()
+        },
+        "test-worker",
+    )
+}
+
+/// Connects ConnectWise for tenant A and imports its companies; returns the integration id.
+async fn imported(app: &TestApp) -> i64 {
+    let t = &app.a.owner_token;
+    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+    let (s, v) = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/integrations/{id}/options"),
+            t,
+            Some(json!({"interval_minutes": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let run = engine(app).tick().await.unwrap().expect("due");
+    assert_eq!(
+        run.result,
+        mspbridge_domain::sync::RunResult::Success,
+        "{run:?}"
+    );
+    id
+}
+
+async fn sync(app: &TestApp) -> mspbridge_sync::RunSummary {
+    let id = app.db.store.list_integrations(app.a.id).await.unwrap()[0].id;
+    app.db
+        .store
+        .reactivate(app.a.id, id, chrono::Utc::now())
+        .await
+        .unwrap();
+    engine(app).tick().await.unwrap().expect("due")
+}
+
+fn rows(v: &Value) -> &Vec<Value> {
+    v["rows"].as_array().unwrap()
+}
+
+#[tokio::test]
+async fn the_grid_lists_searches_pages_and_filters_missing_links() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (s, grid) = app.get("/api/v1/company-mapping?limit=500", t).await;
+        assert_eq!(s, 200, "{grid}");
+        let companies = app.db.store.list_companies(app.a.id).await.unwrap();
+        assert_eq!(grid["total"], companies.len() as i64);
+        assert_eq!(grid["columns"][0]["integration_id"], cw);
+        assert_eq!(grid["columns"][0]["label"], "ConnectWise Manage");
+        for r in rows(&grid) {
+            let cell = &r["cells"][0];
+            assert!(cell["external_id"].is_string(), "{r}");
+            assert_eq!(cell["name"], r["name"], "the integration company's name");
+        }
+        // Paging: two rows from the second, in name order.
+        let (_, page) = app.get("/api/v1/company-mapping?offset=1&limit=2", t).await;
+        assert_eq!(rows(&page).len(), 2);
+        assert_eq!(rows(&page)[0]["name"], rows(&grid)[1]["name"]);
+        assert_eq!(page["total"], grid["total"]);
+
+        // A manual company has no link: Missing values shows it, and only it.
+        let (s, manual) = app
+            .post(
+                "/api/v1/companies",
+                t,
+                json!({"name": "Zeta Manual Holdings"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{manual}");
+        for filter in ["any".to_string(), cw.to_string()] {
+            let (_, missing) = app
+                .get(&format!("/api/v1/company-mapping?missing={filter}"), t)
+                .await;
+            assert_eq!(missing["total"], 1, "{missing}");
+            assert_eq!(rows(&missing)[0]["name"], "Zeta Manual Holdings");
+            assert!(rows(&missing)[0]["cells"][0].is_null());
+        }
+        // Search is case-insensitive on the portal name; LIKE wildcards are literal.
+        let (_, found) = app
+            .get("/api/v1/company-mapping?search=zeta%20MAN", t)
+            .await;
+        assert_eq!(found["total"], 1);
+        let (_, none) = app.get("/api/v1/company-mapping?search=%25", t).await;
+        assert_eq!(none["total"], 0, "a literal %");
+
+        for (query, field) in [
+            ("missing=nope", "missing"),
+            ("missing=999999", "missing"),
+            ("limit=0", "limit"),
+            ("offset=-1", "offset"),
+        ] {
+            let (s, e) = app
+                .get(&format!("/api/v1/company-mapping?{query}"), t)
+                .await;
+            assert_eq!((s, e["field"].as_str()), (422, Some(field)), "{query}: {e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn link_swap_unlink_are_audited_and_an_unlinked_company_is_not_imported_again() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let list = list.as_array().unwrap().clone();
+        assert!(list.len() >= 3);
+        let (x, y) = (&list[0], &list[1]);
+        let (_, manual) = app
+            .post("/api/v1/companies", t, json!({"name": "Manual Target"}))
+            .await;
+        let target = manual["id"].as_i64().unwrap();
+        let companies_before = app.db.store.list_companies(app.a.id).await.unwrap().len();
+
+        // Link X to the manual company: it moves there from the company the sync made.
+        let path = format!("/api/v1/company-mapping/{target}/{cw}");
+        let (s, o) = app
+            .call(
+                Method::PUT,
+                &path,
+                t,
+                Some(json!({"external_id": x["external_id"]})),
+            )
+            .await;
+        assert_eq!(s, 200, "{o}");
+        assert_eq!(o["before_company_id"], x["linked_company_id"]);
+        assert_eq!(o["after_company_id"], target);
+        // Swap: Y onto the same portal company unlinks X.
+        let (s, o) = app
+            .call(
+                Method::PUT,
+                &path,
+                t,
+                Some(json!({"external_id": y["external_id"]})),
+            )
+            .await;
+        assert_eq!(s, 200, "{o}");
+        assert_eq!(o["displaced_external_id"], x["external_id"]);
+        let (_, unlinked) = app
+            .get(
+                &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+                t,
+            )
+            .await;
+        let xs: Vec<&Value> = unlinked
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["external_id"] == x["external_id"])
+            .collect();
+        assert_eq!(xs.len(), 1, "{unlinked}");
+        assert_eq!(xs[0]["import_state"], "unlinked");
+
+        // Unlink Y too.
+        let (s, o) = app.call(Method::DELETE, &path, t, None).await;
+        assert_eq!(s, 200, "{o}");
+        assert_eq!(o["after_company_id"], Value::Null);
+        let (s, _) = app.call(Method::DELETE, &path, t, None).await;
+        assert_eq!(s, 404, "nothing left to unlink");
+
+        let (_, audit) = app.get("/api/v1/company-mapping/audit", t).await;
+        let actions: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["unlink", "link", "unlink", "link"], "{audit}");
+        assert_eq!(audit[0]["actor"], "API token 'owner'");
+        assert_eq!(audit[0]["before_company_id"], target);
+
+        // The next full sync does not import X or Y again.
+        let run = sync(&app).await;
+        assert_eq!(
+            run.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{run:?}"
+        );
+        let companies_after = app.db.store.list_companies(app.a.id).await.unwrap().len();
+        assert_eq!(
+            companies_after, companies_before,
+            "no company created again"
+        );
+        let (_, events) = app.get(&format!("/api/v1/runs/{}", run.run_id), t).await;
+        assert!(
+            events.to_string().contains("an admin unlinked it"),
+            "the run log says why: {events}"
+        );
+
+        // Unknown integration company, unknown portal company.
+        let (s, e) = app
+            .call(Method::PUT, &path, t, Some(json!({"external_id": "nope"})))
+            .await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("external_id")), "{e}");
+        let (s, _) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/company-mapping/999999/{cw}"),
+                t,
+                Some(json!({"external_id": x["external_id"]})),
+            )
+            .await;
+        assert_eq!(s, 404);
+    }
+}
+
+#[tokio::test]
+async fn quick_match_proposes_reviews_applies_in_one_operation_and_undoes() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list[0].clone();
+        // Unlink X; its portal company keeps its name, so Quick Match finds it again.
+        let home = x["linked_company_id"].as_i64().unwrap();
+        let (s, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/company-mapping/{home}/{cw}"),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+
+        let (s, qm) = app
+            .post("/api/v1/company-mapping/quick-match", t, json!({}))
+            .await;
+        assert_eq!(s, 200, "{qm}");
+        assert_eq!(qm["threshold"], 70);
+        // X and the companies the sync skipped (inactive ones) are unlinked.
+        assert!(qm["scanned"].as_u64().unwrap() >= 1, "{qm}");
+        let p = qm["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["external_id"] == x["external_id"])
+            .unwrap();
+        assert_eq!(p["company_id"], home);
+        assert_eq!(p["reason"], "same name");
+        assert_eq!(p["confidence"], 100);
+        assert_eq!(p["selected"], true);
+        assert_eq!(p["integration"], "ConnectWise Manage");
+
+        for (body, field) in [
+            (json!({"threshold": 39}), "threshold"),
+            (json!({"threshold": 101}), "threshold"),
+        ] {
+            let (s, e) = app
+                .post("/api/v1/company-mapping/quick-match", t, body)
+                .await;
+            assert_eq!((s, e["field"].as_str()), (422, Some(field)), "{e}");
+        }
+        let twice = json!({"links": [
+            {"integration_id": cw, "external_id": x["external_id"], "company_id": home},
+            {"integration_id": cw, "external_id": x["external_id"], "company_id": home},
+        ]});
+        let (s, e) = app
+            .post("/api/v1/company-mapping/quick-match/apply", t, twice)
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("links[1].external_id")),
+            "{e}"
+        );
+
+        let (s, applied) = app
+            .post(
+                "/api/v1/company-mapping/quick-match/apply",
+                t,
+                json!({"links": [{"integration_id": cw, "external_id": x["external_id"], "company_id": home}]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{applied}");
+        assert_eq!(applied["applied"], 1);
+        let batch = applied["batch"].as_str().unwrap().to_string();
+        let (_, grid) = app.get("/api/v1/company-mapping?missing=any", t).await;
+        assert_eq!(grid["total"], 0, "every portal company linked again: {grid}");
+        let (_, audit) = app.get("/api/v1/company-mapping/audit?limit=1", t).await;
+        assert_eq!(audit[0]["action"], "quick_match");
+        assert_eq!(audit[0]["batch"], batch.as_str());
+
+        // One click undoes the batch: X is unlinked again, as it was.
+        let (s, undo) = app
+            .post(
+                &format!("/api/v1/company-mapping/batches/{batch}/undo"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!((s, undo["undone"].as_u64()), (200, Some(1)), "{undo}");
+        let (_, grid) = app.get("/api/v1/company-mapping?missing=any", t).await;
+        assert_eq!(grid["total"], 1);
+        let (_, unlinked) = app
+            .get(
+                &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+                t,
+            )
+            .await;
+        assert_eq!(unlinked[0]["import_state"], "unlinked", "{unlinked}");
+        let (s, _) = app
+            .post("/api/v1/company-mapping/batches/nope/undo", t, json!({}))
+            .await;
+        assert_eq!(s, 404);
+    }
+}
+
+#[tokio::test]
+async fn read_can_view_write_can_link_and_tenants_are_isolated() {
+    for app in TestApp::each().await {
+        let cw = imported(&app).await;
+        let t = &app.a.owner_token;
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list[0].clone();
+        let home = x["linked_company_id"].as_i64().unwrap();
+        let path = format!("/api/v1/company-mapping/{home}/{cw}");
+
+        let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
+        let (s, _) = app.get("/api/v1/company-mapping", &reader).await;
+        assert_eq!(s, 200);
+        let (s, _) = app
+            .post("/api/v1/company-mapping/quick-match", &reader, json!({}))
+            .await;
+        assert_eq!(s, 200, "a review changes nothing");
+        let (s, e) = app.call(Method::DELETE, &path, &reader, None).await;
+        assert_eq!((s, e["code"].as_str()), (403, Some("forbidden")));
+        let (s, _) = app
+            .call(
+                Method::PUT,
+                &path,
+                &reader,
+                Some(json!({"external_id": x["external_id"]})),
+            )
+            .await;
+        assert_eq!(s, 403);
+        let (s, _) = app
+            .post(
+                "/api/v1/company-mapping/quick-match/apply",
+                &reader,
+                json!({"links": [{"integration_id": cw, "external_id": x["external_id"], "company_id": home}]}),
+            )
+            .await;
+        assert_eq!(s, 403);
+
+        // Tenant B sees nothing of A and cannot touch A's links.
+        let b = &app.b.owner_token;
+        let (_, grid) = app.get("/api/v1/company-mapping", b).await;
+        assert_eq!(
+            (
+                grid["total"].as_i64(),
+                grid["columns"].as_array().map(Vec::len)
+            ),
+            (Some(0), Some(0))
+        );
+        let (s, _) = app.call(Method::DELETE, &path, b, None).await;
+        assert_eq!(s, 404);
+        let (s, _) = app
+            .call(
+                Method::PUT,
+                &path,
+                b,
+                Some(json!({"external_id": x["external_id"]})),
+            )
+            .await;
+        assert_eq!(s, 404);
+        let (s, _) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), b)
+            .await;
+        assert_eq!(s, 404);
+        let (s, e) = app
+            .post(
+                "/api/v1/company-mapping/quick-match/apply",
+                b,
+                json!({"links": [{"integration_id": cw, "external_id": x["external_id"], "company_id": home}]}),
+            )
+            .await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("links")), "{e}");
+        let (_, audit) = app.get("/api/v1/company-mapping/audit", b).await;
+        assert_eq!(audit, json!([]));
+        // A's link is untouched.
+        let (_, after) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        assert_eq!(after[0]["linked_company_id"], home);
+    }
+}
