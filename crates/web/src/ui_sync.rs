@@ -27,6 +27,44 @@ pub fn routes() -> Router<AppState> {
         .route("/companies", get(companies_page))
         .route("/companies/{id}", get(company_page))
         .route("/technicians", get(technicians_page))
+        .route("/settings/integrations/companies", get(mapping_page))
+}
+
+#[derive(Template)]
+#[template(path = "mapping.html")]
+struct MappingPage {
+    shell: Shell,
+    columns: Vec<crate::mapping_api::ColumnView>,
+    columns_json: String,
+    csrf_json: String,
+    can_write: bool,
+}
+
+/// JSON for a `<script>` block (no `</script>` can end it early).
+fn script_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_else(|_| "null".into())
+        .replace("</", "<\\/")
+}
+
+/// Settings → Integrations → Companies: the mapping grid (rendered by its script from
+/// `/api/v1/company-mapping`).
+async fn mapping_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let columns = crate::mapping_api::columns(&state, &c).await?;
+        Ok::<_, ApiError>(MappingPage {
+            shell: shell(&state, &c).await?,
+            columns_json: script_json(&columns),
+            csrf_json: script_json(&c.csrf_token.clone().unwrap_or_default()),
+            can_write: c.role.allows(Permission::Write),
+            columns,
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
 }
 
 pub struct SyncView {

@@ -7,57 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use mspbridge_domain::auth::StaffRole;
-use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
-use mspbridge_sync::{Engine, EngineConfig};
-use mspbridge_vault::Vault;
 use reqwest::Method;
 use serde_json::{Value, json};
-
-fn engine(app: &TestApp) -> Engine {
-    let providers = Providers::new(ProviderConfig {
-        outbound: OutboundPolicy {
-            allow_private: true,
-        },
-        ..Default::default()
-    });
-    Engine::new(
-        app.db.store.clone(),
-        Arc::new(Vault::new(&[9u8; 32])),
-        providers,
-        EngineConfig {
-            // Every run a full pass, so a run reads every company.
-            reconcile_every: chrono::Duration::zero(),
-            ..EngineConfig::default()
-        },
-        "test-worker",
-    )
-}
-
-/// Connects ConnectWise for tenant A and imports its companies; returns the integration id.
-async fn imported(app: &TestApp) -> i64 {
-    let t = &app.a.owner_token;
-    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
-    let (s, v) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/integrations/{id}/options"),
-            t,
-            Some(json!({"interval_minutes": 5})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    let run = engine(app).tick().await.unwrap().expect("due");
-    assert_eq!(
-        run.result,
-        mspbridge_domain::sync::RunResult::Success,
-        "{run:?}"
-    );
-    id
-}
 
 async fn sync(app: &TestApp) -> mspbridge_sync::RunSummary {
     let id = app.db.store.list_integrations(app.a.id).await.unwrap()[0].id;
@@ -66,7 +19,7 @@ async fn sync(app: &TestApp) -> mspbridge_sync::RunSummary {
         .reactivate(app.a.id, id, chrono::Utc::now())
         .await
         .unwrap();
-    engine(app).tick().await.unwrap().expect("due")
+    full_pass_engine(app).tick().await.unwrap().expect("due")
 }
 
 fn rows(v: &Value) -> &Vec<Value> {
@@ -316,7 +269,10 @@ async fn quick_match_proposes_reviews_applies_in_one_operation_and_undoes() {
         assert_eq!(applied["applied"], 1);
         let batch = applied["batch"].as_str().unwrap().to_string();
         let (_, grid) = app.get("/api/v1/company-mapping?missing=any", t).await;
-        assert_eq!(grid["total"], 0, "every portal company linked again: {grid}");
+        assert_eq!(
+            grid["total"], 0,
+            "every portal company linked again: {grid}"
+        );
         let (_, audit) = app.get("/api/v1/company-mapping/audit?limit=1", t).await;
         assert_eq!(audit[0]["action"], "quick_match");
         assert_eq!(audit[0]["batch"], batch.as_str());

@@ -229,3 +229,45 @@ async fn make_tenant(state: &AppState, name: &str, email: &str) -> Tenant {
 pub fn map(v: &Value) -> BTreeMap<String, Value> {
     v.as_object().unwrap().clone().into_iter().collect()
 }
+
+/// A sync engine over the app's database whose every run is a full pass.
+pub fn full_pass_engine(app: &TestApp) -> mspbridge_sync::Engine {
+    let providers = Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        ..Default::default()
+    });
+    mspbridge_sync::Engine::new(
+        app.db.store.clone(),
+        Arc::new(Vault::new(&[9u8; 32])),
+        providers,
+        mspbridge_sync::EngineConfig {
+            reconcile_every: chrono::Duration::zero(),
+            ..mspbridge_sync::EngineConfig::default()
+        },
+        "test-worker",
+    )
+}
+
+/// Connects ConnectWise for tenant A and imports its companies; the integration id.
+pub async fn imported(app: &TestApp) -> i64 {
+    let t = &app.a.owner_token;
+    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{id}/options"),
+            t,
+            Some(json!({"interval_minutes": 5})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let run = full_pass_engine(app).tick().await.unwrap().expect("due");
+    assert_eq!(
+        run.result,
+        mspbridge_domain::sync::RunResult::Success,
+        "{run:?}"
+    );
+    id
+}

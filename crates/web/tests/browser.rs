@@ -1,0 +1,459 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The company mapping grid in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`): search, the Missing values filter, link, swap and unlink through a
+//! cell's popover, and Advanced Quick Match with the slider, the review's search, Select
+//! All / Clear All and Apply, the grid refreshing in place; then the company page's
+//! inherited-role caption. A failing step saves a screenshot under
+//! `target/browser-screenshots/`.
+//!
+//! Needs `chromedriver` on PATH. Without it the test is skipped with a message, except
+//! under CI=true, where that is a failure (`.ci/run` installs both packages).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_chromedriver() -> Option<(Driver, String)> {
+    mspbridge_providers::outbound::install_crypto_provider();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let driver = Driver(child);
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            return Some((driver, url));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn browser(webdriver: &str) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000"]}),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(webdriver)
+        .await
+        .expect("a Chromium session")
+}
+
+type Step = Result<(), String>;
+
+fn check(ok: bool, what: impl Into<String>) -> Step {
+    if ok { Ok(()) } else { Err(what.into()) }
+}
+
+fn e<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |err| format!("{what}: {err}")
+}
+
+/// Waits until `script` (a JS expression) is truthy.
+async fn until(c: &Client, script: &str, what: &str) -> Step {
+    for _ in 0..100 {
+        let v = c
+            .execute(&format!("return !!({script});"), vec![])
+            .await
+            .map_err(e(what))?;
+        if v == Value::Bool(true) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = c
+        .execute(
+            "return (document.getElementById('error')?.textContent || '') + ' | ' + [...document.querySelectorAll('.toast')].map(t => t.textContent).join(' / ')",
+            vec![],
+        )
+        .await
+        .unwrap_or_default();
+    Err(format!(
+        "timed out waiting for {what} ({script}); page says: {page}"
+    ))
+}
+
+async fn js(c: &Client, script: &str) -> Result<Value, String> {
+    c.execute(script, vec![]).await.map_err(e(script))
+}
+
+/// The text of every cell of the row whose company name is `name`.
+const ROW_TEXT: &str = "(name) => [...document.querySelectorAll('#rows tr')].filter(r => r.cells[0].textContent.trim().startsWith(name)).map(r => [...r.cells].map(c => c.textContent.trim()))[0]";
+
+/// Opens the popover of Zeta Manual's ConnectWise cell (once the grid shows only that row).
+async fn zeta_cell(c: &Client) -> Step {
+    until(
+        c,
+        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual')",
+        "only Zeta Manual in the grid",
+    )
+    .await?;
+    js(
+        c,
+        "document.querySelector('#rows tr td.cell').click(); return 1",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
+    let t = &app.a.owner_token;
+    // Sign in.
+    c.goto(&app.url("/login")).await.map_err(e("login page"))?;
+    c.find(Locator::Id("email"))
+        .await
+        .map_err(e("email"))?
+        .send_keys(&app.a.email)
+        .await
+        .map_err(e("email"))?;
+    c.find(Locator::Id("password"))
+        .await
+        .map_err(e("password"))?
+        .send_keys(ADMIN_PASSWORD)
+        .await
+        .map_err(e("password"))?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await
+        .map_err(e("sign in"))?
+        .click()
+        .await
+        .map_err(e("sign in"))?;
+    until(
+        c,
+        "location.pathname.startsWith('/settings/integrations')",
+        "signed in",
+    )
+    .await?;
+
+    // The grid.
+    c.goto(&app.url("/settings/integrations/companies"))
+        .await
+        .map_err(e("grid"))?;
+    until(
+        c,
+        "document.querySelectorAll('#rows tr').length > 0",
+        "rows",
+    )
+    .await?;
+    let (_, grid) = app.get("/api/v1/company-mapping?limit=500", t).await;
+    let total = grid["total"].as_i64().unwrap();
+    let count = js(c, "return document.getElementById('count').textContent").await?;
+    check(
+        count
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("{total} companies")),
+        format!("company count {count} for {total}"),
+    )?;
+    check(
+        js(
+            c,
+            "return getComputedStyle(document.querySelector('#rows td')).position",
+        )
+        .await?
+            == "sticky",
+        "the first column is sticky",
+    )?;
+
+    // Search narrows the rows to one company.
+    let first = grid["rows"][0]["name"].as_str().unwrap().to_string();
+    let search = c.find(Locator::Id("search")).await.map_err(e("search"))?;
+    search.send_keys(&first).await.map_err(e("search"))?;
+    until(
+        c,
+        &format!("document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith({})", json!(first)),
+        "search",
+    )
+    .await?;
+    js(c, "const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input')); return 1").await?;
+    until(
+        c,
+        &format!(
+            "document.querySelectorAll('#rows tr').length === {}",
+            total.min(50)
+        ),
+        "search cleared",
+    )
+    .await?;
+
+    // Missing values: only the manual company has no ConnectWise link.
+    js(c, &format!("const m = document.getElementById('missing'); m.value = '{cw}'; m.dispatchEvent(new Event('change')); return 1")).await?;
+    until(
+        c,
+        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual')",
+        "Missing values",
+    )
+    .await?;
+
+    // Link: the empty cell's popover lists ConnectWise companies; pick the first.
+    let (_, list) = app
+        .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+        .await;
+    let (x, y) = (list[0].clone(), list[1].clone());
+    c.find(Locator::Css("#rows td.cell"))
+        .await
+        .map_err(e("cell"))?
+        .click()
+        .await
+        .map_err(e("cell"))?;
+    until(
+        c,
+        "document.querySelectorAll('.pop li[role=option]').length > 1",
+        "popover list",
+    )
+    .await?;
+    let pop_search = c
+        .find(Locator::Css(".pop input"))
+        .await
+        .map_err(e("popover search"))?;
+    pop_search
+        .send_keys(x["name"].as_str().unwrap())
+        .await
+        .map_err(e("popover search"))?;
+    until(
+        c,
+        &format!("[...document.querySelectorAll('.pop li[role=option]')].some(l => l.textContent.startsWith({}))", json!(x["name"])),
+        "popover search",
+    )
+    .await?;
+    js(c, &format!("[...document.querySelectorAll('.pop li[role=option]')].find(l => l.textContent.startsWith({})).click(); return 1", json!(x["name"]))).await?;
+    // Linked: the row leaves the Missing values view; show everything again.
+    js(c, "const m = document.getElementById('missing'); m.value = ''; m.dispatchEvent(new Event('change')); return 1").await?;
+    let s = c.find(Locator::Id("search")).await.map_err(e("search"))?;
+    s.send_keys("Zeta Manual").await.map_err(e("search"))?;
+    until(
+        c,
+        &format!("({ROW_TEXT})('Zeta Manual')?.[1] === {}", json!(x["name"])),
+        "the linked cell",
+    )
+    .await?;
+
+    // Swap: pick Y for the same cell; X is unlinked.
+    zeta_cell(c).await?;
+    until(
+        c,
+        "document.querySelectorAll('.pop li[role=option]').length > 1",
+        "popover list",
+    )
+    .await?;
+    c.find(Locator::Css(".pop input"))
+        .await
+        .map_err(e("popover search"))?
+        .send_keys(y["name"].as_str().unwrap())
+        .await
+        .map_err(e("popover search"))?;
+    until(
+        c,
+        &format!("[...document.querySelectorAll('.pop li[role=option]')].some(l => l.textContent.startsWith({}))", json!(y["name"])),
+        "popover search",
+    )
+    .await?;
+    js(c, &format!("[...document.querySelectorAll('.pop li[role=option]')].find(l => l.textContent.startsWith({})).click(); return 1", json!(y["name"]))).await?;
+    until(
+        c,
+        &format!("({ROW_TEXT})('Zeta Manual')?.[1] === {}", json!(y["name"])),
+        "the swapped cell",
+    )
+    .await?;
+    let (_, unlinked) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+            t,
+        )
+        .await;
+    check(
+        unlinked
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["external_id"] == x["external_id"]),
+        "X unlinked by the swap",
+    )?;
+
+    // Unlink.
+    zeta_cell(c).await?;
+    let unlink = c
+        .wait()
+        .at_most(Duration::from_secs(5))
+        .for_element(Locator::Css(".pop button.danger"))
+        .await
+        .map_err(e("Unlink button"))?;
+    unlink.click().await.map_err(e("Unlink"))?;
+    until(
+        c,
+        "({ROW_TEXT})('Zeta Manual')?.[1] === '—'"
+            .replace("{ROW_TEXT}", ROW_TEXT)
+            .as_str(),
+        "the unlinked cell",
+    )
+    .await?;
+
+    // Advanced Quick Match: X and Y are unlinked, and their old portal companies keep their
+    // names: both come back as "same name" at 100 %.
+    js(c, "const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input')); return 1").await?;
+    c.find(Locator::Id("qm-open"))
+        .await
+        .map_err(e("Quick Match"))?
+        .click()
+        .await
+        .map_err(e("Quick Match"))?;
+    until(c, "document.getElementById('qm').open && document.querySelectorAll('#qm-rows tr').length >= 2", "suggestions").await?;
+    check(
+        js(c, "return document.getElementById('threshold').value").await? == "70"
+            && js(
+                c,
+                "return document.getElementById('threshold-value').textContent",
+            )
+            .await?
+                == "70",
+        "the slider starts at 70 %",
+    )?;
+    js(c, "const r = document.getElementById('threshold'); r.value = 100; r.dispatchEvent(new Event('input')); r.dispatchEvent(new Event('change')); return 1").await?;
+    until(
+        c,
+        "document.getElementById('qm-summary').textContent.includes('at 100 %')",
+        "a scan at 100 %",
+    )
+    .await?;
+    let at_100 = js(c, "return document.querySelectorAll('#qm-rows tr').length").await?;
+    // Search the suggestions down to X; Clear All acts on the visible row only.
+    c.find(Locator::Id("qm-search"))
+        .await
+        .map_err(e("suggestion search"))?
+        .send_keys(x["name"].as_str().unwrap())
+        .await
+        .map_err(e("suggestion search"))?;
+    until(
+        c,
+        "document.querySelectorAll('#qm-rows tr').length === 1",
+        "one suggestion visible",
+    )
+    .await?;
+    c.find(Locator::Id("qm-none"))
+        .await
+        .map_err(e("Clear All"))?
+        .click()
+        .await
+        .map_err(e("Clear All"))?;
+    let apply_text = js(c, "return document.getElementById('qm-apply').textContent").await?;
+    check(
+        apply_text
+            == json!(format!(
+                "Apply ({})",
+                at_100.as_u64().unwrap_or(0).saturating_sub(1)
+            )),
+        format!("Clear All cleared only the visible row: {apply_text}"),
+    )?;
+    c.find(Locator::Id("qm-all"))
+        .await
+        .map_err(e("Select All"))?
+        .click()
+        .await
+        .map_err(e("Select All"))?;
+    c.find(Locator::Id("qm-apply"))
+        .await
+        .map_err(e("Apply"))?
+        .click()
+        .await
+        .map_err(e("Apply"))?;
+    until(c, "!document.getElementById('qm').open && document.querySelector('.toast')?.textContent.includes('links applied')", "applied").await?;
+    let (_, missing) = app
+        .get(&format!("/api/v1/company-mapping?missing={cw}"), t)
+        .await;
+    check(
+        missing["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] != x["name"] && r["name"] != y["name"]),
+        format!("X and Y linked again: {missing}"),
+    )?;
+    // The grid refreshed in place: X's portal company shows X again.
+    js(c, &format!("const s = document.getElementById('search'); s.value = {}; s.dispatchEvent(new Event('input')); return 1", json!(x["name"]))).await?;
+    until(
+        c,
+        &format!(
+            "({ROW_TEXT})({})?.[1] === {}",
+            json!(x["name"]),
+            json!(x["name"])
+        ),
+        "X in the grid",
+    )
+    .await?;
+
+    // The company page names what the company inherits.
+    let home = x["linked_company_id"].as_i64().unwrap();
+    c.goto(&app.url(&format!("/companies/{home}")))
+        .await
+        .map_err(e("company page"))?;
+    let body = c.source().await.map_err(e("company page"))?;
+    check(
+        body.contains("Inheriting from ConnectWise Manage"),
+        "the inherited caption",
+    )
+}
+
+#[tokio::test]
+async fn the_mapping_grid_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let cw = imported(&app).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/companies",
+            &app.a.owner_token,
+            json!({"name": "Zeta Manual Holdings"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let c = browser(&webdriver).await;
+    let result = walk(&app, &c, cw).await;
+    if let Err(what) = &result {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/browser-screenshots"
+        );
+        let _ = std::fs::create_dir_all(dir);
+        if let Ok(png) = c.screenshot().await {
+            let path = format!("{dir}/mapping-grid.png");
+            let _ = std::fs::write(&path, png);
+            eprintln!("screenshot: {path}");
+        }
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}
