@@ -100,8 +100,17 @@ async fn main() {
         integrations.push(it.id.0);
     }
     let now = "'2026-11-24T00:00:00Z'";
-    let words = ["Oak", "Summit", "Harbor", "Cedar", "Golden", "Pioneer", "Maple", "Iron"];
-    let trades = ["Dental", "Logistics", "Law Group", "Motors", "Realty", "Bakery"];
+    let words = [
+        "Oak", "Summit", "Harbor", "Cedar", "Golden", "Pioneer", "Maple", "Iron",
+    ];
+    let trades = [
+        "Dental",
+        "Logistics",
+        "Law Group",
+        "Motors",
+        "Realty",
+        "Bakery",
+    ];
     let mut sql = Vec::new();
     let t = tenant.id.0;
     // Portal companies with ids above anything the store made.
@@ -126,7 +135,11 @@ async fn main() {
         for chunk in (1..=n).collect::<Vec<_>>().chunks(500) {
             let listed: Vec<String> = chunk
                 .iter()
-                .map(|i| format!("({t}, {integration}, 'x{i}', 'Company {i} of {j}', TRUE, 'auto', {now})"))
+                .map(|i| {
+                    format!(
+                        "({t}, {integration}, 'x{i}', 'Company {i} of {j}', TRUE, 'auto', {now})"
+                    )
+                })
                 .collect();
             sql.push(format!(
                 "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, import_state, updated_at) VALUES {}",
@@ -148,7 +161,7 @@ async fn main() {
             ));
         }
     }
-    sql.push(if postgres { "ANALYZE".into() } else { "ANALYZE".into() });
+    sql.push("ANALYZE".into());
     exec(&db.url, postgres, &sql).await;
 
     println!("| db | companies × integrations | query | rows | total | median ms | slowest ms |");
@@ -160,7 +173,11 @@ async fn main() {
         ("Missing values: any", q("", Missing::Any, 0)),
         (
             "Missing values: one integration",
-            q("", Missing::Integration(mspbridge_domain::IntegrationId(integrations[0])), 0),
+            q(
+                "",
+                Missing::Integration(mspbridge_domain::IntegrationId(integrations[0])),
+                0,
+            ),
         ),
     ];
     for (label, query) in queries {

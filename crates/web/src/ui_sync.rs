@@ -8,7 +8,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::model::{LinkedRecord, StaffUser};
@@ -26,6 +26,10 @@ pub fn routes() -> Router<AppState> {
         .route("/settings/integrations/{id}/runs/{run_id}", get(run_page))
         .route("/companies", get(companies_page))
         .route("/companies/{id}", get(company_page))
+        .route(
+            "/companies/{id}/defaults",
+            axum::routing::post(save_defaults),
+        )
         .route("/technicians", get(technicians_page))
         .route("/settings/integrations/companies", get(mapping_page))
 }
@@ -434,16 +438,111 @@ pub struct UserLine {
 #[template(path = "company.html")]
 struct CompanyPage {
     shell: Shell,
+    id: i64,
     name: String,
     active: bool,
     default_role: String,
+    /// "Inheriting from ConnectWise Manage: Viewer" per linked integration.
+    inherited: String,
+    /// (role id, name) for the Default Import Role dropdown.
+    roles: Vec<(i64, String)>,
+    override_role: Option<i64>,
+    can_write: bool,
+    flash: Option<String>,
     users: Vec<UserLine>,
+}
+
+/// What a new plain contact of `company` gets from each integration it is linked to
+/// (the last step of the fallback chain), as the spec's caption words it.
+pub(crate) async fn inherited_roles(
+    state: &AppState,
+    c: &Caller,
+    company: CompanyId,
+    roles: &BTreeMap<RoleId, String>,
+) -> Result<Vec<String>, ApiError> {
+    let mut inherited = Vec::new();
+    for i in state.store.list_integrations(c.tenant_id).await? {
+        let linked = state
+            .store
+            .find_local_link(c.tenant_id, i.id, LinkedRecord::Company, company.0)
+            .await?;
+        if linked.is_none() {
+            continue;
+        }
+        let options = state.store.sync_options(c.tenant_id, i.id).await?;
+        let role = options
+            .default_role_id
+            .and_then(|r| roles.get(&r).cloned())
+            .unwrap_or_else(|| "no default role (contacts are not auto-imported)".into());
+        inherited.push(format!(
+            "Inheriting from {}: {role}",
+            i.provider.descriptor().name
+        ));
+    }
+    Ok(inherited)
+}
+
+#[derive(serde::Deserialize)]
+struct DefaultsForm {
+    csrf: String,
+    /// A role id, or empty to inherit.
+    default_import_role: String,
+}
+
+/// Company Defaults → Default Import Role: saving an override changes only future
+/// auto-imports (users already imported keep their role).
+async fn save_defaults(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<DefaultsForm>,
+) -> Response {
+    let saved = async {
+        c.check_csrf(Some(&form.csrf))?;
+        c.require(Permission::Write)?;
+        let id = CompanyId(id.parse().map_err(|_| ApiError::NotFound)?);
+        let role = match form.default_import_role.trim() {
+            "" => None,
+            raw => {
+                let r = RoleId(raw.parse().map_err(|_| {
+                    ApiError::field("default_import_role", format!("'{raw}' is not a role"))
+                })?);
+                if !state
+                    .store
+                    .list_roles(c.tenant_id)
+                    .await?
+                    .iter()
+                    .any(|x| x.id == r)
+                {
+                    return Err(ApiError::field(
+                        "default_import_role",
+                        format!("role {raw} does not exist"),
+                    ));
+                }
+                Some(r)
+            }
+        };
+        state.store.get_company(c.tenant_id, id).await?;
+        state
+            .store
+            .set_company_defaults(c.tenant_id, id, role, state.now())
+            .await?;
+        Ok::<_, ApiError>(id)
+    };
+    match saved.await {
+        Ok(id) => {
+            axum::response::Redirect::to(&format!("/companies/{}?msg=defaults#defaults", id.0))
+                .into_response()
+        }
+        Err(e) => error_page(e),
+    }
 }
 
 async fn company_page(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
     Path(id): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let page = async {
         c.require(Permission::Read)?;
@@ -457,27 +556,7 @@ async fn company_page(
             .map(|r| (r.id, r.name))
             .collect();
         let defaults = state.store.company_defaults(c.tenant_id, id).await?;
-        // What a new plain contact of this company gets from each integration it is
-        // linked to (the last step of the fallback chain), per the spec's caption.
-        let mut inherited = Vec::new();
-        for i in state.store.list_integrations(c.tenant_id).await? {
-            let linked = state
-                .store
-                .find_local_link(c.tenant_id, i.id, LinkedRecord::Company, id.0)
-                .await?;
-            if linked.is_none() {
-                continue;
-            }
-            let options = state.store.sync_options(c.tenant_id, i.id).await?;
-            let role = options
-                .default_role_id
-                .and_then(|r| roles.get(&r).cloned())
-                .unwrap_or_else(|| "no default role (contacts are not auto-imported)".into());
-            inherited.push(format!(
-                "Inheriting from {}: {role}",
-                i.provider.descriptor().name
-            ));
-        }
+        let inherited = inherited_roles(&state, &c, id, &roles).await?;
         let users = state
             .store
             .list_company_users(c.tenant_id, id)
@@ -495,6 +574,7 @@ async fn company_page(
             .collect();
         Ok::<_, ApiError>(CompanyPage {
             shell: shell(&state, &c).await?,
+            id: id.0,
             name: company.name,
             active: company.active,
             default_role: match defaults
@@ -507,6 +587,18 @@ async fn company_page(
                 }
                 None => inherited.join("; "),
             },
+            inherited: if inherited.is_empty() {
+                "Not linked to an integration: nothing to inherit.".into()
+            } else {
+                inherited.join("; ")
+            },
+            roles: roles.iter().map(|(k, v)| (k.0, v.clone())).collect(),
+            override_role: defaults.default_import_role.map(|r| r.0),
+            can_write: c.role.allows(Permission::Write),
+            flash: (q.get("msg").map(String::as_str) == Some("defaults")).then(|| {
+                "Default Import Role saved; it applies to contacts imported from now on."
+                    .to_string()
+            }),
             users,
         })
     };

@@ -406,15 +406,50 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     )
     .await?;
 
-    // The company page names what the company inherits.
-    let home = x["linked_company_id"].as_i64().unwrap();
-    c.goto(&app.url(&format!("/companies/{home}")))
+    // Manage Defaults from the row: the caption names what the company inherits; an
+    // override is saved and shown, the caption stays.
+    js(c, &format!("[...document.querySelectorAll('#rows a')].find(a => a.getAttribute('aria-label') === 'Manage Defaults for ' + {}).click(); return 1", json!(x["name"]))).await?;
+    until(
+        c,
+        "location.pathname.startsWith('/companies/')",
+        "the company page",
+    )
+    .await?;
+    let caption = c
+        .find(Locator::Id("inherited"))
         .await
-        .map_err(e("company page"))?;
+        .map_err(e("caption"))?
+        .text()
+        .await
+        .map_err(e("caption"))?;
+    check(
+        caption == "Inheriting from ConnectWise Manage: Viewer",
+        format!("the inherited caption: {caption}"),
+    )?;
+    js(c, "const s = document.getElementById('default_import_role'); s.value = [...s.options].find(o => o.text === 'Standard User').value; return 1").await?;
+    c.find(Locator::Css("#defaults button[type=submit]"))
+        .await
+        .map_err(e("Save"))?
+        .click()
+        .await
+        .map_err(e("Save"))?;
+    until(c, "location.search.includes('msg=defaults')", "saved").await?;
     let body = c.source().await.map_err(e("company page"))?;
     check(
-        body.contains("Inheriting from ConnectWise Manage"),
-        "the inherited caption",
+        body.contains("Standard User (set for this company)")
+            && body.contains("Inheriting from ConnectWise Manage: Viewer"),
+        "the override and the caption",
+    )?;
+    let home = mspbridge_domain::CompanyId(x["linked_company_id"].as_i64().unwrap());
+    let saved = app
+        .db
+        .store
+        .company_defaults(app.a.id, home)
+        .await
+        .map_err(e("defaults"))?;
+    check(
+        saved.default_import_role.is_some(),
+        "the override is stored",
     )
 }
 
@@ -431,6 +466,25 @@ async fn the_mapping_grid_in_chromium() {
     };
     let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
     let cw = imported(&app).await;
+    let viewer = app
+        .db
+        .store
+        .list_roles(app.a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == "Viewer")
+        .unwrap()
+        .id;
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+            Some(json!({"interval_minutes": 5, "auto_import_contacts": true, "default_role_id": viewer})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
     let (s, _) = app
         .post(
             "/api/v1/companies",
