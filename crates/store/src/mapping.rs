@@ -129,6 +129,25 @@ pub trait MappingStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<LinkOutcome>>;
     async fn company_link_audit(&self, tenant: TenantId, limit: i64) -> Result<Vec<LinkAudit>>;
+    /// Imports integration companies in one transaction: each is linked to the portal
+    /// company given, or to a new portal company with its name (created for the
+    /// integration). An integration company that is already linked is refused
+    /// (`Conflict`): nothing is imported twice.
+    async fn import_integration_companies(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        items: &[(String, Option<CompanyId>)],
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ImportOutcome>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    pub external_id: String,
+    pub company_id: CompanyId,
+    pub created: bool,
 }
 
 /// `%part%` for LIKE, lower-cased, with LIKE's own characters escaped (`\`).
@@ -517,6 +536,70 @@ macro_rules! impl_mapping_store {
                             company: before.map(CompanyId),
                         };
                         out.push(relink(&mut tx, tenant, &r, "undo", actor, Some(batch), state.as_deref(), now).await?);
+                    }
+                    tx.commit().await?;
+                    Ok(out)
+                }
+
+                async fn import_integration_companies(
+                    &self,
+                    tenant: TenantId,
+                    integration: IntegrationId,
+                    items: &[(String, Option<CompanyId>)],
+                    actor: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<Vec<ImportOutcome>> {
+                    let mut tx = self.pool.begin().await?;
+                    let mut out = Vec::with_capacity(items.len());
+                    for (external_id, target) in items {
+                        let row: Option<(String, bool, Option<i64>, Option<String>)> = sqlx::query_as(
+                            "SELECT ic.name, ic.active, l.local_id, c.name FROM integration_companies ic \
+                             LEFT JOIN external_links l ON l.integration_id = ic.integration_id AND l.record_kind = 'company' AND l.external_id = ic.external_id \
+                             LEFT JOIN companies c ON c.id = l.local_id \
+                             WHERE ic.tenant_id = $1 AND ic.integration_id = $2 AND ic.external_id = $3",
+                        )
+                        .bind(tenant.0)
+                        .bind(integration.0)
+                        .bind(external_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let Some((name, active, linked, linked_name)) = row else {
+                            return Err(StoreError::NotFound);
+                        };
+                        if linked.is_some() {
+                            return Err(StoreError::Conflict(format!(
+                                "'{name}' is already imported (linked to '{}')",
+                                linked_name.unwrap_or_default()
+                            )));
+                        }
+                        let (company, created) = match target {
+                            Some(c) => (*c, false),
+                            None => {
+                                let (id,): (i64,) = sqlx::query_as(
+                                    "INSERT INTO companies (tenant_id, name, active, created_at, updated_at, source_integration_id) \
+                                     VALUES ($1, $2, $3, $4, $4, $5) RETURNING id",
+                                )
+                                .bind(tenant.0)
+                                .bind(&name)
+                                .bind(active)
+                                .bind(now)
+                                .bind(integration.0)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                                (CompanyId(id), true)
+                            }
+                        };
+                        let r = LinkRequest {
+                            integration,
+                            external_id: external_id.clone(),
+                            company: Some(company),
+                        };
+                        relink(&mut tx, tenant, &r, "import", actor, None, None, now).await?;
+                        out.push(ImportOutcome {
+                            external_id: external_id.clone(),
+                            company_id: company,
+                            created,
+                        });
                     }
                     tx.commit().await?;
                     Ok(out)

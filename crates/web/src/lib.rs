@@ -198,6 +198,7 @@ pub fn router(state: AppState) -> Router {
             "/integrations/{id}/companies",
             get(mapping_api::list_integration_companies),
         )
+        .route("/integrations/{id}/import", post(mapping_api::post_import))
         .route("/openapi.json", get(api::openapi))
         .fallback(api_not_found);
     Router::new()

@@ -674,3 +674,141 @@ pub async fn get_audit(
             .collect(),
     ))
 }
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportItem {
+    pub external_id: String,
+    /// Link to this portal company; leave out to create a new one with the integration
+    /// company's name.
+    pub company_id: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    pub companies: Vec<ImportItem>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportedView {
+    pub external_id: String,
+    pub company_id: i64,
+    pub created: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportView {
+    pub imported: usize,
+    pub created: usize,
+    pub companies: Vec<ImportedView>,
+}
+
+/// Import companies from an integration (Settings → Companies → Import): each selected
+/// integration company is linked to an existing portal company or becomes a new one, in
+/// one operation. Duplicates are refused: an integration company already imported, or a
+/// new company whose name a portal company already has (link that one instead).
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/import", tag = "mapping",
+    request_body = ImportBody,
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = ImportView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn post_import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<ImportBody>,
+) -> Result<Json<ImportView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = parse_id(&raw)?;
+    state.store.get_integration(caller.tenant_id, id).await?;
+    if body.companies.is_empty() {
+        return Err(ApiError::field("companies", "select at least one company"));
+    }
+    let listed: HashMap<String, String> = state
+        .store
+        .integration_companies(caller.tenant_id, Some(id), "", false, i64::MAX)
+        .await?
+        .into_iter()
+        .map(|c| (c.external_id, c.name))
+        .collect();
+    let portal: HashMap<String, String> = state
+        .store
+        .list_companies(caller.tenant_id)
+        .await?
+        .into_iter()
+        .map(|c| (mspbridge_matching::normalise(&c.name), c.name))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut new_names: HashMap<String, usize> = HashMap::new();
+    let mut items = Vec::with_capacity(body.companies.len());
+    for (n, c) in body.companies.iter().enumerate() {
+        let field = format!("companies[{n}]");
+        let Some(name) = listed.get(&c.external_id) else {
+            return Err(ApiError::field(
+                &format!("{field}.external_id"),
+                format!(
+                    "the integration has no company '{}' (sync it first)",
+                    c.external_id
+                ),
+            ));
+        };
+        if !seen.insert(c.external_id.as_str()) {
+            return Err(ApiError::field(
+                &format!("{field}.external_id"),
+                format!("'{name}' is selected twice"),
+            ));
+        }
+        match c.company_id {
+            Some(company) if company <= 0 => {
+                return Err(ApiError::field(
+                    &format!("{field}.company_id"),
+                    "not a company id",
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let key = mspbridge_matching::normalise(name);
+                if let Some(existing) = portal.get(&key) {
+                    return Err(ApiError::field(
+                        &format!("{field}.company_id"),
+                        format!(
+                            "a portal company named '{existing}' already exists: link '{name}' to it instead of creating a duplicate"
+                        ),
+                    ));
+                }
+                if let Some(first) = new_names.insert(key, n) {
+                    return Err(ApiError::field(
+                        &format!("{field}.company_id"),
+                        format!(
+                            "companies[{first}] would create the same company: link one to the other"
+                        ),
+                    ));
+                }
+            }
+        }
+        items.push((c.external_id.clone(), c.company_id.map(CompanyId)));
+    }
+    let out = state
+        .store
+        .import_integration_companies(caller.tenant_id, id, &items, &actor(&caller), state.now())
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::NotFound => ApiError::field(
+                "companies",
+                "a selected company or portal company does not exist (any more)",
+            ),
+            other => other,
+        })?;
+    Ok(Json(ImportView {
+        imported: out.len(),
+        created: out.iter().filter(|o| o.created).count(),
+        companies: out
+            .into_iter()
+            .map(|o| ImportedView {
+                external_id: o.external_id,
+                company_id: o.company_id.0,
+                created: o.created,
+            })
+            .collect(),
+    }))
+}

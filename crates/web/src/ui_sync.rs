@@ -401,6 +401,11 @@ async fn run_page(
 struct CompaniesPage {
     shell: Shell,
     companies: Vec<(CompanyId, String, bool)>,
+    /// (integration id, label) for "Import from <provider>".
+    integrations: Vec<(i64, String)>,
+    companies_json: String,
+    csrf_json: String,
+    can_write: bool,
 }
 
 async fn companies_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
@@ -412,9 +417,22 @@ async fn companies_page(State(state): State<AppState>, UiCaller(c): UiCaller) ->
             .await?
             .into_iter()
             .map(|x| (x.id, x.name, x.active))
+            .collect::<Vec<_>>();
+        let integrations = crate::mapping_api::columns(&state, &c)
+            .await?
+            .into_iter()
+            .map(|col| (col.integration_id, col.label))
+            .collect();
+        let list: Vec<serde_json::Value> = companies
+            .iter()
+            .map(|(id, name, _)| serde_json::json!({"id": id.0, "name": name}))
             .collect();
         Ok::<_, ApiError>(CompaniesPage {
             shell: shell(&state, &c).await?,
+            companies_json: script_json(&list),
+            csrf_json: script_json(&c.csrf_token.clone().unwrap_or_default()),
+            can_write: c.role.allows(Permission::Write),
+            integrations,
             companies,
         })
     };

@@ -450,6 +450,75 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     check(
         saved.default_import_role.is_some(),
         "the override is stored",
+    )?;
+
+    // Import from ConnectWise: a company the sync skipped (inactive) becomes a portal company.
+    let (_, unlinked) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+            t,
+        )
+        .await;
+    let fresh = unlinked[0]["name"].as_str().unwrap_or_default().to_string();
+    check(
+        !fresh.is_empty(),
+        "an unlinked integration company to import",
+    )?;
+    c.goto(&app.url("/companies"))
+        .await
+        .map_err(e("companies"))?;
+    c.find(Locator::Css("button.import-open"))
+        .await
+        .map_err(e("Import"))?
+        .click()
+        .await
+        .map_err(e("Import"))?;
+    until(c, "document.getElementById('imp').open && document.querySelectorAll('#imp-rows tr').length > 0", "the import list").await?;
+    c.find(Locator::Id("imp-qm"))
+        .await
+        .map_err(e("Quick Match in the dialog"))?
+        .click()
+        .await
+        .map_err(e("Quick Match"))?;
+    c.find(Locator::Id("imp-search"))
+        .await
+        .map_err(e("import search"))?
+        .send_keys(&fresh)
+        .await
+        .map_err(e("import search"))?;
+    until(
+        c,
+        "document.querySelectorAll('#imp-rows tr').length >= 1",
+        "the searched row",
+    )
+    .await?;
+    js(c, &format!("const r = [...document.querySelectorAll('#imp-rows tr')].find(r => r.cells[1].textContent === {}); r.querySelector('input[type=text]').value = ''; r.querySelector('input[type=text]').dispatchEvent(new Event('change')); const b = r.querySelector('input[type=checkbox]'); if (!b.checked) b.click(); return 1", json!(fresh))).await?;
+    until(
+        c,
+        "document.getElementById('imp-go').textContent.startsWith('Import Selected (')",
+        "the count",
+    )
+    .await?;
+    c.find(Locator::Id("imp-go"))
+        .await
+        .map_err(e("Import Selected"))?
+        .click()
+        .await
+        .map_err(e("Import Selected"))?;
+    until(c, &format!("!document.getElementById('imp').open && [...document.querySelectorAll('table[aria-label=Companies] a')].some(a => a.textContent === {})", json!(fresh)), "the imported company listed").await?;
+    let (_, after) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+            t,
+        )
+        .await;
+    check(
+        !after
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == fresh.as_str()),
+        format!("the imported company is linked now: {after}"),
     )
 }
 

@@ -383,3 +383,133 @@ async fn read_can_view_write_can_link_and_tenants_are_isolated() {
         assert_eq!(after[0]["linked_company_id"], home);
     }
 }
+
+#[tokio::test]
+async fn import_links_or_creates_and_refuses_duplicates() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list[0].clone();
+        let home = x["linked_company_id"].as_i64().unwrap();
+        let (s, _) = app
+            .call(
+                Method::DELETE,
+                &format!("/api/v1/company-mapping/{home}/{cw}"),
+                t,
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        let path = format!("/api/v1/integrations/{cw}/import");
+
+        // Creating X anew would duplicate its old portal company: refused, naming it.
+        let (s, e) = app
+            .post(
+                &path,
+                t,
+                json!({"companies": [{"external_id": x["external_id"]}]}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("companies[0].company_id")),
+            "{e}"
+        );
+        assert!(
+            e["message"].as_str().unwrap().contains("already exists"),
+            "{e}"
+        );
+        // Linking it to that company imports it.
+        let (s, v) = app
+            .post(
+                &path,
+                t,
+                json!({"companies": [{"external_id": x["external_id"], "company_id": home}]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (v["imported"].as_u64(), v["created"].as_u64()),
+            (Some(1), Some(0))
+        );
+        // Importing it again is refused.
+        let (s, e) = app
+            .post(
+                &path,
+                t,
+                json!({"companies": [{"external_id": x["external_id"], "company_id": home}]}),
+            )
+            .await;
+        assert_eq!(s, 409, "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("already imported"),
+            "{e}"
+        );
+
+        // A company the sync skipped (inactive) is not in the portal: import creates it.
+        let (_, unlinked) = app
+            .get(
+                &format!("{}?unlinked=true", path.replace("/import", "/companies")),
+                t,
+            )
+            .await;
+        let portal: Vec<String> = app
+            .db
+            .store
+            .list_companies(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| mspbridge_matching::normalise(&c.name))
+            .collect();
+        let fresh = unlinked
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| !portal.contains(&mspbridge_matching::normalise(c["name"].as_str().unwrap())))
+            .expect("an integration company not in the portal")
+            .clone();
+        let (s, v) = app
+            .post(
+                &path,
+                t,
+                json!({"companies": [{"external_id": fresh["external_id"]}]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["created"], 1);
+        let created = v["companies"][0]["company_id"].as_i64().unwrap();
+        let c = app
+            .db
+            .store
+            .get_company(app.a.id, mspbridge_domain::CompanyId(created))
+            .await
+            .unwrap();
+        assert_eq!(c.name, fresh["name"].as_str().unwrap());
+        let (_, audit) = app.get("/api/v1/company-mapping/audit?limit=1", t).await;
+        assert_eq!(audit[0]["action"], "import");
+
+        for (body, field) in [
+            (json!({"companies": []}), "companies"),
+            (
+                json!({"companies": [{"external_id": "nope"}]}),
+                "companies[0].external_id",
+            ),
+        ] {
+            let (s, e) = app.post(&path, t, body).await;
+            assert_eq!((s, e["field"].as_str()), (422, Some(field)), "{e}");
+        }
+        let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
+        let (s, _) = app
+            .post(
+                &path,
+                &reader,
+                json!({"companies": [{"external_id": fresh["external_id"]}]}),
+            )
+            .await;
+        assert_eq!(s, 403);
+    }
+}
