@@ -141,6 +141,26 @@ pub trait MappingStore: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<ImportOutcome>>;
+    /// Deletes a portal company; every integration company linked to it is blocked from
+    /// re-import (listed by `blocked_companies` until unblocked). Refused (`Conflict`) while
+    /// tickets belong to the company.
+    async fn delete_company(
+        &self,
+        tenant: TenantId,
+        company: CompanyId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IntegrationCompany>>;
+    async fn blocked_companies(&self, tenant: TenantId) -> Result<Vec<IntegrationCompany>>;
+    /// Lets the sync import a blocked integration company again (on its next run).
+    async fn unblock_company(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        external_id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -603,6 +623,123 @@ macro_rules! impl_mapping_store {
                     }
                     tx.commit().await?;
                     Ok(out)
+                }
+
+                async fn delete_company(&self, tenant: TenantId, company: CompanyId, actor: &str, now: DateTime<Utc>) -> Result<Vec<IntegrationCompany>> {
+                    let mut tx = self.pool.begin().await?;
+                    let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM companies WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if exists.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let (tickets,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM tickets WHERE tenant_id = $1 AND company_id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if tickets > 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "the company has {tickets} tickets; deactivate it instead of deleting it"
+                        )));
+                    }
+                    let links: Vec<(i64, String)> = sqlx::query_as(
+                        "SELECT integration_id, external_id FROM external_links WHERE tenant_id = $1 AND record_kind = 'company' AND local_id = $2",
+                    )
+                    .bind(tenant.0)
+                    .bind(company.0)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut blocked = Vec::with_capacity(links.len());
+                    for (integration, external_id) in links {
+                        let integration = IntegrationId(integration);
+                        unlink(&mut tx, integration, &external_id, "blocked").await?;
+                        audit(&mut tx, tenant, integration, &external_id, "block", Some(company), None, None, actor, Some("auto"), now).await?;
+                        let name: Option<(String, bool)> = sqlx::query_as(
+                            "SELECT name, active FROM integration_companies WHERE integration_id = $1 AND external_id = $2",
+                        )
+                        .bind(integration.0)
+                        .bind(&external_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        let (name, active) = name.unwrap_or_default();
+                        blocked.push(IntegrationCompany {
+                            integration_id: integration,
+                            external_id,
+                            name,
+                            active,
+                            import_state: "blocked".into(),
+                            linked_to: None,
+                        });
+                    }
+                    // The company's users go with it; their links too.
+                    sqlx::query(
+                        "DELETE FROM external_links WHERE tenant_id = $1 AND record_kind = 'company_user' \
+                         AND local_id IN (SELECT id FROM company_users WHERE tenant_id = $1 AND company_id = $2)",
+                    )
+                    .bind(tenant.0)
+                    .bind(company.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM company_users WHERE tenant_id = $1 AND company_id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM companies WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(blocked)
+                }
+
+                async fn blocked_companies(&self, tenant: TenantId) -> Result<Vec<IntegrationCompany>> {
+                    let rows: Vec<(i64, String, String, bool)> = sqlx::query_as(
+                        "SELECT integration_id, external_id, name, active FROM integration_companies \
+                         WHERE tenant_id = $1 AND import_state = 'blocked' ORDER BY lower(name), integration_id, external_id",
+                    )
+                    .bind(tenant.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(i, external_id, name, active)| IntegrationCompany {
+                            integration_id: IntegrationId(i),
+                            external_id,
+                            name,
+                            active,
+                            import_state: "blocked".into(),
+                            linked_to: None,
+                        })
+                        .collect())
+                }
+
+                async fn unblock_company(&self, tenant: TenantId, integration: IntegrationId, external_id: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
+                    let mut tx = self.pool.begin().await?;
+                    let done = sqlx::query(
+                        "UPDATE integration_companies SET import_state = 'auto' \
+                         WHERE tenant_id = $1 AND integration_id = $2 AND external_id = $3 AND import_state = 'blocked'",
+                    )
+                    .bind(tenant.0)
+                    .bind(integration.0)
+                    .bind(external_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    audit(&mut tx, tenant, integration, external_id, "unblock", None, None, None, actor, Some("blocked"), now).await?;
+                    // The next run reads every company once, so the unblocked one is imported.
+                    sqlx::query("UPDATE sync_cursors SET last_full_pass_at = NULL WHERE integration_id = $1 AND record_type = 'companies'")
+                        .bind(integration.0)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
                 }
 
                 async fn company_link_audit(&self, tenant: TenantId, limit: i64) -> Result<Vec<LinkAudit>> {

@@ -313,8 +313,8 @@ pub trait SyncStore: Send + Sync {
         record: RecordType,
         external_ids: &[String],
     ) -> Result<HashMap<String, LinkState>>;
-    /// The integration's companies an admin unlinked in the mapping (the sync does not
-    /// import them again).
+    /// The integration's companies an admin unlinked in the mapping, or blocked by deleting
+    /// their portal company (the sync does not import them again).
     async fn unlinked_by_admin(&self, id: IntegrationId) -> Result<HashSet<String>>;
     /// Company overrides (Default Import Role) for these portal companies.
     async fn import_role_overrides(

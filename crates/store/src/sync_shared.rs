@@ -476,7 +476,7 @@ macro_rules! impl_sync_store {
 
                 async fn unlinked_by_admin(&self, id: IntegrationId) -> Result<std::collections::HashSet<String>> {
                     let rows: Vec<(String,)> = sqlx::query_as(
-                        "SELECT external_id FROM integration_companies WHERE integration_id = $1 AND import_state = 'unlinked'",
+                        "SELECT external_id FROM integration_companies WHERE integration_id = $1 AND import_state IN ('unlinked', 'blocked')",
                     )
                     .bind(id.0)
                     .fetch_all(&self.pool)

@@ -167,7 +167,7 @@ async fn companies(
         let ext = c.external_id.clone();
         if link.is_none() && unlinked.contains(&ext) {
             let msg = format!(
-                "'{}' not imported: an admin unlinked it in the company mapping; link it there or import it from Settings → Companies",
+                "'{}' not imported: an admin unlinked it in the company mapping or deleted its portal company; link it there, import it from Settings → Companies, or unblock it under Blocked Companies",
                 c.name
             );
             out.skip(rt, &ext, Some(EventLevel::Info), msg, full);

@@ -199,6 +199,15 @@ pub fn router(state: AppState) -> Router {
             get(mapping_api::list_integration_companies),
         )
         .route("/integrations/{id}/import", post(mapping_api::post_import))
+        .route("/companies/blocked", get(mapping_api::list_blocked))
+        .route(
+            "/companies/{company_id}",
+            axum::routing::delete(mapping_api::delete_company),
+        )
+        .route(
+            "/integrations/{id}/companies/{external_id}/unblock",
+            post(mapping_api::post_unblock),
+        )
         .route("/openapi.json", get(api::openapi))
         .fallback(api_not_found);
     Router::new()

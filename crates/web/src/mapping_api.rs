@@ -812,3 +812,102 @@ pub async fn post_import(
             .collect(),
     }))
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BlockedView {
+    pub integration_id: i64,
+    pub external_id: String,
+    pub name: String,
+}
+
+impl From<mspbridge_store::mapping::IntegrationCompany> for BlockedView {
+    fn from(c: mspbridge_store::mapping::IntegrationCompany) -> Self {
+        Self {
+            integration_id: c.integration_id.0,
+            external_id: c.external_id,
+            name: c.name,
+        }
+    }
+}
+
+pub async fn delete_company_service(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<Vec<BlockedView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = company_id(raw)?;
+    let blocked = state
+        .store
+        .delete_company(caller.tenant_id, id, &actor(caller), state.now())
+        .await?;
+    Ok(blocked.into_iter().map(Into::into).collect())
+}
+
+/// Deletes a portal company (its users with it). Every integration company linked to it
+/// is blocked, so later syncs do not import it again; `GET /api/v1/companies/blocked` lists
+/// them and each can be unblocked.
+#[utoipa::path(delete, path = "/api/v1/companies/{company_id}", tag = "mapping",
+    params(("company_id" = i64, Path)),
+    responses((status = 200, body = [BlockedView]), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_company(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<BlockedView>>, ApiError> {
+    Ok(Json(delete_company_service(&state, &caller, &raw).await?))
+}
+
+/// Blocked Companies: integration companies whose portal company was deleted.
+#[utoipa::path(get, path = "/api/v1/companies/blocked", tag = "mapping",
+    responses((status = 200, body = [BlockedView])))]
+pub async fn list_blocked(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<BlockedView>>, ApiError> {
+    caller.require(Permission::Read)?;
+    Ok(Json(
+        state
+            .store
+            .blocked_companies(caller.tenant_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+pub async fn unblock_service(
+    state: &AppState,
+    caller: &Caller,
+    integration: &str,
+    external_id: &str,
+) -> Result<(), ApiError> {
+    caller.require(Permission::Write)?;
+    let integration = parse_id(integration)?;
+    state
+        .store
+        .unblock_company(
+            caller.tenant_id,
+            integration,
+            external_id,
+            &actor(caller),
+            state.now(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Allows a blocked integration company to be imported again (by the next sync); no data
+/// comes back with it.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/companies/{external_id}/unblock", tag = "mapping",
+    params(("id" = i64, Path), ("external_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn post_unblock(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((raw, external_id)): Path<(String, String)>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    unblock_service(&state, &caller, &raw, &external_id).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -30,6 +30,15 @@ pub fn routes() -> Router<AppState> {
             "/companies/{id}/defaults",
             axum::routing::post(save_defaults),
         )
+        .route(
+            "/companies/{id}/delete",
+            axum::routing::post(delete_company_form),
+        )
+        .route("/companies/blocked", get(blocked_page))
+        .route(
+            "/companies/blocked/{integration}/{external_id}/unblock",
+            axum::routing::post(unblock_form),
+        )
         .route("/technicians", get(technicians_page))
         .route("/settings/integrations/companies", get(mapping_page))
 }
@@ -498,6 +507,93 @@ pub(crate) async fn inherited_roles(
         ));
     }
     Ok(inherited)
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfOnly {
+    csrf: String,
+}
+
+/// Deletes a portal company from its page; its integration companies are blocked.
+async fn delete_company_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Response {
+    let done = async {
+        c.check_csrf(Some(&form.csrf))?;
+        crate::mapping_api::delete_company_service(&state, &c, &id).await
+    };
+    match done.await {
+        Ok(blocked) => axum::response::Redirect::to(&format!(
+            "/companies?msg=deleted&blocked={}",
+            blocked.len()
+        ))
+        .into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "blocked.html")]
+struct BlockedPage {
+    shell: Shell,
+    /// (integration id, integration label, external id, name)
+    blocked: Vec<(i64, String, String, String)>,
+    can_write: bool,
+}
+
+/// Blocked Companies: integration companies whose portal company was deleted.
+async fn blocked_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let labels: std::collections::HashMap<i64, String> =
+            crate::mapping_api::columns(&state, &c)
+                .await?
+                .into_iter()
+                .map(|col| (col.integration_id, col.label))
+                .collect();
+        let blocked = state
+            .store
+            .blocked_companies(c.tenant_id)
+            .await?
+            .into_iter()
+            .map(|b| {
+                (
+                    b.integration_id.0,
+                    labels.get(&b.integration_id.0).cloned().unwrap_or_default(),
+                    b.external_id,
+                    b.name,
+                )
+            })
+            .collect();
+        Ok::<_, ApiError>(BlockedPage {
+            shell: shell(&state, &c).await?,
+            blocked,
+            can_write: c.role.allows(Permission::Write),
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn unblock_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path((integration, external_id)): Path<(String, String)>,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Response {
+    let done = async {
+        c.check_csrf(Some(&form.csrf))?;
+        crate::mapping_api::unblock_service(&state, &c, &integration, &external_id).await
+    };
+    match done.await {
+        Ok(()) => axum::response::Redirect::to("/companies/blocked").into_response(),
+        Err(e) => error_page(e),
+    }
 }
 
 #[derive(serde::Deserialize)]

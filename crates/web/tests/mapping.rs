@@ -513,3 +513,75 @@ async fn import_links_or_creates_and_refuses_duplicates() {
         assert_eq!(s, 403);
     }
 }
+
+#[tokio::test]
+async fn a_deleted_company_blocks_its_integration_companies_until_unblocked() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list[0].clone();
+        let home = x["linked_company_id"].as_i64().unwrap();
+        let path = format!("/api/v1/companies/{home}");
+
+        let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
+        let (s, _) = app.call(Method::DELETE, &path, &reader, None).await;
+        assert_eq!(s, 403);
+        let (s, _) = app
+            .call(Method::DELETE, &path, &app.b.owner_token, None)
+            .await;
+        assert_eq!(s, 404, "another tenant's company");
+
+        let (s, blocked) = app.call(Method::DELETE, &path, t, None).await;
+        assert_eq!(s, 200, "{blocked}");
+        assert_eq!(blocked[0]["external_id"], x["external_id"]);
+        let (_, listed) = app.get("/api/v1/companies/blocked", t).await;
+        assert_eq!(listed[0]["name"], x["name"], "{listed}");
+        let (_, other) = app
+            .get("/api/v1/companies/blocked", &app.b.owner_token)
+            .await;
+        assert_eq!(other, json!([]));
+        let count = |app: &TestApp| {
+            let store = app.db.store.clone();
+            let tenant = app.a.id;
+            async move { store.list_companies(tenant).await.unwrap().len() }
+        };
+        let before = count(&app).await;
+
+        // A full sync does not import it again.
+        let run = sync(&app).await;
+        assert_eq!(
+            run.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{run:?}"
+        );
+        assert_eq!(count(&app).await, before, "blocked: not re-imported");
+
+        // Unblocked, the next sync imports it again (as a new company).
+        let unblock = format!(
+            "/api/v1/integrations/{cw}/companies/{}/unblock",
+            x["external_id"].as_str().unwrap()
+        );
+        let (s, _) = app.post(&unblock, t, json!({})).await;
+        assert_eq!(s, 204);
+        let (s, _) = app.post(&unblock, t, json!({})).await;
+        assert_eq!(s, 404, "no longer blocked");
+        let run = sync(&app).await;
+        assert_eq!(
+            run.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{run:?}"
+        );
+        assert_eq!(count(&app).await, before + 1, "imported again");
+        let (_, audit) = app.get("/api/v1/company-mapping/audit?limit=2", t).await;
+        let actions: Vec<&str> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["unblock", "block"], "{audit}");
+    }
+}
