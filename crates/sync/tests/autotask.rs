@@ -5,176 +5,76 @@
 //! a contact deleted upstream found by the reconciling pass), and an import interrupted
 //! by a persistent error resuming to the state of a clean import.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use chrono::Utc;
+use common::Portal;
 use mspbridge_domain::catalogue::ProviderKind;
-use mspbridge_domain::integration::*;
 use mspbridge_domain::sync::*;
-use mspbridge_domain::*;
+use mspbridge_providers::ProviderConfig;
 use mspbridge_providers::autotask::client::AutotaskSettings;
 use mspbridge_providers::autotask::sandbox::*;
-use mspbridge_providers::http::RetryPolicy;
-use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::{SandboxHandle, Seed};
 use mspbridge_store::test_support::TestDb;
-use mspbridge_store::*;
-use mspbridge_sync::{Engine, EngineConfig, RunSummary};
-use mspbridge_vault::Vault;
+use mspbridge_sync::Engine;
 
 struct World {
-    db: TestDb,
+    portal: Portal,
     sandbox: AutotaskSandbox,
     handle: SandboxHandle,
-    tenant: TenantId,
-    integration: IntegrationId,
-    roles: BTreeMap<String, RoleId>,
-    vault: Arc<Vault>,
+}
+
+impl std::ops::Deref for World {
+    type Target = Portal;
+    fn deref(&self) -> &Portal {
+        &self.portal
+    }
 }
 
 impl World {
     async fn new(db: TestDb, companies: u32) -> World {
-        mspbridge_providers::outbound::install_crypto_provider();
         let sandbox = AutotaskSandbox::new(Seed::Companies(companies));
         let handle = sandbox
             .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
             .unwrap();
-        let vault = Arc::new(Vault::new(&[7u8; 32]));
-        let s = &db.store;
-        let t = s.create_tenant("MSP", Utc::now()).await.unwrap();
-        let mut secrets = BTreeMap::new();
-        secrets.insert("secret".to_string(), SecretString::new(DEMO_SECRET));
-        secrets.insert(
-            "integration_code".to_string(),
-            SecretString::new(DEMO_INTEGRATION_CODE),
-        );
-        let i = s
-            .create_integration(
-                t.id,
-                NewIntegration {
-                    provider: ProviderKind::Autotask,
-                    nickname: None,
-                    settings: serde_json::json!({ "username": DEMO_USERNAME }),
-                    secrets,
-                    report: TestReport {
-                        connection: ConnectionOutcome::Ok,
-                        areas: vec![],
-                        tested_at: Utc::now(),
-                        details: vec![],
-                    },
-                },
-                &vault,
-                Utc::now(),
-            )
-            .await
-            .unwrap();
-        let roles = s
-            .list_roles(t.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.name, r.id))
-            .collect();
-        World {
+        let portal = Portal::connect(
             db,
+            ProviderKind::Autotask,
+            serde_json::json!({ "username": DEMO_USERNAME }),
+            &[
+                ("secret", DEMO_SECRET),
+                ("integration_code", DEMO_INTEGRATION_CODE),
+            ],
+        )
+        .await;
+        World {
+            portal,
             sandbox,
             handle,
-            tenant: t.id,
-            integration: i.id,
-            roles,
-            vault,
         }
     }
 
-    fn store(&self) -> &dyn Store {
-        self.db.store.as_ref()
-    }
-
     fn engine(&self, reconcile: bool) -> Engine {
-        let providers = Providers::new(ProviderConfig {
-            outbound: OutboundPolicy {
-                allow_private: true,
+        self.portal.engine(
+            ProviderConfig {
+                autotask: AutotaskSettings {
+                    zone_lookup_url: AutotaskSandbox::zone_lookup_url(&self.handle),
+                    ..AutotaskSettings::default()
+                },
+                ..Default::default()
             },
-            autotask: AutotaskSettings {
-                zone_lookup_url: AutotaskSandbox::zone_lookup_url(&self.handle),
-                ..AutotaskSettings::default()
-            },
-            ..Default::default()
-        });
-        let config = EngineConfig {
-            retry: RetryPolicy {
-                max_attempts: 3,
-                base_delay: Duration::from_millis(10),
-                max_delay: Duration::from_secs(1),
-                budget: 100_000,
-                timeout: Duration::from_secs(5),
-            },
-            page_size: Some(25),
-            reconcile_every: if reconcile {
-                chrono::Duration::zero()
-            } else {
-                chrono::Duration::hours(24)
-            },
-            ..EngineConfig::default()
-        };
-        Engine::new(
-            self.db.store.clone(),
-            self.vault.clone(),
-            providers,
-            config,
-            "w1",
+            common::config(Some(25), reconcile),
         )
     }
 
     async fn configure(&self) {
         let o = SyncOptions {
-            auto_import_contacts: true,
-            default_role_id: Some(self.roles["Viewer"]),
-            primary_contact_role_id: Some(self.roles["Admin"]),
-            contact_type_rules: vec![ContactTypeRule {
-                contact_type: "IT Contact".into(),
-                role_id: self.roles["Standard User"],
-            }],
             skip_inactive_companies: false,
-            ..SyncOptions::default()
+            ..self.portal.standard_options()
         };
-        self.store()
-            .set_sync_options(self.tenant, self.integration, &o, Utc::now())
-            .await
-            .unwrap();
-    }
-
-    async fn sync(&self, engine: &Engine) -> RunSummary {
-        self.store()
-            .reactivate(self.tenant, self.integration, Utc::now())
-            .await
-            .unwrap();
-        engine.tick().await.unwrap().expect("due")
-    }
-
-    /// (email, role name, status) of every portal user, sorted.
-    async fn users(&self) -> Vec<(String, String, String)> {
-        let names: BTreeMap<RoleId, String> =
-            self.roles.iter().map(|(k, v)| (*v, k.clone())).collect();
-        let mut out = Vec::new();
-        for c in self.store().list_companies(self.tenant).await.unwrap() {
-            for u in self
-                .store()
-                .list_company_users(self.tenant, c.id)
-                .await
-                .unwrap()
-            {
-                out.push((
-                    u.email.unwrap_or_default(),
-                    names[&u.role_id].clone(),
-                    u.status.as_str().to_string(),
-                ));
-            }
-        }
-        out.sort();
-        out
+        self.portal.configure(&o).await;
     }
 }
 

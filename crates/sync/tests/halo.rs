@@ -4,180 +4,79 @@
 //! roles and main contacts, incremental passes on `lastupdatefromdate`, deactivation after
 //! a complete pass, a run interrupted mid-import and resumed, and a persistent 5xx.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use chrono::Utc;
+use common::Portal;
 use mspbridge_domain::catalogue::ProviderKind;
-use mspbridge_domain::integration::*;
 use mspbridge_domain::sync::*;
-use mspbridge_domain::*;
+use mspbridge_providers::ProviderConfig;
 use mspbridge_providers::halo::client::HaloLimits;
 use mspbridge_providers::halo::sandbox::*;
-use mspbridge_providers::http::RetryPolicy;
-use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::{Fault, SandboxHandle, Seed};
 use mspbridge_store::test_support::TestDb;
-use mspbridge_store::*;
-use mspbridge_sync::{Engine, EngineConfig, RunSummary};
-use mspbridge_vault::Vault;
+use mspbridge_sync::{Engine, EngineConfig};
 
 struct World {
-    db: TestDb,
+    portal: Portal,
     sandbox: HaloSandbox,
     _handle: SandboxHandle,
-    tenant: TenantId,
-    integration: IntegrationId,
-    roles: BTreeMap<String, RoleId>,
-    vault: Arc<Vault>,
+}
+
+impl std::ops::Deref for World {
+    type Target = Portal;
+    fn deref(&self) -> &Portal {
+        &self.portal
+    }
 }
 
 impl World {
     async fn new(db: TestDb, clients: u32) -> World {
-        mspbridge_providers::outbound::install_crypto_provider();
         let sandbox = HaloSandbox::new(Seed::Companies(clients));
         let handle = sandbox
             .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
             .unwrap();
-        let vault = Arc::new(Vault::new(&[6u8; 32]));
-        let s = &db.store;
-        let t = s.create_tenant("MSP", Utc::now()).await.unwrap();
-        let mut secrets = BTreeMap::new();
-        secrets.insert(
-            "client_secret".to_string(),
-            SecretString::new(DEMO_CLIENT_SECRET),
-        );
         let host = handle.host();
-        let i = s
-            .create_integration(
-                t.id,
-                NewIntegration {
-                    provider: ProviderKind::HaloPsa,
-                    nickname: None,
-                    settings: serde_json::json!({
-                        "auth_server_url": format!("https://{host}/auth"),
-                        "resource_server_url": format!("https://{host}/api"),
-                        "tenant": DEMO_TENANT,
-                        "client_id": DEMO_CLIENT_ID,
-                    }),
-                    secrets,
-                    report: TestReport {
-                        connection: ConnectionOutcome::Ok,
-                        areas: vec![],
-                        tested_at: Utc::now(),
-                        details: vec![],
-                    },
-                },
-                &vault,
-                Utc::now(),
-            )
-            .await
-            .unwrap();
-        let roles = s
-            .list_roles(t.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| (r.name, r.id))
-            .collect();
-        World {
+        let portal = Portal::connect(
             db,
+            ProviderKind::HaloPsa,
+            serde_json::json!({
+                "auth_server_url": format!("https://{host}/auth"),
+                "resource_server_url": format!("https://{host}/api"),
+                "tenant": DEMO_TENANT,
+                "client_id": DEMO_CLIENT_ID,
+            }),
+            &[("client_secret", DEMO_CLIENT_SECRET)],
+        )
+        .await;
+        World {
+            portal,
             sandbox,
             _handle: handle,
-            tenant: t.id,
-            integration: i.id,
-            roles,
-            vault,
         }
     }
 
-    fn store(&self) -> &dyn Store {
-        self.db.store.as_ref()
-    }
-
     fn engine(&self, config: EngineConfig) -> Engine {
-        let providers = Providers::new(ProviderConfig {
-            outbound: OutboundPolicy {
-                allow_private: true,
+        self.portal.engine(
+            ProviderConfig {
+                halo_limits: HaloLimits {
+                    backoff_floor: Duration::from_millis(50),
+                    ..HaloLimits::default()
+                },
+                ..Default::default()
             },
-            halo_limits: HaloLimits {
-                backoff_floor: Duration::from_millis(50),
-                ..HaloLimits::default()
-            },
-            ..Default::default()
-        });
-        Engine::new(
-            self.db.store.clone(),
-            self.vault.clone(),
-            providers,
             config,
-            "w1",
         )
     }
 
     async fn configure(&self) {
-        let o = SyncOptions {
-            auto_import_contacts: true,
-            default_role_id: Some(self.roles["Viewer"]),
-            primary_contact_role_id: Some(self.roles["Admin"]),
-            contact_type_rules: vec![ContactTypeRule {
-                contact_type: "IT Contact".into(),
-                role_id: self.roles["Standard User"],
-            }],
-            ..SyncOptions::default()
-        };
-        self.store()
-            .set_sync_options(self.tenant, self.integration, &o, Utc::now())
-            .await
-            .unwrap();
-    }
-
-    async fn sync(&self, engine: &Engine) -> RunSummary {
-        self.store()
-            .reactivate(self.tenant, self.integration, Utc::now())
-            .await
-            .unwrap();
-        engine.tick().await.unwrap().expect("due")
-    }
-
-    /// (email, role name, status, reason) of every portal user, sorted.
-    async fn users(&self) -> Vec<(String, String, String, String)> {
-        let names: BTreeMap<RoleId, String> =
-            self.roles.iter().map(|(k, v)| (*v, k.clone())).collect();
-        let mut out = Vec::new();
-        for c in self.store().list_companies(self.tenant).await.unwrap() {
-            for u in self
-                .store()
-                .list_company_users(self.tenant, c.id)
-                .await
-                .unwrap()
-            {
-                out.push((
-                    u.email.unwrap_or_default(),
-                    names[&u.role_id].clone(),
-                    u.status.as_str().to_string(),
-                    u.role_reason.unwrap_or_default(),
-                ));
-            }
-        }
-        out.sort();
-        out
+        self.portal.configure(&self.portal.standard_options()).await;
     }
 }
 
 fn config(page_size: usize) -> EngineConfig {
-    EngineConfig {
-        page_size: Some(page_size),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(10),
-            max_delay: Duration::from_secs(1),
-            budget: 10_000,
-            timeout: Duration::from_secs(5),
-        },
-        ..EngineConfig::default()
-    }
+    common::config(Some(page_size), false)
 }
 
 async fn worlds(clients: u32) -> Vec<World> {
