@@ -166,6 +166,17 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// A process-wide registry of values shared by key (one vendor account's token, rate
+/// budget or usage reading, whichever client of it asks).
+pub type Registry<T> = OnceLock<Mutex<HashMap<String, Arc<T>>>>;
+
+/// The value of `key` in `registry`, made on first use.
+pub fn shared_by_key<T: Default>(registry: &'static Registry<T>, key: String) -> Arc<T> {
+    let all = registry.get_or_init(Default::default);
+    let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+    all.entry(key).or_default().clone()
+}
+
 /// A vendor limit of `requests` per rolling `window` (Halo: about 300 per 5 minutes per
 /// tenant). `acquire` waits until sending one more stays within it, so a long import is
 /// spread over the window instead of running into 429s.

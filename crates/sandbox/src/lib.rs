@@ -10,7 +10,7 @@
 pub mod names;
 mod shared;
 
-pub use shared::{RawEdits, VendorRateLimit};
+pub use shared::{RawEdits, VendorRateLimit, touch_every};
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -48,6 +48,15 @@ impl VendorRateLimit {
     }
 }
 
+/// The `every` of a sandbox's touch endpoint (`/_sandbox/touch-…?every=n`): every n-th
+/// record changes; 100 (1 %) when missing or not a positive number.
+pub fn touch_every(q: &std::collections::HashMap<String, String>) -> usize {
+    q.get("every")
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(100)
+}
+
 /// Raw JSON edits on top of a sandbox's typed data: (collection, record id, field, value).
 #[derive(Debug, Default)]
 pub struct RawEdits(Mutex<Vec<(String, i64, String, serde_json::Value)>>);

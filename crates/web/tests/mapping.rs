@@ -22,6 +22,31 @@ async fn sync(app: &TestApp) -> mspbridge_sync::RunSummary {
     full_pass_engine(app).tick().await.unwrap().expect("due")
 }
 
+/// The first company of integration `cw` as listed, and the portal company it is linked to.
+async fn first_company(app: &TestApp, cw: i64) -> (Value, i64) {
+    let (_, list) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies"),
+            &app.a.owner_token,
+        )
+        .await;
+    let x = list[0].clone();
+    let home = x["linked_company_id"].as_i64().unwrap();
+    (x, home)
+}
+
+async fn unlink(app: &TestApp, company: i64, cw: i64) {
+    let (s, v) = app
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/company-mapping/{company}/{cw}"),
+            &app.a.owner_token,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
 fn rows(v: &Value) -> &Vec<Value> {
     v["rows"].as_array().unwrap()
 }
@@ -201,21 +226,9 @@ async fn quick_match_proposes_reviews_applies_in_one_operation_and_undoes() {
     for app in TestApp::each().await {
         let t = &app.a.owner_token;
         let cw = imported(&app).await;
-        let (_, list) = app
-            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
-            .await;
-        let x = list[0].clone();
         // Unlink X; its portal company keeps its name, so Quick Match finds it again.
-        let home = x["linked_company_id"].as_i64().unwrap();
-        let (s, _) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/v1/company-mapping/{home}/{cw}"),
-                t,
-                None,
-            )
-            .await;
-        assert_eq!(s, 200);
+        let (x, home) = first_company(&app, cw).await;
+        unlink(&app, home, cw).await;
 
         let (s, qm) = app
             .post("/api/v1/company-mapping/quick-match", t, json!({}))
@@ -307,11 +320,7 @@ async fn read_can_view_write_can_link_and_tenants_are_isolated() {
     for app in TestApp::each().await {
         let cw = imported(&app).await;
         let t = &app.a.owner_token;
-        let (_, list) = app
-            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
-            .await;
-        let x = list[0].clone();
-        let home = x["linked_company_id"].as_i64().unwrap();
+        let (x, home) = first_company(&app, cw).await;
         let path = format!("/api/v1/company-mapping/{home}/{cw}");
 
         let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
@@ -389,20 +398,8 @@ async fn import_links_or_creates_and_refuses_duplicates() {
     for app in TestApp::each().await {
         let t = &app.a.owner_token;
         let cw = imported(&app).await;
-        let (_, list) = app
-            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
-            .await;
-        let x = list[0].clone();
-        let home = x["linked_company_id"].as_i64().unwrap();
-        let (s, _) = app
-            .call(
-                Method::DELETE,
-                &format!("/api/v1/company-mapping/{home}/{cw}"),
-                t,
-                None,
-            )
-            .await;
-        assert_eq!(s, 200);
+        let (x, home) = first_company(&app, cw).await;
+        unlink(&app, home, cw).await;
         let path = format!("/api/v1/integrations/{cw}/import");
 
         // Creating X anew would duplicate its old portal company: refused, naming it.
@@ -519,11 +516,7 @@ async fn a_deleted_company_blocks_its_integration_companies_until_unblocked() {
     for app in TestApp::each().await {
         let t = &app.a.owner_token;
         let cw = imported(&app).await;
-        let (_, list) = app
-            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
-            .await;
-        let x = list[0].clone();
-        let home = x["linked_company_id"].as_i64().unwrap();
+        let (x, home) = first_company(&app, cw).await;
         let path = format!("/api/v1/companies/{home}");
 
         let reader = app.token(app.a.id, StaffRole::ReadOnly).await;

@@ -30,7 +30,8 @@ use tokio::time::Instant;
 
 use super::wire::{Errors, QueryCount, QueryPage, ThresholdInfo, ZoneInfo};
 use crate::http::{
-    Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after, retrying, urlencode,
+    Registry, Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after, retrying,
+    shared_by_key, urlencode,
 };
 use crate::outbound::OutboundPolicy;
 
@@ -150,14 +151,6 @@ struct Usage {
     since: u64,
 }
 
-type Shared<T> = OnceLock<Mutex<HashMap<String, Arc<T>>>>;
-
-fn shared<T: Default>(all: &'static Shared<T>, key: String) -> Arc<T> {
-    let all = all.get_or_init(Default::default);
-    let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
-    all.entry(key).or_default().clone()
-}
-
 pub struct AutotaskClient {
     http: reqwest::Client,
     /// `https://webservices5.autotask.net/ATServicesRest/V1.0` (scheme per policy).
@@ -257,12 +250,12 @@ impl AutotaskClient {
             policy.scheme_for(host),
             path.trim_end_matches('/')
         );
-        static USAGE: Shared<tokio::sync::Mutex<Usage>> = OnceLock::new();
+        static USAGE: Registry<tokio::sync::Mutex<Usage>> = OnceLock::new();
         let account = format!("autotask|{host}|{}", cfg.username.to_lowercase());
         Ok(Self {
             http,
             api_host: host.to_string(),
-            usage: shared(&USAGE, account.clone()),
+            usage: shared_by_key(&USAGE, account.clone()),
             window: RollingWindow::shared(&account, settings.requests, settings.window),
             api_base,
             zone,

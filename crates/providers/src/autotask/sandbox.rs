@@ -1052,10 +1052,6 @@ fn matches(row: &Value, c: &Value) -> bool {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    crate::http::urlencode(s)
-}
-
 fn run_query(
     s: &Inner,
     d: &AutotaskData,
@@ -1125,8 +1121,8 @@ fn run_query(
         format!(
             "https://{next_host}{ZONE_PREFIX}/V1.0/{}/query/next?paging={}&search={}",
             entity.name(),
-            urlencode(&paging),
-            urlencode(&query.to_string())
+            crate::http::urlencode(&paging),
+            crate::http::urlencode(&query.to_string())
         )
     });
     let details = PageDetails {
@@ -1158,11 +1154,7 @@ async fn touch_contacts(
     State(s): State<Arc<Inner>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let every = q
-        .get("every")
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(100);
+    let every = mspbridge_sandbox::touch_every(&q);
     let mut d = match s.data.write() {
         Ok(d) => d,
         Err(p) => p.into_inner(),

@@ -4,7 +4,6 @@
 //! the window for at least 30 s, trap 5), retries for 5xx, timeouts and truncated bodies,
 //! and a per-run request budget.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -123,11 +122,8 @@ type TokenSlot = tokio::sync::Mutex<Option<(String, Instant)>>;
 /// The token of one API application, shared by every client of it in this process, so a
 /// sync every few minutes does not spend a request of the rate budget on a new token.
 fn shared_token(key: String) -> Arc<TokenSlot> {
-    static ALL: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<TokenSlot>>>> =
-        std::sync::OnceLock::new();
-    let all = ALL.get_or_init(Default::default);
-    let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
-    all.entry(key).or_default().clone()
+    static ALL: crate::http::Registry<TokenSlot> = std::sync::OnceLock::new();
+    crate::http::shared_by_key(&ALL, key)
 }
 
 impl std::fmt::Debug for HaloClient {

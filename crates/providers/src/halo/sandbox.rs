@@ -301,11 +301,7 @@ async fn touch_users(
     State(s): State<Arc<State_>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let every = q
-        .get("every")
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(100);
+    let every = mspbridge_sandbox::touch_every(&q);
     let mut d = match s.data.write() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
