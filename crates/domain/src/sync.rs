@@ -62,6 +62,11 @@ pub struct ExtCompany {
     pub types: Vec<String>,
     /// The vendor id of the company's primary contact.
     pub primary_contact_id: Option<String>,
+    /// Web and email addresses the vendor holds for the company (website, main email), as
+    /// identity keys for company matching. Not part of the content hash: they go to the
+    /// integration's company list, never onto the portal company.
+    #[serde(skip)]
+    pub domains: Vec<String>,
     #[serde(skip)]
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -365,6 +370,10 @@ pub fn choose_role(
 pub struct Counts {
     pub seen: u64,
     pub created: u64,
+    /// New to this integration and linked to an existing portal company of the same
+    /// name instead of creating another.
+    #[serde(default)]
+    pub linked: u64,
     pub updated: u64,
     pub unchanged: u64,
     pub deactivated: u64,
@@ -376,12 +385,14 @@ impl Counts {
     /// Every record seen was accounted for exactly once (deactivations are extra: they
     /// come from records not seen).
     pub fn add_up(&self) -> bool {
-        self.created + self.updated + self.unchanged + self.skipped + self.failed == self.seen
+        self.created + self.linked + self.updated + self.unchanged + self.skipped + self.failed
+            == self.seen
     }
 
     pub fn merge(&mut self, o: &Counts) {
         self.seen += o.seen;
         self.created += o.created;
+        self.linked += o.linked;
         self.updated += o.updated;
         self.unchanged += o.unchanged;
         self.deactivated += o.deactivated;
@@ -608,6 +619,7 @@ mod tests {
             status: Some("Credit Hold".into()),
             types: vec!["Vendor".into()],
             primary_contact_id: None,
+            domains: vec![],
             updated_at: None,
         };
         let mut o = SyncOptions::default();

@@ -55,3 +55,33 @@ pub fn company_name(rng: &mut crate::Rng, i: usize) -> String {
         format!("{base} {i}")
     }
 }
+
+/// The web domain a seeded company would own: its name's letters and digits without the
+/// legal suffix, under `.example` ("Pioneer Media LLC" → `pioneermedia.example`). Two
+/// sandboxes seeding the same business give it the same domain, as real vendors would.
+pub fn web_domain(name: &str) -> String {
+    let mut words: Vec<&str> = name.split_whitespace().collect();
+    if words.len() > 1 && words.last().is_some_and(|w| SUFFIXES.contains(w)) {
+        words.pop();
+    }
+    let slug: String = words
+        .concat()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_lowercase();
+    format!("{slug}.example")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn web_domains_drop_the_legal_suffix_only() {
+        assert_eq!(web_domain("Pioneer Media LLC"), "pioneermedia.example");
+        assert_eq!(web_domain("Pioneer Media Inc"), "pioneermedia.example");
+        assert_eq!(web_domain("Oak Law Group 300"), "oaklawgroup300.example");
+        assert_eq!(web_domain("Group"), "group.example");
+    }
+}

@@ -61,6 +61,8 @@ pub struct IntegrationCompany {
     /// `auto` or `unlinked` (an admin unlinked it; the sync does not import it again).
     pub import_state: String,
     pub linked_to: Option<(CompanyId, String)>,
+    /// Web/email domains the integration holds for it (identity keys for matching).
+    pub domains: Vec<String>,
 }
 
 /// Link `external_id` of `integration` to `company`, or unlink it (`None`).
@@ -94,6 +96,10 @@ pub struct LinkAudit {
     pub batch: Option<String>,
     pub actor: String,
     pub at: DateTime<Utc>,
+    /// Names as they are now (`None` once a company was deleted).
+    pub external_name: Option<String>,
+    pub before_name: Option<String>,
+    pub after_name: Option<String>,
 }
 
 #[async_trait]
@@ -206,6 +212,7 @@ pub(crate) struct ListRow {
     pub import_state: String,
     pub local_id: Option<i64>,
     pub company_name: Option<String>,
+    pub domains: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -219,6 +226,9 @@ pub(crate) struct AuditRow {
     pub batch: Option<String>,
     pub actor: String,
     pub at: DateTime<Utc>,
+    pub external_name: Option<String>,
+    pub before_name: Option<String>,
+    pub after_name: Option<String>,
 }
 
 impl From<AuditRow> for LinkAudit {
@@ -233,6 +243,9 @@ impl From<AuditRow> for LinkAudit {
             batch: r.batch,
             actor: r.actor,
             at: r.at,
+            external_name: r.external_name,
+            before_name: r.before_name,
+            after_name: r.after_name,
         }
     }
 }
@@ -489,7 +502,7 @@ macro_rules! impl_mapping_store {
                     limit: i64,
                 ) -> Result<Vec<IntegrationCompany>> {
                     let rows: Vec<ListRow> = sqlx::query_as(
-                        "SELECT ic.integration_id, ic.external_id, ic.name, ic.active, ic.import_state, l.local_id, c.name AS company_name \
+                        "SELECT ic.integration_id, ic.external_id, ic.name, ic.active, ic.import_state, l.local_id, c.name AS company_name, ic.domains \
                          FROM integration_companies ic \
                          LEFT JOIN external_links l ON l.integration_id = ic.integration_id AND l.record_kind = 'company' AND l.external_id = ic.external_id \
                          LEFT JOIN companies c ON c.tenant_id = ic.tenant_id AND c.id = l.local_id \
@@ -513,6 +526,7 @@ macro_rules! impl_mapping_store {
                             active: r.active,
                             import_state: r.import_state,
                             linked_to: r.local_id.map(|id| (CompanyId(id), r.company_name.unwrap_or_default())),
+                            domains: r.domains.split_whitespace().map(str::to_string).collect(),
                         })
                         .collect())
                 }
@@ -547,6 +561,16 @@ macro_rules! impl_mapping_store {
                     .await?;
                     if rows.is_empty() {
                         return Err(StoreError::NotFound);
+                    }
+                    let undone: Option<(i64,)> = sqlx::query_as(
+                        "SELECT id FROM company_link_audit WHERE tenant_id = $1 AND batch = $2 AND action = 'undo' LIMIT 1",
+                    )
+                    .bind(tenant.0)
+                    .bind(batch)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if undone.is_some() {
+                        return Err(StoreError::Conflict("this Quick Match was already undone".into()));
                     }
                     let mut out = Vec::with_capacity(rows.len());
                     for (integration, external_id, before, state) in rows {
@@ -672,6 +696,7 @@ macro_rules! impl_mapping_store {
                             active,
                             import_state: "blocked".into(),
                             linked_to: None,
+                            domains: vec![],
                         });
                     }
                     // The company's users go with it; their links too.
@@ -714,6 +739,7 @@ macro_rules! impl_mapping_store {
                             active,
                             import_state: "blocked".into(),
                             linked_to: None,
+                            domains: vec![],
                         })
                         .collect())
                 }
@@ -744,8 +770,13 @@ macro_rules! impl_mapping_store {
 
                 async fn company_link_audit(&self, tenant: TenantId, limit: i64) -> Result<Vec<LinkAudit>> {
                     let rows: Vec<AuditRow> = sqlx::query_as(
-                        "SELECT id, integration_id, external_id, action, before_company_id, after_company_id, batch, actor, at \
-                         FROM company_link_audit WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+                        "SELECT a.id, a.integration_id, a.external_id, a.action, a.before_company_id, a.after_company_id, a.batch, a.actor, a.at, \
+                           ic.name AS external_name, cb.name AS before_name, ca.name AS after_name \
+                         FROM company_link_audit a \
+                         LEFT JOIN integration_companies ic ON ic.integration_id = a.integration_id AND ic.external_id = a.external_id \
+                         LEFT JOIN companies cb ON cb.tenant_id = a.tenant_id AND cb.id = a.before_company_id \
+                         LEFT JOIN companies ca ON ca.tenant_id = a.tenant_id AND ca.id = a.after_company_id \
+                         WHERE a.tenant_id = $1 ORDER BY a.id DESC LIMIT $2",
                     )
                     .bind(tenant.0)
                     .bind(limit.clamp(1, 1000))

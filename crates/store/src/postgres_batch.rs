@@ -109,10 +109,10 @@ pub(crate) async fn upsert_integration_companies(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, updated_at) \
-         SELECT $1, $2, u.external_id, u.name, u.active, $3 FROM UNNEST($4::text[], $5::text[], $6::bool[]) AS u(external_id, name, active) \
-         ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, updated_at = excluded.updated_at \
-         WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active",
+        "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, domains, updated_at) \
+         SELECT $1, $2, u.external_id, u.name, u.active, u.domains, $3 FROM UNNEST($4::text[], $5::text[], $6::bool[], $7::text[]) AS u(external_id, name, active, domains) \
+         ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, domains = excluded.domains, updated_at = excluded.updated_at \
+         WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active OR integration_companies.domains <> excluded.domains",
     )
     .bind(tenant)
     .bind(integration)
@@ -120,6 +120,7 @@ pub(crate) async fn upsert_integration_companies(
     .bind(rows.iter().map(|r| r.external_id.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.domains.join(" ")).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -130,17 +130,21 @@ pub(crate) async fn upsert_integration_companies(
     rows: &[CatalogCompany],
 ) -> Result<()> {
     for chunk in rows.chunks(100) {
-        let values = value_rows(chunk.len(), 3, 4, &|p| {
-            format!("($1, $2, {}, {}, {}, $3)", p[0], p[1], p[2])
+        let values = value_rows(chunk.len(), 4, 4, &|p| {
+            format!("($1, $2, {}, {}, {}, {}, $3)", p[0], p[1], p[2], p[3])
         });
         let q = format!(
-            "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, updated_at) VALUES {values} \
-             ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, updated_at = excluded.updated_at \
-             WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active"
+            "INSERT INTO integration_companies (tenant_id, integration_id, external_id, name, active, domains, updated_at) VALUES {values} \
+             ON CONFLICT (integration_id, external_id) DO UPDATE SET name = excluded.name, active = excluded.active, domains = excluded.domains, updated_at = excluded.updated_at \
+             WHERE integration_companies.name <> excluded.name OR integration_companies.active <> excluded.active OR integration_companies.domains <> excluded.domains"
         );
         let mut query = sqlx::query(sql(q)).bind(tenant).bind(integration).bind(now);
         for r in chunk {
-            query = query.bind(&r.external_id).bind(&r.name).bind(r.active);
+            query = query
+                .bind(&r.external_id)
+                .bind(&r.name)
+                .bind(r.active)
+                .bind(r.domains.join(" "));
         }
         query.execute(&mut **tx).await?;
     }

@@ -195,6 +195,8 @@ pub struct CatalogCompany {
     pub external_id: String,
     pub name: String,
     pub active: bool,
+    /// Normalised web/email domains (`acme.com`), for matching.
+    pub domains: Vec<String>,
 }
 
 pub fn linked_record(r: RecordType) -> LinkedRecord {
@@ -316,6 +318,14 @@ pub trait SyncStore: Send + Sync {
     /// The integration's companies an admin unlinked in the mapping, or blocked by deleting
     /// their portal company (the sync does not import them again).
     async fn unlinked_by_admin(&self, id: IntegrationId) -> Result<HashSet<String>>;
+    /// Active portal companies with no company link from this integration, as
+    /// (id, name): the ones its sync may link a new company to by name instead of
+    /// creating a duplicate.
+    async fn linkable_companies(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+    ) -> Result<Vec<(i64, String)>>;
     /// Company overrides (Default Import Role) for these portal companies.
     async fn import_role_overrides(
         &self,

@@ -484,6 +484,17 @@ macro_rules! impl_sync_store {
                     Ok(rows.into_iter().map(|(e,)| e).collect())
                 }
 
+                async fn linkable_companies(&self, tenant: TenantId, id: IntegrationId) -> Result<Vec<(i64, String)>> {
+                    Ok(sqlx::query_as(
+                        "SELECT c.id, c.name FROM companies c WHERE c.tenant_id = $1 AND c.active \
+                         AND NOT EXISTS (SELECT 1 FROM external_links l WHERE l.tenant_id = $1 AND l.record_kind = 'company' AND l.local_id = c.id AND l.integration_id = $2)",
+                    )
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .fetch_all(&self.pool)
+                    .await?)
+                }
+
                 async fn import_role_overrides(&self, tenant: TenantId, company_ids: &[i64]) -> Result<HashMap<i64, RoleId>> {
                     let mut out = HashMap::new();
                     for chunk in company_ids.chunks(500) {

@@ -19,6 +19,59 @@ pub struct Context<'a> {
     pub options: &'a SyncOptions,
     pub sync_from: Option<DateTime<Utc>>,
     pub provider: &'static str,
+    /// Portal companies a new company may be linked to by name (companies pass).
+    pub names: NameIndex,
+}
+
+/// The active portal companies this integration has no link to, by normalised name
+/// (`mspbridge_matching::normalise`: case, accents, punctuation, "&"/"and", legal
+/// suffixes). Read once, on the first company the pass would create; each portal company
+/// is taken at most once, so two vendor companies are never linked to the same one.
+#[derive(Default)]
+pub struct NameIndex(tokio::sync::Mutex<Option<ByName>>);
+
+/// Normalised name → the (id, name) of the portal companies carrying it.
+type ByName = HashMap<String, Vec<(i64, String)>>;
+
+enum NameMatch {
+    None,
+    One(i64, String),
+    Several(Vec<String>),
+}
+
+impl NameIndex {
+    async fn take(&self, ctx: &Context<'_>, name: &str) -> Result<NameMatch, StoreError> {
+        let key = mspbridge_matching::normalise(name);
+        if key.is_empty() {
+            return Ok(NameMatch::None);
+        }
+        let mut guard = self.0.lock().await;
+        let index = match &mut *guard {
+            Some(index) => index,
+            empty => {
+                let mut index = ByName::new();
+                for (id, n) in ctx
+                    .store
+                    .linkable_companies(ctx.tenant, ctx.integration)
+                    .await?
+                {
+                    index
+                        .entry(mspbridge_matching::normalise(&n))
+                        .or_default()
+                        .push((id, n));
+                }
+                empty.insert(index)
+            }
+        };
+        Ok(match index.get(&key).map(Vec::as_slice) {
+            None | Some([]) => NameMatch::None,
+            Some([_]) => match index.remove(&key).and_then(|mut v| v.pop()) {
+                Some((id, n)) => NameMatch::One(id, n),
+                None => NameMatch::None,
+            },
+            Some(several) => NameMatch::Several(several.iter().map(|(_, n)| n.clone()).collect()),
+        })
+    }
 }
 
 pub enum Page {
@@ -162,6 +215,7 @@ async fn companies(
             external_id: c.external_id.clone(),
             name: c.name.clone(),
             active: c.active && !c.deleted,
+            domains: identity_domains(&c.domains),
         });
         let link = links.get(&c.external_id);
         let ext = c.external_id.clone();
@@ -218,13 +272,35 @@ async fn companies(
                 }
             }
             _ => {
+                let mut existing = link.map(|l| l.local_id);
                 if link.is_some() {
                     out.counts.updated += 1;
                 } else {
-                    out.counts.created += 1;
+                    match ctx.names.take(ctx, &c.name).await? {
+                        NameMatch::None => out.counts.created += 1,
+                        NameMatch::One(id, portal) => {
+                            existing = Some(id);
+                            out.counts.linked += 1;
+                            let msg = format!(
+                                "'{}' linked to the existing portal company '{portal}' (same name); no company created",
+                                c.name
+                            );
+                            out.event(EventLevel::Info, rt, &ext, msg);
+                        }
+                        NameMatch::Several(names) => {
+                            let msg = format!(
+                                "'{}' not imported: {} portal companies have the same name ({}); link the right one in the company mapping",
+                                c.name,
+                                names.len(),
+                                names.join(", ")
+                            );
+                            out.skip(rt, &ext, Some(EventLevel::Warning), msg, full);
+                            continue;
+                        }
+                    }
                 }
                 out.ops.push(Op::Company {
-                    existing: link.map(|l| l.local_id),
+                    existing,
                     external_id: ext,
                     name: c.name.clone(),
                     active: c.active,
@@ -235,6 +311,18 @@ async fn companies(
         }
     }
     Ok(out)
+}
+
+/// The matcher's form of a company's web/email addresses: distinct registrable hosts,
+/// free-mail providers and non-domains left out.
+fn identity_domains(raw: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = raw
+        .iter()
+        .filter_map(|d| mspbridge_matching::domain_of(d))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 async fn contacts(

@@ -267,6 +267,7 @@ impl Engine {
                     options,
                     sync_from: p.sync_from,
                     provider,
+                    names: Default::default(),
                 })
                 .collect();
             let mut states: Vec<PassState> = plans.iter().map(|p| p.pass.clone()).collect();

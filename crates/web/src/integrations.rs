@@ -16,7 +16,7 @@ use mspbridge_domain::validate::{
 };
 use mspbridge_domain::{IntegrationId, SecretString, TenantId};
 use mspbridge_providers::connectwise::client::RetryPolicy;
-use mspbridge_providers::source::SourceError;
+use mspbridge_providers::source::{PsaSource, SourceError};
 use mspbridge_store::{CredentialUpdate, NewIntegration};
 use serde::Serialize;
 
@@ -229,26 +229,11 @@ pub async fn refresh_vocabulary(
             "this integration is disconnected: reconnect it with credentials first".into(),
         ));
     }
-    let provider = i.provider.descriptor().name;
-    let creds = stored_credentials(state, &i).await?;
-    let vendor = |e: SourceError| ApiError::Vendor {
-        provider,
-        message: e.to_string(),
-    };
-    let source = match state
-        .providers
-        .psa_source(i.provider, &creds, RetryPolicy::interactive(), None)
+    let source = open_source(state, &i, None).await?;
+    let vocabulary = source
+        .vocabulary(state.now())
         .await
-    {
-        None => {
-            return Err(ApiError::ConnectorNotAvailable {
-                provider,
-                note: "it has no sync connector yet",
-            });
-        }
-        Some(s) => s.map_err(vendor)?,
-    };
-    let vocabulary = source.vocabulary(state.now()).await.map_err(vendor)?;
+        .map_err(vendor(i.provider))?;
     state.store.save_vocabulary(tenant, id, &vocabulary).await?;
     tracing::info!(
         contact_types = vocabulary.contact_types.len(),
@@ -257,6 +242,162 @@ pub async fn refresh_vocabulary(
         "vendor lists read"
     );
     Ok(vocabulary)
+}
+
+fn vendor(kind: ProviderKind) -> impl Fn(SourceError) -> ApiError {
+    move |e| ApiError::Vendor {
+        provider: kind.descriptor().name,
+        message: e.to_string(),
+    }
+}
+
+/// A sync source over the integration's stored credentials, for an interactive request.
+async fn open_source(
+    state: &AppState,
+    i: &Integration,
+    page_size: Option<usize>,
+) -> Result<Box<dyn PsaSource>, ApiError> {
+    let creds = stored_credentials(state, i).await?;
+    match state
+        .providers
+        .psa_source(i.provider, &creds, RetryPolicy::interactive(), page_size)
+        .await
+    {
+        None => Err(ApiError::ConnectorNotAvailable {
+            provider: i.provider.descriptor().name,
+            note: "it has no sync connector yet",
+        }),
+        Some(s) => s.map_err(vendor(i.provider)),
+    }
+}
+
+/// How many of the vendor's contacts the role preview reads (one page).
+pub const PREVIEW_CONTACTS: usize = 25;
+
+/// One contact of the role preview and what auto-import would give it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PreviewRow {
+    pub name: String,
+    pub email: Option<String>,
+    /// The portal company the contact would join; `None` when its company is not imported.
+    pub company: Option<String>,
+    pub contact_types: Vec<String>,
+    pub primary: bool,
+    /// The role a new import would get; `None` when it would not be imported.
+    pub role: Option<String>,
+    /// Which rule decided ("Halo PSA contact type 'IT Contact' (rule 1)"), or why the
+    /// contact would not be imported.
+    pub reason: String,
+    /// Already imported: it keeps the role it has (rules only affect new imports).
+    pub already_imported: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RolePreview {
+    /// Contacts read from the vendor for the preview (its first page, at most 25).
+    pub read: usize,
+    pub rows: Vec<PreviewRow>,
+}
+
+/// Reads a sample of real contacts (the vendor's first page) and shows the role each
+/// would get through the fallback chain with `options` (Company Defaults overrides as
+/// saved). Nothing is written.
+#[tracing::instrument(skip_all, fields(tenant_id = %tenant, integration_id = %id))]
+pub async fn role_preview(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+    options: &mspbridge_domain::sync::SyncOptions,
+) -> Result<RolePreview, ApiError> {
+    use mspbridge_domain::sync::{RecordType, choose_role};
+    let i = state.store.get_integration(tenant, id).await?;
+    if i.status == IntegrationStatus::Disconnected {
+        return Err(ApiError::Conflict(
+            "this integration is disconnected: reconnect it with credentials first".into(),
+        ));
+    }
+    let provider = i.provider.descriptor().name;
+    let source = open_source(state, &i, Some(PREVIEW_CONTACTS)).await?;
+    let page = source
+        .contacts(&mspbridge_providers::source::PageRequest::default())
+        .await
+        .map_err(vendor(i.provider))?;
+    let contacts: Vec<_> = page.records.into_iter().take(PREVIEW_CONTACTS).collect();
+    let company_ids: Vec<String> = contacts
+        .iter()
+        .filter_map(|c| c.company_external_id.clone())
+        .collect();
+    let companies = state
+        .store
+        .links(id, RecordType::Companies, &company_ids)
+        .await?;
+    let contact_ids: Vec<String> = contacts.iter().map(|c| c.external_id.clone()).collect();
+    let existing = state
+        .store
+        .links(id, RecordType::Contacts, &contact_ids)
+        .await?;
+    let local: Vec<i64> = companies.values().map(|l| l.local_id).collect();
+    let overrides = state.store.import_role_overrides(tenant, &local).await?;
+    let names: std::collections::HashMap<i64, String> = state
+        .store
+        .list_companies(tenant)
+        .await?
+        .into_iter()
+        .map(|c| (c.id.0, c.name))
+        .collect();
+    let roles: std::collections::HashMap<mspbridge_domain::RoleId, String> = state
+        .store
+        .list_roles(tenant)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.name))
+        .collect();
+    let rows = contacts
+        .into_iter()
+        .map(|c| {
+            let company = c
+                .company_external_id
+                .as_ref()
+                .and_then(|e| companies.get(e));
+            let mut row = PreviewRow {
+                name: format!("{} {}", c.first_name, c.last_name)
+                    .trim()
+                    .to_string(),
+                email: c.email.clone(),
+                company: company.and_then(|l| names.get(&l.local_id).cloned()),
+                contact_types: c.types.clone(),
+                primary: c.primary,
+                role: None,
+                reason: String::new(),
+                already_imported: existing.contains_key(&c.external_id),
+            };
+            row.reason = if !c.active {
+                format!("inactive in {provider}: not imported")
+            } else if c.email.is_none() {
+                format!("no email address in {provider}: not imported")
+            } else if let Some(l) = company {
+                match choose_role(
+                    overrides.get(&l.local_id).copied(),
+                    &c.types,
+                    c.primary,
+                    options,
+                ) {
+                    Some((role, why)) => {
+                        row.role = roles.get(&role).cloned();
+                        why.explain(provider)
+                    }
+                    None => "no rule applies and no default role is set: not imported".into(),
+                }
+            } else {
+                "its company is not imported: not imported".into()
+            };
+            row
+        })
+        .collect::<Vec<_>>();
+    Ok(RolePreview {
+        read: rows.len(),
+        rows,
+    })
 }
 
 /// After a connect or a test that reached the vendor: read its lists too. A failure here

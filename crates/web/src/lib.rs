@@ -174,6 +174,10 @@ pub fn router(state: AppState) -> Router {
             post(sync_api::refresh_vocabulary),
         )
         .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
+        .route(
+            "/integrations/{id}/role-preview",
+            post(sync_api::role_preview),
+        )
         .route("/integrations/{id}/runs", get(sync_api::list_runs))
         .route("/runs/{run_id}", get(sync_api::get_run))
         .route("/company-mapping", get(mapping_api::get_mapping))

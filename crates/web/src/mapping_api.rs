@@ -21,7 +21,7 @@ use crate::error::{ApiError, ErrorBody};
 /// Rows per grid page unless asked otherwise.
 pub const PAGE: i64 = 50;
 
-fn actor(c: &Caller) -> String {
+pub(crate) fn actor(c: &Caller) -> String {
     match &c.actor {
         Actor::Staff { name, email, .. } => format!("{name} <{email}>"),
         Actor::Token { name } => format!("API token '{name}'"),
@@ -202,6 +202,8 @@ pub struct IntegrationCompanyView {
     pub import_state: String,
     pub linked_company_id: Option<i64>,
     pub linked_company_name: Option<String>,
+    /// Web/email domains the integration holds for the company (matched before names).
+    pub domains: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -249,6 +251,7 @@ pub async fn list_integration_companies(
                 import_state: c.import_state,
                 linked_company_id: c.linked_to.as_ref().map(|l| l.0.0),
                 linked_company_name: c.linked_to.map(|l| l.1),
+                domains: c.domains,
             })
             .collect(),
     ))
@@ -431,6 +434,16 @@ pub async fn quick_match_view(
         .store
         .integration_companies(caller.tenant_id, None, "", false, i64::MAX)
         .await?;
+    // A portal company is known by the domains of every integration company linked to it.
+    let mut portal_domains: HashMap<CompanyId, Vec<String>> = HashMap::new();
+    for c in &all {
+        if let Some((company, _)) = &c.linked_to {
+            portal_domains
+                .entry(*company)
+                .or_default()
+                .extend(c.domains.iter().cloned());
+        }
+    }
     let mut proposals = Vec::new();
     let mut scanned = 0;
     for i in integrations
@@ -445,12 +458,18 @@ pub async fn quick_match_view(
         let portal: Vec<Candidate<CompanyId>> = companies
             .iter()
             .filter(|c| !linked.contains(&c.id))
-            .map(|c| Candidate::named(c.id, c.name.clone()))
+            .map(|c| Candidate {
+                domains: portal_domains.get(&c.id).cloned().unwrap_or_default(),
+                ..Candidate::named(c.id, c.name.clone())
+            })
             .collect();
         let incoming: Vec<Candidate<String>> = mine
             .iter()
             .filter(|c| c.linked_to.is_none())
-            .map(|c| Candidate::named(c.external_id.clone(), c.name.clone()))
+            .map(|c| Candidate {
+                domains: c.domains.clone(),
+                ..Candidate::named(c.external_id.clone(), c.name.clone())
+            })
             .collect();
         scanned += incoming.len();
         let label = i
@@ -639,6 +658,29 @@ pub struct AuditView {
     pub before_company_id: Option<i64>,
     pub after_company_id: Option<i64>,
     pub batch: Option<String>,
+    /// The integration company's and portal companies' names as they are now (absent once
+    /// deleted).
+    pub external_name: Option<String>,
+    pub before_company_name: Option<String>,
+    pub after_company_name: Option<String>,
+}
+
+impl From<mspbridge_store::mapping::LinkAudit> for AuditView {
+    fn from(a: mspbridge_store::mapping::LinkAudit) -> Self {
+        AuditView {
+            at: a.at,
+            actor: a.actor,
+            action: a.action,
+            integration_id: a.integration_id.0,
+            external_id: a.external_id,
+            before_company_id: a.before.map(|c| c.0),
+            after_company_id: a.after.map(|c| c.0),
+            batch: a.batch,
+            external_name: a.external_name,
+            before_company_name: a.before_name,
+            after_company_name: a.after_name,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -659,20 +701,7 @@ pub async fn get_audit(
         .store
         .company_link_audit(caller.tenant_id, p.limit.unwrap_or(100))
         .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|a| AuditView {
-                at: a.at,
-                actor: a.actor,
-                action: a.action,
-                integration_id: a.integration_id.0,
-                external_id: a.external_id,
-                before_company_id: a.before.map(|c| c.0),
-                after_company_id: a.after.map(|c| c.0),
-                batch: a.batch,
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

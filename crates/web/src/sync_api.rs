@@ -118,6 +118,59 @@ pub async fn put_options(
     }))
 }
 
+/// Role rules to preview; each field left out keeps the saved value (`null` clears it).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewBody {
+    pub contact_type_rules: Option<Vec<mspbridge_domain::sync::ContactTypeRule>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub primary_contact_role_id: Option<Option<mspbridge_domain::RoleId>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub default_role_id: Option<Option<mspbridge_domain::RoleId>>,
+}
+
+/// `Some(value)` for a field that is present (`Some(None)` for `null`), `None` when absent.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The contact-type rule editor's preview: the role a sample of real contacts (the
+/// vendor's first page, at most 25) would get with these rules. Nothing is saved.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/role-preview", tag = "sync",
+    request_body = PreviewBody,
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = crate::integrations::RolePreview), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody)))]
+pub async fn role_preview(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<PreviewBody>,
+) -> Result<Json<crate::integrations::RolePreview>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let id = parse_id(&raw)?;
+    let mut options = state.store.sync_options(caller.tenant_id, id).await?;
+    if let Some(rules) = body.contact_type_rules {
+        options.contact_type_rules = rules;
+    }
+    if let Some(r) = body.primary_contact_role_id {
+        options.primary_contact_role_id = r;
+    }
+    if let Some(r) = body.default_role_id {
+        options.default_role_id = r;
+    }
+    validate_options(&state, &caller, id, &options).await?;
+    Ok(Json(
+        crate::integrations::role_preview(&state, caller.tenant_id, id, &options).await?,
+    ))
+}
+
 /// Reads the vendor's lists of contact types, company types and company statuses again.
 #[utoipa::path(post, path = "/api/v1/integrations/{id}/vocabulary", tag = "sync",
     params(("id" = i64, Path, description = "Integration id")),

@@ -41,6 +41,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/technicians", get(technicians_page))
         .route("/settings/integrations/companies", get(mapping_page))
+        .route("/settings/integrations/companies/history", get(audit_page))
+        .route(
+            "/settings/integrations/companies/batches/{batch}/undo",
+            axum::routing::post(undo_form),
+        )
 }
 
 #[derive(Template)]
@@ -130,6 +135,10 @@ fn result_class(r: RunResult) -> &'static str {
 fn summary(c: Option<&Counts>) -> String {
     match c {
         None => "—".into(),
+        Some(c) if c.linked > 0 => format!(
+            "+{} link {} ~{} ={} −{} skip {} fail {}",
+            c.created, c.linked, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
+        ),
         Some(c) => format!(
             "+{} ~{} ={} −{} skip {} fail {}",
             c.created, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
@@ -529,6 +538,151 @@ async fn delete_company_form(
         Ok(blocked) => axum::response::Redirect::to(&format!(
             "/companies?msg=deleted&blocked={}",
             blocked.len()
+        ))
+        .into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+struct AuditLine {
+    at: String,
+    actor: String,
+    action: String,
+    action_label: &'static str,
+    integration: String,
+    external: String,
+    /// (portal company id while it exists, its name or "#id (deleted)")
+    before: Option<(Option<i64>, String)>,
+    after: Option<(Option<i64>, String)>,
+    batch: Option<String>,
+    /// Set on the newest line of a Quick Match batch not undone yet.
+    undo_batch: Option<String>,
+    batch_size: usize,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    shell: Shell,
+    rows: Vec<AuditLine>,
+    can_write: bool,
+    message: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct AuditQuery {
+    undone: Option<usize>,
+}
+
+/// The company link history (`company_link_audit`), newest first, with one-click undo of
+/// a Quick Match batch.
+async fn audit_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let page = async {
+        c.require(Permission::Read)?;
+        let labels: std::collections::HashMap<i64, String> =
+            crate::mapping_api::columns(&state, &c)
+                .await?
+                .into_iter()
+                .map(|col| (col.integration_id, col.label))
+                .collect();
+        let audit = state.store.company_link_audit(c.tenant_id, 300).await?;
+        let undone: std::collections::HashSet<&str> = audit
+            .iter()
+            .filter(|a| a.action == "undo")
+            .filter_map(|a| a.batch.as_deref())
+            .collect();
+        let mut sizes: std::collections::HashMap<&str, usize> = Default::default();
+        for a in audit.iter().filter(|a| a.action == "quick_match") {
+            if let Some(b) = a.batch.as_deref() {
+                *sizes.entry(b).or_default() += 1;
+            }
+        }
+        let mut offered = std::collections::HashSet::new();
+        let company = |id: Option<mspbridge_domain::CompanyId>, name: &Option<String>| {
+            id.map(|id| match name {
+                Some(n) => (Some(id.0), n.clone()),
+                None => (None, format!("#{} (deleted)", id.0)),
+            })
+        };
+        let rows = audit
+            .iter()
+            .map(|a| {
+                let batch = a.batch.as_deref();
+                let undo_batch = batch
+                    .filter(|b| {
+                        a.action == "quick_match" && !undone.contains(b) && offered.insert(*b)
+                    })
+                    .map(str::to_string);
+                AuditLine {
+                    at: ts(a.at),
+                    actor: a.actor.clone(),
+                    action: a.action.clone(),
+                    action_label: match a.action.as_str() {
+                        "link" => "Linked",
+                        "unlink" => "Unlinked",
+                        "quick_match" => "Quick Match",
+                        "undo" => "Quick Match undone",
+                        "import" => "Imported",
+                        "block" => "Blocked (company deleted)",
+                        "unblock" => "Unblocked",
+                        _ => "Changed",
+                    },
+                    integration: labels
+                        .get(&a.integration_id.0)
+                        .cloned()
+                        .unwrap_or_else(|| format!("Integration {}", a.integration_id.0)),
+                    external: a
+                        .external_name
+                        .clone()
+                        .unwrap_or_else(|| a.external_id.clone()),
+                    before: company(a.before, &a.before_name),
+                    after: company(a.after, &a.after_name),
+                    batch: a.batch.clone(),
+                    batch_size: batch.and_then(|b| sizes.get(b)).copied().unwrap_or(0),
+                    undo_batch,
+                }
+            })
+            .collect();
+        Ok::<_, ApiError>(AuditPage {
+            shell: shell(&state, &c).await?,
+            rows,
+            can_write: c.role.allows(Permission::Write),
+            message: q
+                .undone
+                .map(|n| format!("Quick Match undone: {n} link(s) put back as they were.")),
+        })
+    };
+    match page.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn undo_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(batch): Path<String>,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Response {
+    let done = async {
+        c.check_csrf(Some(&form.csrf))?;
+        c.require(Permission::Write)?;
+        let actor = crate::mapping_api::actor(&c);
+        Ok::<_, ApiError>(
+            state
+                .store
+                .undo_company_link_batch(c.tenant_id, batch.trim(), &actor, state.now())
+                .await?
+                .len(),
+        )
+    };
+    match done.await {
+        Ok(n) => axum::response::Redirect::to(&format!(
+            "/settings/integrations/companies/history?undone={n}"
         ))
         .into_response(),
         Err(e) => error_page(e),

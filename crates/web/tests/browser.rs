@@ -6,6 +6,8 @@
 //! inherited-role caption. A failing step saves a screenshot under
 //! `target/browser-screenshots/`.
 //!
+//! Then the link history with one-click undo of the Quick Match, and deleting a company
+//! then unblocking its integration company on Blocked Companies.
 //! Needs `chromedriver` on PATH. Without it the test is skipped with a message, except
 //! under CI=true, where that is a failure (`.ci/run` installs both packages).
 
@@ -519,6 +521,96 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
             .iter()
             .any(|c| c["name"] == fresh.as_str()),
         format!("the imported company is linked now: {after}"),
+    )?;
+
+    // The link history lists the import and the Quick Match; Undo puts the batch back once.
+    c.goto(&app.url("/settings/integrations/companies/history"))
+        .await
+        .map_err(e("history"))?;
+    const UNDO: &str = "document.querySelector('button[aria-label^=\"Undo Quick Match\"]')";
+    until(
+        c,
+        &format!("document.querySelector('tr[data-action=import]') !== null && {UNDO} !== null"),
+        "the history with the import and an Undo",
+    )
+    .await?;
+    js(c, &format!("{UNDO}.click(); return 1")).await?;
+    until(
+        c,
+        &format!("location.search.includes('undone=') && document.querySelector('[role=status]')?.textContent.includes('Quick Match undone') && {UNDO} === null"),
+        "the batch undone, no second Undo",
+    )
+    .await?;
+    let (_, unlinked) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+            t,
+        )
+        .await;
+    check(
+        unlinked
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["external_id"] == x["external_id"]),
+        "X unlinked again by the undo",
+    )?;
+
+    // Deleting the imported company blocks its integration company; Blocked Companies
+    // unblocks it.
+    let (_, all) = app
+        .get(
+            &format!(
+                "/api/v1/integrations/{cw}/companies?search={}",
+                fresh.replace(' ', "%20")
+            ),
+            t,
+        )
+        .await;
+    let portal = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == fresh.as_str())
+        .and_then(|c| c["linked_company_id"].as_i64())
+        .ok_or_else(|| format!("the imported company's portal id: {all}"))?;
+    c.goto(&app.url(&format!("/companies/{portal}")))
+        .await
+        .map_err(e("company page"))?;
+    js(
+        c,
+        "window.confirm = () => true; document.getElementById('delete-company').click(); return 1",
+    )
+    .await?;
+    until(c, "location.pathname === '/companies'", "deleted").await?;
+    c.goto(&app.url("/companies/blocked"))
+        .await
+        .map_err(e("blocked page"))?;
+    let row = format!(
+        "[...document.querySelectorAll('table[aria-label=\"Blocked companies\"] tr')].find(r => r.cells[0]?.textContent === {})",
+        json!(fresh)
+    );
+    until(
+        c,
+        &format!("{row} !== undefined"),
+        "the blocked company listed",
+    )
+    .await?;
+    js(
+        c,
+        &format!("{row}.querySelector('button').click(); return 1"),
+    )
+    .await?;
+    until(
+        c,
+        &format!("location.pathname === '/companies/blocked' && {row} === undefined"),
+        "unblocked",
+    )
+    .await?;
+    let (_, blocked) = app.get("/api/v1/companies/blocked", t).await;
+    check(
+        blocked.as_array().is_some_and(|b| b.is_empty()),
+        format!("nothing blocked after Unblock: {blocked}"),
     )
 }
 

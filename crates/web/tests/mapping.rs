@@ -299,6 +299,20 @@ async fn quick_match_proposes_reviews_applies_in_one_operation_and_undoes() {
             )
             .await;
         assert_eq!((s, undo["undone"].as_u64()), (200, Some(1)), "{undo}");
+        // A second undo is refused: links may have changed since.
+        let (s, again) = app
+            .post(
+                &format!("/api/v1/company-mapping/batches/{batch}/undo"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 409, "{again}");
+        let (_, audit) = app.get("/api/v1/company-mapping/audit?limit=2", t).await;
+        assert_eq!(audit[0]["action"], "undo");
+        assert_eq!(audit[0]["after_company_id"], Value::Null);
+        assert_eq!(audit[0]["before_company_id"], home);
+        assert_eq!(audit[0]["external_name"], x["name"]);
         let (_, grid) = app.get("/api/v1/company-mapping?missing=any", t).await;
         assert_eq!(grid["total"], 1);
         let (_, unlinked) = app
@@ -576,5 +590,117 @@ async fn a_deleted_company_blocks_its_integration_companies_until_unblocked() {
             .map(|a| a["action"].as_str().unwrap())
             .collect();
         assert_eq!(actions, ["unblock", "block"], "{audit}");
+    }
+}
+
+/// A second connection's sync links its companies to the portal companies of the same
+/// name instead of creating duplicates (a name several portal companies share is left for
+/// the admin, with a warning), and Quick Match knows a portal company by the web domains
+/// of the integration companies linked to it.
+#[tokio::test]
+async fn a_second_integration_links_by_name_and_quick_match_uses_domains() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let a = imported(&app).await;
+        let companies_before = app.db.store.list_companies(app.a.id).await.unwrap();
+        let b = app.connect_cw(t).await["id"].as_i64().unwrap();
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{b}/options"),
+                t,
+                Some(json!({"interval_minutes": 5})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let run = full_pass_engine(&app).tick().await.unwrap().expect("due");
+        assert_eq!(run.integration_id.0, b);
+        let c = run.counts[&mspbridge_domain::sync::RecordType::Companies];
+        assert_eq!(c.created, 0, "{c:?}");
+        assert!(c.linked > 0, "{c:?}");
+        let after = app.db.store.list_companies(app.a.id).await.unwrap();
+        assert_eq!(after.len(), companies_before.len(), "nothing duplicated");
+
+        let list = |id: i64| {
+            let app = &app;
+            async move {
+                let (_, v) = app
+                    .get(&format!("/api/v1/integrations/{id}/companies"), t)
+                    .await;
+                v.as_array().unwrap().clone()
+            }
+        };
+        let (la, lb) = (list(a).await, list(b).await);
+        let home_in_a: std::collections::HashMap<String, Value> = la
+            .iter()
+            .map(|c| (c["external_id"].as_str().unwrap().to_string(), c.clone()))
+            .collect();
+        let mut linked = 0;
+        for x in &lb {
+            let ext = x["external_id"].as_str().unwrap();
+            let in_a = &home_in_a[ext];
+            if x["linked_company_id"].is_null() {
+                continue;
+            }
+            linked += 1;
+            // The same vendor company, so the same portal company as A's link.
+            assert_eq!(x["linked_company_id"], in_a["linked_company_id"], "{x}");
+            assert!(
+                x["domains"].as_array().is_some_and(|d| !d.is_empty()),
+                "{x}"
+            );
+        }
+        assert_eq!(linked as u64, c.linked);
+        // A company of A's that B did not link shares its name with another portal
+        // company: B refused to guess, and its log says so.
+        let (_, log) = app
+            .get(&format!("/api/v1/runs/{}?level=warning", run.run_id), t)
+            .await;
+        let warned: std::collections::HashSet<&str> = log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("have the same name")
+            })
+            .map(|e| e["external_id"].as_str().unwrap())
+            .collect();
+        for x in &lb {
+            let ext = x["external_id"].as_str().unwrap();
+            if x["linked_company_id"].is_null() && !home_in_a[ext]["linked_company_id"].is_null() {
+                assert!(warned.contains(ext), "{x} neither linked nor explained");
+            }
+        }
+
+        // B's X unlinked: its home is known by A's link's domain, so Quick Match says why.
+        let unique_domain = |x: &Value| {
+            let d = &x["domains"];
+            lb.iter().filter(|y| &y["domains"] == d).count() == 1
+        };
+        let x = lb
+            .iter()
+            .find(|x| !x["linked_company_id"].is_null() && unique_domain(x))
+            .expect("a company with a domain of its own");
+        let home = x["linked_company_id"].as_i64().unwrap();
+        unlink(&app, home, b).await;
+        let (s, qm) = app
+            .post("/api/v1/company-mapping/quick-match", t, json!({}))
+            .await;
+        assert_eq!(s, 200, "{qm}");
+        let p = qm["proposals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["integration_id"] == b && p["external_id"] == x["external_id"])
+            .unwrap_or_else(|| panic!("no proposal for {x}: {qm}"));
+        assert_eq!(p["company_id"], home);
+        assert_eq!(
+            p["reason"],
+            format!("same domain ({})", x["domains"][0].as_str().unwrap()),
+            "{p}"
+        );
     }
 }

@@ -401,3 +401,151 @@ async fn the_vendor_lists_are_read_on_connect_refreshed_on_demand_and_checked() 
         app.sandbox.faults.clear();
     }
 }
+
+/// The contact-type rule editor's preview: real contacts from the vendor's first page,
+/// the role each would get through the chain with the rules being edited (Company Defaults
+/// overrides included), why, and nothing saved; role ids checked; manage only.
+#[tokio::test]
+async fn the_role_preview_shows_what_real_contacts_would_get() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        let (admin, standard, viewer) = (
+            role_id(&app, "Admin").await,
+            role_id(&app, "Standard User").await,
+            role_id(&app, "Viewer").await,
+        );
+        let url = format!("/api/v1/integrations/{cw}/role-preview");
+        // First with the default only, to see the sample.
+        let (s, p) = app.post(&url, t, json!({"default_role_id": viewer})).await;
+        assert_eq!(s, 200, "{p}");
+        let rows = p["rows"].as_array().unwrap().clone();
+        assert!(!rows.is_empty() && rows.len() <= 25, "{p}");
+        assert_eq!(p["read"].as_u64(), Some(rows.len() as u64));
+        let importable = |r: &serde_json::Value| !r["company"].is_null() && r["role"].is_string();
+        assert!(rows.iter().any(importable), "{p}");
+        for r in rows.iter().filter(|r| importable(r)) {
+            assert_eq!(r["role"], "Viewer", "{r}");
+            assert!(
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("integration default"),
+                "{r}"
+            );
+        }
+        let typed = rows
+            .iter()
+            .find(|r| importable(r) && !r["contact_types"].as_array().unwrap().is_empty())
+            .expect("a contact with a type")
+            .clone();
+        let ty = typed["contact_types"][0].as_str().unwrap().to_string();
+
+        // Now with a rule for that type and a primary-contact role.
+        let (s, p) = app
+            .post(
+                &url,
+                t,
+                json!({
+                    "contact_type_rules": [{"contact_type": ty.to_uppercase(), "role_id": admin}],
+                    "primary_contact_role_id": standard,
+                    "default_role_id": viewer,
+                }),
+            )
+            .await;
+        assert_eq!(s, 200, "{p}");
+        for r in p["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| importable(r))
+        {
+            let has_type = r["contact_types"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x.as_str().unwrap().eq_ignore_ascii_case(&ty));
+            let want = if has_type {
+                "Admin"
+            } else if r["primary"] == true {
+                "Standard User"
+            } else {
+                "Viewer"
+            };
+            assert_eq!(r["role"], want, "{r}");
+            if has_type {
+                assert!(r["reason"].as_str().unwrap().contains("(rule 1)"), "{r}");
+            }
+        }
+
+        // A Company Defaults override wins over every rule for that company's contacts.
+        let company = app
+            .db
+            .store
+            .list_companies(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == typed["company"].as_str().unwrap())
+            .unwrap();
+        app.db
+            .store
+            .set_company_defaults(
+                app.a.id,
+                company.id,
+                Some(mspbridge_domain::RoleId(standard)),
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        let (_, p) = app
+            .post(
+                &url,
+                t,
+                json!({"contact_type_rules": [{"contact_type": ty, "role_id": admin}]}),
+            )
+            .await;
+        let row = p["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == typed["name"] && r["email"] == typed["email"])
+            .unwrap()
+            .clone();
+        assert_eq!(row["role"], "Standard User", "{row}");
+
+        // Nothing was saved; a role of nobody's is refused with its field; read cannot.
+        let (_, o) = app
+            .get(&format!("/api/v1/integrations/{cw}/options"), t)
+            .await;
+        assert!(
+            o["options"]["contact_type_rules"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{o}"
+        );
+        let (s, e) = app
+            .post(
+                &url,
+                t,
+                json!({"contact_type_rules": [{"contact_type": ty, "role_id": 987654}]}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("options.contact_type_rules[0].role_id")),
+            "{e}"
+        );
+        let (s, e) = app.post(&url, t, json!({"default_role": viewer})).await;
+        assert_eq!(s, 422, "unknown fields are refused: {e}");
+        let reader = app
+            .token(app.a.id, mspbridge_domain::auth::StaffRole::ReadOnly)
+            .await;
+        let (s, _) = app.post(&url, &reader, json!({})).await;
+        assert_eq!(s, 403);
+        let other = app.b.owner_token.clone();
+        let (s, _) = app.post(&url, &other, json!({})).await;
+        assert_eq!(s, 404, "another tenant's integration");
+    }
+}

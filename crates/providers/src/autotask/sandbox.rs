@@ -28,7 +28,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use chrono::{DateTime, TimeZone, Utc};
-use mspbridge_sandbox::names::{FIRST, LAST, company_name};
+use mspbridge_sandbox::names::{FIRST, LAST, company_name, web_domain};
 use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -167,14 +167,15 @@ pub fn generate(seed: Seed) -> AutotaskData {
             2 => 7,
             _ => 1,
         };
+        let name = company_name(&mut rng, i);
         d.companies.push(Company {
             id,
-            company_name: company_name(&mut rng, i),
+            web_address: Some(format!("www.{}", web_domain(&name))),
+            company_name: name,
             company_number: Some(format!("C{:05}", i + 1)),
             company_type: Some(kind),
             is_active: !rng.chance(5),
             phone: Some(format!("555-{:04}", i % 10_000)),
-            web_address: Some(format!("www.c{id}.example")),
             last_activity_date: Some(
                 base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64),
             ),

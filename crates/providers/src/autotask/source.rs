@@ -276,6 +276,7 @@ impl CompanySource for AutotaskSource {
                     .into_iter()
                     .collect(),
                 primary_contact_id: None,
+                domains: c.web_address.into_iter().collect(),
                 updated_at: c.last_activity_date,
             })
             .collect();

@@ -16,7 +16,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use mspbridge_sandbox::names::{ADJECTIVES, FIRST, LAST, NOUNS, SUFFIXES};
+use mspbridge_sandbox::names::{ADJECTIVES, FIRST, LAST, NOUNS, SUFFIXES, web_domain};
 use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -775,7 +775,7 @@ pub fn generate(seed: Seed) -> CwData {
                 name: first_name,
             }),
             phone_number: Some(format!("+1 555 {:04}", id % 10_000)),
-            website: Some(format!("https://www.{domain}")),
+            website: Some(format!("https://www.{}/", web_domain(&name))),
             info: Info {
                 last_updated: Some(updated),
                 date_entered: Some(base_time()),

@@ -183,6 +183,7 @@ impl CompanySource for CwSource {
                 types: names(&c.types),
                 primary_contact_id: c.default_contact.as_ref().map(|r| r.id.to_string()),
                 identifier: Some(c.identifier),
+                domains: c.website.into_iter().collect(),
                 name: c.name,
                 updated_at: c.info.last_updated,
             })

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
-use mspbridge_sandbox::names::{FIRST, LAST, company_name};
+use mspbridge_sandbox::names::{FIRST, LAST, company_name, web_domain};
 use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -101,6 +101,7 @@ pub fn generate(seed: Seed) -> HaloData {
         let updated = base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64);
         clients.push(Client {
             id,
+            website: Some(format!("www.{}", web_domain(&name))),
             name,
             inactive: rng.chance(6),
             toplevel_name: Some("Clients".into()),

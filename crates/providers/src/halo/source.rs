@@ -133,6 +133,7 @@ impl CompanySource for HaloSource {
                 types: vec![],
                 primary_contact_id: None,
                 identifier: None,
+                domains: c.website.into_iter().collect(),
                 name: c.name,
                 updated_at: c.alastupdate,
             })

@@ -62,6 +62,8 @@ pub struct Client {
     pub toplevel_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_site_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website: Option<String>,
     #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
     pub alastupdate: Option<DateTime<Utc>>,
 }

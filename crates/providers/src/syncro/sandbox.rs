@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
-use mspbridge_sandbox::names::{FIRST, LAST, company_name};
+use mspbridge_sandbox::names::{FIRST, LAST, company_name, web_domain};
 use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -84,10 +84,13 @@ pub fn generate(seed: Seed) -> SyncroData {
         let business = (!rng.chance(10)).then(|| company_name(&mut rng, i));
         let domain = format!("c{id}.example");
         let updated = base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64);
+        let site = business
+            .as_deref()
+            .map_or_else(|| domain.clone(), web_domain);
         customers.push(Customer {
             id,
             email: Some(format!(
-                "{}.{}@{domain}",
+                "{}.{}@{site}",
                 first.to_lowercase(),
                 last.to_lowercase()
             )),

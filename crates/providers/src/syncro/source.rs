@@ -126,6 +126,7 @@ impl CompanySource for SyncroSource {
                     .filter(|_| !c.no_email)
                     .map(|_| format!("customer-{}", c.id)),
                 identifier: None,
+                domains: c.email.clone().into_iter().collect(),
                 updated_at: c.updated_at,
             })
             .collect();
