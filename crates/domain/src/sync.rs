@@ -204,6 +204,19 @@ pub struct SyncOptions {
     pub skip_inactive_companies: bool,
     pub exclude_company_types: Vec<String>,
     pub exclude_company_statuses: Vec<String>,
+    /// What a ticket created in the portal gets in the PSA (spec 2.20).
+    pub ticket_defaults: TicketDefaults,
+}
+
+/// The ticket defaults of spec 2.20, by the PSA's names: ConnectWise board (Autotask
+/// queue, Halo team), status and priority for tickets created in the portal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct TicketDefaults {
+    pub board: Option<String>,
+    pub status: Option<String>,
+    pub priority: Option<String>,
 }
 
 impl Default for SyncOptions {
@@ -222,6 +235,7 @@ impl Default for SyncOptions {
             skip_inactive_companies: true,
             exclude_company_types: vec![],
             exclude_company_statuses: vec![],
+            ticket_defaults: TicketDefaults::default(),
         }
     }
 }
@@ -229,6 +243,20 @@ impl Default for SyncOptions {
 impl SyncOptions {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errors = Vec::new();
+        for (field, v) in [
+            ("board", &self.ticket_defaults.board),
+            ("status", &self.ticket_defaults.status),
+            ("priority", &self.ticket_defaults.priority),
+        ] {
+            if v.as_ref()
+                .is_some_and(|v| v.trim().is_empty() || v.len() > 100)
+            {
+                errors.push(FieldError::new(
+                    format!("options.ticket_defaults.{field}"),
+                    "must be a name of 1 to 100 characters, or left out",
+                ));
+            }
+        }
         if ![5, 15, 30].contains(&self.interval_minutes) {
             errors.push(FieldError::new(
                 "options.interval_minutes",

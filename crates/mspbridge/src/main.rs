@@ -669,8 +669,22 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         }],
         ..Default::default()
     };
+    // Tickets raised in the portal for ConnectWise-linked companies go to its sandbox.
+    let cw_options = mspbridge_domain::sync::SyncOptions {
+        ticket_defaults: mspbridge_domain::sync::TicketDefaults {
+            board: Some("Service Desk".into()),
+            status: Some("New".into()),
+            priority: Some("Priority 3 - Normal Response".into()),
+        },
+        ..options.clone()
+    };
     store
-        .set_sync_options(tenant.id, cw_integration.id, &options, chrono::Utc::now())
+        .set_sync_options(
+            tenant.id,
+            cw_integration.id,
+            &cw_options,
+            chrono::Utc::now(),
+        )
         .await?;
     // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
     store

@@ -18,6 +18,7 @@ pub mod http;
 pub mod outbound;
 pub mod source;
 pub mod syncro;
+pub mod tickets;
 
 pub use outbound::OutboundPolicy;
 
@@ -132,6 +133,42 @@ impl Providers {
                 // Syncro's page size is the server's; `page_size` does not apply.
                 let _ = page_size;
                 Some(Ok(Box::new(syncro::source::SyncroSource::new(client))))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether tickets created in the portal can be written to `kind`.
+    pub fn writes_tickets(&self, kind: ProviderKind) -> bool {
+        matches!(kind, ProviderKind::ConnectwiseManage)
+    }
+
+    /// A ticket writer for `kind` with these credentials, or `None` where writing tickets
+    /// back is not built for the provider yet.
+    pub async fn ticket_writer(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: connectwise::client::RetryPolicy,
+    ) -> Option<Result<Box<dyn tickets::TicketWriter>, tickets::WriteError>> {
+        match kind {
+            ProviderKind::ConnectwiseManage => {
+                let cw = connectwise::ConnectWise::new(self.config.clone());
+                let cfg = cw.client_config(credentials);
+                Some(
+                    connectwise::client::CwClient::connect(
+                        &cfg,
+                        self.config.outbound,
+                        retry.timeout,
+                    )
+                    .await
+                    .map(|c| {
+                        Box::new(connectwise::tickets::CwTicketWriter::new(
+                            c.with_retry(retry),
+                        )) as Box<dyn tickets::TicketWriter>
+                    })
+                    .map_err(connectwise::tickets::write_error),
+                )
             }
             _ => None,
         }

@@ -22,6 +22,7 @@ use mspbridge_domain::*;
 use mspbridge_vault::Vault;
 
 pub mod mapping;
+pub mod outbox;
 mod rows;
 #[macro_use]
 mod shared;
@@ -147,7 +148,9 @@ pub struct LinkUpsert {
 }
 
 #[async_trait]
-pub trait Store: sync::SyncStore + mapping::MappingStore + Send + Sync + 'static {
+pub trait Store:
+    sync::SyncStore + mapping::MappingStore + outbox::OutboxStore + Send + Sync + 'static
+{
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<()>;

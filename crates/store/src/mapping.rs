@@ -560,6 +560,7 @@ macro_rules! impl_mapping_store {
                     .fetch_all(&mut *tx)
                     .await?;
                     if rows.is_empty() {
+                        tx.rollback().await?;
                         return Err(StoreError::NotFound);
                     }
                     let undone: Option<(i64,)> = sqlx::query_as(
@@ -570,6 +571,7 @@ macro_rules! impl_mapping_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                     if undone.is_some() {
+                        tx.rollback().await?;
                         return Err(StoreError::Conflict("this Quick Match was already undone".into()));
                     }
                     let mut out = Vec::with_capacity(rows.len());

@@ -43,6 +43,10 @@ impl PgStore {
 
 impl_store!(PgStore, "postgres");
 crate::mapping::impl_mapping_store!(PgStore);
+crate::outbox::impl_outbox_store!(PgStore);
+
+/// Workers claiming outbox rows side by side skip the rows another one is claiming.
+const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 
 type Db = sqlx::Postgres;
 

@@ -65,6 +65,10 @@ impl SqliteStore {
 
 impl_store!(SqliteStore, "sqlite");
 crate::mapping::impl_mapping_store!(SqliteStore);
+crate::outbox::impl_outbox_store!(SqliteStore);
+
+/// SQLite has one writer at a time: a claim needs no row locks.
+const SKIP_LOCKED: &str = "";
 
 type Db = sqlx::Sqlite;
 

@@ -12,6 +12,7 @@
 //! they see and, only when complete, deactivate linked records that have disappeared.
 
 mod apply;
+pub mod outbox;
 mod pipeline;
 
 use std::collections::BTreeMap;
@@ -164,8 +165,39 @@ impl Engine {
         Ok(Some(self.run_claimed(claim).await?))
     }
 
-    /// Works until `shutdown` resolves: claim, run, repeat; sleep when idle.
+    /// Works until `shutdown` resolves: sync runs and the outbox side by side, so a long
+    /// run does not hold back tickets waiting to reach their PSA.
     pub async fn run_worker(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        tokio::join!(
+            self.run_sync_loop(shutdown.clone()),
+            self.run_outbox_loop(shutdown)
+        );
+    }
+
+    /// Drains the outbox every second (at once again while it finds work).
+    async fn run_outbox_loop(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let idle = match self.drain_outbox().await {
+                Ok(s) => s.claimed == 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox worker could not claim work");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.poll.min(std::time::Duration::from_secs(1))) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+        }
+    }
+
+    /// Claim, run, repeat; sleep when idle.
+    async fn run_sync_loop(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut shutdown = shutdown;
         loop {
             if *shutdown.borrow() {

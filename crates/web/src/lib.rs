@@ -25,6 +25,7 @@ pub mod error;
 pub mod integrations;
 pub mod mapping_api;
 pub mod sync_api;
+pub mod tickets_api;
 pub mod ui;
 pub mod ui_sync;
 
@@ -204,6 +205,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/integrations/{id}/import", post(mapping_api::post_import))
         .route("/companies/blocked", get(mapping_api::list_blocked))
+        .route("/tickets", post(tickets_api::create_ticket))
+        .route(
+            "/tickets/{id}",
+            get(tickets_api::get_ticket).patch(tickets_api::set_status),
+        )
+        .route("/tickets/{id}/notes", post(tickets_api::add_note))
+        .route("/outbox", get(tickets_api::list_outbox))
+        .route("/outbox/{id}/retry", post(tickets_api::retry_outbox))
         .route(
             "/companies/{company_id}",
             axum::routing::delete(mapping_api::delete_company),

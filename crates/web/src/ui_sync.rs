@@ -97,6 +97,10 @@ pub struct SyncView {
     pub exclude_types: String,
     pub exclude_statuses: String,
     pub rules: String,
+    /// Ticket defaults (board, status, priority names; empty when not set).
+    pub ticket_board: String,
+    pub ticket_status: String,
+    pub ticket_priority: String,
     pub primary_role: Option<RoleId>,
     pub default_role: Option<RoleId>,
     pub next_run: Option<String>,
@@ -188,6 +192,9 @@ pub async fn sync_parts(
             .map(|r| format!("{} = {}", r.contact_type, role_name(r.role_id)))
             .collect::<Vec<_>>()
             .join("\n"),
+        ticket_board: o.ticket_defaults.board.clone().unwrap_or_default(),
+        ticket_status: o.ticket_defaults.status.clone().unwrap_or_default(),
+        ticket_priority: o.ticket_defaults.priority.clone().unwrap_or_default(),
         primary_role: o.primary_contact_role_id,
         default_role: o.default_role_id,
         next_run: schedule.as_ref().map(|s| {
@@ -312,6 +319,11 @@ pub async fn save_options(
         skip_inactive_companies: on("skip_inactive_companies"),
         exclude_company_types: list("exclude_company_types"),
         exclude_company_statuses: list("exclude_company_statuses"),
+        ticket_defaults: mspbridge_domain::sync::TicketDefaults {
+            board: get("ticket_board").filter(|v| !v.is_empty()),
+            status: get("ticket_status").filter(|v| !v.is_empty()),
+            priority: get("ticket_priority").filter(|v| !v.is_empty()),
+        },
     };
     validate_options(state, c, id, &options).await?;
     state

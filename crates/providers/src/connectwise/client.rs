@@ -254,6 +254,56 @@ impl CwClient {
     }
 }
 
+impl CwClient {
+    /// `POST` or `PATCH {base}{path}` with a JSON body, once: a write is never retried
+    /// here (the outbox looks for what a lost attempt wrote before writing again).
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, CwError> {
+        let made = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if made >= self.retry.budget {
+            return Err(CwError::Refused(format!(
+                "the request budget of {} ConnectWise requests is used up",
+                self.retry.budget
+            )));
+        }
+        metrics::counter!("mspbridge_vendor_requests_total", "provider" => "connectwise_manage")
+            .increment(1);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(AUTHORIZATION, &self.auth)
+            .header(ACCEPT, accept_header())
+            .json(body);
+        if let Some(id) = &self.client_id {
+            req = req.header("clientId", id);
+        }
+        let resp = req.send().await.map_err(|e| CwError::Unreachable {
+            host: self.base.clone(),
+            reason: describe(&e),
+        })?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CwError::Decode(describe(&e)))?;
+        if !status.is_success() {
+            return Err(CwError::Status {
+                status: status.as_u16(),
+                body: serde_json::from_slice(&bytes).ok(),
+                retry_after: retry_after(&headers),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))
+    }
+}
+
 /// Cloud sites (`na.myconnectwise.net`) serve the API on `api-na.myconnectwise.net`;
 /// on-premise servers serve it on the site itself.
 pub fn api_host(site: &str, info: &CompanyInfo) -> String {

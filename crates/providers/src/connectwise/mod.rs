@@ -4,6 +4,7 @@ pub mod client;
 pub mod conditions;
 pub mod sandbox;
 pub mod source;
+pub mod tickets;
 pub mod wire;
 
 use std::sync::Arc;

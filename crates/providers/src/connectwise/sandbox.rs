@@ -43,6 +43,7 @@ pub struct ApiMemberKey {
 /// A request the sandbox received, for contract assertions in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenRequest {
+    pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
     pub client_id: Option<String>,
@@ -60,7 +61,11 @@ pub struct CwData {
     pub contact_types: Vec<ContactType>,
     pub members: Vec<Member>,
     pub boards: Vec<Board>,
+    /// Every board offers these statuses.
+    pub board_statuses: Vec<BoardStatus>,
+    pub priorities: Vec<Priority>,
     pub tickets: Vec<Ticket>,
+    pub notes: Vec<ServiceNote>,
 }
 
 struct SandboxState {
@@ -73,6 +78,8 @@ struct SandboxState {
     /// Raw JSON edits applied on top of the typed data: (collection, id, field, value).
     raw_edits: RawEdits,
     seen: Mutex<Vec<SeenRequest>>,
+    /// Writes whose answer is lost: the change is applied, the client gets a 502.
+    lost_answers: std::sync::atomic::AtomicU32,
 }
 
 #[derive(Default)]
@@ -116,6 +123,7 @@ impl SandboxState {
         collections.insert("system/members", to_sorted_json(&data.members));
         collections.insert("service/boards", to_sorted_json(&data.boards));
         collections.insert("service/tickets", to_sorted_json(&data.tickets));
+        collections.insert("service/priorities", to_sorted_json(&data.priorities));
         for (name, rows) in collections.iter_mut() {
             self.raw_edits.apply(name, rows);
         }
@@ -157,6 +165,7 @@ impl CwSandbox {
                 json: RwLock::new(None),
                 raw_edits: RawEdits::default(),
                 seen: Mutex::new(Vec::new()),
+                lost_answers: std::sync::atomic::AtomicU32::new(0),
             }),
             faults: Faults::default(),
         }
@@ -165,7 +174,10 @@ impl CwSandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/login/companyinfo/{company_id}", get(company_info))
-            .route("/{codebase}/apis/3.0/{*rest}", get(api_get))
+            .route(
+                "/{codebase}/apis/3.0/{*rest}",
+                get(api_get).post(api_post).patch(api_patch).put(api_put),
+            )
             .route(
                 "/_sandbox/touch-contacts",
                 axum::routing::post(touch_contacts),
@@ -206,6 +218,14 @@ impl CwSandbox {
     /// Builds the JSON form of the data set now (benchmarks warm it before timing).
     pub fn warm(&self) {
         let _ = self.state.json();
+    }
+
+    /// The next `n` writes are applied but answered with a 502, as when a connection
+    /// drops after ConnectWise committed: the client cannot tell whether it worked.
+    pub fn lose_write_answers(&self, n: u32) {
+        self.state
+            .lost_answers
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -324,7 +344,9 @@ fn area_of(rest: &str) -> Option<&'static str> {
         "company/contacts" | "company/contacts/count" | "company/contacts/types" => "contacts",
         "system/members" | "system/members/count" => "members",
         "service/tickets" | "service/tickets/count" => "tickets",
-        "service/boards" => "ticket_reference",
+        "service/boards" | "service/priorities" => "ticket_reference",
+        r if r.starts_with("service/boards/") && r.ends_with("/statuses") => "ticket_reference",
+        r if r.starts_with("service/tickets/") => "tickets",
         _ => return None,
     })
 }
@@ -348,6 +370,7 @@ async fn api_get(
     let auth = authenticate(&s, &headers);
     if let Ok(mut seen) = s.seen.lock() {
         seen.push(SeenRequest {
+            method: "GET".into(),
             path: format!("/{codebase}/apis/3.0/{rest}"),
             query: query.clone(),
             client_id: headers
@@ -413,6 +436,9 @@ async fn api_get(
             );
         }
     };
+    if let Some(resp) = ticket_paths(&s, &rest, &q, &terms, order) {
+        return resp;
+    }
     let json = s.json();
     let (collection, counting) = match rest.strip_suffix("/count") {
         Some(c) => (c, true),
@@ -543,6 +569,437 @@ fn list(
         resp.headers_mut().insert(header::LINK, v);
     }
     resp
+}
+
+/// GETs under tickets and boards that are not plain collections: one ticket, a ticket's
+/// notes, a board's statuses. `None` for every other path.
+fn ticket_paths(
+    s: &SandboxState,
+    rest: &str,
+    q: &HashMap<&str, &str>,
+    terms: &[super::conditions::Term],
+    order: Order,
+) -> Option<Response> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let data = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let number = |p: &str| p.parse::<i64>().ok();
+    match parts.as_slice() {
+        ["service", "boards", board, "statuses"] => {
+            let board = number(board)?;
+            if !data.boards.iter().any(|b| b.id == board) {
+                return Some(error(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "Service Board not found",
+                ));
+            }
+            Some(list(
+                &to_sorted_json(&data.board_statuses),
+                q,
+                rest,
+                terms,
+                order,
+            ))
+        }
+        ["service", "tickets", id, "notes"] => {
+            let id = number(id)?;
+            if !data.tickets.iter().any(|t| t.id == id) {
+                return Some(error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"));
+            }
+            let notes: Vec<&ServiceNote> =
+                data.notes.iter().filter(|n| n.ticket_id == id).collect();
+            Some(list(&to_sorted_json(&notes), q, rest, terms, order))
+        }
+        ["service", "tickets", id] => {
+            let id = number(id)?;
+            drop(data);
+            let json = s.json();
+            let row = json
+                .collections
+                .get("service/tickets")?
+                .iter()
+                .find(|t| t["id"].as_i64() == Some(id))
+                .cloned();
+            Some(match row {
+                None => error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"),
+                Some(serde_json::Value::Object(map)) => match q.get("fields") {
+                    None => axum::Json(serde_json::Value::Object(map)).into_response(),
+                    Some(f) => {
+                        let fields: Vec<&str> = f.split(',').map(str::trim).collect();
+                        axum::Json(serde_json::Value::Object(
+                            map.into_iter()
+                                .filter(|(k, _)| fields.contains(&k.as_str()))
+                                .collect(),
+                        ))
+                        .into_response()
+                    }
+                },
+                Some(v) => axum::Json(v).into_response(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn invalid(field: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        code: "InvalidObject".into(),
+        message: "ticket object is invalid".into(),
+        errors: Some(vec![ErrorItem {
+            code: "InvalidField".into(),
+            message: message.into(),
+            resource: Some("ticket".into()),
+            field: Some(field.into()),
+        }]),
+    };
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// Records a write and checks what every call checks; `Err` is the answer to send.
+#[allow(clippy::result_large_err)] // the error is the HTTP answer itself, sent at once
+fn admit_write(
+    s: &SandboxState,
+    method: &str,
+    codebase: &str,
+    rest: &str,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    let auth = authenticate(s, headers);
+    if let Ok(mut seen) = s.seen.lock() {
+        seen.push(SeenRequest {
+            method: method.into(),
+            path: format!("/{codebase}/apis/3.0/{rest}"),
+            query: vec![],
+            client_id: headers
+                .get("clientId")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            accept: headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            authorized: auth.is_ok(),
+        });
+    }
+    if format!("{codebase}/") != CODEBASE && codebase != "v4_6_release" {
+        return Err(error(StatusCode::NOT_FOUND, "NotFound", "Not found"));
+    }
+    let key = auth.map_err(|m| error(StatusCode::UNAUTHORIZED, "Unauthorized", m))?;
+    if !rest.starts_with("service/tickets") {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("This sandbox does not write '{rest}'"),
+        ));
+    }
+    if key.denied.contains(&"tickets") {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "Security",
+            "You do not have access to service/tickets (Service Tickets). Please contact your administrator.",
+        ));
+    }
+    Ok(())
+}
+
+/// The answer to a write that was applied: lost (502) while `lose_write_answers` lasts.
+fn applied(s: &SandboxState, status: StatusCode, body: serde_json::Value) -> Response {
+    if let Ok(mut g) = s.json.write() {
+        *g = None;
+    }
+    let lost = s
+        .lost_answers
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if lost {
+        return error(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "upstream connection reset",
+        );
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn ref_id(v: &serde_json::Value, field: &str) -> Option<i64> {
+    v.get(field)
+        .and_then(|r| r.get("id"))
+        .and_then(|i| i.as_i64())
+}
+
+/// `POST service/tickets` and `POST service/tickets/{id}/notes`.
+async fn api_post(
+    State(s): State<Arc<SandboxState>>,
+    Path((codebase, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = admit_write(&s, "POST", &codebase, &rest, &headers) {
+        return r;
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidObject",
+            "The request body is not JSON",
+        );
+    };
+    let now = Utc::now();
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    match parts.as_slice() {
+        ["service", "tickets"] => {
+            let summary = v["summary"].as_str().unwrap_or_default().trim().to_string();
+            if summary.is_empty() {
+                return invalid("summary", "Summary is required");
+            }
+            if summary.chars().count() > 100 {
+                return invalid("summary", "Summary may not exceed 100 characters");
+            }
+            let Some(board) =
+                ref_id(&v, "board").and_then(|b| d.boards.iter().find(|x| x.id == b).cloned())
+            else {
+                return invalid("board/id", "Service Board not found");
+            };
+            let Some(company) =
+                ref_id(&v, "company").and_then(|c| d.companies.iter().find(|x| x.id == c).cloned())
+            else {
+                return invalid("company/id", "Company not found");
+            };
+            let status = match ref_id(&v, "status") {
+                None => d.board_statuses.first().cloned(),
+                Some(id) => match d.board_statuses.iter().find(|x| x.id == id) {
+                    Some(st) => Some(st.clone()),
+                    None => {
+                        return invalid(
+                            "status/id",
+                            &format!(
+                                "Service Status {id} not found for Service Board {}",
+                                board.id
+                            ),
+                        );
+                    }
+                },
+            };
+            let Some(status) = status else {
+                return invalid("status/id", "the board has no statuses");
+            };
+            let priority = match ref_id(&v, "priority") {
+                None => None,
+                Some(id) => match d.priorities.iter().find(|p| p.id == id) {
+                    Some(p) => Some(Ref {
+                        id,
+                        name: Some(p.name.clone()),
+                    }),
+                    None => return invalid("priority/id", &format!("Priority {id} not found")),
+                },
+            };
+            let id = d.tickets.iter().map(|t| t.id).max().unwrap_or(5000) + 1;
+            let ticket = Ticket {
+                id,
+                summary,
+                board: Ref {
+                    id: board.id,
+                    name: Some(board.name),
+                },
+                status: Ref {
+                    id: status.id,
+                    name: Some(status.name),
+                },
+                priority,
+                company: Some(CompanyRef {
+                    id: company.id,
+                    identifier: Some(company.identifier),
+                    name: Some(company.name),
+                }),
+                contact: None,
+                closed_flag: status.closed_status,
+                external_x_ref: v["externalXRef"].as_str().map(str::to_string),
+                info: Info {
+                    last_updated: Some(now),
+                    date_entered: Some(now),
+                },
+            };
+            if let Some(text) = v["initialDescription"].as_str().filter(|t| !t.is_empty()) {
+                let nid = d.notes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+                d.notes.push(ServiceNote {
+                    id: nid,
+                    ticket_id: id,
+                    text: text.into(),
+                    detail_description_flag: true,
+                    internal_analysis_flag: false,
+                    resolution_flag: false,
+                    created_by: Some("mspbridge-api".into()),
+                    date_created: Some(now),
+                });
+            }
+            let body = serde_json::to_value(&ticket).unwrap_or_default();
+            d.tickets.push(ticket);
+            drop(d);
+            applied(&s, StatusCode::CREATED, body)
+        }
+        ["service", "tickets", id, "notes"] => {
+            let Some(id) = id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| d.tickets.iter().any(|t| t.id == *id))
+            else {
+                return error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found");
+            };
+            let text = v["text"].as_str().unwrap_or_default().to_string();
+            if text.trim().is_empty() {
+                return invalid("text", "Text is required");
+            }
+            let flag = |f: &str| v[f].as_bool().unwrap_or(false);
+            let (detail, internal, resolution) = (
+                flag("detailDescriptionFlag"),
+                flag("internalAnalysisFlag"),
+                flag("resolutionFlag"),
+            );
+            if !(detail || internal || resolution) {
+                return invalid(
+                    "detailDescriptionFlag",
+                    "One of detailDescriptionFlag, internalAnalysisFlag or resolutionFlag must be true",
+                );
+            }
+            let nid = d.notes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+            let note = ServiceNote {
+                id: nid,
+                ticket_id: id,
+                text,
+                detail_description_flag: detail,
+                internal_analysis_flag: internal,
+                resolution_flag: resolution,
+                created_by: Some("mspbridge-api".into()),
+                date_created: Some(now),
+            };
+            if let Some(t) = d.tickets.iter_mut().find(|t| t.id == id) {
+                t.info.last_updated = Some(now);
+            }
+            let body = serde_json::to_value(&note).unwrap_or_default();
+            d.notes.push(note);
+            drop(d);
+            applied(&s, StatusCode::CREATED, body)
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("Cannot POST to '{rest}'"),
+        ),
+    }
+}
+
+/// `PATCH service/tickets/{id}` with a JSON-Patch array (`replace` of status, priority
+/// or summary).
+async fn api_patch(
+    State(s): State<Arc<SandboxState>>,
+    Path((codebase, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = admit_write(&s, "PATCH", &codebase, &rest, &headers) {
+        return r;
+    }
+    let Ok(ops) = serde_json::from_slice::<Vec<PatchOperation>>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidObject",
+            "PATCH expects a JSON-Patch array of {op, path, value}",
+        );
+    };
+    let Some(id) = rest
+        .strip_prefix("service/tickets/")
+        .and_then(|i| i.parse::<i64>().ok())
+    else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found");
+    };
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let statuses = d.board_statuses.clone();
+    let priorities = d.priorities.clone();
+    let Some(t) = d.tickets.iter_mut().find(|t| t.id == id) else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found");
+    };
+    for op in &ops {
+        if op.op != "replace" {
+            return invalid(
+                &op.path,
+                &format!("operation '{}' is not supported here", op.op),
+            );
+        }
+        match op.path.trim_start_matches('/') {
+            "status" => {
+                let sid = op.value.get("id").and_then(|i| i.as_i64()).unwrap_or(-1);
+                let Some(st) = statuses.iter().find(|x| x.id == sid) else {
+                    return invalid(
+                        "status/id",
+                        &format!(
+                            "Service Status {sid} not found for Service Board {}",
+                            t.board.id
+                        ),
+                    );
+                };
+                t.status = Ref {
+                    id: st.id,
+                    name: Some(st.name.clone()),
+                };
+                t.closed_flag = st.closed_status;
+            }
+            "priority" => {
+                let pid = op.value.get("id").and_then(|i| i.as_i64()).unwrap_or(-1);
+                let Some(p) = priorities.iter().find(|x| x.id == pid) else {
+                    return invalid("priority/id", &format!("Priority {pid} not found"));
+                };
+                t.priority = Some(Ref {
+                    id: p.id,
+                    name: Some(p.name.clone()),
+                });
+            }
+            "summary" => match op.value.as_str() {
+                Some(v) if !v.trim().is_empty() && v.chars().count() <= 100 => t.summary = v.into(),
+                _ => return invalid("summary", "Summary must be 1 to 100 characters"),
+            },
+            other => {
+                return invalid(
+                    other,
+                    &format!("'{other}' cannot be patched in this sandbox"),
+                );
+            }
+        }
+    }
+    t.info.last_updated = Some(Utc::now());
+    let body = serde_json::to_value(&*t).unwrap_or_default();
+    drop(d);
+    applied(&s, StatusCode::OK, body)
+}
+
+/// `PUT` replaces the whole record in ConnectWise and clears what it is not sent; the
+/// connector never uses it. The sandbox records the call and refuses it so a test sees it.
+async fn api_put(
+    State(s): State<Arc<SandboxState>>,
+    Path((codebase, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = admit_write(&s, "PUT", &codebase, &rest, &headers) {
+        return r;
+    }
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "this sandbox refuses PUT: it would clear every field not sent; use PATCH",
+    )
 }
 
 fn base_time() -> DateTime<Utc> {
@@ -813,6 +1270,7 @@ pub fn generate(seed: Seed) -> CwData {
                     name: None,
                 }),
                 closed_flag: closed,
+                external_x_ref: None,
                 info: Info {
                     last_updated: Some(updated),
                     date_entered: Some(base_time()),
@@ -847,7 +1305,28 @@ pub fn generate(seed: Seed) -> CwData {
         contact_types,
         members,
         boards,
+        board_statuses: statuses
+            .iter()
+            .map(|(id, name, closed)| BoardStatus {
+                id: *id,
+                name: name.to_string(),
+                closed_status: *closed,
+            })
+            .collect(),
+        priorities: [
+            (1, "Priority 1 - Emergency Response"),
+            (2, "Priority 2 - Quick Response"),
+            (3, "Priority 3 - Normal Response"),
+            (4, "Priority 4 - Schedule Maintenance"),
+        ]
+        .iter()
+        .map(|(id, name)| Priority {
+            id: *id,
+            name: name.to_string(),
+        })
+        .collect(),
         tickets,
+        notes: vec![],
     }
 }
 

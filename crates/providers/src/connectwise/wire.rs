@@ -188,8 +188,65 @@ pub struct Ticket {
     pub contact: Option<Ref>,
     #[serde(default)]
     pub closed_flag: bool,
+    /// Free cross-reference text; mspbridge stores its outbox marker here to find a ticket
+    /// it created when the answer to the create was lost.
+    #[serde(
+        rename = "externalXRef",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub external_x_ref: Option<String>,
     #[serde(rename = "_info", default)]
     pub info: Info,
+}
+
+/// `ServiceNote` (`/service/tickets/{id}/notes`): one of the three flags says where it
+/// shows (detail description = the customer-visible discussion, internal analysis =
+/// staff only, resolution).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceNote {
+    pub id: i64,
+    #[serde(default)]
+    pub ticket_id: i64,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub detail_description_flag: bool,
+    #[serde(default)]
+    pub internal_analysis_flag: bool,
+    #[serde(default)]
+    pub resolution_flag: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_created: Option<DateTime<Utc>>,
+}
+
+/// A board's status (`/service/boards/{id}/statuses`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BoardStatus {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub closed_status: bool,
+}
+
+/// `/service/priorities`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Priority {
+    pub id: i64,
+    pub name: String,
+}
+
+/// One JSON-Patch operation (`PatchOperation`): ConnectWise updates with PATCH and an
+/// array of these, never PUT (which would clear every field left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchOperation {
+    pub op: String,
+    pub path: String,
+    pub value: serde_json::Value,
 }
 
 #[cfg(test)]

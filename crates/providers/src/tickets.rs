@@ -1,0 +1,77 @@
+//! Capability: writing portal-side ticket changes to a PSA.
+//!
+//! The outbox worker calls these; every write is preceded by a lookup of what an earlier
+//! attempt may already have written (`find_*`), because an answer can be lost after the
+//! vendor applied the change. Names (board, status, priority) are resolved to the vendor's
+//! ids by the connector.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use mspbridge_domain::sync::TicketDefaults;
+
+/// A ticket to create in the PSA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewVendorTicket {
+    pub company_external_id: String,
+    pub summary: String,
+    pub description: String,
+    /// Ours, unique: stored on the vendor's ticket so a retry can find it.
+    pub marker: String,
+    pub defaults: TicketDefaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The vendor refused the content (validation): retrying will not help.
+    #[error("{message}")]
+    Rejected {
+        field: Option<String>,
+        message: String,
+    },
+    #[error("the vendor rejected the credentials: {0}")]
+    Auth(String),
+    #[error("not permitted: {message} (grant {setting})")]
+    NotPermitted { message: String, setting: String },
+    /// Worth another attempt (429, 5xx, timeouts, unreadable answers).
+    #[error("{message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl WriteError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, WriteError::Transient { .. })
+    }
+}
+
+#[async_trait]
+pub trait TicketWriter: Send + Sync {
+    /// The vendor id of the ticket carrying `marker`, if an earlier attempt created it.
+    async fn find_ticket(&self, marker: &str) -> Result<Option<String>, WriteError>;
+    async fn create_ticket(&self, t: &NewVendorTicket) -> Result<String, WriteError>;
+    /// A note with exactly this text and visibility written on `ticket` since `since`
+    /// (an earlier attempt of the same outbox row).
+    async fn find_note(
+        &self,
+        ticket: &str,
+        text: &str,
+        internal: bool,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, WriteError>;
+    async fn add_note(
+        &self,
+        ticket: &str,
+        text: &str,
+        internal: bool,
+    ) -> Result<String, WriteError>;
+    /// Moves the ticket to the status of this name on its board (a no-op when it is there).
+    async fn set_status(&self, ticket: &str, status: &str) -> Result<(), WriteError>;
+    /// Vendor requests made so far.
+    fn requests(&self) -> u64;
+}

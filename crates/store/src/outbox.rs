@@ -1,0 +1,551 @@
+//! The durable outbox for portal-side ticket changes bound for a PSA.
+//!
+//! A portal change (new ticket, new note, status change) and its outbox row are written in
+//! one transaction, so a change is never saved without being queued nor queued without
+//! being saved. A worker claims due rows with a lease, makes the vendor call, and marks
+//! the row done together with the external link in one transaction. Each row carries a
+//! unique `marker` of ours; the vendor call looks for a record carrying it first, so a
+//! retry after a lost answer, or after a crash between the vendor call and the commit,
+//! finds what the first attempt wrote instead of writing it again.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mspbridge_domain::model::{LinkedRecord, Ticket, TicketNote};
+use mspbridge_domain::{IntegrationId, TenantId, TicketId};
+use serde::Serialize;
+
+use crate::{NewTicket, Result};
+
+/// What an outbox row asks the vendor to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxOp {
+    CreateTicket,
+    AddNote,
+    SetStatus,
+}
+
+impl OutboxOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxOp::CreateTicket => "create_ticket",
+            OutboxOp::AddNote => "add_note",
+            OutboxOp::SetStatus => "set_status",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "create_ticket" => OutboxOp::CreateTicket,
+            "add_note" => OutboxOp::AddNote,
+            "set_status" => OutboxOp::SetStatus,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub tenant_id: TenantId,
+    pub integration_id: IntegrationId,
+    pub op: OutboxOp,
+    pub ticket_id: TicketId,
+    pub note_id: Option<i64>,
+    pub marker: String,
+    pub payload: serde_json::Value,
+    /// `pending`, `done` or `failed` (failed rows wait for a manual retry).
+    pub state: String,
+    pub attempts: i32,
+    /// The vendor's message from the last failed attempt.
+    pub last_error: Option<String>,
+    /// The vendor's id for what was written (ticket or note id).
+    pub external_id: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The outbox row to write with a portal change.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub integration: IntegrationId,
+    pub marker: String,
+    pub payload: serde_json::Value,
+}
+
+/// How a claimed row ended.
+#[derive(Debug, Clone)]
+pub enum OutboxResult {
+    /// Written (or found already written); link the portal record to `external_id`.
+    Done {
+        external_id: String,
+        link: Option<(LinkedRecord, i64)>,
+    },
+    /// Not written; try again at `retry_at`, or never (`None`: the row is `failed` and
+    /// shown with the vendor's message until an admin retries it).
+    Failed {
+        error: String,
+        retry_at: Option<DateTime<Utc>>,
+        /// Count the attempt (false while the row only waits for the ticket's create).
+        count: bool,
+    },
+}
+
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// A portal ticket and its `create_ticket` row, in one transaction.
+    async fn create_ticket_outboxed(
+        &self,
+        tenant: TenantId,
+        ticket: NewTicket,
+        out: Outgoing,
+        now: DateTime<Utc>,
+    ) -> Result<(Ticket, i64)>;
+    /// A portal note and its `add_note` row, in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn add_note_outboxed(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+        body: &str,
+        internal: bool,
+        author: &str,
+        out: Outgoing,
+        now: DateTime<Utc>,
+    ) -> Result<(TicketNote, i64)>;
+    /// A portal status change and its `set_status` row, in one transaction.
+    async fn set_status_outboxed(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+        status: &str,
+        closed: bool,
+        out: Outgoing,
+        now: DateTime<Utc>,
+    ) -> Result<(Ticket, i64)>;
+    /// Leases up to `limit` due pending rows (oldest first) that nobody holds.
+    async fn claim_outbox(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>>;
+    /// Ends a claimed row; false when the lease was lost (another worker owns it now).
+    async fn finish_outbox(
+        &self,
+        id: i64,
+        worker: &str,
+        result: OutboxResult,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    async fn list_outbox(
+        &self,
+        tenant: TenantId,
+        state: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<OutboxItem>>;
+    /// A ticket's rows, oldest first.
+    async fn list_outbox_for_ticket(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+    ) -> Result<Vec<OutboxItem>>;
+    /// A status change of a ticket no PSA takes (nothing queued).
+    async fn set_ticket_status(
+        &self,
+        tenant: TenantId,
+        ticket: TicketId,
+        status: &str,
+        closed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Ticket>;
+    /// Makes a failed row pending again, due now.
+    async fn retry_outbox(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<OutboxItem>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OutboxRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub integration_id: i64,
+    pub op: String,
+    pub ticket_id: i64,
+    pub note_id: Option<i64>,
+    pub marker: String,
+    pub payload: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub external_id: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, last_error, external_id, next_attempt_at, created_at, updated_at";
+
+impl TryFrom<OutboxRow> for OutboxItem {
+    type Error = crate::StoreError;
+    fn try_from(r: OutboxRow) -> Result<Self> {
+        Ok(OutboxItem {
+            id: r.id,
+            tenant_id: TenantId(r.tenant_id),
+            integration_id: IntegrationId(r.integration_id),
+            op: OutboxOp::parse(&r.op)
+                .ok_or_else(|| crate::StoreError::Corrupt(format!("outbox op '{}'", r.op)))?,
+            ticket_id: TicketId(r.ticket_id),
+            note_id: r.note_id,
+            marker: r.marker,
+            payload: serde_json::from_str(&r.payload)
+                .map_err(|e| crate::StoreError::Corrupt(format!("outbox payload: {e}")))?,
+            state: r.state,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            external_id: r.external_id,
+            next_attempt_at: r.next_attempt_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+macro_rules! impl_outbox_store {
+    ($store:ident) => {
+        mod outbox_impl {
+            use async_trait::async_trait;
+            use chrono::{DateTime, Utc};
+            use mspbridge_domain::model::{Ticket, TicketNote};
+            use mspbridge_domain::{TenantId, TicketId};
+
+            use super::Db;
+            use crate::outbox::*;
+            use crate::rows::{NoteRow, TicketRow};
+            use crate::{NewTicket, Result, StoreError};
+
+            type Tx<'a> = sqlx::Transaction<'a, Db>;
+
+            async fn enqueue(
+                tx: &mut Tx<'_>,
+                tenant: TenantId,
+                op: OutboxOp,
+                ticket: i64,
+                note: Option<i64>,
+                out: &Outgoing,
+                now: DateTime<Utc>,
+            ) -> Result<i64> {
+                // The integration must be the tenant's.
+                let owned: Option<(i64,)> =
+                    sqlx::query_as("SELECT id FROM integrations WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(out.integration.0)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                if owned.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                let (id,): (i64,) = sqlx::query_as(
+                    "INSERT INTO outbox (tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, next_attempt_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $8, $8) RETURNING id",
+                )
+                .bind(tenant.0)
+                .bind(out.integration.0)
+                .bind(op.as_str())
+                .bind(ticket)
+                .bind(note)
+                .bind(&out.marker)
+                .bind(out.payload.to_string())
+                .bind(now)
+                .fetch_one(&mut **tx)
+                .await?;
+                Ok(id)
+            }
+
+            /// Commits on success, rolls back on failure, and returns `r`.
+            async fn finish_tx<T>(tx: Tx<'_>, r: Result<T>) -> Result<T> {
+                match r {
+                    Ok(v) => {
+                        tx.commit().await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+
+            const TICKET_COLUMNS: &str = "id, tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at";
+
+            #[async_trait]
+            impl OutboxStore for super::$store {
+                async fn create_ticket_outboxed(&self, tenant: TenantId, ticket: NewTicket, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
+                    let mut tx = self.pool.begin().await?;
+                    // Any early return or error rolls back at once: a dropped transaction
+                    // would keep its locks until the connection is used again.
+                    let tx_ref = &mut tx;
+                    let r: Result<_> = async {
+                        let tx = tx_ref;
+                    let company: Option<(i64,)> = sqlx::query_as("SELECT id FROM companies WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(ticket.company_id.0)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if company.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let row: TicketRow = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "INSERT INTO tickets (tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) RETURNING {TICKET_COLUMNS}"
+                    )))
+                    .bind(tenant.0)
+                    .bind(ticket.company_id.0)
+                    .bind(&ticket.summary)
+                    .bind(&ticket.description)
+                    .bind(&ticket.status)
+                    .bind(&ticket.priority)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let id = enqueue(tx, tenant, OutboxOp::CreateTicket, row.id, None, &out, now).await?;
+                        Ok((row.into(), id))
+                    }
+                    .await;
+                    finish_tx(tx, r).await
+                }
+
+                async fn add_note_outboxed(&self, tenant: TenantId, ticket: TicketId, body: &str, internal: bool, author: &str, out: Outgoing, now: DateTime<Utc>) -> Result<(TicketNote, i64)> {
+                    let mut tx = self.pool.begin().await?;
+                    // Any early return or error rolls back at once: a dropped transaction
+                    // would keep its locks until the connection is used again.
+                    let tx_ref = &mut tx;
+                    let r: Result<_> = async {
+                        let tx = tx_ref;
+                    let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM tickets WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(ticket.0)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if found.is_none() {
+                        return Err(StoreError::NotFound);
+                    }
+                    let row: NoteRow = sqlx::query_as(
+                        "INSERT INTO ticket_notes (tenant_id, ticket_id, body, internal, author, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                         RETURNING id, ticket_id, body, internal, author, created_at",
+                    )
+                    .bind(tenant.0)
+                    .bind(ticket.0)
+                    .bind(body)
+                    .bind(internal)
+                    .bind(author)
+                    .bind(now)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    let id = enqueue(tx, tenant, OutboxOp::AddNote, ticket.0, Some(row.id), &out, now).await?;
+                        Ok((row.into(), id))
+                    }
+                    .await;
+                    finish_tx(tx, r).await
+                }
+
+                async fn set_status_outboxed(&self, tenant: TenantId, ticket: TicketId, status: &str, closed: bool, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
+                    let mut tx = self.pool.begin().await?;
+                    // Any early return or error rolls back at once: a dropped transaction
+                    // would keep its locks until the connection is used again.
+                    let tx_ref = &mut tx;
+                    let r: Result<_> = async {
+                        let tx = tx_ref;
+                    let row: Option<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "UPDATE tickets SET status = $3, closed = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 RETURNING {TICKET_COLUMNS}"
+                    )))
+                    .bind(tenant.0)
+                    .bind(ticket.0)
+                    .bind(status)
+                    .bind(closed)
+                    .bind(now)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let row = row.ok_or(StoreError::NotFound)?;
+                    let id = enqueue(tx, tenant, OutboxOp::SetStatus, ticket.0, None, &out, now).await?;
+                        Ok((row.into(), id))
+                    }
+                    .await;
+                    finish_tx(tx, r).await
+                }
+
+                async fn claim_outbox(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem>> {
+                    let mut tx = self.pool.begin().await?;
+                    // Any early return or error rolls back at once: a dropped transaction
+                    // would keep its locks until the connection is used again.
+                    let tx_ref = &mut tx;
+                    let r: Result<_> = async {
+                        let tx = tx_ref;
+                    let ids: Vec<(i64,)> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
+                         AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2{}",
+                        super::SKIP_LOCKED
+                    )))
+                    .bind(now)
+                    .bind(limit.max(1))
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    let mut out = Vec::with_capacity(ids.len());
+                    for (id,) in ids {
+                        let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                            "UPDATE outbox SET lease_owner = $2, lease_until = $3 WHERE id = $1 AND state = 'pending' \
+                             AND (lease_until IS NULL OR lease_until < $4) RETURNING {OUTBOX_COLUMNS}"
+                        )))
+                        .bind(id)
+                        .bind(worker)
+                        .bind(lease_until)
+                        .bind(now)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                        if let Some(r) = row {
+                            out.push(r.try_into()?);
+                        }
+                    }
+                        Ok(out)
+                    }
+                    .await;
+                    finish_tx(tx, r).await
+                }
+
+                async fn finish_outbox(&self, id: i64, worker: &str, result: OutboxResult, now: DateTime<Utc>) -> Result<bool> {
+                    let mut tx = self.pool.begin().await?;
+                    // Any early return or error rolls back at once: a dropped transaction
+                    // would keep its locks until the connection is used again.
+                    let tx_ref = &mut tx;
+                    let r: Result<_> = async {
+                        let tx = tx_ref;
+                    let held: Option<(i64, i64, i64)> = sqlx::query_as(
+                        "SELECT tenant_id, integration_id, ticket_id FROM outbox WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(worker)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let Some((tenant, integration, _ticket)) = held else {
+                        return Ok(false);
+                    };
+                    match result {
+                        OutboxResult::Done { external_id, link } => {
+                            if let Some((kind, local)) = link {
+                                sqlx::query(
+                                    "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, content_hash, created_at, updated_at) \
+                                     VALUES ($1, $2, $3, $4, $5, '', $6, $6) ON CONFLICT DO NOTHING",
+                                )
+                                .bind(tenant)
+                                .bind(integration)
+                                .bind(kind.as_str())
+                                .bind(local)
+                                .bind(&external_id)
+                                .bind(now)
+                                .execute(&mut **tx)
+                                .await?;
+                            }
+                            sqlx::query(
+                                "UPDATE outbox SET state = 'done', external_id = $2, last_error = NULL, attempts = attempts + 1, \
+                                 lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE id = $1",
+                            )
+                            .bind(id)
+                            .bind(&external_id)
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        OutboxResult::Failed { error, retry_at, count } => {
+                            sqlx::query(
+                                "UPDATE outbox SET state = $2, last_error = $3, attempts = attempts + $4, next_attempt_at = $5, \
+                                 lease_owner = NULL, lease_until = NULL, updated_at = $6 WHERE id = $1",
+                            )
+                            .bind(id)
+                            .bind(if retry_at.is_some() { "pending" } else { "failed" })
+                            .bind(&error)
+                            .bind(i32::from(count))
+                            .bind(retry_at.unwrap_or(now))
+                            .bind(now)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                    }
+                        Ok(true)
+                    }
+                    .await;
+                    finish_tx(tx, r).await
+                }
+
+                async fn list_outbox(&self, tenant: TenantId, state: Option<&str>, limit: i64) -> Result<Vec<OutboxItem>> {
+                    let rows: Vec<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = $1 AND ($2 = '' OR state = $2) ORDER BY id DESC LIMIT $3"
+                    )))
+                    .bind(tenant.0)
+                    .bind(state.unwrap_or(""))
+                    .bind(limit.clamp(1, 1000))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter().map(TryInto::try_into).collect()
+                }
+
+                async fn list_outbox_for_ticket(&self, tenant: TenantId, ticket: TicketId) -> Result<Vec<OutboxItem>> {
+                    let rows: Vec<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY id"
+                    )))
+                    .bind(tenant.0)
+                    .bind(ticket.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter().map(TryInto::try_into).collect()
+                }
+
+                async fn set_ticket_status(&self, tenant: TenantId, ticket: TicketId, status: &str, closed: bool, now: DateTime<Utc>) -> Result<Ticket> {
+                    let row: Option<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "UPDATE tickets SET status = $3, closed = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 RETURNING {TICKET_COLUMNS}"
+                    )))
+                    .bind(tenant.0)
+                    .bind(ticket.0)
+                    .bind(status)
+                    .bind(closed)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.ok_or(StoreError::NotFound)?.into())
+                }
+
+                async fn retry_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {
+                    let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3 \
+                         WHERE tenant_id = $1 AND id = $2 AND state = 'failed' RETURNING {OUTBOX_COLUMNS}"
+                    )))
+                    .bind(tenant.0)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(r) => r.try_into(),
+                        None => {
+                            let exists: Option<(String,)> = sqlx::query_as("SELECT state FROM outbox WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant.0)
+                                .bind(id)
+                                .fetch_optional(&self.pool)
+                                .await?;
+                            match exists {
+                                None => Err(StoreError::NotFound),
+                                Some((s,)) => Err(StoreError::Conflict(format!("only a failed write can be retried; this one is {s}"))),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use impl_outbox_store;

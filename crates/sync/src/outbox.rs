@@ -1,0 +1,239 @@
+//! Drains the outbox: portal-side ticket changes written to their PSA.
+//!
+//! Each claimed row is leased, so two workers never write the same change; the vendor
+//! call looks first for what an earlier attempt of the same row wrote (the ticket carrying
+//! the row's marker; a note with the same text since the row was created) and only writes
+//! when it finds nothing; the row and the external link are then committed together. A
+//! crash after the vendor call leaves the row pending with its lease running out; the next
+//! attempt finds the write and only commits it. Transient failures back off; refusals
+//! (validation, permissions) fail the row at once with the vendor's message, and a failed
+//! row waits for an admin's Retry.
+
+use chrono::{DateTime, Duration, Utc};
+use mspbridge_domain::integration::IntegrationStatus;
+use mspbridge_domain::model::LinkedRecord;
+use mspbridge_providers::tickets::{NewVendorTicket, TicketWriter, WriteError};
+use mspbridge_store::outbox::{OutboxItem, OutboxOp, OutboxResult};
+
+use crate::{Engine, EngineError};
+
+/// Attempts before a row that keeps failing transiently is marked failed.
+pub const MAX_ATTEMPTS: i32 = 8;
+/// How long a claimed row is held by its worker.
+pub const OUTBOX_LEASE_SECS: i64 = 120;
+
+/// What one drain did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub claimed: usize,
+    pub done: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+fn backoff(attempts: i32) -> Duration {
+    Duration::seconds(5 * (1i64 << attempts.clamp(0, 8)))
+}
+
+impl Engine {
+    /// Claims due outbox rows (up to 50) and writes each to its PSA.
+    pub async fn drain_outbox(&self) -> Result<OutboxSummary, EngineError> {
+        let now = self.now();
+        let items = self
+            .store
+            .claim_outbox(
+                &self.worker,
+                now,
+                now + Duration::seconds(OUTBOX_LEASE_SECS),
+                50,
+            )
+            .await?;
+        let mut summary = OutboxSummary {
+            claimed: items.len(),
+            ..Default::default()
+        };
+        for item in items {
+            let result = self.write_one(&item).await;
+            match &result {
+                OutboxResult::Done { .. } => summary.done += 1,
+                OutboxResult::Failed { retry_at: None, .. } => summary.failed += 1,
+                OutboxResult::Failed { .. } => summary.retrying += 1,
+            }
+            if let OutboxResult::Failed { error, .. } = &result {
+                tracing::warn!(outbox_id = item.id, tenant_id = %item.tenant_id, integration_id = %item.integration_id, op = item.op.as_str(), error = %error, "ticket write to the PSA did not go through");
+            }
+            if !self
+                .store
+                .finish_outbox(item.id, &self.worker, result, self.now())
+                .await?
+            {
+                tracing::warn!(
+                    outbox_id = item.id,
+                    "outbox lease lost before the result was saved"
+                );
+            }
+        }
+        Ok(summary)
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %item.tenant_id, integration_id = %item.integration_id, outbox_id = item.id))]
+    async fn write_one(&self, item: &OutboxItem) -> OutboxResult {
+        let now = self.now();
+        let wait = |error: String, count: bool, after: Duration| OutboxResult::Failed {
+            error,
+            retry_at: Some(now + after),
+            count,
+        };
+        let integration = match self
+            .store
+            .get_integration(item.tenant_id, item.integration_id)
+            .await
+        {
+            Ok(i) => i,
+            Err(e) => return wait(format!("storage: {e}"), true, backoff(item.attempts)),
+        };
+        let provider = integration.provider.descriptor().name;
+        if integration.status == IntegrationStatus::Disconnected {
+            return wait(
+                format!("{provider} is disconnected: the change is kept until it is reconnected"),
+                false,
+                Duration::minutes(5),
+            );
+        }
+        let creds =
+            match mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, &integration)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return wait(format!("credentials: {e}"), true, backoff(item.attempts)),
+            };
+        let writer = match self
+            .providers
+            .ticket_writer(integration.provider, &creds, self.config.retry)
+            .await
+        {
+            None => {
+                return OutboxResult::Failed {
+                    error: format!("writing tickets to {provider} is not built yet"),
+                    retry_at: None,
+                    count: true,
+                };
+            }
+            Some(Err(e)) => return self.failure(item, provider, e, now),
+            Some(Ok(w)) => w,
+        };
+        match self.apply(item, writer.as_ref()).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(waiting)) => wait(waiting, false, Duration::seconds(10)),
+            Err(e) => self.failure(item, provider, e, now),
+        }
+    }
+
+    fn failure(
+        &self,
+        item: &OutboxItem,
+        provider: &str,
+        e: WriteError,
+        now: DateTime<Utc>,
+    ) -> OutboxResult {
+        let error = format!("{provider}: {e}");
+        match e {
+            WriteError::Transient { retry_after, .. } if item.attempts + 1 < MAX_ATTEMPTS => {
+                let after = retry_after
+                    .and_then(|d| Duration::from_std(d).ok())
+                    .unwrap_or_else(|| backoff(item.attempts));
+                OutboxResult::Failed {
+                    error,
+                    retry_at: Some(now + after),
+                    count: true,
+                }
+            }
+            _ => OutboxResult::Failed {
+                error,
+                retry_at: None,
+                count: true,
+            },
+        }
+    }
+
+    /// `Ok(Err(why))`: not written yet and not an attempt (the ticket it belongs to is not
+    /// in the PSA yet).
+    async fn apply(
+        &self,
+        item: &OutboxItem,
+        w: &dyn TicketWriter,
+    ) -> Result<Result<OutboxResult, String>, WriteError> {
+        let bad = |m: &str| WriteError::Rejected {
+            field: None,
+            message: format!("outbox row {} is unreadable: {m}", item.id),
+        };
+        match item.op {
+            OutboxOp::CreateTicket => {
+                let mut t: NewVendorTicket = serde_json::from_value(item.payload.clone())
+                    .map_err(|e| bad(&e.to_string()))?;
+                // The defaults as they are now, so fixing them and retrying a refused create works.
+                if let Ok(o) = self
+                    .store
+                    .sync_options(item.tenant_id, item.integration_id)
+                    .await
+                {
+                    t.defaults = o.ticket_defaults;
+                }
+                let external_id = match w.find_ticket(&item.marker).await? {
+                    Some(found) => {
+                        tracing::info!(ticket = %found, "the ticket was created by an earlier attempt; not creating it again");
+                        found
+                    }
+                    None => w.create_ticket(&t).await?,
+                };
+                Ok(Ok(OutboxResult::Done {
+                    external_id,
+                    link: Some((LinkedRecord::Ticket, item.ticket_id.0)),
+                }))
+            }
+            OutboxOp::AddNote | OutboxOp::SetStatus => {
+                let Some(ticket) = self
+                    .store
+                    .find_local_link(
+                        item.tenant_id,
+                        item.integration_id,
+                        LinkedRecord::Ticket,
+                        item.ticket_id.0,
+                    )
+                    .await
+                    .map_err(|e| WriteError::Transient {
+                        message: format!("storage: {e}"),
+                        retry_after: None,
+                    })?
+                else {
+                    return Ok(Err(
+                        "waiting for the ticket to be created in the PSA first".into()
+                    ));
+                };
+                let ext = ticket.external_id;
+                if item.op == OutboxOp::SetStatus {
+                    let status = item.payload["status"]
+                        .as_str()
+                        .ok_or_else(|| bad("no status"))?;
+                    w.set_status(&ext, status).await?;
+                    return Ok(Ok(OutboxResult::Done {
+                        external_id: ext,
+                        link: None,
+                    }));
+                }
+                let text = item.payload["text"]
+                    .as_str()
+                    .ok_or_else(|| bad("no text"))?;
+                let internal = item.payload["internal"].as_bool().unwrap_or(false);
+                let note = match w.find_note(&ext, text, internal, item.created_at).await? {
+                    Some(found) => found,
+                    None => w.add_note(&ext, text, internal).await?,
+                };
+                Ok(Ok(OutboxResult::Done {
+                    external_id: note,
+                    link: item.note_id.map(|n| (LinkedRecord::TicketNote, n)),
+                }))
+            }
+        }
+    }
+}

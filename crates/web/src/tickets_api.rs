@@ -1,0 +1,390 @@
+//! Tickets raised and worked in the portal, under `/api/v1/tickets`, and the outbox that
+//! carries them to the company's PSA (`/api/v1/outbox`). A change is saved and queued in
+//! one transaction; the sync worker writes it to the PSA (see `mspbridge_sync::outbox`),
+//! and a write the PSA refused stays listed with the vendor's message until retried.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::integration::IntegrationStatus;
+use mspbridge_domain::model::{LinkedRecord, Ticket, TicketNote};
+use mspbridge_domain::{CompanyId, TicketId};
+use mspbridge_providers::tickets::NewVendorTicket;
+use mspbridge_store::NewTicket;
+use mspbridge_store::outbox::{OutboxItem, Outgoing};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::mapping_api::actor;
+
+/// The longest summary the portal takes (a PSA with a shorter limit gets it cut, with the
+/// whole text in the description).
+pub const SUMMARY_MAX: usize = 200;
+pub const TEXT_MAX: usize = 20_000;
+
+/// A write waiting for, or done in, the PSA.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PsaWrite {
+    pub id: i64,
+    pub integration_id: i64,
+    /// `create_ticket`, `add_note` or `set_status`.
+    pub op: String,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    /// The PSA's message when the last attempt failed.
+    pub last_error: Option<String>,
+    /// The PSA's id of what was written.
+    pub external_id: Option<String>,
+    pub ticket_id: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<OutboxItem> for PsaWrite {
+    fn from(o: OutboxItem) -> Self {
+        PsaWrite {
+            id: o.id,
+            integration_id: o.integration_id.0,
+            op: o.op.as_str().into(),
+            state: o.state,
+            attempts: o.attempts,
+            last_error: o.last_error,
+            external_id: o.external_id,
+            ticket_id: o.ticket_id.0,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TicketView {
+    pub ticket: Ticket,
+    pub notes: Vec<TicketNote>,
+    /// The PSA this ticket is written to, if its company is linked to one that takes
+    /// tickets from the portal.
+    pub integration_id: Option<i64>,
+    pub psa_writes: Vec<PsaWrite>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTicketBody {
+    pub company_id: i64,
+    pub summary: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNoteBody {
+    pub text: String,
+    /// Internal notes are for staff only (ConnectWise: internal analysis).
+    #[serde(default)]
+    pub internal: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    /// The PSA's status name ("In Progress", "Completed", …).
+    pub status: String,
+    #[serde(default)]
+    pub closed: bool,
+}
+
+fn number(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::field("id", "must be a positive number"))
+}
+
+fn marker() -> Result<String, ApiError> {
+    let (_, hash) =
+        mspbridge_vault::new_token("msb").map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(format!("msb-{}", &hash[..24]))
+}
+
+fn text(field: &str, v: &str, max: usize) -> Result<String, ApiError> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(ApiError::field(field, "must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(ApiError::field(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The PSA integration that takes this company's tickets: the first connected
+/// integration, by id, that links the company and writes tickets, with its link.
+async fn psa_for(
+    state: &AppState,
+    caller: &Caller,
+    company: CompanyId,
+) -> Result<Option<(mspbridge_domain::integration::Integration, String)>, ApiError> {
+    for i in state.store.list_integrations(caller.tenant_id).await? {
+        if i.status == IntegrationStatus::Disconnected
+            || !state.providers.writes_tickets(i.provider)
+        {
+            continue;
+        }
+        if let Some(link) = state
+            .store
+            .find_local_link(caller.tenant_id, i.id, LinkedRecord::Company, company.0)
+            .await?
+        {
+            return Ok(Some((i, link.external_id)));
+        }
+    }
+    Ok(None)
+}
+
+async fn view(state: &AppState, caller: &Caller, id: TicketId) -> Result<TicketView, ApiError> {
+    let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
+    let notes = state.store.list_ticket_notes(caller.tenant_id, id).await?;
+    let psa_writes: Vec<PsaWrite> = state
+        .store
+        .list_outbox_for_ticket(caller.tenant_id, id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    let integration_id = match psa_writes.first() {
+        Some(w) => Some(w.integration_id),
+        None => psa_for(state, caller, ticket.company_id)
+            .await?
+            .map(|(i, _)| i.id.0),
+    };
+    Ok(TicketView {
+        ticket,
+        notes,
+        integration_id,
+        psa_writes,
+    })
+}
+
+/// Creates a ticket in the portal; when the company is linked to a PSA that takes
+/// tickets, it is queued for that PSA with the integration's ticket defaults.
+#[utoipa::path(post, path = "/api/v1/tickets", tag = "tickets", request_body = NewTicketBody,
+    responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewTicketBody>,
+) -> Result<(StatusCode, Json<TicketView>), ApiError> {
+    caller.require(Permission::Write)?;
+    let summary = text("summary", &body.summary, SUMMARY_MAX)?;
+    let description = body.description.trim().to_string();
+    if description.chars().count() > TEXT_MAX {
+        return Err(ApiError::field(
+            "description",
+            format!("must be at most {TEXT_MAX} characters"),
+        ));
+    }
+    let company = CompanyId(body.company_id);
+    let new = NewTicket {
+        company_id: company,
+        summary: summary.clone(),
+        description: description.clone(),
+        status: "New".into(),
+        priority: None,
+    };
+    let now = state.now();
+    let ticket = match psa_for(&state, &caller, company).await? {
+        None => {
+            state
+                .store
+                .create_ticket(caller.tenant_id, new, now)
+                .await?
+        }
+        Some((i, company_external_id)) => {
+            let options = state.store.sync_options(caller.tenant_id, i.id).await?;
+            let marker = marker()?;
+            let payload = NewVendorTicket {
+                company_external_id,
+                summary,
+                description,
+                marker: marker.clone(),
+                defaults: options.ticket_defaults,
+            };
+            let out = Outgoing {
+                integration: i.id,
+                marker,
+                payload: serde_json::to_value(&payload)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            };
+            let (t, outbox) = state
+                .store
+                .create_ticket_outboxed(caller.tenant_id, new, out, now)
+                .await?;
+            tracing::info!(tenant_id = %caller.tenant_id, integration_id = %i.id, ticket_id = t.id.0, outbox_id = outbox, "ticket queued for the PSA");
+            t
+        }
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(view(&state, &caller, ticket.id).await?),
+    ))
+}
+
+/// A ticket with its notes and its writes to the PSA.
+#[utoipa::path(get, path = "/api/v1/tickets/{id}", tag = "tickets",
+    params(("id" = i64, Path)), responses((status = 200, body = TicketView), (status = 404, body = ErrorBody)))]
+pub async fn get_ticket(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<TicketView>, ApiError> {
+    caller.require(Permission::Read)?;
+    let id = number(&raw).map(TicketId)?;
+    Ok(Json(view(&state, &caller, id).await?))
+}
+
+/// Adds a note (internal or for the client); queued for the PSA with the ticket.
+#[utoipa::path(post, path = "/api/v1/tickets/{id}/notes", tag = "tickets", request_body = NewNoteBody,
+    params(("id" = i64, Path)),
+    responses((status = 201, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn add_note(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<NewNoteBody>,
+) -> Result<(StatusCode, Json<TicketView>), ApiError> {
+    caller.require(Permission::Write)?;
+    let id = number(&raw).map(TicketId)?;
+    let body_text = text("text", &body.text, TEXT_MAX)?;
+    let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
+    let author = actor(&caller);
+    let now = state.now();
+    match psa_for(&state, &caller, ticket.company_id).await? {
+        None => {
+            state
+                .store
+                .add_ticket_note(
+                    caller.tenant_id,
+                    id,
+                    &body_text,
+                    body.internal,
+                    &author,
+                    now,
+                )
+                .await?;
+        }
+        Some((i, _)) => {
+            let out = Outgoing {
+                integration: i.id,
+                marker: marker()?,
+                payload: serde_json::json!({"text": body_text, "internal": body.internal}),
+            };
+            state
+                .store
+                .add_note_outboxed(
+                    caller.tenant_id,
+                    id,
+                    &body_text,
+                    body.internal,
+                    &author,
+                    out,
+                    now,
+                )
+                .await?;
+        }
+    }
+    Ok((StatusCode::CREATED, Json(view(&state, &caller, id).await?)))
+}
+
+/// Changes the status; queued for the PSA, where it is set by name on the ticket's board.
+#[utoipa::path(patch, path = "/api/v1/tickets/{id}", tag = "tickets", request_body = StatusBody,
+    params(("id" = i64, Path)),
+    responses((status = 200, body = TicketView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn set_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<StatusBody>,
+) -> Result<Json<TicketView>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = number(&raw).map(TicketId)?;
+    let status = text("status", &body.status, 100)?;
+    let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
+    let now = state.now();
+    match psa_for(&state, &caller, ticket.company_id).await? {
+        None => {
+            state
+                .store
+                .set_ticket_status(caller.tenant_id, id, &status, body.closed, now)
+                .await?;
+        }
+        Some((i, _)) => {
+            let out = Outgoing {
+                integration: i.id,
+                marker: marker()?,
+                payload: serde_json::json!({"status": status}),
+            };
+            state
+                .store
+                .set_status_outboxed(caller.tenant_id, id, &status, body.closed, out, now)
+                .await?;
+        }
+    }
+    Ok(Json(view(&state, &caller, id).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct OutboxParams {
+    /// `pending`, `done` or `failed`; all when left out.
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Writes to PSAs, newest first: what is waiting, what went through, what was refused.
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "tickets", params(OutboxParams),
+    responses((status = 200, body = [PsaWrite]), (status = 422, body = ErrorBody)))]
+pub async fn list_outbox(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<OutboxParams>,
+) -> Result<Json<Vec<PsaWrite>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let wanted = p.state.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = wanted
+        && !["pending", "done", "failed"].contains(&s)
+    {
+        return Err(ApiError::field("state", "must be pending, done or failed"));
+    }
+    let rows = state
+        .store
+        .list_outbox(caller.tenant_id, wanted, p.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Tries a failed write again (the worker picks it up within a second or so).
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/retry", tag = "tickets", params(("id" = i64, Path)),
+    responses((status = 200, body = PsaWrite), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry_outbox(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<PsaWrite>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = number(&raw)?;
+    Ok(Json(
+        state
+            .store
+            .retry_outbox(caller.tenant_id, id, state.now())
+            .await?
+            .into(),
+    ))
+}
