@@ -72,6 +72,9 @@ pub trait TicketWriter: Send + Sync {
     ) -> Result<String, WriteError>;
     /// Moves the ticket to the status of this name on its board (a no-op when it is there).
     async fn set_status(&self, ticket: &str, status: &str) -> Result<(), WriteError>;
+    /// The ticket's status in the PSA now, by name, and whether that status is closed;
+    /// `None` when the ticket no longer exists.
+    async fn ticket_status(&self, ticket: &str) -> Result<Option<(String, bool)>, WriteError>;
     /// Vendor requests made so far.
     fn requests(&self) -> u64;
 }

@@ -161,6 +161,39 @@ pub trait OutboxStore: Send + Sync {
         closed: bool,
         now: DateTime<Utc>,
     ) -> Result<Ticket>;
+    /// The tenant an integration belongs to (webhooks name only the integration).
+    async fn integration_owner(&self, id: IntegrationId) -> Result<Option<TenantId>>;
+    /// Records a verified callback; false when this signature was seen before (a replay).
+    #[allow(clippy::too_many_arguments)]
+    async fn record_webhook(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        signature_hash: &str,
+        kind: &str,
+        action: &str,
+        record_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// What a callback's re-read changed, for the event log.
+    async fn webhook_outcome(
+        &self,
+        integration: IntegrationId,
+        signature_hash: &str,
+        outcome: &str,
+    ) -> Result<()>;
+    /// Applies the PSA's status to the portal ticket linked to `external_id`: `None` when
+    /// no portal ticket is linked, else the ticket and whether anything changed (an echo
+    /// of our own write changes nothing).
+    async fn apply_ticket_status(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        external_id: &str,
+        status: &str,
+        closed: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(TicketId, bool)>>;
     /// Makes a failed row pending again, due now.
     async fn retry_outbox(
         &self,
@@ -516,6 +549,84 @@ macro_rules! impl_outbox_store {
                     .fetch_optional(&self.pool)
                     .await?;
                     Ok(row.ok_or(StoreError::NotFound)?.into())
+                }
+
+                async fn integration_owner(&self, id: mspbridge_domain::IntegrationId) -> Result<Option<TenantId>> {
+                    let row: Option<(i64,)> = sqlx::query_as("SELECT tenant_id FROM integrations WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(row.map(|r| TenantId(r.0)))
+                }
+
+                async fn record_webhook(
+                    &self,
+                    tenant: TenantId,
+                    integration: mspbridge_domain::IntegrationId,
+                    signature_hash: &str,
+                    kind: &str,
+                    action: &str,
+                    record_id: &str,
+                    now: DateTime<Utc>,
+                ) -> Result<bool> {
+                    let done = sqlx::query(
+                        "INSERT INTO webhook_events (tenant_id, integration_id, signature_hash, kind, action, record_id, received_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (integration_id, signature_hash) DO NOTHING",
+                    )
+                    .bind(tenant.0)
+                    .bind(integration.0)
+                    .bind(signature_hash)
+                    .bind(kind)
+                    .bind(action)
+                    .bind(record_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn webhook_outcome(&self, integration: mspbridge_domain::IntegrationId, signature_hash: &str, outcome: &str) -> Result<()> {
+                    sqlx::query("UPDATE webhook_events SET outcome = $3 WHERE integration_id = $1 AND signature_hash = $2")
+                        .bind(integration.0)
+                        .bind(signature_hash)
+                        .bind(outcome)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn apply_ticket_status(
+                    &self,
+                    tenant: TenantId,
+                    integration: mspbridge_domain::IntegrationId,
+                    external_id: &str,
+                    status: &str,
+                    closed: bool,
+                    now: DateTime<Utc>,
+                ) -> Result<Option<(TicketId, bool)>> {
+                    let local: Option<(i64,)> = sqlx::query_as(
+                        "SELECT local_id FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = 'ticket' AND external_id = $3",
+                    )
+                    .bind(tenant.0)
+                    .bind(integration.0)
+                    .bind(external_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let Some((id,)) = local else {
+                        return Ok(None);
+                    };
+                    let changed = sqlx::query(
+                        "UPDATE tickets SET status = $3, closed = $4, updated_at = $5 \
+                         WHERE tenant_id = $1 AND id = $2 AND (status <> $3 OR closed <> $4)",
+                    )
+                    .bind(tenant.0)
+                    .bind(id)
+                    .bind(status)
+                    .bind(closed)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(Some((TicketId(id), changed.rows_affected() == 1)))
                 }
 
                 async fn retry_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {

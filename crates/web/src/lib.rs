@@ -28,6 +28,7 @@ pub mod sync_api;
 pub mod tickets_api;
 pub mod ui;
 pub mod ui_sync;
+pub mod webhooks;
 
 /// Everything a request handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -226,6 +227,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(ui::routes())
+        .route(
+            "/webhooks/connectwise/{integration_id}",
+            post(webhooks::connectwise),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
         .layer(axum::middleware::from_fn(track_metrics))

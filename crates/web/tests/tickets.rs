@@ -419,3 +419,151 @@ async fn tickets_are_validated_permissioned_and_tenant_scoped() {
         assert_eq!((s, e["field"].as_str()), (422, Some("text")));
     }
 }
+
+/// ConnectWise callbacks: a signed callback re-reads the ticket and moves the portal's
+/// status within the request; forged, replayed, foreign-key and other-site callbacks are
+/// refused with 401; an echo of our own change changes nothing.
+#[tokio::test]
+async fn connectwise_callbacks_are_verified_replays_refused_and_applied() {
+    use mspbridge_providers::connectwise::callbacks::{SIGNATURE_HEADER, sign};
+    use mspbridge_providers::connectwise::sandbox::SIGNING_KEY;
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        set_defaults(&app, cw, "Service Desk").await;
+        let (company, _) = linked_company(&app, cw).await;
+        let (_, created) = app
+            .post(
+                "/api/v1/tickets",
+                t,
+                json!({"company_id": company, "summary": "Email bounces"}),
+            )
+            .await;
+        let ticket = created["ticket"]["id"].as_i64().unwrap();
+        drain(&app, Duration::zero()).await;
+        let (_, v) = app.get(&format!("/api/v1/tickets/{ticket}"), t).await;
+        let cw_id: i64 = writes(&v)[0]["external_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let hook = app.url(&format!("/webhooks/connectwise/{cw}"));
+        let base = app.sandbox_handle.base_url();
+
+        // A technician moves it in ConnectWise; the callback brings it over.
+        assert!(app.sandbox.set_ticket_status(cw_id, "Waiting on Client"));
+        let s = app
+            .sandbox
+            .deliver_callback(&base, &hook, "updated", cw_id)
+            .await
+            .unwrap();
+        assert_eq!(s, 200);
+        let (_, v) = app.get(&format!("/api/v1/tickets/{ticket}"), t).await;
+        assert_eq!(v["ticket"]["status"], "Waiting on Client", "{v}");
+
+        let post = |body: Vec<u8>, sig: Option<String>, url: String| {
+            let http = app.http.clone();
+            async move {
+                let mut r = http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                if let Some(s) = sig {
+                    r = r.header(SIGNATURE_HEADER, s);
+                }
+                r.send().await.unwrap().status().as_u16()
+            }
+        };
+        // Replayed: the same delivery twice.
+        let body = app.sandbox.callback_body(&base, "updated", "ticket", cw_id);
+        let sig = sign(SIGNING_KEY, &body);
+        assert_eq!(
+            post(body.clone(), Some(sig.clone()), hook.clone()).await,
+            200
+        );
+        assert_eq!(
+            post(body.clone(), Some(sig), hook.clone()).await,
+            401,
+            "replay"
+        );
+        // Forged, unsigned.
+        let body = app.sandbox.callback_body(&base, "updated", "ticket", cw_id);
+        assert_eq!(
+            post(body.clone(), Some(sign("guess", &body)), hook.clone()).await,
+            401
+        );
+        assert_eq!(post(body, None, hook.clone()).await, 401);
+        // A key_url off the integration's site, even with a matching signature.
+        let mut v: Value =
+            serde_json::from_slice(&app.sandbox.callback_body(&base, "updated", "ticket", cw_id))
+                .unwrap();
+        v["Metadata"]["key_url"] = json!("http://127.0.0.1:9/callbackkeys/1");
+        let body = serde_json::to_vec(&v).unwrap();
+        assert_eq!(
+            post(body.clone(), Some(sign(SIGNING_KEY, &body)), hook.clone()).await,
+            401
+        );
+        // Another ConnectWise site (another MSP's callbacks pointed at us).
+        v["Metadata"]["key_url"] = json!(format!("{base}/callbackkeys/1"));
+        v["CompanyId"] = json!("another-msp");
+        let body = serde_json::to_vec(&v).unwrap();
+        assert_eq!(
+            post(body.clone(), Some(sign(SIGNING_KEY, &body)), hook.clone()).await,
+            401
+        );
+        // An integration that is not ConnectWise's, or none at all.
+        assert_eq!(
+            post(
+                b"{}".to_vec(),
+                None,
+                app.url("/webhooks/connectwise/999999")
+            )
+            .await,
+            404
+        );
+
+        // Our own change comes back as a callback: an echo, nothing changes.
+        let (s, _) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/tickets/{ticket}"),
+                t,
+                Some(json!({"status": "In Progress"})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(drain(&app, Duration::minutes(1)).await.done, 1);
+        let before = app
+            .db
+            .store
+            .get_ticket(app.a.id, mspbridge_domain::TicketId(ticket))
+            .await
+            .unwrap();
+        let body = app.sandbox.callback_body(&base, "updated", "ticket", cw_id);
+        let sig = sign(SIGNING_KEY, &body);
+        let r = app
+            .http
+            .post(&hook)
+            .header(SIGNATURE_HEADER, sig)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let answer: Value = r.json().await.unwrap();
+        assert!(
+            answer["outcome"].as_str().unwrap().contains("unchanged"),
+            "{answer}"
+        );
+        let after = app
+            .db
+            .store
+            .get_ticket(app.a.id, mspbridge_domain::TicketId(ticket))
+            .await
+            .unwrap();
+        assert_eq!(
+            before.updated_at, after.updated_at,
+            "an echo writes nothing"
+        );
+        assert_eq!(after.status, "In Progress");
+    }
+}

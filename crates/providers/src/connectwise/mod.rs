@@ -1,5 +1,6 @@
 //! ConnectWise Manage (ConnectWise PSA).
 
+pub mod callbacks;
 pub mod client;
 pub mod conditions;
 pub mod sandbox;

@@ -31,6 +31,8 @@ pub const LIMITED_PUBLIC_KEY: &str = "limited-public-key";
 pub const LIMITED_PRIVATE_KEY: &str = "limited-private-key";
 pub const DEMO_CLIENT_ID: &str = "0b5e1c8a-6f0d-4c55-9a3e-2f9d7c1b4e60";
 pub const CODEBASE: &str = "v2025_1/";
+/// The key the sandbox signs its callbacks with (served at `key_url`).
+pub const SIGNING_KEY: &str = "cw-sandbox-signing-key-1";
 
 #[derive(Debug, Clone)]
 pub struct ApiMemberKey {
@@ -175,6 +177,10 @@ impl CwSandbox {
         Router::new()
             .route("/login/companyinfo/{company_id}", get(company_info))
             .route(
+                "/callbackkeys/{n}",
+                get(|| async { axum::Json(serde_json::json!({ "signing_key": SIGNING_KEY })) }),
+            )
+            .route(
                 "/{codebase}/apis/3.0/{*rest}",
                 get(api_get).post(api_post).patch(api_patch).put(api_put),
             )
@@ -218,6 +224,73 @@ impl CwSandbox {
     /// Builds the JSON form of the data set now (benchmarks warm it before timing).
     pub fn warm(&self) {
         let _ = self.state.json();
+    }
+
+    /// A callback body as ConnectWise posts it for `id` of `kind` (`ticket`), with
+    /// `key_url` on this sandbox (`base` is its base URL).
+    pub fn callback_body(&self, base: &str, action: &str, kind: &str, id: i64) -> Vec<u8> {
+        let entity = self.with_data(|d| {
+            d.tickets
+                .iter()
+                .find(|t| t.id == id)
+                .and_then(|t| serde_json::to_string(t).ok())
+        });
+        serde_json::to_vec(&serde_json::json!({
+            "MessageId": format!("{id}-{action}-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+            "FromUrl": base,
+            "CompanyId": self.state.company_id,
+            "MemberId": "mspbridge-api",
+            "Action": action,
+            "Type": kind,
+            "ID": id,
+            "Entity": entity,
+            "Metadata": { "key_url": format!("{base}/callbackkeys/1") },
+        }))
+        .unwrap_or_default()
+    }
+
+    /// Posts a signed callback for ticket `id` to `url`, as ConnectWise does (with
+    /// `?action=…&id=…` appended); the HTTP status of the answer.
+    pub async fn deliver_callback(
+        &self,
+        base: &str,
+        url: &str,
+        action: &str,
+        id: i64,
+    ) -> Result<u16, String> {
+        let body = self.callback_body(base, action, "ticket", id);
+        let sig = super::callbacks::sign(SIGNING_KEY, &body);
+        let sep = if url.contains('?') { '&' } else { '?' };
+        reqwest::Client::new()
+            .post(format!("{url}{sep}action={action}&id={id}"))
+            .header(super::callbacks::SIGNATURE_HEADER, sig)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Moves ticket `id` to the status named `name` (as a technician in ConnectWise would).
+    pub fn set_ticket_status(&self, id: i64, name: &str) -> bool {
+        self.with_data(|d| {
+            let Some(st) = d.board_statuses.iter().find(|s| s.name == name).cloned() else {
+                return false;
+            };
+            match d.tickets.iter_mut().find(|t| t.id == id) {
+                Some(t) => {
+                    t.status = Ref {
+                        id: st.id,
+                        name: Some(st.name),
+                    };
+                    t.closed_flag = st.closed_status;
+                    t.info.last_updated = Some(Utc::now());
+                    true
+                }
+                None => false,
+            }
+        })
     }
 
     /// The next `n` writes are applied but answered with a 502, as when a connection

@@ -309,6 +309,21 @@ impl TicketWriter for CwTicketWriter {
         Ok(())
     }
 
+    async fn ticket_status(&self, ticket: &str) -> Result<Option<(String, bool)>, WriteError> {
+        let query = [("fields", "id,status,closedFlag".to_string())];
+        match self
+            .client
+            .get_retrying::<serde_json::Value>(&format!("/service/tickets/{ticket}"), &query)
+            .await
+        {
+            Ok((t, _)) => Ok(t["status"]["name"]
+                .as_str()
+                .map(|name| (name.to_string(), t["closedFlag"].as_bool().unwrap_or(false)))),
+            Err(CwError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+
     fn requests(&self) -> u64 {
         self.client.requests()
     }

@@ -1,0 +1,169 @@
+//! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}`.
+//!
+//! A callback is a hint. It is verified (the ConnectWise company it names, its `key_url`
+//! on the integration's own site, the signature with the key read there), recorded once
+//! (a signature seen before is a replay and refused), and the record it names is read
+//! again from ConnectWise before anything changes in the portal. An echo of mspbridge's own
+//! write changes nothing. Refusals answer 401 and are logged with the integration.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use mspbridge_domain::IntegrationId;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::IntegrationStatus;
+use mspbridge_providers::connectwise::callbacks::{self, CallbackError};
+use serde_json::json;
+
+use crate::AppState;
+
+fn refuse(integration: i64, why: &str) -> Response {
+    tracing::warn!(
+        integration_id = integration,
+        reason = why,
+        "webhook refused"
+    );
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"code": "unauthorized", "message": why})),
+    )
+        .into_response()
+}
+
+#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+pub async fn connectwise(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
+        return (StatusCode::NOT_FOUND, "no such webhook").into_response();
+    };
+    match handle(&state, IntegrationId(id), &headers, &body).await {
+        Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
+        Err(Refusal::Unauthorized(why)) => refuse(id, &why),
+        Err(Refusal::NotFound) => (StatusCode::NOT_FOUND, "no such webhook").into_response(),
+        Err(Refusal::Unavailable(why)) => {
+            tracing::error!(integration_id = id, error = %why, "webhook could not be processed");
+            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+        }
+    }
+}
+
+enum Refusal {
+    Unauthorized(String),
+    NotFound,
+    Unavailable(String),
+}
+
+async fn handle(
+    state: &AppState,
+    id: IntegrationId,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, Refusal> {
+    let unavailable = |e: &dyn std::fmt::Display| Refusal::Unavailable(e.to_string());
+    let tenant = state
+        .store
+        .integration_owner(id)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or(Refusal::NotFound)?;
+    let integration = state
+        .store
+        .get_integration(tenant, id)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if integration.provider != ProviderKind::ConnectwiseManage
+        || integration.status == IntegrationStatus::Disconnected
+    {
+        return Err(Refusal::NotFound);
+    }
+    let creds = crate::integrations::stored_credentials(state, &integration)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let signature = headers
+        .get(callbacks::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let policy = state.providers.config().outbound;
+    let cb = callbacks::verify(
+        body,
+        signature,
+        creds.get("site").unwrap_or_default(),
+        creds.get("company_id").unwrap_or_default(),
+        &policy,
+    )
+    .await
+    .map_err(|e| match e {
+        CallbackError::Key(_) => Refusal::Unauthorized(e.to_string()),
+        other => Refusal::Unauthorized(other.to_string()),
+    })?;
+    let sig_hash = mspbridge_vault::hash_token(signature.unwrap_or_default());
+    let now = state.now();
+    let fresh = state
+        .store
+        .record_webhook(
+            tenant,
+            id,
+            &sig_hash,
+            &cb.kind.to_lowercase(),
+            &cb.action.to_lowercase(),
+            &cb.id.to_string(),
+            now,
+        )
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if !fresh {
+        return Err(Refusal::Unauthorized(
+            "this callback was delivered before (replay)".into(),
+        ));
+    }
+    let outcome = apply(state, tenant, &integration, &creds, &cb).await;
+    let _ = state.store.webhook_outcome(id, &sig_hash, &outcome).await;
+    tracing::info!(kind = %cb.kind, record = cb.id, outcome = %outcome, "webhook applied");
+    Ok(outcome)
+}
+
+/// Re-reads the record and applies it; the outcome, for the log.
+async fn apply(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+    integration: &mspbridge_domain::integration::Integration,
+    creds: &mspbridge_domain::validate::Credentials,
+    cb: &callbacks::Callback,
+) -> String {
+    if !cb.kind.eq_ignore_ascii_case("ticket") {
+        return format!("ignored: {} callbacks are not used yet", cb.kind);
+    }
+    let writer = match state
+        .providers
+        .ticket_writer(
+            integration.provider,
+            creds,
+            mspbridge_providers::http::RetryPolicy::interactive(),
+        )
+        .await
+    {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => return format!("not applied: {e}"),
+        None => return "ignored: no ticket connector".into(),
+    };
+    let ext = cb.id.to_string();
+    match writer.ticket_status(&ext).await {
+        Ok(Some((status, closed))) => match state
+            .store
+            .apply_ticket_status(tenant, integration.id, &ext, &status, closed, state.now())
+            .await
+        {
+            Ok(None) => "ignored: the ticket is not in the portal".into(),
+            Ok(Some((t, true))) => format!("ticket {} now '{status}'", t.0),
+            Ok(Some((t, false))) => format!("ticket {} unchanged (echo or no change)", t.0),
+            Err(e) => format!("not applied: {e}"),
+        },
+        Ok(None) => "ignored: the ticket no longer exists in ConnectWise".into(),
+        Err(e) => format!("not applied: {e}"),
+    }
+}
