@@ -322,13 +322,11 @@ macro_rules! impl_outbox_store {
                     let mut tx = self.pool.begin().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
-                    let tx_ref = &mut tx;
                     let r: Result<_> = async {
-                        let tx = tx_ref;
                     let company: Option<(i64,)> = sqlx::query_as("SELECT id FROM companies WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant.0)
                         .bind(ticket.company_id.0)
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *tx)
                         .await?;
                     if company.is_none() {
                         return Err(StoreError::NotFound);
@@ -344,9 +342,9 @@ macro_rules! impl_outbox_store {
                     .bind(&ticket.status)
                     .bind(&ticket.priority)
                     .bind(now)
-                    .fetch_one(&mut **tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                    let id = enqueue(tx, tenant, OutboxOp::CreateTicket, row.id, None, &out, now).await?;
+                    let id = enqueue(&mut tx, tenant, OutboxOp::CreateTicket, row.id, None, &out, now).await?;
                         Ok((row.into(), id))
                     }
                     .await;
@@ -357,13 +355,11 @@ macro_rules! impl_outbox_store {
                     let mut tx = self.pool.begin().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
-                    let tx_ref = &mut tx;
                     let r: Result<_> = async {
-                        let tx = tx_ref;
                     let found: Option<(i64,)> = sqlx::query_as("SELECT id FROM tickets WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant.0)
                         .bind(ticket.0)
-                        .fetch_optional(&mut **tx)
+                        .fetch_optional(&mut *tx)
                         .await?;
                     if found.is_none() {
                         return Err(StoreError::NotFound);
@@ -378,9 +374,9 @@ macro_rules! impl_outbox_store {
                     .bind(internal)
                     .bind(author)
                     .bind(now)
-                    .fetch_one(&mut **tx)
+                    .fetch_one(&mut *tx)
                     .await?;
-                    let id = enqueue(tx, tenant, OutboxOp::AddNote, ticket.0, Some(row.id), &out, now).await?;
+                    let id = enqueue(&mut tx, tenant, OutboxOp::AddNote, ticket.0, Some(row.id), &out, now).await?;
                         Ok((row.into(), id))
                     }
                     .await;
@@ -391,9 +387,7 @@ macro_rules! impl_outbox_store {
                     let mut tx = self.pool.begin().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
-                    let tx_ref = &mut tx;
                     let r: Result<_> = async {
-                        let tx = tx_ref;
                     let row: Option<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
                         "UPDATE tickets SET status = $3, closed = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 RETURNING {TICKET_COLUMNS}"
                     )))
@@ -402,10 +396,10 @@ macro_rules! impl_outbox_store {
                     .bind(status)
                     .bind(closed)
                     .bind(now)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
                     let row = row.ok_or(StoreError::NotFound)?;
-                    let id = enqueue(tx, tenant, OutboxOp::SetStatus, ticket.0, None, &out, now).await?;
+                    let id = enqueue(&mut tx, tenant, OutboxOp::SetStatus, ticket.0, None, &out, now).await?;
                         Ok((row.into(), id))
                     }
                     .await;
@@ -413,58 +407,37 @@ macro_rules! impl_outbox_store {
                 }
 
                 async fn claim_outbox(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem>> {
-                    let mut tx = self.pool.begin().await?;
-                    // Any early return or error rolls back at once: a dropped transaction
-                    // would keep its locks until the connection is used again.
-                    let tx_ref = &mut tx;
-                    let r: Result<_> = async {
-                        let tx = tx_ref;
-                    let ids: Vec<(i64,)> = sqlx::query_as(crate::sync_shared::sql(format!(
-                        "SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $1 \
-                         AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2{}",
+                    let rows: Vec<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+                           SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $3 \
+                           AND (lease_until IS NULL OR lease_until < $3) ORDER BY id LIMIT $4{}) \
+                         RETURNING {OUTBOX_COLUMNS}",
                         super::SKIP_LOCKED
                     )))
+                    .bind(worker)
+                    .bind(lease_until)
                     .bind(now)
                     .bind(limit.max(1))
-                    .fetch_all(&mut **tx)
+                    .fetch_all(&self.pool)
                     .await?;
-                    let mut out = Vec::with_capacity(ids.len());
-                    for (id,) in ids {
-                        let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
-                            "UPDATE outbox SET lease_owner = $2, lease_until = $3 WHERE id = $1 AND state = 'pending' \
-                             AND (lease_until IS NULL OR lease_until < $4) RETURNING {OUTBOX_COLUMNS}"
-                        )))
-                        .bind(id)
-                        .bind(worker)
-                        .bind(lease_until)
-                        .bind(now)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                        if let Some(r) = row {
-                            out.push(r.try_into()?);
-                        }
-                    }
-                        Ok(out)
-                    }
-                    .await;
-                    finish_tx(tx, r).await
+                    let mut out: Vec<OutboxItem> = rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?;
+                    out.sort_by_key(|o| o.id);
+                    Ok(out)
                 }
 
                 async fn finish_outbox(&self, id: i64, worker: &str, result: OutboxResult, now: DateTime<Utc>) -> Result<bool> {
                     let mut tx = self.pool.begin().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
-                    let tx_ref = &mut tx;
                     let r: Result<_> = async {
-                        let tx = tx_ref;
-                    let held: Option<(i64, i64, i64)> = sqlx::query_as(
-                        "SELECT tenant_id, integration_id, ticket_id FROM outbox WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
+                    let held: Option<(i64, i64)> = sqlx::query_as(
+                        "SELECT tenant_id, integration_id FROM outbox WHERE id = $1 AND lease_owner = $2 AND state = 'pending'",
                     )
                     .bind(id)
                     .bind(worker)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    let Some((tenant, integration, _ticket)) = held else {
+                    let Some((tenant, integration)) = held else {
                         return Ok(false);
                     };
                     match result {
@@ -480,7 +453,7 @@ macro_rules! impl_outbox_store {
                                 .bind(local)
                                 .bind(&external_id)
                                 .bind(now)
-                                .execute(&mut **tx)
+                                .execute(&mut *tx)
                                 .await?;
                             }
                             sqlx::query(
@@ -490,7 +463,7 @@ macro_rules! impl_outbox_store {
                             .bind(id)
                             .bind(&external_id)
                             .bind(now)
-                            .execute(&mut **tx)
+                            .execute(&mut *tx)
                             .await?;
                         }
                         OutboxResult::Failed { error, retry_at, count } => {
@@ -504,7 +477,7 @@ macro_rules! impl_outbox_store {
                             .bind(i32::from(count))
                             .bind(retry_at.unwrap_or(now))
                             .bind(now)
-                            .execute(&mut **tx)
+                            .execute(&mut *tx)
                             .await?;
                         }
                     }

@@ -15,7 +15,15 @@ use mspbridge_domain::model::LinkedRecord;
 use mspbridge_providers::tickets::{NewVendorTicket, TicketWriter, WriteError};
 use mspbridge_store::outbox::{OutboxItem, OutboxOp, OutboxResult};
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
+use mspbridge_domain::IntegrationId;
+
 use crate::{Engine, EngineError};
+
+/// An integration's writer and provider name, or the result its rows get without one.
+type Writer = Result<(Box<dyn TicketWriter>, &'static str), OutboxResult>;
 
 /// Attempts before a row that keeps failing transiently is marked failed.
 pub const MAX_ATTEMPTS: i32 = 8;
@@ -52,8 +60,18 @@ impl Engine {
             claimed: items.len(),
             ..Default::default()
         };
+        // One writer per integration for the whole drain: ConnectWise's codebase discovery
+        // and the names resolved to ids are paid once, not per row.
+        let mut writers: HashMap<IntegrationId, Writer> = HashMap::new();
         for item in items {
-            let result = self.write_one(&item).await;
+            let writer = match writers.entry(item.integration_id) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => v.insert(self.writer_for(&item).await),
+            };
+            let result = match writer {
+                Ok((writer, provider)) => self.write_one(&item, writer.as_ref(), provider).await,
+                Err(failed) => failed.clone(),
+            };
             match &result {
                 OutboxResult::Done { .. } => summary.done += 1,
                 OutboxResult::Failed { retry_at: None, .. } => summary.failed += 1,
@@ -76,8 +94,9 @@ impl Engine {
         Ok(summary)
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %item.tenant_id, integration_id = %item.integration_id, outbox_id = item.id))]
-    async fn write_one(&self, item: &OutboxItem) -> OutboxResult {
+    /// The integration's ticket writer, or what every row of it gets in this drain when
+    /// there is none (disconnected, no connector, credentials or connection failing).
+    async fn writer_for(&self, item: &OutboxItem) -> Writer {
         let now = self.now();
         let wait = |error: String, count: bool, after: Duration| OutboxResult::Failed {
             error,
@@ -90,41 +109,59 @@ impl Engine {
             .await
         {
             Ok(i) => i,
-            Err(e) => return wait(format!("storage: {e}"), true, backoff(item.attempts)),
+            Err(e) => return Err(wait(format!("storage: {e}"), true, backoff(item.attempts))),
         };
         let provider = integration.provider.descriptor().name;
         if integration.status == IntegrationStatus::Disconnected {
-            return wait(
+            return Err(wait(
                 format!("{provider} is disconnected: the change is kept until it is reconnected"),
                 false,
                 Duration::minutes(5),
-            );
+            ));
         }
         let creds =
             match mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, &integration)
                 .await
             {
                 Ok(c) => c,
-                Err(e) => return wait(format!("credentials: {e}"), true, backoff(item.attempts)),
+                Err(e) => {
+                    return Err(wait(
+                        format!("credentials: {e}"),
+                        true,
+                        backoff(item.attempts),
+                    ));
+                }
             };
-        let writer = match self
+        match self
             .providers
             .ticket_writer(integration.provider, &creds, self.config.retry)
             .await
         {
-            None => {
-                return OutboxResult::Failed {
-                    error: format!("writing tickets to {provider} is not built yet"),
-                    retry_at: None,
-                    count: true,
-                };
-            }
-            Some(Err(e)) => return self.failure(item, provider, e, now),
-            Some(Ok(w)) => w,
-        };
-        match self.apply(item, writer.as_ref()).await {
+            None => Err(OutboxResult::Failed {
+                error: format!("writing tickets to {provider} is not built yet"),
+                retry_at: None,
+                count: true,
+            }),
+            Some(Err(e)) => Err(self.failure(item, provider, e, now)),
+            Some(Ok(w)) => Ok((w, provider)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant_id = %item.tenant_id, integration_id = %item.integration_id, outbox_id = item.id))]
+    async fn write_one(
+        &self,
+        item: &OutboxItem,
+        writer: &dyn TicketWriter,
+        provider: &str,
+    ) -> OutboxResult {
+        let now = self.now();
+        match self.apply(item, writer).await {
             Ok(Ok(done)) => done,
-            Ok(Err(waiting)) => wait(waiting, false, Duration::seconds(10)),
+            Ok(Err(waiting)) => OutboxResult::Failed {
+                error: waiting,
+                retry_at: Some(now + Duration::seconds(10)),
+                count: false,
+            },
             Err(e) => self.failure(item, provider, e, now),
         }
     }

@@ -78,13 +78,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// An integration id from a URL path; anything else names the `id` field.
-pub(crate) fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
+/// A positive id from a URL path; anything else is a validation error naming `field`
+/// ("'x' is not {what}").
+pub(crate) fn path_id(raw: &str, field: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .ok()
         .filter(|n| *n > 0)
-        .map(IntegrationId)
-        .ok_or_else(|| ApiError::field("id", format!("'{raw}' is not an integration id")))
+        .ok_or_else(|| ApiError::field(field, format!("'{raw}' is not {what}")))
+}
+
+/// An integration id from a URL path; anything else names the `id` field.
+pub(crate) fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
+    path_id(raw, "id", "an integration id").map(IntegrationId)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -338,13 +338,15 @@ pub async fn role_preview(
         .await?;
     let local: Vec<i64> = companies.values().map(|l| l.local_id).collect();
     let overrides = state.store.import_role_overrides(tenant, &local).await?;
-    let names: std::collections::HashMap<i64, String> = state
-        .store
-        .list_companies(tenant)
-        .await?
-        .into_iter()
-        .map(|c| (c.id.0, c.name))
-        .collect();
+    // Only the (at most 25) companies of the sample, not the tenant's whole list.
+    let mut names: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    for &l in &local {
+        let c = state
+            .store
+            .get_company(tenant, mspbridge_domain::CompanyId(l))
+            .await?;
+        names.insert(l, c.name);
+    }
     let roles: std::collections::HashMap<mspbridge_domain::RoleId, String> = state
         .store
         .list_roles(tenant)

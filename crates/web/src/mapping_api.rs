@@ -29,11 +29,7 @@ pub(crate) fn actor(c: &Caller) -> String {
 }
 
 fn company_id(raw: &str) -> Result<CompanyId, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .map(CompanyId)
-        .ok_or_else(|| ApiError::field("company_id", format!("'{raw}' is not a company id")))
+    crate::api::path_id(raw, "company_id", "a company id").map(CompanyId)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -16,7 +16,7 @@ use mspbridge_store::outbox::{OutboxItem, Outgoing};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::ApiJson;
+use crate::api::{ApiJson, path_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::mapping_api::actor;
@@ -97,13 +97,6 @@ pub struct StatusBody {
     pub status: String,
     #[serde(default)]
     pub closed: bool,
-}
-
-fn number(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ApiError::field("id", "must be a positive number"))
 }
 
 fn marker() -> Result<String, ApiError> {
@@ -247,7 +240,7 @@ pub async fn get_ticket(
     Path(raw): Path<String>,
 ) -> Result<Json<TicketView>, ApiError> {
     caller.require(Permission::Read)?;
-    let id = number(&raw).map(TicketId)?;
+    let id = path_id(&raw, "id", "a ticket id").map(TicketId)?;
     Ok(Json(view(&state, &caller, id).await?))
 }
 
@@ -262,7 +255,7 @@ pub async fn add_note(
     ApiJson(body): ApiJson<NewNoteBody>,
 ) -> Result<(StatusCode, Json<TicketView>), ApiError> {
     caller.require(Permission::Write)?;
-    let id = number(&raw).map(TicketId)?;
+    let id = path_id(&raw, "id", "a ticket id").map(TicketId)?;
     let body_text = text("text", &body.text, TEXT_MAX)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let author = actor(&caller);
@@ -315,7 +308,7 @@ pub async fn set_status(
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<TicketView>, ApiError> {
     caller.require(Permission::Write)?;
-    let id = number(&raw).map(TicketId)?;
+    let id = path_id(&raw, "id", "a ticket id").map(TicketId)?;
     let status = text("status", &body.status, 100)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let now = state.now();
@@ -379,7 +372,7 @@ pub async fn retry_outbox(
     Path(raw): Path<String>,
 ) -> Result<Json<PsaWrite>, ApiError> {
     caller.require(Permission::Write)?;
-    let id = number(&raw)?;
+    let id = path_id(&raw, "id", "an outbox id")?;
     Ok(Json(
         state
             .store

@@ -139,14 +139,17 @@ fn result_class(r: RunResult) -> &'static str {
 fn summary(c: Option<&Counts>) -> String {
     match c {
         None => "—".into(),
-        Some(c) if c.linked > 0 => format!(
-            "+{} link {} ~{} ={} −{} skip {} fail {}",
-            c.created, c.linked, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
-        ),
-        Some(c) => format!(
-            "+{} ~{} ={} −{} skip {} fail {}",
-            c.created, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
-        ),
+        Some(c) => {
+            let linked = if c.linked > 0 {
+                format!(" link {}", c.linked)
+            } else {
+                String::new()
+            };
+            format!(
+                "+{}{linked} ~{} ={} −{} skip {} fail {}",
+                c.created, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
+            )
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use mspbridge_domain::IntegrationId;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::IntegrationStatus;
-use mspbridge_providers::connectwise::callbacks::{self, CallbackError};
+use mspbridge_providers::connectwise::callbacks;
 use serde_json::json;
 
 use crate::AppState;
@@ -97,10 +97,7 @@ async fn handle(
         &policy,
     )
     .await
-    .map_err(|e| match e {
-        CallbackError::Key(_) => Refusal::Unauthorized(e.to_string()),
-        other => Refusal::Unauthorized(other.to_string()),
-    })?;
+    .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
     let sig_hash = mspbridge_vault::hash_token(signature.unwrap_or_default());
     let now = state.now();
     let fresh = state

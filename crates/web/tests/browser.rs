@@ -123,6 +123,17 @@ async fn zeta_cell(c: &Client) -> Step {
     Ok(())
 }
 
+/// Integration `cw`'s companies that no portal company links.
+async fn unlinked_list(app: &TestApp, cw: i64) -> Vec<Value> {
+    let (_, v) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
+            &app.a.owner_token,
+        )
+        .await;
+    v.as_array().cloned().unwrap_or_default()
+}
+
 async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     let t = &app.a.owner_token;
     // Sign in.
@@ -282,16 +293,9 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
         "the swapped cell",
     )
     .await?;
-    let (_, unlinked) = app
-        .get(
-            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
-            t,
-        )
-        .await;
     check(
-        unlinked
-            .as_array()
-            .unwrap()
+        unlinked_list(app, cw)
+            .await
             .iter()
             .any(|u| u["external_id"] == x["external_id"]),
         "X unlinked by the swap",
@@ -455,12 +459,7 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     )?;
 
     // Import from ConnectWise: a company the sync skipped (inactive) becomes a portal company.
-    let (_, unlinked) = app
-        .get(
-            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
-            t,
-        )
-        .await;
+    let unlinked = unlinked_list(app, cw).await;
     let fresh = unlinked[0]["name"].as_str().unwrap_or_default().to_string();
     check(
         !fresh.is_empty(),
@@ -508,19 +507,10 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
         .await
         .map_err(e("Import Selected"))?;
     until(c, &format!("!document.getElementById('imp').open && [...document.querySelectorAll('table[aria-label=Companies] a')].some(a => a.textContent === {})", json!(fresh)), "the imported company listed").await?;
-    let (_, after) = app
-        .get(
-            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
-            t,
-        )
-        .await;
+    let after = unlinked_list(app, cw).await;
     check(
-        !after
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|c| c["name"] == fresh.as_str()),
-        format!("the imported company is linked now: {after}"),
+        !after.iter().any(|c| c["name"] == fresh.as_str()),
+        format!("the imported company is linked now: {after:?}"),
     )?;
 
     // The link history lists the import and the Quick Match; Undo puts the batch back once.
@@ -541,16 +531,9 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
         "the batch undone, no second Undo",
     )
     .await?;
-    let (_, unlinked) = app
-        .get(
-            &format!("/api/v1/integrations/{cw}/companies?unlinked=true"),
-            t,
-        )
-        .await;
     check(
-        unlinked
-            .as_array()
-            .unwrap()
+        unlinked_list(app, cw)
+            .await
             .iter()
             .any(|u| u["external_id"] == x["external_id"]),
         "X unlinked again by the undo",

@@ -7,7 +7,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mspbridge_domain::SecretString;
-use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use serde::de::DeserializeOwned;
 
@@ -211,6 +210,31 @@ impl CwClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<(T, HeaderMap), CwError> {
+        self.request(reqwest::Method::GET, path, query, None).await
+    }
+
+    /// `POST` or `PATCH {base}{path}` with a JSON body, once: a write is never retried
+    /// here (the outbox looks for what a lost attempt wrote before writing again).
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, CwError> {
+        self.request(method, path, &[], Some(body))
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// One call: the request budget, the auth and `clientId` headers, any non-2xx answer
+    /// as `CwError::Status` with ConnectWise's error body and `Retry-After`.
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(T, HeaderMap), CwError> {
         let made = self
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -224,64 +248,15 @@ impl CwClient {
             .increment(1);
         let mut req = self
             .http
-            .get(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .query(query)
             .header(AUTHORIZATION, &self.auth)
             .header(ACCEPT, accept_header());
         if let Some(id) = &self.client_id {
             req = req.header("clientId", id);
         }
-        let host = self.base.clone();
-        let resp = req.send().await.map_err(|e| CwError::Unreachable {
-            host,
-            reason: describe(&e),
-        })?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CwError::Decode(describe(&e)))?;
-        if status != StatusCode::OK {
-            return Err(CwError::Status {
-                status: status.as_u16(),
-                body: serde_json::from_slice(&bytes).ok(),
-                retry_after: retry_after(&headers),
-            });
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))?;
-        Ok((value, headers))
-    }
-}
-
-impl CwClient {
-    /// `POST` or `PATCH {base}{path}` with a JSON body, once: a write is never retried
-    /// here (the outbox looks for what a lost attempt wrote before writing again).
-    pub async fn send<T: DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<T, CwError> {
-        let made = self
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if made >= self.retry.budget {
-            return Err(CwError::Refused(format!(
-                "the request budget of {} ConnectWise requests is used up",
-                self.retry.budget
-            )));
-        }
-        metrics::counter!("mspbridge_vendor_requests_total", "provider" => "connectwise_manage")
-            .increment(1);
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(AUTHORIZATION, &self.auth)
-            .header(ACCEPT, accept_header())
-            .json(body);
-        if let Some(id) = &self.client_id {
-            req = req.header("clientId", id);
+        if let Some(body) = body {
+            req = req.json(body);
         }
         let resp = req.send().await.map_err(|e| CwError::Unreachable {
             host: self.base.clone(),
@@ -300,7 +275,8 @@ impl CwClient {
                 retry_after: retry_after(&headers),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))
+        let value = serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))?;
+        Ok((value, headers))
     }
 }
 

@@ -441,22 +441,15 @@ async fn api_get(
     headers: HeaderMap,
 ) -> Response {
     let auth = authenticate(&s, &headers);
-    if let Ok(mut seen) = s.seen.lock() {
-        seen.push(SeenRequest {
-            method: "GET".into(),
-            path: format!("/{codebase}/apis/3.0/{rest}"),
-            query: query.clone(),
-            client_id: headers
-                .get("clientId")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            accept: headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            authorized: auth.is_ok(),
-        });
-    }
+    record(
+        &s,
+        "GET",
+        &codebase,
+        &rest,
+        query.clone(),
+        &headers,
+        auth.is_ok(),
+    );
     if format!("{codebase}/") != CODEBASE && codebase != "v4_6_release" {
         return error(StatusCode::NOT_FOUND, "NotFound", "Not found");
     }
@@ -576,6 +569,27 @@ fn count(rows: &[serde_json::Value], terms: &[super::conditions::Term]) -> Respo
     axum::Json(serde_json::json!({ "count": n })).into_response()
 }
 
+/// The top-level fields `fields=` asks for (`board/id` asks for `board`).
+fn field_list<'a>(q: &HashMap<&str, &'a str>) -> Option<Vec<&'a str>> {
+    q.get("fields").map(|f| {
+        f.split(',')
+            .map(|x| x.trim().split('/').next().unwrap_or(""))
+            .collect()
+    })
+}
+
+/// A record with only `fields` (all of it when `None`).
+fn project(v: serde_json::Value, fields: Option<&[&str]>) -> serde_json::Value {
+    match (fields, v) {
+        (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
+            map.into_iter()
+                .filter(|(k, _)| fields.contains(&k.as_str()))
+                .collect(),
+        ),
+        (_, v) => v,
+    }
+}
+
 /// Navigable paging as ConnectWise does it: `page` (1-based) and `pageSize`
 /// (default 25, capped at 1000), with a `Link` header carrying `next` and `last`.
 fn list(
@@ -608,23 +622,12 @@ fn list(
             );
         }
     };
-    let fields: Option<Vec<&str>> = q.get("fields").map(|f| {
-        f.split(',')
-            .map(|x| x.trim().split('/').next().unwrap_or(""))
-            .collect()
-    });
+    let fields = field_list(q);
     let start = (page - 1).saturating_mul(page_size).min(items.len());
     let end = (start + page_size).min(items.len());
     let rows: Vec<serde_json::Value> = items[start..end]
         .iter()
-        .map(|v| match (&fields, (*v).clone()) {
-            (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
-                map.into_iter()
-                    .filter(|(k, _)| fields.contains(&k.as_str()))
-                    .collect(),
-            ),
-            (_, v) => v,
-        })
+        .map(|v| project((*v).clone(), fields.as_deref()))
         .collect();
     let last = items.len().div_ceil(page_size).max(1);
     let mut resp = axum::Json(rows).into_response();
@@ -698,19 +701,7 @@ fn ticket_paths(
                 .cloned();
             Some(match row {
                 None => error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"),
-                Some(serde_json::Value::Object(map)) => match q.get("fields") {
-                    None => axum::Json(serde_json::Value::Object(map)).into_response(),
-                    Some(f) => {
-                        let fields: Vec<&str> = f.split(',').map(str::trim).collect();
-                        axum::Json(serde_json::Value::Object(
-                            map.into_iter()
-                                .filter(|(k, _)| fields.contains(&k.as_str()))
-                                .collect(),
-                        ))
-                        .into_response()
-                    }
-                },
-                Some(v) => axum::Json(v).into_response(),
+                Some(v) => axum::Json(project(v, field_list(q).as_deref())).into_response(),
             })
         }
         _ => None,
@@ -731,6 +722,34 @@ fn invalid(field: &str, message: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
+/// Keeps a request for `seen()`.
+fn record(
+    s: &SandboxState,
+    method: &str,
+    codebase: &str,
+    rest: &str,
+    query: Vec<(String, String)>,
+    headers: &HeaderMap,
+    authorized: bool,
+) {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    if let Ok(mut seen) = s.seen.lock() {
+        seen.push(SeenRequest {
+            method: method.into(),
+            path: format!("/{codebase}/apis/3.0/{rest}"),
+            query,
+            client_id: header("clientId"),
+            accept: header(header::ACCEPT.as_str()),
+            authorized,
+        });
+    }
+}
+
 /// Records a write and checks what every call checks; `Err` is the answer to send.
 #[allow(clippy::result_large_err)] // the error is the HTTP answer itself, sent at once
 fn admit_write(
@@ -741,22 +760,7 @@ fn admit_write(
     headers: &HeaderMap,
 ) -> Result<(), Response> {
     let auth = authenticate(s, headers);
-    if let Ok(mut seen) = s.seen.lock() {
-        seen.push(SeenRequest {
-            method: method.into(),
-            path: format!("/{codebase}/apis/3.0/{rest}"),
-            query: vec![],
-            client_id: headers
-                .get("clientId")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            accept: headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            authorized: auth.is_ok(),
-        });
-    }
+    record(s, method, codebase, rest, vec![], headers, auth.is_ok());
     if format!("{codebase}/") != CODEBASE && codebase != "v4_6_release" {
         return Err(error(StatusCode::NOT_FOUND, "NotFound", "Not found"));
     }

@@ -84,20 +84,27 @@ impl CwTicketWriter {
         self.id_by_name("/service/boards", name, "board").await
     }
 
-    async fn status_id(&self, board: i64, name: &str) -> Result<(i64, bool), WriteError> {
+    async fn status_id(&self, board: i64, name: &str) -> Result<i64, WriteError> {
+        let key = format!("status:{board}:{}", name.to_lowercase());
+        if let Some(id) = self.cached(&key) {
+            return Ok(id);
+        }
         let query = [("pageSize", "1000".to_string())];
         let (rows, _): (Vec<BoardStatus>, _) = self
             .client
             .get_retrying(&format!("/service/boards/{board}/statuses"), &query)
             .await
             .map_err(write_error)?;
-        rows.iter()
+        let id = rows
+            .iter()
             .find(|s| s.name.eq_ignore_ascii_case(name))
-            .map(|s| (s.id, s.closed_status))
+            .map(|s| s.id)
             .ok_or_else(|| WriteError::Rejected {
                 field: Some("status".into()),
                 message: format!("board {board} in ConnectWise has no status named '{name}'"),
-            })
+            })?;
+        self.remember(key, id);
+        Ok(id)
     }
 }
 
@@ -205,7 +212,7 @@ impl TicketWriter for CwTicketWriter {
             "externalXRef": t.marker,
         });
         if let Some(s) = &t.defaults.status {
-            body["status"] = json!({"id": self.status_id(board, s).await?.0});
+            body["status"] = json!({"id": self.status_id(board, s).await?});
         }
         if let Some(p) = &t.defaults.priority {
             let id = self
@@ -291,7 +298,7 @@ impl TicketWriter for CwTicketWriter {
         {
             return Ok(());
         }
-        let (id, _) = self.status_id(board, status).await?;
+        let id = self.status_id(board, status).await?;
         let patch = vec![PatchOperation {
             op: "replace".into(),
             path: "status".into(),
