@@ -150,6 +150,18 @@ pub struct Ticket {
     pub status: String,
     pub priority: Option<String>,
     pub closed: bool,
+    /// Board (ConnectWise), queue (Autotask), team (Halo), as the PSA names it.
+    pub board: Option<String>,
+    pub ticket_type: Option<String>,
+    /// The portal user linked to the PSA ticket's contact.
+    pub contact_id: Option<CompanyUserId>,
+    /// The staff user linked to the PSA ticket's assignee.
+    pub assignee_id: Option<StaffUserId>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The status the PSA had when last read or written (`None`: never read from a PSA).
+    pub psa_status: Option<String>,
+    /// Deleted in the PSA (seen missing by a complete pass): kept, not lost.
+    pub removed_upstream_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -163,6 +175,8 @@ pub struct TicketNote {
     /// Internal notes are visible to staff only.
     pub internal: bool,
     pub author: String,
+    /// `portal` (written here) or `import` (read from the PSA).
+    pub origin: String,
     pub created_at: DateTime<Utc>,
 }
 

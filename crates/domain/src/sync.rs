@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{FieldError, RoleId, ValidationError};
 
-/// The record types a PSA sync handles (tickets come with their own issue).
+/// The record types a PSA sync handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -16,14 +16,17 @@ pub enum RecordType {
     Companies,
     Contacts,
     Technicians,
+    Tickets,
 }
 
 impl RecordType {
-    /// In dependency order: contacts need their companies first.
-    pub const ALL: [RecordType; 3] = [
+    /// In dependency order: contacts need their companies first; tickets need companies,
+    /// contacts and technicians.
+    pub const ALL: [RecordType; 4] = [
         RecordType::Companies,
         RecordType::Contacts,
         RecordType::Technicians,
+        RecordType::Tickets,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +34,7 @@ impl RecordType {
             RecordType::Companies => "companies",
             RecordType::Contacts => "contacts",
             RecordType::Technicians => "technicians",
+            RecordType::Tickets => "tickets",
         }
     }
 
@@ -44,6 +48,11 @@ impl RecordType {
         match self {
             RecordType::Companies | RecordType::Technicians => &[],
             RecordType::Contacts => &[RecordType::Companies],
+            RecordType::Tickets => &[
+                RecordType::Companies,
+                RecordType::Contacts,
+                RecordType::Technicians,
+            ],
         }
     }
 }
@@ -98,6 +107,72 @@ pub struct ExtTechnician {
     pub active: bool,
     #[serde(skip)]
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A ticket as a PSA describes it, normalised. Unlike the other records its vendor stamp
+/// is part of the content hash: adding a note changes only the ticket's stamp, and the
+/// engine reads a ticket's notes again only when its hash changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtTicket {
+    pub external_id: String,
+    pub summary: String,
+    /// `None` when the vendor keeps the description in the notes (ConnectWise: the first
+    /// detail-description note); the engine then takes it from there.
+    pub description: Option<String>,
+    pub status: String,
+    pub closed: bool,
+    pub priority: Option<String>,
+    /// Board (ConnectWise), queue (Autotask), team (Halo).
+    pub board: Option<String>,
+    pub ticket_type: Option<String>,
+    pub company_external_id: Option<String>,
+    pub contact_external_id: Option<String>,
+    pub assignee_external_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// mspbridge's outbox marker when the ticket was created from the portal (ConnectWise
+    /// `externalXRef`): such a ticket is linked to its portal ticket, never imported again.
+    #[serde(skip)]
+    pub marker: Option<String>,
+    /// Read separately (`TicketSource::ticket_notes`), only for tickets whose hash changed.
+    #[serde(skip)]
+    pub notes: Option<Vec<ExtNote>>,
+}
+
+/// A ticket note (ConnectWise ServiceNote, Halo action, Autotask TicketNote, Syncro comment).
+/// Notes are append-only in the portal, keyed by their vendor id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtNote {
+    pub external_id: String,
+    pub body: String,
+    /// Staff only (ConnectWise internal analysis, Halo `hiddenfromuser`, Syncro `hidden`).
+    pub internal: bool,
+    pub author: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The ticket's description, where the vendor keeps it as a note: not stored as a note.
+    pub is_description: bool,
+}
+
+impl ExtTicket {
+    /// Fills a description kept in the notes (the first description note, by date then id).
+    pub fn settle_description(&mut self) {
+        if self.description.is_some() {
+            return;
+        }
+        let first = self.notes.as_ref().and_then(|notes| {
+            notes
+                .iter()
+                .filter(|n| n.is_description)
+                .min_by_key(|n| (n.created_at, n.external_id.parse::<i64>().ok()))
+        });
+        self.description = Some(first.map(|n| n.body.clone()).unwrap_or_default());
+    }
+
+    /// The notes the portal keeps (descriptions left out).
+    pub fn kept_notes(&self) -> impl Iterator<Item = &ExtNote> {
+        self.notes.iter().flatten().filter(|n| !n.is_description)
+    }
 }
 
 /// SHA-256 (hex) of a record's canonical JSON. Vendor timestamps are excluded
@@ -206,6 +281,13 @@ pub struct SyncOptions {
     pub exclude_company_statuses: Vec<String>,
     /// What a ticket created in the portal gets in the PSA (spec 2.20).
     pub ticket_defaults: TicketDefaults,
+    /// Import tickets and their notes (PSA → portal).
+    pub tickets: bool,
+    /// Only tickets on these boards (ConnectWise), queues (Autotask) or teams (Halo); all
+    /// when empty.
+    pub ticket_boards: Vec<String>,
+    /// Tickets in these statuses are not imported.
+    pub ticket_excluded_statuses: Vec<String>,
 }
 
 /// The ticket defaults of spec 2.20, by the PSA's names: ConnectWise board (Autotask
@@ -236,6 +318,9 @@ impl Default for SyncOptions {
             exclude_company_types: vec![],
             exclude_company_statuses: vec![],
             ticket_defaults: TicketDefaults::default(),
+            tickets: false,
+            ticket_boards: vec![],
+            ticket_excluded_statuses: vec![],
         }
     }
 }
@@ -275,6 +360,19 @@ impl SyncOptions {
                 "contact auto-import needs contact sync switched on",
             ));
         }
+        for (field, list) in [
+            ("ticket_boards", &self.ticket_boards),
+            ("ticket_excluded_statuses", &self.ticket_excluded_statuses),
+        ] {
+            for (i, v) in list.iter().enumerate() {
+                if v.trim().is_empty() || v.len() > 100 {
+                    errors.push(FieldError::new(
+                        format!("options.{field}[{i}]"),
+                        "must be a name of 1 to 100 characters",
+                    ));
+                }
+            }
+        }
         for (i, r) in self.contact_type_rules.iter().enumerate() {
             if r.contact_type.trim().is_empty() {
                 errors.push(FieldError::new(
@@ -295,7 +393,26 @@ impl SyncOptions {
             RecordType::Companies => self.companies,
             RecordType::Contacts => self.contacts,
             RecordType::Technicians => self.technicians,
+            RecordType::Tickets => self.tickets,
         }
+    }
+
+    /// Why a ticket is out of this integration's ticket scope, or `None` when it is synced.
+    pub fn ticket_excluded(&self, t: &ExtTicket) -> Option<String> {
+        if !self.ticket_boards.is_empty() {
+            let board = t.board.as_deref().unwrap_or_default();
+            if !self
+                .ticket_boards
+                .iter()
+                .any(|b| b.eq_ignore_ascii_case(board))
+            {
+                return Some(format!("board/queue/team '{board}' is not synced"));
+            }
+        }
+        self.ticket_excluded_statuses
+            .iter()
+            .find(|s| s.eq_ignore_ascii_case(&t.status))
+            .map(|s| format!("status '{s}' is excluded"))
     }
 
     /// Why a company is out of scope, or `None` when it is synced.

@@ -138,6 +138,11 @@ impl Providers {
         }
     }
 
+    /// Whether the sync imports `kind`'s tickets (its source offers a `TicketSource`).
+    pub fn imports_tickets(&self, kind: ProviderKind) -> bool {
+        matches!(kind, ProviderKind::ConnectwiseManage)
+    }
+
     /// Whether tickets created in the portal can be written to `kind`.
     pub fn writes_tickets(&self, kind: ProviderKind) -> bool {
         matches!(kind, ProviderKind::ConnectwiseManage)

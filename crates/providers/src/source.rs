@@ -3,7 +3,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use std::collections::HashMap;
+
+use mspbridge_domain::sync::{
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+};
 
 /// Which page to read: records changed after `since` (all when `None`), continuing
 /// after the opaque `after` token of the previous page.
@@ -65,10 +69,31 @@ pub trait VocabularySource: Send + Sync {
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError>;
 }
 
+/// The notes of some tickets: per ticket id, every note; tickets whose notes could not
+/// be read are rejected (with the reason) and the rest go on.
+#[derive(Debug, Clone, Default)]
+pub struct TicketNotes {
+    pub by_ticket: HashMap<String, Vec<ExtNote>>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Tickets and their notes. Tickets are paged like the other records; notes are read for
+/// the tickets the engine asks for (new or changed ones), so an unchanged ticket costs
+/// nothing beyond its row.
+#[async_trait]
+pub trait TicketSource: Send + Sync {
+    async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError>;
+    async fn ticket_notes(&self, tickets: &[String]) -> Result<TicketNotes, SourceError>;
+}
+
 /// Everything a PSA gives the engine.
 pub trait PsaSource: CompanySource + ContactSource + TechnicianSource + VocabularySource {
     /// Vendor requests made through this source so far.
     fn requests(&self) -> u64;
+    /// Tickets, where this connector imports them.
+    fn ticket_source(&self) -> Option<&dyn TicketSource> {
+        None
+    }
 }
 
 /// A row's `id` alone (every other field is skipped unread).

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use mspbridge_domain::sync::TicketDefaults;
 
+/// How every outbox marker starts: a vendor ticket carrying one was created by mspbridge.
+pub const MARKER_PREFIX: &str = "msb-";
+
 /// A ticket to create in the PSA.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewVendorTicket {

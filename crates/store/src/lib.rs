@@ -236,6 +236,16 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> Result<Ticket>;
     async fn get_ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket>;
+    /// Tickets newest first (by id), after the keyset `before` (an id), optionally of one
+    /// company and open/closed only.
+    async fn list_tickets(
+        &self,
+        tenant: TenantId,
+        company: Option<CompanyId>,
+        closed: Option<bool>,
+        before: Option<TicketId>,
+        limit: i64,
+    ) -> Result<Vec<Ticket>>;
     async fn add_ticket_note(
         &self,
         tenant: TenantId,

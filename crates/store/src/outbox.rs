@@ -61,6 +61,9 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
     /// The vendor's id for what was written (ticket or note id).
     pub external_id: Option<String>,
+    /// Write a status change even though the PSA's status moved since (an admin retried a
+    /// write refused as a conflict).
+    pub force_write: bool,
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -81,6 +84,9 @@ pub enum OutboxResult {
     Done {
         external_id: String,
         link: Option<(LinkedRecord, i64)>,
+        /// The ticket's status in the PSA now (a status write): the base the next portal
+        /// change is checked against.
+        psa_status: Option<String>,
     },
     /// Not written; try again at `retry_at`, or never (`None`: the row is `failed` and
     /// shown with the vendor's message until an admin retries it).
@@ -217,12 +223,13 @@ pub(crate) struct OutboxRow {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub external_id: Option<String>,
+    pub force_write: bool,
     pub next_attempt_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, last_error, external_id, next_attempt_at, created_at, updated_at";
+pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, last_error, external_id, force_write, next_attempt_at, created_at, updated_at";
 
 impl TryFrom<OutboxRow> for OutboxItem {
     type Error = crate::StoreError;
@@ -242,6 +249,7 @@ impl TryFrom<OutboxRow> for OutboxItem {
             attempts: r.attempts,
             last_error: r.last_error,
             external_id: r.external_id,
+            force_write: r.force_write,
             next_attempt_at: r.next_attempt_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -259,7 +267,7 @@ macro_rules! impl_outbox_store {
 
             use super::Db;
             use crate::outbox::*;
-            use crate::rows::{NoteRow, TicketRow};
+            use crate::rows::{NoteRow, TicketRow, NOTE_COLUMNS, TICKET_COLUMNS};
             use crate::{NewTicket, Result, StoreError};
 
             type Tx<'a> = sqlx::Transaction<'a, Db>;
@@ -314,7 +322,6 @@ macro_rules! impl_outbox_store {
                 }
             }
 
-            const TICKET_COLUMNS: &str = "id, tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at";
 
             #[async_trait]
             impl OutboxStore for super::$store {
@@ -364,10 +371,10 @@ macro_rules! impl_outbox_store {
                     if found.is_none() {
                         return Err(StoreError::NotFound);
                     }
-                    let row: NoteRow = sqlx::query_as(
+                    let row: NoteRow = sqlx::query_as(crate::sync_shared::sql(format!(
                         "INSERT INTO ticket_notes (tenant_id, ticket_id, body, internal, author, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                         RETURNING id, ticket_id, body, internal, author, created_at",
-                    )
+                         RETURNING {NOTE_COLUMNS}"
+                    )))
                     .bind(tenant.0)
                     .bind(ticket.0)
                     .bind(body)
@@ -441,7 +448,14 @@ macro_rules! impl_outbox_store {
                         return Ok(false);
                     };
                     match result {
-                        OutboxResult::Done { external_id, link } => {
+                        OutboxResult::Done { external_id, link, psa_status } => {
+                            if let Some(status) = psa_status {
+                                sqlx::query("UPDATE tickets SET psa_status = $2 WHERE id = (SELECT ticket_id FROM outbox WHERE id = $1)")
+                                    .bind(id)
+                                    .bind(status)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                             if let Some((kind, local)) = link {
                                 sqlx::query(
                                     "INSERT INTO external_links (tenant_id, integration_id, record_kind, local_id, external_id, content_hash, created_at, updated_at) \
@@ -588,9 +602,14 @@ macro_rules! impl_outbox_store {
                     let Some((id,)) = local else {
                         return Ok(None);
                     };
+                    // A portal status change still waiting to be written owns the status: the
+                    // PSA's is only recorded (the outbox checks it before writing).
                     let changed = sqlx::query(
-                        "UPDATE tickets SET status = $3, closed = $4, updated_at = $5 \
-                         WHERE tenant_id = $1 AND id = $2 AND (status <> $3 OR closed <> $4)",
+                        "UPDATE tickets SET psa_status = $3, \
+                           status = CASE WHEN pending.n > 0 THEN status ELSE $3 END, closed = CASE WHEN pending.n > 0 THEN closed ELSE $4 END, \
+                           updated_at = $5 \
+                         FROM (SELECT COUNT(*) AS n FROM outbox WHERE ticket_id = $2 AND op = 'set_status' AND state <> 'done') AS pending \
+                         WHERE tenant_id = $1 AND id = $2 AND (psa_status IS NULL OR psa_status <> $3 OR (pending.n = 0 AND (status <> $3 OR closed <> $4)))",
                     )
                     .bind(tenant.0)
                     .bind(id)
@@ -604,7 +623,8 @@ macro_rules! impl_outbox_store {
 
                 async fn retry_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {
                     let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
-                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3 \
+                        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $3, updated_at = $3, \
+                           force_write = (last_error LIKE 'conflict:%') \
                          WHERE tenant_id = $1 AND id = $2 AND state = 'failed' RETURNING {OUTBOX_COLUMNS}"
                     )))
                     .bind(tenant.0)

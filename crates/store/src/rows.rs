@@ -173,9 +173,23 @@ pub struct TicketRow {
     pub status: String,
     pub priority: Option<String>,
     pub closed: bool,
+    pub board: Option<String>,
+    pub ticket_type: Option<String>,
+    pub contact_id: Option<i64>,
+    pub assignee_id: Option<i64>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub psa_status: Option<String>,
+    pub removed_upstream_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+
+/// The columns `TicketRow` reads, in every ticket query.
+pub const TICKET_COLUMNS: &str = "id, tenant_id, company_id, summary, description, status, priority, closed, board, ticket_type, \
+    contact_id, assignee_id, closed_at, psa_status, removed_upstream_at, created_at, updated_at";
+
+/// The columns `NoteRow` reads.
+pub const NOTE_COLUMNS: &str = "id, ticket_id, body, internal, author, origin, created_at";
 
 impl From<TicketRow> for Ticket {
     fn from(r: TicketRow) -> Self {
@@ -188,6 +202,13 @@ impl From<TicketRow> for Ticket {
             status: r.status,
             priority: r.priority,
             closed: r.closed,
+            board: r.board,
+            ticket_type: r.ticket_type,
+            contact_id: r.contact_id.map(mspbridge_domain::CompanyUserId),
+            assignee_id: r.assignee_id.map(mspbridge_domain::StaffUserId),
+            closed_at: r.closed_at,
+            psa_status: r.psa_status,
+            removed_upstream_at: r.removed_upstream_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -201,6 +222,7 @@ pub struct NoteRow {
     pub body: String,
     pub internal: bool,
     pub author: String,
+    pub origin: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -212,6 +234,7 @@ impl From<NoteRow> for TicketNote {
             body: r.body,
             internal: r.internal,
             author: r.author,
+            origin: r.origin,
             created_at: r.created_at,
         }
     }

@@ -382,11 +382,11 @@ macro_rules! impl_store {
 
             async fn create_ticket(&self, tenant: TenantId, ticket: NewTicket, now: DateTime<Utc>) -> Result<Ticket> {
                 self.get_company(tenant, ticket.company_id).await?;
-                let row: TicketRow = sqlx::query_as(
+                let row: TicketRow = sqlx::query_as(crate::sync_shared::sql(format!(
                     "INSERT INTO tickets (tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) \
-                     RETURNING id, tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at",
-                )
+                     VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $7) RETURNING {}",
+                    crate::rows::TICKET_COLUMNS
+                )))
                 .bind(tenant.0)
                 .bind(ticket.company_id.0)
                 .bind(&ticket.summary)
@@ -399,11 +399,34 @@ macro_rules! impl_store {
                 Ok(row.into())
             }
 
+            async fn list_tickets(
+                &self,
+                tenant: TenantId,
+                company: Option<CompanyId>,
+                closed: Option<bool>,
+                before: Option<TicketId>,
+                limit: i64,
+            ) -> Result<Vec<Ticket>> {
+                let rows: Vec<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                    "SELECT {} FROM tickets WHERE tenant_id = $1 AND ($2 IS NULL OR company_id = $2) \
+                     AND ($3 IS NULL OR closed = $3) AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5",
+                    crate::rows::TICKET_COLUMNS
+                )))
+                .bind(tenant.0)
+                .bind(company.map(|c| c.0))
+                .bind(closed)
+                .bind(before.map(|t| t.0))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
             async fn get_ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
-                let row: Option<TicketRow> = sqlx::query_as(
-                    "SELECT id, tenant_id, company_id, summary, description, status, priority, closed, created_at, updated_at \
-                     FROM tickets WHERE tenant_id = $1 AND id = $2",
-                )
+                let row: Option<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                    "SELECT {} FROM tickets WHERE tenant_id = $1 AND id = $2",
+                    crate::rows::TICKET_COLUMNS
+                )))
                 .bind(tenant.0)
                 .bind(id.0)
                 .fetch_optional(&self.pool)
@@ -421,10 +444,11 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
             ) -> Result<TicketNote> {
                 self.get_ticket(tenant, ticket).await?;
-                let row: NoteRow = sqlx::query_as(
+                let row: NoteRow = sqlx::query_as(crate::sync_shared::sql(format!(
                     "INSERT INTO ticket_notes (tenant_id, ticket_id, body, internal, author, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     RETURNING id, ticket_id, body, internal, author, created_at",
-                )
+                     RETURNING {}",
+                    crate::rows::NOTE_COLUMNS
+                )))
                 .bind(tenant.0)
                 .bind(ticket.0)
                 .bind(body)
@@ -437,10 +461,10 @@ macro_rules! impl_store {
             }
 
             async fn list_ticket_notes(&self, tenant: TenantId, ticket: TicketId) -> Result<Vec<TicketNote>> {
-                let rows: Vec<NoteRow> = sqlx::query_as(
-                    "SELECT id, ticket_id, body, internal, author, created_at FROM ticket_notes \
-                     WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY created_at, id",
-                )
+                let rows: Vec<NoteRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                    "SELECT {} FROM ticket_notes WHERE tenant_id = $1 AND ticket_id = $2 ORDER BY created_at, id",
+                    crate::rows::NOTE_COLUMNS
+                )))
                 .bind(tenant.0)
                 .bind(ticket.0)
                 .fetch_all(&self.pool)

@@ -7,7 +7,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 use crate::Result;
 use crate::sync::CatalogCompany;
 use crate::sync_shared::{
-    LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow, placeholders, sql,
+    LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow, placeholders, sql, value_rows,
 };
 
 type Tx<'t> = Transaction<'t, Sqlite>;
@@ -77,24 +77,6 @@ pub(crate) async fn manual_user_rows(
         query = query.bind(e);
     }
     Ok(query.fetch_all(pool).await?)
-}
-
-/// `(${first}, ${first+1}, …)` groups of `width` for `rows` rows, with `fixed` spliced in.
-fn value_rows(
-    rows: usize,
-    width: usize,
-    first: usize,
-    template: &dyn Fn(&[String]) -> String,
-) -> String {
-    (0..rows)
-        .map(|r| {
-            let ps: Vec<String> = (0..width)
-                .map(|c| format!("${}", first + r * width + c))
-                .collect();
-            template(&ps)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 pub(crate) async fn insert_companies(

@@ -153,8 +153,57 @@ pub enum Op {
         hash: String,
         remote_updated_at: Option<DateTime<Utc>>,
     },
+    /// Create or update a ticket read from the PSA, with the notes the portal lacks.
+    Ticket(Box<TicketOp>),
     /// Seen in a full pass, unchanged: only mark it seen.
     Seen { external_id: String },
+}
+
+/// A ticket as the PSA has it, placed in the portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketOp {
+    /// The portal ticket: linked before, or created from the portal (found by its marker).
+    pub existing: Option<i64>,
+    pub external_id: String,
+    pub company_id: i64,
+    pub summary: String,
+    pub description: String,
+    pub status: String,
+    pub closed: bool,
+    /// A portal status change is waiting to be written: the portal's status stays (the
+    /// PSA's is still recorded as `psa_status`).
+    pub keep_status: bool,
+    pub priority: Option<String>,
+    pub board: Option<String>,
+    pub ticket_type: Option<String>,
+    pub contact_id: Option<i64>,
+    pub assignee_id: Option<i64>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Notes to add when the portal has no note linked to their vendor id (a note the
+    /// portal wrote itself, same ticket, text and visibility, not yet linked, is linked
+    /// instead of added twice).
+    pub notes: Vec<NoteImport>,
+    pub hash: String,
+    pub remote_updated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoteImport {
+    pub external_id: String,
+    pub body: String,
+    pub internal: bool,
+    pub author: String,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// What deciding an imported ticket needs to know of its portal ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TicketLocal {
+    /// The status the PSA had when last read or written.
+    pub psa_status: Option<String>,
+    /// The status a portal change waiting in the outbox will write.
+    pub pending_status: Option<String>,
 }
 
 /// Chooses, inside a page's transaction and just before the checkpoint is written, which
@@ -204,6 +253,7 @@ pub fn linked_record(r: RecordType) -> LinkedRecord {
         RecordType::Companies => LinkedRecord::Company,
         RecordType::Contacts => LinkedRecord::CompanyUser,
         RecordType::Technicians => LinkedRecord::StaffUser,
+        RecordType::Tickets => LinkedRecord::Ticket,
     }
 }
 
@@ -345,6 +395,30 @@ pub trait SyncStore: Send + Sync {
         tenant: TenantId,
         emails: &[String],
     ) -> Result<HashMap<String, i64>>;
+    /// The portal tickets created from the portal whose outbox marker is one of these
+    /// (written to this integration): marker → ticket id.
+    async fn tickets_by_marker(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        markers: &[String],
+    ) -> Result<HashMap<String, i64>>;
+    /// For these portal tickets: the PSA status last seen and any status change still
+    /// waiting in the outbox.
+    async fn ticket_locals(
+        &self,
+        tenant: TenantId,
+        ticket_ids: &[i64],
+    ) -> Result<HashMap<i64, TicketLocal>>;
+    /// Clear & Resync: deletes the tickets (and their notes) this integration imported or
+    /// wrote, and forgets the ticket cursor so the next run imports them again. Refused
+    /// (`Conflict`) while portal changes to them wait in the outbox. Returns how many went.
+    async fn clear_synced_tickets(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        now: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Manually created company users with these emails (lower-case) → (company id, user id).
     async fn manual_users_by_email(
         &self,

@@ -15,6 +15,25 @@ pub(crate) fn sql(s: String) -> AssertSqlSafe<String> {
     AssertSqlSafe(s)
 }
 
+/// `(${first}, ${first+1}, …)` groups of `width` for `rows` rows, each shaped by `template`
+/// (which may splice fixed parameters in).
+pub(crate) fn value_rows(
+    rows: usize,
+    width: usize,
+    first: usize,
+    template: &dyn Fn(&[String]) -> String,
+) -> String {
+    (0..rows)
+        .map(|r| {
+            let ps: Vec<String> = (0..width)
+                .map(|c| format!("${}", first + r * width + c))
+                .collect();
+            template(&ps)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A link to write in a page commit.
 #[derive(Clone, Copy)]
 pub(crate) struct LinkWrite<'a> {
@@ -529,6 +548,127 @@ macro_rules! impl_sync_store {
                     Ok(out)
                 }
 
+                async fn tickets_by_marker(&self, tenant: TenantId, id: IntegrationId, markers: &[String]) -> Result<HashMap<String, i64>> {
+                    let mut out = HashMap::new();
+                    for chunk in markers.chunks(500) {
+                        let q = format!(
+                            "SELECT marker, ticket_id FROM outbox WHERE tenant_id = $1 AND integration_id = $2 AND op = 'create_ticket' AND marker IN ({})",
+                            crate::sync_shared::placeholders(3, chunk.len())
+                        );
+                        let mut query = sqlx::query_as::<_, (String, i64)>(sql(q)).bind(tenant.0).bind(id.0);
+                        for m in chunk {
+                            query = query.bind(m);
+                        }
+                        out.extend(query.fetch_all(&self.pool).await?);
+                    }
+                    Ok(out)
+                }
+
+                async fn ticket_locals(&self, tenant: TenantId, ticket_ids: &[i64]) -> Result<HashMap<i64, TicketLocal>> {
+                    let mut out: HashMap<i64, TicketLocal> = HashMap::new();
+                    for chunk in ticket_ids.chunks(500) {
+                        let ps = crate::sync_shared::placeholders(2, chunk.len());
+                        let mut query = sqlx::query_as::<_, (i64, Option<String>)>(sql(format!(
+                            "SELECT id, psa_status FROM tickets WHERE tenant_id = $1 AND id IN ({ps})"
+                        )))
+                        .bind(tenant.0);
+                        for t in chunk {
+                            query = query.bind(t);
+                        }
+                        for (t, psa_status) in query.fetch_all(&self.pool).await? {
+                            out.entry(t).or_default().psa_status = psa_status;
+                        }
+                        // The newest status change not yet written (pending, or refused and kept).
+                        let mut query = sqlx::query_as::<_, (i64, String)>(sql(format!(
+                            "SELECT ticket_id, payload FROM outbox WHERE tenant_id = $1 AND op = 'set_status' AND state <> 'done' \
+                             AND ticket_id IN ({ps}) ORDER BY id"
+                        )))
+                        .bind(tenant.0);
+                        for t in chunk {
+                            query = query.bind(t);
+                        }
+                        for (t, payload) in query.fetch_all(&self.pool).await? {
+                            let status = serde_json::from_str::<serde_json::Value>(&payload)
+                                .ok()
+                                .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_string));
+                            if let Some(status) = status {
+                                out.entry(t).or_default().pending_status = Some(status);
+                            }
+                        }
+                    }
+                    Ok(out)
+                }
+
+                async fn clear_synced_tickets(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<u64> {
+                    let mut tx = self.pool.begin().await?;
+                    let r: Result<u64> = async {
+                        let owned: Option<(i64,)> = sqlx::query_as("SELECT id FROM integrations WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.0)
+                            .bind(id.0)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if owned.is_none() {
+                            return Err(StoreError::NotFound);
+                        }
+                        let running: Option<(i64,)> = sqlx::query_as("SELECT integration_id FROM sync_schedule WHERE integration_id = $1 AND lease_until > $2")
+                            .bind(id.0)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if running.is_some() {
+                            return Err(StoreError::Conflict("a sync of this integration is running; Clear & Resync when it has finished".into()));
+                        }
+                        let mine = "SELECT local_id FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = 'ticket'";
+                        let (waiting,): (i64,) = sqlx::query_as(sql(format!(
+                            "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND state <> 'done' AND ticket_id IN ({mine})"
+                        )))
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        if waiting > 0 {
+                            return Err(StoreError::Conflict(format!(
+                                "{waiting} portal change(s) to these tickets are not written to the PSA yet; let them finish (or retry the failed ones) before Clear & Resync"
+                            )));
+                        }
+                        sqlx::query(sql(format!(
+                            "DELETE FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = 'ticket_note' \
+                             AND local_id IN (SELECT id FROM ticket_notes WHERE ticket_id IN ({mine}))"
+                        )))
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                        let gone = sqlx::query(sql(format!("DELETE FROM tickets WHERE tenant_id = $1 AND id IN ({mine})")))
+                            .bind(tenant.0)
+                            .bind(id.0)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        sqlx::query("DELETE FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = 'ticket'")
+                            .bind(tenant.0)
+                            .bind(id.0)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM sync_cursors WHERE integration_id = $1 AND record_type = 'tickets'")
+                            .bind(id.0)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(gone)
+                    }
+                    .await;
+                    match r {
+                        Ok(v) => {
+                            tx.commit().await?;
+                            Ok(v)
+                        }
+                        Err(e) => {
+                            let _ = tx.rollback().await;
+                            Err(e)
+                        }
+                    }
+                }
+
                 async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>> {
                     let mut out = HashMap::new();
                     for chunk in emails.chunks(500) {
@@ -549,12 +689,17 @@ macro_rules! impl_sync_store {
                     let n_new = page
                         .ops
                         .iter()
-                        .filter(|o| matches!(o, Op::Company { existing: None, .. } | Op::CompanyUser { existing: None, .. } | Op::Staff { existing: None, .. }))
+                        .filter(|o| match o {
+                            Op::Company { existing, .. } | Op::CompanyUser { existing, .. } | Op::Staff { existing, .. } => existing.is_none(),
+                            Op::Ticket(t) => t.existing.is_none(),
+                            Op::Seen { .. } => false,
+                        })
                         .count();
                     let table = match page.record {
                         RecordType::Companies => "companies",
                         RecordType::Contacts => "company_users",
                         RecordType::Technicians => "staff_users",
+                        RecordType::Tickets => "tickets",
                     };
                     let mut new_ids = super::alloc_ids(&mut tx, table, n_new).await?.into_iter();
                     let mut next_id = || new_ids.next().ok_or_else(|| StoreError::Corrupt("id allocation came up short".into()));
@@ -564,8 +709,17 @@ macro_rules! impl_sync_store {
                     let mut new_users: Vec<NewUserRow<'_>> = Vec::new();
                     let mut user_updates: Vec<UserUpdateRow<'_>> = Vec::new();
                     let mut new_staff: Vec<NewStaffRow<'_>> = Vec::new();
+                    let mut tickets: Vec<(i64, &TicketOp)> = Vec::new();
                     for op in &page.ops {
                         match op {
+                            Op::Ticket(t) => {
+                                let local = match t.existing {
+                                    Some(local) => local,
+                                    None => next_id()?,
+                                };
+                                tickets.push((local, t));
+                                links.push(LinkWrite { local, ext: &t.external_id, remote: t.remote_updated_at, hash: &t.hash });
+                            }
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
                             Op::Company { existing: Some(local), external_id, name, active, hash, remote_updated_at } => {
                                 // Only the integration that created the company names it; others only link.
@@ -640,6 +794,9 @@ macro_rules! impl_sync_store {
                     super::insert_users(&mut tx, tenant.0, now, &new_users).await?;
                     super::update_users(&mut tx, tenant.0, now, &user_updates).await?;
                     super::insert_staff(&mut tx, tenant.0, now, &new_staff).await?;
+                    if !tickets.is_empty() {
+                        write_tickets(&mut tx, &self.pool, tenant, id, &tickets, now).await?;
+                    }
                     // A vendor that repeats a record in one page must not make one statement touch a
                     // row twice (PostgreSQL refuses that): keep the last occurrence.
                     let mut last: HashMap<&str, usize> = HashMap::with_capacity(links.len());
@@ -688,6 +845,8 @@ macro_rules! impl_sync_store {
                             RecordType::Companies => "UPDATE companies SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND source_integration_id = $2 AND id IN",
                             RecordType::Contacts => "UPDATE company_users SET status = 'disabled', updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
                             RecordType::Technicians => "UPDATE staff_users SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
+                            // Tickets are kept (with their notes), stamped as gone from the PSA.
+                            RecordType::Tickets => "UPDATE tickets SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
                         };
                         sqlx::query(sql(format!("{target} ({missing})")))
                             .bind(tenant.0)
@@ -728,6 +887,152 @@ macro_rules! impl_sync_store {
                     tx.commit().await?;
                     Ok(deactivated)
                 }
+            }
+
+            /// Writes a page's imported tickets: new ones in multi-row inserts (their ids are
+            /// allocated), changed ones one by one (the portal's status kept while a portal
+            /// change waits in the outbox), then the notes the portal has no link for. A note
+            /// the portal wrote itself and has not linked yet (same ticket, text, visibility)
+            /// is linked, not added twice.
+            async fn write_tickets(
+                tx: &mut sqlx::Transaction<'_, Db>,
+                pool: &sqlx::Pool<Db>,
+                tenant: TenantId,
+                id: IntegrationId,
+                tickets: &[(i64, &TicketOp)],
+                now: DateTime<Utc>,
+            ) -> Result<()> {
+                use crate::sync_shared::{placeholders, value_rows, LinkWrite};
+                let new: Vec<&(i64, &TicketOp)> = tickets.iter().filter(|(_, t)| t.existing.is_none()).collect();
+                for chunk in new.chunks(50) {
+                    let values = value_rows(chunk.len(), 14, 3, &|p| {
+                        format!("({}, $1, {}, $2)", p[0], p[1..].join(", "))
+                    });
+                    let q = format!(
+                        "INSERT INTO tickets (id, tenant_id, company_id, summary, description, status, priority, closed, board, ticket_type, \
+                           contact_id, assignee_id, closed_at, psa_status, created_at, updated_at) VALUES {values}"
+                    );
+                    let mut query = sqlx::query(sql(q)).bind(tenant.0).bind(now);
+                    for (local, t) in chunk {
+                        query = query
+                            .bind(local)
+                            .bind(t.company_id)
+                            .bind(&t.summary)
+                            .bind(&t.description)
+                            .bind(&t.status)
+                            .bind(&t.priority)
+                            .bind(t.closed)
+                            .bind(&t.board)
+                            .bind(&t.ticket_type)
+                            .bind(t.contact_id)
+                            .bind(t.assignee_id)
+                            .bind(t.closed_at)
+                            .bind(&t.status)
+                            .bind(t.created_at.unwrap_or(now));
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                for (local, t) in tickets.iter().filter(|(_, t)| t.existing.is_some()) {
+                    sqlx::query(
+                        "UPDATE tickets SET company_id = $3, summary = $4, description = $5, \
+                           status = CASE WHEN $6 THEN status ELSE $7 END, closed = CASE WHEN $6 THEN closed ELSE $8 END, \
+                           priority = $9, board = $10, ticket_type = $11, contact_id = $12, assignee_id = $13, closed_at = $14, \
+                           psa_status = $7, removed_upstream_at = NULL, updated_at = $15 \
+                         WHERE tenant_id = $1 AND id = $2",
+                    )
+                    .bind(tenant.0)
+                    .bind(local)
+                    .bind(t.company_id)
+                    .bind(&t.summary)
+                    .bind(&t.description)
+                    .bind(t.keep_status)
+                    .bind(&t.status)
+                    .bind(t.closed)
+                    .bind(&t.priority)
+                    .bind(&t.board)
+                    .bind(&t.ticket_type)
+                    .bind(t.contact_id)
+                    .bind(t.assignee_id)
+                    .bind(t.closed_at)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                // Notes: which vendor notes the portal has already.
+                let note_ids: Vec<String> = tickets.iter().flat_map(|(_, t)| t.notes.iter().map(|n| n.external_id.clone())).collect();
+                if note_ids.is_empty() {
+                    return Ok(());
+                }
+                let mut linked: std::collections::HashSet<String> = std::collections::HashSet::new();
+                for chunk in note_ids.chunks(500) {
+                    linked.extend(super::link_rows(pool, id.0, "ticket_note", chunk).await?.into_iter().map(|r| r.0));
+                }
+                // The portal's own notes on these tickets that no vendor note is linked to yet.
+                let existing: Vec<i64> = tickets
+                    .iter()
+                    .filter(|(_, t)| t.existing.is_some() && t.notes.iter().any(|n| !linked.contains(&n.external_id)))
+                    .map(|(l, _)| *l)
+                    .collect();
+                let mut own: HashMap<(i64, String, bool), Vec<i64>> = HashMap::new();
+                for chunk in existing.chunks(500) {
+                    let q = format!(
+                        "SELECT n.id, n.ticket_id, n.body, n.internal FROM ticket_notes n WHERE n.tenant_id = $1 AND n.origin = 'portal' \
+                         AND n.ticket_id IN ({}) AND NOT EXISTS (SELECT 1 FROM external_links l WHERE l.integration_id = $2 \
+                         AND l.record_kind = 'ticket_note' AND l.local_id = n.id) ORDER BY n.id",
+                        placeholders(3, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, (i64, i64, String, bool)>(sql(q)).bind(tenant.0).bind(id.0);
+                    for t in chunk {
+                        query = query.bind(t);
+                    }
+                    for (nid, ticket, body, internal) in query.fetch_all(&mut **tx).await? {
+                        own.entry((ticket, body, internal)).or_default().push(nid);
+                    }
+                }
+                let mut adopted: Vec<(i64, &crate::sync::NoteImport)> = Vec::new();
+                let mut fresh: Vec<(i64, &crate::sync::NoteImport)> = Vec::new();
+                let mut in_page: std::collections::HashSet<&str> = std::collections::HashSet::new();
+                for (local, t) in tickets {
+                    for n in &t.notes {
+                        if linked.contains(&n.external_id) || !in_page.insert(n.external_id.as_str()) {
+                            continue;
+                        }
+                        let key = (*local, n.body.clone(), n.internal);
+                        match own.get_mut(&key).and_then(|v| if v.is_empty() { None } else { Some(v.remove(0)) }) {
+                            Some(nid) => adopted.push((nid, n)),
+                            None => fresh.push((*local, n)),
+                        }
+                    }
+                }
+                let ids = super::alloc_ids(tx, "ticket_notes", fresh.len()).await?;
+                let fresh: Vec<(i64, i64, &crate::sync::NoteImport)> = fresh.into_iter().zip(ids).map(|((t, n), nid)| (nid, t, n)).collect();
+                for chunk in fresh.chunks(100) {
+                    let values = value_rows(chunk.len(), 6, 2, &|p| {
+                        format!("({}, $1, {}, 'import')", p[0], p[1..].join(", "))
+                    });
+                    let q = format!(
+                        "INSERT INTO ticket_notes (id, tenant_id, ticket_id, body, internal, author, created_at, origin) VALUES {values}"
+                    );
+                    let mut query = sqlx::query(sql(q)).bind(tenant.0);
+                    for (nid, ticket, n) in chunk {
+                        query = query
+                            .bind(nid)
+                            .bind(ticket)
+                            .bind(&n.body)
+                            .bind(n.internal)
+                            .bind(&n.author)
+                            .bind(n.created_at.unwrap_or(now));
+                    }
+                    query.execute(&mut **tx).await?;
+                }
+                let links: Vec<LinkWrite<'_>> = adopted
+                    .iter()
+                    .map(|(nid, n)| (*nid, *n))
+                    .chain(fresh.iter().map(|(nid, _, n)| (*nid, *n)))
+                    .map(|(nid, n)| LinkWrite { local: nid, ext: &n.external_id, remote: n.created_at, hash: "" })
+                    .collect();
+                super::upsert_links(tx, tenant.0, id.0, "ticket_note", None, now, &links).await?;
+                Ok(())
             }
 
             /// Fails with `LeaseLost` unless `worker` still holds the integration's lease, and

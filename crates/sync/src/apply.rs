@@ -78,6 +78,7 @@ pub enum Page {
     Companies(SourcePage<ExtCompany>),
     Contacts(SourcePage<ExtContact>),
     Technicians(SourcePage<ExtTechnician>),
+    Tickets(SourcePage<ExtTicket>),
 }
 
 impl Page {
@@ -86,6 +87,7 @@ impl Page {
             Page::Companies(p) => p.next.clone(),
             Page::Contacts(p) => p.next.clone(),
             Page::Technicians(p) => p.next.clone(),
+            Page::Tickets(p) => p.next.clone(),
         }
     }
 
@@ -104,6 +106,7 @@ impl Page {
         match self {
             Page::Companies(p) => ids(p, |c| &c.external_id),
             Page::Contacts(p) => ids(p, |c| &c.external_id),
+            Page::Tickets(p) => ids(p, |t| &t.external_id),
             Page::Technicians(p) => {
                 let mut keys = ids(p, |t| &t.external_id);
                 keys.extend(
@@ -128,12 +131,12 @@ pub struct PageOutcome {
 }
 
 impl PageOutcome {
-    fn event(&mut self, level: EventLevel, record: RecordType, ext: &str, msg: String) {
+    pub(crate) fn event(&mut self, level: EventLevel, record: RecordType, ext: &str, msg: String) {
         self.events
             .push(NewEvent::new(level, Some(record), Some(ext), &msg));
     }
 
-    fn skip(
+    pub(crate) fn skip(
         &mut self,
         record: RecordType,
         ext: &str,
@@ -153,13 +156,13 @@ impl PageOutcome {
         }
     }
 
-    fn stamp(&mut self, t: Option<DateTime<Utc>>) {
+    pub(crate) fn stamp(&mut self, t: Option<DateTime<Utc>>) {
         if let Some(t) = t {
             self.max_seen = Some(self.max_seen.map_or(t, |m| m.max(t)));
         }
     }
 
-    fn rejected(&mut self, record: RecordType, rejected: Vec<Rejected>, full: bool) {
+    pub(crate) fn rejected(&mut self, record: RecordType, rejected: Vec<Rejected>, full: bool) {
         for r in rejected {
             self.counts.seen += 1;
             self.counts.failed += 1;
@@ -186,10 +189,11 @@ pub async fn decide(ctx: &Context<'_>, page: Page, full: bool) -> Result<PageOut
         Page::Companies(p) => companies(ctx, p, full).await,
         Page::Contacts(p) => contacts(ctx, p, full).await,
         Page::Technicians(p) => technicians(ctx, p, full).await,
+        Page::Tickets(p) => crate::tickets::decide(ctx, p, full).await,
     }
 }
 
-fn before_sync_from(ctx: &Context<'_>, updated: Option<DateTime<Utc>>) -> bool {
+pub(crate) fn before_sync_from(ctx: &Context<'_>, updated: Option<DateTime<Utc>>) -> bool {
     matches!((ctx.sync_from, updated), (Some(from), Some(u)) if u < from)
 }
 

@@ -14,6 +14,7 @@
 mod apply;
 pub mod outbox;
 mod pipeline;
+mod tickets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

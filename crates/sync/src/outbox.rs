@@ -226,6 +226,7 @@ impl Engine {
                 Ok(Ok(OutboxResult::Done {
                     external_id,
                     link: Some((LinkedRecord::Ticket, item.ticket_id.0)),
+                    psa_status: None,
                 }))
             }
             OutboxOp::AddNote | OutboxOp::SetStatus => {
@@ -252,10 +253,35 @@ impl Engine {
                     let status = item.payload["status"]
                         .as_str()
                         .ok_or_else(|| bad("no status"))?;
+                    // Optimistic check: the PSA's status must still be the one the portal
+                    // change was made against, else both sides changed it: a conflict, held
+                    // for an admin (Retry writes it anyway), never overwritten silently.
+                    if let Some(base) = item.payload["base"].as_str().filter(|_| !item.force_write)
+                    {
+                        match w.ticket_status(&ext).await? {
+                            None => {
+                                return Err(WriteError::Rejected {
+                                    field: None,
+                                    message: format!("ticket {ext} no longer exists in the PSA"),
+                                });
+                            }
+                            Some((now_status, _)) if now_status != base && now_status != status => {
+                                return Ok(Ok(OutboxResult::Failed {
+                                    error: format!(
+                                        "conflict: the status changed in the PSA to '{now_status}' (was '{base}') since this change to '{status}' was made; Retry writes '{status}' anyway"
+                                    ),
+                                    retry_at: None,
+                                    count: true,
+                                }));
+                            }
+                            Some(_) => {}
+                        }
+                    }
                     w.set_status(&ext, status).await?;
                     return Ok(Ok(OutboxResult::Done {
                         external_id: ext,
                         link: None,
+                        psa_status: Some(status.to_string()),
                     }));
                 }
                 let text = item.payload["text"]
@@ -269,6 +295,7 @@ impl Engine {
                 Ok(Ok(OutboxResult::Done {
                     external_id: note,
                     link: item.note_id.map(|n| (LinkedRecord::TicketNote, n)),
+                    psa_status: None,
                 }))
             }
         }

@@ -145,11 +145,15 @@ impl Engine {
         integration: &Integration,
         options: &SyncOptions,
         run_id: i64,
+        has_tickets: bool,
     ) -> Result<Vec<Plan>, StoreError> {
         let id = integration.id;
         let now = self.now();
         let mut plans = Vec::new();
-        for record in RecordType::ALL.into_iter().filter(|r| options.syncs(*r)) {
+        let planned = RecordType::ALL
+            .into_iter()
+            .filter(|r| options.syncs(*r) && (*r != RecordType::Tickets || has_tickets));
+        for record in planned {
             let cursor = self.store.cursor(id, record).await?;
             let sync_from = if options.initial_import {
                 None
@@ -205,7 +209,12 @@ impl Engine {
         source: &dyn PsaSource,
     ) -> Result<PassesOutcome, String> {
         let plans = self
-            .plan(integration, options, run_id)
+            .plan(
+                integration,
+                options,
+                run_id,
+                source.ticket_source().is_some(),
+            )
             .await
             .map_err(|e| PassStop::Store(e).to_string())?;
         let plans = &plans;
@@ -233,6 +242,20 @@ impl Engine {
                         RecordType::Technicians => {
                             source.technicians(&req).await.map(Page::Technicians)
                         }
+                        RecordType::Tickets => match source.ticket_source() {
+                            Some(tickets) => crate::tickets::fetch(
+                                self.store.as_ref(),
+                                integration.id,
+                                options,
+                                tickets,
+                                &req,
+                            )
+                            .await
+                            .map(Page::Tickets),
+                            None => Err(SourceError::Unavailable(format!(
+                                "{provider} tickets are not imported by this connector"
+                            ))),
+                        },
                     };
                     match page {
                         Ok(page) => {

@@ -28,6 +28,7 @@ pub mod sync_api;
 pub mod tickets_api;
 pub mod ui;
 pub mod ui_sync;
+mod ui_tickets;
 pub mod webhooks;
 
 /// Everything a request handler may use. Cheap to clone.
@@ -177,6 +178,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
         .route(
+            "/integrations/{id}/tickets/clear-resync",
+            post(sync_api::clear_tickets),
+        )
+        .route(
             "/integrations/{id}/role-preview",
             post(sync_api::role_preview),
         )
@@ -206,7 +211,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/integrations/{id}/import", post(mapping_api::post_import))
         .route("/companies/blocked", get(mapping_api::list_blocked))
-        .route("/tickets", post(tickets_api::create_ticket))
+        .route(
+            "/tickets",
+            get(tickets_api::list_tickets).post(tickets_api::create_ticket),
+        )
         .route(
             "/tickets/{id}",
             get(tickets_api::get_ticket).patch(tickets_api::set_status),

@@ -262,6 +262,51 @@ pub async fn reactivate(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Clear & Resync (spec 2.7): deletes the tickets this integration synced and queues a run
+/// that imports them again. Refused (409) while a sync runs or portal changes to those
+/// tickets still wait to be written.
+pub async fn clear_and_resync(
+    state: &AppState,
+    caller: &Caller,
+    id: IntegrationId,
+) -> Result<u64, ApiError> {
+    let now = state.now();
+    let deleted = state
+        .store
+        .clear_synced_tickets(caller.tenant_id, id, now)
+        .await?;
+    tracing::info!(
+        integration_id = id.0,
+        deleted,
+        "tickets cleared for a resync"
+    );
+    state
+        .store
+        .request_sync(caller.tenant_id, id, now, chrono::Duration::zero())
+        .await?;
+    Ok(deleted)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClearedTickets {
+    /// Portal tickets deleted; the queued run imports them again.
+    pub deleted: u64,
+}
+
+/// Clear & Resync the integration's tickets.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/tickets/clear-resync", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 200, body = ClearedTickets), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn clear_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<ClearedTickets>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let deleted = clear_and_resync(&state, &caller, parse_id(&raw)?).await?;
+    Ok(Json(ClearedTickets { deleted }))
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView {
     #[schema(value_type = Object)]

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_domain::model::{LinkedRecord, Ticket, TicketNote};
-use mspbridge_domain::{CompanyId, TicketId};
+use mspbridge_domain::{CompanyId, IntegrationId, TicketId};
 use mspbridge_providers::tickets::NewVendorTicket;
 use mspbridge_store::NewTicket;
 use mspbridge_store::outbox::{OutboxItem, Outgoing};
@@ -69,6 +69,8 @@ pub struct TicketView {
     /// The PSA this ticket is written to, if its company is linked to one that takes
     /// tickets from the portal.
     pub integration_id: Option<i64>,
+    /// The ticket's id in that PSA, once it exists there.
+    pub external_id: Option<String>,
     pub psa_writes: Vec<PsaWrite>,
 }
 
@@ -102,7 +104,11 @@ pub struct StatusBody {
 fn marker() -> Result<String, ApiError> {
     let (_, hash) =
         mspbridge_vault::new_token("msb").map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(format!("msb-{}", &hash[..24]))
+    Ok(format!(
+        "{}{}",
+        mspbridge_providers::tickets::MARKER_PREFIX,
+        &hash[..24]
+    ))
 }
 
 fn text(field: &str, v: &str, max: usize) -> Result<String, ApiError> {
@@ -143,7 +149,38 @@ async fn psa_for(
     Ok(None)
 }
 
-async fn view(state: &AppState, caller: &Caller, id: TicketId) -> Result<TicketView, ApiError> {
+/// The PSA integration a ticket's changes go to: the one its ticket is linked to (imported
+/// from it, or already written to it), else the one that takes its company's tickets.
+async fn psa_for_ticket(
+    state: &AppState,
+    caller: &Caller,
+    ticket: &Ticket,
+) -> Result<Option<mspbridge_domain::integration::Integration>, ApiError> {
+    for i in state.store.list_integrations(caller.tenant_id).await? {
+        if i.status == IntegrationStatus::Disconnected
+            || !state.providers.writes_tickets(i.provider)
+        {
+            continue;
+        }
+        if state
+            .store
+            .find_local_link(caller.tenant_id, i.id, LinkedRecord::Ticket, ticket.id.0)
+            .await?
+            .is_some()
+        {
+            return Ok(Some(i));
+        }
+    }
+    Ok(psa_for(state, caller, ticket.company_id)
+        .await?
+        .map(|(i, _)| i))
+}
+
+pub(crate) async fn view(
+    state: &AppState,
+    caller: &Caller,
+    id: TicketId,
+) -> Result<TicketView, ApiError> {
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let notes = state.store.list_ticket_notes(caller.tenant_id, id).await?;
     let psa_writes: Vec<PsaWrite> = state
@@ -155,14 +192,28 @@ async fn view(state: &AppState, caller: &Caller, id: TicketId) -> Result<TicketV
         .collect();
     let integration_id = match psa_writes.first() {
         Some(w) => Some(w.integration_id),
-        None => psa_for(state, caller, ticket.company_id)
+        None => psa_for_ticket(state, caller, &ticket)
             .await?
-            .map(|(i, _)| i.id.0),
+            .map(|i| i.id.0),
+    };
+    let external_id = match integration_id {
+        Some(i) => state
+            .store
+            .find_local_link(
+                caller.tenant_id,
+                IntegrationId(i),
+                LinkedRecord::Ticket,
+                id.0,
+            )
+            .await?
+            .map(|l| l.external_id),
+        None => None,
     };
     Ok(TicketView {
         ticket,
         notes,
         integration_id,
+        external_id,
         psa_writes,
     })
 }
@@ -176,6 +227,16 @@ pub async fn create_ticket(
     caller: Caller,
     ApiJson(body): ApiJson<NewTicketBody>,
 ) -> Result<(StatusCode, Json<TicketView>), ApiError> {
+    let id = create_service(&state, &caller, &body).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &caller, id).await?)))
+}
+
+/// Creates a ticket (API and form): queued for the company's PSA when there is one.
+pub async fn create_service(
+    state: &AppState,
+    caller: &Caller,
+    body: &NewTicketBody,
+) -> Result<TicketId, ApiError> {
     caller.require(Permission::Write)?;
     let summary = text("summary", &body.summary, SUMMARY_MAX)?;
     let description = body.description.trim().to_string();
@@ -194,7 +255,7 @@ pub async fn create_ticket(
         priority: None,
     };
     let now = state.now();
-    let ticket = match psa_for(&state, &caller, company).await? {
+    let ticket = match psa_for(state, caller, company).await? {
         None => {
             state
                 .store
@@ -225,10 +286,7 @@ pub async fn create_ticket(
             t
         }
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(view(&state, &caller, ticket.id).await?),
-    ))
+    Ok(ticket.id)
 }
 
 /// A ticket with its notes and its writes to the PSA.
@@ -254,13 +312,24 @@ pub async fn add_note(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<NewNoteBody>,
 ) -> Result<(StatusCode, Json<TicketView>), ApiError> {
-    caller.require(Permission::Write)?;
     let id = path_id(&raw, "id", "a ticket id").map(TicketId)?;
+    note_service(&state, &caller, id, &body).await?;
+    Ok((StatusCode::CREATED, Json(view(&state, &caller, id).await?)))
+}
+
+/// Adds a note (API and form), queued for the ticket's PSA when there is one.
+pub async fn note_service(
+    state: &AppState,
+    caller: &Caller,
+    id: TicketId,
+    body: &NewNoteBody,
+) -> Result<(), ApiError> {
+    caller.require(Permission::Write)?;
     let body_text = text("text", &body.text, TEXT_MAX)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
-    let author = actor(&caller);
+    let author = actor(caller);
     let now = state.now();
-    match psa_for(&state, &caller, ticket.company_id).await? {
+    match psa_for_ticket(state, caller, &ticket).await? {
         None => {
             state
                 .store
@@ -274,7 +343,7 @@ pub async fn add_note(
                 )
                 .await?;
         }
-        Some((i, _)) => {
+        Some(i) => {
             let out = Outgoing {
                 integration: i.id,
                 marker: marker()?,
@@ -294,7 +363,7 @@ pub async fn add_note(
                 .await?;
         }
     }
-    Ok((StatusCode::CREATED, Json(view(&state, &caller, id).await?)))
+    Ok(())
 }
 
 /// Changes the status; queued for the PSA, where it is set by name on the ticket's board.
@@ -307,23 +376,36 @@ pub async fn set_status(
     Path(raw): Path<String>,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Json<TicketView>, ApiError> {
-    caller.require(Permission::Write)?;
     let id = path_id(&raw, "id", "a ticket id").map(TicketId)?;
+    status_service(&state, &caller, id, &body).await?;
+    Ok(Json(view(&state, &caller, id).await?))
+}
+
+/// Changes a ticket's status (API and form), queued for its PSA when there is one.
+pub async fn status_service(
+    state: &AppState,
+    caller: &Caller,
+    id: TicketId,
+    body: &StatusBody,
+) -> Result<(), ApiError> {
+    caller.require(Permission::Write)?;
     let status = text("status", &body.status, 100)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let now = state.now();
-    match psa_for(&state, &caller, ticket.company_id).await? {
+    match psa_for_ticket(state, caller, &ticket).await? {
         None => {
             state
                 .store
                 .set_ticket_status(caller.tenant_id, id, &status, body.closed, now)
                 .await?;
         }
-        Some((i, _)) => {
+        Some(i) => {
+            // The PSA status this change is made against: the outbox checks the PSA still
+            // has it before writing (a change on both sides is a conflict, not overwritten).
             let out = Outgoing {
                 integration: i.id,
                 marker: marker()?,
-                payload: serde_json::json!({"status": status}),
+                payload: serde_json::json!({"status": status, "base": ticket.psa_status}),
             };
             state
                 .store
@@ -331,7 +413,46 @@ pub async fn set_status(
                 .await?;
         }
     }
-    Ok(Json(view(&state, &caller, id).await?))
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TicketListParams {
+    /// Only this portal company's tickets.
+    pub company_id: Option<i64>,
+    /// `true`: closed only; `false`: open only.
+    pub closed: Option<bool>,
+    /// Keyset: tickets with a smaller id than this (the last id of the previous page).
+    pub before: Option<i64>,
+    /// 1–500, default 100.
+    pub limit: Option<i64>,
+}
+
+/// Tickets, newest first (imported from PSAs and raised in the portal).
+#[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(TicketListParams),
+    responses((status = 200, body = [Ticket]), (status = 422, body = ErrorBody)))]
+pub async fn list_tickets(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<TicketListParams>,
+) -> Result<Json<Vec<Ticket>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 500"));
+    }
+    let rows = state
+        .store
+        .list_tickets(
+            caller.tenant_id,
+            p.company_id.map(CompanyId),
+            p.closed,
+            p.before.map(TicketId),
+            limit,
+        )
+        .await?;
+    Ok(Json(rows))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -42,6 +42,7 @@ pub fn routes() -> Router<AppState> {
             post(integration_action),
         )
         .merge(crate::ui_sync::routes())
+        .merge(crate::ui_tickets::routes())
 }
 
 pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
@@ -411,6 +412,7 @@ fn flash_text(code: Option<&str>) -> Option<String> {
             "disconnected" => "Disconnected. The stored credentials were removed.",
             "sync_queued" => "Sync queued; it starts within seconds.",
             "reactivated" => "Automatic sync reactivated; a run is queued.",
+            "tickets_cleared" => "Synced tickets cleared; a run re-imports them now.",
             "options" => "Sync options saved.",
             "vocabulary" => "Type and status lists read again.",
             _ => return None,
@@ -919,6 +921,12 @@ async fn integration_action(
             Ok(()) => integrations::refresh_vocabulary(&state, t, id)
                 .await
                 .map(|_| "vocabulary"),
+            Err(e) => Err(e),
+        },
+        "clear-tickets" => match c.require(Permission::Manage) {
+            Ok(()) => crate::sync_api::clear_and_resync(&state, &c, id)
+                .await
+                .map(|_| "tickets_cleared"),
             Err(e) => Err(e),
         },
         "reactivate" => match c.require(Permission::Manage) {

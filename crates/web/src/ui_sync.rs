@@ -101,6 +101,11 @@ pub struct SyncView {
     pub ticket_board: String,
     pub ticket_status: String,
     pub ticket_priority: String,
+    /// Ticket import (PSA → portal) and its scope.
+    pub tickets: bool,
+    pub imports_tickets: bool,
+    pub ticket_boards: String,
+    pub ticket_excluded_statuses: String,
     pub primary_role: Option<RoleId>,
     pub default_role: Option<RoleId>,
     pub next_run: Option<String>,
@@ -125,6 +130,7 @@ pub struct RunLine {
     pub companies: String,
     pub contacts: String,
     pub technicians: String,
+    pub tickets: String,
     pub requests: i64,
 }
 
@@ -163,6 +169,7 @@ pub async fn sync_parts(
     id: IntegrationId,
 ) -> Result<(SyncView, Vec<RunLine>, Vec<(RoleId, String)>), ApiError> {
     let o = state.store.sync_options(c.tenant_id, id).await?;
+    let integration_provider = state.store.get_integration(c.tenant_id, id).await?.provider;
     let schedule = state.store.schedule(c.tenant_id, id).await?;
     let roles: Vec<(RoleId, String)> = state
         .store
@@ -198,6 +205,10 @@ pub async fn sync_parts(
         ticket_board: o.ticket_defaults.board.clone().unwrap_or_default(),
         ticket_status: o.ticket_defaults.status.clone().unwrap_or_default(),
         ticket_priority: o.ticket_defaults.priority.clone().unwrap_or_default(),
+        tickets: o.tickets,
+        imports_tickets: state.providers.imports_tickets(integration_provider),
+        ticket_boards: o.ticket_boards.join(", "),
+        ticket_excluded_statuses: o.ticket_excluded_statuses.join(", "),
         primary_role: o.primary_contact_role_id,
         default_role: o.default_role_id,
         next_run: schedule.as_ref().map(|s| {
@@ -238,6 +249,7 @@ pub async fn sync_parts(
             companies: summary(r.counts.get(&RecordType::Companies)),
             contacts: summary(r.counts.get(&RecordType::Contacts)),
             technicians: summary(r.counts.get(&RecordType::Technicians)),
+            tickets: summary(r.counts.get(&RecordType::Tickets)),
             requests: r.requests,
         })
         .collect();
@@ -327,6 +339,9 @@ pub async fn save_options(
             status: get("ticket_status").filter(|v| !v.is_empty()),
             priority: get("ticket_priority").filter(|v| !v.is_empty()),
         },
+        tickets: on("tickets"),
+        ticket_boards: list("ticket_boards"),
+        ticket_excluded_statuses: list("ticket_excluded_statuses"),
     };
     validate_options(state, c, id, &options).await?;
     state

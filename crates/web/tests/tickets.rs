@@ -300,6 +300,7 @@ async fn a_crash_between_the_vendor_call_and_the_commit_creates_nothing_twice() 
                 mspbridge_store::outbox::OutboxResult::Done {
                     external_id: "999".into(),
                     link: None,
+                    psa_status: None,
                 },
                 Utc::now(),
             )

@@ -379,3 +379,113 @@ async fn session_api_calls_need_the_csrf_header() {
     let req = app.http.get(app.url("/api/v1/companies"));
     assert_eq!(b.send(req).await.status, 200);
 }
+
+#[tokio::test]
+async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
+    let app = app().await;
+    let cw = imported(&app).await;
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+            Some(serde_json::json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
+                "board": "Service Desk", "status": "New", "priority": "Priority 3 - Normal Response"}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    app.db
+        .store
+        .request_sync(
+            app.a.id,
+            mspbridge_domain::IntegrationId(cw),
+            chrono::Utc::now(),
+            chrono::Duration::zero(),
+        )
+        .await
+        .unwrap();
+    full_pass_engine(&app).tick().await.unwrap().expect("due");
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+    let list = b.get("/tickets").await;
+    assert_eq!(list.status, 200);
+    let imported = app.sandbox.with_data(|d| {
+        d.tickets
+            .iter()
+            .find(|t| !t.closed_flag)
+            .unwrap()
+            .summary
+            .clone()
+    });
+    assert!(list.body.contains(&imported), "imported tickets are listed");
+    let integration_page = b.get(&format!("/settings/integrations/{cw}")).await;
+    assert!(integration_page.body.contains("Clear &amp; Resync tickets"));
+
+    let csrf = hidden(&list.body, "csrf");
+    let company = {
+        let marker = "<option value=\"";
+        let at = list.body.find(marker).unwrap() + marker.len();
+        list.body[at..].split('"').next().unwrap().to_string()
+    };
+    // No summary: the form says which field.
+    let p = b
+        .post(
+            "/tickets",
+            &[("csrf", &csrf), ("company_id", &company), ("summary", " ")],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("summary"), "{}", p.body);
+    let p = b
+        .post(
+            "/tickets",
+            &[
+                ("csrf", &csrf),
+                ("company_id", &company),
+                ("summary", "Outlook keeps asking for the password"),
+                ("description", "Since this morning."),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let page_url = p.location.unwrap();
+    let page = b.get(&page_url).await;
+    assert!(page.body.contains("(not written yet)"), "{}", page.body);
+    let p = b
+        .post(
+            &format!("{page_url}/notes"),
+            &[
+                ("csrf", &csrf),
+                ("text", "Tried a new profile."),
+                ("internal", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    // Without the form token nothing is written.
+    let p = b
+        .post(&format!("{page_url}/status"), &[("status", "Completed")])
+        .await;
+    assert_eq!(p.status, 403);
+    let d = full_pass_engine(&app).drain_outbox().await.unwrap();
+    assert_eq!(d.done, 2, "{d:?}");
+    let page = b.get(&page_url).await;
+    assert!(page.body.contains("ConnectWise Manage #"), "{}", page.body);
+    assert!(page.body.contains("Tried a new profile."));
+    assert!(page.body.contains("internal"));
+    let p = b
+        .post(
+            &format!("{page_url}/status"),
+            &[("csrf", &csrf), ("status", "Waiting on Client")],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    full_pass_engine(&app).drain_outbox().await.unwrap();
+    let in_cw = app.sandbox.with_data(|d| {
+        d.tickets
+            .iter()
+            .find(|t| t.summary == "Outlook keeps asking for the password")
+            .and_then(|t| t.status.name.clone())
+    });
+    assert_eq!(in_cw.as_deref(), Some("Waiting on Client"));
+}

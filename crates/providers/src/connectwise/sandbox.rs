@@ -87,6 +87,8 @@ struct SandboxState {
 #[derive(Default)]
 struct JsonData {
     collections: HashMap<&'static str, Vec<serde_json::Value>>,
+    /// Each ticket's notes, sorted by id.
+    notes: HashMap<i64, Vec<serde_json::Value>>,
 }
 
 fn to_sorted_json<T: Serialize>(items: &[T]) -> Vec<serde_json::Value> {
@@ -129,7 +131,16 @@ impl SandboxState {
         for (name, rows) in collections.iter_mut() {
             self.raw_edits.apply(name, rows);
         }
-        let j = Arc::new(JsonData { collections });
+        let mut notes: HashMap<i64, Vec<serde_json::Value>> = HashMap::new();
+        for n in &data.notes {
+            if let Ok(v) = serde_json::to_value(n) {
+                notes.entry(n.ticket_id).or_default().push(v);
+            }
+        }
+        for rows in notes.values_mut() {
+            rows.sort_by_key(|v| v.get("id").and_then(|i| i.as_i64()).unwrap_or(0));
+        }
+        let j = Arc::new(JsonData { collections, notes });
         if let Ok(mut g) = self.json.write() {
             *g = Some(j.clone());
         }
@@ -147,6 +158,11 @@ pub struct CwSandbox {
 impl CwSandbox {
     /// The demo site: company `mspbridge`, a full-access key and a limited key.
     pub fn new(seed: Seed) -> Self {
+        Self::from_data(generate(seed))
+    }
+
+    /// The demo site serving this data set.
+    pub fn from_data(data: CwData) -> Self {
         Self {
             state: Arc::new(SandboxState {
                 company_id: DEMO_COMPANY_ID.into(),
@@ -163,7 +179,7 @@ impl CwSandbox {
                         denied: vec!["members", "tickets"],
                     },
                 ],
-                data: RwLock::new(generate(seed)),
+                data: RwLock::new(data),
                 json: RwLock::new(None),
                 raw_edits: RawEdits::default(),
                 seen: Mutex::new(Vec::new()),
@@ -285,11 +301,48 @@ impl CwSandbox {
                         name: Some(st.name),
                     };
                     t.closed_flag = st.closed_status;
+                    t.closed_date = st.closed_status.then(Utc::now);
                     t.info.last_updated = Some(Utc::now());
                     true
                 }
                 None => false,
             }
+        })
+    }
+
+    /// A technician writes a note on a ticket in ConnectWise (the ticket's `lastUpdated`
+    /// moves, as ConnectWise does). Returns the note's id, `None` for an unknown ticket.
+    pub fn add_note(&self, ticket: i64, text: &str, internal: bool) -> Option<i64> {
+        self.with_data(|d| {
+            let t = d.tickets.iter_mut().find(|t| t.id == ticket)?;
+            t.info.last_updated = Some(Utc::now());
+            let id = d.notes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+            d.notes.push(ServiceNote {
+                id,
+                ticket_id: ticket,
+                text: text.into(),
+                detail_description_flag: !internal,
+                internal_analysis_flag: internal,
+                resolution_flag: false,
+                created_by: Some("jsmith".into()),
+                date_created: Some(Utc::now()),
+                member: Some(Ref {
+                    id: 1,
+                    name: Some("John Smith".into()),
+                }),
+                contact: None,
+            });
+            Some(id)
+        })
+    }
+
+    /// Deletes a ticket and its notes, as an admin can in ConnectWise.
+    pub fn delete_ticket(&self, ticket: i64) -> bool {
+        self.with_data(|d| {
+            let before = d.tickets.len();
+            d.tickets.retain(|t| t.id != ticket);
+            d.notes.retain(|n| n.ticket_id != ticket);
+            d.tickets.len() < before
         })
     }
 
@@ -682,12 +735,17 @@ fn ticket_paths(
         }
         ["service", "tickets", id, "notes"] => {
             let id = number(id)?;
-            if !data.tickets.iter().any(|t| t.id == id) {
+            drop(data);
+            let json = s.json();
+            let exists = json.collections.get("service/tickets").is_some_and(|rows| {
+                rows.binary_search_by_key(&id, |t| t["id"].as_i64().unwrap_or(0))
+                    .is_ok()
+            });
+            if !exists {
                 return Some(error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"));
             }
-            let notes: Vec<&ServiceNote> =
-                data.notes.iter().filter(|n| n.ticket_id == id).collect();
-            Some(list(&to_sorted_json(&notes), q, rest, terms, order))
+            let notes = json.notes.get(&id).map(Vec::as_slice).unwrap_or_default();
+            Some(list(notes, q, rest, terms, order))
         }
         ["service", "tickets", id] => {
             let id = number(id)?;
@@ -805,6 +863,14 @@ fn applied(s: &SandboxState, status: StatusCode, body: serde_json::Value) -> Res
     (status, axum::Json(body)).into_response()
 }
 
+/// The API member writes carry as their author.
+fn api_member() -> Ref {
+    Ref {
+        id: 9_999,
+        name: Some("mspbridge API".into()),
+    }
+}
+
 fn ref_id(v: &serde_json::Value, field: &str) -> Option<i64> {
     v.get(field)
         .and_then(|r| r.get("id"))
@@ -901,6 +967,9 @@ async fn api_post(
                 }),
                 contact: None,
                 closed_flag: status.closed_status,
+                ticket_type: None,
+                owner: None,
+                closed_date: status.closed_status.then_some(now),
                 external_x_ref: v["externalXRef"].as_str().map(str::to_string),
                 info: Info {
                     last_updated: Some(now),
@@ -918,6 +987,8 @@ async fn api_post(
                     resolution_flag: false,
                     created_by: Some("mspbridge-api".into()),
                     date_created: Some(now),
+                    member: Some(api_member()),
+                    contact: None,
                 });
             }
             let body = serde_json::to_value(&ticket).unwrap_or_default();
@@ -959,6 +1030,8 @@ async fn api_post(
                 resolution_flag: resolution,
                 created_by: Some("mspbridge-api".into()),
                 date_created: Some(now),
+                member: Some(api_member()),
+                contact: None,
             };
             if let Some(t) = d.tickets.iter_mut().find(|t| t.id == id) {
                 t.info.last_updated = Some(now);
@@ -1033,6 +1106,7 @@ async fn api_patch(
                     name: Some(st.name.clone()),
                 };
                 t.closed_flag = st.closed_status;
+                t.closed_date = st.closed_status.then(Utc::now);
             }
             "priority" => {
                 let pid = op.value.get("id").and_then(|i| i.as_i64()).unwrap_or(-1);
@@ -1087,11 +1161,18 @@ fn base_time() -> DateTime<Utc> {
 
 /// The deterministic data set for `seed`.
 pub fn generate(seed: Seed) -> CwData {
-    let (n_companies, contacts_per, n_members, tickets_per) = match seed {
-        Seed::Small => (25usize, 4usize, 8usize, 2usize),
-        Seed::Large => (5_000, 10, 1_000, 2),
-        Seed::Companies(n) => (n as usize, 10, (n as usize / 5).max(1), 2),
+    generate_sized(seed, 2, 2)
+}
+
+/// The seed's companies, contacts and members with `tickets_per` tickets per company, each
+/// with a description note and `notes_per` more (alternately discussion and internal).
+pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwData {
+    let (n_companies, contacts_per, n_members) = match seed {
+        Seed::Small => (25usize, 4usize, 8usize),
+        Seed::Large => (5_000, 10, 1_000),
+        Seed::Companies(n) => (n as usize, 10, (n as usize / 5).max(1)),
     };
+    let mut notes = Vec::with_capacity(n_companies * tickets_per * (notes_per + 1));
     let mut rng = Rng::new(0x00C0_FFEE);
     let company_statuses = vec![
         CompanyStatus {
@@ -1318,8 +1399,40 @@ pub fn generate(seed: Seed) -> CwData {
         for t in 0..tickets_per {
             let (sid, sname, closed) = *rng.pick(&statuses);
             let board = rng.pick(&boards);
+            let ticket_id = 5000 + tickets.len() as i64;
+            let opened = base_time() + Duration::minutes(rng.below(60 * 24 * 200) as i64);
+            let owner = 1 + rng.below(n_members as u64) as i64;
+            for k in 0..=notes_per {
+                notes.push(ServiceNote {
+                    id: notes.len() as i64 + 1,
+                    ticket_id,
+                    text: if k == 0 {
+                        format!("Reported by the customer: ticket {t} of {name}.")
+                    } else {
+                        format!(
+                            "Update {k}: {}",
+                            rng.pick(&[
+                                "Called the user back.",
+                                "Rebooted the device.",
+                                "Waiting for the vendor.",
+                                "Replaced the cable."
+                            ])
+                        )
+                    },
+                    detail_description_flag: k % 2 == 0,
+                    internal_analysis_flag: k % 2 == 1,
+                    resolution_flag: false,
+                    created_by: Some(format!("member{owner}")),
+                    date_created: Some(opened + Duration::minutes(k as i64 * 30)),
+                    member: Some(Ref {
+                        id: owner,
+                        name: Some(format!("Member {owner}")),
+                    }),
+                    contact: None,
+                });
+            }
             tickets.push(Ticket {
-                id: 5000 + tickets.len() as i64,
+                id: ticket_id,
                 summary: format!(
                     "{} issue #{t} at {}",
                     rng.pick(&["Printer", "Email", "VPN", "Laptop", "Wi-Fi"]),
@@ -1347,10 +1460,21 @@ pub fn generate(seed: Seed) -> CwData {
                     name: None,
                 }),
                 closed_flag: closed,
+                ticket_type: Some(Ref {
+                    id: 1 + (ticket_id % 3),
+                    name: Some(["Incident", "Request", "Problem"][(ticket_id % 3) as usize].into()),
+                }),
+                owner: Some(Ref {
+                    id: owner,
+                    name: None,
+                }),
+                closed_date: closed.then_some(updated),
                 external_x_ref: None,
                 info: Info {
-                    last_updated: Some(updated),
-                    date_entered: Some(base_time()),
+                    last_updated: Some(
+                        updated.max(opened + Duration::minutes(notes_per as i64 * 30)),
+                    ),
+                    date_entered: Some(opened),
                 },
             });
         }
@@ -1403,7 +1527,7 @@ pub fn generate(seed: Seed) -> CwData {
         })
         .collect(),
         tickets,
-        notes: vec![],
+        notes,
     }
 }
 

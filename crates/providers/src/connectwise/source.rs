@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use mspbridge_domain::sync::{
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
@@ -15,7 +17,9 @@ use tokio::sync::OnceCell;
 use super::AREAS;
 use super::client::{CwClient, CwError};
 use super::conditions::date;
-use super::wire::{Company, CompanyStatus, CompanyType, Contact, ContactType, Member};
+use super::wire::{
+    Company, CompanyStatus, CompanyType, Contact, ContactType, Member, ServiceNote, Ticket,
+};
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
@@ -64,11 +68,21 @@ impl CwSource {
         path: &str,
         req: &PageRequest,
     ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
+        self.page_raw(path, req)
+            .await
+            .map_err(|e| Self::error(path, e))
+    }
+
+    async fn page_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &PageRequest,
+    ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), CwError> {
         let mut conditions = Vec::new();
         if let Some(after) = &req.after {
             let id: i64 = after
                 .parse()
-                .map_err(|_| SourceError::Unavailable(format!("bad page token '{after}'")))?;
+                .map_err(|_| CwError::Decode(format!("bad page token '{after}'")))?;
             conditions.push(format!("id > {id}"));
         }
         if let Some(since) = req.since {
@@ -86,8 +100,7 @@ impl CwSource {
         let (rows, _) = self
             .client
             .get_retrying::<Vec<Box<RawValue>>>(path, &query)
-            .await
-            .map_err(|e| Self::error(path, e))?;
+            .await?;
         let full = rows.len() >= self.page_size;
         let (records, rejected, last_id) = read_rows::<T>(rows);
         // Keyset paging: a short page is the last one, so no extra empty request is needed.
@@ -275,8 +288,117 @@ impl VocabularySource for CwSource {
     }
 }
 
+/// A ConnectWise ticket, normalised. The description is not a readable field: it is the
+/// first detail-description note (trap 8), so it is left to the notes.
+fn ticket(t: Ticket) -> ExtTicket {
+    let marker = t
+        .external_x_ref
+        .filter(|x| x.starts_with(crate::tickets::MARKER_PREFIX));
+    ExtTicket {
+        external_id: t.id.to_string(),
+        summary: t.summary,
+        description: None,
+        status: t
+            .status
+            .name
+            .unwrap_or_else(|| format!("status {}", t.status.id)),
+        closed: t.closed_flag,
+        priority: t.priority.and_then(|p| p.name),
+        board: t.board.name,
+        ticket_type: t.ticket_type.and_then(|r| r.name),
+        company_external_id: t.company.map(|c| c.id.to_string()),
+        contact_external_id: t.contact.map(|c| c.id.to_string()),
+        assignee_external_id: t.owner.map(|m| m.id.to_string()),
+        created_at: t.info.date_entered,
+        closed_at: t.closed_date.filter(|_| t.closed_flag),
+        updated_at: t.info.last_updated,
+        marker,
+        notes: None,
+    }
+}
+
+/// A ticket's notes, normalised: internal analysis is staff-only; the earliest
+/// detail-description note is the ticket's description.
+fn notes_of(mut rows: Vec<ServiceNote>) -> Vec<ExtNote> {
+    rows.sort_by_key(|n| (n.date_created, n.id));
+    let description = rows
+        .iter()
+        .find(|n| n.detail_description_flag)
+        .map(|n| n.id);
+    rows.into_iter()
+        .map(|n| ExtNote {
+            external_id: n.id.to_string(),
+            is_description: Some(n.id) == description,
+            internal: n.internal_analysis_flag && !n.detail_description_flag,
+            author: n
+                .member
+                .and_then(|m| m.name)
+                .or(n.contact.and_then(|c| c.name))
+                .or(n.created_by)
+                .unwrap_or_default(),
+            created_at: n.date_created,
+            body: n.text,
+        })
+        .collect()
+}
+
+#[async_trait]
+impl TicketSource for CwSource {
+    async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
+        let (rows, rejected, next) = self.page::<Ticket>("/service/tickets", req).await?;
+        Ok(SourcePage {
+            records: rows.into_iter().map(ticket).collect(),
+            rejected,
+            next,
+        })
+    }
+
+    /// One keyset-paged `GET /service/tickets/{id}/notes` per ticket (ConnectWise has no
+    /// cross-ticket note list). A ticket deleted meanwhile (404) is rejected, not failed.
+    async fn ticket_notes(&self, tickets: &[String]) -> Result<TicketNotes, SourceError> {
+        let mut out = TicketNotes::default();
+        for id in tickets {
+            let path = format!("/service/tickets/{id}/notes");
+            let mut rows: Vec<ServiceNote> = Vec::new();
+            let mut req = PageRequest::default();
+            let failed = loop {
+                match self.page_raw::<ServiceNote>(&path, &req).await {
+                    Ok((page, bad, next)) => {
+                        if let Some(b) = bad.into_iter().next() {
+                            break Some(format!("a note could not be read: {}", b.reason));
+                        }
+                        rows.extend(page);
+                        match next {
+                            Some(n) => req.after = Some(n),
+                            None => break None,
+                        }
+                    }
+                    Err(e) if e.status() == Some(404) => {
+                        break Some("the ticket is gone (its notes answered 404)".into());
+                    }
+                    Err(e) => return Err(Self::error(&path, e)),
+                }
+            };
+            match failed {
+                Some(reason) => out.rejected.push(Rejected {
+                    external_id: Some(id.clone()),
+                    reason,
+                }),
+                None => {
+                    out.by_ticket.insert(id.clone(), notes_of(rows));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl PsaSource for CwSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn ticket_source(&self) -> Option<&dyn TicketSource> {
+        Some(self)
     }
 }

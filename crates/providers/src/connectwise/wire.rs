@@ -188,6 +188,14 @@ pub struct Ticket {
     pub contact: Option<Ref>,
     #[serde(default)]
     pub closed_flag: bool,
+    /// `type` (a ServiceType reference).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<Ref>,
+    /// The member who owns the ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Ref>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_date: Option<DateTime<Utc>>,
     /// Free cross-reference text; mspbridge stores its outbox marker here to find a ticket
     /// it created when the answer to the create was lost.
     #[serde(
@@ -221,6 +229,11 @@ pub struct ServiceNote {
     pub created_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date_created: Option<DateTime<Utc>>,
+    /// The member who wrote it (member notes) or the contact (customer updates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Ref>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Ref>,
 }
 
 /// A board's status (`/service/boards/{id}/statuses`).
