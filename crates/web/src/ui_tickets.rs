@@ -107,7 +107,7 @@ async fn list(
         })
         .collect();
     let mut companies: Vec<(i64, String)> = companies.into_iter().collect();
-    companies.sort_by(|a, b| a.1.to_lowercase().cmp(&b.1.to_lowercase()));
+    companies.sort_by_key(|c| c.1.to_lowercase());
     Ok(ListPage {
         shell: shell(state, c).await?,
         lines,
