@@ -568,7 +568,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         },
         ..Default::default()
     });
-    let state = AppState::new(store.clone(), vault, providers, false);
+    // The sandboxes call back to this server (ConnectWise callbacks registered through
+    // its `/system/callbacks`).
+    let state = AppState::new(store.clone(), vault, providers, false)
+        .with_public_url(Some(format!("http://{listen}")));
 
     let (password, _) = mspbridge_vault::new_token("demo")?;
     let password: String = password.chars().skip(5).take(16).collect();
@@ -669,8 +672,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         }],
         ..Default::default()
     };
-    // Tickets raised in the portal for ConnectWise-linked companies go to its sandbox.
+    // ConnectWise tickets are imported; tickets raised in the portal for its companies go
+    // to its sandbox.
     let cw_options = mspbridge_domain::sync::SyncOptions {
+        tickets: true,
         ticket_defaults: mspbridge_domain::sync::TicketDefaults {
             board: Some("Service Desk".into()),
             status: Some("New".into()),
@@ -686,6 +691,12 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             chrono::Utc::now(),
         )
         .await?;
+    if let Some(outcome) =
+        mspbridge_web::sync_api::register_webhook(&state, tenant.id, cw_integration.id, &cw_options)
+            .await
+    {
+        println!("ConnectWise ticket callback {outcome}");
+    }
     // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
     store
         .set_sync_options(tenant.id, halo_integration.id, &options, chrono::Utc::now())

@@ -179,6 +179,41 @@ impl Providers {
         }
     }
 
+    /// Registers the PSA's ticket webhook to `url` where its API allows it (ConnectWise
+    /// `/system/callbacks`, self-suppressed): `None` where it does not (yet), else the
+    /// vendor's id for the registration or why it failed.
+    pub async fn register_ticket_webhook(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        url: &str,
+    ) -> Option<Result<String, String>> {
+        match kind {
+            ProviderKind::ConnectwiseManage => {
+                let cw = connectwise::ConnectWise::new(self.config.clone());
+                let cfg = cw.client_config(credentials);
+                let retry = connectwise::client::RetryPolicy::interactive();
+                let client = match connectwise::client::CwClient::connect(
+                    &cfg,
+                    self.config.outbound,
+                    retry.timeout,
+                )
+                .await
+                {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                Some(
+                    connectwise::callbacks::register(&client, url)
+                        .await
+                        .map(|id| id.to_string())
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            _ => None,
+        }
+    }
+
     pub fn connector(&self, kind: ProviderKind) -> Option<Box<dyn ConnectionTest>> {
         match kind {
             ProviderKind::ConnectwiseManage => {

@@ -40,6 +40,9 @@ pub struct AppState {
     pub limiter: Arc<auth::LoginLimiter>,
     /// Mark cookies `Secure` (on unless the server listens on loopback only).
     pub cookie_secure: bool,
+    /// This deployment's address as PSAs reach it (`https://portal.example`): webhooks
+    /// are registered with the PSA only when it is set.
+    pub public_url: Option<String>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -56,8 +59,15 @@ impl AppState {
             providers,
             limiter: Arc::default(),
             cookie_secure,
+            public_url: None,
             clock: Arc::new(Utc::now),
         }
+    }
+
+    /// Registers PSA webhooks to `url` (trailing `/` dropped).
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url.map(|u| u.trim_end_matches('/').to_string());
+        self
     }
 
     /// Replaces the clock (tests).

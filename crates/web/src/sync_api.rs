@@ -70,6 +70,53 @@ pub struct OptionsView {
     /// The vendor's contact types, company types and statuses, as last read (on connect,
     /// on Test, or with `POST …/vocabulary`).
     pub vocabulary: Option<Vocabulary>,
+    /// With ticket import on and a public URL configured: the PSA webhook registration
+    /// ("registered: …" or why it was not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+/// Registers the ticket webhook with the PSA when ticket import is on and this deployment
+/// has a public URL (polling stays the safety net either way). What happened, for the
+/// admin; `None` when there was nothing to do.
+pub async fn register_webhook(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+    id: IntegrationId,
+    options: &SyncOptions,
+) -> Option<String> {
+    let base = state.public_url.as_ref()?;
+    if !options.tickets {
+        return None;
+    }
+    let integration = state.store.get_integration(tenant, id).await.ok()?;
+    let creds = crate::integrations::stored_credentials(state, &integration)
+        .await
+        .ok()?;
+    let route = match integration.provider {
+        mspbridge_domain::catalogue::ProviderKind::ConnectwiseManage => "connectwise",
+        _ => return None,
+    };
+    let url = format!("{base}/webhooks/{route}/{}", id.0);
+    let outcome = state
+        .providers
+        .register_ticket_webhook(integration.provider, &creds, &url)
+        .await?;
+    Some(match outcome {
+        Ok(vendor_id) => {
+            tracing::info!(
+                integration_id = id.0,
+                url,
+                vendor_id,
+                "ticket webhook registered"
+            );
+            format!("registered: {url} (callback {vendor_id})")
+        }
+        Err(e) => {
+            tracing::warn!(integration_id = id.0, url, error = %e, "ticket webhook not registered");
+            format!("not registered ({e}); changes arrive with the scheduled sync")
+        }
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/options", tag = "sync",
@@ -89,6 +136,7 @@ pub async fn get_options(
         options,
         schedule,
         vocabulary,
+        webhook: None,
     }))
 }
 
@@ -109,12 +157,14 @@ pub async fn put_options(
         .store
         .set_sync_options(caller.tenant_id, id, &options, state.now())
         .await?;
+    let webhook = register_webhook(&state, caller.tenant_id, id, &options).await;
     let schedule = state.store.schedule(caller.tenant_id, id).await?;
     let vocabulary = state.store.vocabulary(caller.tenant_id, id).await?;
     Ok(Json(OptionsView {
         options,
         schedule,
         vocabulary,
+        webhook,
     }))
 }
 

@@ -348,6 +348,7 @@ pub async fn save_options(
         .store
         .set_sync_options(c.tenant_id, id, &options, state.now())
         .await?;
+    crate::sync_api::register_webhook(state, c.tenant_id, id, &options).await;
     Ok(())
 }
 

@@ -118,7 +118,28 @@ async fn handle(
             "this callback was delivered before (replay)".into(),
         ));
     }
-    let outcome = apply(state, tenant, &integration, &creds, &cb).await;
+    let mut outcome = apply(state, tenant, &integration, &creds, &cb).await;
+    // The rest of the change (new tickets, notes, other fields) comes with a sync run now,
+    // instead of at the next interval.
+    if cb.kind.eq_ignore_ascii_case("ticket")
+        && state
+            .store
+            .sync_options(tenant, id)
+            .await
+            .is_ok_and(|o| o.tickets)
+    {
+        match state
+            .store
+            .request_sync(tenant, id, now, chrono::Duration::zero())
+            .await
+        {
+            Ok(mspbridge_store::sync::SyncRequest::Queued) => {
+                outcome.push_str("; ticket sync queued")
+            }
+            Ok(_) => outcome.push_str("; a sync is already running or just ran"),
+            Err(e) => tracing::warn!(error = %e, "could not queue the ticket sync"),
+        }
+    }
     let _ = state.store.webhook_outcome(id, &sig_hash, &outcome).await;
     tracing::info!(kind = %cb.kind, record = cb.id, outcome = %outcome, "webhook applied");
     Ok(outcome)

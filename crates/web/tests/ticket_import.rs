@@ -552,3 +552,104 @@ async fn clear_and_resync_rebuilds_the_same_tickets() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_registered_callback_brings_a_technicians_change_within_seconds_and_our_own_writes_do_not_call_back()
+ {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let app = TestApp::start_with(db, true).await;
+        let cw = imported(&app).await;
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{cw}/options"),
+                &app.a.owner_token,
+                Some(json!({"interval_minutes": 5, "tickets": true})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            v["webhook"].as_str().unwrap().starts_with("registered: "),
+            "{v}"
+        );
+        // Saving again does not register a second callback.
+        app.call(
+            Method::PUT,
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+            Some(json!({"interval_minutes": 5, "tickets": true})),
+        )
+        .await;
+        let callbacks = app.sandbox.with_data(|d| d.callbacks.clone());
+        assert_eq!(callbacks.len(), 1, "{callbacks:?}");
+        assert!(callbacks[0].is_self_suppressed_flag);
+        assert_eq!(
+            callbacks[0].url,
+            format!("{}/webhooks/connectwise/{cw}", app.base)
+        );
+        sync(&app).await;
+        let ext = app.sandbox.with_data(|d| {
+            d.tickets
+                .iter()
+                .find(|t| t.status.name.as_deref() == Some("New"))
+                .map(|t| t.id)
+                .unwrap()
+        });
+        let id = portal_ticket(&app, ext).await["ticket"]["id"]
+            .as_i64()
+            .unwrap();
+        let events_before = app
+            .db
+            .store
+            .list_outbox(app.a.id, None, 10)
+            .await
+            .unwrap()
+            .len();
+        // A technician completes it in ConnectWise: the callback reaches the portal.
+        assert!(app.sandbox.set_ticket_status(ext, "Completed"));
+        let mut status = Value::Null;
+        for _ in 0..100 {
+            status = view(&app, id).await["ticket"]["status"].clone();
+            if status == "Completed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            status, "Completed",
+            "applied from the callback, without a sync run"
+        );
+        assert_eq!(app.sandbox.callbacks_sent(), 1);
+        // Our own write does not call back (self-suppressed).
+        let (s, _) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/tickets/{id}"),
+                &app.a.owner_token,
+                Some(json!({"status": "In Progress"})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let d = full_pass_engine(&app).drain_outbox().await.unwrap();
+        assert_eq!(d.done, 1, "{d:?}");
+        assert_eq!(
+            app.sandbox.callbacks_sent(),
+            1,
+            "no callback for our own write"
+        );
+        assert!(
+            app.db
+                .store
+                .list_outbox(app.a.id, None, 10)
+                .await
+                .unwrap()
+                .len()
+                > events_before
+        );
+        // A technician's note calls back too (its sync brings the note).
+        app.sandbox
+            .add_note(ext, "Customer confirmed it works.", false)
+            .unwrap();
+        assert_eq!(app.sandbox.callbacks_sent(), 2);
+    }
+}

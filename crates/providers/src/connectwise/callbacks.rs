@@ -195,3 +195,44 @@ mod tests {
         }
     }
 }
+
+/// Registers (once) a Ticket callback to `url` with `/system/callbacks`: an entry with this
+/// URL already there is kept; else one is created, self-suppressed so mspbridge's own writes
+/// do not call back. Returns the callback's id.
+pub async fn register(
+    client: &super::client::CwClient,
+    url: &str,
+) -> Result<i64, super::client::CwError> {
+    let path = "/system/callbacks";
+    let query = [
+        (
+            "conditions",
+            format!("url=\"{}\"", url.replace('"', "\\\"")),
+        ),
+        ("pageSize", "100".to_string()),
+    ];
+    let (existing, _) = client
+        .get_retrying::<Vec<super::wire::CallbackEntry>>(path, &query)
+        .await?;
+    if let Some(cb) = existing
+        .iter()
+        .find(|c| c.kind.eq_ignore_ascii_case("ticket") && !c.inactive_flag)
+    {
+        return Ok(cb.id);
+    }
+    let entry = super::wire::CallbackEntry {
+        id: 0,
+        description: "mspbridge ticket sync".into(),
+        url: url.to_string(),
+        object_id: 0,
+        kind: "Ticket".into(),
+        level: "Owner".into(),
+        inactive_flag: false,
+        is_self_suppressed_flag: true,
+    };
+    let body =
+        serde_json::to_value(&entry).map_err(|e| super::client::CwError::Decode(e.to_string()))?;
+    let created: super::wire::CallbackEntry =
+        client.send(reqwest::Method::POST, path, &body).await?;
+    Ok(created.id)
+}

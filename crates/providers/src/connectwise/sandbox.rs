@@ -68,6 +68,8 @@ pub struct CwData {
     pub priorities: Vec<Priority>,
     pub tickets: Vec<Ticket>,
     pub notes: Vec<ServiceNote>,
+    /// Registered callbacks (`/system/callbacks`).
+    pub callbacks: Vec<CallbackEntry>,
 }
 
 struct SandboxState {
@@ -82,6 +84,10 @@ struct SandboxState {
     seen: Mutex<Vec<SeenRequest>>,
     /// Writes whose answer is lost: the change is applied, the client gets a 502.
     lost_answers: std::sync::atomic::AtomicU32,
+    /// Where this sandbox serves (`http://127.0.0.1:port`), once serving: callbacks name it.
+    base: std::sync::OnceLock<String>,
+    /// Callbacks delivered so far.
+    callbacks_sent: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -128,6 +134,7 @@ impl SandboxState {
         collections.insert("service/boards", to_sorted_json(&data.boards));
         collections.insert("service/tickets", to_sorted_json(&data.tickets));
         collections.insert("service/priorities", to_sorted_json(&data.priorities));
+        collections.insert("system/callbacks", to_sorted_json(&data.callbacks));
         for (name, rows) in collections.iter_mut() {
             self.raw_edits.apply(name, rows);
         }
@@ -184,6 +191,8 @@ impl CwSandbox {
                 raw_edits: RawEdits::default(),
                 seen: Mutex::new(Vec::new()),
                 lost_answers: std::sync::atomic::AtomicU32::new(0),
+                base: std::sync::OnceLock::new(),
+                callbacks_sent: std::sync::atomic::AtomicU64::new(0),
             }),
             faults: Faults::default(),
         }
@@ -204,6 +213,10 @@ impl CwSandbox {
                 "/_sandbox/touch-contacts",
                 axum::routing::post(touch_contacts),
             )
+            .route(
+                "/_sandbox/tickets/{id}/{what}",
+                axum::routing::post(technician_action),
+            )
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.faults.clone(),
@@ -212,6 +225,9 @@ impl CwSandbox {
     }
 
     pub fn serve(&self, listener: TcpListener) -> std::io::Result<SandboxHandle> {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = self.state.base.set(format!("http://{addr}"));
+        }
         mspbridge_sandbox::serve(self.router(), listener)
     }
 
@@ -245,24 +261,7 @@ impl CwSandbox {
     /// A callback body as ConnectWise posts it for `id` of `kind` (`ticket`), with
     /// `key_url` on this sandbox (`base` is its base URL).
     pub fn callback_body(&self, base: &str, action: &str, kind: &str, id: i64) -> Vec<u8> {
-        let entity = self.with_data(|d| {
-            d.tickets
-                .iter()
-                .find(|t| t.id == id)
-                .and_then(|t| serde_json::to_string(t).ok())
-        });
-        serde_json::to_vec(&serde_json::json!({
-            "MessageId": format!("{id}-{action}-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)),
-            "FromUrl": base,
-            "CompanyId": self.state.company_id,
-            "MemberId": "mspbridge-api",
-            "Action": action,
-            "Type": kind,
-            "ID": id,
-            "Entity": entity,
-            "Metadata": { "key_url": format!("{base}/callbackkeys/1") },
-        }))
-        .unwrap_or_default()
+        callback_body(&self.state, base, action, kind, id)
     }
 
     /// Posts a signed callback for ticket `id` to `url`, as ConnectWise does (with
@@ -274,18 +273,7 @@ impl CwSandbox {
         action: &str,
         id: i64,
     ) -> Result<u16, String> {
-        let body = self.callback_body(base, action, "ticket", id);
-        let sig = super::callbacks::sign(SIGNING_KEY, &body);
-        let sep = if url.contains('?') { '&' } else { '?' };
-        reqwest::Client::new()
-            .post(format!("{url}{sep}action={action}&id={id}"))
-            .header(super::callbacks::SIGNATURE_HEADER, sig)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .map_err(|e| e.to_string())
+        deliver(&self.state, base, url, action, id).await
     }
 
     /// Moves ticket `id` to the status named `name` (as a technician in ConnectWise would).
@@ -307,7 +295,10 @@ impl CwSandbox {
                 }
                 None => false,
             }
-        })
+        }) && {
+            notify(&self.state, id, "updated", false);
+            true
+        }
     }
 
     /// A technician writes a note on a ticket in ConnectWise (the ticket's `lastUpdated`
@@ -334,6 +325,14 @@ impl CwSandbox {
             });
             Some(id)
         })
+        .inspect(|_| notify(&self.state, ticket, "updated", false))
+    }
+
+    /// How many callbacks this sandbox has sent to registered URLs.
+    pub fn callbacks_sent(&self) -> u64 {
+        self.state
+            .callbacks_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Deletes a ticket and its notes, as an admin can in ConnectWise.
@@ -366,6 +365,41 @@ impl CwSandbox {
 /// Sandbox control (not a ConnectWise path): renames every `every`-th contact and stamps
 /// it one hour after the newest change, so benchmarks in another process can simulate
 /// vendor-side edits. Answers the number of contacts changed.
+/// A technician's action in ConnectWise, for the demo and manual checks:
+/// `POST /_sandbox/tickets/{id}/status?name=Completed` or `…/notes?text=…&internal=true`.
+/// Registered callbacks are delivered as for any change not made by the API member.
+async fn technician_action(
+    State(s): State<Arc<SandboxState>>,
+    Path((id, what)): Path<(i64, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let sb = CwSandbox {
+        state: s,
+        faults: Faults::default(),
+    };
+    let done = match what.as_str() {
+        "status" => sb
+            .set_ticket_status(id, q.get("name").map(String::as_str).unwrap_or_default())
+            .then_some(id),
+        "notes" => sb.add_note(
+            id,
+            q.get("text")
+                .map(String::as_str)
+                .unwrap_or("Checked by a technician."),
+            q.get("internal").is_some_and(|v| v == "true"),
+        ),
+        _ => None,
+    };
+    match done {
+        Some(n) => axum::Json(serde_json::json!({ "done": n })).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "no such ticket, status or action",
+        ),
+    }
+}
+
 async fn touch_contacts(
     State(s): State<Arc<SandboxState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -469,6 +503,7 @@ fn area_of(rest: &str) -> Option<&'static str> {
         "company/companies/statuses" | "company/companies/types" => "company_reference",
         "company/contacts" | "company/contacts/count" | "company/contacts/types" => "contacts",
         "system/members" | "system/members/count" => "members",
+        "system/callbacks" => "callbacks",
         "service/tickets" | "service/tickets/count" => "tickets",
         "service/boards" | "service/priorities" => "ticket_reference",
         r if r.starts_with("service/boards/") && r.ends_with("/statuses") => "ticket_reference",
@@ -823,14 +858,14 @@ fn admit_write(
         return Err(error(StatusCode::NOT_FOUND, "NotFound", "Not found"));
     }
     let key = auth.map_err(|m| error(StatusCode::UNAUTHORIZED, "Unauthorized", m))?;
-    if !rest.starts_with("service/tickets") {
+    if !(rest.starts_with("service/tickets") || rest == "system/callbacks") {
         return Err(error(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!("This sandbox does not write '{rest}'"),
         ));
     }
-    if key.denied.contains(&"tickets") {
+    if rest.starts_with("service/tickets") && key.denied.contains(&"tickets") {
         return Err(error(
             StatusCode::FORBIDDEN,
             "Security",
@@ -861,6 +896,86 @@ fn applied(s: &SandboxState, status: StatusCode, body: serde_json::Value) -> Res
         );
     }
     (status, axum::Json(body)).into_response()
+}
+
+fn callback_body(s: &SandboxState, base: &str, action: &str, kind: &str, id: i64) -> Vec<u8> {
+    let entity = {
+        let d = match s.data.read() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        d.tickets
+            .iter()
+            .find(|t| t.id == id)
+            .and_then(|t| serde_json::to_string(t).ok())
+    };
+    serde_json::to_vec(&serde_json::json!({
+        "MessageId": format!("{id}-{action}-{}", Utc::now().timestamp_nanos_opt().unwrap_or(0)),
+        "FromUrl": base,
+        "CompanyId": s.company_id,
+        "MemberId": "mspbridge-api",
+        "Action": action,
+        "Type": kind,
+        "ID": id,
+        "Entity": entity,
+        "Metadata": { "key_url": format!("{base}/callbackkeys/1") },
+    }))
+    .unwrap_or_default()
+}
+
+async fn deliver(
+    s: &SandboxState,
+    base: &str,
+    url: &str,
+    action: &str,
+    id: i64,
+) -> Result<u16, String> {
+    let body = callback_body(s, base, action, "ticket", id);
+    let sig = super::callbacks::sign(SIGNING_KEY, &body);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    reqwest::Client::new()
+        .post(format!("{url}{sep}action={action}&id={id}"))
+        .header(super::callbacks::SIGNATURE_HEADER, sig)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// A ticket changed: every active Ticket callback is delivered (in the background), except
+/// to self-suppressed ones when the API member made the change.
+fn notify(s: &Arc<SandboxState>, ticket: i64, action: &'static str, by_api: bool) {
+    let Some(base) = s.base.get().cloned() else {
+        return;
+    };
+    let urls: Vec<String> = {
+        let d = match s.data.read() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        d.callbacks
+            .iter()
+            .filter(|c| c.kind.eq_ignore_ascii_case("ticket") && !c.inactive_flag)
+            .filter(|c| !(by_api && c.is_self_suppressed_flag))
+            .map(|c| c.url.clone())
+            .collect()
+    };
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for url in urls {
+        s.callbacks_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let s = s.clone();
+        let base = base.clone();
+        rt.spawn(async move {
+            if let Err(e) = deliver(&s, &base, &url, action, ticket).await {
+                tracing::warn!(url, error = %e, "sandbox callback not delivered");
+            }
+        });
+    }
 }
 
 /// The API member writes carry as their author.
@@ -1039,6 +1154,21 @@ async fn api_post(
             let body = serde_json::to_value(&note).unwrap_or_default();
             d.notes.push(note);
             drop(d);
+            notify(&s, id, "updated", true);
+            applied(&s, StatusCode::CREATED, body)
+        }
+        ["system", "callbacks"] => {
+            let mut cb: CallbackEntry = match serde_json::from_value(v) {
+                Ok(cb) => cb,
+                Err(e) => return invalid("url", &format!("The callback is invalid: {e}")),
+            };
+            if !(cb.url.starts_with("https://") || cb.url.starts_with("http://")) {
+                return invalid("url", "URL must be an http(s) address");
+            }
+            cb.id = d.callbacks.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+            let body = serde_json::to_value(&cb).unwrap_or_default();
+            d.callbacks.push(cb);
+            drop(d);
             applied(&s, StatusCode::CREATED, body)
         }
         _ => error(
@@ -1131,8 +1261,10 @@ async fn api_patch(
         }
     }
     t.info.last_updated = Some(Utc::now());
+    let id = t.id;
     let body = serde_json::to_value(&*t).unwrap_or_default();
     drop(d);
+    notify(&s, id, "updated", true);
     applied(&s, StatusCode::OK, body)
 }
 
@@ -1528,6 +1660,7 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
         .collect(),
         tickets,
         notes,
+        callbacks: vec![],
     }
 }
 

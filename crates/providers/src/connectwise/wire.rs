@@ -253,6 +253,28 @@ pub struct Priority {
     pub name: String,
 }
 
+/// `/system/callbacks` (CallbackEntry): ConnectWise POSTs to `url` when a record of `type`
+/// changes; `isSelfSuppressedFlag` leaves out changes made by the registering member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackEntry {
+    #[serde(default)]
+    pub id: i64,
+    #[serde(default)]
+    pub description: String,
+    pub url: String,
+    #[serde(default)]
+    pub object_id: i64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub level: String,
+    #[serde(default)]
+    pub inactive_flag: bool,
+    #[serde(default)]
+    pub is_self_suppressed_flag: bool,
+}
+
 /// One JSON-Patch operation (`PatchOperation`): ConnectWise updates with PATCH and an
 /// array of these, never PUT (which would clear every field left out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -70,6 +70,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(db: TestDb) -> TestApp {
+        Self::start_with(db, false).await
+    }
+
+    /// With `public`, the app knows its own address, so PSA webhooks get registered.
+    pub async fn start_with(db: TestDb, public: bool) -> TestApp {
         init_logs();
         mspbridge_providers::outbound::install_crypto_provider();
         let sandbox = CwSandbox::new(Seed::Small);
@@ -83,16 +88,17 @@ impl TestApp {
             connectwise_client_id: None,
             ..Default::default()
         });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState::new(
             db.store.clone(),
             Arc::new(Vault::new(&[9u8; 32])),
             providers,
             false,
-        );
+        )
+        .with_public_url(public.then(|| base.clone()));
         let a = make_tenant(&state, "Tenant A", "owner@a.example").await;
         let b = make_tenant(&state, "Tenant B", "owner@b.example").await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let server = tokio::spawn(async move {
             mspbridge_web::serve(listener, state, std::future::pending())
                 .await
