@@ -159,43 +159,6 @@ pub async fn verify(
     Ok(cb)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_match_only_their_body_and_key() {
-        let body =
-            br#"{"Action":"updated","Type":"ticket","ID":5,"Metadata":{"key_url":"https://x/k"}}"#;
-        let sig = sign("k1", body);
-        assert!(signature_matches("k1", body, &sig));
-        assert!(!signature_matches("k2", body, &sig));
-        assert!(!signature_matches("k1", b"{}", &sig));
-        assert!(!signature_matches("k1", body, "not base64!"));
-    }
-
-    #[test]
-    fn the_key_url_must_be_on_the_integrations_site() {
-        let strict = OutboundPolicy {
-            allow_private: false,
-        };
-        assert!(check_key_url("https://cw.example.com/k/1", "cw.example.com", &strict).is_ok());
-        assert!(check_key_url("https://CW.example.com/k/1", "cw.example.com", &strict).is_ok());
-        for bad in [
-            "https://evil.example/k",
-            "http://cw.example.com/k",
-            "https://cw.example.com.evil.example/k",
-            "https://user@cw.example.com/k",
-            "not a url",
-        ] {
-            assert!(
-                check_key_url(bad, "cw.example.com", &strict).is_err(),
-                "{bad}"
-            );
-        }
-    }
-}
-
 /// Registers (once) a Ticket callback to `url` with `/system/callbacks`: an entry with this
 /// URL already there is kept; else one is created, self-suppressed so mspbridge's own writes
 /// do not call back. Returns the callback's id.
@@ -235,4 +198,41 @@ pub async fn register(
     let created: super::wire::CallbackEntry =
         client.send(reqwest::Method::POST, path, &body).await?;
     Ok(created.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_match_only_their_body_and_key() {
+        let body =
+            br#"{"Action":"updated","Type":"ticket","ID":5,"Metadata":{"key_url":"https://x/k"}}"#;
+        let sig = sign("k1", body);
+        assert!(signature_matches("k1", body, &sig));
+        assert!(!signature_matches("k2", body, &sig));
+        assert!(!signature_matches("k1", b"{}", &sig));
+        assert!(!signature_matches("k1", body, "not base64!"));
+    }
+
+    #[test]
+    fn the_key_url_must_be_on_the_integrations_site() {
+        let strict = OutboundPolicy {
+            allow_private: false,
+        };
+        assert!(check_key_url("https://cw.example.com/k/1", "cw.example.com", &strict).is_ok());
+        assert!(check_key_url("https://CW.example.com/k/1", "cw.example.com", &strict).is_ok());
+        for bad in [
+            "https://evil.example/k",
+            "http://cw.example.com/k",
+            "https://cw.example.com.evil.example/k",
+            "https://user@cw.example.com/k",
+            "not a url",
+        ] {
+            assert!(
+                check_key_url(bad, "cw.example.com", &strict).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }
