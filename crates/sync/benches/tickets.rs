@@ -241,4 +241,5 @@ async fn main() {
         );
     }
     let _ = child.kill();
+    let _ = child.wait();
 }
