@@ -96,6 +96,10 @@ enum Command {
         /// The ConnectWise clientId registered for this deployment at developer.connectwise.com.
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
         connectwise_client_id: Option<String>,
+        /// This deployment's address as PSAs reach it (https://portal.example.com): with it,
+        /// ticket webhooks are registered with the PSA (ConnectWise callbacks).
+        #[arg(long, env = "MSPBRIDGE_PUBLIC_URL", value_parser = public_url)]
+        public_url: Option<String>,
         /// Serve only; leave syncing to `mspbridge worker` processes.
         #[arg(long, env = "MSPBRIDGE_NO_WORKER")]
         no_worker: bool,
@@ -199,6 +203,7 @@ async fn run(cli: Cli) -> Result<()> {
             key,
             allow_private_vendor_hosts,
             connectwise_client_id,
+            public_url,
             no_worker,
             sync,
         } => {
@@ -210,7 +215,8 @@ async fn run(cli: Cli) -> Result<()> {
                 vault.clone(),
                 providers.clone(),
                 !listen.ip().is_loopback(),
-            );
+            )
+            .with_public_url(public_url);
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("could not listen on {listen}"))?;
@@ -815,5 +821,17 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+}
+
+/// `--public-url`: an absolute http(s) URL without query or fragment.
+fn public_url(v: &str) -> Result<String, String> {
+    let ok = (v.starts_with("https://") || v.starts_with("http://"))
+        && !v.contains(['?', '#', ' '])
+        && v.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err("must be an absolute http(s) URL such as https://portal.example.com".into())
     }
 }

@@ -224,9 +224,28 @@ impl Engine {
         let (fetched_tx, mut fetched_rx) = mpsc::channel::<Fetched>(1);
         let (decided_tx, mut decided_rx) = mpsc::channel::<Decided>(1);
         let (committed_tx, mut committed_rx) = watch::channel(0u64);
+        // Which passes have ended (committed to the end, or stopped): the tickets pass reads
+        // company links while fetching, so it starts fetching once the passes it depends on
+        // have ended.
+        let (ended_tx, mut ended_rx) = watch::channel(vec![false; plans.len()]);
 
         let fetcher = async move {
             for (i, plan) in plans.iter().enumerate() {
+                if plan.record == RecordType::Tickets {
+                    let deps: Vec<usize> = plans
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, p)| plan.record.depends_on().contains(&p.record))
+                        .map(|(j, _)| j)
+                        .collect();
+                    if ended_rx
+                        .wait_for(|v| deps.iter().all(|j| v[*j]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
                 let mut after = plan.pass.after.clone();
                 loop {
                     if stopped[i].load(Ordering::Acquire) {
@@ -394,6 +413,12 @@ impl Engine {
             let mut input_open = true;
             let mut renewed_at = self.now();
             loop {
+                ended_tx.send_if_modified(|v| {
+                    let now: Vec<bool> = ended.iter().map(Option::is_some).collect();
+                    let changed = *v != now;
+                    *v = now;
+                    changed
+                });
                 let take = input_open && pending.is_none() && commits.len() < lanes;
                 tokio::select! {
                     finished = commits.next(), if !commits.is_empty() => {

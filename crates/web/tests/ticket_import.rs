@@ -653,3 +653,21 @@ async fn a_registered_callback_brings_a_technicians_change_within_seconds_and_ou
         assert_eq!(app.sandbox.callbacks_sent(), 2);
     }
 }
+
+#[tokio::test]
+async fn a_first_run_imports_companies_and_their_tickets_together() {
+    for app in TestApp::each().await {
+        let id = app.connect_cw(&app.a.owner_token).await["id"]
+            .as_i64()
+            .unwrap();
+        set_options(&app, id, json!({})).await;
+        let run = full_pass_engine(&app).tick().await.unwrap().expect("due");
+        assert_eq!(run.result, RunResult::Success, "{run:?}");
+        let c = ticket_counts(&run);
+        assert_eq!(c.failed, 0, "{c:?}");
+        assert!(c.created > 10, "{c:?}");
+        assert_eq!(tickets(&app).await.len() as u64, c.created);
+        let v = view(&app, tickets(&app).await[0]["id"].as_i64().unwrap()).await;
+        assert_eq!(v["notes"].as_array().unwrap().len(), 2, "{v}");
+    }
+}
