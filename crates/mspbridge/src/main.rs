@@ -803,6 +803,18 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// `--public-url`: an absolute http(s) URL without query or fragment.
+fn public_url(v: &str) -> Result<String, String> {
+    let ok = (v.starts_with("https://") || v.starts_with("http://"))
+        && !v.contains(['?', '#', ' '])
+        && v.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
+    if ok {
+        Ok(v.trim_end_matches('/').to_string())
+    } else {
+        Err("must be an absolute http(s) URL such as https://portal.example.com".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -821,17 +833,5 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-    }
-}
-
-/// `--public-url`: an absolute http(s) URL without query or fragment.
-fn public_url(v: &str) -> Result<String, String> {
-    let ok = (v.starts_with("https://") || v.starts_with("http://"))
-        && !v.contains(['?', '#', ' '])
-        && v.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
-    if ok {
-        Ok(v.trim_end_matches('/').to_string())
-    } else {
-        Err("must be an absolute http(s) URL such as https://portal.example.com".into())
     }
 }
