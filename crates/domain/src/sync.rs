@@ -155,20 +155,6 @@ pub struct ExtNote {
 }
 
 impl ExtTicket {
-    /// Fills a description kept in the notes (the first description note, by date then id).
-    pub fn settle_description(&mut self) {
-        if self.description.is_some() {
-            return;
-        }
-        let first = self.notes.as_ref().and_then(|notes| {
-            notes
-                .iter()
-                .filter(|n| n.is_description)
-                .min_by_key(|n| (n.created_at, n.external_id.parse::<i64>().ok()))
-        });
-        self.description = Some(first.map(|n| n.body.clone()).unwrap_or_default());
-    }
-
     /// The notes the portal keeps (descriptions left out).
     pub fn kept_notes(&self) -> impl Iterator<Item = &ExtNote> {
         self.notes.iter().flatten().filter(|n| !n.is_description)

@@ -387,3 +387,21 @@ pub async fn load_credentials(
     }
     Ok(Credentials(values))
 }
+
+/// Commits on success, rolls back on failure, and returns `r`: a transaction dropped without
+/// either keeps its locks on PostgreSQL until the connection is used again.
+pub(crate) async fn finish_tx<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    r: Result<T>,
+) -> Result<T> {
+    match r {
+        Ok(v) => {
+            tx.commit().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}

@@ -308,21 +308,6 @@ macro_rules! impl_outbox_store {
                 Ok(id)
             }
 
-            /// Commits on success, rolls back on failure, and returns `r`.
-            async fn finish_tx<T>(tx: Tx<'_>, r: Result<T>) -> Result<T> {
-                match r {
-                    Ok(v) => {
-                        tx.commit().await?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        Err(e)
-                    }
-                }
-            }
-
-
             #[async_trait]
             impl OutboxStore for super::$store {
                 async fn create_ticket_outboxed(&self, tenant: TenantId, ticket: NewTicket, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
@@ -355,7 +340,7 @@ macro_rules! impl_outbox_store {
                         Ok((row.into(), id))
                     }
                     .await;
-                    finish_tx(tx, r).await
+                    crate::finish_tx(tx, r).await
                 }
 
                 async fn add_note_outboxed(&self, tenant: TenantId, ticket: TicketId, body: &str, internal: bool, author: &str, out: Outgoing, now: DateTime<Utc>) -> Result<(TicketNote, i64)> {
@@ -387,7 +372,7 @@ macro_rules! impl_outbox_store {
                         Ok((row.into(), id))
                     }
                     .await;
-                    finish_tx(tx, r).await
+                    crate::finish_tx(tx, r).await
                 }
 
                 async fn set_status_outboxed(&self, tenant: TenantId, ticket: TicketId, status: &str, closed: bool, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
@@ -410,7 +395,7 @@ macro_rules! impl_outbox_store {
                         Ok((row.into(), id))
                     }
                     .await;
-                    finish_tx(tx, r).await
+                    crate::finish_tx(tx, r).await
                 }
 
                 async fn claim_outbox(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem>> {
@@ -498,7 +483,7 @@ macro_rules! impl_outbox_store {
                         Ok(true)
                     }
                     .await;
-                    finish_tx(tx, r).await
+                    crate::finish_tx(tx, r).await
                 }
 
                 async fn list_outbox(&self, tenant: TenantId, state: Option<&str>, limit: i64) -> Result<Vec<OutboxItem>> {

@@ -657,16 +657,7 @@ macro_rules! impl_sync_store {
                         Ok(gone)
                     }
                     .await;
-                    match r {
-                        Ok(v) => {
-                            tx.commit().await?;
-                            Ok(v)
-                        }
-                        Err(e) => {
-                            let _ = tx.rollback().await;
-                            Err(e)
-                        }
-                    }
+                    crate::finish_tx(tx, r).await
                 }
 
                 async fn manual_users_by_email(&self, tenant: TenantId, emails: &[String]) -> Result<HashMap<String, (i64, i64)>> {

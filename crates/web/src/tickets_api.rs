@@ -150,30 +150,30 @@ async fn psa_for(
 }
 
 /// The PSA integration a ticket's changes go to: the one its ticket is linked to (imported
-/// from it, or already written to it), else the one that takes its company's tickets.
+/// from it, or already written to it), else the one that takes its company's tickets; with
+/// the ticket's id there once it exists.
 async fn psa_for_ticket(
     state: &AppState,
     caller: &Caller,
     ticket: &Ticket,
-) -> Result<Option<mspbridge_domain::integration::Integration>, ApiError> {
+) -> Result<Option<(mspbridge_domain::integration::Integration, Option<String>)>, ApiError> {
     for i in state.store.list_integrations(caller.tenant_id).await? {
         if i.status == IntegrationStatus::Disconnected
             || !state.providers.writes_tickets(i.provider)
         {
             continue;
         }
-        if state
+        if let Some(link) = state
             .store
             .find_local_link(caller.tenant_id, i.id, LinkedRecord::Ticket, ticket.id.0)
             .await?
-            .is_some()
         {
-            return Ok(Some(i));
+            return Ok(Some((i, Some(link.external_id))));
         }
     }
     Ok(psa_for(state, caller, ticket.company_id)
         .await?
-        .map(|(i, _)| i))
+        .map(|(i, _)| (i, None)))
 }
 
 pub(crate) async fn view(
@@ -190,24 +190,24 @@ pub(crate) async fn view(
         .into_iter()
         .map(Into::into)
         .collect();
-    let integration_id = match psa_writes.first() {
-        Some(w) => Some(w.integration_id),
-        None => psa_for_ticket(state, caller, &ticket)
-            .await?
-            .map(|i| i.id.0),
-    };
-    let external_id = match integration_id {
-        Some(i) => state
-            .store
-            .find_local_link(
-                caller.tenant_id,
-                IntegrationId(i),
-                LinkedRecord::Ticket,
-                id.0,
-            )
-            .await?
-            .map(|l| l.external_id),
-        None => None,
+    let (integration_id, external_id) = match psa_writes.first() {
+        Some(w) => (
+            Some(w.integration_id),
+            state
+                .store
+                .find_local_link(
+                    caller.tenant_id,
+                    IntegrationId(w.integration_id),
+                    LinkedRecord::Ticket,
+                    id.0,
+                )
+                .await?
+                .map(|l| l.external_id),
+        ),
+        None => match psa_for_ticket(state, caller, &ticket).await? {
+            Some((i, ext)) => (Some(i.id.0), ext),
+            None => (None, None),
+        },
     };
     Ok(TicketView {
         ticket,
@@ -329,7 +329,10 @@ pub async fn note_service(
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let author = actor(caller);
     let now = state.now();
-    match psa_for_ticket(state, caller, &ticket).await? {
+    match psa_for_ticket(state, caller, &ticket)
+        .await?
+        .map(|(i, _)| i)
+    {
         None => {
             state
                 .store
@@ -392,7 +395,10 @@ pub async fn status_service(
     let status = text("status", &body.status, 100)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
     let now = state.now();
-    match psa_for_ticket(state, caller, &ticket).await? {
+    match psa_for_ticket(state, caller, &ticket)
+        .await?
+        .map(|(i, _)| i)
+    {
         None => {
             state
                 .store

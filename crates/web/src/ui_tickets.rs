@@ -24,8 +24,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/tickets", get(list_page).post(create_form))
         .route("/tickets/{id}", get(ticket_page))
-        .route("/tickets/{id}/notes", post(note_form))
-        .route("/tickets/{id}/status", post(status_form))
+        .route("/tickets/{id}/{action}", post(ticket_form))
         .route("/tickets/{id}/writes/{write}/retry", post(retry_form))
 }
 
@@ -231,39 +230,33 @@ async fn after_form(
     }
 }
 
-async fn note_form(
+/// The ticket page's forms: `notes` (add a note) and `status` (change the status).
+async fn ticket_form(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
-    Path(raw): Path<String>,
+    Path((raw, action)): Path<(String, String)>,
     axum::Form(form): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let done = async {
         c.check_csrf(form.get("csrf").map(String::as_str))?;
         let id = crate::api::path_id(&raw, "id", "a ticket id").map(TicketId)?;
-        let body = NewNoteBody {
-            text: field(&form, "text").to_string(),
-            internal: form.contains_key("internal"),
-        };
-        tickets_api::note_service(&state, &c, id, &body).await
-    };
-    let r = done.await;
-    after_form(&state, &c, &raw, r).await
-}
-
-async fn status_form(
-    State(state): State<AppState>,
-    UiCaller(c): UiCaller,
-    Path(raw): Path<String>,
-    axum::Form(form): axum::Form<HashMap<String, String>>,
-) -> Response {
-    let done = async {
-        c.check_csrf(form.get("csrf").map(String::as_str))?;
-        let id = crate::api::path_id(&raw, "id", "a ticket id").map(TicketId)?;
-        let body = StatusBody {
-            status: field(&form, "status").to_string(),
-            closed: form.contains_key("closed"),
-        };
-        tickets_api::status_service(&state, &c, id, &body).await
+        match action.as_str() {
+            "notes" => {
+                let body = NewNoteBody {
+                    text: field(&form, "text").to_string(),
+                    internal: form.contains_key("internal"),
+                };
+                tickets_api::note_service(&state, &c, id, &body).await
+            }
+            "status" => {
+                let body = StatusBody {
+                    status: field(&form, "status").to_string(),
+                    closed: form.contains_key("closed"),
+                };
+                tickets_api::status_service(&state, &c, id, &body).await
+            }
+            _ => Err(ApiError::NotFound),
+        }
     };
     let r = done.await;
     after_form(&state, &c, &raw, r).await

@@ -598,7 +598,7 @@ async fn a_registered_callback_brings_a_technicians_change_within_seconds_and_ou
         let id = portal_ticket(&app, ext).await["ticket"]["id"]
             .as_i64()
             .unwrap();
-        let events_before = app
+        let writes_before = app
             .db
             .store
             .list_outbox(app.a.id, None, 10)
@@ -644,7 +644,7 @@ async fn a_registered_callback_brings_a_technicians_change_within_seconds_and_ou
                 .await
                 .unwrap()
                 .len()
-                > events_before
+                > writes_before
         );
         // A technician's note calls back too (its sync brings the note).
         app.sandbox
@@ -669,5 +669,48 @@ async fn a_first_run_imports_companies_and_their_tickets_together() {
         assert_eq!(tickets(&app).await.len() as u64, c.created);
         let v = view(&app, tickets(&app).await[0]["id"].as_i64().unwrap()).await;
         assert_eq!(v["notes"].as_array().unwrap().len(), 2, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn a_callback_does_not_overwrite_a_portal_status_change_still_waiting() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let app = TestApp::start_with(db, true).await;
+        let cw = imported(&app).await;
+        set_options(&app, cw, json!({})).await;
+        sync(&app).await;
+        let ext = app.sandbox.with_data(|d| {
+            d.tickets
+                .iter()
+                .find(|t| t.status.name.as_deref() == Some("New"))
+                .map(|t| t.id)
+                .unwrap()
+        });
+        let id = portal_ticket(&app, ext).await["ticket"]["id"]
+            .as_i64()
+            .unwrap();
+        let (s, _) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/tickets/{id}"),
+                &app.a.owner_token,
+                Some(json!({"status": "In Progress"})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert!(app.sandbox.set_ticket_status(ext, "Waiting on Client"));
+        let mut v = Value::Null;
+        for _ in 0..100 {
+            v = view(&app, id).await;
+            if v["ticket"]["psa_status"] == "Waiting on Client" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(v["ticket"]["psa_status"], "Waiting on Client", "{v}");
+        assert_eq!(
+            v["ticket"]["status"], "In Progress",
+            "the waiting change owns it"
+        );
     }
 }
