@@ -703,10 +703,35 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     {
         println!("ConnectWise ticket callback {outcome}");
     }
-    // The Halo sandbox has an "IT Contact" user role too: the same options fit it.
+    // The Halo sandbox has an "IT Contact" user role too: the same options fit it. Its
+    // tickets are imported too, and its webhook (Basic authentication) is registered.
+    let halo_options = mspbridge_domain::sync::SyncOptions {
+        tickets: true,
+        ticket_defaults: mspbridge_domain::sync::TicketDefaults {
+            board: Some("1st Line Support".into()),
+            status: Some("New".into()),
+            priority: Some("Medium".into()),
+        },
+        ..options.clone()
+    };
     store
-        .set_sync_options(tenant.id, halo_integration.id, &options, chrono::Utc::now())
+        .set_sync_options(
+            tenant.id,
+            halo_integration.id,
+            &halo_options,
+            chrono::Utc::now(),
+        )
         .await?;
+    if let Some(outcome) = mspbridge_web::sync_api::register_webhook(
+        &state,
+        tenant.id,
+        halo_integration.id,
+        &halo_options,
+    )
+    .await
+    {
+        println!("Halo PSA ticket webhook {outcome}");
+    }
     // The Autotask sandbox has an "IT Contact" contact group: the same options fit it.
     store
         .set_sync_options(

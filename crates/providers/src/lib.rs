@@ -140,12 +140,18 @@ impl Providers {
 
     /// Whether the sync imports `kind`'s tickets (its source offers a `TicketSource`).
     pub fn imports_tickets(&self, kind: ProviderKind) -> bool {
-        matches!(kind, ProviderKind::ConnectwiseManage)
+        matches!(
+            kind,
+            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa
+        )
     }
 
     /// Whether tickets created in the portal can be written to `kind`.
     pub fn writes_tickets(&self, kind: ProviderKind) -> bool {
-        matches!(kind, ProviderKind::ConnectwiseManage)
+        matches!(
+            kind,
+            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa
+        )
     }
 
     /// A ticket writer for `kind` with these credentials, or `None` where writing tickets
@@ -175,20 +181,45 @@ impl Providers {
                     .map_err(connectwise::tickets::write_error),
                 )
             }
+            ProviderKind::HaloPsa => Some(
+                halo::Halo::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                    .map(|c| {
+                        Box::new(halo::tickets::HaloTicketWriter::new(c.with_retry(retry)))
+                            as Box<dyn tickets::TicketWriter>
+                    })
+                    .map_err(halo::tickets::write_error),
+            ),
             _ => None,
         }
     }
 
     /// Registers the PSA's ticket webhook to `url` where its API allows it (ConnectWise
-    /// `/system/callbacks`, self-suppressed): `None` where it does not (yet), else the
-    /// vendor's id for the registration or why it failed.
+    /// `/system/callbacks`, self-suppressed; Halo `/api/Webhook` with Basic authentication,
+    /// `secret` as its password): `None` where it does not (yet), else the vendor's id for
+    /// the registration or why it failed.
     pub async fn register_ticket_webhook(
         &self,
         kind: ProviderKind,
         credentials: &Credentials,
         url: &str,
+        secret: &str,
     ) -> Option<Result<String, String>> {
         match kind {
+            ProviderKind::HaloPsa => {
+                let retry = connectwise::client::RetryPolicy::interactive();
+                let client =
+                    match halo::Halo::new(self.config.clone()).client(credentials, retry.timeout) {
+                        Ok(c) => c.with_retry(retry),
+                        Err(e) => return Some(Err(e.to_string())),
+                    };
+                Some(
+                    halo::webhooks::register(&client, url, secret)
+                        .await
+                        .map(|id| id.to_string())
+                        .map_err(|e| e.to_string()),
+                )
+            }
             ProviderKind::ConnectwiseManage => {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
                 let cfg = cw.client_config(credentials);

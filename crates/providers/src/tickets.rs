@@ -55,8 +55,13 @@ impl WriteError {
 
 #[async_trait]
 pub trait TicketWriter: Send + Sync {
-    /// The vendor id of the ticket carrying `marker`, if an earlier attempt created it.
-    async fn find_ticket(&self, marker: &str) -> Result<Option<String>, WriteError>;
+    /// The vendor id of the ticket carrying `t.marker`, if an earlier attempt (the first
+    /// one at `since`) created it.
+    async fn find_ticket(
+        &self,
+        t: &NewVendorTicket,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, WriteError>;
     async fn create_ticket(&self, t: &NewVendorTicket) -> Result<String, WriteError>;
     /// A note with exactly this text and visibility written on `ticket` since `since`
     /// (an earlier attempt of the same outbox row).

@@ -18,6 +18,7 @@ use mspbridge_providers::halo::sandbox::*;
 use mspbridge_providers::halo::wire::User;
 use mspbridge_providers::http::RetryPolicy;
 use mspbridge_providers::source::{PageRequest, PsaSource, SourceError};
+use mspbridge_providers::tickets::{NewVendorTicket, TicketDefaults};
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
 
@@ -87,7 +88,7 @@ async fn source(c: &Credentials, limits: HaloLimits, page: Option<usize>) -> Box
 
 #[tokio::test]
 async fn test_connection_reports_every_area_and_each_failure_in_words() {
-    let (_sb, h) = start(Seed::Small).await;
+    let (sb, h) = start(Seed::Small).await;
     let r = test_with(&good(&h), true).await;
     assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
     let by: HashMap<_, _> = r
@@ -98,7 +99,12 @@ async fn test_connection_reports_every_area_and_each_failure_in_words() {
     assert_eq!(by["companies"], &AreaResult::Granted);
     assert_eq!(by["contacts"], &AreaResult::Granted);
     assert_eq!(by["technicians"], &AreaResult::Granted);
-    assert_eq!(by["tickets"], &AreaResult::GrantedNoData);
+    assert_eq!(by["tickets"], &AreaResult::Granted);
+    // An empty ticket list is reported as such.
+    sb.with_data(|d| d.tickets.clear());
+    let r = test_with(&good(&h), true).await;
+    let tickets = r.areas.iter().find(|a| a.area == "tickets").unwrap();
+    assert_eq!(tickets.outcome, AreaResult::GrantedNoData);
 
     let wrong_secret = creds(&h, "/auth", DEMO_TENANT, DEMO_CLIENT_ID, "nope");
     let r = test_with(&wrong_secret, true).await;
@@ -327,8 +333,9 @@ async fn an_unreadable_user_is_rejected_with_its_field_and_the_page_goes_on() {
     assert_eq!(p.records.len(), 29);
 }
 
-/// Every request the connector makes is one Halo documents: the path exists with GET and
-/// every query parameter is declared for it (../shared/specs/halo).
+/// Every request the connector makes is one Halo documents: the path exists with its method
+/// and every query parameter is declared for it (../shared/specs/halo); tickets, notes,
+/// writes and the webhook registration included.
 #[tokio::test]
 async fn every_request_matches_the_halo_openapi_document() {
     let spec_path = concat!(
@@ -360,6 +367,55 @@ async fn every_request_matches_the_halo_openapi_document() {
     }
     src.technicians(&PageRequest::default()).await.unwrap();
     src.vocabulary(Utc::now()).await.unwrap();
+    // Tickets: import with notes, every write, the webhook registration.
+    sb.with_data(|d| add_tickets(d, 3, 2));
+    let ts = src.ticket_source().unwrap();
+    for since in [None, since] {
+        let p = ts
+            .tickets(&PageRequest { since, after: None })
+            .await
+            .unwrap();
+        let ids: Vec<String> = p.records.iter().map(|t| t.external_id.clone()).collect();
+        ts.ticket_notes(&ids[..2.min(ids.len())]).await.unwrap();
+    }
+    let p = providers(true, HaloLimits::default());
+    let w = p
+        .ticket_writer(ProviderKind::HaloPsa, &c, fast_retry())
+        .await
+        .unwrap()
+        .unwrap();
+    let new = NewVendorTicket {
+        company_external_id: "10".into(),
+        summary: "Spec check".into(),
+        description: "d".into(),
+        marker: "msb-spec-1".into(),
+        defaults: TicketDefaults {
+            board: Some("Projects".into()),
+            status: Some("New".into()),
+            priority: Some("Low".into()),
+        },
+    };
+    let id = w.create_ticket(&new).await.unwrap();
+    assert_eq!(
+        w.find_ticket(&new, Utc::now()).await.unwrap().as_deref(),
+        Some(id.as_str())
+    );
+    w.add_note(&id, "n", true).await.unwrap();
+    assert!(
+        w.find_note(&id, "n", true, Utc::now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    w.set_status(&id, "In Progress").await.unwrap();
+    assert_eq!(
+        w.ticket_status(&id).await.unwrap(),
+        Some(("In Progress".to_string(), false))
+    );
+    p.register_ticket_webhook(ProviderKind::HaloPsa, &c, "https://portal.example/w/1", "s")
+        .await
+        .unwrap()
+        .unwrap();
 
     let seen = sb.seen();
     assert!(seen.len() > 10);
@@ -369,7 +425,19 @@ async fn every_request_matches_the_halo_openapi_document() {
             continue;
         }
         let path = r.path.strip_prefix("/api").unwrap();
-        let op = &spec["paths"][path][r.method.to_lowercase()];
+        // `/Tickets/1042` is the spec's `/Tickets/{id}`.
+        let templated: String = path
+            .split('/')
+            .map(|seg| {
+                if !seg.is_empty() && seg.chars().all(|c| c.is_ascii_digit()) {
+                    "{id}"
+                } else {
+                    seg
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let op = &spec["paths"][templated.as_str()][r.method.to_lowercase()];
         assert!(
             op.is_object(),
             "{} {} is not in the Halo spec",

@@ -216,7 +216,8 @@ impl Engine {
                 {
                     t.defaults = o.ticket_defaults;
                 }
-                let external_id = match w.find_ticket(&item.marker).await? {
+                t.marker.clone_from(&item.marker);
+                let external_id = match w.find_ticket(&t, item.created_at).await? {
                     Some(found) => {
                         tracing::info!(ticket = %found, "the ticket was created by an earlier attempt; not creating it again");
                         found

@@ -60,6 +60,7 @@ impl Binding<'_> {
 pub struct Vault {
     cipher: XChaCha20Poly1305,
     key_id: String,
+    webhook_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Vault {
@@ -82,7 +83,21 @@ impl Vault {
             Ok(c) => c,
             Err(_) => unreachable_key_length(),
         };
-        Self { cipher, key_id }
+        let webhook_key = derive(master, b"mspbridge webhook secret key v1");
+        Self {
+            cipher,
+            key_id,
+            webhook_key,
+        }
+    }
+
+    /// The shared secret a vendor's webhooks for one integration authenticate with (Halo's
+    /// Basic password, Syncro's URL token): HMAC of the tenant and integration under a key
+    /// derived from the master key, so nothing extra is stored, another tenant's or
+    /// integration's secret never matches, and a new master key replaces them all.
+    pub fn webhook_secret(&self, tenant_id: i64, integration_id: i64) -> String {
+        let label = format!("tenant={tenant_id}|integration={integration_id}");
+        URL_SAFE_NO_PAD.encode(derive(&self.webhook_key, label.as_bytes()))
     }
 
     /// A short public fingerprint of the master key, safe to log ("which key is this?").
@@ -274,6 +289,17 @@ mod tests {
         integration_id: 2,
         field: "private_key",
     };
+
+    #[test]
+    fn webhook_secrets_are_stable_and_per_integration_and_key() {
+        let v = vault();
+        let s = v.webhook_secret(1, 2);
+        assert_eq!(s, v.webhook_secret(1, 2));
+        assert_eq!(s.len(), 43);
+        assert_ne!(s, v.webhook_secret(1, 3));
+        assert_ne!(s, v.webhook_secret(2, 2));
+        assert_ne!(s, Vault::new(&[8u8; 32]).webhook_secret(1, 2));
+    }
 
     #[test]
     fn round_trip_and_fresh_nonce() {

@@ -249,6 +249,10 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/connectwise/{integration_id}",
             post(webhooks::connectwise),
         )
+        .route(
+            "/webhooks/halo/{integration_id}",
+            post(webhooks::halo),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
         .layer(axum::middleware::from_fn(track_metrics))

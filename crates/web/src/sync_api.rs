@@ -93,14 +93,12 @@ pub async fn register_webhook(
     let creds = crate::integrations::stored_credentials(state, &integration)
         .await
         .ok()?;
-    let route = match integration.provider {
-        mspbridge_domain::catalogue::ProviderKind::ConnectwiseManage => "connectwise",
-        _ => return None,
-    };
+    let route = crate::webhooks::route(integration.provider)?;
     let url = format!("{base}/webhooks/{route}/{}", id.0);
+    let secret = state.vault.webhook_secret(tenant.0, id.0);
     let outcome = state
         .providers
-        .register_ticket_webhook(integration.provider, &creds, &url)
+        .register_ticket_webhook(integration.provider, &creds, &url, &secret)
         .await?;
     Some(match outcome {
         Ok(vendor_id) => {

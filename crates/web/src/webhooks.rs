@@ -1,10 +1,12 @@
-//! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}`.
+//! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}` and
+//! `POST /webhooks/halo/{integration_id}`.
 //!
-//! A callback is a hint. It is verified (the ConnectWise company it names, its `key_url`
-//! on the integration's own site, the signature with the key read there), recorded once
-//! (a signature seen before is a replay and refused), and the record it names is read
-//! again from ConnectWise before anything changes in the portal. An echo of mspbridge's own
-//! write changes nothing. Refusals answer 401 and are logged with the integration.
+//! A callback is a hint. It is verified (ConnectWise: the company it names, its `key_url`
+//! on the integration's own site, the signature with the key read there; Halo: the Basic
+//! credentials mspbridge registered for this integration of this tenant), recorded once (a
+//! signature or delivery seen before is a replay and refused), and the record it names is
+//! read again from the PSA before anything changes in the portal. An echo of mspbridge's
+//! own write changes nothing. Refusals answer 401 and are logged with the integration.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,6 +17,7 @@ use mspbridge_domain::IntegrationId;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_providers::connectwise::callbacks;
+use mspbridge_providers::halo;
 use serde_json::json;
 
 use crate::AppState;
@@ -32,6 +35,16 @@ fn refuse(integration: i64, why: &str) -> Response {
         .into_response()
 }
 
+/// The path segment of `kind`'s webhook (`/webhooks/{route}/{id}`), for the PSAs whose
+/// webhooks mspbridge receives.
+pub fn route(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::ConnectwiseManage => Some("connectwise"),
+        ProviderKind::HaloPsa => Some("halo"),
+        _ => None,
+    }
+}
+
 #[tracing::instrument(skip_all, fields(integration_id = %raw))]
 pub async fn connectwise(
     State(state): State<AppState>,
@@ -39,10 +52,30 @@ pub async fn connectwise(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    receive(state, ProviderKind::ConnectwiseManage, &raw, headers, body).await
+}
+
+#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+pub async fn halo(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(state, ProviderKind::HaloPsa, &raw, headers, body).await
+}
+
+async fn receive(
+    state: AppState,
+    kind: ProviderKind,
+    raw: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
         return (StatusCode::NOT_FOUND, "no such webhook").into_response();
     };
-    match handle(&state, IntegrationId(id), &headers, &body).await {
+    match handle(&state, kind, IntegrationId(id), &headers, &body).await {
         Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
         Err(Refusal::Unauthorized(why)) => refuse(id, &why),
         Err(Refusal::NotFound) => (StatusCode::NOT_FOUND, "no such webhook").into_response(),
@@ -59,8 +92,67 @@ enum Refusal {
     Unavailable(String),
 }
 
+/// A verified delivery: what it is about and the key that makes it unique.
+struct Verified {
+    /// SHA-256 of what identifies this delivery (ConnectWise: its signature; Halo: its body,
+    /// which carries a delivery id).
+    key: String,
+    kind: String,
+    action: String,
+    id: i64,
+}
+
+async fn verify(
+    state: &AppState,
+    kind: ProviderKind,
+    tenant: mspbridge_domain::TenantId,
+    id: IntegrationId,
+    creds: &mspbridge_domain::validate::Credentials,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Verified, Refusal> {
+    match kind {
+        ProviderKind::HaloPsa => {
+            let secret = state.vault.webhook_secret(tenant.0, id.0);
+            let auth = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let d = halo::webhooks::verify(auth, body, &secret)
+                .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            Ok(Verified {
+                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                kind: "ticket".into(),
+                action: d.event.to_lowercase(),
+                id: d.ticket_id,
+            })
+        }
+        _ => {
+            let signature = headers
+                .get(callbacks::SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok());
+            let policy = state.providers.config().outbound;
+            let cb = callbacks::verify(
+                body,
+                signature,
+                creds.get("site").unwrap_or_default(),
+                creds.get("company_id").unwrap_or_default(),
+                &policy,
+            )
+            .await
+            .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            Ok(Verified {
+                key: mspbridge_vault::hash_token(signature.unwrap_or_default()),
+                kind: cb.kind.to_lowercase(),
+                action: cb.action.to_lowercase(),
+                id: cb.id,
+            })
+        }
+    }
+}
+
 async fn handle(
     state: &AppState,
+    kind: ProviderKind,
     id: IntegrationId,
     headers: &HeaderMap,
     body: &[u8],
@@ -77,28 +169,14 @@ async fn handle(
         .get_integration(tenant, id)
         .await
         .map_err(|e| unavailable(&e))?;
-    if integration.provider != ProviderKind::ConnectwiseManage
-        || integration.status == IntegrationStatus::Disconnected
-    {
+    if integration.provider != kind || integration.status == IntegrationStatus::Disconnected {
         return Err(Refusal::NotFound);
     }
     let creds = crate::integrations::stored_credentials(state, &integration)
         .await
         .map_err(|e| unavailable(&e))?;
-    let signature = headers
-        .get(callbacks::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok());
-    let policy = state.providers.config().outbound;
-    let cb = callbacks::verify(
-        body,
-        signature,
-        creds.get("site").unwrap_or_default(),
-        creds.get("company_id").unwrap_or_default(),
-        &policy,
-    )
-    .await
-    .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
-    let sig_hash = mspbridge_vault::hash_token(signature.unwrap_or_default());
+    let cb = verify(state, kind, tenant, id, &creds, headers, body).await?;
+    let sig_hash = cb.key.clone();
     let now = state.now();
     let fresh = state
         .store
@@ -106,8 +184,8 @@ async fn handle(
             tenant,
             id,
             &sig_hash,
-            &cb.kind.to_lowercase(),
-            &cb.action.to_lowercase(),
+            &cb.kind,
+            &cb.action,
             &cb.id.to_string(),
             now,
         )
@@ -121,7 +199,7 @@ async fn handle(
     let mut outcome = apply(state, tenant, &integration, &creds, &cb).await;
     // The rest of the change (new tickets, notes, other fields) comes with a sync run now,
     // instead of at the next interval.
-    if cb.kind.eq_ignore_ascii_case("ticket")
+    if cb.kind == "ticket"
         && state
             .store
             .sync_options(tenant, id)
@@ -151,9 +229,9 @@ async fn apply(
     tenant: mspbridge_domain::TenantId,
     integration: &mspbridge_domain::integration::Integration,
     creds: &mspbridge_domain::validate::Credentials,
-    cb: &callbacks::Callback,
+    cb: &Verified,
 ) -> String {
-    if !cb.kind.eq_ignore_ascii_case("ticket") {
+    if cb.kind != "ticket" {
         return format!("ignored: {} callbacks are not used yet", cb.kind);
     }
     let writer = match state
@@ -181,7 +259,10 @@ async fn apply(
             Ok(Some((t, false))) => format!("ticket {} unchanged (echo or no change)", t.0),
             Err(e) => format!("not applied: {e}"),
         },
-        Ok(None) => "ignored: the ticket no longer exists in ConnectWise".into(),
+        Ok(None) => format!(
+            "ignored: the ticket no longer exists in {}",
+            integration.provider.descriptor().name
+        ),
         Err(e) => format!("not applied: {e}"),
     }
 }

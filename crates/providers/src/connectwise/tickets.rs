@@ -172,7 +172,12 @@ pub fn fit_summary(s: &str) -> String {
 
 #[async_trait]
 impl TicketWriter for CwTicketWriter {
-    async fn find_ticket(&self, marker: &str) -> Result<Option<String>, WriteError> {
+    async fn find_ticket(
+        &self,
+        t: &NewVendorTicket,
+        _since: DateTime<Utc>,
+    ) -> Result<Option<String>, WriteError> {
+        let marker = &t.marker;
         let query = [
             // Markers are ours: letters, digits and '-', nothing to escape.
             ("conditions", format!("externalXRef=\"{marker}\"")),

@@ -258,22 +258,44 @@ impl HaloClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, HaloError> {
+        self.request(reqwest::Method::GET, path, query, None).await
+    }
+
+    /// One `POST {api}{path}` with a JSON body (Halo writes are POSTs of arrays: an object
+    /// without `id` creates, one with `id` updates). Not retried here: the outbox decides.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, HaloError> {
+        self.request(reqwest::Method::POST, path, &[], Some(body))
+            .await
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, HaloError> {
         let mut renewed = false;
         loop {
             let token = self.token(renewed).await?;
             self.admit().await?;
             let url = format!("{}{path}", self.api_base);
-            let resp = self
+            let mut req = self
                 .http
-                .get(&url)
+                .request(method.clone(), &url)
                 .query(query)
-                .header(AUTHORIZATION, format!("Bearer {token}"))
-                .send()
-                .await
-                .map_err(|e| HaloError::Unreachable {
-                    url: url.clone(),
-                    reason: describe(&e),
-                })?;
+                .header(AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.map_err(|e| HaloError::Unreachable {
+                url: url.clone(),
+                reason: describe(&e),
+            })?;
             let status = resp.status();
             let retry_after = retry_after(resp.headers());
             let bytes = resp

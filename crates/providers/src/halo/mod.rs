@@ -3,6 +3,8 @@
 pub mod client;
 pub mod sandbox;
 pub mod source;
+pub mod tickets;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;

@@ -4,6 +4,13 @@
 //! `page_no`, `page_size` capped at 100, `record_count`), `order`/`orderdesc`,
 //! `lastupdatefromdate`, `includeinactive`; a rolling-window rate limit answering 429;
 //! an API application without agent permission (403); and fault injection.
+//!
+//! Tickets: `GET /api/Tickets` (paged, `lastupdatefromdate`, `client_id`, closed tickets only
+//! with `includeclosed`), `GET /api/Tickets/{id}`, `POST /api/Tickets` and `POST /api/Actions`
+//! as upserts of arrays (no `id` creates, `id` updates; an unknown `id` is refused),
+//! `GET /api/Actions?ticket_id=`, the status / priority / team / ticket type lists, and
+//! `GET`/`POST /api/Webhook`. Every ticket change, the API's own included (Halo has no
+//! self-suppression), is posted to the active webhooks with their Basic credentials.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +27,10 @@ use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLi
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use super::wire::{Agent, Client, User, UserRole, halo_date};
+use super::wire::{
+    Action, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User, UserRole,
+    halo_date,
+};
 
 pub const DEMO_TENANT: &str = "mspbridge";
 pub const DEMO_CLIENT_ID: &str = "mspbridge-demo";
@@ -35,6 +45,39 @@ pub struct HaloData {
     pub users: Vec<User>,
     pub agents: Vec<Agent>,
     pub roles: Vec<UserRole>,
+    pub tickets: Vec<Ticket>,
+    pub actions: Vec<Action>,
+    pub statuses: Vec<Status>,
+    pub priorities: Vec<Priority>,
+    pub teams: Vec<Named>,
+    pub ticket_types: Vec<Named>,
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A webhook as registered through `POST /api/Webhook` (schema `Webhook`; Basic
+/// authentication is `authentication_type` 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Webhook {
+    #[serde(default)]
+    pub id: i64,
+    #[serde(default)]
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub authentication_type: i64,
+    #[serde(default)]
+    pub basic_username: String,
+    /// Write-only: never served back.
+    #[serde(default, skip_serializing)]
+    pub basic_password: String,
+    #[serde(default)]
+    pub events: Vec<serde_json::Value>,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One request as the sandbox received it (contract tests check them against the spec).
@@ -54,6 +97,9 @@ struct State_ {
     seen: Mutex<Vec<SeenRequest>>,
     issued: Mutex<u64>,
     raw_edits: RawEdits,
+    webhooks_sent: std::sync::atomic::AtomicU64,
+    /// Writes still to apply with their answer lost (a 504 after the change is made).
+    lost_answers: std::sync::atomic::AtomicU32,
 }
 
 /// A Halo sandbox. Clone it to keep a handle on its data and faults while it serves.
@@ -168,11 +214,112 @@ pub fn generate(seed: Seed) -> HaloData {
             }
         })
         .collect();
-    HaloData {
+    let mut data = HaloData {
         clients,
         users,
         agents,
         roles,
+        statuses: [
+            (1, "New"),
+            (2, "In Progress"),
+            (3, "Action Required"),
+            (4, "With User"),
+            (5, "With Supplier"),
+            (CLOSED_STATUS_ID, "Closed"),
+        ]
+        .into_iter()
+        .map(|(id, n)| Status { id, name: n.into() })
+        .collect(),
+        priorities: ["Critical", "High", "Medium", "Low"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Priority {
+                priorityid: i as i64 + 1,
+                name: n.to_string(),
+            })
+            .collect(),
+        teams: named(&[
+            (1, "1st Line Support"),
+            (2, "2nd Line Support"),
+            (3, "Projects"),
+        ]),
+        ticket_types: named(&[(1, "Incident"), (3, "Service Request"), (4, "Problem")]),
+        ..HaloData::default()
+    };
+    if matches!(seed, Seed::Small) {
+        add_tickets(&mut data, 3, 2);
+    }
+    data
+}
+
+fn named(rows: &[(i64, &str)]) -> Vec<Named> {
+    rows.iter()
+        .map(|(id, n)| Named {
+            id: *id,
+            name: n.to_string(),
+        })
+        .collect()
+}
+
+const SUBJECTS: [&str; 8] = [
+    "Printer offline",
+    "Cannot reach the VPN",
+    "New starter laptop",
+    "Outlook keeps asking for a password",
+    "Shared drive is full",
+    "Phone system drops calls",
+    "Backup job failed",
+    "Request access to finance folder",
+];
+
+/// Up to `per_client` tickets for each client (0 to `per_client`, deterministic) with
+/// `notes_per` actions each, one in three of them private.
+pub fn add_tickets(d: &mut HaloData, per_client: usize, notes_per: usize) {
+    let mut rng = Rng::new(0x71C7);
+    let mut ticket_id = d.tickets.iter().map(|t| t.id).max().unwrap_or(1_000);
+    let mut action_id = d.actions.iter().map(|a| a.id).max().unwrap_or(0);
+    let statuses: Vec<i64> = d.statuses.iter().map(|s| s.id).collect();
+    for c in &d.clients {
+        let users: Vec<i64> = d
+            .users
+            .iter()
+            .filter(|u| u.client_id == Some(c.id))
+            .map(|u| u.id)
+            .collect();
+        for _ in 0..rng.below(per_client as u64 + 1) {
+            ticket_id += 1;
+            let status_id = *rng.pick(&statuses);
+            let occurred = base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64);
+            let updated = occurred + chrono::Duration::minutes(rng.below(60 * 24 * 5) as i64);
+            d.tickets.push(Ticket {
+                id: ticket_id,
+                summary: rng.pick(&SUBJECTS).to_string(),
+                details: Some(format!("Reported by the client (ticket {ticket_id}).")),
+                status_id,
+                priority_id: Some(1 + rng.below(4) as i64),
+                tickettype_id: Some(*rng.pick(&[1i64, 3, 4])),
+                team: Some(rng.pick(&d.teams).name.clone()),
+                agent_id: d.agents.first().map(|a| a.id),
+                client_id: Some(c.id),
+                user_id: users.first().copied(),
+                dateoccurred: Some(occurred),
+                dateclosed: (status_id == CLOSED_STATUS_ID).then_some(updated),
+                last_update: Some(updated),
+                third_party_id_string: None,
+            });
+            for k in 0..notes_per {
+                action_id += 1;
+                d.actions.push(Action {
+                    id: action_id,
+                    ticket_id,
+                    note: format!("Update {} on ticket {ticket_id}.", k + 1),
+                    hiddenfromuser: action_id % 3 == 0,
+                    outcome: Some("Note".into()),
+                    who: Some("Sam Agent".into()),
+                    datetime: Some(occurred + chrono::Duration::minutes(k as i64 + 1)),
+                });
+            }
+        }
     }
 }
 
@@ -187,6 +334,8 @@ impl HaloSandbox {
                 seen: Mutex::new(Vec::new()),
                 issued: Mutex::new(0),
                 raw_edits: RawEdits::default(),
+                webhooks_sent: std::sync::atomic::AtomicU64::new(0),
+                lost_answers: std::sync::atomic::AtomicU32::new(0),
             }),
             faults: Faults::default(),
         }
@@ -195,7 +344,10 @@ impl HaloSandbox {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/auth/token", post(token))
-            .route("/api/{entity}", get(list))
+            .route("/api/{entity}", get(list).post(upsert))
+            .route("/api/{entity}/{id}", get(one))
+            .route("/_sandbox/tickets/{id}/status", post(sandbox_status))
+            .route("/_sandbox/tickets/{id}/notes", post(sandbox_note))
             .route("/_sandbox/touch-users", post(touch_users))
             .with_state(self.state.clone())
             .layer(axum::middleware::from_fn_with_state(
@@ -244,6 +396,48 @@ impl HaloSandbox {
     /// with it.
     pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: serde_json::Value) {
         self.state.raw_edits.push(collection, id, field, value);
+    }
+
+    /// Moves ticket `id` to the status named `name`, as an agent in Halo would (the
+    /// webhooks are told).
+    pub fn set_ticket_status(&self, id: i64, name: &str) -> bool {
+        set_status(&self.state, id, name)
+    }
+
+    /// An agent writes a note on a ticket; the action's id, `None` for an unknown ticket.
+    pub fn add_note(&self, ticket: i64, text: &str, internal: bool) -> Option<i64> {
+        add_action(&self.state, ticket, text, internal, "Sam Agent")
+    }
+
+    /// Deletes a ticket and its actions, as an admin can in Halo.
+    pub fn delete_ticket(&self, id: i64) -> bool {
+        self.with_data(|d| {
+            let before = d.tickets.len();
+            d.tickets.retain(|t| t.id != id);
+            d.actions.retain(|a| a.ticket_id != id);
+            d.tickets.len() < before
+        })
+    }
+
+    /// The next `n` writes are applied but their answers lost (HTTP 504), as when a
+    /// gateway times out after Halo committed.
+    pub fn lose_write_answers(&self, n: u32) {
+        self.state
+            .lost_answers
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many webhook deliveries this sandbox has started.
+    pub fn webhooks_sent(&self) -> u64 {
+        self.state
+            .webhooks_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The body Halo posts to a webhook when ticket `id` changed (`event` names the
+    /// notification, e.g. "Ticket Updated"); every delivery has its own `id`.
+    pub fn webhook_body(&self, event: &str, id: i64) -> Vec<u8> {
+        webhook_body(&self.state, event, id)
     }
 
     pub fn tokens_issued(&self) -> u64 {
@@ -523,13 +717,393 @@ async fn list(
             axum::Json(rows).into_response()
         }
         "UserRoles" => axum::Json(&data.roles).into_response(),
-        // Tickets sync comes with the ticket issue; the connection test only needs access.
-        "Tickets" => paged::<serde_json::Value>("tickets", vec![], &q, &RawEdits::default()),
+        "Tickets" => {
+            let closed_too = flag(&q, "includeclosed");
+            let client = q.get("client_id").and_then(|c| c.parse::<i64>().ok());
+            let mut rows: Vec<&Ticket> = data
+                .tickets
+                .iter()
+                .filter(|t| keep(t.last_update, false))
+                .filter(|t| closed_too || t.status_id != CLOSED_STATUS_ID)
+                .filter(|t| client.is_none_or(|c| t.client_id == Some(c)))
+                .collect();
+            rows.sort_by_key(|t| t.id);
+            if desc {
+                rows.reverse();
+            }
+            paged("tickets", rows, &q, &s.raw_edits)
+        }
+        "Actions" => {
+            let Some(ticket) = q.get("ticket_id").and_then(|t| t.parse::<i64>().ok()) else {
+                return (StatusCode::BAD_REQUEST, axum::Json("ticket_id is required"))
+                    .into_response();
+            };
+            let rows: Vec<&Action> = data
+                .actions
+                .iter()
+                .filter(|a| a.ticket_id == ticket)
+                .collect();
+            axum::Json(serde_json::json!({"record_count": rows.len(), "actions": rows}))
+                .into_response()
+        }
+        "Status" => axum::Json(&data.statuses).into_response(),
+        "Priority" => axum::Json(&data.priorities).into_response(),
+        "Team" => axum::Json(&data.teams).into_response(),
+        "TicketType" => axum::Json(&data.ticket_types).into_response(),
+        "Webhook" => axum::Json(&data.webhooks).into_response(),
         _ => (
             StatusCode::NOT_FOUND,
             axum::Json(format!("No such endpoint: /api/{entity}")),
         )
             .into_response(),
+    }
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(message.to_string())).into_response()
+}
+
+fn unauthorised() -> Response {
+    refused(
+        StatusCode::UNAUTHORIZED,
+        "The access token is missing, invalid or expired",
+    )
+}
+
+/// `GET /api/Tickets/{id}`.
+async fn one(
+    State(s): State<Arc<State_>>,
+    Path((entity, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if caller(&s, &headers).is_none() {
+        return unauthorised();
+    }
+    let data = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let id = id.parse::<i64>().unwrap_or(-1);
+    match entity.as_str() {
+        "Tickets" => match data.tickets.iter().find(|t| t.id == id) {
+            Some(t) => axum::Json(t).into_response(),
+            None => refused(StatusCode::NOT_FOUND, &format!("Ticket {id} not found")),
+        },
+        _ => refused(
+            StatusCode::NOT_FOUND,
+            &format!("No such endpoint: /api/{entity}/{id}"),
+        ),
+    }
+}
+
+/// `POST /api/{Tickets|Actions|Webhook}`: a JSON array of upserts. Halo answers with the
+/// record written (one object for one record).
+async fn upsert(
+    State(s): State<Arc<State_>>,
+    Path(entity): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(app) = caller(&s, &headers) else {
+        return unauthorised();
+    };
+    let rows: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Array(rows)) if !rows.is_empty() => rows,
+        _ => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                "The request body must be a JSON array of records",
+            );
+        }
+    };
+    if app == LIMITED_CLIENT_ID {
+        return refused(
+            StatusCode::FORBIDDEN,
+            &format!("You do not have permission to edit {entity}"),
+        );
+    }
+    let mut written = Vec::new();
+    for row in rows {
+        let result = match entity.as_str() {
+            "Tickets" => upsert_ticket(&s, &row),
+            "Actions" => upsert_action(&s, &row),
+            "Webhook" => upsert_webhook(&s, row),
+            _ => Err(format!("No such endpoint: /api/{entity}")),
+        };
+        match result {
+            Ok(v) => written.push(v),
+            Err(m) => return refused(StatusCode::BAD_REQUEST, &m),
+        }
+    }
+    let lost = s.lost_answers.fetch_update(
+        std::sync::atomic::Ordering::SeqCst,
+        std::sync::atomic::Ordering::SeqCst,
+        |n| n.checked_sub(1),
+    );
+    if lost.is_ok() {
+        return refused(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout");
+    }
+    if written.len() == 1 {
+        axum::Json(written.swap_remove(0)).into_response()
+    } else {
+        axum::Json(written).into_response()
+    }
+}
+
+fn int(v: &serde_json::Value, field: &str) -> Option<i64> {
+    v.get(field).and_then(serde_json::Value::as_i64)
+}
+
+fn text(v: &serde_json::Value, field: &str) -> Option<String> {
+    v.get(field)
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+fn upsert_ticket(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let now = Utc::now();
+    let (id, event) = {
+        let mut d = match s.data.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(st) = int(row, "status_id")
+            && !d.statuses.iter().any(|x| x.id == st)
+        {
+            return Err(format!("Status {st} does not exist"));
+        }
+        match int(row, "id").filter(|id| *id > 0) {
+            Some(id) => {
+                let t = d
+                    .tickets
+                    .iter_mut()
+                    .find(|t| t.id == id)
+                    .ok_or_else(|| format!("Ticket {id} not found"))?;
+                if let Some(st) = int(row, "status_id") {
+                    t.status_id = st;
+                    t.dateclosed = (st == CLOSED_STATUS_ID).then_some(now);
+                }
+                if let Some(x) = text(row, "summary") {
+                    t.summary = x;
+                }
+                if let Some(x) = text(row, "details") {
+                    t.details = Some(x);
+                }
+                if let Some(x) = int(row, "priority_id") {
+                    t.priority_id = Some(x);
+                }
+                t.last_update = Some(now);
+                (id, "Ticket Updated")
+            }
+            None => {
+                let summary = text(row, "summary").unwrap_or_default();
+                if summary.trim().is_empty() {
+                    return Err("Please enter a summary".into());
+                }
+                let client_id = int(row, "client_id")
+                    .filter(|c| d.clients.iter().any(|x| x.id == *c))
+                    .ok_or("Please select a valid client")?;
+                let team = text(row, "team");
+                if let Some(t) = &team
+                    && !d.teams.iter().any(|x| &x.name == t)
+                {
+                    return Err(format!("Team '{t}' does not exist"));
+                }
+                let id = d.tickets.iter().map(|t| t.id).max().unwrap_or(1_000) + 1;
+                let status_id = int(row, "status_id").unwrap_or(1);
+                d.tickets.push(Ticket {
+                    id,
+                    summary,
+                    details: text(row, "details"),
+                    status_id,
+                    priority_id: int(row, "priority_id").or(Some(3)),
+                    tickettype_id: int(row, "tickettype_id").or(Some(1)),
+                    team,
+                    agent_id: None,
+                    client_id: Some(client_id),
+                    user_id: int(row, "user_id"),
+                    dateoccurred: Some(now),
+                    dateclosed: (status_id == CLOSED_STATUS_ID).then_some(now),
+                    last_update: Some(now),
+                    third_party_id_string: text(row, "third_party_id_string"),
+                });
+                (id, "New Ticket Logged")
+            }
+        }
+    };
+    notify(s, event, id);
+    let d = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let t = d.tickets.iter().find(|t| t.id == id);
+    Ok(serde_json::to_value(t).unwrap_or_default())
+}
+
+fn upsert_action(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json::Value, String> {
+    if int(row, "id").is_some_and(|id| id > 0) {
+        return Err("Editing actions is not supported by this sandbox".into());
+    }
+    let ticket = int(row, "ticket_id").ok_or("ticket_id is required")?;
+    let note = text(row, "note").unwrap_or_default();
+    let hidden = row
+        .get("hiddenfromuser")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let id = add_action(s, ticket, &note, hidden, "mspbridge API")
+        .ok_or_else(|| format!("Ticket {ticket} not found"))?;
+    let d = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    Ok(serde_json::to_value(d.actions.iter().find(|a| a.id == id)).unwrap_or_default())
+}
+
+fn upsert_webhook(s: &Arc<State_>, row: serde_json::Value) -> Result<serde_json::Value, String> {
+    let mut w: Webhook =
+        serde_json::from_value(row).map_err(|e| format!("Invalid webhook: {e}"))?;
+    if !(w.url.starts_with("https://") || w.url.starts_with("http://")) {
+        return Err("Please enter a valid URL".into());
+    }
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    if w.id > 0 {
+        let slot = d
+            .webhooks
+            .iter_mut()
+            .find(|x| x.id == w.id)
+            .ok_or_else(|| format!("Webhook {} not found", w.id))?;
+        *slot = w.clone();
+    } else {
+        w.id = d.webhooks.iter().map(|x| x.id).max().unwrap_or(0) + 1;
+        d.webhooks.push(w.clone());
+    }
+    Ok(serde_json::to_value(&w).unwrap_or_default())
+}
+
+fn set_status(s: &Arc<State_>, id: i64, name: &str) -> bool {
+    let changed = {
+        let mut d = match s.data.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        let Some(st) = d.statuses.iter().find(|x| x.name == name).map(|x| x.id) else {
+            return false;
+        };
+        match d.tickets.iter_mut().find(|t| t.id == id) {
+            Some(t) => {
+                let now = Utc::now();
+                t.status_id = st;
+                t.dateclosed = (st == CLOSED_STATUS_ID).then_some(now);
+                t.last_update = Some(now);
+                true
+            }
+            None => false,
+        }
+    };
+    if changed {
+        notify(s, "Ticket Updated", id);
+    }
+    changed
+}
+
+/// A note on `ticket` by `who`; the ticket's `last_update` moves with it.
+fn add_action(s: &Arc<State_>, ticket: i64, note: &str, hidden: bool, who: &str) -> Option<i64> {
+    let id = {
+        let mut d = match s.data.write() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        let now = Utc::now();
+        d.tickets.iter_mut().find(|t| t.id == ticket)?.last_update = Some(now);
+        let id = d.actions.iter().map(|a| a.id).max().unwrap_or(0) + 1;
+        d.actions.push(Action {
+            id,
+            ticket_id: ticket,
+            note: note.to_string(),
+            hiddenfromuser: hidden,
+            outcome: Some(if hidden { "Private Note" } else { "Note" }.into()),
+            who: Some(who.to_string()),
+            datetime: Some(now),
+        });
+        id
+    };
+    notify(s, "Action Added", ticket);
+    Some(id)
+}
+
+fn webhook_body(s: &State_, event: &str, id: i64) -> Vec<u8> {
+    let n = s
+        .webhooks_sent
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let ticket = d.tickets.iter().find(|t| t.id == id);
+    serde_json::to_vec(&serde_json::json!({
+        "id": format!("{:016x}-{n}", Rng::new(id as u64 ^ n).next_u64()),
+        "event": event,
+        "ticket": ticket,
+    }))
+    .unwrap_or_default()
+}
+
+/// A ticket changed: every active webhook is posted to, in the background, with its Basic
+/// credentials.
+fn notify(s: &Arc<State_>, event: &'static str, ticket: i64) {
+    let hooks: Vec<Webhook> = {
+        let d = match s.data.read() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        d.webhooks.iter().filter(|w| w.active).cloned().collect()
+    };
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for hook in hooks {
+        let body = webhook_body(s, event, ticket);
+        rt.spawn(async move {
+            let mut req = reqwest::Client::new()
+                .post(&hook.url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+            if hook.authentication_type == 1 {
+                req = req.basic_auth(&hook.basic_username, Some(&hook.basic_password));
+            }
+            if let Err(e) = req.send().await {
+                tracing::warn!(url = hook.url, error = %e, "sandbox webhook not delivered");
+            }
+        });
+    }
+}
+
+async fn sandbox_status(
+    State(s): State<Arc<State_>>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let name = q.get("name").cloned().unwrap_or_default();
+    if set_status(&s, id, &name) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        refused(StatusCode::NOT_FOUND, "no such ticket or status")
+    }
+}
+
+async fn sandbox_note(
+    State(s): State<Arc<State_>>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let text = q.get("text").cloned().unwrap_or_default();
+    let internal = flag(&q, "internal");
+    match add_action(&s, id, &text, internal, "Sam Agent") {
+        Some(n) => axum::Json(serde_json::json!({ "id": n })).into_response(),
+        None => refused(StatusCode::NOT_FOUND, "no such ticket"),
     }
 }
 

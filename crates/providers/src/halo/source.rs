@@ -3,15 +3,22 @@
 //! `record_count` (never by a short page); incremental passes add `lastupdatefromdate`.
 //! Agents come as one bare array. Unreadable rows are rejected one by one.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use mspbridge_domain::sync::{
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use super::client::{HaloClient, HaloError};
-use super::wire::{Agent, Client, User, UserRole, halo_date};
+use super::wire::{
+    Action, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User, UserRole,
+    halo_date,
+};
 use crate::source::*;
 
 /// Halo's documented maximum page size.
@@ -26,11 +33,29 @@ struct Envelope {
     clients: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
     users: Option<Vec<Box<RawValue>>>,
+    #[serde(default)]
+    tickets: Option<Vec<Box<RawValue>>>,
+}
+
+/// `GET /Actions?ticket_id=` answer: `{record_count, actions: [...]}`.
+#[derive(Deserialize)]
+struct ActionList {
+    #[serde(default)]
+    actions: Vec<Box<RawValue>>,
+}
+
+/// Names of the ids a ticket carries, read once per source.
+#[derive(Default)]
+struct Lookups {
+    statuses: HashMap<i64, String>,
+    priorities: HashMap<i64, String>,
+    ticket_types: HashMap<i64, String>,
 }
 
 pub struct HaloSource {
     client: HaloClient,
     page_size: usize,
+    lookups: tokio::sync::OnceCell<Lookups>,
 }
 
 impl HaloSource {
@@ -38,6 +63,7 @@ impl HaloSource {
         Self {
             client,
             page_size: PAGE_SIZE,
+            lookups: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -90,7 +116,11 @@ impl HaloSource {
             .get_retrying(path, &query)
             .await
             .map_err(|e| Self::error(path, e))?;
-        let rows = env.clients.or(env.users).unwrap_or_default();
+        let rows = env
+            .clients
+            .or(env.users)
+            .or(env.tickets)
+            .unwrap_or_default();
         let (records, rejected, _) = read_rows(rows);
         // Stop on the count, never on a short page: a page can be short while more
         // records exist, and a full last page is not followed by an empty request.
@@ -251,8 +281,144 @@ impl VocabularySource for HaloSource {
     }
 }
 
+impl HaloSource {
+    /// A bare-array list (`/Status`, `/Priority`, `/TicketType`, `/Team`); unreadable rows
+    /// are left out.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, SourceError> {
+        let rows: Vec<Box<RawValue>> = self
+            .client
+            .get_retrying(path, query)
+            .await
+            .map_err(|e| Self::error(path, e))?;
+        Ok(read_rows::<T>(rows).0)
+    }
+
+    async fn lookups(&self) -> Result<&Lookups, SourceError> {
+        self.lookups
+            .get_or_try_init(|| async {
+                let statuses = self.list::<Status>("/Status", &[]).await?;
+                let priorities = self.list::<Priority>("/Priority", &[]).await?;
+                let types = self
+                    .list::<Named>("/TicketType", &[("showinactive", "true".into())])
+                    .await?;
+                Ok::<_, SourceError>(Lookups {
+                    statuses: statuses.into_iter().map(|s| (s.id, s.name)).collect(),
+                    priorities: priorities
+                        .into_iter()
+                        .map(|p| (p.priorityid, p.name))
+                        .collect(),
+                    ticket_types: types.into_iter().map(|t| (t.id, t.name)).collect(),
+                })
+            })
+            .await
+    }
+}
+
+/// A Halo ticket as the engine sees it: the team is the "board", names replace ids.
+fn ticket(t: Ticket, l: &Lookups) -> ExtTicket {
+    let marker = t
+        .third_party_id_string
+        .filter(|m| m.starts_with(crate::tickets::MARKER_PREFIX));
+    ExtTicket {
+        external_id: t.id.to_string(),
+        summary: t.summary,
+        description: Some(t.details.unwrap_or_default()),
+        status: l
+            .statuses
+            .get(&t.status_id)
+            .cloned()
+            .unwrap_or_else(|| format!("Status {}", t.status_id)),
+        closed: t.status_id == CLOSED_STATUS_ID,
+        priority: t.priority_id.and_then(|p| l.priorities.get(&p).cloned()),
+        board: t.team.filter(|s| !s.is_empty()),
+        ticket_type: t
+            .tickettype_id
+            .and_then(|p| l.ticket_types.get(&p).cloned()),
+        company_external_id: t.client_id.map(|c| c.to_string()),
+        contact_external_id: t.user_id.filter(|u| *u > 0).map(|u| u.to_string()),
+        assignee_external_id: t.agent_id.filter(|a| *a > 0).map(|a| a.to_string()),
+        created_at: t.dateoccurred,
+        closed_at: t.dateclosed.filter(|_| t.status_id == CLOSED_STATUS_ID),
+        updated_at: t.last_update,
+        marker,
+        notes: None,
+    }
+}
+
+/// Actions that are notes (an action without text is a status change or time entry).
+pub(crate) fn note(a: Action) -> Option<ExtNote> {
+    let body = a.note.trim();
+    (!body.is_empty()).then(|| ExtNote {
+        external_id: a.id.to_string(),
+        body: body.to_string(),
+        internal: a.hiddenfromuser,
+        author: a.who.unwrap_or_default(),
+        created_at: a.datetime,
+        is_description: false,
+    })
+}
+
+#[async_trait]
+impl TicketSource for HaloSource {
+    /// Paged like clients (`record_count` decides the next page), closed tickets included.
+    async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
+        let lookups = self.lookups().await?;
+        let extra = [("includeclosed", "true")];
+        let (rows, rejected, next) = self.page::<Ticket>("/Tickets", req, &extra).await?;
+        Ok(SourcePage {
+            records: rows.into_iter().map(|t| ticket(t, lookups)).collect(),
+            rejected,
+            next,
+        })
+    }
+
+    /// One `GET /Actions?ticket_id=…&excludesys=true` per ticket (system actions such as
+    /// SLA events are not notes).
+    async fn ticket_notes(&self, tickets: &[String]) -> Result<TicketNotes, SourceError> {
+        let mut out = TicketNotes::default();
+        for id in tickets {
+            let query = [
+                ("ticket_id", id.clone()),
+                ("excludesys", "true".to_string()),
+            ];
+            match self
+                .client
+                .get_retrying::<ActionList>("/Actions", &query)
+                .await
+            {
+                Ok(list) => {
+                    let (rows, bad, _) = read_rows::<Action>(list.actions);
+                    if let Some(b) = bad.into_iter().next() {
+                        out.rejected.push(Rejected {
+                            external_id: Some(id.clone()),
+                            reason: format!("an action could not be read: {}", b.reason),
+                        });
+                        continue;
+                    }
+                    out.by_ticket
+                        .insert(id.clone(), rows.into_iter().filter_map(note).collect());
+                }
+                Err(e) if e.status() == Some(404) => out.rejected.push(Rejected {
+                    external_id: Some(id.clone()),
+                    reason: "the ticket is gone (its actions answered 404)".into(),
+                }),
+                Err(e) => return Err(Self::error("/Actions", e)),
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl PsaSource for HaloSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn ticket_source(&self) -> Option<&dyn TicketSource> {
+        Some(self)
     }
 }

@@ -125,6 +125,85 @@ pub struct UserRole {
     pub name: String,
 }
 
+/// A ticket, schema `Faults`. The team is a name on the ticket (there is no `team_id`);
+/// status, priority and ticket type are ids resolved through their lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: i64,
+    #[serde(default)]
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    #[serde(default)]
+    pub status_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tickettype_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub dateoccurred: Option<DateTime<Utc>>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub dateclosed: Option<DateTime<Utc>>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<DateTime<Utc>>,
+    /// An integration's own reference for the ticket: mspbridge's outbox marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub third_party_id_string: Option<String>,
+}
+
+/// An action (note, email, time entry) on a ticket, schema `Actions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: i64,
+    pub ticket_id: i64,
+    #[serde(default)]
+    pub note: String,
+    /// A private note: agents only.
+    #[serde(default)]
+    pub hiddenfromuser: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Who wrote it, by name (lists carry it beside `who_agentid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
+    pub datetime: Option<DateTime<Utc>>,
+}
+
+/// A ticket status, schema `TStatus`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Halo's built-in Closed status: its id is fixed (a system status every Halo has), and
+/// a ticket in it is closed; every other status is open.
+pub const CLOSED_STATUS_ID: i64 = 9;
+
+/// A priority, schema `Policy`: priorities belong to SLAs, and a ticket's `priority_id`
+/// is the policy's `priorityid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Priority {
+    pub priorityid: i64,
+    pub name: String,
+}
+
+/// A team (`SectionDetail`) or ticket type (`RequestType`): id and name is all we need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub id: i64,
+    pub name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,319 @@
+//! Writing tickets to Halo. Halo has no PUT or PATCH: `POST /Tickets` and `POST /Actions`
+//! take a JSON array, an object without `id` creates a record and one with `id` updates it
+//! (trap 1: an update sent without `id` silently creates a duplicate, so every update here
+//! carries it). New tickets carry mspbridge's marker in `third_party_id_string`; a retry
+//! looks for it among the company's tickets changed since the first attempt.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::client::{HaloClient, HaloError};
+use super::wire::{Action, CLOSED_STATUS_ID, Named, Priority, Status, Ticket, halo_date};
+use crate::tickets::{NewVendorTicket, TicketWriter, WriteError};
+
+/// Where a Halo admin lets the API application's agent create and edit tickets.
+const WRITE_SETTING: &str =
+    "Configuration > Integrations > Halo API > (the API application) > Permissions: edit:tickets";
+
+pub struct HaloTicketWriter {
+    client: HaloClient,
+    statuses: OnceCell<Vec<Status>>,
+}
+
+/// What a Halo error means for the outbox.
+pub fn write_error(e: HaloError) -> WriteError {
+    match &e {
+        HaloError::Status {
+            status: 429,
+            retry_after,
+            ..
+        } => WriteError::Transient {
+            message: e.to_string(),
+            retry_after: *retry_after,
+        },
+        HaloError::Status { status, .. } if *status >= 500 => WriteError::Transient {
+            message: e.to_string(),
+            retry_after: None,
+        },
+        HaloError::Status { status: 401, .. } | HaloError::Token { .. } => {
+            WriteError::Auth(e.vendor_message())
+        }
+        HaloError::Status { status: 403, .. } => WriteError::NotPermitted {
+            message: e.vendor_message(),
+            setting: WRITE_SETTING.into(),
+        },
+        HaloError::Status { message, .. } => WriteError::Rejected {
+            field: None,
+            message: format!("Halo refused the write: {message}"),
+        },
+        HaloError::Unreachable { .. } | HaloError::Decode(_) | HaloError::Refused(_) => {
+            WriteError::Transient {
+                message: e.to_string(),
+                retry_after: None,
+            }
+        }
+    }
+}
+
+/// Halo answers a POST of one record with that record, some versions with an array of it.
+fn first<T: DeserializeOwned>(v: Value) -> Result<T, WriteError> {
+    let one = match v {
+        Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+        other => other,
+    };
+    serde_json::from_value(one).map_err(|e| WriteError::Transient {
+        message: format!("Halo's answer to a write could not be read: {e}"),
+        retry_after: None,
+    })
+}
+
+fn not_found(field: &str, name: &str) -> WriteError {
+    WriteError::Rejected {
+        field: Some(format!("ticket_defaults.{field}")),
+        message: format!("Halo has no {field} named '{name}'"),
+    }
+}
+
+impl HaloTicketWriter {
+    pub fn new(client: HaloClient) -> Self {
+        Self {
+            client,
+            statuses: OnceCell::new(),
+        }
+    }
+
+    async fn statuses(&self) -> Result<&Vec<Status>, WriteError> {
+        self.statuses
+            .get_or_try_init(|| async {
+                self.client
+                    .get_retrying::<Vec<Status>>("/Status", &[])
+                    .await
+                    .map_err(write_error)
+            })
+            .await
+    }
+
+    async fn status_id(&self, name: &str) -> Result<i64, WriteError> {
+        self.statuses()
+            .await?
+            .iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+            .map(|s| s.id)
+            .ok_or_else(|| WriteError::Rejected {
+                field: Some("status".into()),
+                message: format!("Halo has no status named '{name}'"),
+            })
+    }
+
+    async fn status_name(&self, id: i64) -> Result<String, WriteError> {
+        Ok(self
+            .statuses()
+            .await?
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.name.clone())
+            .unwrap_or_else(|| format!("Status {id}")))
+    }
+
+    async fn read_ticket(&self, id: &str) -> Result<Option<Ticket>, WriteError> {
+        match self
+            .client
+            .get_retrying::<Ticket>(&format!("/Tickets/{id}"), &[])
+            .await
+        {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(write_error(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl TicketWriter for HaloTicketWriter {
+    /// Halo cannot filter on `third_party_id_string`, so the company's tickets changed
+    /// since the first attempt (less five minutes for clocks) are read and compared.
+    async fn find_ticket(
+        &self,
+        t: &NewVendorTicket,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, WriteError> {
+        let mut page = 1u64;
+        loop {
+            let query = [
+                ("client_id", t.company_external_id.clone()),
+                (
+                    "lastupdatefromdate",
+                    halo_date::format(since - chrono::Duration::minutes(5)),
+                ),
+                ("includeclosed", "true".into()),
+                ("pageinate", "true".into()),
+                ("page_size", "100".into()),
+                ("page_no", page.to_string()),
+            ];
+            let v: Value = self
+                .client
+                .get_retrying("/Tickets", &query)
+                .await
+                .map_err(write_error)?;
+            let rows: Vec<Ticket> = v
+                .get("tickets")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default();
+            if let Some(found) = rows
+                .iter()
+                .find(|r| r.third_party_id_string.as_deref() == Some(t.marker.as_str()))
+            {
+                return Ok(Some(found.id.to_string()));
+            }
+            let total = v.get("record_count").and_then(Value::as_u64).unwrap_or(0);
+            if rows.is_empty() || page * 100 >= total {
+                return Ok(None);
+            }
+            page += 1;
+        }
+    }
+
+    async fn create_ticket(&self, t: &NewVendorTicket) -> Result<String, WriteError> {
+        let client_id: i64 = t
+            .company_external_id
+            .parse()
+            .map_err(|_| WriteError::Rejected {
+                field: Some("company".into()),
+                message: format!("'{}' is not a Halo client id", t.company_external_id),
+            })?;
+        let mut ticket = json!({
+            "client_id": client_id,
+            "summary": t.summary.trim(),
+            "details": t.description,
+            "third_party_id_string": t.marker,
+        });
+        if let Some(team) = &t.defaults.board {
+            let teams: Vec<Named> = self
+                .client
+                .get_retrying("/Team", &[])
+                .await
+                .map_err(write_error)?;
+            let found = teams
+                .iter()
+                .find(|x| x.name.eq_ignore_ascii_case(team))
+                .ok_or_else(|| not_found("board", team))?;
+            ticket["team"] = json!(found.name);
+        }
+        if let Some(s) = &t.defaults.status {
+            ticket["status_id"] = json!(self.status_id(s).await?);
+        }
+        if let Some(p) = &t.defaults.priority {
+            let list: Vec<Priority> = self
+                .client
+                .get_retrying("/Priority", &[])
+                .await
+                .map_err(write_error)?;
+            let found = list
+                .iter()
+                .find(|x| x.name.eq_ignore_ascii_case(p))
+                .ok_or_else(|| not_found("priority", p))?;
+            ticket["priority_id"] = json!(found.priorityid);
+        }
+        let created: Ticket = first(
+            self.client
+                .post("/Tickets", &json!([ticket]))
+                .await
+                .map_err(write_error)?,
+        )?;
+        Ok(created.id.to_string())
+    }
+
+    async fn find_note(
+        &self,
+        ticket: &str,
+        text: &str,
+        internal: bool,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>, WriteError> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            actions: Vec<Value>,
+        }
+        let query = [
+            ("ticket_id", ticket.to_string()),
+            ("excludesys", "true".to_string()),
+        ];
+        let list: List = self
+            .client
+            .get_retrying("/Actions", &query)
+            .await
+            .map_err(write_error)?;
+        let from = since - chrono::Duration::minutes(5);
+        Ok(list
+            .actions
+            .into_iter()
+            .filter_map(|a| serde_json::from_value::<Action>(a).ok())
+            .find(|a| {
+                a.note.trim() == text.trim()
+                    && a.hiddenfromuser == internal
+                    && a.datetime.is_none_or(|d| d >= from)
+            })
+            .map(|a| a.id.to_string()))
+    }
+
+    async fn add_note(
+        &self,
+        ticket: &str,
+        text: &str,
+        internal: bool,
+    ) -> Result<String, WriteError> {
+        let ticket_id: i64 = ticket.parse().map_err(|_| WriteError::Rejected {
+            field: None,
+            message: format!("'{ticket}' is not a Halo ticket id"),
+        })?;
+        let action = json!([{
+            "ticket_id": ticket_id,
+            "outcome": if internal { "Private Note" } else { "Note" },
+            "note": text,
+            "hiddenfromuser": internal,
+        }]);
+        let created: Action = first(
+            self.client
+                .post("/Actions", &action)
+                .await
+                .map_err(write_error)?,
+        )?;
+        Ok(created.id.to_string())
+    }
+
+    async fn set_status(&self, ticket: &str, status: &str) -> Result<(), WriteError> {
+        let ticket_id: i64 = ticket.parse().map_err(|_| WriteError::Rejected {
+            field: None,
+            message: format!("'{ticket}' is not a Halo ticket id"),
+        })?;
+        let status_id = self.status_id(status).await?;
+        // With `id`: an update. Without it Halo would create a second ticket.
+        let _: Value = self
+            .client
+            .post(
+                "/Tickets",
+                &json!([{ "id": ticket_id, "status_id": status_id }]),
+            )
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+
+    async fn ticket_status(&self, ticket: &str) -> Result<Option<(String, bool)>, WriteError> {
+        match self.read_ticket(ticket).await? {
+            None => Ok(None),
+            Some(t) => Ok(Some((
+                self.status_name(t.status_id).await?,
+                t.status_id == CLOSED_STATUS_ID,
+            ))),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.client.requests()
+    }
+}
