@@ -274,6 +274,86 @@ pub struct SyncOptions {
     pub ticket_boards: Vec<String>,
     /// Tickets in these statuses are not imported.
     pub ticket_excluded_statuses: Vec<String>,
+    /// Where each PSA status sits on the five-stage resolution stepper; statuses not listed
+    /// are placed by [`stage_of`]'s rules.
+    pub ticket_stages: Vec<StageRule>,
+}
+
+/// The five-stage resolution stepper clients see on a ticket (spec 2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    New,
+    Triaged,
+    Working,
+    Waiting,
+    Resolved,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::New,
+        Stage::Triaged,
+        Stage::Working,
+        Stage::Waiting,
+        Stage::Resolved,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::New => "New",
+            Stage::Triaged => "Triaged",
+            Stage::Working => "Working",
+            Stage::Waiting => "Waiting",
+            Stage::Resolved => "Resolved",
+        }
+    }
+}
+
+/// An admin's placement of one PSA status on the stepper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StageRule {
+    /// The PSA's status name (compared without case).
+    pub status: String,
+    pub stage: Stage,
+}
+
+/// The stage of a ticket in `status`: a closed ticket is Resolved; else the integration's
+/// rule for the status; else by the words PSAs use in their default status names
+/// ("New", "Triage", "Waiting on Client", "With User", "On Hold", "Scheduled", "In
+/// Progress", "Completed", …); anything else is Working.
+pub fn stage_of(status: &str, closed: bool, rules: &[StageRule]) -> Stage {
+    if closed {
+        return Stage::Resolved;
+    }
+    if let Some(r) = rules.iter().find(|r| r.status.eq_ignore_ascii_case(status)) {
+        return r.stage;
+    }
+    let s = status.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| s.contains(w));
+    if has(&["resolved", "complete", "closed", "cancel", "done"]) {
+        Stage::Resolved
+    } else if has(&[
+        "wait",
+        "with user",
+        "with client",
+        "with customer",
+        "with supplier",
+        "hold",
+        "pending",
+        "scheduled",
+    ]) {
+        Stage::Waiting
+    } else if has(&["new", "open", "received", "unassigned"]) {
+        Stage::New
+    } else if has(&["triage", "acknowledg", "assigned", "review"]) {
+        Stage::Triaged
+    } else {
+        Stage::Working
+    }
 }
 
 /// The ticket defaults of spec 2.20, by the PSA's names: ConnectWise board (Autotask
@@ -307,6 +387,7 @@ impl Default for SyncOptions {
             tickets: false,
             ticket_boards: vec![],
             ticket_excluded_statuses: vec![],
+            ticket_stages: vec![],
         }
     }
 }
@@ -357,6 +438,20 @@ impl SyncOptions {
                         "must be a name of 1 to 100 characters",
                     ));
                 }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in self.ticket_stages.iter().enumerate() {
+            if r.status.trim().is_empty() || r.status.len() > 100 {
+                errors.push(FieldError::new(
+                    format!("options.ticket_stages[{i}].status"),
+                    "must be a status name of 1 to 100 characters",
+                ));
+            } else if !seen.insert(r.status.to_lowercase()) {
+                errors.push(FieldError::new(
+                    format!("options.ticket_stages[{i}].status"),
+                    "this status is placed twice",
+                ));
             }
         }
         for (i, r) in self.contact_type_rules.iter().enumerate() {
@@ -613,6 +708,60 @@ impl EventLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn psa_statuses_land_on_the_stepper_and_admin_rules_win() {
+        let cases = [
+            // ConnectWise defaults
+            ("New", Stage::New),
+            ("In Progress", Stage::Working),
+            ("Waiting on Client", Stage::Waiting),
+            ("Completed", Stage::Resolved),
+            // Halo defaults
+            ("Action Required", Stage::Working),
+            ("With User", Stage::Waiting),
+            ("With Supplier", Stage::Waiting),
+            // Autotask and Syncro defaults
+            ("Waiting Customer", Stage::Waiting),
+            // The client answered: someone has to act.
+            ("Customer Note Added", Stage::Working),
+            ("Scheduled", Stage::Waiting),
+            ("Triage", Stage::Triaged),
+            ("Assigned", Stage::Triaged),
+            ("Escalated", Stage::Working),
+        ];
+        for (status, stage) in cases {
+            assert_eq!(stage_of(status, false, &[]), stage, "{status}");
+        }
+        assert_eq!(stage_of("In Progress", true, &[]), Stage::Resolved);
+        let rules = [StageRule {
+            status: "action required".into(),
+            stage: Stage::Triaged,
+        }];
+        assert_eq!(stage_of("Action Required", false, &rules), Stage::Triaged);
+        assert_eq!(stage_of("Action Required", true, &rules), Stage::Resolved);
+        let mut o = SyncOptions {
+            ticket_stages: vec![rules[0].clone(), rules[0].clone()],
+            ..SyncOptions::default()
+        };
+        let e = o.validate().unwrap_err();
+        assert_eq!(e.0[0].field, "options.ticket_stages[1].status");
+        o.ticket_stages[1].status = " ".into();
+        assert_eq!(
+            o.validate().unwrap_err().0[0].field,
+            "options.ticket_stages[1].status"
+        );
+        let parsed: SyncOptions =
+            serde_json::from_str(r#"{"ticket_stages":[{"status":"On Hold","stage":"waiting"}]}"#)
+                .unwrap();
+        assert_eq!(parsed.ticket_stages[0].stage, Stage::Waiting);
+        assert!(
+            serde_json::from_str::<SyncOptions>(
+                r#"{"ticket_stages":[{"status":"x","stage":"later"}]}"#
+            )
+            .is_err()
+        );
+    }
 
     const ADMIN: RoleId = RoleId(1);
     const STANDARD: RoleId = RoleId(2);

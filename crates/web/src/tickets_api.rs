@@ -71,6 +71,9 @@ pub struct TicketView {
     pub integration_id: Option<i64>,
     /// The ticket's id in that PSA, once it exists there.
     pub external_id: Option<String>,
+    /// Where the ticket is on the five-stage resolution stepper (its status placed by the
+    /// integration's `ticket_stages`, else by the default rules).
+    pub stage: mspbridge_domain::sync::Stage,
     pub psa_writes: Vec<PsaWrite>,
 }
 
@@ -209,7 +212,19 @@ pub(crate) async fn view(
             None => (None, None),
         },
     };
+    let rules = match integration_id {
+        Some(i) => {
+            state
+                .store
+                .sync_options(caller.tenant_id, IntegrationId(i))
+                .await?
+                .ticket_stages
+        }
+        None => vec![],
+    };
+    let stage = mspbridge_domain::sync::stage_of(&ticket.status, ticket.closed, &rules);
     Ok(TicketView {
+        stage,
         ticket,
         notes,
         integration_id,

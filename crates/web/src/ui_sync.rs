@@ -106,6 +106,8 @@ pub struct SyncView {
     pub imports_tickets: bool,
     pub ticket_boards: String,
     pub ticket_excluded_statuses: String,
+    /// "Status = Stage" lines for the resolution stepper.
+    pub ticket_stages: String,
     pub primary_role: Option<RoleId>,
     pub default_role: Option<RoleId>,
     pub next_run: Option<String>,
@@ -209,6 +211,12 @@ pub async fn sync_parts(
         imports_tickets: state.providers.imports_tickets(integration_provider),
         ticket_boards: o.ticket_boards.join(", "),
         ticket_excluded_statuses: o.ticket_excluded_statuses.join(", "),
+        ticket_stages: o
+            .ticket_stages
+            .iter()
+            .map(|r| format!("{} = {}", r.status, r.stage.label()))
+            .collect::<Vec<_>>()
+            .join("\n"),
         primary_role: o.primary_contact_role_id,
         default_role: o.default_role_id,
         next_run: schedule.as_ref().map(|s| {
@@ -316,6 +324,34 @@ pub async fn save_options(
             role_id: role.id,
         });
     }
+    let mut stages = Vec::new();
+    for (n, line) in get("ticket_stages").unwrap_or_default().lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let stage = line.split_once('=').and_then(|(st, stage)| {
+            mspbridge_domain::sync::Stage::ALL
+                .into_iter()
+                .find(|x| x.label().eq_ignore_ascii_case(stage.trim()))
+                .map(|stage| mspbridge_domain::sync::StageRule {
+                    status: st.trim().to_string(),
+                    stage,
+                })
+        });
+        match stage {
+            Some(r) => stages.push(r),
+            None => {
+                return Err(ApiError::field(
+                    &format!("options.ticket_stages[{n}]"),
+                    format!(
+                        "line {}: write 'Status = Stage', the stage one of New, Triaged, Working, Waiting, Resolved",
+                        n + 1
+                    ),
+                ));
+            }
+        }
+    }
     let interval = get("interval_minutes")
         .unwrap_or_default()
         .parse::<u32>()
@@ -342,6 +378,7 @@ pub async fn save_options(
         tickets: on("tickets"),
         ticket_boards: list("ticket_boards"),
         ticket_excluded_statuses: list("ticket_excluded_statuses"),
+        ticket_stages: stages,
     };
     validate_options(state, c, id, &options).await?;
     state

@@ -60,6 +60,8 @@ struct TicketPage {
     psa: Option<String>,
     external_id: Option<String>,
     writes: Vec<PsaWrite>,
+    /// The five stages, each with whether it is the ticket's, done, or ahead.
+    stages: Vec<(&'static str, &'static str)>,
     can_write: bool,
     error: Option<String>,
 }
@@ -195,6 +197,17 @@ async fn detail(
         psa,
         external_id: v.external_id,
         writes: v.psa_writes,
+        stages: mspbridge_domain::sync::Stage::ALL
+            .into_iter()
+            .map(|s| {
+                let state = match s.cmp(&v.stage) {
+                    std::cmp::Ordering::Less => "done",
+                    std::cmp::Ordering::Equal => "current",
+                    std::cmp::Ordering::Greater => "ahead",
+                };
+                (s.label(), state)
+            })
+            .collect(),
         can_write: c.role.allows(Permission::Write),
         error,
     })

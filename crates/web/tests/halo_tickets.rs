@@ -453,6 +453,33 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert_eq!(status, "With User");
+        assert_eq!(view(&app, id).await["stage"], "waiting");
+        // An admin places Halo's "With User" elsewhere on the stepper.
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{}/options", halo.id),
+                &app.a.owner_token,
+                Some(json!({"interval_minutes": 5, "tickets": true,
+                    "ticket_stages": [{"status": "with user", "stage": "triaged"}]})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(view(&app, id).await["stage"], "triaged");
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/integrations/{}/options", halo.id),
+                &app.a.owner_token,
+                Some(json!({"interval_minutes": 5, "tickets": true,
+                    "ticket_stages": [{"status": "", "stage": "triaged"}]})),
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_stages[0].status")),
+            "{v}"
+        );
 
         // Our own write comes back (Halo has no self-suppression) and changes nothing.
         let (s, _) = app

@@ -488,4 +488,14 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
             .and_then(|t| t.status.name.clone())
     });
     assert_eq!(in_cw.as_deref(), Some("Waiting on Client"));
+    // The resolution stepper: New and Triaged done, Working skipped past, Waiting current.
+    let page = b.get(&page_url).await;
+    assert!(
+        page.body
+            .contains(r#"<li class="current" aria-current="step">Waiting</li>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"<li class="done">Triaged</li>"#));
+    assert!(page.body.contains(r#"<li class="ahead">Resolved</li>"#));
 }
