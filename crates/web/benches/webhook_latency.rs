@@ -1,0 +1,269 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Webhook-to-portal latency: the time from an agent's status change in a PSA sandbox to
+//! the portal ticket showing it, through the webhook mspbridge registered (ConnectWise
+//! callback: signature fetched and checked; Halo webhook: Basic credentials), with no
+//! sync run involved. The web app, the store and the sandboxes run in this process on
+//! loopback; changes are made one after another and the store is polled every 2 ms.
+//!
+//!   cargo bench -p mspbridge-web --bench webhook_latency -- --db sqlite --changes 200
+//!   TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench -p mspbridge-web --bench webhook_latency -- --db postgres
+//!
+//! Halo's hosted limit (300 requests per 5 minutes) is lifted in its sandbox and client
+//! here: a webhook costs two Halo reads, and the point is our path, not Halo's budget.
+//! Prints one Markdown row per PSA.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::model::LinkedRecord;
+use mspbridge_domain::sync::{RunResult, SyncOptions};
+use mspbridge_domain::{IntegrationId, TenantId, TicketId};
+use mspbridge_providers::halo::client::HaloLimits;
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers, connectwise, halo};
+use mspbridge_sandbox::Seed;
+use mspbridge_store::Store;
+use mspbridge_vault::Vault;
+use mspbridge_web::AppState;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn providers() -> Providers {
+    Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        halo_limits: HaloLimits {
+            requests: 1_000_000,
+            window: Duration::from_secs(300),
+            backoff_floor: Duration::from_secs(1),
+        },
+        ..Default::default()
+    })
+}
+
+/// A sandbox whose tickets change on demand.
+enum Psa {
+    Cw(connectwise::sandbox::CwSandbox),
+    Halo(halo::sandbox::HaloSandbox),
+}
+
+impl Psa {
+    fn set_status(&self, id: i64, name: &str) -> bool {
+        match self {
+            Psa::Cw(s) => s.set_ticket_status(id, name),
+            Psa::Halo(s) => s.set_ticket_status(id, name),
+        }
+    }
+
+    fn ticket_ids(&self) -> Vec<i64> {
+        match self {
+            Psa::Cw(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
+            Psa::Halo(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
+        }
+    }
+}
+
+struct Setup {
+    psa: Psa,
+    _handle: mspbridge_sandbox::SandboxHandle,
+    credentials: BTreeMap<String, String>,
+    /// Two open statuses a ticket is moved between.
+    statuses: [&'static str; 2],
+}
+
+async fn sandbox(kind: ProviderKind) -> Setup {
+    let listener = mspbridge_sandbox::loopback_listener().await.unwrap();
+    let mut c = BTreeMap::new();
+    match kind {
+        ProviderKind::ConnectwiseManage => {
+            use connectwise::sandbox::*;
+            let sb = CwSandbox::new(Seed::Small);
+            let handle = sb.serve(listener).unwrap();
+            c.insert("site".into(), handle.host());
+            c.insert("company_id".into(), DEMO_COMPANY_ID.into());
+            c.insert("public_key".into(), DEMO_PUBLIC_KEY.into());
+            c.insert("private_key".into(), DEMO_PRIVATE_KEY.into());
+            c.insert("client_id".into(), DEMO_CLIENT_ID.into());
+            Setup {
+                psa: Psa::Cw(sb),
+                _handle: handle,
+                credentials: c,
+                statuses: ["In Progress", "Waiting on Client"],
+            }
+        }
+        _ => {
+            use halo::sandbox::*;
+            let sb = HaloSandbox::new(Seed::Small);
+            sb.set_rate_limit(1_000_000, Duration::from_secs(300));
+            let handle = sb.serve(listener).unwrap();
+            let host = handle.host();
+            c.insert("auth_server_url".into(), format!("https://{host}/auth"));
+            c.insert("resource_server_url".into(), format!("https://{host}/api"));
+            c.insert("tenant".into(), DEMO_TENANT.into());
+            c.insert("client_id".into(), DEMO_CLIENT_ID.into());
+            c.insert("client_secret".into(), DEMO_CLIENT_SECRET.into());
+            Setup {
+                psa: Psa::Halo(sb),
+                _handle: handle,
+                credentials: c,
+                statuses: ["In Progress", "With User"],
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn measure(store: Arc<dyn Store>, kind: ProviderKind, changes: usize, backend: &str) {
+    let vault = Arc::new(Vault::new(&[5u8; 32]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state =
+        AppState::new(store.clone(), vault.clone(), providers(), false).with_public_url(Some(base));
+    let server_state = state.clone();
+    tokio::spawn(async move {
+        mspbridge_web::serve(listener, server_state, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let setup = sandbox(kind).await;
+    let now = Utc::now();
+    let tenant = store
+        .create_tenant(&format!("Bench {}", kind.slug()), now)
+        .await
+        .unwrap();
+    let integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        kind.slug(),
+        None,
+        &setup.credentials,
+    )
+    .await
+    .unwrap();
+    let options = SyncOptions {
+        interval_minutes: 5,
+        tickets: true,
+        ..SyncOptions::default()
+    };
+    store
+        .set_sync_options(tenant.id, integration.id, &options, now)
+        .await
+        .unwrap();
+    let registered =
+        mspbridge_web::sync_api::register_webhook(&state, tenant.id, integration.id, &options)
+            .await
+            .unwrap();
+    assert!(registered.starts_with("registered"), "{registered}");
+    store
+        .request_sync(tenant.id, integration.id, now, chrono::Duration::zero())
+        .await
+        .unwrap();
+    let engine = mspbridge_sync::Engine::new(
+        store.clone(),
+        vault.clone(),
+        providers(),
+        mspbridge_sync::EngineConfig::default(),
+        "bench",
+    );
+    let run = engine.tick().await.unwrap().expect("due");
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+
+    // Open tickets in the portal, by their PSA id.
+    let links = open_tickets(&store, tenant.id, integration.id, setup.psa.ticket_ids()).await;
+    assert!(!links.is_empty(), "no open tickets imported");
+    let mut samples = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let (ext, local) = links[i % links.len()];
+        let ticket = store.get_ticket(tenant.id, local).await.unwrap();
+        let target = if ticket.status == setup.statuses[0] {
+            setup.statuses[1]
+        } else {
+            setup.statuses[0]
+        };
+        let t0 = Instant::now();
+        assert!(setup.psa.set_status(ext, target));
+        loop {
+            if store.get_ticket(tenant.id, local).await.unwrap().status == target {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "change {i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "| {} | {backend} | {changes} | {} | {} | {} | {} | {} |",
+        kind.descriptor().name,
+        links.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.95)),
+        ms(*samples.last().unwrap()),
+        ms(mean),
+    );
+}
+
+/// (PSA id, portal id) of every imported open ticket.
+async fn open_tickets(
+    store: &Arc<dyn Store>,
+    tenant: TenantId,
+    integration: IntegrationId,
+    ids: Vec<i64>,
+) -> Vec<(i64, TicketId)> {
+    let mut out = Vec::new();
+    for ext in ids {
+        if let Some(link) = store
+            .find_link(tenant, integration, LinkedRecord::Ticket, &ext.to_string())
+            .await
+            .unwrap()
+        {
+            let id = TicketId(link.local_id);
+            if !store.get_ticket(tenant, id).await.unwrap().closed {
+                out.push((ext, id));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    mspbridge_providers::outbound::install_crypto_provider();
+    let changes: usize = arg("--changes", "200").parse().unwrap();
+    let db = arg("--db", "sqlite");
+    println!(
+        "| PSA | database | changes | open tickets cycled | p50 | p95 | max | mean |\n|---|---|---|---|---|---|---|---|"
+    );
+    for kind in [ProviderKind::ConnectwiseManage, ProviderKind::HaloPsa] {
+        let test_db = match db.as_str() {
+            "postgres" => mspbridge_store::test_support::postgres()
+                .await
+                .unwrap()
+                .expect("set TEST_DATABASE_URL for --db postgres"),
+            _ => mspbridge_store::test_support::sqlite().await.unwrap(),
+        };
+        measure(test_db.store.clone(), kind, changes, &db).await;
+    }
+}
