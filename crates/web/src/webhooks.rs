@@ -176,14 +176,13 @@ async fn handle(
         .await
         .map_err(|e| unavailable(&e))?;
     let cb = verify(state, kind, tenant, id, &creds, headers, body).await?;
-    let sig_hash = cb.key.clone();
     let now = state.now();
     let fresh = state
         .store
         .record_webhook(
             tenant,
             id,
-            &sig_hash,
+            &cb.key,
             &cb.kind,
             &cb.action,
             &cb.id.to_string(),
@@ -218,7 +217,7 @@ async fn handle(
             Err(e) => tracing::warn!(error = %e, "could not queue the ticket sync"),
         }
     }
-    let _ = state.store.webhook_outcome(id, &sig_hash, &outcome).await;
+    let _ = state.store.webhook_outcome(id, &cb.key, &outcome).await;
     tracing::info!(kind = %cb.kind, record = cb.id, outcome = %outcome, "webhook applied");
     Ok(outcome)
 }

@@ -56,20 +56,42 @@ async fn connect_halo(app: &TestApp) -> Halo {
     }
 }
 
+async fn put_options(app: &TestApp, id: i64, body: Value) -> (u16, Value) {
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/integrations/{id}/options"),
+        &app.a.owner_token,
+        Some(body),
+    )
+    .await
+}
+
 async fn set_options(app: &TestApp, id: i64) -> Value {
-    let (s, v) = app
-        .call(
-            Method::PUT,
-            &format!("/api/v1/integrations/{id}/options"),
-            &app.a.owner_token,
-            Some(
-                json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
-                "board": "Projects", "status": "New", "priority": "Low"}}),
-            ),
-        )
-        .await;
+    let (s, v) = put_options(
+        app,
+        id,
+        json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
+            "board": "Projects", "status": "New", "priority": "Low"}}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     v
+}
+
+/// A portal status change of ticket `id`; the answer's status code.
+async fn set_status(app: &TestApp, id: i64, status: &str) -> u16 {
+    app.call(
+        Method::PATCH,
+        &format!("/api/v1/tickets/{id}"),
+        &app.a.owner_token,
+        Some(json!({ "status": status })),
+    )
+    .await
+    .0
+}
+
+fn halo_status(sb: &HaloSandbox, id: i64) -> i64 {
+    sb.with_data(|d| d.tickets.iter().find(|t| t.id == id).unwrap().status_id)
 }
 
 async fn sync(app: &TestApp, id: i64) -> mspbridge_sync::RunSummary {
@@ -282,27 +304,11 @@ async fn halo_tickets_import_and_portal_writes_round_trip_without_duplicates() {
         );
 
         // A status change is an update with `id`: no second ticket.
-        let (s, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/tickets/{ticket}"),
-                &app.a.owner_token,
-                Some(json!({"status": "In Progress"})),
-            )
-            .await;
-        assert_eq!(s, 200);
+        assert_eq!(set_status(&app, ticket, "In Progress").await, 200);
         let d = drain(&app, Duration::zero()).await;
         assert_eq!(d.done, 1, "{d:?}");
         assert_eq!(count(), n_before + 1);
-        assert_eq!(
-            halo.sb.with_data(|d| d
-                .tickets
-                .iter()
-                .find(|t| t.id == mine.id)
-                .unwrap()
-                .status_id),
-            2
-        );
+        assert_eq!(halo_status(&halo.sb, mine.id), 2);
 
         // The sync sees our ticket and notes: linked, not imported again.
         sync(&app, halo.id).await;
@@ -313,15 +319,7 @@ async fn halo_tickets_import_and_portal_writes_round_trip_without_duplicates() {
         assert_eq!(ours[5].as_array().unwrap().len(), 2, "{ours}");
 
         // Both sides change the status: held as a conflict, not overwritten.
-        let (s, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/tickets/{ticket}"),
-                &app.a.owner_token,
-                Some(json!({"status": "With User"})),
-            )
-            .await;
-        assert_eq!(s, 200);
+        assert_eq!(set_status(&app, ticket, "With User").await, 200);
         assert!(halo.sb.set_ticket_status(mine.id, "Action Required"));
         let d = drain(&app, Duration::zero()).await;
         assert_eq!(d.failed, 1, "{d:?}");
@@ -339,16 +337,7 @@ async fn halo_tickets_import_and_portal_writes_round_trip_without_duplicates() {
                 .starts_with("conflict:"),
             "{conflict}"
         );
-        assert_eq!(
-            halo.sb.with_data(|d| d
-                .tickets
-                .iter()
-                .find(|t| t.id == mine.id)
-                .unwrap()
-                .status_id),
-            3,
-            "Halo's change stays"
-        );
+        assert_eq!(halo_status(&halo.sb, mine.id), 3, "Halo's change stays");
 
         // Retry writes it anyway.
         let wid = conflict["id"].as_i64().unwrap();
@@ -362,15 +351,7 @@ async fn halo_tickets_import_and_portal_writes_round_trip_without_duplicates() {
         assert_eq!(s, 200, "{v}");
         let d = drain(&app, Duration::zero()).await;
         assert_eq!(d.done, 1, "{d:?}");
-        assert_eq!(
-            halo.sb.with_data(|d| d
-                .tickets
-                .iter()
-                .find(|t| t.id == mine.id)
-                .unwrap()
-                .status_id),
-            4
-        );
+        assert_eq!(halo_status(&halo.sb, mine.id), 4);
 
         // Clear & Resync rebuilds the same tickets (portal ids aside; the portal's own
         // notes come back as Halo has them, by the API's agent).
@@ -455,26 +436,22 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
         assert_eq!(status, "With User");
         assert_eq!(view(&app, id).await["stage"], "waiting");
         // An admin places Halo's "With User" elsewhere on the stepper.
-        let (s, v) = app
-            .call(
-                Method::PUT,
-                &format!("/api/v1/integrations/{}/options", halo.id),
-                &app.a.owner_token,
-                Some(json!({"interval_minutes": 5, "tickets": true,
-                    "ticket_stages": [{"status": "with user", "stage": "triaged"}]})),
-            )
-            .await;
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"interval_minutes": 5, "tickets": true,
+                    "ticket_stages": [{"status": "with user", "stage": "triaged"}]}),
+        )
+        .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(view(&app, id).await["stage"], "triaged");
-        let (s, v) = app
-            .call(
-                Method::PUT,
-                &format!("/api/v1/integrations/{}/options", halo.id),
-                &app.a.owner_token,
-                Some(json!({"interval_minutes": 5, "tickets": true,
-                    "ticket_stages": [{"status": "", "stage": "triaged"}]})),
-            )
-            .await;
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"interval_minutes": 5, "tickets": true,
+                    "ticket_stages": [{"status": "", "stage": "triaged"}]}),
+        )
+        .await;
         assert_eq!(
             (s, v["field"].as_str()),
             (422, Some("options.ticket_stages[0].status")),
@@ -482,15 +459,7 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
         );
 
         // Our own write comes back (Halo has no self-suppression) and changes nothing.
-        let (s, _) = app
-            .call(
-                Method::PATCH,
-                &format!("/api/v1/tickets/{id}"),
-                &app.a.owner_token,
-                Some(json!({"status": "In Progress"})),
-            )
-            .await;
-        assert_eq!(s, 200);
+        assert_eq!(set_status(&app, id, "In Progress").await, 200);
         let sent = halo.sb.webhooks_sent();
         assert_eq!(drain(&app, Duration::zero()).await.done, 1);
         assert_eq!(halo.sb.webhooks_sent(), sent + 1, "the echo was sent");

@@ -272,6 +272,23 @@ impl HaloClient {
             .await
     }
 
+    /// Writes one record: Halo takes a JSON array even for one (trap 1: an object with
+    /// `id` updates that record, one without creates a new one) and answers with the record
+    /// written, some versions as a one-element array.
+    pub async fn post_one<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        record: serde_json::Value,
+    ) -> Result<T, HaloError> {
+        let answer: serde_json::Value = self.post(path, &serde_json::json!([record])).await?;
+        let one = match answer {
+            serde_json::Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
+            other => other,
+        };
+        serde_json::from_value(one)
+            .map_err(|e| HaloError::Decode(format!("the answer to a write could not be read: {e}")))
+    }
+
     async fn request<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

@@ -98,6 +98,8 @@ struct State_ {
     issued: Mutex<u64>,
     raw_edits: RawEdits,
     webhooks_sent: std::sync::atomic::AtomicU64,
+    /// Bodies built so far: each delivery's `id` is unique.
+    bodies: std::sync::atomic::AtomicU64,
     /// Writes still to apply with their answer lost (a 504 after the change is made).
     lost_answers: std::sync::atomic::AtomicU32,
 }
@@ -335,6 +337,7 @@ impl HaloSandbox {
                 issued: Mutex::new(0),
                 raw_edits: RawEdits::default(),
                 webhooks_sent: std::sync::atomic::AtomicU64::new(0),
+                bodies: std::sync::atomic::AtomicU64::new(0),
                 lost_answers: std::sync::atomic::AtomicU32::new(0),
             }),
             faults: Faults::default(),
@@ -1035,9 +1038,7 @@ fn add_action(s: &Arc<State_>, ticket: i64, note: &str, hidden: bool, who: &str)
 }
 
 fn webhook_body(s: &State_, event: &str, id: i64) -> Vec<u8> {
-    let n = s
-        .webhooks_sent
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let n = s.bodies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = match s.data.read() {
         Ok(d) => d,
         Err(p) => p.into_inner(),
@@ -1065,6 +1066,8 @@ fn notify(s: &Arc<State_>, event: &'static str, ticket: i64) {
         return;
     };
     for hook in hooks {
+        s.webhooks_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = webhook_body(s, event, ticket);
         rt.spawn(async move {
             let mut req = reqwest::Client::new()

@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 
 use super::client::{HaloClient, HaloError};
 use super::wire::{
-    Action, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User, UserRole,
-    halo_date,
+    Action, ActionList, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User,
+    UserRole, halo_date,
 };
 use crate::source::*;
 
@@ -35,13 +35,6 @@ struct Envelope {
     users: Option<Vec<Box<RawValue>>>,
     #[serde(default)]
     tickets: Option<Vec<Box<RawValue>>>,
-}
-
-/// `GET /Actions?ticket_id=` answer: `{record_count, actions: [...]}`.
-#[derive(Deserialize)]
-struct ActionList {
-    #[serde(default)]
-    actions: Vec<Box<RawValue>>,
 }
 
 /// Names of the ids a ticket carries, read once per source.

@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::client::{HaloClient, HaloError};
-use super::wire::{Action, CLOSED_STATUS_ID, Named, Priority, Status, Ticket, halo_date};
+use super::wire::{
+    Action, ActionList, CLOSED_STATUS_ID, Named, Priority, Status, Ticket, TicketPage, halo_date,
+};
+use crate::source::read_rows;
 use crate::tickets::{NewVendorTicket, TicketWriter, WriteError};
 
 /// Where a Halo admin lets the API application's agent create and edit tickets.
@@ -20,7 +23,10 @@ const WRITE_SETTING: &str =
 
 pub struct HaloTicketWriter {
     client: HaloClient,
+    /// The lists names are resolved in, read once per writer (one writer serves a drain).
     statuses: OnceCell<Vec<Status>>,
+    teams: OnceCell<Vec<Named>>,
+    priorities: OnceCell<Vec<Priority>>,
 }
 
 /// What a Halo error means for the outbox.
@@ -58,15 +64,10 @@ pub fn write_error(e: HaloError) -> WriteError {
     }
 }
 
-/// Halo answers a POST of one record with that record, some versions with an array of it.
-fn first<T: DeserializeOwned>(v: Value) -> Result<T, WriteError> {
-    let one = match v {
-        Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
-        other => other,
-    };
-    serde_json::from_value(one).map_err(|e| WriteError::Transient {
-        message: format!("Halo's answer to a write could not be read: {e}"),
-        retry_after: None,
+fn ticket_id(ticket: &str) -> Result<i64, WriteError> {
+    ticket.parse().map_err(|_| WriteError::Rejected {
+        field: None,
+        message: format!("'{ticket}' is not a Halo ticket id"),
     })
 }
 
@@ -82,18 +83,28 @@ impl HaloTicketWriter {
         Self {
             client,
             statuses: OnceCell::new(),
+            teams: OnceCell::new(),
+            priorities: OnceCell::new(),
         }
     }
 
+    /// The list at `path`, read on first use.
+    async fn list<'a, T: DeserializeOwned>(
+        &self,
+        cell: &'a OnceCell<Vec<T>>,
+        path: &str,
+    ) -> Result<&'a Vec<T>, WriteError> {
+        cell.get_or_try_init(|| async {
+            self.client
+                .get_retrying::<Vec<T>>(path, &[])
+                .await
+                .map_err(write_error)
+        })
+        .await
+    }
+
     async fn statuses(&self) -> Result<&Vec<Status>, WriteError> {
-        self.statuses
-            .get_or_try_init(|| async {
-                self.client
-                    .get_retrying::<Vec<Status>>("/Status", &[])
-                    .await
-                    .map_err(write_error)
-            })
-            .await
+        self.list(&self.statuses, "/Status").await
     }
 
     async fn status_id(&self, name: &str) -> Result<i64, WriteError> {
@@ -153,23 +164,20 @@ impl TicketWriter for HaloTicketWriter {
                 ("page_size", "100".into()),
                 ("page_no", page.to_string()),
             ];
-            let v: Value = self
+            let answer: TicketPage = self
                 .client
                 .get_retrying("/Tickets", &query)
                 .await
                 .map_err(write_error)?;
-            let rows: Vec<Ticket> = v
-                .get("tickets")
-                .and_then(|r| serde_json::from_value(r.clone()).ok())
-                .unwrap_or_default();
+            let n = answer.tickets.len();
+            let (rows, _, _) = read_rows::<Ticket>(answer.tickets);
             if let Some(found) = rows
                 .iter()
                 .find(|r| r.third_party_id_string.as_deref() == Some(t.marker.as_str()))
             {
                 return Ok(Some(found.id.to_string()));
             }
-            let total = v.get("record_count").and_then(Value::as_u64).unwrap_or(0);
-            if rows.is_empty() || page * 100 >= total {
+            if n == 0 || page * 100 >= answer.record_count.unwrap_or(0) {
                 return Ok(None);
             }
             page += 1;
@@ -191,12 +199,9 @@ impl TicketWriter for HaloTicketWriter {
             "third_party_id_string": t.marker,
         });
         if let Some(team) = &t.defaults.board {
-            let teams: Vec<Named> = self
-                .client
-                .get_retrying("/Team", &[])
-                .await
-                .map_err(write_error)?;
-            let found = teams
+            let found = self
+                .list(&self.teams, "/Team")
+                .await?
                 .iter()
                 .find(|x| x.name.eq_ignore_ascii_case(team))
                 .ok_or_else(|| not_found("board", team))?;
@@ -206,23 +211,19 @@ impl TicketWriter for HaloTicketWriter {
             ticket["status_id"] = json!(self.status_id(s).await?);
         }
         if let Some(p) = &t.defaults.priority {
-            let list: Vec<Priority> = self
-                .client
-                .get_retrying("/Priority", &[])
-                .await
-                .map_err(write_error)?;
-            let found = list
+            let found = self
+                .list(&self.priorities, "/Priority")
+                .await?
                 .iter()
                 .find(|x| x.name.eq_ignore_ascii_case(p))
                 .ok_or_else(|| not_found("priority", p))?;
             ticket["priority_id"] = json!(found.priorityid);
         }
-        let created: Ticket = first(
-            self.client
-                .post("/Tickets", &json!([ticket]))
-                .await
-                .map_err(write_error)?,
-        )?;
+        let created: Ticket = self
+            .client
+            .post_one("/Tickets", ticket)
+            .await
+            .map_err(write_error)?;
         Ok(created.id.to_string())
     }
 
@@ -233,25 +234,19 @@ impl TicketWriter for HaloTicketWriter {
         internal: bool,
         since: DateTime<Utc>,
     ) -> Result<Option<String>, WriteError> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            #[serde(default)]
-            actions: Vec<Value>,
-        }
         let query = [
             ("ticket_id", ticket.to_string()),
             ("excludesys", "true".to_string()),
         ];
-        let list: List = self
+        let list: ActionList = self
             .client
             .get_retrying("/Actions", &query)
             .await
             .map_err(write_error)?;
         let from = since - chrono::Duration::minutes(5);
-        Ok(list
-            .actions
+        let (actions, _, _) = read_rows::<Action>(list.actions);
+        Ok(actions
             .into_iter()
-            .filter_map(|a| serde_json::from_value::<Action>(a).ok())
             .find(|a| {
                 a.note.trim() == text.trim()
                     && a.hiddenfromuser == internal
@@ -266,37 +261,28 @@ impl TicketWriter for HaloTicketWriter {
         text: &str,
         internal: bool,
     ) -> Result<String, WriteError> {
-        let ticket_id: i64 = ticket.parse().map_err(|_| WriteError::Rejected {
-            field: None,
-            message: format!("'{ticket}' is not a Halo ticket id"),
-        })?;
-        let action = json!([{
-            "ticket_id": ticket_id,
+        let action = json!({
+            "ticket_id": ticket_id(ticket)?,
             "outcome": if internal { "Private Note" } else { "Note" },
             "note": text,
             "hiddenfromuser": internal,
-        }]);
-        let created: Action = first(
-            self.client
-                .post("/Actions", &action)
-                .await
-                .map_err(write_error)?,
-        )?;
+        });
+        let created: Action = self
+            .client
+            .post_one("/Actions", action)
+            .await
+            .map_err(write_error)?;
         Ok(created.id.to_string())
     }
 
     async fn set_status(&self, ticket: &str, status: &str) -> Result<(), WriteError> {
-        let ticket_id: i64 = ticket.parse().map_err(|_| WriteError::Rejected {
-            field: None,
-            message: format!("'{ticket}' is not a Halo ticket id"),
-        })?;
         let status_id = self.status_id(status).await?;
         // With `id`: an update. Without it Halo would create a second ticket.
         let _: Value = self
             .client
-            .post(
+            .post_one(
                 "/Tickets",
-                &json!([{ "id": ticket_id, "status_id": status_id }]),
+                json!({ "id": ticket_id(ticket)?, "status_id": status_id }),
             )
             .await
             .map_err(write_error)?;

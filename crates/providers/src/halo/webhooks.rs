@@ -47,14 +47,8 @@ pub async fn register(client: &HaloClient, url: &str, secret: &str) -> Result<i6
     if let Some(found) = existing.iter().find(|w| w.url == url) {
         hook["id"] = json!(found.id);
     }
-    let written: Value = client.post("/Webhook", &json!([hook])).await?;
-    let one = match written {
-        Value::Array(mut a) if !a.is_empty() => a.swap_remove(0),
-        other => other,
-    };
-    one.get("id")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| HaloError::Decode("the webhook answer has no id".into()))
+    let written: Registered = client.post_one("/Webhook", hook).await?;
+    Ok(written.id)
 }
 
 /// What a delivery says: the event and the ticket it is about.

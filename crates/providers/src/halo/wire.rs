@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// `POST {auth}/token` answer (client-credentials grant).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +158,23 @@ pub struct Ticket {
     /// An integration's own reference for the ticket: mspbridge's outbox marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub third_party_id_string: Option<String>,
+}
+
+/// A `GET /Tickets` page: `{page_no, page_size, record_count, tickets: [...]}`. Rows stay
+/// raw so one unreadable row does not hide the others.
+#[derive(Deserialize)]
+pub struct TicketPage {
+    #[serde(default)]
+    pub record_count: Option<u64>,
+    #[serde(default)]
+    pub tickets: Vec<Box<RawValue>>,
+}
+
+/// A `GET /Actions?ticket_id=` answer: `{record_count, actions: [...]}`, rows raw.
+#[derive(Deserialize)]
+pub struct ActionList {
+    #[serde(default)]
+    pub actions: Vec<Box<RawValue>>,
 }
 
 /// An action (note, email, time entry) on a ticket, schema `Actions`.
