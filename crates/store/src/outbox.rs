@@ -54,7 +54,7 @@ pub struct OutboxItem {
     pub note_id: Option<i64>,
     pub marker: String,
     pub payload: serde_json::Value,
-    /// `pending`, `done` or `failed` (failed rows wait for a manual retry).
+    /// `pending`, `done`, `failed` (waiting for a manual retry or discard) or `discarded`.
     pub state: String,
     pub attempts: i32,
     /// The vendor's message from the last failed attempt.
@@ -202,6 +202,14 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Option<(TicketId, bool)>>;
     /// Makes a failed row pending again, due now.
     async fn retry_outbox(
+        &self,
+        tenant: TenantId,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<OutboxItem>;
+    /// Gives up on a failed row (it stays listed as `discarded`); a discarded status change
+    /// gives the ticket back the status the PSA has.
+    async fn discard_outbox(
         &self,
         tenant: TenantId,
         id: i64,
@@ -593,7 +601,7 @@ macro_rules! impl_outbox_store {
                         "UPDATE tickets SET psa_status = $3, \
                            status = CASE WHEN pending.n > 0 THEN status ELSE $3 END, closed = CASE WHEN pending.n > 0 THEN closed ELSE $4 END, \
                            updated_at = $5 \
-                         FROM (SELECT COUNT(*) AS n FROM outbox WHERE ticket_id = $2 AND op = 'set_status' AND state <> 'done') AS pending \
+                         FROM (SELECT COUNT(*) AS n FROM outbox WHERE ticket_id = $2 AND op = 'set_status' AND state IN ('pending', 'failed')) AS pending \
                          WHERE tenant_id = $1 AND id = $2 AND (psa_status IS NULL OR psa_status <> $3 OR (pending.n = 0 AND (status <> $3 OR closed <> $4)))",
                     )
                     .bind(tenant.0)
@@ -604,6 +612,47 @@ macro_rules! impl_outbox_store {
                     .execute(&self.pool)
                     .await?;
                     Ok(Some((TicketId(id), changed.rows_affected() == 1)))
+                }
+
+                async fn discard_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {
+                    let mut tx = self.pool.begin().await?;
+                    let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "UPDATE outbox SET state = 'discarded', updated_at = $3 \
+                         WHERE tenant_id = $1 AND id = $2 AND state = 'failed' RETURNING {OUTBOX_COLUMNS}"
+                    )))
+                    .bind(tenant.0)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(row) = row else {
+                        tx.rollback().await?;
+                        let exists: Option<(String,)> = sqlx::query_as("SELECT state FROM outbox WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.0)
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        return match exists {
+                            None => Err(StoreError::NotFound),
+                            Some((s,)) => Err(StoreError::Conflict(format!("only a failed write can be discarded; this one is {s}"))),
+                        };
+                    };
+                    let item: OutboxItem = row.try_into()?;
+                    if item.op == OutboxOp::SetStatus {
+                        // Nothing else waiting to change it: the ticket shows the PSA's status again.
+                        sqlx::query(
+                            "UPDATE tickets SET status = COALESCE(psa_status, status), updated_at = $3 \
+                             WHERE tenant_id = $1 AND id = $2 AND psa_status IS NOT NULL AND NOT EXISTS \
+                               (SELECT 1 FROM outbox WHERE ticket_id = $2 AND op = 'set_status' AND state IN ('pending', 'failed'))",
+                        )
+                        .bind(tenant.0)
+                        .bind(item.ticket_id.0)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(item)
                 }
 
                 async fn retry_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {

@@ -580,7 +580,7 @@ macro_rules! impl_sync_store {
                         }
                         // The newest status change not yet written (pending, or refused and kept).
                         let mut query = sqlx::query_as::<_, (i64, String)>(sql(format!(
-                            "SELECT ticket_id, payload FROM outbox WHERE tenant_id = $1 AND op = 'set_status' AND state <> 'done' \
+                            "SELECT ticket_id, payload FROM outbox WHERE tenant_id = $1 AND op = 'set_status' AND state IN ('pending', 'failed') \
                              AND ticket_id IN ({ps}) ORDER BY id"
                         )))
                         .bind(tenant.0);
@@ -620,7 +620,7 @@ macro_rules! impl_sync_store {
                         }
                         let mine = "SELECT local_id FROM external_links WHERE tenant_id = $1 AND integration_id = $2 AND record_kind = 'ticket'";
                         let (waiting,): (i64,) = sqlx::query_as(sql(format!(
-                            "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND state <> 'done' AND ticket_id IN ({mine})"
+                            "SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND state IN ('pending', 'failed') AND ticket_id IN ({mine})"
                         )))
                         .bind(tenant.0)
                         .bind(id.0)
@@ -628,7 +628,7 @@ macro_rules! impl_sync_store {
                         .await?;
                         if waiting > 0 {
                             return Err(StoreError::Conflict(format!(
-                                "{waiting} portal change(s) to these tickets are not written to the PSA yet; let them finish (or retry the failed ones) before Clear & Resync"
+                                "{waiting} portal change(s) to these tickets are not written to the PSA yet; let them finish (or retry or discard the failed ones) before Clear & Resync"
                             )));
                         }
                         sqlx::query(sql(format!(

@@ -494,15 +494,38 @@ pub async fn list_outbox(
     caller.require(Permission::Read)?;
     let wanted = p.state.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = wanted
-        && !["pending", "done", "failed"].contains(&s)
+        && !["pending", "done", "failed", "discarded"].contains(&s)
     {
-        return Err(ApiError::field("state", "must be pending, done or failed"));
+        return Err(ApiError::field(
+            "state",
+            "must be pending, done, failed or discarded",
+        ));
     }
     let rows = state
         .store
         .list_outbox(caller.tenant_id, wanted, p.limit.unwrap_or(100))
         .await?;
     Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+/// Gives up on a failed write: it stays listed as `discarded`, no longer blocks Clear &
+/// Resync, and a discarded status change gives the ticket back the PSA's status.
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/discard", tag = "tickets", params(("id" = i64, Path)),
+    responses((status = 200, body = PsaWrite), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn discard_outbox(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<Json<PsaWrite>, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = path_id(&raw, "id", "an outbox id")?;
+    Ok(Json(
+        state
+            .store
+            .discard_outbox(caller.tenant_id, id, state.now())
+            .await?
+            .into(),
+    ))
 }
 
 /// Tries a failed write again (the worker picks it up within a second or so).

@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/tickets", get(list_page).post(create_form))
         .route("/tickets/{id}", get(ticket_page))
         .route("/tickets/{id}/{action}", post(ticket_form))
-        .route("/tickets/{id}/writes/{write}/retry", post(retry_form))
+        .route("/tickets/{id}/writes/{write}/{action}", post(write_form))
 }
 
 struct Line {
@@ -275,20 +275,23 @@ async fn ticket_form(
     after_form(&state, &c, &raw, r).await
 }
 
-async fn retry_form(
+/// Retry or Discard a failed write.
+async fn write_form(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
-    Path((raw, write)): Path<(String, String)>,
+    Path((raw, write, action)): Path<(String, String, String)>,
     axum::Form(form): axum::Form<HashMap<String, String>>,
 ) -> Response {
     let done = async {
         c.check_csrf(form.get("csrf").map(String::as_str))?;
         c.require(Permission::Write)?;
         let write = crate::api::path_id(&write, "write", "an outbox id")?;
-        state
-            .store
-            .retry_outbox(c.tenant_id, write, state.now())
-            .await?;
+        let now = state.now();
+        match action.as_str() {
+            "retry" => state.store.retry_outbox(c.tenant_id, write, now).await?,
+            "discard" => state.store.discard_outbox(c.tenant_id, write, now).await?,
+            _ => return Err(ApiError::NotFound),
+        };
         Ok(())
     };
     let r = done.await;
