@@ -742,8 +742,16 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         )
         .await?;
     // Syncro has no contact types: the primary-contact rule and the default role apply.
+    // Its tickets are imported too; Syncro has no webhook API, so the demo plays the admin
+    // who pastes the integration's secret URL into Syncro's Notification Center.
     let syncro_options = mspbridge_domain::sync::SyncOptions {
         contact_type_rules: vec![],
+        tickets: true,
+        ticket_defaults: mspbridge_domain::sync::TicketDefaults {
+            board: Some("Hardware".into()),
+            status: Some("New".into()),
+            priority: Some("2 Normal".into()),
+        },
         ..options.clone()
     };
     store
@@ -754,6 +762,15 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             chrono::Utc::now(),
         )
         .await?;
+    if let Some(url) = mspbridge_web::webhooks::url(
+        &state,
+        ProviderKind::Syncro,
+        tenant.id.0,
+        syncro_integration.id.0,
+    ) {
+        syncro_sandbox.set_notification_url(Some(url));
+        println!("Syncro notifications set up in the sandbox's Notification Center");
+    }
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
         state.vault.clone(),

@@ -143,15 +143,35 @@ pub fn message_of(body: &str) -> String {
     let v: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let found = match &v {
         Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(serde_json::Value::Object(m)) => ["message", "error_description", "error", "title"]
-            .iter()
-            .find_map(|k| m.get(*k).and_then(|x| x.as_str()).map(str::to_string)),
+        Some(serde_json::Value::Object(m)) => {
+            ["message", "error_description", "error", "title", "errors"]
+                .iter()
+                .find_map(|k| m.get(*k).and_then(text_of))
+        }
         _ => None,
     };
     found
         .unwrap_or_else(|| body.trim().chars().take(300).collect())
         .trim()
         .to_string()
+}
+
+/// A message field's text: a string, or a list of strings (Syncro's
+/// `{"message": ["Subject can't be blank"]}`, Autotask's `{"errors": [...]}`) joined.
+fn text_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(items) => {
+            let parts: Vec<&str> = items.iter().filter_map(|x| x.as_str()).collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        }
+        _ => None,
+    }
+}
+
+/// Equal, compared in constant time for equal lengths (webhook secrets).
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Percent-encodes a query or form value (RFC 3986 unreserved characters stay).
@@ -250,6 +270,24 @@ impl RollingWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_messages_in_lists_are_joined() {
+        assert_eq!(
+            message_of(
+                r#"{"success":false,"message":["Body can't be blank","Subject can't be blank"]}"#
+            ),
+            "Body can't be blank; Subject can't be blank"
+        );
+        assert_eq!(
+            message_of(r#"{"errors":["Missing Required Field: title."]}"#),
+            "Missing Required Field: title."
+        );
+        assert_eq!(
+            message_of(r#"{"error":"Customer required field"}"#),
+            "Customer required field"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_window_spreads_requests_over_time() {

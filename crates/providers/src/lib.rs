@@ -142,7 +142,7 @@ impl Providers {
     pub fn imports_tickets(&self, kind: ProviderKind) -> bool {
         matches!(
             kind,
-            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa
+            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa | ProviderKind::Syncro
         )
     }
 
@@ -150,7 +150,7 @@ impl Providers {
     pub fn writes_tickets(&self, kind: ProviderKind) -> bool {
         matches!(
             kind,
-            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa
+            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa | ProviderKind::Syncro
         )
     }
 
@@ -189,6 +189,16 @@ impl Providers {
                             as Box<dyn tickets::TicketWriter>
                     })
                     .map_err(halo::tickets::write_error),
+            ),
+            ProviderKind::Syncro => Some(
+                syncro::Syncro::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                    .map(|c| {
+                        Box::new(syncro::tickets::SyncroTicketWriter::new(
+                            c.with_retry(retry),
+                        )) as Box<dyn tickets::TicketWriter>
+                    })
+                    .map_err(syncro::tickets::write_error),
             ),
             _ => None,
         }

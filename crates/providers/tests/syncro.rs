@@ -16,6 +16,7 @@ use mspbridge_providers::http::RetryPolicy;
 use mspbridge_providers::source::{PageRequest, PsaSource};
 use mspbridge_providers::syncro::client::SyncroSettings;
 use mspbridge_providers::syncro::sandbox::*;
+use mspbridge_providers::tickets::{NewVendorTicket, TicketDefaults, WriteError};
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
 
@@ -102,7 +103,7 @@ async fn test_connection_names_each_failure() {
         .collect();
     assert_eq!(by["companies"], &AreaResult::Granted);
     assert_eq!(by["technicians"], &AreaResult::Granted);
-    assert_eq!(by["tickets"], &AreaResult::GrantedNoData);
+    assert_eq!(by["tickets"], &AreaResult::Granted);
 
     let r = test(creds(DEMO_SUBDOMAIN, "wrong-token")).await;
     assert!(
@@ -262,6 +263,7 @@ async fn every_request_matches_the_syncro_openapi_document() {
         }))
         .unwrap();
     let (sb, h) = start(Seed::Companies(60)).await;
+    sb.with_data(|d| add_tickets(d, 2, 1));
     let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
     let p = roomy(&h);
     p.connector(ProviderKind::Syncro)
@@ -272,15 +274,121 @@ async fn every_request_matches_the_syncro_openapi_document() {
     src.companies(&PageRequest::default()).await.unwrap();
     all_contacts(src.as_ref()).await;
     src.technicians(&PageRequest::default()).await.unwrap();
+    // Tickets: every page, incremental, comments; then every write.
+    let tickets = src.ticket_source().unwrap();
+    let mut req = PageRequest::default();
+    let mut ids = Vec::new();
+    loop {
+        let page = tickets.tickets(&req).await.unwrap();
+        ids.extend(page.records.iter().map(|t| t.external_id.clone()));
+        match page.next {
+            Some(n) => req.after = Some(n),
+            None => break,
+        }
+    }
+    assert!(ids.len() > 25, "more than one page: {}", ids.len());
+    tickets
+        .tickets(&PageRequest {
+            since: Some(Utc::now() - chrono::Duration::days(1)),
+            after: None,
+        })
+        .await
+        .unwrap();
+    let notes = tickets.ticket_notes(&ids[..3]).await.unwrap();
+    assert_eq!(notes.by_ticket.len(), 3);
+    let w = p
+        .ticket_writer(ProviderKind::Syncro, &c, RetryPolicy::interactive())
+        .await
+        .unwrap()
+        .unwrap();
+    let customer = sb.with_data(|d| d.customers[0].id.to_string());
+    let new = NewVendorTicket {
+        company_external_id: customer,
+        summary: "Scanner jams".into(),
+        description: "Since Monday.".into(),
+        marker: "msb-contract".into(),
+        defaults: TicketDefaults {
+            board: Some("Hardware".into()),
+            status: Some("new".into()),
+            priority: Some("2 Normal".into()),
+        },
+    };
+    let since = Utc::now();
+    assert_eq!(w.find_ticket(&new, since).await.unwrap(), None);
+    let id = w.create_ticket(&new).await.unwrap();
+    assert_eq!(w.find_ticket(&new, since).await.unwrap(), Some(id.clone()));
+    assert_eq!(w.find_note(&id, "Hello", true, since).await.unwrap(), None);
+    let note = w.add_note(&id, "Hello", true).await.unwrap();
+    assert_eq!(
+        w.find_note(&id, "Hello", true, since).await.unwrap(),
+        Some(note)
+    );
+    assert_eq!(w.find_note(&id, "Hello", false, since).await.unwrap(), None);
+    w.set_status(&id, "resolved").await.unwrap();
+    assert_eq!(
+        w.ticket_status(&id).await.unwrap(),
+        Some(("Resolved".to_string(), true))
+    );
+    let refused = w.set_status(&id, "Parked").await.unwrap_err();
+    assert!(
+        matches!(&refused, WriteError::Rejected { field: Some(f), message } if f == "status" && message.contains("Waiting on Customer")),
+        "{refused:?}"
+    );
     let seen = sb.seen();
     assert!(seen.len() > 10);
-    for r in seen {
-        // `/users/7` is the documented `/users/{id}`.
-        let path = if r.path.starts_with("/users/") {
-            "/users/{id}".to_string()
-        } else {
-            r.path.clone()
+    let schema_of = |op: &serde_json::Value| -> serde_json::Value {
+        let body = &op["requestBody"];
+        let body = match body["$ref"].as_str() {
+            Some(r) => &spec["components"]["requestBodies"][r.rsplit('/').next().unwrap()],
+            None => body,
         };
+        body["content"]["application/json"]["schema"].clone()
+    };
+    let mut writes = 0;
+    for r in seen {
+        // `/users/7` is the documented `/users/{id}`, `/tickets/5001/comments` is
+        // `/tickets/{id}/comments`.
+        let segments: Vec<&str> = r.path.split('/').collect();
+        let path = segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if i == 2 && s.parse::<i64>().is_ok() {
+                    "{id}"
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        if let Some(body) = &r.body {
+            writes += 1;
+            let op = &spec["paths"][&path][r.method.to_lowercase()];
+            let schema = schema_of(op);
+            for (k, v) in body.as_object().unwrap() {
+                let declared = &schema["properties"][k];
+                assert!(
+                    declared.is_object(),
+                    "{} {}: body field '{k}' is not in the spec",
+                    r.method,
+                    r.path
+                );
+                if let Some(items) = v
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(|x| x.as_object())
+                {
+                    for k2 in items.keys() {
+                        assert!(
+                            declared["items"]["properties"][k2].is_object(),
+                            "{} {}: '{k}.{k2}' is not in the spec",
+                            r.method,
+                            r.path
+                        );
+                    }
+                }
+            }
+        }
         let op = &spec["paths"][&path][r.method.to_lowercase()];
         assert!(
             op.is_object(),
@@ -301,6 +409,10 @@ async fn every_request_matches_the_syncro_openapi_document() {
             );
         }
     }
+    assert_eq!(
+        writes, 3,
+        "create, comment and status; the refused status is never sent"
+    );
 }
 
 #[tokio::test]

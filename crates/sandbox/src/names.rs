@@ -73,6 +73,18 @@ pub fn web_domain(name: &str) -> String {
     format!("{slug}.example")
 }
 
+/// Ticket subjects the PSA sandboxes seed.
+pub const TICKET_SUBJECTS: [&str; 8] = [
+    "Printer offline",
+    "Cannot reach the VPN",
+    "New starter laptop",
+    "Outlook keeps asking for a password",
+    "Shared drive is full",
+    "Phone system drops calls",
+    "Backup job failed",
+    "Request access to finance folder",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,6 +232,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tickets/{id}/notes", post(tickets_api::add_note))
         .route("/outbox", get(tickets_api::list_outbox))
         .route("/outbox/{id}/retry", post(tickets_api::retry_outbox))
+        .route("/outbox/{id}/discard", post(tickets_api::discard_outbox))
         .route(
             "/companies/{company_id}",
             axum::routing::delete(mapping_api::delete_company),
@@ -252,6 +253,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/webhooks/halo/{integration_id}",
             post(webhooks::halo),
+        )
+        .route(
+            "/webhooks/syncro/{integration_id}/{token}",
+            post(webhooks::syncro),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))

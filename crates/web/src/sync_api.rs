@@ -85,16 +85,17 @@ pub async fn register_webhook(
     id: IntegrationId,
     options: &SyncOptions,
 ) -> Option<String> {
-    let base = state.public_url.as_ref()?;
     if !options.tickets {
         return None;
     }
     let integration = state.store.get_integration(tenant, id).await.ok()?;
+    let url = crate::webhooks::url(state, integration.provider, tenant.0, id.0)?;
+    if integration.provider == mspbridge_domain::catalogue::ProviderKind::Syncro {
+        return Some(syncro_instructions());
+    }
     let creds = crate::integrations::stored_credentials(state, &integration)
         .await
         .ok()?;
-    let route = crate::webhooks::route(integration.provider)?;
-    let url = format!("{base}/webhooks/{route}/{}", id.0);
     let secret = state.vault.webhook_secret(tenant.0, id.0);
     let outcome = state
         .providers
@@ -115,6 +116,15 @@ pub async fn register_webhook(
             format!("not registered ({e}); changes arrive with the scheduled sync")
         }
     })
+}
+
+/// Syncro has no API to register webhooks: what the admin does in Syncro (the URL itself,
+/// which carries a secret, is shown on the integration page, not here).
+pub fn syncro_instructions() -> String {
+    format!(
+        "not registered: Syncro has no API for it. In Syncro, Admin > Notification Center > (a notification set) > add a webhook with the URL shown on this integration's page, for the events {}; until then changes arrive with the scheduled sync",
+        mspbridge_providers::syncro::webhooks::EVENTS.join(", ")
+    )
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/options", tag = "sync",

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mspbridge_domain::auth::Permission;
+use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::model::{LinkedRecord, StaffUser};
 use mspbridge_domain::sync::{ContactTypeRule, Counts, RecordType, RunResult, SyncOptions};
 use mspbridge_domain::{CompanyId, IntegrationId, RoleId};
@@ -108,6 +109,11 @@ pub struct SyncView {
     pub ticket_excluded_statuses: String,
     /// "Status = Stage" lines for the resolution stepper.
     pub ticket_stages: String,
+    /// What this PSA calls the board: Board, Team, Queue, Issue type.
+    pub board_label: &'static str,
+    /// Where the admin points the PSA's webhook by hand (Syncro, whose URL carries the
+    /// integration's secret token); shown to managers only.
+    pub manual_webhook: Option<String>,
     pub primary_role: Option<RoleId>,
     pub default_role: Option<RoleId>,
     pub next_run: Option<String>,
@@ -217,6 +223,17 @@ pub async fn sync_parts(
             .map(|r| format!("{} = {}", r.status, r.stage.label()))
             .collect::<Vec<_>>()
             .join("\n"),
+        board_label: match integration_provider {
+            ProviderKind::HaloPsa => "Team",
+            ProviderKind::Autotask => "Queue",
+            ProviderKind::Syncro => "Issue type",
+            _ => "Board",
+        },
+        manual_webhook: (integration_provider == ProviderKind::Syncro
+            && o.tickets
+            && c.require(Permission::Manage).is_ok())
+        .then(|| crate::webhooks::url(state, integration_provider, c.tenant_id.0, id.0))
+        .flatten(),
         primary_role: o.primary_contact_role_id,
         default_role: o.default_role_id,
         next_run: schedule.as_ref().map(|s| {

@@ -1,9 +1,10 @@
-//! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}` and
-//! `POST /webhooks/halo/{integration_id}`.
+//! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}`,
+//! `POST /webhooks/halo/{integration_id}` and `POST /webhooks/syncro/{integration_id}/{token}`.
 //!
 //! A callback is a hint. It is verified (ConnectWise: the company it names, its `key_url`
 //! on the integration's own site, the signature with the key read there; Halo: the Basic
-//! credentials mspbridge registered for this integration of this tenant), recorded once (a
+//! credentials mspbridge registered for this integration of this tenant; Syncro: the
+//! secret token in the URL the admin pasted into Syncro), recorded once (a
 //! signature or delivery seen before is a replay and refused), and the record it names is
 //! read again from the PSA before anything changes in the portal. An echo of mspbridge's
 //! own write changes nothing. Refusals answer 401 and are logged with the integration.
@@ -17,7 +18,7 @@ use mspbridge_domain::IntegrationId;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_providers::connectwise::callbacks;
-use mspbridge_providers::halo;
+use mspbridge_providers::{halo, syncro};
 use serde_json::json;
 
 use crate::AppState;
@@ -41,8 +42,24 @@ pub fn route(kind: ProviderKind) -> Option<&'static str> {
     match kind {
         ProviderKind::ConnectwiseManage => Some("connectwise"),
         ProviderKind::HaloPsa => Some("halo"),
+        ProviderKind::Syncro => Some("syncro"),
         _ => None,
     }
+}
+
+/// The address `kind`'s webhook for this integration is received at, when this deployment
+/// has a public URL. Syncro's carries the integration's secret token (Syncro signs nothing
+/// and has no registration API: the admin pastes this URL into Syncro).
+pub fn url(state: &AppState, kind: ProviderKind, tenant: i64, integration: i64) -> Option<String> {
+    let base = state.public_url.as_ref()?;
+    let route = route(kind)?;
+    Some(match kind {
+        ProviderKind::Syncro => format!(
+            "{base}/webhooks/{route}/{integration}/{}",
+            state.vault.webhook_secret(tenant, integration)
+        ),
+        _ => format!("{base}/webhooks/{route}/{integration}"),
+    })
 }
 
 #[tracing::instrument(skip_all, fields(integration_id = %raw))]
@@ -52,7 +69,15 @@ pub async fn connectwise(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    receive(state, ProviderKind::ConnectwiseManage, &raw, headers, body).await
+    receive(
+        state,
+        ProviderKind::ConnectwiseManage,
+        &raw,
+        None,
+        headers,
+        body,
+    )
+    .await
 }
 
 #[tracing::instrument(skip_all, fields(integration_id = %raw))]
@@ -62,20 +87,45 @@ pub async fn halo(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    receive(state, ProviderKind::HaloPsa, &raw, headers, body).await
+    receive(state, ProviderKind::HaloPsa, &raw, None, headers, body).await
+}
+
+/// Syncro: the secret is the URL's last segment.
+#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+pub async fn syncro(
+    State(state): State<AppState>,
+    Path((raw, token)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(
+        state,
+        ProviderKind::Syncro,
+        &raw,
+        Some(token),
+        headers,
+        body,
+    )
+    .await
 }
 
 async fn receive(
     state: AppState,
     kind: ProviderKind,
     raw: &str,
+    token: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
         return (StatusCode::NOT_FOUND, "no such webhook").into_response();
     };
-    match handle(&state, kind, IntegrationId(id), &headers, &body).await {
+    let request = Request {
+        headers: &headers,
+        token: token.as_deref(),
+        body: &body,
+    };
+    match handle(&state, kind, IntegrationId(id), &request).await {
         Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
         Err(Refusal::Unauthorized(why)) => refuse(id, &why),
         Err(Refusal::NotFound) => (StatusCode::NOT_FOUND, "no such webhook").into_response(),
@@ -90,6 +140,13 @@ enum Refusal {
     Unauthorized(String),
     NotFound,
     Unavailable(String),
+}
+
+/// What arrived: headers, the URL's token (Syncro) and the body.
+struct Request<'a> {
+    headers: &'a HeaderMap,
+    token: Option<&'a str>,
+    body: &'a [u8],
 }
 
 /// A verified delivery: what it is about and the key that makes it unique.
@@ -108,10 +165,21 @@ async fn verify(
     tenant: mspbridge_domain::TenantId,
     id: IntegrationId,
     creds: &mspbridge_domain::validate::Credentials,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: &Request<'_>,
 ) -> Result<Verified, Refusal> {
+    let (headers, body) = (req.headers, req.body);
     match kind {
+        ProviderKind::Syncro => {
+            let secret = state.vault.webhook_secret(tenant.0, id.0);
+            let d = syncro::webhooks::verify(req.token.unwrap_or_default(), body, &secret)
+                .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            Ok(Verified {
+                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                kind: "ticket".into(),
+                action: d.event.to_lowercase(),
+                id: d.ticket_id,
+            })
+        }
         ProviderKind::HaloPsa => {
             let secret = state.vault.webhook_secret(tenant.0, id.0);
             let auth = headers
@@ -154,8 +222,7 @@ async fn handle(
     state: &AppState,
     kind: ProviderKind,
     id: IntegrationId,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: &Request<'_>,
 ) -> Result<String, Refusal> {
     let unavailable = |e: &dyn std::fmt::Display| Refusal::Unavailable(e.to_string());
     let tenant = state
@@ -175,7 +242,7 @@ async fn handle(
     let creds = crate::integrations::stored_credentials(state, &integration)
         .await
         .map_err(|e| unavailable(&e))?;
-    let cb = verify(state, kind, tenant, id, &creds, headers, body).await?;
+    let cb = verify(state, kind, tenant, id, &creds, req).await?;
     let now = state.now();
     let fresh = state
         .store

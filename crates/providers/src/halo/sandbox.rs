@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
-use mspbridge_sandbox::names::{FIRST, LAST, company_name, web_domain};
+use mspbridge_sandbox::names::{FIRST, LAST, TICKET_SUBJECTS, company_name, web_domain};
 use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -263,17 +263,6 @@ fn named(rows: &[(i64, &str)]) -> Vec<Named> {
         .collect()
 }
 
-const SUBJECTS: [&str; 8] = [
-    "Printer offline",
-    "Cannot reach the VPN",
-    "New starter laptop",
-    "Outlook keeps asking for a password",
-    "Shared drive is full",
-    "Phone system drops calls",
-    "Backup job failed",
-    "Request access to finance folder",
-];
-
 /// Up to `per_client` tickets for each client (0 to `per_client`, deterministic) with
 /// `notes_per` actions each, one in three of them private.
 pub fn add_tickets(d: &mut HaloData, per_client: usize, notes_per: usize) {
@@ -295,7 +284,7 @@ pub fn add_tickets(d: &mut HaloData, per_client: usize, notes_per: usize) {
             let updated = occurred + chrono::Duration::minutes(rng.below(60 * 24 * 5) as i64);
             d.tickets.push(Ticket {
                 id: ticket_id,
-                summary: rng.pick(&SUBJECTS).to_string(),
+                summary: rng.pick(&TICKET_SUBJECTS).to_string(),
                 details: Some(format!("Reported by the client (ticket {ticket_id}).")),
                 status_id,
                 priority_id: Some(1 + rng.below(4) as i64),

@@ -82,7 +82,7 @@ pub fn verify(
         .decode(encoded.trim())
         .map_err(|_| VerifyError::NoCredentials)?;
     let expected = format!("{USERNAME}:{secret}");
-    if !same(&decoded, expected.as_bytes()) {
+    if !crate::http::same_bytes(&decoded, expected.as_bytes()) {
         return Err(VerifyError::WrongCredentials);
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| VerifyError::Body(e.to_string()))?;
@@ -100,11 +100,6 @@ pub fn verify(
             .to_string(),
         ticket_id,
     })
-}
-
-/// Equal, compared in constant time for equal lengths.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mspbridge_domain::SecretString;
-use reqwest::StatusCode;
+use reqwest::Method;
 use reqwest::header::AUTHORIZATION;
 use serde::de::DeserializeOwned;
 
@@ -147,6 +147,28 @@ impl SyncroClient {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, SyncroError> {
+        self.request(Method::GET, path, query, None).await
+    }
+
+    /// One `POST` (create, comment) or `PUT` (update) with a JSON body, sent once: a write
+    /// is never repeated here (the outbox decides, after looking for what the first
+    /// attempt may have done).
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, SyncroError> {
+        self.request(method, path, &[], Some(body)).await
+    }
+
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, SyncroError> {
         let made = self.requests.fetch_add(1, Ordering::Relaxed);
         if made >= self.retry.budget {
             return Err(SyncroError::Refused(format!(
@@ -157,24 +179,25 @@ impl SyncroClient {
         self.window.acquire().await;
         metrics::counter!("mspbridge_vendor_requests_total", "provider" => "syncro").increment(1);
         let url = format!("{}{path}", self.base);
-        let resp = self
+        let mut req = self
             .http
-            .get(&url)
+            .request(method, &url)
             .query(query)
-            .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()))
-            .send()
-            .await
-            .map_err(|e| SyncroError::Unreachable {
-                url: url.clone(),
-                reason: describe(&e),
-            })?;
+            .header(AUTHORIZATION, format!("Bearer {}", self.token.expose()));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = req.send().await.map_err(|e| SyncroError::Unreachable {
+            url: url.clone(),
+            reason: describe(&e),
+        })?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| SyncroError::Decode(describe(&e)))?;
-        if status != StatusCode::OK {
+        if !status.is_success() {
             return Err(SyncroError::Status {
                 status: status.as_u16(),
                 message: message_of(&String::from_utf8_lossy(&bytes)),

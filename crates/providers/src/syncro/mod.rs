@@ -1,8 +1,11 @@
-//! Syncro (SyncroMSP): customers, contacts, technicians.
+//! Syncro (SyncroMSP): customers, contacts, technicians, tickets both ways and
+//! notifications.
 
 pub mod client;
 pub mod sandbox;
 pub mod source;
+pub mod tickets;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;

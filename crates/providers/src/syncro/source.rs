@@ -4,18 +4,25 @@
 //! Contacts have no primary flag (trap 22): a customer's own person (its first and last
 //! name and email) is read as the customer's primary contact, with the external id
 //! `customer-{id}`. Technicians come as id–name pairs from `/users` (trap 21) with the
-//! email from `/users/{id}`, 25 details per page.
+//! email from `/users/{id}`, 25 details per page. Tickets come from `/tickets`
+//! (`since_updated_at` on incremental passes) with the issue type as the board and the
+//! initial comment as the description; their other comments are the notes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use mspbridge_domain::sync::{
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+};
 use serde_json::value::RawValue;
 
 use super::client::{SyncroClient, SyncroError};
-use super::wire::{Contact, Contacts, Customer, Customers, UserAnswer, Users, split_name};
+use super::wire::{
+    Comment, Comments, Contact, Contacts, Customer, Customers, Ticket, Tickets, UserAnswer, Users,
+    is_closed, split_name,
+};
 use crate::source::*;
 
 /// A page of raw customer rows and the listing's total number of pages.
@@ -283,8 +290,142 @@ impl VocabularySource for SyncroSource {
     }
 }
 
+/// A Syncro ticket as the engine sees it: the issue type (`problem_type`) plays the board,
+/// the initial comment is the description.
+fn ticket(t: Ticket) -> ExtTicket {
+    let marker = t
+        .tag_list
+        .iter()
+        .find(|m| m.starts_with(crate::tickets::MARKER_PREFIX))
+        .cloned();
+    let description = t.description().map(|c| c.body.trim().to_string());
+    let closed = is_closed(&t.status);
+    ExtTicket {
+        external_id: t.id.to_string(),
+        summary: t.subject,
+        // When the listing lacks the initial comment, the engine takes it from the notes.
+        description,
+        status: t.status,
+        closed,
+        priority: t.priority.filter(|p| !p.is_empty()),
+        board: t.problem_type.filter(|p| !p.is_empty()),
+        ticket_type: t.ticket_type_name.filter(|p| !p.is_empty()),
+        company_external_id: t.customer_id.map(|c| c.to_string()),
+        contact_external_id: t.contact_id.map(|c| c.to_string()),
+        assignee_external_id: t.user_id.map(|u| u.to_string()),
+        created_at: t.created_at,
+        closed_at: t.resolved_at.filter(|_| closed),
+        updated_at: t.updated_at,
+        marker,
+        notes: None,
+    }
+}
+
+/// A comment as a note; the initial comment is the description, not a note.
+fn note(c: Comment, initial: Option<i64>) -> Option<ExtNote> {
+    let body = c.body.trim();
+    (!body.is_empty()).then(|| ExtNote {
+        external_id: c.id.to_string(),
+        body: body.to_string(),
+        internal: c.hidden,
+        author: c.tech.unwrap_or_default(),
+        created_at: c.created_at,
+        is_description: Some(c.id) == initial,
+    })
+}
+
+/// Comments per page asked for (Syncro's default is 10).
+const COMMENTS_PER_PAGE: u32 = 100;
+
+#[async_trait]
+impl TicketSource for SyncroSource {
+    /// `GET /tickets?page=N` (with `since_updated_at` on incremental passes), the loop
+    /// following `meta.total_pages`.
+    async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
+        let page = Self::page_no(req.after.as_deref(), "")?;
+        let mut query = vec![("page", page.to_string())];
+        if let Some(since) = req.since {
+            query.push((
+                "since_updated_at",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ));
+        }
+        let answer: Tickets = self
+            .client
+            .get_retrying("/tickets", &query)
+            .await
+            .map_err(|e| Self::error("/tickets", e))?;
+        let (rows, rejected, _) = read_rows::<Ticket>(answer.tickets);
+        Ok(SourcePage {
+            records: rows.into_iter().map(ticket).collect(),
+            rejected,
+            next: (page < answer.meta.total_pages).then(|| (page + 1).to_string()),
+        })
+    }
+
+    /// `GET /tickets/{id}/comments`, oldest first, 100 a page, every page.
+    async fn ticket_notes(&self, tickets: &[String]) -> Result<TicketNotes, SourceError> {
+        let mut out = TicketNotes::default();
+        'tickets: for id in tickets {
+            let path = format!("/tickets/{id}/comments");
+            let mut comments = Vec::new();
+            let mut page = 1u64;
+            loop {
+                let query = [
+                    ("sort_by", "created_at".to_string()),
+                    ("sort_direction", "ASC".to_string()),
+                    ("per_page", COMMENTS_PER_PAGE.to_string()),
+                    ("page", page.to_string()),
+                ];
+                match self.client.get_retrying::<Comments>(&path, &query).await {
+                    Ok(answer) => {
+                        let (rows, bad, _) = read_rows::<Comment>(answer.comments);
+                        if let Some(b) = bad.into_iter().next() {
+                            out.rejected.push(Rejected {
+                                external_id: Some(id.clone()),
+                                reason: format!("a comment could not be read: {}", b.reason),
+                            });
+                            continue 'tickets;
+                        }
+                        comments.extend(rows);
+                        if page >= answer.meta.total_pages {
+                            break;
+                        }
+                        page += 1;
+                    }
+                    Err(e) if e.status() == Some(404) => {
+                        out.rejected.push(Rejected {
+                            external_id: Some(id.clone()),
+                            reason: "the ticket is gone (its comments answered 404)".into(),
+                        });
+                        continue 'tickets;
+                    }
+                    Err(e) => return Err(Self::error("/tickets/{id}/comments", e)),
+                }
+            }
+            let initial = comments
+                .iter()
+                .min_by_key(|c| c.id)
+                .filter(|c| c.is_initial())
+                .map(|c| c.id);
+            out.by_ticket.insert(
+                id.clone(),
+                comments
+                    .into_iter()
+                    .filter_map(|c| note(c, initial))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+}
+
 impl PsaSource for SyncroSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn ticket_source(&self) -> Option<&dyn TicketSource> {
+        Some(self)
     }
 }

@@ -120,6 +120,120 @@ pub struct Me {
     pub subdomain: Option<String>,
 }
 
+/// A ticket. The listing embeds the initial comment (the description; since March 2026
+/// only that one, `all_comments` being sunset); `tag_list` carries mspbridge's marker on
+/// tickets it created (Syncro has no external-reference field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: i64,
+    #[serde(default)]
+    pub subject: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// The issue type ("Virus", "Network"): plays the board in mspbridge.
+    #[serde(default)]
+    pub problem_type: Option<String>,
+    #[serde(default)]
+    pub ticket_type_name: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<i64>,
+    #[serde(default)]
+    pub contact_id: Option<i64>,
+    /// The assigned technician.
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub tag_list: Vec<String>,
+    #[serde(default)]
+    pub comments: Vec<Comment>,
+}
+
+/// Where Syncro keeps a ticket's description: its first comment, with this subject.
+pub const INITIAL_ISSUE: &str = "Initial Issue";
+
+/// Syncro's built-in statuses past which a ticket is done.
+pub fn is_closed(status: &str) -> bool {
+    ["Resolved", "Invoiced", "Closed"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status.trim()))
+}
+
+impl Ticket {
+    /// The description: the initial comment's body (the earliest comment, when its subject
+    /// says so).
+    pub fn description(&self) -> Option<&Comment> {
+        self.comments
+            .iter()
+            .min_by_key(|c| c.id)
+            .filter(|c| c.is_initial())
+    }
+}
+
+/// A ticket comment; `hidden` = private (staff only), `tech` = who wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    pub id: i64,
+    #[serde(default)]
+    pub ticket_id: Option<i64>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub tech: Option<String>,
+    #[serde(default)]
+    pub hidden: bool,
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Comment {
+    pub fn is_initial(&self) -> bool {
+        self.subject
+            .as_deref()
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case(INITIAL_ISSUE))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tickets {
+    pub tickets: Vec<Box<serde_json::value::RawValue>>,
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Comments {
+    pub comments: Vec<Box<serde_json::value::RawValue>>,
+    pub meta: Meta,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketAnswer {
+    pub ticket: Ticket,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommentAnswer {
+    pub comment: Comment,
+}
+
+/// `GET /tickets/settings`: the account's ticket statuses (and more, unread).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TicketSettings {
+    #[serde(default)]
+    pub ticket_status_list: Vec<String>,
+}
+
 /// Splits Syncro's single contact `name` into first and last (the last word is the
 /// surname; a one-word name is a first name).
 pub fn split_name(name: &str) -> (String, String) {

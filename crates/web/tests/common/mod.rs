@@ -65,6 +65,8 @@ pub struct TestApp {
     pub sandbox_handle: SandboxHandle,
     pub a: Tenant,
     pub b: Tenant,
+    /// The connectors' settings the app (and `full_pass_engine`) run with.
+    pub config: ProviderConfig,
     _server: tokio::task::JoinHandle<()>,
 }
 
@@ -75,19 +77,25 @@ impl TestApp {
 
     /// With `public`, the app knows its own address, so PSA webhooks get registered.
     pub async fn start_with(db: TestDb, public: bool) -> TestApp {
+        Self::start_configured(db, public, ProviderConfig::default()).await
+    }
+
+    /// With the connectors' settings of `config` (a sandbox's API base, a rate limit);
+    /// private addresses are always allowed (the sandboxes are on loopback).
+    pub async fn start_configured(db: TestDb, public: bool, config: ProviderConfig) -> TestApp {
         init_logs();
         mspbridge_providers::outbound::install_crypto_provider();
         let sandbox = CwSandbox::new(Seed::Small);
         let sandbox_handle = sandbox
             .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
             .unwrap();
-        let providers = Providers::new(ProviderConfig {
+        let config = ProviderConfig {
             outbound: OutboundPolicy {
                 allow_private: true,
             },
-            connectwise_client_id: None,
-            ..Default::default()
-        });
+            ..config
+        };
+        let providers = Providers::new(config.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState::new(
@@ -116,6 +124,7 @@ impl TestApp {
             sandbox_handle,
             a,
             b,
+            config,
             _server: server,
         }
     }
@@ -238,12 +247,7 @@ pub fn map(v: &Value) -> BTreeMap<String, Value> {
 
 /// A sync engine over the app's database whose every run is a full pass.
 pub fn full_pass_engine(app: &TestApp) -> mspbridge_sync::Engine {
-    let providers = Providers::new(ProviderConfig {
-        outbound: OutboundPolicy {
-            allow_private: true,
-        },
-        ..Default::default()
-    });
+    let providers = Providers::new(app.config.clone());
     mspbridge_sync::Engine::new(
         app.db.store.clone(),
         Arc::new(Vault::new(&[9u8; 32])),
