@@ -540,7 +540,7 @@ macro_rules! impl_mapping_store {
                     batch: Option<&str>,
                     now: DateTime<Utc>,
                 ) -> Result<Vec<LinkOutcome>> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let mut out = Vec::with_capacity(requests.len());
                     for r in requests {
                         out.push(relink(&mut tx, tenant, r, action, actor, batch, None, now).await?);
@@ -550,7 +550,7 @@ macro_rules! impl_mapping_store {
                 }
 
                 async fn undo_company_link_batch(&self, tenant: TenantId, batch: &str, actor: &str, now: DateTime<Utc>) -> Result<Vec<LinkOutcome>> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let rows: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
                         "SELECT integration_id, external_id, before_company_id, state_before FROM company_link_audit \
                          WHERE tenant_id = $1 AND batch = $2 AND action = 'quick_match' ORDER BY id DESC",
@@ -595,7 +595,7 @@ macro_rules! impl_mapping_store {
                     actor: &str,
                     now: DateTime<Utc>,
                 ) -> Result<Vec<ImportOutcome>> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let mut out = Vec::with_capacity(items.len());
                     for (external_id, target) in items {
                         let row: Option<(String, bool, Option<i64>, Option<String>)> = sqlx::query_as(
@@ -652,7 +652,7 @@ macro_rules! impl_mapping_store {
                 }
 
                 async fn delete_company(&self, tenant: TenantId, company: CompanyId, actor: &str, now: DateTime<Utc>) -> Result<Vec<IntegrationCompany>> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let exists: Option<(i64,)> = sqlx::query_as("SELECT id FROM companies WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant.0)
                         .bind(company.0)
@@ -747,7 +747,7 @@ macro_rules! impl_mapping_store {
                 }
 
                 async fn unblock_company(&self, tenant: TenantId, integration: IntegrationId, external_id: &str, actor: &str, now: DateTime<Utc>) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let done = sqlx::query(
                         "UPDATE integration_companies SET import_state = 'auto' \
                          WHERE tenant_id = $1 AND integration_id = $2 AND external_id = $3 AND import_state = 'blocked'",

@@ -319,7 +319,7 @@ macro_rules! impl_outbox_store {
             #[async_trait]
             impl OutboxStore for super::$store {
                 async fn create_ticket_outboxed(&self, tenant: TenantId, ticket: NewTicket, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
                     let r: Result<_> = async {
@@ -352,7 +352,7 @@ macro_rules! impl_outbox_store {
                 }
 
                 async fn add_note_outboxed(&self, tenant: TenantId, ticket: TicketId, body: &str, internal: bool, author: &str, out: Outgoing, now: DateTime<Utc>) -> Result<(TicketNote, i64)> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
                     let r: Result<_> = async {
@@ -384,7 +384,7 @@ macro_rules! impl_outbox_store {
                 }
 
                 async fn set_status_outboxed(&self, tenant: TenantId, ticket: TicketId, status: &str, closed: bool, out: Outgoing, now: DateTime<Utc>) -> Result<(Ticket, i64)> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
                     let r: Result<_> = async {
@@ -426,7 +426,7 @@ macro_rules! impl_outbox_store {
                 }
 
                 async fn finish_outbox(&self, id: i64, worker: &str, result: OutboxResult, now: DateTime<Utc>) -> Result<bool> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
                     let r: Result<_> = async {
@@ -615,7 +615,7 @@ macro_rules! impl_outbox_store {
                 }
 
                 async fn discard_outbox(&self, tenant: TenantId, id: i64, now: DateTime<Utc>) -> Result<OutboxItem> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let row: Option<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
                         "UPDATE outbox SET state = 'discarded', updated_at = $3 \
                          WHERE tenant_id = $1 AND id = $2 AND state = 'failed' RETURNING {OUTBOX_COLUMNS}"

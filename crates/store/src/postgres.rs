@@ -12,6 +12,13 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A write transaction (row locks are taken as rows are touched).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let opts =
             PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;

@@ -78,7 +78,7 @@ macro_rules! impl_store {
             }
 
             async fn create_tenant(&self, name: &str, now: DateTime<Utc>) -> Result<Tenant> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row: TenantRow = sqlx::query_as(
                     "INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING id, name, created_at",
                 )
@@ -544,7 +544,7 @@ macro_rules! impl_store {
                 now: DateTime<Utc>,
             ) -> Result<Integration> {
                 let (status, error, hint) = new.report.verdict();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let (id,): (i64,) = sqlx::query_as(
                     "INSERT INTO integrations (tenant_id, provider, nickname, status, last_error, fix_hint, settings, last_test, created_at, updated_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
@@ -661,7 +661,7 @@ macro_rules! impl_store {
             ) -> Result<Integration> {
                 self.fetch_integration(tenant, id).await?;
                 let (status, error, hint) = update.report.verdict();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let stored: Vec<(String,)> =
                     sqlx::query_as("SELECT field FROM integration_secrets WHERE tenant_id = $1 AND integration_id = $2")
                         .bind(tenant.0)
@@ -729,7 +729,7 @@ macro_rules! impl_store {
 
             async fn disconnect_integration(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<Integration> {
                 self.fetch_integration(tenant, id).await?;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query("DELETE FROM integration_secrets WHERE tenant_id = $1 AND integration_id = $2")
                     .bind(tenant.0)
                     .bind(id.0)

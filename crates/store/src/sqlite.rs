@@ -51,6 +51,16 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes SQLite's write lock at once (waiting
+    /// for it under the busy timeout): a deferred transaction that read first could not
+    /// upgrade after another connection committed (SQLITE_BUSY_SNAPSHOT, "database is
+    /// locked" at once, no waiting), as when a webhook lands during an outbox drain.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The journal mode and foreign-key setting in force (for tests and diagnostics).
     pub async fn pragmas(&self) -> StoreResult<(String, bool)> {
         let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")

@@ -176,7 +176,7 @@ macro_rules! impl_sync_store {
 
                 async fn set_sync_options(&self, tenant: TenantId, id: IntegrationId, options: &SyncOptions, now: DateTime<Utc>) -> Result<Integration> {
                     let json = serde_json::to_string(options).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let done = sqlx::query("UPDATE integrations SET options = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant.0)
                         .bind(id.0)
@@ -377,7 +377,7 @@ macro_rules! impl_sync_store {
                 }
 
                 async fn add_events(&self, tenant: TenantId, run_id: i64, events: &[NewEvent], now: DateTime<Utc>) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     for e in events {
                         insert_event(&mut tx, tenant, run_id, e, now).await?;
                     }
@@ -468,7 +468,7 @@ macro_rules! impl_sync_store {
                 }
 
                 async fn begin_pass(&self, id: IntegrationId, record: RecordType, worker: &str, sync_from: Option<DateTime<Utc>>, pass: &PassState) -> Result<()> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     fence(&mut tx, id, worker).await?;
                     upsert_cursor(&mut tx, id, record, pass).await?;
                     if let Some(from) = sync_from {
@@ -600,7 +600,7 @@ macro_rules! impl_sync_store {
                 }
 
                 async fn clear_synced_tickets(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<u64> {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let r: Result<u64> = async {
                         let owned: Option<(i64,)> = sqlx::query_as("SELECT id FROM integrations WHERE tenant_id = $1 AND id = $2")
                             .bind(tenant.0)
@@ -674,7 +674,7 @@ macro_rules! impl_sync_store {
                     use crate::sync_shared::{LinkWrite, NewCompanyRow, NewStaffRow, NewUserRow, UserUpdateRow};
                     let kind = linked_record(page.record).as_str();
                     let seen = if page.pass.full { Some(page.pass.run_id) } else { None };
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     fence(&mut tx, id, worker).await?;
                     // New rows get their ids allocated first, so they can be inserted in batches.
                     let n_new = page
@@ -826,7 +826,7 @@ macro_rules! impl_sync_store {
                     let cursor = self.cursor(id, record).await?;
                     let Some(pass) = cursor.pass else { return Ok(0) };
                     let kind = linked_record(record).as_str();
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_write().await?;
                     fence(&mut tx, id, worker).await?;
                     let mut deactivated = 0;
                     if pass.full {
