@@ -179,7 +179,39 @@ pub struct Vocabulary {
     pub contact_types: Vec<String>,
     pub company_types: Vec<String>,
     pub company_statuses: Vec<String>,
+    /// The PSA's ticket reference data ("Sync PSA Data"), where the connector reads it.
+    #[serde(default)]
+    pub tickets: Option<TicketLists>,
     pub fetched_at: DateTime<Utc>,
+}
+
+/// A PSA's ticket reference data by name: boards (ConnectWise boards, Halo teams),
+/// statuses, priorities and ticket types. An empty list is one the PSA does not have or
+/// mspbridge does not read; names are not checked against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TicketLists {
+    pub boards: Vec<String>,
+    pub statuses: Vec<String>,
+    pub priorities: Vec<String>,
+    pub types: Vec<String>,
+}
+
+impl TicketLists {
+    /// Sorted case-insensitively, duplicates dropped.
+    pub fn tidy(mut self) -> Self {
+        for l in [
+            &mut self.boards,
+            &mut self.statuses,
+            &mut self.priorities,
+            &mut self.types,
+        ] {
+            l.retain(|s| !s.trim().is_empty());
+            l.sort_by_key(|s| s.to_lowercase());
+            l.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+        }
+        self
+    }
 }
 
 impl Vocabulary {
@@ -196,7 +228,7 @@ impl Vocabulary {
         }
         let unknown = |what: &str, name: &str, known: &[String]| {
             format!(
-                "'{name}' is not a {provider} {what} (known: {}); refresh the lists from {provider} if it was added recently",
+                "'{name}' is not a {provider} {what} (known: {}); run Sync PSA Data on the integration's page if it was added recently",
                 if known.is_empty() {
                     "none".to_string()
                 } else {
@@ -227,6 +259,62 @@ impl Vocabulary {
                 format!("options.contact_type_rules[{i}].contact_type"),
                 unknown("contact type", n, &self.contact_types),
             ));
+        }
+        let Some(t) = &self.tickets else {
+            return Ok(());
+        };
+        // (field, its names, the list, what it is); an empty list is not checked.
+        let d = &options.ticket_defaults;
+        let named: [(&str, Vec<&String>, &[String], &str); 6] = [
+            (
+                "options.ticket_defaults.board",
+                d.board.iter().collect(),
+                &t.boards,
+                "board",
+            ),
+            (
+                "options.ticket_defaults.status",
+                d.status.iter().collect(),
+                &t.statuses,
+                "ticket status",
+            ),
+            (
+                "options.ticket_defaults.priority",
+                d.priority.iter().collect(),
+                &t.priorities,
+                "priority",
+            ),
+            (
+                "options.ticket_boards",
+                options.ticket_boards.iter().collect(),
+                &t.boards,
+                "board",
+            ),
+            (
+                "options.ticket_excluded_statuses",
+                options.ticket_excluded_statuses.iter().collect(),
+                &t.statuses,
+                "ticket status",
+            ),
+            (
+                "options.ticket_stages",
+                options.ticket_stages.iter().map(|r| &r.status).collect(),
+                &t.statuses,
+                "ticket status",
+            ),
+        ];
+        for (field, names, known, what) in named {
+            if known.is_empty() {
+                continue;
+            }
+            if let Some((i, n)) = find(known, names.into_iter()) {
+                let field = match field {
+                    "options.ticket_stages" => format!("{field}[{i}].status"),
+                    f if f.starts_with("options.ticket_defaults") => f.to_string(),
+                    f => format!("{f}[{i}]"),
+                };
+                return Err((field, unknown(what, n, known)));
+            }
         }
         Ok(())
     }
@@ -963,6 +1051,7 @@ mod tests {
             contact_types: vec!["IT Contact".into(), "Owner".into()],
             company_types: vec!["Client".into()],
             company_statuses: vec![],
+            tickets: None,
             fetched_at: Utc::now(),
         };
         let rule = |t: &str| ContactTypeRule {
@@ -994,5 +1083,83 @@ mod tests {
         let (field, msg) = v.check(&status, "ConnectWise Manage").unwrap_err();
         assert_eq!(field, "options.exclude_company_statuses[0]");
         assert!(msg.contains("(known: none)"), "{msg}");
+
+        // Ticket names are checked against the PSA's ticket lists, where it has them.
+        let v = Vocabulary {
+            tickets: Some(
+                TicketLists {
+                    boards: vec!["Service Desk".into(), "Projects".into(), "projects".into()],
+                    statuses: vec!["New".into(), "Waiting".into(), "Closed".into()],
+                    priorities: vec![],
+                    types: vec![],
+                }
+                .tidy(),
+            ),
+            ..v
+        };
+        assert_eq!(
+            v.tickets.as_ref().unwrap().boards,
+            vec!["Projects".to_string(), "Service Desk".to_string()]
+        );
+        let ok = SyncOptions {
+            ticket_defaults: TicketDefaults {
+                board: Some("service desk".into()),
+                status: Some("New".into()),
+                priority: Some("Anything: no priorities read".into()),
+            },
+            ticket_boards: vec!["Projects".into()],
+            ticket_excluded_statuses: vec!["closed".into()],
+            ticket_stages: vec![StageRule {
+                status: "Waiting".into(),
+                stage: Stage::Waiting,
+            }],
+            ..SyncOptions::default()
+        };
+        assert_eq!(v.check(&ok, "Halo PSA"), Ok(()));
+        let cases: [(SyncOptions, &str, &str); 4] = [
+            (
+                SyncOptions {
+                    ticket_defaults: TicketDefaults {
+                        board: Some("Helpdesk".into()),
+                        ..TicketDefaults::default()
+                    },
+                    ..ok.clone()
+                },
+                "options.ticket_defaults.board",
+                "'Helpdesk' is not a Halo PSA board (known: Projects, Service Desk)",
+            ),
+            (
+                SyncOptions {
+                    ticket_boards: vec!["Projects".into(), "Sales".into()],
+                    ..ok.clone()
+                },
+                "options.ticket_boards[1]",
+                "'Sales' is not a Halo PSA board",
+            ),
+            (
+                SyncOptions {
+                    ticket_excluded_statuses: vec!["Done".into()],
+                    ..ok.clone()
+                },
+                "options.ticket_excluded_statuses[0]",
+                "'Done' is not a Halo PSA ticket status",
+            ),
+            (
+                SyncOptions {
+                    ticket_stages: vec![StageRule {
+                        status: "Parked".into(),
+                        stage: Stage::Waiting,
+                    }],
+                    ..ok.clone()
+                },
+                "options.ticket_stages[0].status",
+                "'Parked' is not a Halo PSA ticket status",
+            ),
+        ];
+        for (options, field, message) in cases {
+            let (f, m) = v.check(&options, "Halo PSA").unwrap_err();
+            assert_eq!(f, field);
+            assert!(m.contains(message), "{m}");
+        }
     }
 }

@@ -126,6 +126,10 @@ pub struct VocabularyView {
     pub contact_types: String,
     pub company_types: String,
     pub company_statuses: String,
+    /// The PSA's ticket lists, where read ("Sync PSA Data"); `None` for an empty list.
+    pub ticket_boards: Option<String>,
+    pub ticket_statuses: Option<String>,
+    pub ticket_priorities: Option<String>,
     pub read_at: String,
 }
 
@@ -252,10 +256,15 @@ pub async fn sync_parts(
                     l.join(", ")
                 }
             };
+            let tickets = v.tickets.clone().unwrap_or_default();
+            let known = |l: &[String]| (!l.is_empty()).then(|| l.join(", "));
             VocabularyView {
                 contact_types: list(&v.contact_types),
                 company_types: list(&v.company_types),
                 company_statuses: list(&v.company_statuses),
+                ticket_boards: known(&tickets.boards),
+                ticket_statuses: known(&tickets.statuses),
+                ticket_priorities: known(&tickets.priorities),
                 read_at: ts(v.fetched_at),
             }
         }),

@@ -457,6 +457,28 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
             (422, Some("options.ticket_stages[0].status")),
             "{v}"
         );
+        // Names are checked against Halo's lists ("Sync PSA Data", read on connect).
+        for (body, field) in [
+            (
+                json!({"ticket_defaults": {"board": "Helpdesk"}}),
+                "options.ticket_defaults.board",
+            ),
+            (
+                json!({"ticket_boards": ["Projects", "Sales"]}),
+                "options.ticket_boards[1]",
+            ),
+            (
+                json!({"ticket_stages": [{"status": "Parked", "stage": "waiting"}]}),
+                "options.ticket_stages[0].status",
+            ),
+        ] {
+            let mut body = body;
+            body["interval_minutes"] = json!(5);
+            body["tickets"] = json!(true);
+            let (s, v) = put_options(&app, halo.id, body).await;
+            assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+            assert!(v["message"].as_str().unwrap().contains("known: "), "{v}");
+        }
 
         // Our own write comes back (Halo has no self-suppression) and changes nothing.
         assert_eq!(set_status(&app, id, "In Progress").await, 200);

@@ -235,7 +235,10 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
         detail.contains(
             "Contact types in ConnectWise Manage: Approver, Billing, Employee, IT Contact, Owner"
         ) && detail.contains("In ConnectWise Manage: Client, Partner, Prospect, Vendor")
-            && detail.contains("Refresh lists"),
+            && detail.contains("Sync PSA Data")
+            && detail.contains("In ConnectWise Manage: Alerts, Projects, Service Desk")
+            && detail
+                .contains("In ConnectWise Manage: Completed, In Progress, New, Waiting on Client"),
         "the options show the vendor's lists beside the fields that name them"
     );
     let run_id = detail

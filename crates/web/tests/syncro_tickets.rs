@@ -486,6 +486,25 @@ async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed
             "the secret is not in the API answer"
         );
         let path = format!("/webhooks/syncro/{id}/{secret}");
+        // Ticket defaults are checked against Syncro's statuses (read on connect).
+        let (s, v) = put_options(
+            &app,
+            id,
+            json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"status": "Parked"}}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_defaults.status")),
+            "{v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("Waiting on Customer"),
+            "the PSA's names are listed: {v}"
+        );
         // What the admin pastes into Syncro's Notification Center.
         sb.set_notification_url(Some(format!("{}{path}", app.base)));
         sync(&app, id).await;

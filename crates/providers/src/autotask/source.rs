@@ -410,6 +410,8 @@ impl VocabularySource for AutotaskSource {
             contact_types,
             company_types,
             company_statuses: vec![],
+            // Ticket picklists are read when Autotask tickets are (not yet).
+            tickets: None,
             fetched_at: now,
         })
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::{
-    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, TicketLists, Vocabulary,
 };
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
@@ -18,7 +18,8 @@ use super::AREAS;
 use super::client::{CwClient, CwError};
 use super::conditions::date;
 use super::wire::{
-    Company, CompanyStatus, CompanyType, Contact, ContactType, Member, ServiceNote, Ticket,
+    Board, BoardStatus, Company, CompanyStatus, CompanyType, Contact, ContactType, Member,
+    Priority, ServiceNote, Ticket,
 };
 use crate::source::*;
 
@@ -279,10 +280,36 @@ impl VocabularySource for CwSource {
             v.dedup();
             v
         };
+        // Ticket reference data: boards, every board's statuses, priorities.
+        let boards = self.all::<Board>("/service/boards").await?;
+        let mut statuses = Vec::new();
+        for b in boards.iter().filter(|b| !b.inactive_flag) {
+            let path = format!("/service/boards/{}/statuses", b.id);
+            statuses.extend(
+                self.all::<BoardStatus>(&path)
+                    .await?
+                    .into_iter()
+                    .map(|s| s.name),
+            );
+        }
+        let priorities = self.all::<Priority>("/service/priorities").await?;
         Ok(Vocabulary {
             contact_types: sorted(contact_types.into_iter().map(|t| t.description).collect()),
             company_types: sorted(company_types.into_iter().map(|t| t.name).collect()),
             company_statuses: sorted(company_statuses.into_iter().map(|s| s.name).collect()),
+            tickets: Some(
+                TicketLists {
+                    boards: boards
+                        .into_iter()
+                        .filter(|b| !b.inactive_flag)
+                        .map(|b| b.name)
+                        .collect(),
+                    statuses,
+                    priorities: priorities.into_iter().map(|p| p.name).collect(),
+                    types: vec![],
+                }
+                .tidy(),
+            ),
             fetched_at: now,
         })
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::{
-    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, TicketLists, Vocabulary,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -265,10 +265,37 @@ impl VocabularySource for HaloSource {
         let mut contact_types: Vec<String> = roles.into_iter().map(|r| r.name).collect();
         contact_types.sort_by_key(|s| s.to_lowercase());
         contact_types.dedup();
+        let tickets = TicketLists {
+            boards: self
+                .list::<Named>("/Team", &[])
+                .await?
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+            statuses: self
+                .list::<Status>("/Status", &[])
+                .await?
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
+            priorities: self
+                .list::<Priority>("/Priority", &[])
+                .await?
+                .into_iter()
+                .map(|p| p.name)
+                .collect(),
+            types: self
+                .list::<Named>("/TicketType", &[])
+                .await?
+                .into_iter()
+                .map(|t| t.name)
+                .collect(),
+        };
         Ok(Vocabulary {
             contact_types,
             company_types: vec![],
             company_statuses: vec![],
+            tickets: Some(tickets.tidy()),
             fetched_at: now,
         })
     }

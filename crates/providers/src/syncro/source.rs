@@ -14,14 +14,14 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::{
-    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, Vocabulary,
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, TicketLists, Vocabulary,
 };
 use serde_json::value::RawValue;
 
 use super::client::{SyncroClient, SyncroError};
 use super::wire::{
-    Comment, Comments, Contact, Contacts, Customer, Customers, Ticket, Tickets, UserAnswer, Users,
-    is_closed, split_name,
+    Comment, Comments, Contact, Contacts, Customer, Customers, Ticket, TicketSettings, Tickets,
+    UserAnswer, Users, is_closed, split_name,
 };
 use crate::source::*;
 
@@ -279,12 +279,25 @@ impl TechnicianSource for SyncroSource {
 
 #[async_trait]
 impl VocabularySource for SyncroSource {
-    /// Syncro has no contact types, company types or statuses to pick from.
+    /// Syncro has no contact types, company types or company statuses; its ticket
+    /// statuses come from `/tickets/settings` (issue types and priorities are free text).
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
+        let settings: TicketSettings = self
+            .client
+            .get_retrying("/tickets/settings", &[])
+            .await
+            .map_err(|e| Self::error("/tickets/settings", e))?;
         Ok(Vocabulary {
             contact_types: vec![],
             company_types: vec![],
             company_statuses: vec![],
+            tickets: Some(
+                TicketLists {
+                    statuses: settings.ticket_status_list,
+                    ..TicketLists::default()
+                }
+                .tidy(),
+            ),
             fetched_at: now,
         })
     }
