@@ -263,7 +263,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(track_metrics))
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), tenant_id = tracing::field::Empty)
+            tracing::info_span!("http", method = %req.method(), path = %webhooks::loggable_path(req.uri().path()), tenant_id = tracing::field::Empty)
         }))
         .with_state(state)
 }

@@ -62,6 +62,17 @@ pub fn url(state: &AppState, kind: ProviderKind, tenant: i64, integration: i64) 
     })
 }
 
+/// A request path as it may be logged: a Syncro webhook's secret token is masked.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/webhooks/syncro/") {
+        Some(rest) if rest.contains('/') => {
+            let id = rest.split('/').next().unwrap_or_default();
+            format!("/webhooks/syncro/{id}/***").into()
+        }
+        _ => path.into(),
+    }
+}
+
 #[tracing::instrument(skip_all, fields(integration_id = %raw))]
 pub async fn connectwise(
     State(state): State<AppState>,

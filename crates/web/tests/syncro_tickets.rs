@@ -556,6 +556,12 @@ async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed
             deliver(&app, &format!("/webhooks/syncro/999999/{secret}"), &body).await,
             404
         );
-        assert!(logs().contains("webhook refused"), "refusals are logged");
+        let logs = logs();
+        assert!(logs.contains("webhook refused"), "refusals are logged");
+        assert!(
+            logs.contains(&format!("/webhooks/syncro/{id}/***")),
+            "requests are logged with the token masked"
+        );
+        assert!(!logs.contains(&secret), "the token is never logged");
     }
 }
