@@ -51,6 +51,45 @@ impl WriteError {
     pub fn retryable(&self) -> bool {
         matches!(self, WriteError::Transient { .. })
     }
+
+    /// How the outbox reads a vendor's HTTP refusal, the same for every PSA: 429 and 5xx
+    /// are worth another attempt (after `retry_after`), 401 is the credentials, 403 a
+    /// missing permission (granted at `setting`); any other status refused the content
+    /// itself (`rejected`, in the vendor's words). `described` is the whole error,
+    /// `vendor_message` the vendor's own message.
+    pub fn from_status(
+        status: u16,
+        retry_after: Option<Duration>,
+        described: String,
+        vendor_message: String,
+        setting: &str,
+        rejected: WriteError,
+    ) -> WriteError {
+        match status {
+            429 => WriteError::Transient {
+                message: described,
+                retry_after,
+            },
+            s if s >= 500 => WriteError::Transient {
+                message: described,
+                retry_after: None,
+            },
+            401 => WriteError::Auth(vendor_message),
+            403 => WriteError::NotPermitted {
+                message: vendor_message,
+                setting: setting.into(),
+            },
+            _ => rejected,
+        }
+    }
+
+    /// A failure to reach the vendor or read its answer: worth another attempt.
+    pub fn transient(message: String) -> WriteError {
+        WriteError::Transient {
+            message,
+            retry_after: None,
+        }
+    }
 }
 
 #[async_trait]

@@ -508,6 +508,41 @@ pub async fn list_outbox(
     Ok(Json(rows.into_iter().map(Into::into).collect()))
 }
 
+/// What an admin can do with a failed write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAction {
+    Retry,
+    Discard,
+}
+
+impl WriteAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "retry" => Some(WriteAction::Retry),
+            "discard" => Some(WriteAction::Discard),
+            _ => None,
+        }
+    }
+}
+
+/// Retries or discards the failed write `raw` (an outbox id) of the caller's tenant; the
+/// API and the ticket page's buttons both come here.
+pub async fn act_on_write(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    action: WriteAction,
+) -> Result<PsaWrite, ApiError> {
+    caller.require(Permission::Write)?;
+    let id = path_id(raw, "id", "an outbox id")?;
+    let (tenant, now) = (caller.tenant_id, state.now());
+    let item = match action {
+        WriteAction::Retry => state.store.retry_outbox(tenant, id, now).await?,
+        WriteAction::Discard => state.store.discard_outbox(tenant, id, now).await?,
+    };
+    Ok(item.into())
+}
+
 /// Gives up on a failed write: it stays listed as `discarded`, no longer blocks Clear &
 /// Resync, and a discarded status change gives the ticket back the PSA's status.
 #[utoipa::path(post, path = "/api/v1/outbox/{id}/discard", tag = "tickets", params(("id" = i64, Path)),
@@ -517,14 +552,8 @@ pub async fn discard_outbox(
     caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<PsaWrite>, ApiError> {
-    caller.require(Permission::Write)?;
-    let id = path_id(&raw, "id", "an outbox id")?;
     Ok(Json(
-        state
-            .store
-            .discard_outbox(caller.tenant_id, id, state.now())
-            .await?
-            .into(),
+        act_on_write(&state, &caller, &raw, WriteAction::Discard).await?,
     ))
 }
 
@@ -536,13 +565,7 @@ pub async fn retry_outbox(
     caller: Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<PsaWrite>, ApiError> {
-    caller.require(Permission::Write)?;
-    let id = path_id(&raw, "id", "an outbox id")?;
     Ok(Json(
-        state
-            .store
-            .retry_outbox(caller.tenant_id, id, state.now())
-            .await?
-            .into(),
+        act_on_write(&state, &caller, &raw, WriteAction::Retry).await?,
     ))
 }

@@ -17,7 +17,9 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::tickets_api::{self, NewNoteBody, NewTicketBody, PsaWrite, StatusBody};
+use crate::tickets_api::{
+    self, NewNoteBody, NewTicketBody, PsaWrite, StatusBody, WriteAction, act_on_write,
+};
 use crate::ui::{Shell, UiCaller, error_page, render, shell};
 
 pub fn routes() -> Router<AppState> {
@@ -284,14 +286,8 @@ async fn write_form(
 ) -> Response {
     let done = async {
         c.check_csrf(form.get("csrf").map(String::as_str))?;
-        c.require(Permission::Write)?;
-        let write = crate::api::path_id(&write, "write", "an outbox id")?;
-        let now = state.now();
-        match action.as_str() {
-            "retry" => state.store.retry_outbox(c.tenant_id, write, now).await?,
-            "discard" => state.store.discard_outbox(c.tenant_id, write, now).await?,
-            _ => return Err(ApiError::NotFound),
-        };
+        let action = WriteAction::parse(&action).ok_or(ApiError::NotFound)?;
+        act_on_write(&state, &c, &write, action).await?;
         Ok(())
     };
     let r = done.await;

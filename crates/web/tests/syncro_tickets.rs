@@ -12,19 +12,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use common::*;
-use mspbridge_domain::IntegrationId;
-use mspbridge_domain::sync::RunResult;
 use mspbridge_providers::ProviderConfig;
 use mspbridge_providers::syncro::client::SyncroSettings;
 use mspbridge_providers::syncro::sandbox::{DEMO_API_TOKEN, DEMO_SUBDOMAIN, SyncroSandbox};
 use mspbridge_providers::syncro::wire::{Ticket, is_closed};
 use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
-use reqwest::Method;
 use serde_json::{Value, json};
 
 struct Syncro {
@@ -69,16 +65,6 @@ async fn connect(app: &TestApp) -> i64 {
     v["id"].as_i64().unwrap()
 }
 
-async fn put_options(app: &TestApp, id: i64, body: Value) -> (u16, Value) {
-    app.call(
-        Method::PUT,
-        &format!("/api/v1/integrations/{id}/options"),
-        &app.a.owner_token,
-        Some(body),
-    )
-    .await
-}
-
 async fn set_options(app: &TestApp, id: i64, status: &str) -> Value {
     let (s, v) = put_options(
         app,
@@ -91,80 +77,8 @@ async fn set_options(app: &TestApp, id: i64, status: &str) -> Value {
     v
 }
 
-async fn set_status(app: &TestApp, id: i64, status: &str) -> u16 {
-    app.call(
-        Method::PATCH,
-        &format!("/api/v1/tickets/{id}"),
-        &app.a.owner_token,
-        Some(json!({ "status": status })),
-    )
-    .await
-    .0
-}
-
 fn ticket(sb: &SyncroSandbox, id: i64) -> Ticket {
     sb.with_data(|d| d.tickets.iter().find(|t| t.id == id).cloned().unwrap())
-}
-
-async fn sync(app: &TestApp, id: i64) {
-    app.db
-        .store
-        .request_sync(app.a.id, IntegrationId(id), Utc::now(), Duration::zero())
-        .await
-        .unwrap();
-    let run = full_pass_engine(app).tick().await.unwrap().expect("due");
-    assert_eq!(run.result, RunResult::Success, "{run:?}");
-}
-
-async fn drain(app: &TestApp, ahead: Duration) -> mspbridge_sync::outbox::OutboxSummary {
-    full_pass_engine(app)
-        .with_clock(Arc::new(move || Utc::now() + ahead))
-        .drain_outbox()
-        .await
-        .unwrap()
-}
-
-async fn view(app: &TestApp, id: i64) -> Value {
-    let (s, v) = app
-        .get(&format!("/api/v1/tickets/{id}"), &app.a.owner_token)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v
-}
-
-/// Every portal ticket by its Syncro id: subject, status, board, description, closed,
-/// notes, portal id.
-async fn snapshot(app: &TestApp) -> BTreeMap<String, Value> {
-    let (s, list) = app
-        .get("/api/v1/tickets?limit=500", &app.a.owner_token)
-        .await;
-    assert_eq!(s, 200, "{list}");
-    let mut out = BTreeMap::new();
-    for t in list.as_array().unwrap() {
-        let v = view(app, t["id"].as_i64().unwrap()).await;
-        let notes: Vec<Value> = v["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| json!([n["body"], n["internal"], n["author"]]))
-            .collect();
-        let t = &v["ticket"];
-        let key = v["external_id"].as_str().unwrap_or("none").to_string();
-        let prev = out.insert(
-            key.clone(),
-            json!([
-                t["summary"],
-                t["status"],
-                t["board"],
-                t["description"],
-                t["closed"],
-                notes,
-                t["id"]
-            ]),
-        );
-        assert!(prev.is_none(), "two portal tickets for Syncro #{key}");
-    }
-    out
 }
 
 /// What the portal should hold: Syncro's tickets of the customers it imported.
@@ -205,12 +119,6 @@ fn expected(sb: &SyncroSandbox) -> BTreeMap<String, Value> {
             })
             .collect()
     })
-}
-
-fn without_ids(m: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-    m.iter()
-        .map(|(k, v)| (k.clone(), json!(v.as_array().unwrap()[..6])))
-        .collect()
 }
 
 fn comment_reads(sb: &SyncroSandbox, from: usize) -> usize {

@@ -50,19 +50,7 @@ async fn sync_at(app: &TestApp, ahead: Duration) -> mspbridge_sync::RunSummary {
         .next()
         .unwrap()
         .id;
-    app.db
-        .store
-        .request_sync(app.a.id, cw, Utc::now() + ahead, chrono::Duration::zero())
-        .await
-        .unwrap();
-    let run = full_pass_engine(app)
-        .with_clock(Arc::new(move || Utc::now() + ahead))
-        .tick()
-        .await
-        .unwrap()
-        .expect("due");
-    assert_eq!(run.result, RunResult::Success, "{run:?}");
-    run
+    common::sync_at(app, cw.0, ahead).await
 }
 
 fn ticket_counts(run: &mspbridge_sync::RunSummary) -> mspbridge_domain::sync::Counts {
@@ -72,50 +60,10 @@ fn ticket_counts(run: &mspbridge_sync::RunSummary) -> mspbridge_domain::sync::Co
         .unwrap_or_default()
 }
 
-async fn tickets(app: &TestApp) -> Vec<Value> {
-    let (s, v) = app
-        .get("/api/v1/tickets?limit=500", &app.a.owner_token)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v.as_array().unwrap().clone()
-}
-
-async fn view(app: &TestApp, id: i64) -> Value {
-    let (s, v) = app
-        .get(&format!("/api/v1/tickets/{id}"), &app.a.owner_token)
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v
-}
-
 /// Every portal ticket by its ConnectWise id: (summary, status, board, description,
-/// notes as (body, internal, author)).
+/// closed, notes as (body, internal, author)).
 async fn snapshot(app: &TestApp) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    for t in tickets(app).await {
-        let v = view(app, t["id"].as_i64().unwrap()).await;
-        let notes: Vec<Value> = v["notes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| json!([n["body"], n["internal"], n["author"]]))
-            .collect();
-        let t = &v["ticket"];
-        let key = v["external_id"].as_str().unwrap_or("none").to_string();
-        let prev = out.insert(
-            key.clone(),
-            json!([
-                t["summary"],
-                t["status"],
-                t["board"],
-                t["description"],
-                t["closed"],
-                notes
-            ]),
-        );
-        assert!(prev.is_none(), "two portal tickets for ConnectWise #{key}");
-    }
-    out
+    without_ids(&common::snapshot(app).await)
 }
 
 /// The portal ticket imported from ConnectWise ticket `ext`.

@@ -112,50 +112,33 @@ impl CwTicketWriter {
 pub fn write_error(e: CwError) -> WriteError {
     match &e {
         CwError::Status {
-            status: 429,
+            status,
+            body,
             retry_after,
-            ..
-        } => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: *retry_after,
-        },
-        CwError::Status { status, .. } if *status >= 500 => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-        },
-        CwError::Status { status: 401, .. } => WriteError::Auth(e.vendor_message()),
-        CwError::Status {
-            status: 403, body, ..
-        } => WriteError::NotPermitted {
-            message: body
-                .as_ref()
-                .map(|b| b.message.clone())
-                .unwrap_or_else(|| e.to_string()),
-            setting: "Service Desk > Service Tickets (Add, Edit) in the API member's security role"
-                .into(),
-        },
-        CwError::Status { body, .. } => WriteError::Rejected {
-            field: body
+        } => {
+            let first = body
                 .as_ref()
                 .and_then(|b| b.errors.as_ref())
-                .and_then(|e| e.first())
-                .and_then(|e| e.field.clone()),
-            message: match body {
-                Some(b) => match b.errors.as_ref().and_then(|e| e.first()) {
-                    Some(first) => format!("{}: {}", b.message, first.message),
-                    None => b.message.clone(),
+                .and_then(|e| e.first());
+            let rejected = WriteError::Rejected {
+                field: first.and_then(|e| e.field.clone()),
+                message: match (body, first) {
+                    (Some(b), Some(first)) => format!("{}: {}", b.message, first.message),
+                    (Some(b), None) => b.message.clone(),
+                    (None, _) => e.to_string(),
                 },
-                None => e.to_string(),
-            },
-        },
-        CwError::Unreachable { .. } | CwError::Decode(_) => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-        },
-        CwError::Refused(m) => WriteError::Transient {
-            message: m.clone(),
-            retry_after: None,
-        },
+            };
+            WriteError::from_status(
+                *status,
+                *retry_after,
+                e.to_string(),
+                e.vendor_message(),
+                "Service Desk > Service Tickets (Add, Edit) in the API member's security role",
+                rejected,
+            )
+        }
+        CwError::Unreachable { .. } | CwError::Decode(_) => WriteError::transient(e.to_string()),
+        CwError::Refused(m) => WriteError::transient(m.clone()),
     }
 }
 

@@ -33,33 +33,23 @@ pub struct HaloTicketWriter {
 pub fn write_error(e: HaloError) -> WriteError {
     match &e {
         HaloError::Status {
-            status: 429,
+            status,
             retry_after,
-            ..
-        } => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: *retry_after,
-        },
-        HaloError::Status { status, .. } if *status >= 500 => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-        },
-        HaloError::Status { status: 401, .. } | HaloError::Token { .. } => {
-            WriteError::Auth(e.vendor_message())
-        }
-        HaloError::Status { status: 403, .. } => WriteError::NotPermitted {
-            message: e.vendor_message(),
-            setting: WRITE_SETTING.into(),
-        },
-        HaloError::Status { message, .. } => WriteError::Rejected {
-            field: None,
-            message: format!("Halo refused the write: {message}"),
-        },
+            message,
+        } => WriteError::from_status(
+            *status,
+            *retry_after,
+            e.to_string(),
+            e.vendor_message(),
+            WRITE_SETTING,
+            WriteError::Rejected {
+                field: None,
+                message: format!("Halo refused the write: {message}"),
+            },
+        ),
+        HaloError::Token { .. } => WriteError::Auth(e.vendor_message()),
         HaloError::Unreachable { .. } | HaloError::Decode(_) | HaloError::Refused(_) => {
-            WriteError::Transient {
-                message: e.to_string(),
-                retry_after: None,
-            }
+            WriteError::transient(e.to_string())
         }
     }
 }

@@ -38,6 +38,7 @@ pub struct SyncroTicketWriter {
 
 /// What a Syncro error means for the outbox.
 pub fn write_error(e: SyncroError) -> WriteError {
+    // Syncro answers 401 for a missing permission too; its message tells them apart.
     if e.is_permission() {
         return WriteError::NotPermitted {
             message: e.vendor_message(),
@@ -46,38 +47,28 @@ pub fn write_error(e: SyncroError) -> WriteError {
     }
     match &e {
         SyncroError::Status {
-            status: 429,
+            status,
             retry_after,
-            ..
-        } => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: *retry_after,
-        },
-        SyncroError::Status { status, .. } if *status >= 500 => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-        },
-        SyncroError::Status { status: 401, .. } => WriteError::Auth(e.vendor_message()),
-        SyncroError::Status { status: 403, .. } => WriteError::NotPermitted {
-            message: e.vendor_message(),
-            setting: WRITE_SETTING.into(),
-        },
-        SyncroError::Status { message, .. } => WriteError::Rejected {
-            field: None,
-            message: format!("Syncro refused the write: {message}"),
-        },
-        SyncroError::Refused(m) if m.contains("budget") => WriteError::Transient {
-            message: m.clone(),
-            retry_after: None,
-        },
+            message,
+        } => WriteError::from_status(
+            *status,
+            *retry_after,
+            e.to_string(),
+            e.vendor_message(),
+            WRITE_SETTING,
+            WriteError::Rejected {
+                field: None,
+                message: format!("Syncro refused the write: {message}"),
+            },
+        ),
+        SyncroError::Refused(m) if m.contains("budget") => WriteError::transient(m.clone()),
         SyncroError::Refused(m) => WriteError::Rejected {
             field: None,
             message: m.clone(),
         },
-        SyncroError::Unreachable { .. } | SyncroError::Decode(_) => WriteError::Transient {
-            message: e.to_string(),
-            retry_after: None,
-        },
+        SyncroError::Unreachable { .. } | SyncroError::Decode(_) => {
+            WriteError::transient(e.to_string())
+        }
     }
 }
 

@@ -281,3 +281,132 @@ pub async fn imported(app: &TestApp) -> i64 {
     );
     id
 }
+
+// ---- Tickets: what the per-PSA ticket tests share ----
+
+/// `PUT /api/v1/integrations/{id}/options` as tenant A's owner.
+pub async fn put_options(app: &TestApp, id: i64, body: Value) -> (u16, Value) {
+    app.call(
+        reqwest::Method::PUT,
+        &format!("/api/v1/integrations/{id}/options"),
+        &app.a.owner_token,
+        Some(body),
+    )
+    .await
+}
+
+/// A portal status change of ticket `id`; the answer's status code.
+pub async fn set_status(app: &TestApp, id: i64, status: &str) -> u16 {
+    app.call(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/tickets/{id}"),
+        &app.a.owner_token,
+        Some(json!({ "status": status })),
+    )
+    .await
+    .0
+}
+
+/// Queues a sync of integration `id` and runs it (a full pass) as if `ahead` later; it
+/// must succeed.
+pub async fn sync_at(
+    app: &TestApp,
+    id: i64,
+    ahead: chrono::Duration,
+) -> mspbridge_sync::RunSummary {
+    app.db
+        .store
+        .request_sync(
+            app.a.id,
+            mspbridge_domain::IntegrationId(id),
+            chrono::Utc::now() + ahead,
+            chrono::Duration::zero(),
+        )
+        .await
+        .unwrap();
+    let run = full_pass_engine(app)
+        .with_clock(Arc::new(move || chrono::Utc::now() + ahead))
+        .tick()
+        .await
+        .unwrap()
+        .expect("due");
+    assert_eq!(
+        run.result,
+        mspbridge_domain::sync::RunResult::Success,
+        "{run:?}"
+    );
+    run
+}
+
+/// `sync_at` now.
+pub async fn sync(app: &TestApp, id: i64) -> mspbridge_sync::RunSummary {
+    sync_at(app, id, chrono::Duration::zero()).await
+}
+
+/// Drains the outbox as if `ahead` later.
+pub async fn drain(
+    app: &TestApp,
+    ahead: chrono::Duration,
+) -> mspbridge_sync::outbox::OutboxSummary {
+    full_pass_engine(app)
+        .with_clock(Arc::new(move || chrono::Utc::now() + ahead))
+        .drain_outbox()
+        .await
+        .unwrap()
+}
+
+/// `GET /api/v1/tickets` (up to 500) as tenant A's owner.
+pub async fn tickets(app: &TestApp) -> Vec<Value> {
+    let (s, v) = app
+        .get("/api/v1/tickets?limit=500", &app.a.owner_token)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+/// `GET /api/v1/tickets/{id}`, which must answer 200.
+pub async fn view(app: &TestApp, id: i64) -> Value {
+    let (s, v) = app
+        .get(&format!("/api/v1/tickets/{id}"), &app.a.owner_token)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+/// Every portal ticket by its PSA id: [summary, status, board, description, closed, notes
+/// as [body, internal, author], portal id]; two portal tickets for one PSA ticket fail.
+pub async fn snapshot(app: &TestApp) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    for t in tickets(app).await {
+        let v = view(app, t["id"].as_i64().unwrap()).await;
+        let notes: Vec<Value> = v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| json!([n["body"], n["internal"], n["author"]]))
+            .collect();
+        let t = &v["ticket"];
+        let key = v["external_id"].as_str().unwrap_or("none").to_string();
+        let prev = out.insert(
+            key.clone(),
+            json!([
+                t["summary"],
+                t["status"],
+                t["board"],
+                t["description"],
+                t["closed"],
+                notes,
+                t["id"]
+            ]),
+        );
+        assert!(prev.is_none(), "two portal tickets for PSA ticket #{key}");
+    }
+    out
+}
+
+/// A snapshot without the portal ids (what a rebuild must reproduce).
+pub fn without_ids(m: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), json!(v.as_array().unwrap()[..6])))
+        .collect()
+}
