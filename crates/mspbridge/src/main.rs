@@ -732,15 +732,36 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     {
         println!("Halo PSA ticket webhook {outcome}");
     }
-    // The Autotask sandbox has an "IT Contact" contact group: the same options fit it.
+    // The Autotask sandbox has an "IT Contact" contact group: the same options fit it. Its
+    // tickets are imported too, and its ticket webhook is registered through the API
+    // (`TicketWebhooks`, signed, the API user excluded).
+    let autotask_options = mspbridge_domain::sync::SyncOptions {
+        tickets: true,
+        ticket_defaults: mspbridge_domain::sync::TicketDefaults {
+            board: Some("Level I Support".into()),
+            status: Some("New".into()),
+            priority: Some("Medium".into()),
+        },
+        ..options.clone()
+    };
     store
         .set_sync_options(
             tenant.id,
             autotask_integration.id,
-            &options,
+            &autotask_options,
             chrono::Utc::now(),
         )
         .await?;
+    if let Some(outcome) = mspbridge_web::sync_api::register_webhook(
+        &state,
+        tenant.id,
+        autotask_integration.id,
+        &autotask_options,
+    )
+    .await
+    {
+        println!("Autotask ticket webhook {outcome}");
+    }
     // Syncro has no contact types: the primary-contact rule and the default role apply.
     // Its tickets are imported too; Syncro has no webhook API, so the demo plays the admin
     // who pastes the integration's secret URL into Syncro's Notification Center.

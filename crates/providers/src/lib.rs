@@ -142,7 +142,10 @@ impl Providers {
     pub fn imports_tickets(&self, kind: ProviderKind) -> bool {
         matches!(
             kind,
-            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa | ProviderKind::Syncro
+            ProviderKind::ConnectwiseManage
+                | ProviderKind::HaloPsa
+                | ProviderKind::Syncro
+                | ProviderKind::Autotask
         )
     }
 
@@ -150,7 +153,10 @@ impl Providers {
     pub fn writes_tickets(&self, kind: ProviderKind) -> bool {
         matches!(
             kind,
-            ProviderKind::ConnectwiseManage | ProviderKind::HaloPsa | ProviderKind::Syncro
+            ProviderKind::ConnectwiseManage
+                | ProviderKind::HaloPsa
+                | ProviderKind::Syncro
+                | ProviderKind::Autotask
         )
     }
 
@@ -200,13 +206,25 @@ impl Providers {
                     })
                     .map_err(syncro::tickets::write_error),
             ),
+            ProviderKind::Autotask => Some(
+                autotask::Autotask::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                    .await
+                    .map(|c| {
+                        Box::new(autotask::tickets::AutotaskTicketWriter::new(
+                            c.with_retry(retry),
+                        )) as Box<dyn tickets::TicketWriter>
+                    })
+                    .map_err(autotask::tickets::write_error),
+            ),
             _ => None,
         }
     }
 
     /// Registers the PSA's ticket webhook to `url` where its API allows it (ConnectWise
     /// `/system/callbacks`, self-suppressed; Halo `/api/Webhook` with Basic authentication,
-    /// `secret` as its password): `None` where it does not (yet), else the vendor's id for
+    /// `secret` as its password; Autotask `TicketWebhooks` signed with `secret`, the API user
+    /// excluded): `None` where it does not (yet), else the vendor's id for
     /// the registration or why it failed.
     pub async fn register_ticket_webhook(
         &self,
@@ -249,6 +267,33 @@ impl Providers {
                         .await
                         .map(|id| id.to_string())
                         .map_err(|e| e.to_string()),
+                )
+            }
+            ProviderKind::Autotask => {
+                let retry = connectwise::client::RetryPolicy::interactive();
+                let client = match autotask::Autotask::new(self.config.clone())
+                    .client(credentials, retry.timeout)
+                    .await
+                {
+                    Ok(c) => c.with_retry(retry),
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                Some(
+                    autotask::webhooks::register(
+                        &client,
+                        url,
+                        &format!("{url}/deactivated"),
+                        secret,
+                    )
+                    .await
+                    .map(|r| {
+                        if r.api_user_excluded {
+                            r.id.to_string()
+                        } else {
+                            format!("{}, API user not excluded", r.id)
+                        }
+                    })
+                    .map_err(|e| e.to_string()),
                 )
             }
             _ => None,

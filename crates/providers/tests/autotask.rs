@@ -136,7 +136,7 @@ async fn test_connection_reports_every_area_and_each_failure_in_words() {
     assert_eq!(by["companies"], &AreaResult::Granted);
     assert_eq!(by["contacts"], &AreaResult::Granted);
     assert_eq!(by["technicians"], &AreaResult::Granted);
-    assert_eq!(by["tickets"], &AreaResult::GrantedNoData);
+    assert_eq!(by["tickets"], &AreaResult::Granted);
     assert_eq!(by["contact_groups"], &AreaResult::Granted);
     let details: HashMap<_, _> = r.details.iter().cloned().collect();
     assert!(details["Zone"].contains("Sandbox"), "{details:?}");
@@ -601,10 +601,13 @@ async fn at_most_three_requests_per_endpoint_are_in_flight() {
 
 /// Every request follows Autotask's rules (no public spec is carried for Autotask, so the
 /// rules of the reference notes are checked): the documented paths only, a filter on every
-/// query, `MaxRecords` 1–500, `id` among `IncludeFields`, next pages by GET on the zone.
+/// query, `MaxRecords` 1–500, `id` among `IncludeFields`, next pages by GET on the zone,
+/// writes on the collection (`POST`/`PATCH /Tickets`, the id in the body, never
+/// `/Tickets/{id}`), notes and webhook children through their parent.
 #[tokio::test]
 async fn every_request_follows_autotasks_query_rules() {
     let (sb, h) = start(Seed::Companies(12)).await;
+    sb.with_data(|d| add_tickets(d, 3, 2));
     let c = good();
     test_with(&h, &c, true).await;
     let src = source(&h, &c, Some(7)).await;
@@ -614,7 +617,106 @@ async fn every_request_follows_autotasks_query_rules() {
         all_pages!(src, contacts, since);
     }
     all_pages!(src, technicians, None);
-    src.vocabulary(Utc::now()).await.unwrap();
+    let vocab = src.vocabulary(Utc::now()).await.unwrap();
+    let lists = vocab.tickets.unwrap();
+    assert!(
+        lists.boards.contains(&"Level I Support".to_string()),
+        "{lists:?}"
+    );
+    assert!(
+        lists.statuses.contains(&"Waiting Customer".to_string()),
+        "{lists:?}"
+    );
+    let tickets = src.ticket_source().unwrap();
+    let (all, pages) = all_pages!(tickets, tickets, None);
+    assert_eq!(all.len(), sb.with_data(|d| d.tickets.len()));
+    assert!(pages > 1, "paged");
+    let (recent, _) = all_pages!(tickets, tickets, since);
+    assert!(!recent.is_empty() && recent.len() < all.len());
+    let ids: Vec<String> = all.iter().map(|t| t.external_id.clone()).collect();
+    let notes = tickets.ticket_notes(&ids).await.unwrap();
+    assert_eq!(
+        notes.by_ticket.values().map(Vec::len).sum::<usize>(),
+        sb.with_data(|d| d.notes.len())
+    );
+    // Writes: a ticket, a note, a status, the webhook (twice: updated in place).
+    let p = providers(true, settings(&h));
+    let w = p
+        .ticket_writer(ProviderKind::Autotask, &c, fast_retry())
+        .await
+        .unwrap()
+        .unwrap();
+    let company = sb.with_data(|d| d.companies[0].id.to_string());
+    let t = mspbridge_providers::tickets::NewVendorTicket {
+        company_external_id: company,
+        summary: "Scanner jams".into(),
+        description: "Since Monday.".into(),
+        marker: "msb-contract-1".into(),
+        defaults: mspbridge_providers::tickets::TicketDefaults {
+            board: Some("Level II Support".into()),
+            status: Some("New".into()),
+            priority: Some("High".into()),
+        },
+    };
+    assert_eq!(w.find_ticket(&t, Utc::now()).await.unwrap(), None);
+    let id = w.create_ticket(&t).await.unwrap();
+    assert_eq!(
+        w.find_ticket(&t, Utc::now()).await.unwrap(),
+        Some(id.clone())
+    );
+    let since_note = Utc::now();
+    let note = w.add_note(&id, "Tried a restart.", true).await.unwrap();
+    assert_eq!(
+        w.find_note(&id, "Tried a restart.", true, since_note)
+            .await
+            .unwrap(),
+        Some(note)
+    );
+    assert_eq!(
+        w.find_note(&id, "Tried a restart.", false, since_note)
+            .await
+            .unwrap(),
+        None,
+        "visibility counts"
+    );
+    w.set_status(&id, "Complete").await.unwrap();
+    assert_eq!(
+        w.ticket_status(&id).await.unwrap(),
+        Some(("Complete".to_string(), true))
+    );
+    assert_eq!(w.ticket_status("999999").await.unwrap(), None);
+    let secret = "s".repeat(43);
+    for _ in 0..2 {
+        p.register_ticket_webhook(
+            ProviderKind::Autotask,
+            &c,
+            "https://hooks.example/webhooks/autotask/1",
+            &secret,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    sb.with_data(|d| {
+        assert_eq!(d.webhooks.len(), 1, "updated in place");
+        assert_eq!(
+            d.webhooks[0].deactivation_url,
+            "https://hooks.example/webhooks/autotask/1/deactivated"
+        );
+        assert_eq!(
+            d.webhook_fields.len(),
+            6,
+            "six subscribed fields, once each"
+        );
+        assert_eq!(
+            d.webhook_excluded
+                .iter()
+                .map(|e| e.resource_id)
+                .collect::<Vec<_>>(),
+            vec![d.resource_of(DEMO_USERNAME).unwrap()],
+            "the API user is excluded"
+        );
+    });
 
     let seen = sb.seen();
     assert!(seen.len() > 20);
@@ -625,7 +727,12 @@ async fn every_request_follows_autotasks_query_rules() {
         "ContactGroups",
         "ContactGroupContacts",
         "Tickets",
+        "TicketNotes",
+        "TicketWebhooks",
+        "TicketWebhookFields",
+        "TicketWebhookExcludedResources",
     ];
+    let mut writes = HashMap::new();
     for r in seen {
         let what = format!("{} {}", r.method, r.path);
         if r.path == "/zoneInformation" || r.path == "/ThresholdInformation" {
@@ -655,7 +762,65 @@ async fn every_request_follows_autotasks_query_rules() {
             ["entityInformation", "fields" | "userDefinedFields"] => {
                 assert_eq!(r.method, "GET", "{what}")
             }
+            [] => {
+                // Create (POST) or update (PATCH with the id in the body) on the collection.
+                let body = r.body.as_ref().unwrap();
+                match r.method.as_str() {
+                    "POST" => assert!(body.get("id").is_none(), "{what}: {body}"),
+                    "PATCH" => assert!(body["id"].as_i64().is_some(), "{what}: {body}"),
+                    m => panic!("{what}: {m} is not how the connector writes"),
+                }
+                if parts[0] == "Tickets" && r.method == "POST" {
+                    for f in [
+                        "companyID",
+                        "title",
+                        "status",
+                        "priority",
+                        "queueID",
+                        "externalID",
+                    ] {
+                        assert!(!body[f].is_null(), "{what}: {f} in {body}");
+                    }
+                }
+                *writes.entry(what.clone()).or_insert(0) += 1;
+            }
+            [id, child] if id.parse::<i64>().is_ok() => {
+                assert_eq!(r.method, "POST", "{what}");
+                let body = r.body.as_ref().unwrap();
+                match (parts[0], *child) {
+                    ("Tickets", "Notes") => {
+                        for f in ["ticketID", "title", "description", "publish", "noteType"] {
+                            assert!(!body[f].is_null(), "{what}: {f} in {body}");
+                        }
+                    }
+                    ("TicketWebhooks", "Fields") => {
+                        assert_eq!(body["isSubscribedField"], true, "{what}");
+                        assert!(body["fieldID"].as_i64().is_some(), "{what}");
+                    }
+                    ("TicketWebhooks", "ExcludedResources") => {
+                        assert!(body["resourceID"].as_i64().is_some(), "{what}");
+                    }
+                    _ => panic!("{what} is not a child the connector writes"),
+                }
+                *writes
+                    .entry(format!("POST {}/{{id}}/{child}", parts[0]))
+                    .or_insert(0) += 1;
+            }
+            [id] if id.parse::<i64>().is_ok() => assert_eq!(r.method, "GET", "{what}"),
             _ => panic!("{what} is not an Autotask request the connector should make"),
         }
     }
+    let want: HashMap<String, i32> = [
+        ("POST /Tickets", 1),
+        ("PATCH /Tickets", 1),
+        ("POST Tickets/{id}/Notes", 1),
+        ("POST /TicketWebhooks", 1),
+        ("PATCH /TicketWebhooks", 1),
+        ("POST TicketWebhooks/{id}/Fields", 6),
+        ("POST TicketWebhooks/{id}/ExcludedResources", 1),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(writes, want);
 }

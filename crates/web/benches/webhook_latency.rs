@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Webhook-to-portal latency: the time from an agent's status change in a PSA sandbox to
 //! the portal ticket showing it, through the webhook mspbridge registered (ConnectWise
-//! callback: signature fetched and checked; Halo webhook: Basic credentials), with no
+//! callback: signature fetched and checked; Halo webhook: Basic credentials; Autotask
+//! webhook: HMAC-SHA1 signature; Syncro notification: the URL's token), with no
 //! sync run involved. The web app, the store and the sandboxes run in this process on
 //! loopback; changes are made one after another and the store is polled every 2 ms.
 //!
@@ -11,6 +12,7 @@
 //!
 //! Halo's hosted limit (300 requests per 5 minutes) is lifted in its sandbox and client
 //! here: a webhook costs two Halo reads, and the point is our path, not Halo's budget.
+//! Syncro's 180 requests a minute are lifted the same way.
 //! Prints one Markdown row per PSA.
 
 use std::collections::BTreeMap;
@@ -23,7 +25,9 @@ use mspbridge_domain::model::LinkedRecord;
 use mspbridge_domain::sync::{RunResult, SyncOptions};
 use mspbridge_domain::{IntegrationId, TenantId, TicketId};
 use mspbridge_providers::halo::client::HaloLimits;
-use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers, connectwise, halo};
+use mspbridge_providers::{
+    OutboundPolicy, ProviderConfig, Providers, autotask, connectwise, halo, syncro,
+};
 use mspbridge_sandbox::Seed;
 use mspbridge_store::Store;
 use mspbridge_vault::Vault;
@@ -37,7 +41,7 @@ fn arg(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-fn providers() -> Providers {
+fn providers(config: &ProviderConfig) -> Providers {
     Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
             allow_private: true,
@@ -47,7 +51,7 @@ fn providers() -> Providers {
             window: Duration::from_secs(300),
             backoff_floor: Duration::from_secs(1),
         },
-        ..Default::default()
+        ..config.clone()
     })
 }
 
@@ -55,6 +59,8 @@ fn providers() -> Providers {
 enum Psa {
     Cw(connectwise::sandbox::CwSandbox),
     Halo(halo::sandbox::HaloSandbox),
+    Autotask(autotask::sandbox::AutotaskSandbox),
+    Syncro(syncro::sandbox::SyncroSandbox),
 }
 
 impl Psa {
@@ -62,6 +68,8 @@ impl Psa {
         match self {
             Psa::Cw(s) => s.set_ticket_status(id, name),
             Psa::Halo(s) => s.set_ticket_status(id, name),
+            Psa::Autotask(s) => s.set_ticket_status(id, name),
+            Psa::Syncro(s) => s.set_ticket_status(id, name),
         }
     }
 
@@ -69,6 +77,8 @@ impl Psa {
         match self {
             Psa::Cw(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
             Psa::Halo(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
+            Psa::Autotask(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
+            Psa::Syncro(s) => s.with_data(|d| d.tickets.iter().map(|t| t.id).collect()),
         }
     }
 }
@@ -79,6 +89,8 @@ struct Setup {
     credentials: BTreeMap<String, String>,
     /// Two open statuses a ticket is moved between.
     statuses: [&'static str; 2],
+    /// Where the connectors find this sandbox.
+    config: ProviderConfig,
 }
 
 async fn sandbox(kind: ProviderKind) -> Setup {
@@ -99,6 +111,52 @@ async fn sandbox(kind: ProviderKind) -> Setup {
                 _handle: handle,
                 credentials: c,
                 statuses: ["In Progress", "Waiting on Client"],
+                config: ProviderConfig::default(),
+            }
+        }
+        ProviderKind::Autotask => {
+            use autotask::sandbox::*;
+            let sb = AutotaskSandbox::new(Seed::Small);
+            let handle = sb.serve(listener).unwrap();
+            c.insert("username".into(), DEMO_USERNAME.into());
+            c.insert("secret".into(), DEMO_SECRET.into());
+            c.insert("integration_code".into(), DEMO_INTEGRATION_CODE.into());
+            let config = ProviderConfig {
+                autotask: autotask::client::AutotaskSettings {
+                    zone_lookup_url: AutotaskSandbox::zone_lookup_url(&handle),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Setup {
+                psa: Psa::Autotask(sb),
+                _handle: handle,
+                credentials: c,
+                statuses: ["In Progress", "Waiting Customer"],
+                config,
+            }
+        }
+        ProviderKind::Syncro => {
+            use syncro::sandbox::*;
+            let sb = SyncroSandbox::new(Seed::Small);
+            sb.set_rate_limit(1_000_000, Duration::from_secs(60));
+            let handle = sb.serve(listener).unwrap();
+            c.insert("subdomain".into(), DEMO_SUBDOMAIN.into());
+            c.insert("api_token".into(), DEMO_API_TOKEN.into());
+            let config = ProviderConfig {
+                syncro: syncro::client::SyncroSettings {
+                    requests: 1_000_000,
+                    api_base: SyncroSandbox::api_base(&handle),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            Setup {
+                psa: Psa::Syncro(sb),
+                _handle: handle,
+                credentials: c,
+                statuses: ["In Progress", "Waiting on Customer"],
+                config,
             }
         }
         _ => {
@@ -117,6 +175,7 @@ async fn sandbox(kind: ProviderKind) -> Setup {
                 _handle: handle,
                 credentials: c,
                 statuses: ["In Progress", "With User"],
+                config: ProviderConfig::default(),
             }
         }
     }
@@ -135,15 +194,20 @@ async fn measure(store: Arc<dyn Store>, kind: ProviderKind, changes: usize, back
     let vault = Arc::new(Vault::new(&[5u8; 32]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state =
-        AppState::new(store.clone(), vault.clone(), providers(), false).with_public_url(Some(base));
+    let setup = sandbox(kind).await;
+    let state = AppState::new(
+        store.clone(),
+        vault.clone(),
+        providers(&setup.config),
+        false,
+    )
+    .with_public_url(Some(base));
     let server_state = state.clone();
     tokio::spawn(async move {
         mspbridge_web::serve(listener, server_state, std::future::pending())
             .await
             .unwrap();
     });
-    let setup = sandbox(kind).await;
     let now = Utc::now();
     let tenant = store
         .create_tenant(&format!("Bench {}", kind.slug()), now)
@@ -171,7 +235,16 @@ async fn measure(store: Arc<dyn Store>, kind: ProviderKind, changes: usize, back
         mspbridge_web::sync_api::register_webhook(&state, tenant.id, integration.id, &options)
             .await
             .unwrap();
-    assert!(registered.starts_with("registered"), "{registered}");
+    match &setup.psa {
+        // Syncro has no registration API: the admin pastes the URL into Syncro.
+        Psa::Syncro(sb) => sb.set_notification_url(mspbridge_web::webhooks::url(
+            &state,
+            kind,
+            tenant.id.0,
+            integration.id.0,
+        )),
+        _ => assert!(registered.starts_with("registered"), "{registered}"),
+    }
     store
         .request_sync(tenant.id, integration.id, now, chrono::Duration::zero())
         .await
@@ -179,7 +252,7 @@ async fn measure(store: Arc<dyn Store>, kind: ProviderKind, changes: usize, back
     let engine = mspbridge_sync::Engine::new(
         store.clone(),
         vault.clone(),
-        providers(),
+        providers(&setup.config),
         mspbridge_sync::EngineConfig::default(),
         "bench",
     );
@@ -256,7 +329,12 @@ async fn main() {
     println!(
         "| PSA | database | changes | open tickets cycled | p50 | p95 | max | mean |\n|---|---|---|---|---|---|---|---|"
     );
-    for kind in [ProviderKind::ConnectwiseManage, ProviderKind::HaloPsa] {
+    for kind in [
+        ProviderKind::ConnectwiseManage,
+        ProviderKind::HaloPsa,
+        ProviderKind::Autotask,
+        ProviderKind::Syncro,
+    ] {
         let test_db = match db.as_str() {
             "postgres" => mspbridge_store::test_support::postgres()
                 .await

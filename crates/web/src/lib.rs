@@ -258,6 +258,14 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/syncro/{integration_id}/{token}",
             post(webhooks::syncro),
         )
+        .route(
+            "/webhooks/autotask/{integration_id}",
+            post(webhooks::autotask),
+        )
+        .route(
+            "/webhooks/autotask/{integration_id}/deactivated",
+            get(webhooks::autotask_deactivated).post(webhooks::autotask_deactivated),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
         .layer(axum::middleware::from_fn(track_metrics))

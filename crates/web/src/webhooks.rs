@@ -1,9 +1,12 @@
 //! Vendor callbacks: `POST /webhooks/connectwise/{integration_id}`,
-//! `POST /webhooks/halo/{integration_id}` and `POST /webhooks/syncro/{integration_id}/{token}`.
+//! `POST /webhooks/halo/{integration_id}`, `POST /webhooks/autotask/{integration_id}` and
+//! `POST /webhooks/syncro/{integration_id}/{token}`.
 //!
 //! A callback is a hint. It is verified (ConnectWise: the company it names, its `key_url`
 //! on the integration's own site, the signature with the key read there; Halo: the Basic
-//! credentials mspbridge registered for this integration of this tenant; Syncro: the
+//! credentials mspbridge registered for this integration of this tenant; Autotask: the
+//! `X-Hook-Signature` HMAC-SHA1 of the raw body with the secret key registered for this
+//! integration of this tenant; Syncro: the
 //! secret token in the URL the admin pasted into Syncro), recorded once (a
 //! signature or delivery seen before is a replay and refused), and the record it names is
 //! read again from the PSA before anything changes in the portal. An echo of mspbridge's
@@ -18,7 +21,7 @@ use mspbridge_domain::IntegrationId;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_providers::connectwise::callbacks;
-use mspbridge_providers::{halo, syncro};
+use mspbridge_providers::{autotask, halo, syncro};
 use serde_json::json;
 
 use crate::AppState;
@@ -43,6 +46,7 @@ pub fn route(kind: ProviderKind) -> Option<&'static str> {
         ProviderKind::ConnectwiseManage => Some("connectwise"),
         ProviderKind::HaloPsa => Some("halo"),
         ProviderKind::Syncro => Some("syncro"),
+        ProviderKind::Autotask => Some("autotask"),
         _ => None,
     }
 }
@@ -99,6 +103,28 @@ pub async fn halo(
     body: Bytes,
 ) -> Response {
     receive(state, ProviderKind::HaloPsa, &raw, None, headers, body).await
+}
+
+#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+pub async fn autotask(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    receive(state, ProviderKind::Autotask, &raw, None, headers, body).await
+}
+
+/// Autotask calls the deactivation URL when it turns a webhook off (after repeated failed
+/// deliveries). The call is unsigned, so it changes nothing: it is logged for the admin,
+/// polling carries on, and saving the integration's options registers the webhook again.
+#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+pub async fn autotask_deactivated(Path(raw): Path<String>) -> Response {
+    tracing::warn!(
+        integration_id = %raw,
+        "Autotask reports the ticket webhook deactivated; changes arrive with the scheduled sync until the integration's options are saved again"
+    );
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// Syncro: the secret is the URL's last segment.
@@ -189,6 +215,21 @@ async fn verify(
                 kind: "ticket".into(),
                 action: d.event.to_lowercase(),
                 id: d.ticket_id,
+            })
+        }
+        ProviderKind::Autotask => {
+            let secret = state.vault.webhook_secret(tenant.0, id.0);
+            let signature = headers
+                .get(autotask::webhooks::SIGNATURE_HEADER)
+                .and_then(|v| v.to_str().ok());
+            let d = autotask::webhooks::verify(signature, body, &secret)
+                .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            Ok(Verified {
+                // The body carries the webhook's Guid and a sequence number.
+                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                kind: d.entity.to_lowercase(),
+                action: d.action.to_lowercase(),
+                id: d.id,
             })
         }
         ProviderKind::HaloPsa => {

@@ -516,6 +516,21 @@ impl AutotaskClient {
         Ok(c.query_count)
     }
 
+    /// A write (`POST`/`PATCH` on an entity or a parent's child collection): paced, sent
+    /// once and never retried here, since an answer lost after Autotask applied the change
+    /// is for the caller to look for (the outbox finds before it creates again).
+    pub async fn write<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, AutotaskError> {
+        let path = path.trim_start_matches('/');
+        let url = format!("{}/{path}", self.api_base);
+        let entity = path.split('/').next().unwrap_or_default().to_string();
+        self.paced(method, &url, Some(body), &entity).await
+    }
+
     /// `GET /V1.0/{path}` (entity information, single records), with retries.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, AutotaskError> {
         let url = format!("{}/{}", self.api_base, path.trim_start_matches('/'));

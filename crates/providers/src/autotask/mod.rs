@@ -1,9 +1,12 @@
 //! Autotask PSA (Datto/Kaseya), REST `ATServicesRest/V1.0`: companies, contacts,
-//! resources (technicians), contact groups and picklists.
+//! resources (technicians), contact groups and picklists, tickets both ways and ticket
+//! webhooks.
 
 pub mod client;
 pub mod sandbox;
 pub mod source;
+pub mod tickets;
+pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;

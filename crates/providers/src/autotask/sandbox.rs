@@ -15,6 +15,17 @@
 //!   plays other integrations of the tenant), answered with 429 once reached, and 3
 //!   requests in flight per tracking identifier and endpoint (429 beyond).
 //! * An API user whose security level cannot see Resources (403), and fault injection.
+//! * Tickets and ticket notes with the tenant's picklists (status, priority, queue, ticket
+//!   type, note type, publish) in `entityInformation/fields`; writes as Autotask takes them:
+//!   `POST /Tickets`, `PATCH /Tickets` with the id in the body (`PATCH /Tickets/{id}` is
+//!   refused, trap 14), `POST /Tickets/{id}/Notes`, each answering `{"itemId": N}`, with
+//!   validation failures as HTTP 500 and an `errors` array (trap 20) and answers that can
+//!   be lost after the write (`lose_write_answers`).
+//! * Ticket webhooks: `TicketWebhooks` with their `Fields` and `ExcludedResources`; every
+//!   ticket change (the API's included) is delivered, signed with `X-Hook-Signature`, to
+//!   each active webhook subscribed to it, unless the resource that made it is excluded.
+//!   `/_sandbox/tickets/{id}/status?label=` and `/_sandbox/tickets/{id}/notes?text=` play
+//!   a technician working in Autotask.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,8 +46,11 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::wire::{
-    Company, Contact, ContactGroup, ContactGroupContact, PageDetails, Resource, Udf, at_time,
+    Company, Contact, ContactGroup, ContactGroupContact, PageDetails, Resource, Ticket, TicketNote,
+    Udf, at_time,
 };
+use mspbridge_sandbox::names::TICKET_SUBJECTS;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const DEMO_USERNAME: &str = "mspbridge-api@demo-msp.example";
 pub const DEMO_SECRET: &str = "Demo$ecret-autotask-7Q";
@@ -61,6 +75,101 @@ const GROUPS: [(&str, bool); 4] = [
 const COMPANY_TYPES: [(i64, &str); 4] =
     [(1, "Customer"), (2, "Lead"), (3, "Prospect"), (7, "Vendor")];
 
+/// Ticket statuses: (value, label, default). Complete (5) stamps `completedDate`.
+pub const TICKET_STATUSES: [(i64, &str, bool); 7] = [
+    (1, "New", true),
+    (5, "Complete", false),
+    (7, "Waiting Customer", false),
+    (8, "In Progress", false),
+    (9, "Waiting Materials", false),
+    (12, "Waiting Vendor", false),
+    (13, "On Hold", false),
+];
+pub const COMPLETE: i64 = 5;
+pub const PRIORITIES: [(i64, &str, bool); 4] = [
+    (1, "High", false),
+    (2, "Medium", true),
+    (3, "Low", false),
+    (4, "Critical", false),
+];
+pub const QUEUES: [(i64, &str, bool); 4] = [
+    (5, "Client Portal", false),
+    (8, "Level I Support", true),
+    (9, "Level II Support", false),
+    (10, "Monitoring Alert", false),
+];
+pub const TICKET_TYPES: [(i64, &str, bool); 4] = [
+    (1, "Service Request", true),
+    (2, "Incident", false),
+    (3, "Problem", false),
+    (4, "Change Request", false),
+];
+pub const NOTE_TYPES: [(i64, &str, bool); 3] = [
+    (1, "Ticket Detail", false),
+    (3, "Ticket Notes", true),
+    (13, "Workflow Rule Action Note", false),
+];
+/// Who may see a note: (value, label, default).
+pub const PUBLISH: [(i64, &str, bool); 3] = [
+    (1, "All Autotask Users", true),
+    (2, "Internal Only", false),
+    (4, "Internal Project Team", false),
+];
+/// The ticket fields a webhook can subscribe to (`TicketWebhookFields.fieldID`), with the
+/// API field each stands for.
+pub const WEBHOOK_FIELDS: [(i64, &str, &str); 7] = [
+    (101, "Status", "status"),
+    (102, "Priority", "priority"),
+    (103, "Title", "title"),
+    (104, "Queue", "queueID"),
+    (105, "Assigned Resource", "assignedResourceID"),
+    (106, "Last Activity Date", "lastActivityDate"),
+    (107, "Due Date", "dueDateTime"),
+];
+const BASE_TICKET_ID: i64 = 7_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketWebhook {
+    pub id: i64,
+    pub name: String,
+    pub webhook_url: String,
+    pub deactivation_url: String,
+    /// Write-only: never in a query's answer.
+    #[serde(skip_serializing, default)]
+    pub secret_key: String,
+    pub is_active: bool,
+    pub is_ready: bool,
+    pub is_subscribed_to_create_events: bool,
+    pub is_subscribed_to_update_events: bool,
+    pub is_subscribed_to_delete_events: bool,
+    #[serde(default)]
+    pub send_threshold_exceeded_notification: bool,
+    /// Identifies the webhook in its deliveries.
+    pub guid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketWebhookField {
+    pub id: i64,
+    #[serde(rename = "webhookID")]
+    pub webhook_id: i64,
+    #[serde(rename = "fieldID")]
+    pub field_id: i64,
+    pub is_subscribed_field: bool,
+    pub is_display_always_field: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct TicketWebhookExcludedResource {
+    pub id: i64,
+    #[serde(rename = "webhookID")]
+    pub webhook_id: i64,
+    #[serde(rename = "resourceID")]
+    pub resource_id: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AutotaskData {
     pub companies: Vec<Company>,
@@ -68,6 +177,30 @@ pub struct AutotaskData {
     pub resources: Vec<Resource>,
     pub groups: Vec<ContactGroup>,
     pub memberships: Vec<ContactGroupContact>,
+    pub tickets: Vec<Ticket>,
+    pub notes: Vec<TicketNote>,
+    pub webhooks: Vec<TicketWebhook>,
+    pub webhook_fields: Vec<TicketWebhookField>,
+    pub webhook_excluded: Vec<TicketWebhookExcludedResource>,
+}
+
+impl AutotaskData {
+    /// The resource id of API user `user_name`.
+    pub fn resource_of(&self, user_name: &str) -> Option<i64> {
+        self.resources
+            .iter()
+            .find(|r| {
+                r.user_name
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(user_name))
+            })
+            .map(|r| r.id)
+    }
+
+    /// The technician who works tickets by hand in the sandbox.
+    pub fn technician(&self) -> i64 {
+        self.resources.first().map(|r| r.id).unwrap_or_default()
+    }
 }
 
 /// One request as the sandbox received it.
@@ -118,6 +251,10 @@ struct Inner {
     next_host: Mutex<Option<String>>,
     /// Name this zone URL in zone discovery instead of the sandbox's own (tests).
     zone_url: Mutex<Option<String>>,
+    /// Writes whose answer is lost after they were applied.
+    lost_answers: AtomicU32,
+    deliveries: AtomicU64,
+    sequence: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -259,7 +396,76 @@ pub fn generate(seed: Seed) -> AutotaskData {
             resource_type: Some("Employee".into()),
         });
     }
+    if matches!(seed, Seed::Small) {
+        add_tickets(&mut d, 3, 2);
+    }
     d
+}
+
+/// Up to `per_company` tickets for each company (0 to `per_company`, deterministic), each
+/// with `notes_per` notes, one in three internal.
+pub fn add_tickets(d: &mut AutotaskData, per_company: usize, notes_per: usize) {
+    let mut rng = Rng::new(0xA7_71C);
+    let mut ticket_id = d
+        .tickets
+        .iter()
+        .map(|t| t.id)
+        .max()
+        .unwrap_or(BASE_TICKET_ID);
+    let mut note_id = d
+        .notes
+        .iter()
+        .map(|n| n.id)
+        .max()
+        .unwrap_or(BASE_TICKET_ID * 10);
+    let tech = d.technician();
+    let mut contacts: HashMap<i64, i64> = HashMap::new();
+    for c in &d.contacts {
+        if let Some(co) = c.company_id {
+            contacts.entry(co).or_insert(c.id);
+        }
+    }
+    let companies: Vec<i64> = d.companies.iter().map(|c| c.id).collect();
+    for company in companies {
+        for _ in 0..rng.below(per_company as u64 + 1) {
+            ticket_id += 1;
+            let status = rng.pick(&TICKET_STATUSES).0;
+            let created = base_time() + chrono::Duration::minutes(rng.below(60 * 24 * 300) as i64);
+            let updated = created + chrono::Duration::minutes(rng.below(60 * 24 * 5) as i64 + 10);
+            d.tickets.push(Ticket {
+                id: ticket_id,
+                ticket_number: Some(format!("T20260101.{:04}", ticket_id - BASE_TICKET_ID)),
+                title: rng.pick(&TICKET_SUBJECTS).to_string(),
+                description: Some(format!("Reported by the customer (ticket {ticket_id}).")),
+                status: Some(status),
+                priority: Some(rng.pick(&PRIORITIES).0),
+                queue_id: Some(rng.pick(&QUEUES).0),
+                ticket_type: Some(rng.pick(&TICKET_TYPES).0),
+                company_id: Some(company),
+                contact_id: contacts.get(&company).copied(),
+                assigned_resource_id: Some(tech),
+                external_id: None,
+                create_date: Some(created),
+                completed_date: (status == COMPLETE).then_some(updated),
+                last_activity_date: Some(updated),
+            });
+            for k in 0..notes_per {
+                note_id += 1;
+                d.notes.push(TicketNote {
+                    id: note_id,
+                    ticket_id,
+                    title: Some("Update".into()),
+                    description: format!("Update {} on ticket {ticket_id}.", k + 1),
+                    note_type: Some(3),
+                    publish: Some(if note_id % 3 == 0 { 2 } else { 1 }),
+                    creator_resource_id: Some(tech),
+                    created_by_contact_id: None,
+                    create_date_time: Some(created + chrono::Duration::minutes(k as i64 + 1)),
+                    last_activity_date: Some(created + chrono::Duration::minutes(k as i64 + 1)),
+                });
+            }
+        }
+    }
 }
 
 impl AutotaskSandbox {
@@ -280,6 +486,9 @@ impl AutotaskSandbox {
                 raw_edits: RawEdits::default(),
                 next_host: Mutex::new(None),
                 zone_url: Mutex::new(None),
+                lost_answers: AtomicU32::new(0),
+                deliveries: AtomicU64::new(0),
+                sequence: AtomicU64::new(0),
             }),
             faults: Faults::default(),
         }
@@ -293,6 +502,8 @@ impl AutotaskSandbox {
             )
             .route("/ATServicesRest/V1.0/{*rest}", any(api))
             .route("/_sandbox/touch-contacts", post(touch_contacts))
+            .route("/_sandbox/tickets/{id}/status", post(sandbox_status))
+            .route("/_sandbox/tickets/{id}/notes", post(sandbox_note))
             .with_state(self.inner.clone())
             .layer(axum::middleware::from_fn_with_state(
                 self.faults.clone(),
@@ -328,7 +539,43 @@ impl AutotaskSandbox {
         d.resources.sort_by_key(|r| r.id);
         d.groups.sort_by_key(|r| r.id);
         d.memberships.sort_by_key(|r| r.id);
+        d.tickets.sort_by_key(|r| r.id);
+        d.notes.sort_by_key(|r| r.id);
         r
+    }
+
+    /// The next `n` ticket writes are applied but their answers lost (504).
+    pub fn lose_write_answers(&self, n: u32) {
+        self.inner.lost_answers.store(n, Ordering::SeqCst);
+    }
+
+    /// Webhook deliveries sent so far.
+    pub fn deliveries(&self) -> u64 {
+        self.inner.deliveries.load(Ordering::Relaxed)
+    }
+
+    /// Moves ticket `id` to the status labelled `label`, as a technician in Autotask would
+    /// (webhooks called).
+    pub fn set_ticket_status(&self, id: i64, label: &str) -> bool {
+        set_status(&self.inner, id, label)
+    }
+
+    /// A note on `ticket` by the technician (webhooks called for its activity).
+    pub fn add_note(&self, ticket: i64, text: &str, internal: bool) -> Option<i64> {
+        let tech = self.with_data(|d| d.technician());
+        add_note(
+            &self.inner,
+            ticket,
+            json!({"title": "Update", "description": text, "publish": if internal { 2 } else { 1 }}),
+            tech,
+        )
+        .ok()
+    }
+
+    /// What a delivery of `action` on ticket `id` to webhook `webhook` would carry.
+    pub fn delivery_body(&self, webhook: i64, action: &str, id: i64) -> Vec<u8> {
+        let d = read(&self.inner);
+        delivery_body(&self.inner, &d, webhook, action, id, &["status"], 0)
     }
 
     /// The database's request threshold (default 10,000 per hour).
@@ -599,10 +846,13 @@ async fn api(
             &["The security level of this API user does not allow access to Resources"],
         );
     }
-    let data = match s.data.read() {
-        Ok(d) => d,
-        Err(p) => p.into_inner(),
-    };
+    let writes = matches!(method, Method::POST | Method::PATCH | Method::PUT)
+        && parts.get(1).is_none_or(|p| *p != "query");
+    if writes {
+        let actor = read(&s).resource_of(&user).unwrap_or_default();
+        return write(&s, entity, &method, &parts[1..], json_body, actor);
+    }
+    let data = read(&s);
     match (&method, &parts[1..]) {
         (&Method::POST, ["query"]) | (&Method::GET, ["query"]) => {
             let query = match (&method, json_body, q.get("search")) {
@@ -658,16 +908,13 @@ async fn api(
             let fields: Vec<Value> = entity
                 .fields()
                 .iter()
-                .map(|f| {
-                    if entity == Entity::Companies && *f == "companyType" {
-                        json!({"name": f, "dataType": "integer", "isPickList": true,
-                            "picklistValues": COMPANY_TYPES.iter().map(|(v, l)| json!({
-                                "value": v.to_string(), "label": l, "isActive": true,
-                                "isDefaultValue": *v == 1, "isSystem": true, "sortOrder": v,
-                                "parentValue": ""})).collect::<Vec<_>>()})
-                    } else {
-                        json!({"name": f, "isPickList": false})
-                    }
+                .map(|f| match picklist(entity, f) {
+                    Some(values) => json!({"name": f, "dataType": "integer", "isPickList": true,
+                        "picklistValues": values.iter().map(|(v, l, default)| json!({
+                            "value": v.to_string(), "label": l, "isActive": true,
+                            "isDefaultValue": default, "isSystem": true, "sortOrder": v,
+                            "parentValue": ""})).collect::<Vec<_>>()}),
+                    None => json!({"name": f, "isPickList": false}),
                 })
                 .collect();
             axum::Json(json!({ "fields": fields })).into_response()
@@ -713,6 +960,10 @@ enum Entity {
     ContactGroups,
     ContactGroupContacts,
     Tickets,
+    TicketNotes,
+    TicketWebhooks,
+    TicketWebhookFields,
+    TicketWebhookExcludedResources,
 }
 
 impl Entity {
@@ -724,6 +975,10 @@ impl Entity {
             "ContactGroups" => Entity::ContactGroups,
             "ContactGroupContacts" => Entity::ContactGroupContacts,
             "Tickets" => Entity::Tickets,
+            "TicketNotes" => Entity::TicketNotes,
+            "TicketWebhooks" => Entity::TicketWebhooks,
+            "TicketWebhookFields" => Entity::TicketWebhookFields,
+            "TicketWebhookExcludedResources" => Entity::TicketWebhookExcludedResources,
             _ => return None,
         })
     }
@@ -736,6 +991,10 @@ impl Entity {
             Entity::ContactGroups => "ContactGroups",
             Entity::ContactGroupContacts => "ContactGroupContacts",
             Entity::Tickets => "Tickets",
+            Entity::TicketNotes => "TicketNotes",
+            Entity::TicketWebhooks => "TicketWebhooks",
+            Entity::TicketWebhookFields => "TicketWebhookFields",
+            Entity::TicketWebhookExcludedResources => "TicketWebhookExcludedResources",
         }
     }
 
@@ -790,14 +1049,52 @@ impl Entity {
                 "id",
                 "ticketNumber",
                 "title",
+                "description",
                 "status",
                 "priority",
                 "queueID",
+                "ticketType",
                 "companyID",
                 "contactID",
+                "assignedResourceID",
+                "externalID",
                 "createDate",
+                "completedDate",
                 "lastActivityDate",
             ],
+            Entity::TicketNotes => &[
+                "id",
+                "ticketID",
+                "title",
+                "description",
+                "noteType",
+                "publish",
+                "creatorResourceID",
+                "createdByContactID",
+                "createDateTime",
+                "lastActivityDate",
+            ],
+            Entity::TicketWebhooks => &[
+                "id",
+                "name",
+                "webhookUrl",
+                "deactivationUrl",
+                "secretKey",
+                "isActive",
+                "isReady",
+                "isSubscribedToCreateEvents",
+                "isSubscribedToUpdateEvents",
+                "isSubscribedToDeleteEvents",
+                "sendThresholdExceededNotification",
+            ],
+            Entity::TicketWebhookFields => &[
+                "id",
+                "webhookID",
+                "fieldID",
+                "isSubscribedField",
+                "isDisplayAlwaysField",
+            ],
+            Entity::TicketWebhookExcludedResources => &["id", "webhookID", "resourceID"],
         }
     }
 
@@ -838,7 +1135,25 @@ impl Entity {
             Entity::ContactGroupContacts => {
                 walk(&d.memberships, |r| r.id, "memberships", edits, after, f)
             }
-            Entity::Tickets => {}
+            Entity::Tickets => walk(&d.tickets, |r| r.id, "tickets", edits, after, f),
+            Entity::TicketNotes => walk(&d.notes, |r| r.id, "notes", edits, after, f),
+            Entity::TicketWebhooks => walk(&d.webhooks, |r| r.id, "webhooks", edits, after, f),
+            Entity::TicketWebhookFields => walk(
+                &d.webhook_fields,
+                |r| r.id,
+                "webhook_fields",
+                edits,
+                after,
+                f,
+            ),
+            Entity::TicketWebhookExcludedResources => walk(
+                &d.webhook_excluded,
+                |r| r.id,
+                "webhook_excluded",
+                edits,
+                after,
+                f,
+            ),
         }
     }
 }
@@ -1173,4 +1488,656 @@ async fn touch_contacts(
         n += 1;
     }
     axum::Json(json!({ "changed": n })).into_response()
+}
+
+/// The picklist of `field` on `entity`: (value, label, default).
+fn picklist(entity: Entity, field: &str) -> Option<Vec<(i64, &'static str, bool)>> {
+    let list: &[(i64, &str, bool)] = match (entity, field) {
+        (Entity::Companies, "companyType") => {
+            return Some(
+                COMPANY_TYPES
+                    .iter()
+                    .map(|(v, l)| (*v, *l, *v == 1))
+                    .collect(),
+            );
+        }
+        (Entity::Tickets, "status") => &TICKET_STATUSES,
+        (Entity::Tickets, "priority") => &PRIORITIES,
+        (Entity::Tickets, "queueID") => &QUEUES,
+        (Entity::Tickets, "ticketType") => &TICKET_TYPES,
+        (Entity::TicketNotes, "noteType") => &NOTE_TYPES,
+        (Entity::TicketNotes, "publish") => &PUBLISH,
+        (Entity::TicketWebhookFields, "fieldID") => {
+            return Some(
+                WEBHOOK_FIELDS
+                    .iter()
+                    .map(|(v, l, _)| (*v, *l, false))
+                    .collect(),
+            );
+        }
+        _ => return None,
+    };
+    Some(list.to_vec())
+}
+
+fn read(s: &Inner) -> std::sync::RwLockReadGuard<'_, AutotaskData> {
+    match s.data.read() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn write_lock(s: &Inner) -> std::sync::RwLockWriteGuard<'_, AutotaskData> {
+    match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn int(v: &Value, field: &str) -> Option<i64> {
+    field_of(v, field).and_then(|x| {
+        x.as_i64()
+            .or_else(|| x.as_str().and_then(|s| s.trim().parse().ok()))
+    })
+}
+
+fn string(v: &Value, field: &str) -> Option<String> {
+    field_of(v, field)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+fn flag(v: &Value, field: &str) -> Option<bool> {
+    field_of(v, field).and_then(Value::as_bool)
+}
+
+fn in_list(list: &[(i64, &str, bool)], v: i64) -> bool {
+    list.iter().any(|(x, _, _)| *x == v)
+}
+
+fn invalid(messages: &[&str]) -> Box<Response> {
+    Box::new(errors(StatusCode::INTERNAL_SERVER_ERROR, messages))
+}
+
+/// What changed on a ticket, for the webhooks.
+struct Change {
+    action: &'static str,
+    ticket: i64,
+    fields: Vec<&'static str>,
+    actor: i64,
+}
+
+/// Creates, updates and child writes, as Autotask takes them.
+fn write(
+    s: &Arc<Inner>,
+    entity: Entity,
+    method: &Method,
+    rest: &[&str],
+    body: Option<Value>,
+    actor: i64,
+) -> Response {
+    let Some(body) = body.filter(Value::is_object) else {
+        return errors(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &["The request body must be a JSON object"],
+        );
+    };
+    let patch = *method == Method::PATCH || *method == Method::PUT;
+    let outcome = match (entity, method.as_str(), rest) {
+        (Entity::Tickets, "POST", []) => create_ticket(s, &body, actor),
+        (Entity::Tickets, "PATCH" | "PUT", []) => update_ticket(s, &body, actor),
+        (Entity::Tickets, "POST", [id, child]) if child.eq_ignore_ascii_case("Notes") => {
+            match id.parse::<i64>() {
+                Ok(id) => add_note_inner(s, id, &body, actor),
+                Err(_) => Err(invalid(&["The parent id is not a number"])),
+            }
+        }
+        (Entity::TicketWebhooks, "POST" | "PATCH" | "PUT", []) => webhook(s, &body, patch),
+        (Entity::TicketWebhooks, "POST", [id, child]) => match id.parse::<i64>() {
+            Ok(id) => webhook_child(s, id, child, &body),
+            Err(_) => Err(invalid(&["The parent id is not a number"])),
+        },
+        (_, m, [_]) if m != "POST" => {
+            // Trap 14: updates go to the collection with the id in the body.
+            return errors(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &[&format!(
+                    "The requested resource does not support http method '{m}'."
+                )],
+            );
+        }
+        _ => {
+            return errors(
+                StatusCode::NOT_FOUND,
+                &[&format!(
+                    "{method} {} is not supported",
+                    std::iter::once(entity.name())
+                        .chain(rest.iter().copied())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                )],
+            );
+        }
+    };
+    match outcome {
+        Err(r) => *r,
+        Ok((id, change)) => {
+            if let Some(c) = change {
+                deliver(s, c);
+            }
+            let lost = entity != Entity::TicketWebhooks
+                && s.lost_answers
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if lost {
+                return (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout").into_response();
+            }
+            axum::Json(json!({ "itemId": id })).into_response()
+        }
+    }
+}
+
+type Written = Result<(i64, Option<Change>), Box<Response>>;
+
+fn create_ticket(s: &Inner, v: &Value, actor: i64) -> Written {
+    let now = Utc::now();
+    let mut d = write_lock(s);
+    let mut missing = Vec::new();
+    let company = int(v, "companyID");
+    for (field, present) in [
+        ("companyID", company.is_some()),
+        (
+            "title",
+            string(v, "title").is_some_and(|t| !t.trim().is_empty()),
+        ),
+        ("status", int(v, "status").is_some()),
+        ("priority", int(v, "priority").is_some()),
+    ] {
+        if !present {
+            missing.push(format!("Missing Required Field: {field}"));
+        }
+    }
+    if !missing.is_empty() {
+        let m: Vec<&str> = missing.iter().map(String::as_str).collect();
+        return Err(invalid(&m));
+    }
+    let company = company.unwrap_or_default();
+    if !d.companies.iter().any(|c| c.id == company) {
+        return Err(invalid(&[&format!(
+            "Value {company} of field companyID does not exist"
+        )]));
+    }
+    let status = int(v, "status").unwrap_or_default();
+    let priority = int(v, "priority").unwrap_or_default();
+    for (field, value, list) in [
+        ("status", Some(status), &TICKET_STATUSES[..]),
+        ("priority", Some(priority), &PRIORITIES[..]),
+        ("queueID", int(v, "queueID"), &QUEUES[..]),
+        ("ticketType", int(v, "ticketType"), &TICKET_TYPES[..]),
+    ] {
+        if let Some(x) = value
+            && !in_list(list, x)
+        {
+            return Err(invalid(&[&format!(
+                "Value {x} of field {field} is not a valid picklist value"
+            )]));
+        }
+    }
+    if string(v, "externalID").is_some_and(|e| e.len() > 50) {
+        return Err(invalid(&["externalID is longer than 50 characters"]));
+    }
+    let id = d
+        .tickets
+        .iter()
+        .map(|t| t.id)
+        .max()
+        .unwrap_or(BASE_TICKET_ID)
+        + 1;
+    d.tickets.push(Ticket {
+        id,
+        ticket_number: Some(format!(
+            "T{}.{:04}",
+            now.format("%Y%m%d"),
+            id - BASE_TICKET_ID
+        )),
+        title: string(v, "title").unwrap_or_default(),
+        description: string(v, "description"),
+        status: Some(status),
+        priority: Some(priority),
+        queue_id: int(v, "queueID"),
+        ticket_type: int(v, "ticketType"),
+        company_id: Some(company),
+        contact_id: int(v, "contactID"),
+        assigned_resource_id: int(v, "assignedResourceID"),
+        external_id: string(v, "externalID"),
+        create_date: Some(now),
+        completed_date: (status == COMPLETE).then_some(now),
+        last_activity_date: Some(now),
+    });
+    Ok((
+        id,
+        Some(Change {
+            action: "Create",
+            ticket: id,
+            fields: vec!["status", "priority", "title", "queueID"],
+            actor,
+        }),
+    ))
+}
+
+fn update_ticket(s: &Inner, v: &Value, actor: i64) -> Written {
+    let now = Utc::now();
+    let mut d = write_lock(s);
+    let Some(id) = int(v, "id") else {
+        return Err(invalid(&["Missing Required Field: id"]));
+    };
+    for (field, list) in [
+        ("status", &TICKET_STATUSES[..]),
+        ("priority", &PRIORITIES[..]),
+        ("queueID", &QUEUES[..]),
+    ] {
+        if let Some(x) = int(v, field)
+            && !in_list(list, x)
+        {
+            return Err(invalid(&[&format!(
+                "Value {x} of field {field} is not a valid picklist value"
+            )]));
+        }
+    }
+    let Some(t) = d.tickets.iter_mut().find(|t| t.id == id) else {
+        return Err(invalid(&[&format!("Ticket {id} does not exist")]));
+    };
+    let mut fields = vec!["lastActivityDate"];
+    if let Some(st) = int(v, "status")
+        && t.status != Some(st)
+    {
+        t.status = Some(st);
+        t.completed_date = (st == COMPLETE).then_some(now);
+        fields.push("status");
+    }
+    if let Some(p) = int(v, "priority")
+        && t.priority != Some(p)
+    {
+        t.priority = Some(p);
+        fields.push("priority");
+    }
+    if let Some(q) = int(v, "queueID")
+        && t.queue_id != Some(q)
+    {
+        t.queue_id = Some(q);
+        fields.push("queueID");
+    }
+    if let Some(x) = string(v, "title")
+        && x != t.title
+    {
+        t.title = x;
+        fields.push("title");
+    }
+    t.last_activity_date = Some(now);
+    Ok((
+        id,
+        Some(Change {
+            action: "Update",
+            ticket: id,
+            fields,
+            actor,
+        }),
+    ))
+}
+
+fn set_status(s: &Arc<Inner>, id: i64, label: &str) -> bool {
+    let Some(value) = TICKET_STATUSES
+        .iter()
+        .find(|(_, l, _)| l.eq_ignore_ascii_case(label))
+        .map(|(v, _, _)| *v)
+    else {
+        return false;
+    };
+    let actor = read(s).technician();
+    match update_ticket(s, &json!({"id": id, "status": value}), actor) {
+        Ok((_, Some(c))) => {
+            deliver(s, c);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A note through its parent ticket; the ticket's `lastActivityDate` moves with it.
+fn add_note(s: &Arc<Inner>, ticket: i64, v: Value, actor: i64) -> Result<i64, Box<Response>> {
+    let (id, change) = add_note_inner(s, ticket, &v, actor)?;
+    if let Some(c) = change {
+        deliver(s, c);
+    }
+    Ok(id)
+}
+
+fn add_note_inner(s: &Inner, ticket: i64, v: &Value, actor: i64) -> Written {
+    let now = Utc::now();
+    let mut d = write_lock(s);
+    let mut missing = Vec::new();
+    for field in ["title", "description", "publish"] {
+        let present = match field {
+            "publish" => int(v, field).is_some(),
+            f => string(v, f).is_some_and(|t| !t.trim().is_empty()),
+        };
+        if !present {
+            missing.push(format!("Missing Required Field: {field}"));
+        }
+    }
+    if !missing.is_empty() {
+        let m: Vec<&str> = missing.iter().map(String::as_str).collect();
+        return Err(invalid(&m));
+    }
+    if let Some(given) = int(v, "ticketID")
+        && given != ticket
+    {
+        return Err(invalid(&["ticketID does not match the parent ticket"]));
+    }
+    let publish = int(v, "publish").unwrap_or_default();
+    if !in_list(&PUBLISH, publish) {
+        return Err(invalid(&[&format!(
+            "Value {publish} of field publish is not a valid picklist value"
+        )]));
+    }
+    let note_type = int(v, "noteType").unwrap_or(3);
+    if !in_list(&NOTE_TYPES, note_type) {
+        return Err(invalid(&[&format!(
+            "Value {note_type} of field noteType is not a valid picklist value"
+        )]));
+    }
+    let Some(t) = d.tickets.iter_mut().find(|t| t.id == ticket) else {
+        return Err(invalid(&[&format!("Ticket {ticket} does not exist")]));
+    };
+    t.last_activity_date = Some(now);
+    let id = d
+        .notes
+        .iter()
+        .map(|n| n.id)
+        .max()
+        .unwrap_or(BASE_TICKET_ID * 10)
+        + 1;
+    d.notes.push(TicketNote {
+        id,
+        ticket_id: ticket,
+        title: string(v, "title"),
+        description: string(v, "description").unwrap_or_default(),
+        note_type: Some(note_type),
+        publish: Some(publish),
+        creator_resource_id: Some(actor),
+        created_by_contact_id: None,
+        create_date_time: Some(now),
+        last_activity_date: Some(now),
+    });
+    Ok((
+        id,
+        Some(Change {
+            action: "Update",
+            ticket,
+            fields: vec!["lastActivityDate"],
+            actor,
+        }),
+    ))
+}
+
+/// `POST` creates a ticket webhook (a deactivation URL and a secret of at most 64
+/// characters required); `PATCH` changes the one named by `id`.
+fn webhook(s: &Inner, v: &Value, patch: bool) -> Written {
+    let mut d = write_lock(s);
+    if let Some(k) = string(v, "secretKey")
+        && k.len() > 64
+    {
+        return Err(invalid(&["secretKey is longer than 64 characters"]));
+    }
+    if patch {
+        let Some(id) = int(v, "id") else {
+            return Err(invalid(&["Missing Required Field: id"]));
+        };
+        let Some(w) = d.webhooks.iter_mut().find(|w| w.id == id) else {
+            return Err(invalid(&[&format!("TicketWebhook {id} does not exist")]));
+        };
+        if let Some(x) = string(v, "webhookUrl") {
+            w.webhook_url = x;
+        }
+        if let Some(x) = string(v, "deactivationUrl") {
+            w.deactivation_url = x;
+        }
+        if let Some(x) = string(v, "secretKey") {
+            w.secret_key = x;
+        }
+        if let Some(x) = string(v, "name") {
+            w.name = x;
+        }
+        for (field, slot) in [
+            ("isActive", &mut w.is_active),
+            (
+                "isSubscribedToCreateEvents",
+                &mut w.is_subscribed_to_create_events,
+            ),
+            (
+                "isSubscribedToUpdateEvents",
+                &mut w.is_subscribed_to_update_events,
+            ),
+            (
+                "isSubscribedToDeleteEvents",
+                &mut w.is_subscribed_to_delete_events,
+            ),
+        ] {
+            if let Some(b) = flag(v, field) {
+                *slot = b;
+            }
+        }
+        return Ok((id, None));
+    }
+    let mut missing = Vec::new();
+    for field in ["name", "webhookUrl", "deactivationUrl", "secretKey"] {
+        if string(v, field).is_none_or(|x| x.trim().is_empty()) {
+            missing.push(format!("Missing Required Field: {field}"));
+        }
+    }
+    if !missing.is_empty() {
+        let m: Vec<&str> = missing.iter().map(String::as_str).collect();
+        return Err(invalid(&m));
+    }
+    let id = d.webhooks.iter().map(|w| w.id).max().unwrap_or(0) + 1;
+    d.webhooks.push(TicketWebhook {
+        id,
+        name: string(v, "name").unwrap_or_default(),
+        webhook_url: string(v, "webhookUrl").unwrap_or_default(),
+        deactivation_url: string(v, "deactivationUrl").unwrap_or_default(),
+        secret_key: string(v, "secretKey").unwrap_or_default(),
+        is_active: flag(v, "isActive").unwrap_or(false),
+        is_ready: true,
+        is_subscribed_to_create_events: flag(v, "isSubscribedToCreateEvents").unwrap_or(false),
+        is_subscribed_to_update_events: flag(v, "isSubscribedToUpdateEvents").unwrap_or(false),
+        is_subscribed_to_delete_events: flag(v, "isSubscribedToDeleteEvents").unwrap_or(false),
+        send_threshold_exceeded_notification: flag(v, "sendThresholdExceededNotification")
+            .unwrap_or(false),
+        guid: format!("5f0c2a7e-0000-4000-8000-{id:012}"),
+    });
+    Ok((id, None))
+}
+
+/// `POST /TicketWebhooks/{id}/Fields` and `/ExcludedResources`.
+fn webhook_child(s: &Inner, webhook: i64, child: &str, v: &Value) -> Written {
+    let mut d = write_lock(s);
+    if !d.webhooks.iter().any(|w| w.id == webhook) {
+        return Err(invalid(&[&format!(
+            "TicketWebhook {webhook} does not exist"
+        )]));
+    }
+    if int(v, "webhookID").is_some_and(|w| w != webhook) {
+        return Err(invalid(&["webhookID does not match the parent webhook"]));
+    }
+    if child.eq_ignore_ascii_case("Fields") {
+        let Some(field) = int(v, "fieldID") else {
+            return Err(invalid(&["Missing Required Field: fieldID"]));
+        };
+        if !WEBHOOK_FIELDS.iter().any(|(f, _, _)| *f == field) {
+            return Err(invalid(&[&format!(
+                "Value {field} of field fieldID is not a valid picklist value"
+            )]));
+        }
+        if d.webhook_fields
+            .iter()
+            .any(|f| f.webhook_id == webhook && f.field_id == field)
+        {
+            return Err(invalid(&["This field is already on the webhook"]));
+        }
+        let id = d.webhook_fields.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+        d.webhook_fields.push(TicketWebhookField {
+            id,
+            webhook_id: webhook,
+            field_id: field,
+            is_subscribed_field: flag(v, "isSubscribedField").unwrap_or(false),
+            is_display_always_field: flag(v, "isDisplayAlwaysField").unwrap_or(false),
+        });
+        return Ok((id, None));
+    }
+    if child.eq_ignore_ascii_case("ExcludedResources") {
+        let Some(resource) =
+            int(v, "resourceID").filter(|r| d.resources.iter().any(|x| x.id == *r))
+        else {
+            return Err(invalid(&["Value of field resourceID does not exist"]));
+        };
+        if d.webhook_excluded
+            .iter()
+            .any(|e| e.webhook_id == webhook && e.resource_id == resource)
+        {
+            return Err(invalid(&["This resource is already excluded"]));
+        }
+        let id = d.webhook_excluded.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+        d.webhook_excluded.push(TicketWebhookExcludedResource {
+            id,
+            webhook_id: webhook,
+            resource_id: resource,
+        });
+        return Ok((id, None));
+    }
+    Err(Box::new(errors(
+        StatusCode::NOT_FOUND,
+        &[&format!("TicketWebhooks/{{id}}/{child} is not supported")],
+    )))
+}
+
+/// A delivery's body: Autotask's `Action`, `Guid`, `EntityType`, `Id`, the changed
+/// `Fields` with their values, `EventTime`, `SequenceNumber` and `PersonID`.
+fn delivery_body(
+    s: &Inner,
+    d: &AutotaskData,
+    webhook: i64,
+    action: &str,
+    ticket: i64,
+    fields: &[&str],
+    actor: i64,
+) -> Vec<u8> {
+    let guid = d
+        .webhooks
+        .iter()
+        .find(|w| w.id == webhook)
+        .map(|w| w.guid.clone())
+        .unwrap_or_default();
+    let row = d
+        .tickets
+        .iter()
+        .find(|t| t.id == ticket)
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or(Value::Null);
+    let changed: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            (
+                f.to_string(),
+                field_of(&row, f).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let body = json!({
+        "Action": action,
+        "Guid": guid,
+        "EntityType": "Ticket",
+        "Id": ticket,
+        "Fields": changed,
+        "EventTime": at_time::format(Utc::now()),
+        "SequenceNumber": s.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+        "PersonID": actor,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Posts `c` to every active, ready webhook subscribed to it whose excluded resources do
+/// not hold the one who made the change, signed with its secret, in the background.
+fn deliver(s: &Inner, c: Change) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let d = read(s);
+    for w in d.webhooks.iter().filter(|w| w.is_active && w.is_ready) {
+        let subscribed = match c.action {
+            "Create" => w.is_subscribed_to_create_events,
+            "Delete" => w.is_subscribed_to_delete_events,
+            _ => {
+                w.is_subscribed_to_update_events
+                    && d.webhook_fields.iter().any(|f| {
+                        f.webhook_id == w.id
+                            && f.is_subscribed_field
+                            && WEBHOOK_FIELDS
+                                .iter()
+                                .any(|(id, _, api)| *id == f.field_id && c.fields.contains(api))
+                    })
+            }
+        };
+        let excluded = d
+            .webhook_excluded
+            .iter()
+            .any(|e| e.webhook_id == w.id && e.resource_id == c.actor);
+        if !subscribed || excluded {
+            continue;
+        }
+        let body = delivery_body(s, &d, w.id, c.action, c.ticket, &c.fields, c.actor);
+        let signature = super::webhooks::sign(&w.secret_key, &body);
+        let url = w.webhook_url.clone();
+        s.deliveries.fetch_add(1, Ordering::Relaxed);
+        rt.spawn(async move {
+            let sent = reqwest::Client::new()
+                .post(&url)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header("X-Hook-Signature", signature)
+                .body(body)
+                .send()
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "sandbox webhook not delivered");
+            }
+        });
+    }
+}
+
+async fn sandbox_status(
+    State(s): State<Arc<Inner>>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let label = q.get("label").cloned().unwrap_or_default();
+    if set_status(&s, id, &label) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        errors(StatusCode::NOT_FOUND, &["no such ticket or status"])
+    }
+}
+
+async fn sandbox_note(
+    State(s): State<Arc<Inner>>,
+    Path(id): Path<i64>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let text = q.get("text").cloned().unwrap_or_default();
+    let internal = q.get("internal").is_some_and(|v| v == "true" || v == "1");
+    let tech = read(&s).technician();
+    let note =
+        json!({"title": "Update", "description": text, "publish": if internal { 2 } else { 1 }});
+    match add_note(&s, id, note, tech) {
+        Ok(n) => axum::Json(json!({ "id": n })).into_response(),
+        Err(r) => *r,
+    }
 }

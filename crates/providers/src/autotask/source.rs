@@ -7,18 +7,26 @@
 //! host). Resources are technicians (a full scan: a small table); the API user itself is
 //! left out. Company types are the tenant's `companyType` picklist labels; contact types
 //! are the contact's groups (`ContactGroupContacts`, one query per page of contacts) or,
-//! when configured, one contact user-defined field.
+//! when configured, one contact user-defined field. Tickets are queried by
+//! `lastActivityDate` (which every change and note moves) with their picklist integers
+//! turned into the tenant's labels (queue = board); their notes come from
+//! `TicketNotes/query` with `ticketID in […]` (at most 500 ids a query), `publish` telling
+//! internal notes from client-visible ones.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mspbridge_domain::sync::{ExtCompany, ExtContact, ExtTechnician, Vocabulary};
+use mspbridge_domain::sync::{
+    ExtCompany, ExtContact, ExtNote, ExtTechnician, ExtTicket, TicketLists, Vocabulary,
+};
 use serde_json::json;
 
 use super::client::{AutotaskClient, AutotaskError};
+use super::tickets::Picklists;
 use super::wire::{
-    Company, Contact, ContactGroup, ContactGroupContact, FieldsInfo, QueryPage, Resource, at_time,
+    Company, Contact, ContactGroup, ContactGroupContact, FieldsInfo, QueryPage, Resource, Ticket,
+    TicketNote, at_time,
 };
 use crate::source::*;
 
@@ -50,6 +58,27 @@ const CONTACT_FIELDS: &[&str] = &[
     "lastModifiedDate",
 ];
 
+const TICKET_FIELDS: &[&str] = &[
+    "id",
+    "ticketNumber",
+    "title",
+    "description",
+    "status",
+    "priority",
+    "queueID",
+    "ticketType",
+    "companyID",
+    "contactID",
+    "assignedResourceID",
+    "externalID",
+    "createDate",
+    "completedDate",
+    "lastActivityDate",
+];
+
+/// Ticket ids per `TicketNotes` query (Autotask allows at most 500 values in an `in`).
+const NOTES_PER_QUERY: usize = 500;
+
 /// Where contact types come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContactTypes {
@@ -69,6 +98,10 @@ pub struct AutotaskSource {
     groups: tokio::sync::Mutex<Option<HashMap<i64, String>>>,
     /// The contact-type field's picklist (value → label), read once per run.
     udf_labels: tokio::sync::Mutex<Option<HashMap<String, String>>>,
+    /// Ticket and note picklists, read once per run.
+    lists: tokio::sync::OnceCell<Picklists>,
+    /// Resource names (id → "First Last") for note authors, read once per run.
+    names: tokio::sync::OnceCell<HashMap<i64, String>>,
 }
 
 fn everything() -> serde_json::Value {
@@ -93,6 +126,8 @@ impl AutotaskSource {
             company_types: tokio::sync::Mutex::new(None),
             groups: tokio::sync::Mutex::new(None),
             udf_labels: tokio::sync::Mutex::new(None),
+            lists: tokio::sync::OnceCell::new(),
+            names: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -170,6 +205,49 @@ impl AutotaskSource {
         let m: HashMap<String, String> = info.picklist(name).into_iter().collect();
         *cached = Some(m.clone());
         Ok(m)
+    }
+
+    async fn lists(&self) -> Result<&Picklists, SourceError> {
+        self.lists
+            .get_or_try_init(|| async {
+                Picklists::load(&self.client)
+                    .await
+                    .map_err(|e| Self::error("Tickets", e))
+            })
+            .await
+    }
+
+    /// Every resource's name, for note authors.
+    async fn resource_names(&self) -> Result<&HashMap<i64, String>, SourceError> {
+        self.names
+            .get_or_try_init(|| async {
+                let mut names = HashMap::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let p = self
+                        .page(
+                            "Resources",
+                            everything(),
+                            Some(&["id", "firstName", "lastName"]),
+                            after.as_deref(),
+                        )
+                        .await?;
+                    let (rows, _, _) = read_rows::<Resource>(p.items);
+                    names.extend(rows.into_iter().map(|r| {
+                        (
+                            r.id,
+                            format!("{} {}", r.first_name, r.last_name)
+                                .trim()
+                                .to_string(),
+                        )
+                    }));
+                    match p.page_details.next_page_url {
+                        Some(n) => after = Some(n),
+                        None => return Ok(names),
+                    }
+                }
+            })
+            .await
     }
 
     async fn group_names(&self) -> Result<HashMap<i64, String>, SourceError> {
@@ -410,15 +488,166 @@ impl VocabularySource for AutotaskSource {
             contact_types,
             company_types,
             company_statuses: vec![],
-            // Ticket picklists are read when Autotask tickets are (not yet).
-            tickets: None,
+            // Contact and company types stay usable when the ticket picklists are not.
+            tickets: match self.ticket_lists().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Autotask ticket picklists could not be read");
+                    None
+                }
+            },
             fetched_at: now,
         })
+    }
+}
+
+impl AutotaskSource {
+    /// Queues, statuses, priorities and ticket types: the tenant's picklists.
+    async fn ticket_lists(&self) -> Result<TicketLists, SourceError> {
+        let l = self.lists().await?;
+        Ok(TicketLists {
+            boards: Picklists::labels(&l.queue),
+            statuses: Picklists::labels(&l.status),
+            priorities: Picklists::labels(&l.priority),
+            types: Picklists::labels(&l.ticket_type),
+        }
+        .tidy())
+    }
+}
+
+/// An Autotask ticket as the engine sees it: picklist values as the tenant's labels, the
+/// queue as the board, closed once Autotask has stamped `completedDate`.
+fn ticket(t: Ticket, l: &Picklists) -> ExtTicket {
+    let closed = t.completed_date.is_some();
+    let marker = t
+        .external_id
+        .filter(|m| m.starts_with(crate::tickets::MARKER_PREFIX));
+    ExtTicket {
+        external_id: t.id.to_string(),
+        summary: t.title.trim().to_string(),
+        description: Some(t.description.unwrap_or_default().trim().to_string()),
+        status: Picklists::label(&l.status, t.status)
+            .unwrap_or_else(|| format!("Status {}", t.status.unwrap_or_default())),
+        closed,
+        priority: Picklists::label(&l.priority, t.priority),
+        board: Picklists::label(&l.queue, t.queue_id),
+        ticket_type: Picklists::label(&l.ticket_type, t.ticket_type),
+        company_external_id: t.company_id.map(|c| c.to_string()),
+        contact_external_id: t.contact_id.map(|c| c.to_string()),
+        assignee_external_id: t.assigned_resource_id.map(|r| r.to_string()),
+        created_at: t.create_date,
+        closed_at: t.completed_date,
+        updated_at: t.last_activity_date,
+        marker,
+        notes: None,
+    }
+}
+
+#[async_trait]
+impl TicketSource for AutotaskSource {
+    /// `POST /Tickets/query`: everything (`id gt 0`) or `lastActivityDate gt` the watermark.
+    async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
+        let filter = match req.since {
+            None => everything(),
+            Some(t) => {
+                json!([{ "op": "gt", "field": "lastActivityDate", "value": at_time::format(t) }])
+            }
+        };
+        let p = self
+            .page("Tickets", filter, Some(TICKET_FIELDS), req.after.as_deref())
+            .await?;
+        let (rows, rejected, _) = read_rows::<Ticket>(p.items);
+        let records = if rows.is_empty() {
+            vec![]
+        } else {
+            let l = self.lists().await?;
+            rows.into_iter().map(|t| ticket(t, l)).collect()
+        };
+        Ok(SourcePage {
+            records,
+            rejected,
+            next: p.page_details.next_page_url,
+        })
+    }
+
+    /// `POST /TicketNotes/query` with `ticketID in […]`, 500 tickets a query, every page.
+    async fn ticket_notes(&self, tickets: &[String]) -> Result<TicketNotes, SourceError> {
+        let mut out = TicketNotes::default();
+        let mut ids = Vec::with_capacity(tickets.len());
+        for t in tickets {
+            match t.parse::<i64>() {
+                Ok(id) => {
+                    ids.push(id);
+                    out.by_ticket.insert(t.clone(), Vec::new());
+                }
+                Err(_) => out.rejected.push(Rejected {
+                    external_id: Some(t.clone()),
+                    reason: "not an Autotask ticket id".into(),
+                }),
+            }
+        }
+        let mut notes: Vec<TicketNote> = Vec::new();
+        for chunk in ids.chunks(NOTES_PER_QUERY) {
+            let filter = json!([{ "op": "in", "field": "ticketID", "value": chunk }]);
+            let mut after: Option<String> = None;
+            loop {
+                let p = self
+                    .page("TicketNotes", filter.clone(), None, after.as_deref())
+                    .await?;
+                let (rows, bad, _) = read_rows::<TicketNote>(p.items);
+                // A note that cannot be read is reported; its ticket keeps the others.
+                out.rejected.extend(bad.into_iter().map(|b| Rejected {
+                    external_id: None,
+                    reason: format!(
+                        "ticket note {}: {}",
+                        b.external_id.unwrap_or_default(),
+                        b.reason
+                    ),
+                }));
+                notes.extend(rows);
+                match p.page_details.next_page_url {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        if notes.is_empty() {
+            return Ok(out);
+        }
+        let l = self.lists().await?;
+        let names = self.resource_names().await?;
+        notes.sort_by_key(|n| n.id);
+        for n in notes {
+            let body = n.description.trim();
+            if body.is_empty() {
+                continue;
+            }
+            let author = match (n.creator_resource_id, n.created_by_contact_id) {
+                (Some(r), _) => names.get(&r).cloned().unwrap_or_default(),
+                (None, Some(_)) => "Contact".to_string(),
+                _ => String::new(),
+            };
+            if let Some(v) = out.by_ticket.get_mut(&n.ticket_id.to_string()) {
+                v.push(ExtNote {
+                    external_id: n.id.to_string(),
+                    body: body.to_string(),
+                    internal: l.is_internal(n.publish),
+                    author,
+                    created_at: n.create_date_time,
+                    is_description: false,
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
 impl PsaSource for AutotaskSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn ticket_source(&self) -> Option<&dyn TicketSource> {
+        Some(self)
     }
 }

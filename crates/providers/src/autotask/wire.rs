@@ -160,6 +160,90 @@ pub struct ContactGroupContact {
     pub contact_id: i64,
 }
 
+/// A ticket. Status, priority, queue and type are the tenant's picklist values (trap 18):
+/// their labels come from `Tickets/entityInformation/fields`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub id: i64,
+    #[serde(default)]
+    pub ticket_number: Option<String>,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub status: Option<i64>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(rename = "queueID", default)]
+    pub queue_id: Option<i64>,
+    #[serde(default)]
+    pub ticket_type: Option<i64>,
+    #[serde(rename = "companyID", default)]
+    pub company_id: Option<i64>,
+    #[serde(rename = "contactID", default)]
+    pub contact_id: Option<i64>,
+    #[serde(rename = "assignedResourceID", default)]
+    pub assigned_resource_id: Option<i64>,
+    /// Free text for the integrating system (up to 50 characters): mspbridge's marker on
+    /// the tickets it creates.
+    #[serde(rename = "externalID", default)]
+    pub external_id: Option<String>,
+    #[serde(default, with = "at_time")]
+    pub create_date: Option<DateTime<Utc>>,
+    /// Set when the ticket reaches the Complete status (its closed flag).
+    #[serde(default, with = "at_time")]
+    pub completed_date: Option<DateTime<Utc>>,
+    /// Moves with every change and every note.
+    #[serde(default, with = "at_time")]
+    pub last_activity_date: Option<DateTime<Utc>>,
+}
+
+/// A ticket note (a child of Tickets: read at `/TicketNotes/query`, written through
+/// `/Tickets/{id}/Notes`). `publish` is a picklist (who may see it), `noteType` too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketNote {
+    pub id: i64,
+    #[serde(rename = "ticketID")]
+    pub ticket_id: i64,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub note_type: Option<i64>,
+    #[serde(default)]
+    pub publish: Option<i64>,
+    #[serde(rename = "creatorResourceID", default)]
+    pub creator_resource_id: Option<i64>,
+    #[serde(rename = "createdByContactID", default)]
+    pub created_by_contact_id: Option<i64>,
+    #[serde(default, with = "at_time")]
+    pub create_date_time: Option<DateTime<Utc>>,
+    #[serde(default, with = "at_time")]
+    pub last_activity_date: Option<DateTime<Utc>>,
+}
+
+/// What a create or update answers: `{"itemId": N}`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemId {
+    pub item_id: i64,
+}
+
+/// `GET /V1.0/{Entity}/{id}`: `{"item": {…}}`, `null` when there is no such record.
+#[derive(Debug, Deserialize)]
+pub struct Item<T> {
+    #[serde(default = "none")]
+    pub item: Option<T>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
 /// `GET /V1.0/{Entity}/entityInformation/fields` (and `…/userDefinedFields`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FieldsInfo {
@@ -188,9 +272,21 @@ pub struct PicklistValue {
     pub label: String,
     #[serde(default = "yes")]
     pub is_active: bool,
+    #[serde(default)]
+    pub is_default_value: bool,
 }
 
 impl FieldsInfo {
+    /// The active values of picklist field `name`, whole.
+    pub fn picklist_values(&self, name: &str) -> Vec<PicklistValue> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(name))
+            .and_then(|f| f.picklist_values.as_ref())
+            .map(|vs| vs.iter().filter(|v| v.is_active).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The active values of picklist field `name` as (value, label).
     pub fn picklist(&self, name: &str) -> Vec<(String, String)> {
         self.fields
