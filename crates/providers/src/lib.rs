@@ -18,6 +18,7 @@ pub mod http;
 pub mod outbound;
 pub mod source;
 pub mod syncro;
+pub mod technicians;
 pub mod tickets;
 
 pub use outbound::OutboundPolicy;
@@ -47,6 +48,10 @@ pub struct ProviderConfig {
 }
 
 /// The connectors this build has, by provider.
+/// What the portal writes to a PSA: tickets and technicians.
+pub trait PsaWriter: tickets::TicketWriter + technicians::TechnicianWriter {}
+impl<T: tickets::TicketWriter + technicians::TechnicianWriter> PsaWriter for T {}
+
 #[derive(Debug, Clone)]
 pub struct Providers {
     config: Arc<ProviderConfig>,
@@ -168,6 +173,29 @@ impl Providers {
         credentials: &Credentials,
         retry: connectwise::client::RetryPolicy,
     ) -> Option<Result<Box<dyn tickets::TicketWriter>, tickets::WriteError>> {
+        self.writer(kind, credentials, retry)
+            .await
+            .map(|r| r.map(|w| w as Box<dyn tickets::TicketWriter>))
+    }
+
+    /// A technician writer for `kind` (see `technicians::capability` for what it takes).
+    pub async fn technician_writer(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: connectwise::client::RetryPolicy,
+    ) -> Option<Result<Box<dyn technicians::TechnicianWriter>, tickets::WriteError>> {
+        self.writer(kind, credentials, retry)
+            .await
+            .map(|r| r.map(|w| w as Box<dyn technicians::TechnicianWriter>))
+    }
+
+    async fn writer(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: connectwise::client::RetryPolicy,
+    ) -> Option<Result<Box<dyn PsaWriter>, tickets::WriteError>> {
         match kind {
             ProviderKind::ConnectwiseManage => {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
@@ -182,7 +210,7 @@ impl Providers {
                     .map(|c| {
                         Box::new(connectwise::tickets::CwTicketWriter::new(
                             c.with_retry(retry),
-                        )) as Box<dyn tickets::TicketWriter>
+                        )) as Box<dyn PsaWriter>
                     })
                     .map_err(connectwise::tickets::write_error),
                 )
@@ -192,7 +220,7 @@ impl Providers {
                     .client(credentials, retry.timeout)
                     .map(|c| {
                         Box::new(halo::tickets::HaloTicketWriter::new(c.with_retry(retry)))
-                            as Box<dyn tickets::TicketWriter>
+                            as Box<dyn PsaWriter>
                     })
                     .map_err(halo::tickets::write_error),
             ),
@@ -202,7 +230,7 @@ impl Providers {
                     .map(|c| {
                         Box::new(syncro::tickets::SyncroTicketWriter::new(
                             c.with_retry(retry),
-                        )) as Box<dyn tickets::TicketWriter>
+                        )) as Box<dyn PsaWriter>
                     })
                     .map_err(syncro::tickets::write_error),
             ),
@@ -213,7 +241,7 @@ impl Providers {
                     .map(|c| {
                         Box::new(autotask::tickets::AutotaskTicketWriter::new(
                             c.with_retry(retry),
-                        )) as Box<dyn tickets::TicketWriter>
+                        )) as Box<dyn PsaWriter>
                     })
                     .map_err(autotask::tickets::write_error),
             ),

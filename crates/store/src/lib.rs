@@ -166,6 +166,17 @@ pub trait Store:
         now: DateTime<Utc>,
     ) -> Result<StaffUser>;
     async fn list_staff_users(&self, tenant: TenantId) -> Result<Vec<StaffUser>>;
+    /// Changes a staff user's name, email and active flag (`NotFound` outside `tenant`;
+    /// `Conflict` when another staff user has the email).
+    async fn update_staff_user(
+        &self,
+        tenant: TenantId,
+        id: StaffUserId,
+        name: &str,
+        email: &str,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> Result<StaffUser>;
     /// The active, password-holding staff user with this (lower-case) email, and the hash.
     async fn staff_login(&self, email: &str) -> Result<Option<(StaffUser, String)>>;
     async fn create_session(

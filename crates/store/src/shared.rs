@@ -145,6 +145,32 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn update_staff_user(
+                &self,
+                tenant: TenantId,
+                id: StaffUserId,
+                name: &str,
+                email: &str,
+                active: bool,
+                now: DateTime<Utc>,
+            ) -> Result<StaffUser> {
+                let row: Option<StaffRow> = sqlx::query_as(
+                    "UPDATE staff_users SET name = $1, email = $2, active = $3, updated_at = $4 \
+                     WHERE tenant_id = $5 AND id = $6 \
+                     RETURNING id, tenant_id, email, name, role, active, origin, created_at",
+                )
+                .bind(name)
+                .bind(email.to_lowercase())
+                .bind(active)
+                .bind(now)
+                .bind(tenant.0)
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| conflict_on_unique(e, "another staff user has this email"))?;
+                row.ok_or(StoreError::NotFound)?.try_into()
+            }
+
             async fn staff_login(&self, email: &str) -> Result<Option<(StaffUser, String)>> {
                 let row: Option<LoginRow> = sqlx::query_as(
                     "SELECT id, tenant_id, email, name, role, active, origin, created_at, password_hash FROM staff_users \

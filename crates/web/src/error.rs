@@ -45,6 +45,12 @@ pub enum ApiError {
         provider: &'static str,
         message: String,
     },
+    /// A PSA refused (or could not take) a change written to it.
+    #[error("{provider} did not take the change: {message}")]
+    VendorWrite {
+        provider: &'static str,
+        message: String,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -64,7 +70,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Vendor { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Vendor { .. } | ApiError::VendorWrite { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,7 +86,7 @@ impl ApiError {
             ApiError::ConnectorNotAvailable { .. } => "connector_not_available",
             ApiError::ConnectionFailed { .. } => "connection_failed",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Vendor { .. } => "vendor_error",
+            ApiError::Vendor { .. } | ApiError::VendorWrite { .. } => "vendor_error",
             ApiError::Internal(_) => "internal",
         }
     }

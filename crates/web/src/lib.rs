@@ -25,6 +25,7 @@ pub mod error;
 pub mod integrations;
 pub mod mapping_api;
 pub mod sync_api;
+pub mod technicians_api;
 pub mod tickets_api;
 pub mod ui;
 pub mod ui_sync;
@@ -233,6 +234,11 @@ pub fn router(state: AppState) -> Router {
         .route("/outbox", get(tickets_api::list_outbox))
         .route("/outbox/{id}/retry", post(tickets_api::retry_outbox))
         .route("/outbox/{id}/discard", post(tickets_api::discard_outbox))
+        .route("/technicians", get(technicians_api::list))
+        .route(
+            "/technicians/{id}",
+            axum::routing::patch(technicians_api::update),
+        )
         .route(
             "/companies/{company_id}",
             axum::routing::delete(mapping_api::delete_company),

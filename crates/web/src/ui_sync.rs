@@ -2,19 +2,19 @@
 //! reactivation, recent runs), a run's log with filters, and the portal pages that show
 //! what a sync produced (companies with their users and role reasons, technicians).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::catalogue::ProviderKind;
-use mspbridge_domain::model::{LinkedRecord, StaffUser};
+use mspbridge_domain::model::LinkedRecord;
 use mspbridge_domain::sync::{ContactTypeRule, Counts, RecordType, RunResult, SyncOptions};
-use mspbridge_domain::{CompanyId, IntegrationId, RoleId};
+use mspbridge_domain::{CompanyId, IntegrationId, RoleId, StaffUserId};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -41,6 +41,7 @@ pub fn routes() -> Router<AppState> {
             axum::routing::post(unblock_form),
         )
         .route("/technicians", get(technicians_page))
+        .route("/technicians/{id}", post(technician_form))
         .route("/settings/integrations/companies", get(mapping_page))
         .route("/settings/integrations/companies/history", get(audit_page))
         .route(
@@ -974,19 +975,65 @@ async fn company_page(
 #[template(path = "technicians.html")]
 struct TechniciansPage {
     shell: Shell,
-    staff: Vec<StaffUser>,
+    staff: Vec<crate::technicians_api::TechnicianView>,
+    can_manage: bool,
+    error: Option<String>,
+    flash: Option<String>,
 }
 
-async fn technicians_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
-    let page = async {
-        c.require(Permission::Read)?;
-        Ok::<_, ApiError>(TechniciansPage {
-            shell: shell(&state, &c).await?,
-            staff: state.store.list_staff_users(c.tenant_id).await?,
-        })
-    };
-    match page.await {
+async fn technicians_view(
+    state: &AppState,
+    c: &crate::auth::Caller,
+    error: Option<String>,
+    flash: Option<String>,
+) -> Result<TechniciansPage, ApiError> {
+    Ok(TechniciansPage {
+        shell: shell(state, c).await?,
+        staff: crate::technicians_api::list_service(state, c).await?,
+        can_manage: c.require(Permission::Manage).is_ok(),
+        error,
+        flash,
+    })
+}
+
+async fn technicians_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let flash = (q.get("msg").map(String::as_str) == Some("saved"))
+        .then(|| "Technician saved, and written to the PSAs it is linked to.".to_string());
+    match technicians_view(&state, &c, None, flash).await {
         Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+/// The edit form of one technician (name, email, active).
+async fn technician_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(raw): Path<String>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let done = async {
+        c.check_csrf(form.get("csrf").map(String::as_str))?;
+        let id = crate::api::path_id(&raw, "id", "a technician id").map(StaffUserId)?;
+        let body = crate::technicians_api::TechnicianBody {
+            name: form.get("name").cloned(),
+            email: form.get("email").cloned(),
+            active: Some(form.contains_key("active")),
+        };
+        crate::technicians_api::update_service(&state, &c, id, &body).await
+    };
+    match done.await {
+        Ok(_) => Redirect::to("/technicians?msg=saved").into_response(),
+        Err(
+            e @ (ApiError::Validation(_) | ApiError::VendorWrite { .. } | ApiError::Conflict(_)),
+        ) => match technicians_view(&state, &c, Some(e.to_string()), None).await {
+            Ok(p) => render(p, e.status()),
+            Err(e) => error_page(e),
+        },
         Err(e) => error_page(e),
     }
 }

@@ -499,3 +499,70 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     assert!(page.body.contains(r#"<li class="done">Triaged</li>"#));
     assert!(page.body.contains(r#"<li class="ahead">Resolved</li>"#));
 }
+
+#[tokio::test]
+async fn the_technicians_page_shows_links_and_saves_an_edit_written_to_the_psa() {
+    let app = app().await;
+    imported(&app).await;
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+    let page = b.get("/technicians").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("edits written back"), "{}", page.body);
+    assert!(page.body.contains("portal only"), "the owner is not linked");
+    let (_, list) = app.get("/api/v1/technicians", &app.a.owner_token).await;
+    let tech = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| !t["links"].as_array().unwrap().is_empty())
+        .unwrap()
+        .clone();
+    let id = tech["technician"]["id"].as_i64().unwrap();
+    let member: i64 = tech["links"][0]["external_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let csrf = hidden(&page.body, "csrf");
+    // A bad email: the page says which field, nothing is written.
+    let bad = b
+        .post(
+            &format!("/technicians/{id}"),
+            &[
+                ("csrf", &csrf),
+                ("name", "Pat Field"),
+                ("email", "nope"),
+                ("active", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("enter an email address"), "{}", bad.body);
+    let saved = b
+        .post(
+            &format!("/technicians/{id}"),
+            &[
+                ("csrf", &csrf),
+                ("name", "Pat Field"),
+                ("email", "pat.field@demo-msp.example"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let m = app
+        .sandbox
+        .with_data(|d| d.members.iter().find(|m| m.id == member).cloned().unwrap());
+    assert_eq!(
+        (m.first_name.as_str(), m.last_name.as_str(), m.inactive_flag),
+        ("Pat", "Field", true),
+        "an unticked Active box deactivates"
+    );
+    let forged = b
+        .post(
+            &format!("/technicians/{id}"),
+            &[("csrf", "forged"), ("name", "X")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+}

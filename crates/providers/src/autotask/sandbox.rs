@@ -1593,6 +1593,7 @@ fn write(
             }
         }
         (Entity::TicketWebhooks, "POST" | "PATCH" | "PUT", []) => webhook(s, &body, patch),
+        (Entity::Resources, "PATCH", []) => update_resource(s, &body),
         (Entity::TicketWebhooks, "POST", [id, child]) => match id.parse::<i64>() {
             Ok(id) => webhook_child(s, id, child, &body),
             Err(_) => Err(invalid(&["The parent id is not a number"])),
@@ -1783,6 +1784,33 @@ fn update_ticket(s: &Inner, v: &Value, actor: i64) -> Written {
             actor,
         }),
     ))
+}
+
+/// `PATCH /Resources` with the id in the body: names, email, active.
+fn update_resource(s: &Inner, v: &Value) -> Written {
+    let mut d = write_lock(s);
+    let Some(id) = int(v, "id") else {
+        return Err(invalid(&["Missing Required Field: id"]));
+    };
+    let Some(r) = d.resources.iter_mut().find(|r| r.id == id) else {
+        return Err(invalid(&[&format!("Resource {id} does not exist")]));
+    };
+    if let Some(e) = string(v, "email") {
+        if !e.contains('@') {
+            return Err(invalid(&[&format!("'{e}' is not a valid email address")]));
+        }
+        r.email = Some(e);
+    }
+    if let Some(x) = string(v, "firstName") {
+        r.first_name = x;
+    }
+    if let Some(x) = string(v, "lastName") {
+        r.last_name = x;
+    }
+    if let Some(x) = flag(v, "isActive") {
+        r.is_active = x;
+    }
+    Ok((id, None))
 }
 
 fn set_status(s: &Arc<Inner>, id: i64, label: &str) -> bool {

@@ -370,6 +370,31 @@ impl TicketWriter for AutotaskTicketWriter {
     }
 }
 
+#[async_trait]
+impl crate::technicians::TechnicianWriter for AutotaskTicketWriter {
+    /// `PATCH /Resources` with the id in the body (writes are not RESTful by id, trap 14).
+    async fn update_technician(
+        &self,
+        external_id: &str,
+        u: &crate::technicians::TechnicianUpdate,
+    ) -> Result<(), WriteError> {
+        let id = numeric(external_id, "resource")?;
+        let resource = json!({
+            "id": id,
+            "firstName": u.first_name,
+            "lastName": u.last_name,
+            "email": u.email,
+            "isActive": u.active,
+        });
+        let _: ItemId = self
+            .client
+            .write(Method::PATCH, "Resources", &resource)
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

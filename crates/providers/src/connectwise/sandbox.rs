@@ -858,7 +858,10 @@ fn admit_write(
         return Err(error(StatusCode::NOT_FOUND, "NotFound", "Not found"));
     }
     let key = auth.map_err(|m| error(StatusCode::UNAUTHORIZED, "Unauthorized", m))?;
-    if !(rest.starts_with("service/tickets") || rest == "system/callbacks") {
+    if !(rest.starts_with("service/tickets")
+        || rest == "system/callbacks"
+        || (method == "PATCH" && rest.starts_with("system/members/")))
+    {
         return Err(error(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -1197,6 +1200,9 @@ async fn api_patch(
             "PATCH expects a JSON-Patch array of {op, path, value}",
         );
     };
+    if let Some(member) = rest.strip_prefix("system/members/") {
+        return patch_member(&s, member, &ops);
+    }
     let Some(id) = rest
         .strip_prefix("service/tickets/")
         .and_then(|i| i.parse::<i64>().ok())
@@ -1266,6 +1272,45 @@ async fn api_patch(
     drop(d);
     notify(&s, id, "updated", true);
     applied(&s, StatusCode::OK, body)
+}
+
+/// `PATCH system/members/{id}`: `replace` of firstName, lastName, primaryEmail or
+/// inactiveFlag.
+fn patch_member(s: &Arc<SandboxState>, raw: &str, ops: &[PatchOperation]) -> Response {
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let Some(m) = raw
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| d.members.iter_mut().find(|m| m.id == id))
+    else {
+        return error(StatusCode::NOT_FOUND, "NotFound", "Member not found");
+    };
+    for op in ops {
+        if op.op != "replace" {
+            return invalid(
+                &op.path,
+                &format!("operation '{}' is not supported here", op.op),
+            );
+        }
+        match (op.path.trim_start_matches('/'), &op.value) {
+            ("firstName", serde_json::Value::String(v)) if !v.trim().is_empty() => {
+                m.first_name = v.clone()
+            }
+            ("lastName", serde_json::Value::String(v)) => m.last_name = v.clone(),
+            ("primaryEmail", serde_json::Value::String(v)) if v.contains('@') => {
+                m.primary_email = Some(v.clone())
+            }
+            ("inactiveFlag", serde_json::Value::Bool(v)) => m.inactive_flag = *v,
+            (path, _) => return invalid(path, &format!("'{path}' cannot be set to that value")),
+        }
+    }
+    m.info.last_updated = Some(Utc::now());
+    let body = serde_json::to_value(&*m).unwrap_or_default();
+    drop(d);
+    applied(s, StatusCode::OK, body)
 }
 
 /// `PUT` replaces the whole record in ConnectWise and clears what it is not sent; the

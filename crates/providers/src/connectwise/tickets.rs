@@ -324,6 +324,48 @@ impl TicketWriter for CwTicketWriter {
     }
 }
 
+#[async_trait]
+impl crate::technicians::TechnicianWriter for CwTicketWriter {
+    /// `PATCH /system/members/{id}` with a JSON-Patch array (never PUT, trap 7).
+    async fn update_technician(
+        &self,
+        external_id: &str,
+        u: &crate::technicians::TechnicianUpdate,
+    ) -> Result<(), WriteError> {
+        let id: i64 = external_id.parse().map_err(|_| WriteError::Rejected {
+            field: None,
+            message: format!("'{external_id}' is not a ConnectWise member id"),
+        })?;
+        let patch: Vec<PatchOperation> = [
+            ("firstName", json!(u.first_name)),
+            ("lastName", json!(u.last_name)),
+            ("primaryEmail", json!(u.email)),
+            ("inactiveFlag", json!(!u.active)),
+        ]
+        .into_iter()
+        .map(|(path, value)| PatchOperation {
+            op: "replace".into(),
+            path: path.into(),
+            value,
+        })
+        .collect();
+        let body = serde_json::to_value(patch).map_err(|e| WriteError::Rejected {
+            field: None,
+            message: e.to_string(),
+        })?;
+        let _: serde_json::Value = self
+            .client
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/system/members/{id}"),
+                &body,
+            )
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

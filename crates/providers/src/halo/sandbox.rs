@@ -820,6 +820,7 @@ async fn upsert(
             "Tickets" => upsert_ticket(&s, &row),
             "Actions" => upsert_action(&s, &row),
             "Webhook" => upsert_webhook(&s, row),
+            "Agent" => update_agent(&s, &row),
             _ => Err(format!("No such endpoint: /api/{entity}")),
         };
         match result {
@@ -930,6 +931,40 @@ fn upsert_ticket(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json:
     };
     let t = d.tickets.iter().find(|t| t.id == id);
     Ok(serde_json::to_value(t).unwrap_or_default())
+}
+
+/// `POST /api/Agent` for an existing agent (with its `id`): name, names, email, disabled.
+fn update_agent(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json::Value, String> {
+    let mut d = match s.data.write() {
+        Ok(d) => d,
+        Err(p) => p.into_inner(),
+    };
+    let id = int(row, "id").ok_or("this sandbox only updates agents: send their id")?;
+    let a = d
+        .agents
+        .iter_mut()
+        .find(|a| a.id == id)
+        .ok_or_else(|| format!("Agent {id} not found"))?;
+    if let Some(e) = text(row, "email") {
+        if !e.contains('@') {
+            return Err(format!("'{e}' is not an email address"));
+        }
+        a.email = Some(e);
+    }
+    if let Some(v) = text(row, "name") {
+        a.name = v;
+    }
+    if let Some(v) = text(row, "firstname") {
+        a.firstname = v;
+    }
+    if let Some(v) = text(row, "surname") {
+        a.surname = v;
+    }
+    if let Some(v) = row.get("isdisabled").and_then(serde_json::Value::as_bool) {
+        a.isdisabled = v;
+    }
+    a.last_modified = Some(Utc::now());
+    Ok(serde_json::to_value(&*a).unwrap_or_default())
 }
 
 fn upsert_action(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json::Value, String> {

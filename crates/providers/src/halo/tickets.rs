@@ -293,3 +293,33 @@ impl TicketWriter for HaloTicketWriter {
         self.client.requests()
     }
 }
+
+#[async_trait]
+impl crate::technicians::TechnicianWriter for HaloTicketWriter {
+    /// `POST /api/Agent` with the agent's `id` (an upsert: without it Halo would create a
+    /// second agent, trap 1).
+    async fn update_technician(
+        &self,
+        external_id: &str,
+        u: &crate::technicians::TechnicianUpdate,
+    ) -> Result<(), WriteError> {
+        let id: i64 = external_id.parse().map_err(|_| WriteError::Rejected {
+            field: None,
+            message: format!("'{external_id}' is not a Halo agent id"),
+        })?;
+        let agent = json!({
+            "id": id,
+            "name": format!("{} {}", u.first_name, u.last_name).trim(),
+            "firstname": u.first_name,
+            "surname": u.last_name,
+            "email": u.email,
+            "isdisabled": !u.active,
+        });
+        let _: serde_json::Value = self
+            .client
+            .post_one("/Agent", agent)
+            .await
+            .map_err(write_error)?;
+        Ok(())
+    }
+}

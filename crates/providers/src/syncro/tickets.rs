@@ -275,3 +275,23 @@ impl TicketWriter for SyncroTicketWriter {
         self.client.requests()
     }
 }
+
+#[async_trait]
+impl crate::technicians::TechnicianWriter for SyncroTicketWriter {
+    /// Syncro's `/users` is read-only: nothing can be written (the capability table says so
+    /// and the portal refuses the edit before it gets here).
+    async fn update_technician(
+        &self,
+        _external_id: &str,
+        _u: &crate::technicians::TechnicianUpdate,
+    ) -> Result<(), WriteError> {
+        Err(WriteError::Rejected {
+            field: None,
+            message: crate::technicians::capability(
+                mspbridge_domain::catalogue::ProviderKind::Syncro,
+            )
+            .map(|c| c.how.to_string())
+            .unwrap_or_default(),
+        })
+    }
+}
