@@ -10,7 +10,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use mspbridge_domain::StaffUserId;
-use mspbridge_domain::auth::Permission;
+use mspbridge_domain::auth::{Permission, StaffRole};
 use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_domain::model::{LinkedRecord, StaffUser};
 use mspbridge_providers::technicians::{self, TechnicianCapability, TechnicianUpdate};
@@ -139,6 +139,10 @@ pub async fn update_service(
 ) -> Result<TechnicianView, ApiError> {
     caller.require(Permission::Manage)?;
     let current = find(state, caller, id).await?;
+    // An owner's account is changed by an owner only (an admin cannot lock the owner out).
+    if current.role == StaffRole::Owner && caller.role != StaffRole::Owner {
+        return Err(ApiError::Forbidden("Owner"));
+    }
     let name = match &body.name {
         Some(n) if n.trim().is_empty() => return Err(ApiError::field("name", "enter a name")),
         Some(n) if n.trim().chars().count() > 200 => {

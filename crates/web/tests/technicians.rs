@@ -337,6 +337,9 @@ async fn technician_edits_are_written_back_where_the_psa_allows_and_refused_wher
         let technician_token = app.token(app.a.id, StaffRole::Technician).await;
         let (s, _) = patch(&app, &technician_token, owner_id, json!({"name": "X"})).await;
         assert_eq!(s, 403);
+        let admin = app.token(app.a.id, StaffRole::Admin).await;
+        let (s, _) = patch(&app, &admin, owner_id, json!({"active": false})).await;
+        assert_eq!(s, 403, "an admin cannot lock the owner out");
         let (s, _) = app.get("/api/v1/technicians", &technician_token).await;
         assert_eq!(s, 200, "technicians can read the list");
         drop((at_handle, sy_handle, halo_handle));
