@@ -502,6 +502,30 @@ impl AutotaskClient {
         .await
     }
 
+    /// Every row of `entity` matching `filter` (500 a page, `nextPageUrl` followed);
+    /// unreadable rows are left out. For the small lookups of writes and registration.
+    pub async fn query_all<T: DeserializeOwned>(
+        &self,
+        entity: &str,
+        filter: serde_json::Value,
+    ) -> Result<Vec<T>, AutotaskError> {
+        let mut out = Vec::new();
+        let mut page = self
+            .query(
+                entity,
+                &serde_json::json!({ "MaxRecords": 500, "filter": filter }),
+            )
+            .await?;
+        loop {
+            let (rows, _, _) = crate::source::read_rows::<T>(page.items);
+            out.extend(rows);
+            match page.page_details.next_page_url {
+                Some(next) => page = self.follow(&next).await?,
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// `POST /V1.0/{entity}/query/count` with `filter`.
     pub async fn count(
         &self,

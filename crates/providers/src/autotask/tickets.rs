@@ -19,7 +19,6 @@ use tokio::sync::OnceCell;
 
 use super::client::{AutotaskClient, AutotaskError};
 use super::wire::{FieldsInfo, Item, ItemId, PicklistValue, Ticket, TicketNote, at_time};
-use crate::source::read_rows;
 use crate::tickets::{NewVendorTicket, TicketWriter, WriteError};
 
 /// Where an Autotask admin lets the API user create and edit tickets and notes.
@@ -182,28 +181,6 @@ impl AutotaskTicketWriter {
             ),
         })
     }
-
-    /// Every page of `entity` matching `filter`.
-    async fn query_all<T: serde::de::DeserializeOwned>(
-        &self,
-        entity: &str,
-        filter: serde_json::Value,
-    ) -> Result<Vec<T>, WriteError> {
-        let mut out = Vec::new();
-        let mut page = self
-            .client
-            .query(entity, &json!({ "MaxRecords": 500, "filter": filter }))
-            .await
-            .map_err(write_error)?;
-        loop {
-            let (rows, _, _) = read_rows::<T>(page.items);
-            out.extend(rows);
-            match page.page_details.next_page_url {
-                Some(next) => page = self.client.follow(&next).await.map_err(write_error)?,
-                None => return Ok(out),
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -216,6 +193,7 @@ impl TicketWriter for AutotaskTicketWriter {
     ) -> Result<Option<String>, WriteError> {
         let company = numeric(&t.company_external_id, "company")?;
         let found: Vec<Ticket> = self
+            .client
             .query_all(
                 "Tickets",
                 json!([
@@ -223,7 +201,8 @@ impl TicketWriter for AutotaskTicketWriter {
                     { "op": "eq", "field": "companyID", "value": company },
                 ]),
             )
-            .await?;
+            .await
+            .map_err(write_error)?;
         Ok(found.first().map(|t| t.id.to_string()))
     }
 
@@ -278,6 +257,7 @@ impl TicketWriter for AutotaskTicketWriter {
         let id = numeric(ticket, "ticket")?;
         let lists = self.lists().await?;
         let notes: Vec<TicketNote> = self
+            .client
             .query_all(
                 "TicketNotes",
                 json!([
@@ -285,7 +265,8 @@ impl TicketWriter for AutotaskTicketWriter {
                     { "op": "gte", "field": "createDateTime", "value": at_time::format(since - SLACK) },
                 ]),
             )
-            .await?;
+            .await
+            .map_err(write_error)?;
         Ok(notes
             .iter()
             .find(|n| {

@@ -22,7 +22,6 @@ use sha1::Sha1;
 
 use super::client::{AutotaskClient, AutotaskError};
 use super::wire::{FieldsInfo, ItemId};
-use crate::source::read_rows;
 
 pub const SIGNATURE_HEADER: &str = "x-hook-signature";
 
@@ -66,25 +65,6 @@ fn folded(s: &str) -> String {
         .to_lowercase()
 }
 
-async fn all<T: serde::de::DeserializeOwned>(
-    client: &AutotaskClient,
-    entity: &str,
-    filter: Value,
-) -> Result<Vec<T>, AutotaskError> {
-    let mut out = Vec::new();
-    let mut page = client
-        .query(entity, &json!({ "MaxRecords": 500, "filter": filter }))
-        .await?;
-    loop {
-        let (rows, _, _) = read_rows::<T>(page.items);
-        out.extend(rows);
-        match page.page_details.next_page_url {
-            Some(next) => page = client.follow(&next).await?,
-            None => return Ok(out),
-        }
-    }
-}
-
 /// What registration did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registered {
@@ -107,12 +87,12 @@ pub async fn register(
             "the webhook secret is longer than Autotask's 64 characters".into(),
         ));
     }
-    let existing: Vec<Row> = all(
-        client,
-        "TicketWebhooks",
-        json!([{ "op": "eq", "field": "webhookUrl", "value": url }]),
-    )
-    .await?;
+    let existing: Vec<Row> = client
+        .query_all(
+            "TicketWebhooks",
+            json!([{ "op": "eq", "field": "webhookUrl", "value": url }]),
+        )
+        .await?;
     let mut hook = json!({
         "name": "mspbridge tickets",
         "webhookUrl": url,
@@ -156,12 +136,12 @@ pub async fn register(
             "Autotask offers none of the ticket fields a webhook subscribes to (Status, Priority, Title, Queue, Assigned Resource, Last Activity Date)".into(),
         ));
     }
-    let have: Vec<FieldRow> = all(
-        client,
-        "TicketWebhookFields",
-        json!([{ "op": "eq", "field": "webhookID", "value": id }]),
-    )
-    .await?;
+    let have: Vec<FieldRow> = client
+        .query_all(
+            "TicketWebhookFields",
+            json!([{ "op": "eq", "field": "webhookID", "value": id }]),
+        )
+        .await?;
     for (field, _) in &wanted {
         if have.iter().any(|h| h.field_id == *field) {
             continue;
@@ -182,15 +162,15 @@ pub async fn register(
 
     // The API user's own changes are not called back.
     let user = client.username().trim().to_string();
-    let me: Vec<Row> = all(
-        client,
-        "Resources",
-        json!([{ "op": "or", "items": [
-            { "op": "eq", "field": "userName", "value": user },
-            { "op": "eq", "field": "email", "value": user },
-        ]}]),
-    )
-    .await?;
+    let me: Vec<Row> = client
+        .query_all(
+            "Resources",
+            json!([{ "op": "or", "items": [
+                { "op": "eq", "field": "userName", "value": user },
+                { "op": "eq", "field": "email", "value": user },
+            ]}]),
+        )
+        .await?;
     let api_user_excluded = match me.first() {
         None => {
             tracing::warn!(
@@ -200,12 +180,12 @@ pub async fn register(
             false
         }
         Some(me) => {
-            let excluded: Vec<ExcludedRow> = all(
-                client,
-                "TicketWebhookExcludedResources",
-                json!([{ "op": "eq", "field": "webhookID", "value": id }]),
-            )
-            .await?;
+            let excluded: Vec<ExcludedRow> = client
+                .query_all(
+                    "TicketWebhookExcludedResources",
+                    json!([{ "op": "eq", "field": "webhookID", "value": id }]),
+                )
+                .await?;
             if !excluded.iter().any(|e| e.resource_id == me.id) {
                 let _: ItemId = client
                     .write(
