@@ -195,6 +195,9 @@ pub struct TicketLists {
     pub statuses: Vec<String>,
     pub priorities: Vec<String>,
     pub types: Vec<String>,
+    /// Halo's first-level ticket categories (`/api/Category?type_id=1`); empty elsewhere.
+    #[serde(default)]
+    pub categories: Vec<String>,
 }
 
 impl TicketLists {
@@ -205,6 +208,7 @@ impl TicketLists {
             &mut self.statuses,
             &mut self.priorities,
             &mut self.types,
+            &mut self.categories,
         ] {
             l.retain(|s| !s.trim().is_empty());
             l.sort_by_key(|s| s.to_lowercase());
@@ -265,7 +269,7 @@ impl Vocabulary {
         };
         // (field, its names, the list, what it is); an empty list is not checked.
         let d = &options.ticket_defaults;
-        let named: [(&str, Vec<&String>, &[String], &str); 6] = [
+        let named: [(&str, Vec<&String>, &[String], &str); 9] = [
             (
                 "options.ticket_defaults.board",
                 d.board.iter().collect(),
@@ -297,6 +301,24 @@ impl Vocabulary {
                 "ticket status",
             ),
             (
+                "options.ticket_closed_statuses",
+                options.ticket_closed_statuses.iter().collect(),
+                &t.statuses,
+                "ticket status",
+            ),
+            (
+                "options.ticket_client_comment_status",
+                options.ticket_client_comment_status.iter().collect(),
+                &t.statuses,
+                "ticket status",
+            ),
+            (
+                "options.ticket_defaults.category",
+                d.category.iter().collect(),
+                &t.categories,
+                "ticket category",
+            ),
+            (
                 "options.ticket_stages",
                 options.ticket_stages.iter().map(|r| &r.status).collect(),
                 &t.statuses,
@@ -310,7 +332,11 @@ impl Vocabulary {
             if let Some((i, n)) = find(known, names.into_iter()) {
                 let field = match field {
                     "options.ticket_stages" => format!("{field}[{i}].status"),
-                    f if f.starts_with("options.ticket_defaults") => f.to_string(),
+                    f if f.starts_with("options.ticket_defaults")
+                        || f == "options.ticket_client_comment_status" =>
+                    {
+                        f.to_string()
+                    }
                     f => format!("{f}[{i}]"),
                 };
                 return Err((field, unknown(what, n, known)));
@@ -365,6 +391,12 @@ pub struct SyncOptions {
     /// Where each PSA status sits on the five-stage resolution stepper; statuses not listed
     /// are placed by [`stage_of`]'s rules.
     pub ticket_stages: Vec<StageRule>,
+    /// PSA statuses that count as closed, besides the PSA's own closed flag (spec 2.5
+    /// "Closed Statuses").
+    pub ticket_closed_statuses: Vec<String>,
+    /// The status a ticket takes when a client comments on it (spec 2.5 "Client Comment
+    /// Status", Halo's example "Updated"); `None` leaves the status alone.
+    pub ticket_client_comment_status: Option<String>,
 }
 
 /// The five-stage resolution stepper clients see on a ticket (spec 2.5).
@@ -445,7 +477,8 @@ pub fn stage_of(status: &str, closed: bool, rules: &[StageRule]) -> Stage {
 }
 
 /// The ticket defaults of spec 2.20, by the PSA's names: ConnectWise board (Autotask
-/// queue, Halo team), status and priority for tickets created in the portal.
+/// queue, Halo team), status and priority for tickets created in the portal; Halo also
+/// category, impact and urgency (a Halo tenant may require them to create a ticket).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
@@ -453,6 +486,32 @@ pub struct TicketDefaults {
     pub board: Option<String>,
     pub status: Option<String>,
     pub priority: Option<String>,
+    /// Halo only: the first-level category (`category_1`), as Halo names it ("Hardware>Laptop").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Halo only: impact level, 1 (highest) to 4 (Halo's `impact`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impact: Option<u8>,
+    /// Halo only: urgency level, 1 (highest) to 4 (Halo's `urgency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<u8>,
+}
+
+impl TicketDefaults {
+    /// The fields only Halo takes, with their JSON names, when set.
+    pub fn halo_only_fields(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.category.is_some() {
+            v.push("category");
+        }
+        if self.impact.is_some() {
+            v.push("impact");
+        }
+        if self.urgency.is_some() {
+            v.push("urgency");
+        }
+        v
+    }
 }
 
 impl Default for SyncOptions {
@@ -476,6 +535,8 @@ impl Default for SyncOptions {
             ticket_boards: vec![],
             ticket_excluded_statuses: vec![],
             ticket_stages: vec![],
+            ticket_closed_statuses: vec![],
+            ticket_client_comment_status: None,
         }
     }
 }
@@ -484,18 +545,42 @@ impl SyncOptions {
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut errors = Vec::new();
         for (field, v) in [
-            ("board", &self.ticket_defaults.board),
-            ("status", &self.ticket_defaults.status),
-            ("priority", &self.ticket_defaults.priority),
+            ("ticket_defaults.board", &self.ticket_defaults.board),
+            ("ticket_defaults.status", &self.ticket_defaults.status),
+            ("ticket_defaults.priority", &self.ticket_defaults.priority),
+            ("ticket_defaults.category", &self.ticket_defaults.category),
+            (
+                "ticket_client_comment_status",
+                &self.ticket_client_comment_status,
+            ),
         ] {
             if v.as_ref()
                 .is_some_and(|v| v.trim().is_empty() || v.len() > 100)
             {
                 errors.push(FieldError::new(
-                    format!("options.ticket_defaults.{field}"),
+                    format!("options.{field}"),
                     "must be a name of 1 to 100 characters, or left out",
                 ));
             }
+        }
+        for (field, v) in [
+            ("impact", self.ticket_defaults.impact),
+            ("urgency", self.ticket_defaults.urgency),
+        ] {
+            if v.is_some_and(|v| !(1..=4).contains(&v)) {
+                errors.push(FieldError::new(
+                    format!("options.ticket_defaults.{field}"),
+                    "must be a Halo level from 1 (highest) to 4, or left out",
+                ));
+            }
+        }
+        if let Some(s) = &self.ticket_client_comment_status
+            && self.is_closed_status(s)
+        {
+            errors.push(FieldError::new(
+                "options.ticket_client_comment_status",
+                "is one of the closed statuses: a client's comment would close the ticket",
+            ));
         }
         if ![5, 15, 30].contains(&self.interval_minutes) {
             errors.push(FieldError::new(
@@ -518,6 +603,7 @@ impl SyncOptions {
         for (field, list) in [
             ("ticket_boards", &self.ticket_boards),
             ("ticket_excluded_statuses", &self.ticket_excluded_statuses),
+            ("ticket_closed_statuses", &self.ticket_closed_statuses),
         ] {
             for (i, v) in list.iter().enumerate() {
                 if v.trim().is_empty() || v.len() > 100 {
@@ -555,6 +641,19 @@ impl SyncOptions {
         } else {
             Err(ValidationError(errors))
         }
+    }
+
+    /// Whether `status` is one of the admin's Closed Statuses (compared without case).
+    pub fn is_closed_status(&self, status: &str) -> bool {
+        self.ticket_closed_statuses
+            .iter()
+            .any(|c| c.trim().eq_ignore_ascii_case(status.trim()))
+    }
+
+    /// Whether a ticket in `status` is closed: the PSA says so, or the admin counts the
+    /// status as closed.
+    pub fn ticket_closed(&self, status: &str, psa_closed: bool) -> bool {
+        psa_closed || self.is_closed_status(status)
     }
 
     pub fn syncs(&self, r: RecordType) -> bool {
@@ -750,6 +849,9 @@ pub enum Trigger {
     Schedule,
     Manual,
     Initial,
+    /// Quick Sync (spec 2.7): only the tickets pass, from its watermark (recent changes);
+    /// the regular schedule keeps its time. Also what a verified webhook queues.
+    Quick,
 }
 
 impl Trigger {
@@ -758,11 +860,12 @@ impl Trigger {
             Trigger::Schedule => "schedule",
             Trigger::Manual => "manual",
             Trigger::Initial => "initial",
+            Trigger::Quick => "quick",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Schedule, Self::Manual, Self::Initial]
+        [Self::Schedule, Self::Manual, Self::Initial, Self::Quick]
             .into_iter()
             .find(|v| v.as_str() == s)
     }
@@ -796,6 +899,55 @@ impl EventLevel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_statuses_close_and_cannot_be_the_client_comment_status() {
+        let o = SyncOptions {
+            ticket_closed_statuses: vec![" Resolved ".into(), "Cancelled".into()],
+            ticket_client_comment_status: Some("Updated".into()),
+            ..SyncOptions::default()
+        };
+        assert!(o.validate().is_ok());
+        assert!(o.ticket_closed("resolved", false));
+        assert!(
+            o.ticket_closed("In Progress", true),
+            "the PSA's flag counts"
+        );
+        assert!(!o.ticket_closed("In Progress", false));
+        assert!(
+            !o.ticket_closed("Resolved later", false),
+            "whole names only"
+        );
+        let bad = SyncOptions {
+            ticket_client_comment_status: Some("cancelled".into()),
+            ..o.clone()
+        };
+        let e = bad.validate().unwrap_err();
+        assert_eq!(e.0[0].field, "options.ticket_client_comment_status");
+        let bad = SyncOptions {
+            ticket_closed_statuses: vec![" ".into()],
+            ticket_defaults: TicketDefaults {
+                impact: Some(5),
+                urgency: Some(4),
+                ..Default::default()
+            },
+            ..o
+        };
+        let fields: Vec<String> = bad
+            .validate()
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|f| f.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "options.ticket_defaults.impact".to_string(),
+                "options.ticket_closed_statuses[0]".to_string()
+            ]
+        );
+    }
 
     #[test]
     fn psa_statuses_land_on_the_stepper_and_admin_rules_win() {
@@ -1092,6 +1244,7 @@ mod tests {
                     statuses: vec!["New".into(), "Waiting".into(), "Closed".into()],
                     priorities: vec![],
                     types: vec![],
+                    categories: vec![],
                 }
                 .tidy(),
             ),
@@ -1106,6 +1259,7 @@ mod tests {
                 board: Some("service desk".into()),
                 status: Some("New".into()),
                 priority: Some("Anything: no priorities read".into()),
+                ..Default::default()
             },
             ticket_boards: vec!["Projects".into()],
             ticket_excluded_statuses: vec!["closed".into()],

@@ -686,6 +686,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("Service Desk".into()),
             status: Some("New".into()),
             priority: Some("Priority 3 - Normal Response".into()),
+            ..Default::default()
         },
         ..options.clone()
     };
@@ -711,6 +712,9 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("1st Line Support".into()),
             status: Some("New".into()),
             priority: Some("Medium".into()),
+            category: Some("Hardware".into()),
+            impact: Some(3),
+            urgency: Some(2),
         },
         ..options.clone()
     };
@@ -741,6 +745,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("Level I Support".into()),
             status: Some("New".into()),
             priority: Some("Medium".into()),
+            ..Default::default()
         },
         ..options.clone()
     };
@@ -772,6 +777,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("Hardware".into()),
             status: Some("New".into()),
             priority: Some("2 Normal".into()),
+            ..Default::default()
         },
         ..options.clone()
     };

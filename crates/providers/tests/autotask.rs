@@ -656,6 +656,7 @@ async fn every_request_follows_autotasks_query_rules() {
             board: Some("Level II Support".into()),
             status: Some("New".into()),
             priority: Some("High".into()),
+            ..Default::default()
         },
     };
     assert_eq!(w.find_ticket(&t, Utc::now()).await.unwrap(), None);

@@ -393,6 +393,9 @@ async fn every_request_matches_the_halo_openapi_document() {
             board: Some("Projects".into()),
             status: Some("New".into()),
             priority: Some("Low".into()),
+            category: Some("Software".into()),
+            impact: Some(2),
+            urgency: Some(1),
         },
     };
     let id = w.create_ticket(&new).await.unwrap();
@@ -419,6 +422,7 @@ async fn every_request_matches_the_halo_openapi_document() {
 
     let seen = sb.seen();
     assert!(seen.len() > 10);
+    let mut checked_bodies = 0;
     for r in seen {
         if r.path == "/auth/token" {
             assert_eq!(r.method, "POST");
@@ -456,5 +460,31 @@ async fn every_request_matches_the_halo_openapi_document() {
                 r.path
             );
         }
+        // A write's records: every field is a property of the schema the spec names.
+        if let Some(body) = &r.body {
+            let schema =
+                op["requestBody"]["content"]["application/json"]["schema"]["items"]["$ref"]
+                    .as_str()
+                    .and_then(|s| s.rsplit('/').next())
+                    .unwrap_or_else(|| {
+                        panic!("{} {}: no array body in the spec", r.method, r.path)
+                    });
+            let props = &spec["components"]["schemas"][schema]["properties"];
+            for record in body.as_array().expect("Halo writes are arrays") {
+                for k in record.as_object().unwrap().keys() {
+                    assert!(
+                        props[k.as_str()].is_object(),
+                        "{} {}: field '{k}' is not in the spec's {schema}",
+                        r.method,
+                        r.path
+                    );
+                }
+            }
+            checked_bodies += 1;
+        }
     }
+    assert!(
+        checked_bodies >= 4,
+        "the writes' bodies were checked: {checked_bodies}"
+    );
 }

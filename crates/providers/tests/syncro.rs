@@ -311,6 +311,7 @@ async fn every_request_matches_the_syncro_openapi_document() {
             board: Some("Hardware".into()),
             status: Some("new".into()),
             priority: Some("2 Normal".into()),
+            ..Default::default()
         },
     };
     let since = Utc::now();

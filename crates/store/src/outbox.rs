@@ -98,6 +98,14 @@ pub enum OutboxResult {
     },
 }
 
+/// A status change queued for a PSA: the status, whether it counts as closed, and its row.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub status: String,
+    pub closed: bool,
+    pub out: Outgoing,
+}
+
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
     /// A portal ticket and its `create_ticket` row, in one transaction.
@@ -108,7 +116,9 @@ pub trait OutboxStore: Send + Sync {
         out: Outgoing,
         now: DateTime<Utc>,
     ) -> Result<(Ticket, i64)>;
-    /// A portal note and its `add_note` row, in one transaction.
+    /// A portal note and its `add_note` row, in one transaction; with `then_status` (a
+    /// client's comment setting the Client Comment Status) also the status change and its
+    /// `set_status` row, queued after the note, in the same transaction.
     #[allow(clippy::too_many_arguments)]
     async fn add_note_outboxed(
         &self,
@@ -118,6 +128,7 @@ pub trait OutboxStore: Send + Sync {
         internal: bool,
         author: &str,
         out: Outgoing,
+        then_status: Option<StatusChange>,
         now: DateTime<Utc>,
     ) -> Result<(TicketNote, i64)>;
     /// A portal status change and its `set_status` row, in one transaction.
@@ -351,7 +362,7 @@ macro_rules! impl_outbox_store {
                     crate::finish_tx(tx, r).await
                 }
 
-                async fn add_note_outboxed(&self, tenant: TenantId, ticket: TicketId, body: &str, internal: bool, author: &str, out: Outgoing, now: DateTime<Utc>) -> Result<(TicketNote, i64)> {
+                async fn add_note_outboxed(&self, tenant: TenantId, ticket: TicketId, body: &str, internal: bool, author: &str, out: Outgoing, then_status: Option<StatusChange>, now: DateTime<Utc>) -> Result<(TicketNote, i64)> {
                     let mut tx = self.begin_write().await?;
                     // Any early return or error rolls back at once: a dropped transaction
                     // would keep its locks until the connection is used again.
@@ -377,6 +388,17 @@ macro_rules! impl_outbox_store {
                     .fetch_one(&mut *tx)
                     .await?;
                     let id = enqueue(&mut tx, tenant, OutboxOp::AddNote, ticket.0, Some(row.id), &out, now).await?;
+                    if let Some(change) = then_status {
+                        sqlx::query("UPDATE tickets SET status = $3, closed = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.0)
+                            .bind(ticket.0)
+                            .bind(&change.status)
+                            .bind(change.closed)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        enqueue(&mut tx, tenant, OutboxOp::SetStatus, ticket.0, None, &change.out, now).await?;
+                    }
                         Ok((row.into(), id))
                     }
                     .await;

@@ -286,6 +286,15 @@ pub trait SyncStore: Send + Sync {
         now: DateTime<Utc>,
         cooldown: chrono::Duration,
     ) -> Result<SyncRequest>;
+    /// Quick Sync: a tickets-only run due now, without moving the next regular run (a
+    /// full run already due now is left as it is: it covers the tickets too).
+    async fn request_quick_sync(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        now: DateTime<Utc>,
+        cooldown: chrono::Duration,
+    ) -> Result<SyncRequest>;
     /// Clears a pause after repeated failures and makes the integration due now.
     async fn reactivate(
         &self,

@@ -276,6 +276,39 @@ macro_rules! impl_sync_store {
                     Ok(SyncRequest::Queued)
                 }
 
+                async fn request_quick_sync(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>, cooldown: chrono::Duration) -> Result<SyncRequest> {
+                    self.get_integration(tenant, id).await?;
+                    if let Some(s) = self.schedule(tenant, id).await? {
+                        if s.running {
+                            return Ok(SyncRequest::AlreadyRunning);
+                        }
+                        if let Some(at) = s.manual_requested_at
+                            && at + cooldown > now
+                        {
+                            return Ok(SyncRequest::CoolingDown(at + cooldown));
+                        }
+                    }
+                    // A full run due now stays full; otherwise the due time is kept aside
+                    // (once: a second quick request keeps the first one's) and restored on release.
+                    sqlx::query(
+                        "INSERT INTO sync_schedule (integration_id, tenant_id, next_run_at, pending_trigger, consecutive_failures, manual_requested_at) \
+                         VALUES ($1, $2, $3, 'quick', 0, $3) \
+                         ON CONFLICT (integration_id) DO UPDATE SET \
+                           deferred_next_run_at = CASE WHEN sync_schedule.pending_trigger <> 'quick' AND sync_schedule.next_run_at <= excluded.next_run_at \
+                             THEN sync_schedule.deferred_next_run_at ELSE COALESCE(sync_schedule.deferred_next_run_at, sync_schedule.next_run_at) END, \
+                           pending_trigger = CASE WHEN sync_schedule.pending_trigger <> 'quick' AND sync_schedule.next_run_at <= excluded.next_run_at \
+                             THEN sync_schedule.pending_trigger ELSE 'quick' END, \
+                           next_run_at = CASE WHEN sync_schedule.next_run_at < excluded.next_run_at THEN sync_schedule.next_run_at ELSE excluded.next_run_at END, \
+                           manual_requested_at = excluded.manual_requested_at",
+                    )
+                    .bind(id.0)
+                    .bind(tenant.0)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(SyncRequest::Queued)
+                }
+
                 async fn reactivate(&self, tenant: TenantId, id: IntegrationId, now: DateTime<Utc>) -> Result<()> {
                     self.get_integration(tenant, id).await?;
                     sqlx::query(
@@ -312,7 +345,9 @@ macro_rules! impl_sync_store {
 
                 async fn release(&self, id: IntegrationId, worker: &str, r: Release) -> Result<()> {
                     sqlx::query(
-                        "UPDATE sync_schedule SET lease_owner = NULL, lease_until = NULL, next_run_at = $3, pending_trigger = 'schedule', \
+                        "UPDATE sync_schedule SET lease_owner = NULL, lease_until = NULL, \
+                           next_run_at = CASE WHEN pending_trigger = 'quick' AND deferred_next_run_at IS NOT NULL THEN deferred_next_run_at ELSE $3 END, \
+                           deferred_next_run_at = NULL, pending_trigger = 'schedule', \
                            consecutive_failures = CASE WHEN $4 THEN consecutive_failures + 1 ELSE 0 END, \
                            paused_reason = COALESCE($5, paused_reason) \
                          WHERE integration_id = $1 AND lease_owner = $2",

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mspbridge_domain::integration::IntegrationStatus;
-use mspbridge_domain::sync::{Counts, RecordType, RunResult, SyncOptions};
+use mspbridge_domain::sync::{Counts, RecordType, RunResult, SyncOptions, Trigger};
 use mspbridge_domain::{IntegrationId, TenantId};
 use mspbridge_providers::Providers;
 use mspbridge_providers::connectwise::client::RetryPolicy;
@@ -229,7 +229,14 @@ impl Engine {
     pub async fn run_claimed(&self, claim: Claim) -> Result<RunSummary, EngineError> {
         let (tenant, id) = (claim.tenant_id, claim.integration_id);
         let integration = self.store.get_integration(tenant, id).await?;
-        let options = self.store.sync_options(tenant, id).await?;
+        let mut options = self.store.sync_options(tenant, id).await?;
+        if claim.trigger == Trigger::Quick && options.tickets {
+            // Quick Sync: the tickets pass alone, from its watermark; companies, contacts
+            // and technicians keep their schedule.
+            options.companies = false;
+            options.contacts = false;
+            options.technicians = false;
+        }
         let now = self.now();
         let run_id = self
             .store

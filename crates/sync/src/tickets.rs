@@ -147,7 +147,14 @@ pub(crate) async fn decide(
         out.counts.seen += 1;
         out.stamp(t.updated_at);
         let ext = t.external_id.clone();
-        let hash = content_hash(&t);
+        // Closed by the PSA or by the admin's Closed Statuses; a ticket closed by the
+        // admin's list hashes differently, so changing the list reaches it on a full pass.
+        let closed = ctx.options.ticket_closed(&t.status, t.closed);
+        let hash = if closed && !t.closed {
+            content_hash(&(&t, "closed by the integration's closed statuses"))
+        } else {
+            content_hash(&t)
+        };
         let link = links.get(&ext);
         if let Some(l) = link
             && l.content_hash == hash
@@ -270,12 +277,12 @@ pub(crate) async fn decide(
             description,
             keep_status: pending.is_some(),
             status: t.status.clone(),
-            closed: t.closed,
+            closed,
             priority: t.priority.clone(),
             board: t.board.clone(),
             ticket_type: t.ticket_type.clone(),
             created_at: t.created_at,
-            closed_at: t.closed_at,
+            closed_at: t.closed_at.or(if closed { t.updated_at } else { None }),
             notes: kept,
             hash,
             remote_updated_at: t.updated_at,

@@ -320,7 +320,7 @@ pub async fn create_company(
 #[openapi(
     info(title = "mspbridge API", description = "Integrations hub for MSP client portals. Authenticate with `Authorization: Bearer <token>` (see `mspbridge admin create-token`)."),
     paths(me, list_providers, list_integrations, connect, get_integration, rename, test, update_credentials, disconnect, delete, list_companies, create_company,
-        crate::sync_api::get_options, crate::sync_api::put_options, crate::sync_api::sync_now, crate::sync_api::refresh_vocabulary, crate::sync_api::role_preview, crate::sync_api::reactivate, crate::sync_api::clear_tickets, crate::sync_api::list_runs, crate::sync_api::get_run,
+        crate::sync_api::get_options, crate::sync_api::put_options, crate::sync_api::sync_now, crate::sync_api::refresh_vocabulary, crate::sync_api::role_preview, crate::sync_api::reactivate, crate::sync_api::quick_sync, crate::sync_api::clear_tickets, crate::sync_api::list_runs, crate::sync_api::get_run,
         crate::mapping_api::get_mapping, crate::mapping_api::list_integration_companies, crate::mapping_api::put_link, crate::mapping_api::delete_link,
         crate::mapping_api::post_quick_match, crate::mapping_api::post_apply, crate::mapping_api::post_undo, crate::mapping_api::get_audit, crate::tickets_api::create_ticket, crate::tickets_api::list_tickets, crate::tickets_api::get_ticket, crate::tickets_api::add_note, crate::tickets_api::set_status, crate::tickets_api::list_outbox, crate::tickets_api::retry_outbox, crate::tickets_api::discard_outbox, crate::technicians_api::list, crate::technicians_api::update, crate::mapping_api::post_import,
         crate::mapping_api::delete_company, crate::mapping_api::list_blocked, crate::mapping_api::post_unblock),

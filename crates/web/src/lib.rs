@@ -189,6 +189,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/integrations/{id}/reactivate", post(sync_api::reactivate))
         .route(
+            "/integrations/{id}/tickets/quick-sync",
+            post(sync_api::quick_sync),
+        )
+        .route(
             "/integrations/{id}/tickets/clear-resync",
             post(sync_api::clear_tickets),
         )

@@ -47,16 +47,25 @@ pub async fn validate_options(
             ));
         }
     }
+    let provider = state
+        .store
+        .get_integration(caller.tenant_id, id)
+        .await?
+        .provider;
+    if provider != mspbridge_domain::catalogue::ProviderKind::HaloPsa
+        && let Some(field) = o.ticket_defaults.halo_only_fields().first()
+    {
+        return Err(ApiError::field(
+            &format!("options.ticket_defaults.{field}"),
+            format!(
+                "only Halo tickets take a {field}; {} does not",
+                provider.descriptor().name
+            ),
+        ));
+    }
     // Names of vendor types and statuses are checked against the vendor's lists, when read.
     if let Some(v) = state.store.vocabulary(caller.tenant_id, id).await? {
-        let provider = state
-            .store
-            .get_integration(caller.tenant_id, id)
-            .await?
-            .provider
-            .descriptor()
-            .name;
-        v.check(o, provider)
+        v.check(o, provider.descriptor().name)
             .map_err(|(field, message)| ApiError::field(&field, message))?;
     }
     Ok(())
@@ -272,6 +281,35 @@ pub async fn request_sync(
     caller: &Caller,
     id: IntegrationId,
 ) -> Result<SyncNowAnswer, ApiError> {
+    queue(state, caller, id, false).await
+}
+
+/// Quick Sync (spec 2.7): only recent ticket changes, now; needs ticket sync on.
+pub async fn request_quick_sync(
+    state: &AppState,
+    caller: &Caller,
+    id: IntegrationId,
+) -> Result<SyncNowAnswer, ApiError> {
+    if !state
+        .store
+        .sync_options(caller.tenant_id, id)
+        .await?
+        .tickets
+    {
+        return Err(ApiError::Conflict(
+            "ticket sync is off for this integration: switch on Tickets in its sync options first"
+                .into(),
+        ));
+    }
+    queue(state, caller, id, true).await
+}
+
+async fn queue(
+    state: &AppState,
+    caller: &Caller,
+    id: IntegrationId,
+    quick: bool,
+) -> Result<SyncNowAnswer, ApiError> {
     let i = state.store.get_integration(caller.tenant_id, id).await?;
     if i.status == mspbridge_domain::integration::IntegrationStatus::Disconnected {
         return Err(ApiError::Conflict(
@@ -279,16 +317,19 @@ pub async fn request_sync(
         ));
     }
     let now = state.now();
-    match state
-        .store
-        .request_sync(
-            caller.tenant_id,
-            id,
-            now,
-            chrono::Duration::seconds(SYNC_NOW_COOLDOWN_SECS),
-        )
-        .await?
-    {
+    let cooldown = chrono::Duration::seconds(SYNC_NOW_COOLDOWN_SECS);
+    let answer = if quick {
+        state
+            .store
+            .request_quick_sync(caller.tenant_id, id, now, cooldown)
+            .await?
+    } else {
+        state
+            .store
+            .request_sync(caller.tenant_id, id, now, cooldown)
+            .await?
+    };
+    match answer {
         SyncRequest::Queued => Ok(SyncNowAnswer {
             state: "queued",
             retry_at: None,
@@ -301,6 +342,21 @@ pub async fn request_sync(
             retry_after: (at - now).num_seconds().max(1) as u64,
         }),
     }
+}
+
+/// Quick Sync: a run of the tickets pass alone, from where the last one stopped (recent
+/// ticket changes; existing tickets kept). The next regular run keeps its time.
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/tickets/quick-sync", tag = "sync",
+    params(("id" = i64, Path, description = "Integration id")),
+    responses((status = 202, body = SyncNowAnswer), (status = 429, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn quick_sync(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> Result<(StatusCode, Json<SyncNowAnswer>), ApiError> {
+    caller.require(Permission::Write)?;
+    let answer = request_quick_sync(&state, &caller, parse_id(&raw)?).await?;
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// Clears a pause after repeated failures and queues a run.

@@ -12,7 +12,7 @@ use mspbridge_domain::model::{LinkedRecord, Ticket, TicketNote};
 use mspbridge_domain::{CompanyId, IntegrationId, TicketId};
 use mspbridge_providers::tickets::NewVendorTicket;
 use mspbridge_store::NewTicket;
-use mspbridge_store::outbox::{OutboxItem, Outgoing};
+use mspbridge_store::outbox::{OutboxItem, Outgoing, StatusChange};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -93,6 +93,11 @@ pub struct NewNoteBody {
     /// Internal notes are for staff only (ConnectWise: internal analysis).
     #[serde(default)]
     pub internal: bool,
+    /// The client portal user (a user of the ticket's company) who wrote this comment,
+    /// when the portal posts it for them: the note is client-visible, theirs, and the
+    /// ticket takes its integration's Client Comment Status.
+    #[serde(default)]
+    pub client_user_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -342,7 +347,10 @@ pub async fn note_service(
     caller.require(Permission::Write)?;
     let body_text = text("text", &body.text, TEXT_MAX)?;
     let ticket = state.store.get_ticket(caller.tenant_id, id).await?;
-    let author = actor(caller);
+    let author = match body.client_user_id {
+        None => actor(caller),
+        Some(user) => client_author(state, caller, &ticket, user, body.internal).await?,
+    };
     let now = state.now();
     match psa_for_ticket(state, caller, &ticket)
         .await?
@@ -367,6 +375,28 @@ pub async fn note_service(
                 marker: marker()?,
                 payload: serde_json::json!({"text": body_text, "internal": body.internal}),
             };
+            // A client's comment sets the Client Comment Status (spec 2.5), queued after
+            // the note in the same transaction; a ticket already in it is left alone.
+            let then_status = match body.client_user_id {
+                None => None,
+                Some(_) => {
+                    let options = state.store.sync_options(caller.tenant_id, i.id).await?;
+                    match options.ticket_client_comment_status.clone() {
+                        Some(status) if !status.eq_ignore_ascii_case(&ticket.status) => {
+                            Some(StatusChange {
+                                closed: options.is_closed_status(&status),
+                                out: Outgoing {
+                                    integration: i.id,
+                                    marker: marker()?,
+                                    payload: serde_json::json!({"status": status, "base": ticket.psa_status}),
+                                },
+                                status,
+                            })
+                        }
+                        _ => None,
+                    }
+                }
+            };
             state
                 .store
                 .add_note_outboxed(
@@ -376,12 +406,43 @@ pub async fn note_service(
                     body.internal,
                     &author,
                     out,
+                    then_status,
                     now,
                 )
                 .await?;
         }
     }
     Ok(())
+}
+
+/// The author of a client's comment: a user of the ticket's company; refused for an
+/// internal note (a client's comment is client-visible).
+async fn client_author(
+    state: &AppState,
+    caller: &Caller,
+    ticket: &Ticket,
+    user: i64,
+    internal: bool,
+) -> Result<String, ApiError> {
+    if internal {
+        return Err(ApiError::field(
+            "internal",
+            "a client's comment is client-visible: it cannot be internal",
+        ));
+    }
+    let users = state
+        .store
+        .list_company_users(caller.tenant_id, ticket.company_id)
+        .await?;
+    let u = users.iter().find(|u| u.id.0 == user).ok_or_else(|| {
+        ApiError::field(
+            "client_user_id",
+            format!("user {user} is not a user of this ticket's company"),
+        )
+    })?;
+    Ok(format!("{} {}", u.first_name, u.last_name)
+        .trim()
+        .to_string())
 }
 
 /// Changes the status; queued for the PSA, where it is set by name on the ticket's board.
@@ -421,6 +482,13 @@ pub async fn status_service(
                 .await?;
         }
         Some(i) => {
+            // The admin's Closed Statuses close a ticket too.
+            let closed = body.closed
+                || state
+                    .store
+                    .sync_options(caller.tenant_id, i.id)
+                    .await?
+                    .is_closed_status(&status);
             // The PSA status this change is made against: the outbox checks the PSA still
             // has it before writing (a change on both sides is a conflict, not overwritten).
             let out = Outgoing {
@@ -430,7 +498,7 @@ pub async fn status_service(
             };
             state
                 .store
-                .set_status_outboxed(caller.tenant_id, id, &status, body.closed, out, now)
+                .set_status_outboxed(caller.tenant_id, id, &status, closed, out, now)
                 .await?;
         }
     }

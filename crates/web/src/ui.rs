@@ -411,6 +411,7 @@ fn flash_text(code: Option<&str>) -> Option<String> {
             "credentials" => "Credentials saved and tested.",
             "disconnected" => "Disconnected. The stored credentials were removed.",
             "sync_queued" => "Sync queued; it starts within seconds.",
+            "quick_sync_queued" => "Quick Sync queued: recent ticket changes are read within seconds; the regular schedule is unchanged.",
             "reactivated" => "Automatic sync reactivated; a run is queued.",
             "tickets_cleared" => "Synced tickets cleared; a run re-imports them now.",
             "options" => "Sync options saved.",
@@ -915,6 +916,12 @@ async fn integration_action(
             Ok(()) => crate::sync_api::request_sync(&state, &c, id)
                 .await
                 .map(|_| "sync_queued"),
+            Err(e) => Err(e),
+        },
+        "quick-sync" => match c.require(Permission::Write) {
+            Ok(()) => crate::sync_api::request_quick_sync(&state, &c, id)
+                .await
+                .map(|_| "quick_sync_queued"),
             Err(e) => Err(e),
         },
         "vocabulary" => match c.require(Permission::Write) {

@@ -103,6 +103,14 @@ pub struct SyncView {
     pub ticket_board: String,
     pub ticket_status: String,
     pub ticket_priority: String,
+    /// Halo only: category, impact and urgency defaults.
+    pub is_halo: bool,
+    pub ticket_category: String,
+    pub ticket_impact: String,
+    pub ticket_urgency: String,
+    /// Closed Statuses (comma separated) and the Client Comment Status.
+    pub ticket_closed_statuses: String,
+    pub ticket_client_comment_status: String,
     /// Ticket import (PSA → portal) and its scope.
     pub tickets: bool,
     pub imports_tickets: bool,
@@ -131,6 +139,7 @@ pub struct VocabularyView {
     pub ticket_boards: Option<String>,
     pub ticket_statuses: Option<String>,
     pub ticket_priorities: Option<String>,
+    pub ticket_categories: Option<String>,
     pub read_at: String,
 }
 
@@ -218,6 +227,20 @@ pub async fn sync_parts(
         ticket_board: o.ticket_defaults.board.clone().unwrap_or_default(),
         ticket_status: o.ticket_defaults.status.clone().unwrap_or_default(),
         ticket_priority: o.ticket_defaults.priority.clone().unwrap_or_default(),
+        is_halo: integration_provider == ProviderKind::HaloPsa,
+        ticket_category: o.ticket_defaults.category.clone().unwrap_or_default(),
+        ticket_impact: o
+            .ticket_defaults
+            .impact
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        ticket_urgency: o
+            .ticket_defaults
+            .urgency
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        ticket_closed_statuses: o.ticket_closed_statuses.join(", "),
+        ticket_client_comment_status: o.ticket_client_comment_status.clone().unwrap_or_default(),
         tickets: o.tickets,
         imports_tickets: state.providers.imports_tickets(integration_provider),
         ticket_boards: o.ticket_boards.join(", "),
@@ -266,6 +289,7 @@ pub async fn sync_parts(
                 ticket_boards: known(&tickets.boards),
                 ticket_statuses: known(&tickets.statuses),
                 ticket_priorities: known(&tickets.priorities),
+                ticket_categories: known(&tickets.categories),
                 read_at: ts(v.fetched_at),
             }
         }),
@@ -379,6 +403,18 @@ pub async fn save_options(
             }
         }
     }
+    // Halo's impact and urgency: a level 1–4, or empty for none.
+    let level = |name: &str, field: &str| -> Result<Option<u8>, ApiError> {
+        match get(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => v.parse::<u8>().map(Some).map_err(|_| {
+                ApiError::field(
+                    &format!("options.ticket_defaults.{field}"),
+                    "must be a Halo level from 1 (highest) to 4, or left out",
+                )
+            }),
+        }
+    };
     let interval = get("interval_minutes")
         .unwrap_or_default()
         .parse::<u32>()
@@ -401,11 +437,16 @@ pub async fn save_options(
             board: get("ticket_board").filter(|v| !v.is_empty()),
             status: get("ticket_status").filter(|v| !v.is_empty()),
             priority: get("ticket_priority").filter(|v| !v.is_empty()),
+            category: get("ticket_category").filter(|v| !v.is_empty()),
+            impact: level("ticket_impact", "impact")?,
+            urgency: level("ticket_urgency", "urgency")?,
         },
         tickets: on("tickets"),
         ticket_boards: list("ticket_boards"),
         ticket_excluded_statuses: list("ticket_excluded_statuses"),
         ticket_stages: stages,
+        ticket_closed_statuses: list("ticket_closed_statuses"),
+        ticket_client_comment_status: get("ticket_client_comment_status").filter(|v| !v.is_empty()),
     };
     validate_options(state, c, id, &options).await?;
     state

@@ -64,6 +64,10 @@ struct TicketPage {
     writes: Vec<PsaWrite>,
     /// The five stages, each with whether it is the ticket's, done, or ahead.
     stages: Vec<(&'static str, &'static str)>,
+    /// The company's users a note can be written for (a client's comment), by id and name.
+    clients: Vec<(i64, String)>,
+    /// The status a client's comment sets (the ticket's integration's option).
+    client_comment_status: Option<String>,
     can_write: bool,
     error: Option<String>,
 }
@@ -191,6 +195,27 @@ async fn detail(
         ),
         None => None,
     };
+    let client_comment_status = match v.integration_id {
+        Some(i) => {
+            state
+                .store
+                .sync_options(c.tenant_id, mspbridge_domain::IntegrationId(i))
+                .await?
+                .ticket_client_comment_status
+        }
+        None => None,
+    };
+    let clients = state
+        .store
+        .list_company_users(c.tenant_id, v.ticket.company_id)
+        .await?
+        .into_iter()
+        .filter(|u| u.status == mspbridge_domain::model::UserStatus::Active)
+        .map(|u| {
+            let name = format!("{} {}", u.first_name, u.last_name);
+            (u.id.0, name.trim().to_string())
+        })
+        .collect();
     Ok(TicketPage {
         shell: shell(state, c).await?,
         ticket: v.ticket,
@@ -210,6 +235,8 @@ async fn detail(
                 (s.label(), state)
             })
             .collect(),
+        clients,
+        client_comment_status,
         can_write: c.role.allows(Permission::Write),
         error,
     })
@@ -260,6 +287,12 @@ async fn ticket_form(
                 let body = NewNoteBody {
                     text: field(&form, "text").to_string(),
                     internal: form.contains_key("internal"),
+                    client_user_id: match field(&form, "client_user_id") {
+                        "" => None,
+                        v => Some(v.parse::<i64>().map_err(|_| {
+                            ApiError::field("client_user_id", "must be a user of the company")
+                        })?),
+                    },
                 };
                 tickets_api::note_service(&state, &c, id, &body).await
             }

@@ -315,8 +315,8 @@ async fn handle(
         ));
     }
     let mut outcome = apply(state, tenant, &integration, &creds, &cb).await;
-    // The rest of the change (new tickets, notes, other fields) comes with a sync run now,
-    // instead of at the next interval.
+    // The rest of the change (new tickets, notes, other fields) comes with a Quick Sync
+    // (the tickets pass alone) now, instead of at the next interval.
     if cb.kind == "ticket"
         && state
             .store
@@ -326,7 +326,7 @@ async fn handle(
     {
         match state
             .store
-            .request_sync(tenant, id, now, chrono::Duration::zero())
+            .request_quick_sync(tenant, id, now, chrono::Duration::zero())
             .await
         {
             Ok(mspbridge_store::sync::SyncRequest::Queued) => {
@@ -366,10 +366,21 @@ async fn apply(
         None => return "ignored: no ticket connector".into(),
     };
     let ext = cb.id.to_string();
+    let options = match state.store.sync_options(tenant, integration.id).await {
+        Ok(o) => o,
+        Err(e) => return format!("not applied: {e}"),
+    };
     match writer.ticket_status(&ext).await {
-        Ok(Some((status, closed))) => match state
+        Ok(Some((status, psa_closed))) => match state
             .store
-            .apply_ticket_status(tenant, integration.id, &ext, &status, closed, state.now())
+            .apply_ticket_status(
+                tenant,
+                integration.id,
+                &ext,
+                &status,
+                options.ticket_closed(&status, psa_closed),
+                state.now(),
+            )
             .await
         {
             Ok(None) => "ignored: the ticket is not in the portal".into(),

@@ -436,3 +436,450 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
         assert!(logs.contains("webhook refused"), "refusals are logged");
     }
 }
+
+/// The portal ticket of Halo ticket `ext`, from a snapshot.
+fn portal_id(snap: &BTreeMap<String, Value>, ext: i64) -> i64 {
+    snap[&ext.to_string()][6].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn halo_ticket_defaults_take_category_impact_and_urgency() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        // This Halo makes category, impact and urgency mandatory on new tickets.
+        halo.sb.with_data(|d| d.require_category = true);
+        let base = json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
+            "board": "Projects", "status": "New", "priority": "Low"}});
+        let with = |extra: Value| {
+            let mut b = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                if k == "ticket_defaults" {
+                    for (dk, dv) in v.as_object().unwrap() {
+                        b["ticket_defaults"][dk] = dv.clone();
+                    }
+                } else {
+                    b[k] = v.clone();
+                }
+            }
+            b
+        };
+        for (extra, field, says) in [
+            (
+                json!({"ticket_defaults": {"category": "Plumbing"}}),
+                "options.ticket_defaults.category",
+                "Hardware",
+            ),
+            (
+                json!({"ticket_defaults": {"impact": 7}}),
+                "options.ticket_defaults.impact",
+                "1 (highest) to 4",
+            ),
+            (
+                json!({"ticket_defaults": {"urgency": 0}}),
+                "options.ticket_defaults.urgency",
+                "1 (highest) to 4",
+            ),
+        ] {
+            let (s, v) = put_options(&app, halo.id, with(extra)).await;
+            assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+            assert!(v["message"].as_str().unwrap().contains(says), "{v}");
+        }
+        let (s, v) = put_options(&app, halo.id, base.clone()).await;
+        assert_eq!(s, 200, "{v}");
+        sync(&app, halo.id).await;
+        let snap = snapshot(&app).await;
+        let company = view(&app, snap.values().next().unwrap()[6].as_i64().unwrap()).await
+            ["ticket"]["company_id"]
+            .as_i64()
+            .unwrap();
+
+        // Without a category the write is refused with Halo's words, kept for Retry.
+        let (s, created) = app
+            .post(
+                "/api/v1/tickets",
+                &app.a.owner_token,
+                json!({"company_id": company, "summary": "Monitor flickers", "description": "Desk 4."}),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        let ticket = created["ticket"]["id"].as_i64().unwrap();
+        let d = drain(&app, Duration::zero()).await;
+        assert_eq!(d.failed, 1, "{d:?}");
+        let write = view(&app, ticket).await["psa_writes"][0].clone();
+        assert_eq!(write["state"], "failed", "{write}");
+        assert!(
+            write["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("Please select a Category"),
+            "{write}"
+        );
+
+        // With the defaults set, Retry creates it with them.
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            with(json!({"ticket_defaults": {"category": "hardware", "impact": 3, "urgency": 2}})),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let (s, v) = app
+            .post(
+                &format!("/api/v1/outbox/{}/retry", write["id"]),
+                &app.a.owner_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let d = drain(&app, Duration::zero()).await;
+        assert_eq!(d.done, 1, "{d:?}");
+        let mine = halo.sb.with_data(|d| d.tickets.last().cloned().unwrap());
+        assert_eq!(mine.summary, "Monitor flickers");
+        assert_eq!(
+            (mine.category_1.as_deref(), mine.impact, mine.urgency),
+            (Some("Hardware"), Some(3), Some(2)),
+            "Halo's own spelling of the category"
+        );
+        let sent = halo
+            .sb
+            .seen()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path == "/api/Category")
+            .count();
+        assert!(sent >= 1, "categories read from Halo");
+
+        // Other PSAs have no such fields: refused, naming the field.
+        let cw = app.connect_cw(&app.a.owner_token).await["id"]
+            .as_i64()
+            .unwrap();
+        let (s, v) = put_options(
+            &app,
+            cw,
+            json!({"interval_minutes": 5, "ticket_defaults": {"urgency": 2}}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_defaults.urgency")),
+            "{v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains("only Halo"), "{v}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_close_tickets() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        // A status listed as closed cannot be the client comment status.
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"tickets": true, "ticket_closed_statuses": ["Updated"],
+                   "ticket_client_comment_status": "Updated"}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_client_comment_status")),
+            "{v}"
+        );
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"tickets": true, "ticket_client_comment_status": "Reopened"}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_client_comment_status")),
+            "a status Halo does not have: {v}"
+        );
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"interval_minutes": 5, "tickets": true,
+                   "ticket_defaults": {"board": "Projects", "status": "New", "priority": "Low"},
+                   "ticket_closed_statuses": ["With Supplier"],
+                   "ticket_client_comment_status": "Updated"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        // One open Halo ticket goes to a supplier: closed in the portal by the list.
+        sync(&app, halo.id).await;
+        let open: Vec<i64> = snapshot(&app)
+            .await
+            .iter()
+            .filter(|(_, t)| t[4] == false && t[1] != "With Supplier")
+            .map(|(k, _)| k.parse().unwrap())
+            .collect();
+        let (supplier, open) = (open[0], open[1..].to_vec());
+        assert!(halo.sb.set_ticket_status(supplier, "With Supplier"));
+        sync(&app, halo.id).await;
+        let snap = snapshot(&app).await;
+        assert_eq!(snap[&supplier.to_string()][4], true, "closed by the list");
+        assert!(
+            snap.values()
+                .filter(|t| t[1] != "Closed" && t[1] != "With Supplier")
+                .all(|t| t[4] == false),
+            "no other open status closes"
+        );
+
+        // Portal users of the ticket's company and of another one (the client portal's).
+        let ext = open[0];
+        let ticket = portal_id(&snap, ext);
+        let company = view(&app, ticket).await["ticket"]["company_id"]
+            .as_i64()
+            .unwrap();
+        let other = app
+            .db
+            .store
+            .list_companies(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id.0 != company)
+            .unwrap()
+            .id;
+        let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
+        let mut users = Vec::new();
+        for (c, first) in [
+            (mspbridge_domain::CompanyId(company), "Dana"),
+            (other, "Sam"),
+        ] {
+            let u = app
+                .db
+                .store
+                .create_company_user(
+                    app.a.id,
+                    mspbridge_store::NewCompanyUser {
+                        company_id: c,
+                        email: Some(format!("{}@client.example", first.to_lowercase())),
+                        phone: None,
+                        first_name: first.into(),
+                        last_name: "Client".into(),
+                        role_id: role,
+                        role_reason: None,
+                        status: mspbridge_domain::model::UserStatus::Active,
+                        origin: mspbridge_domain::model::Origin::Manual,
+                    },
+                    chrono::Utc::now(),
+                )
+                .await
+                .unwrap();
+            users.push(u);
+        }
+        let (client, stranger) = (users[0].clone(), users[1].id.0);
+        let note = |text: &str, internal: bool, user: Option<i64>| json!({"text": text, "internal": internal, "client_user_id": user});
+        let url = format!("/api/v1/tickets/{ticket}/notes");
+        for (body, field) in [
+            (
+                note("Still broken.", false, Some(stranger)),
+                "client_user_id",
+            ),
+            (note("Still broken.", true, Some(client.id.0)), "internal"),
+        ] {
+            let (s, v) = app.post(&url, &app.a.owner_token, body).await;
+            assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+        }
+        let halo_actions = |sb: &HaloSandbox| {
+            sb.with_data(|d| d.actions.iter().filter(|a| a.ticket_id == ext).count())
+        };
+        let actions_before = halo_actions(&halo.sb);
+
+        let (s, v) = app
+            .post(
+                &url,
+                &app.a.owner_token,
+                note("Still broken.", false, Some(client.id.0)),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["ticket"]["status"], "Updated");
+        assert_eq!(v["ticket"]["closed"], false);
+        let last = v["notes"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["body"].as_str(), last["internal"].as_bool()),
+            (Some("Still broken."), Some(false))
+        );
+        assert_eq!(
+            last["author"].as_str().unwrap(),
+            format!("{} {}", client.first_name, client.last_name).trim()
+        );
+        let d = drain(&app, Duration::zero()).await;
+        assert_eq!(
+            (d.done, d.failed),
+            (2, 0),
+            "the note, then the status: {d:?}"
+        );
+        assert_eq!(halo_status(&halo.sb, ext), 6, "Updated in Halo");
+        assert_eq!(halo_actions(&halo.sb), actions_before + 1);
+        let (note_text, hidden) = halo.sb.with_data(|d| {
+            let a = d.actions.iter().rfind(|a| a.ticket_id == ext).unwrap();
+            (a.note.clone(), a.hiddenfromuser)
+        });
+        assert_eq!((note_text.as_str(), hidden), ("Still broken.", false));
+
+        // A second comment: the ticket is already Updated, only the note goes.
+        let (s, _) = app
+            .post(
+                &url,
+                &app.a.owner_token,
+                note("Any news?", false, Some(client.id.0)),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let d = drain(&app, Duration::zero()).await;
+        assert_eq!((d.claimed, d.done), (1, 1), "{d:?}");
+
+        // A staff note leaves the status alone.
+        assert_eq!(set_status(&app, ticket, "In Progress").await, 200);
+        drain(&app, Duration::zero()).await;
+        let (s, v) = app
+            .post(
+                &url,
+                &app.a.owner_token,
+                note("Ordered a part.", false, None),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        assert_eq!(v["ticket"]["status"], "In Progress");
+        let d = drain(&app, Duration::zero()).await;
+        assert_eq!((d.claimed, d.done), (1, 1), "{d:?}");
+        assert_eq!(halo_status(&halo.sb, ext), 2);
+
+        // A portal status change to a listed status closes the ticket too.
+        assert_eq!(set_status(&app, ticket, "With Supplier").await, 200);
+        assert_eq!(view(&app, ticket).await["ticket"]["closed"], true);
+        drain(&app, Duration::zero()).await;
+        assert_eq!(halo_status(&halo.sb, ext), 5);
+        assert_eq!(portal_id(&snap, ext), ticket);
+    }
+}
+
+#[tokio::test]
+async fn quick_sync_reads_only_ticket_changes_and_keeps_the_regular_schedule() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        let quick = |id: i64| {
+            let app = &app;
+            async move {
+                app.post(
+                    &format!("/api/v1/integrations/{id}/tickets/quick-sync"),
+                    &app.a.owner_token,
+                    json!({}),
+                )
+                .await
+            }
+        };
+        let (s, v) = quick(halo.id).await;
+        assert_eq!(s, 409, "ticket sync is off: {v}");
+        assert!(v["message"].as_str().unwrap().contains("Tickets"), "{v}");
+        set_options(&app, halo.id).await;
+        let (s, v) = quick(halo.id).await;
+        assert_eq!((s, v["state"].as_str()), (202, Some("queued")), "{v}");
+        sync(&app, halo.id).await;
+        let store = &app.db.store;
+        let iid = mspbridge_domain::IntegrationId(halo.id);
+        let regular = store
+            .schedule(app.a.id, iid)
+            .await
+            .unwrap()
+            .unwrap()
+            .next_run_at;
+
+        // An agent's change in Halo and a new client: Quick Sync brings the ticket's change
+        // only, and the next full run stays when it was due.
+        let snap = snapshot(&app).await;
+        let ext: i64 = snap
+            .iter()
+            .find(|(_, t)| t[1] == "New")
+            .map(|(k, _)| k.parse().unwrap())
+            .expect("a New ticket");
+        assert!(halo.sb.set_ticket_status(ext, "Action Required"));
+        let companies_before = store.list_companies(app.a.id).await.unwrap().len();
+        halo.sb.with_data(|d| {
+            let mut c = d.clients.iter().find(|c| !c.inactive).cloned().unwrap();
+            c.id = 99_001;
+            c.name = "Quick Sync Newcomer Ltd".into();
+            c.alastupdate = Some(chrono::Utc::now());
+            d.clients.push(c);
+        });
+        let ahead = Duration::minutes(1);
+        let at = chrono::Utc::now() + ahead;
+        assert_eq!(
+            store
+                .request_quick_sync(app.a.id, iid, at, Duration::zero())
+                .await
+                .unwrap(),
+            mspbridge_store::sync::SyncRequest::Queued
+        );
+        let run = full_pass_engine(&app)
+            .with_clock(std::sync::Arc::new(move || chrono::Utc::now() + ahead))
+            .tick()
+            .await
+            .unwrap()
+            .expect("due");
+        assert_eq!(
+            run.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{run:?}"
+        );
+        assert_eq!(
+            run.counts.keys().copied().collect::<Vec<_>>(),
+            vec![mspbridge_domain::sync::RecordType::Tickets],
+            "the tickets pass alone"
+        );
+        let portal = portal_id(&snap, ext);
+        assert_eq!(
+            view(&app, portal).await["ticket"]["status"],
+            "Action Required"
+        );
+        assert_eq!(
+            store.list_companies(app.a.id).await.unwrap().len(),
+            companies_before,
+            "companies wait for the regular run"
+        );
+        let after = store.schedule(app.a.id, iid).await.unwrap().unwrap();
+        assert_eq!(after.next_run_at, regular, "the regular run keeps its time");
+        let (s, runs) = app
+            .get(
+                &format!("/api/v1/integrations/{}/runs", halo.id),
+                &app.a.owner_token,
+            )
+            .await;
+        assert_eq!(s, 200, "{runs}");
+        assert_eq!(runs[0]["trigger"], "quick", "{}", runs[0]);
+
+        // A full run asked for while a quick one waits wins: everything is read.
+        let at2 = at + ahead;
+        store
+            .request_quick_sync(app.a.id, iid, at2, Duration::zero())
+            .await
+            .unwrap();
+        store
+            .request_sync(app.a.id, iid, at2, Duration::zero())
+            .await
+            .unwrap();
+        let run = full_pass_engine(&app)
+            .with_clock(std::sync::Arc::new(move || at2))
+            .tick()
+            .await
+            .unwrap()
+            .expect("due");
+        assert!(
+            run.counts
+                .contains_key(&mspbridge_domain::sync::RecordType::Companies),
+            "{run:?}"
+        );
+        assert_eq!(
+            store.list_companies(app.a.id).await.unwrap().len(),
+            companies_before + 1
+        );
+        let after = store.schedule(app.a.id, iid).await.unwrap().unwrap();
+        assert_eq!(
+            after.next_run_at.timestamp_micros(),
+            (at2 + Duration::minutes(5)).timestamp_micros()
+        );
+    }
+}

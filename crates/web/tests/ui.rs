@@ -420,6 +420,12 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     assert!(list.body.contains(&imported), "imported tickets are listed");
     let integration_page = b.get(&format!("/settings/integrations/{cw}")).await;
     assert!(integration_page.body.contains("Clear &amp; Resync tickets"));
+    assert!(integration_page.body.contains("Quick Sync tickets"));
+    assert!(integration_page.body.contains("Client comment status"));
+    assert!(
+        !integration_page.body.contains("ticket_category"),
+        "category, impact and urgency are Halo's"
+    );
 
     let csrf = hidden(&list.body, "csrf");
     let company = {
@@ -498,6 +504,74 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     );
     assert!(page.body.contains(r#"<li class="done">Triaged</li>"#));
     assert!(page.body.contains(r#"<li class="ahead">Resolved</li>"#));
+
+    // A client's comment, entered for them: the ticket takes the client comment status.
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+            Some(serde_json::json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
+                "board": "Service Desk", "status": "New", "priority": "Priority 3 - Normal Response"},
+                "ticket_client_comment_status": "In Progress"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let ticket_id: i64 = page_url.rsplit('/').next().unwrap().parse().unwrap();
+    let (_, t) = app
+        .get(&format!("/api/v1/tickets/{ticket_id}"), &app.a.owner_token)
+        .await;
+    let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
+    app.db
+        .store
+        .create_company_user(
+            app.a.id,
+            mspbridge_store::NewCompanyUser {
+                company_id: mspbridge_domain::CompanyId(
+                    t["ticket"]["company_id"].as_i64().unwrap(),
+                ),
+                email: Some("dana@client.example".into()),
+                phone: None,
+                first_name: "Dana".into(),
+                last_name: "Client".into(),
+                role_id: role,
+                role_reason: None,
+                status: mspbridge_domain::model::UserStatus::Active,
+                origin: mspbridge_domain::model::Origin::Manual,
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let page = b.get(&page_url).await;
+    assert!(page.body.contains("Written by"), "{}", page.body);
+    assert!(page.body.contains("Dana Client (client"), "{}", page.body);
+    assert!(page.body.contains("status becomes In Progress"));
+    let client = {
+        let marker = "<select id=\"client_user_id\" name=\"client_user_id\"><option value=\"\">me</option><option value=\"";
+        let at = page.body.find(marker).expect("the company's users") + marker.len();
+        page.body[at..].split('"').next().unwrap().to_string()
+    };
+    let p = b
+        .post(
+            &format!("{page_url}/notes"),
+            &[
+                ("csrf", &csrf),
+                ("text", "It works on my laptop now."),
+                ("client_user_id", &client),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let d = full_pass_engine(&app).drain_outbox().await.unwrap();
+    assert_eq!(d.done, 2, "the note and the status: {d:?}");
+    let in_cw = app.sandbox.with_data(|d| {
+        d.tickets
+            .iter()
+            .find(|t| t.summary == "Outlook keeps asking for the password")
+            .and_then(|t| t.status.name.clone())
+    });
+    assert_eq!(in_cw.as_deref(), Some("In Progress"));
 }
 
 #[tokio::test]

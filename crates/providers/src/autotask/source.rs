@@ -510,6 +510,7 @@ impl AutotaskSource {
             statuses: Picklists::labels(&l.status),
             priorities: Picklists::labels(&l.priority),
             types: Picklists::labels(&l.ticket_type),
+            categories: vec![],
         }
         .tidy())
     }

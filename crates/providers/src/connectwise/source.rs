@@ -307,6 +307,7 @@ impl VocabularySource for CwSource {
                     statuses,
                     priorities: priorities.into_iter().map(|p| p.name).collect(),
                     types: vec![],
+                    categories: vec![],
                 }
                 .tidy(),
             ),

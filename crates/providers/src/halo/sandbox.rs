@@ -28,8 +28,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use super::wire::{
-    Action, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User, UserRole,
-    halo_date,
+    Action, Agent, CLOSED_STATUS_ID, Category, Client, Named, Priority, Status, Ticket, User,
+    UserRole, halo_date,
 };
 
 pub const DEMO_TENANT: &str = "mspbridge";
@@ -51,6 +51,11 @@ pub struct HaloData {
     pub priorities: Vec<Priority>,
     pub teams: Vec<Named>,
     pub ticket_types: Vec<Named>,
+    /// Ticket categories of the four lists (`type_id` 1–4).
+    pub categories: Vec<Category>,
+    /// The tenant makes category, impact and urgency mandatory on new tickets (Halo's
+    /// ticket type field settings): a create without them is refused.
+    pub require_category: bool,
     pub webhooks: Vec<Webhook>,
 }
 
@@ -86,6 +91,8 @@ pub struct SeenRequest {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
+    /// A write's JSON body (the `/auth/token` form is not kept: it carries the secret).
+    pub body: Option<serde_json::Value>,
 }
 
 struct State_ {
@@ -227,6 +234,7 @@ pub fn generate(seed: Seed) -> HaloData {
             (3, "Action Required"),
             (4, "With User"),
             (5, "With Supplier"),
+            (6, "Updated"),
             (CLOSED_STATUS_ID, "Closed"),
         ]
         .into_iter()
@@ -246,6 +254,19 @@ pub fn generate(seed: Seed) -> HaloData {
             (3, "Projects"),
         ]),
         ticket_types: named(&[(1, "Incident"), (3, "Service Request"), (4, "Problem")]),
+        categories: [
+            (1, "Hardware", 1),
+            (2, "Software", 1),
+            (3, "Network", 1),
+            (4, "Hardware>Laptop", 2),
+        ]
+        .into_iter()
+        .map(|(id, v, t)| Category {
+            id,
+            value: v.into(),
+            type_id: Some(t),
+        })
+        .collect(),
         ..HaloData::default()
     };
     if matches!(seed, Seed::Small) {
@@ -297,6 +318,9 @@ pub fn add_tickets(d: &mut HaloData, per_client: usize, notes_per: usize) {
                 dateclosed: (status_id == CLOSED_STATUS_ID).then_some(updated),
                 last_update: Some(updated),
                 third_party_id_string: None,
+                category_1: None,
+                impact: None,
+                urgency: None,
             });
             for k in 0..notes_per {
                 action_id += 1;
@@ -463,13 +487,22 @@ async fn record(
                 .collect()
         })
         .unwrap_or_default();
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let json = (parts.uri.path().starts_with("/api/"))
+        .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .flatten();
     if let Ok(mut seen) = s.seen.lock() {
         seen.push(SeenRequest {
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
             query,
+            body: json,
         });
     }
+    let req = Request::from_parts(parts, axum::body::Body::from(bytes));
     // Hosted Halo counts every request of the tenant over a rolling window.
     let over = !s.limit.admit();
     if over {
@@ -742,6 +775,15 @@ async fn list(
         "Priority" => axum::Json(&data.priorities).into_response(),
         "Team" => axum::Json(&data.teams).into_response(),
         "TicketType" => axum::Json(&data.ticket_types).into_response(),
+        "Category" => {
+            let list = q.get("type_id").and_then(|t| t.parse::<i64>().ok());
+            let rows: Vec<&Category> = data
+                .categories
+                .iter()
+                .filter(|c| list.is_none_or(|l| c.type_id == Some(l)))
+                .collect();
+            axum::Json(rows).into_response()
+        }
         "Webhook" => axum::Json(&data.webhooks).into_response(),
         _ => (
             StatusCode::NOT_FOUND,
@@ -902,6 +944,32 @@ fn upsert_ticket(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json:
                 {
                     return Err(format!("Team '{t}' does not exist"));
                 }
+                let category_1 = text(row, "category_1");
+                if let Some(c) = &category_1
+                    && !d
+                        .categories
+                        .iter()
+                        .any(|x| x.type_id == Some(1) && &x.value == c)
+                {
+                    return Err(format!("Category '{c}' does not exist"));
+                }
+                let (impact, urgency) = (int(row, "impact"), int(row, "urgency"));
+                for (name, v) in [("Impact", impact), ("Urgency", urgency)] {
+                    if v.is_some_and(|v| !(1..=4).contains(&v)) {
+                        return Err(format!("{name} must be between 1 and 4"));
+                    }
+                }
+                if d.require_category {
+                    for (name, missing) in [
+                        ("Category", category_1.is_none()),
+                        ("Impact", impact.is_none()),
+                        ("Urgency", urgency.is_none()),
+                    ] {
+                        if missing {
+                            return Err(format!("Please select a {name}"));
+                        }
+                    }
+                }
                 let id = d.tickets.iter().map(|t| t.id).max().unwrap_or(1_000) + 1;
                 let status_id = int(row, "status_id").unwrap_or(1);
                 d.tickets.push(Ticket {
@@ -919,6 +987,9 @@ fn upsert_ticket(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json:
                     dateclosed: (status_id == CLOSED_STATUS_ID).then_some(now),
                     last_update: Some(now),
                     third_party_id_string: text(row, "third_party_id_string"),
+                    category_1,
+                    impact,
+                    urgency,
                 });
                 (id, "New Ticket Logged")
             }

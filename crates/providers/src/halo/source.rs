@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 
 use super::client::{HaloClient, HaloError};
 use super::wire::{
-    Action, ActionList, Agent, CLOSED_STATUS_ID, Client, Named, Priority, Status, Ticket, User,
-    UserRole, halo_date,
+    Action, ActionList, Agent, CLOSED_STATUS_ID, Category, Client, Named, Priority, Status, Ticket,
+    User, UserRole, halo_date,
 };
 use crate::source::*;
 
@@ -289,6 +289,12 @@ impl VocabularySource for HaloSource {
                 .await?
                 .into_iter()
                 .map(|t| t.name)
+                .collect(),
+            categories: self
+                .list::<Category>("/Category", &[("type_id", "1".to_string())])
+                .await?
+                .into_iter()
+                .map(|c| c.value)
                 .collect(),
         };
         Ok(Vocabulary {

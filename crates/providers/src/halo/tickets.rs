@@ -12,7 +12,8 @@ use tokio::sync::OnceCell;
 
 use super::client::{HaloClient, HaloError};
 use super::wire::{
-    Action, ActionList, CLOSED_STATUS_ID, Named, Priority, Status, Ticket, TicketPage, halo_date,
+    Action, ActionList, CLOSED_STATUS_ID, Category, Named, Priority, Status, Ticket, TicketPage,
+    halo_date,
 };
 use crate::source::read_rows;
 use crate::tickets::{NewVendorTicket, TicketWriter, WriteError};
@@ -27,6 +28,7 @@ pub struct HaloTicketWriter {
     statuses: OnceCell<Vec<Status>>,
     teams: OnceCell<Vec<Named>>,
     priorities: OnceCell<Vec<Priority>>,
+    categories: OnceCell<Vec<Category>>,
 }
 
 /// What a Halo error means for the outbox.
@@ -75,6 +77,7 @@ impl HaloTicketWriter {
             statuses: OnceCell::new(),
             teams: OnceCell::new(),
             priorities: OnceCell::new(),
+            categories: OnceCell::new(),
         }
     }
 
@@ -208,6 +211,27 @@ impl TicketWriter for HaloTicketWriter {
                 .find(|x| x.name.eq_ignore_ascii_case(p))
                 .ok_or_else(|| not_found("priority", p))?;
             ticket["priority_id"] = json!(found.priorityid);
+        }
+        if let Some(c) = &t.defaults.category {
+            let found = self
+                .categories
+                .get_or_try_init(|| async {
+                    self.client
+                        .get_retrying::<Vec<Category>>("/Category", &[("type_id", "1".to_string())])
+                        .await
+                        .map_err(write_error)
+                })
+                .await?
+                .iter()
+                .find(|x| x.value.eq_ignore_ascii_case(c))
+                .ok_or_else(|| not_found("category", c))?;
+            ticket["category_1"] = json!(found.value);
+        }
+        if let Some(i) = t.defaults.impact {
+            ticket["impact"] = json!(i);
+        }
+        if let Some(u) = t.defaults.urgency {
+            ticket["urgency"] = json!(u);
         }
         let created: Ticket = self
             .client

@@ -158,6 +158,13 @@ pub struct Ticket {
     /// An integration's own reference for the ticket: mspbridge's outbox marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub third_party_id_string: Option<String>,
+    /// First-level category, by its value ("Hardware>Laptop").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<i64>,
 }
 
 /// A `GET /Tickets` page: `{page_no, page_size, record_count, tickets: [...]}`. Rows stay
@@ -220,6 +227,16 @@ pub struct Priority {
 pub struct Named {
     pub id: i64,
     pub name: String,
+}
+
+/// A ticket category (`CategoryDetail`): `value` is the name a ticket's `category_1..4`
+/// carries ("Hardware>Laptop"), `type_id` which of the four lists it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    pub id: i64,
+    pub value: String,
+    #[serde(default)]
+    pub type_id: Option<i64>,
 }
 
 #[cfg(test)]
