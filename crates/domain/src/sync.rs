@@ -269,7 +269,7 @@ impl Vocabulary {
         };
         // (field, its names, the list, what it is); an empty list is not checked.
         let d = &options.ticket_defaults;
-        let named: [(&str, Vec<&String>, &[String], &str); 9] = [
+        let named: [(&str, Vec<&String>, &[String], &str); 10] = [
             (
                 "options.ticket_defaults.board",
                 d.board.iter().collect(),
@@ -311,6 +311,12 @@ impl Vocabulary {
                 options.ticket_client_comment_status.iter().collect(),
                 &t.statuses,
                 "ticket status",
+            ),
+            (
+                "options.ticket_defaults.ticket_type",
+                d.ticket_type.iter().collect(),
+                &t.types,
+                "ticket type",
             ),
             (
                 "options.ticket_defaults.category",
@@ -486,6 +492,10 @@ pub struct TicketDefaults {
     pub board: Option<String>,
     pub status: Option<String>,
     pub priority: Option<String>,
+    /// The ticket type (ConnectWise: a type of the board; Halo: `/TicketType`; Autotask:
+    /// the `ticketType` picklist). Syncro has none beyond its issue type, the board here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_type: Option<String>,
     /// Halo only: the first-level category (`category_1`), as Halo names it ("Hardware>Laptop").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
@@ -548,6 +558,10 @@ impl SyncOptions {
             ("ticket_defaults.board", &self.ticket_defaults.board),
             ("ticket_defaults.status", &self.ticket_defaults.status),
             ("ticket_defaults.priority", &self.ticket_defaults.priority),
+            (
+                "ticket_defaults.ticket_type",
+                &self.ticket_defaults.ticket_type,
+            ),
             ("ticket_defaults.category", &self.ticket_defaults.category),
             (
                 "ticket_client_comment_status",

@@ -686,6 +686,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("Service Desk".into()),
             status: Some("New".into()),
             priority: Some("Priority 3 - Normal Response".into()),
+            ticket_type: Some("Request".into()),
             ..Default::default()
         },
         ..options.clone()
@@ -712,6 +713,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("1st Line Support".into()),
             status: Some("New".into()),
             priority: Some("Medium".into()),
+            ticket_type: Some("Incident".into()),
             category: Some("Hardware".into()),
             impact: Some(3),
             urgency: Some(2),
@@ -745,6 +747,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             board: Some("Level I Support".into()),
             status: Some("New".into()),
             priority: Some("Medium".into()),
+            ticket_type: Some("Service Request".into()),
             ..Default::default()
         },
         ..options.clone()

@@ -393,6 +393,7 @@ async fn every_request_matches_the_halo_openapi_document() {
             board: Some("Projects".into()),
             status: Some("New".into()),
             priority: Some("Low".into()),
+            ticket_type: Some("Service Request".into()),
             category: Some("Software".into()),
             impact: Some(2),
             urgency: Some(1),

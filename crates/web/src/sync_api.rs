@@ -63,6 +63,14 @@ pub async fn validate_options(
             ),
         ));
     }
+    if provider == mspbridge_domain::catalogue::ProviderKind::Syncro
+        && o.ticket_defaults.ticket_type.is_some()
+    {
+        return Err(ApiError::field(
+            "options.ticket_defaults.ticket_type",
+            "Syncro's only ticket type is its issue type: set it as the ticket defaults' issue type (board)",
+        ));
+    }
     // Names of vendor types and statuses are checked against the vendor's lists, when read.
     if let Some(v) = state.store.vocabulary(caller.tenant_id, id).await? {
         v.check(o, provider.descriptor().name)

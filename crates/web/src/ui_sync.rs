@@ -103,6 +103,9 @@ pub struct SyncView {
     pub ticket_board: String,
     pub ticket_status: String,
     pub ticket_priority: String,
+    /// Ticket type default (not Syncro's: its issue type is the board).
+    pub ticket_type: String,
+    pub has_ticket_types: bool,
     /// Halo only: category, impact and urgency defaults.
     pub is_halo: bool,
     pub ticket_category: String,
@@ -140,6 +143,7 @@ pub struct VocabularyView {
     pub ticket_statuses: Option<String>,
     pub ticket_priorities: Option<String>,
     pub ticket_categories: Option<String>,
+    pub ticket_types: Option<String>,
     pub read_at: String,
 }
 
@@ -227,6 +231,8 @@ pub async fn sync_parts(
         ticket_board: o.ticket_defaults.board.clone().unwrap_or_default(),
         ticket_status: o.ticket_defaults.status.clone().unwrap_or_default(),
         ticket_priority: o.ticket_defaults.priority.clone().unwrap_or_default(),
+        ticket_type: o.ticket_defaults.ticket_type.clone().unwrap_or_default(),
+        has_ticket_types: integration_provider != ProviderKind::Syncro,
         is_halo: integration_provider == ProviderKind::HaloPsa,
         ticket_category: o.ticket_defaults.category.clone().unwrap_or_default(),
         ticket_impact: o
@@ -290,6 +296,7 @@ pub async fn sync_parts(
                 ticket_statuses: known(&tickets.statuses),
                 ticket_priorities: known(&tickets.priorities),
                 ticket_categories: known(&tickets.categories),
+                ticket_types: known(&tickets.types),
                 read_at: ts(v.fetched_at),
             }
         }),
@@ -437,6 +444,7 @@ pub async fn save_options(
             board: get("ticket_board").filter(|v| !v.is_empty()),
             status: get("ticket_status").filter(|v| !v.is_empty()),
             priority: get("ticket_priority").filter(|v| !v.is_empty()),
+            ticket_type: get("ticket_type").filter(|v| !v.is_empty()),
             category: get("ticket_category").filter(|v| !v.is_empty()),
             impact: level("ticket_impact", "impact")?,
             urgency: level("ticket_urgency", "urgency")?,

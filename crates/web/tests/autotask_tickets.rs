@@ -72,7 +72,8 @@ async fn set_options(app: &TestApp, id: i64) -> Value {
         app,
         id,
         json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
-            "board": "Level II Support", "status": "New", "priority": "High"}}),
+            "board": "Level II Support", "status": "New", "priority": "High",
+            "ticket_type": "Incident"}}),
     )
     .await;
     assert_eq!(s, 200, "{v}");
@@ -209,6 +210,7 @@ async fn autotask_tickets_import_and_portal_writes_round_trip_without_duplicates
             (Some(9), Some(1), Some(1)),
             "Level II Support, New, High"
         );
+        assert_eq!(mine.ticket_type, Some(2), "Incident, by its picklist value");
         assert!(
             mine.external_id.as_deref().unwrap().starts_with("msb-"),
             "{:?}",

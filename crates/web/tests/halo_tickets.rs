@@ -470,6 +470,11 @@ async fn halo_ticket_defaults_take_category_impact_and_urgency() {
                 "Hardware",
             ),
             (
+                json!({"ticket_defaults": {"ticket_type": "Change"}}),
+                "options.ticket_defaults.ticket_type",
+                "Service Request",
+            ),
+            (
                 json!({"ticket_defaults": {"impact": 7}}),
                 "options.ticket_defaults.impact",
                 "1 (highest) to 4",
@@ -519,7 +524,8 @@ async fn halo_ticket_defaults_take_category_impact_and_urgency() {
         let (s, v) = put_options(
             &app,
             halo.id,
-            with(json!({"ticket_defaults": {"category": "hardware", "impact": 3, "urgency": 2}})),
+            with(json!({"ticket_defaults": {
+                "category": "hardware", "impact": 3, "urgency": 2, "ticket_type": "problem"}})),
         )
         .await;
         assert_eq!(s, 200, "{v}");
@@ -540,6 +546,7 @@ async fn halo_ticket_defaults_take_category_impact_and_urgency() {
             (Some("Hardware"), Some(3), Some(2)),
             "Halo's own spelling of the category"
         );
+        assert_eq!(mine.tickettype_id, Some(4), "Problem, by id");
         let sent = halo
             .sb
             .seen()

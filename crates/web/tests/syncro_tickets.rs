@@ -413,6 +413,18 @@ async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed
                 .contains("Waiting on Customer"),
             "the PSA's names are listed: {v}"
         );
+        // Syncro has no ticket type beyond its issue type (the board).
+        let (s, v) = put_options(
+            &app,
+            id,
+            json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"ticket_type": "Incident"}}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("options.ticket_defaults.ticket_type")),
+            "{v}"
+        );
         // What the admin pastes into Syncro's Notification Center.
         sb.set_notification_url(Some(format!("{}{path}", app.base)));
         sync(&app, id).await;

@@ -32,7 +32,8 @@ async fn set_defaults(app: &TestApp, cw: i64, board: &str) {
             &format!("/api/v1/integrations/{cw}/options"),
             &app.a.owner_token,
             Some(json!({"interval_minutes": 5, "ticket_defaults": {
-                "board": board, "status": "New", "priority": "Priority 3 - Normal Response"}})),
+                "board": board, "status": "New", "priority": "Priority 3 - Normal Response",
+                "ticket_type": "Problem"}})),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -148,6 +149,11 @@ async fn a_portal_ticket_reaches_connectwise_once_with_its_notes_and_status() {
         assert_eq!(x.company.as_ref().unwrap().id, cw_company);
         assert_eq!(x.status.name.as_deref(), Some("New"));
         assert_eq!(x.priority.as_ref().unwrap().id, 3);
+        assert_eq!(
+            x.ticket_type.as_ref().and_then(|t| t.name.as_deref()),
+            Some("Problem"),
+            "a type of the board, by id"
+        );
         let (_, v) = app.get(&format!("/api/v1/tickets/{ticket}"), t).await;
         let w = &writes(&v)[0];
         assert_eq!(w["state"], "done", "{v}");

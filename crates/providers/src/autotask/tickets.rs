@@ -239,6 +239,14 @@ impl TicketWriter for AutotaskTicketWriter {
         if let Some(q) = &t.defaults.board {
             ticket["queueID"] = json!(Self::pick(&lists.queue, q, "board", "queue")?);
         }
+        if let Some(ty) = &t.defaults.ticket_type {
+            ticket["ticketType"] = json!(Self::pick(
+                &lists.ticket_type,
+                ty,
+                "ticket_type",
+                "ticket type"
+            )?);
+        }
         let created: ItemId = self
             .client
             .write(Method::POST, "Tickets", &ticket)

@@ -65,6 +65,8 @@ pub struct CwData {
     pub boards: Vec<Board>,
     /// Every board offers these statuses.
     pub board_statuses: Vec<BoardStatus>,
+    /// Every board offers these ticket types (`/service/boards/{id}/types`).
+    pub board_types: Vec<BoardType>,
     pub priorities: Vec<Priority>,
     pub tickets: Vec<Ticket>,
     pub notes: Vec<ServiceNote>,
@@ -506,7 +508,11 @@ fn area_of(rest: &str) -> Option<&'static str> {
         "system/callbacks" => "callbacks",
         "service/tickets" | "service/tickets/count" => "tickets",
         "service/boards" | "service/priorities" => "ticket_reference",
-        r if r.starts_with("service/boards/") && r.ends_with("/statuses") => "ticket_reference",
+        r if r.starts_with("service/boards/")
+            && (r.ends_with("/statuses") || r.ends_with("/types")) =>
+        {
+            "ticket_reference"
+        }
         r if r.starts_with("service/tickets/") => "tickets",
         _ => return None,
     })
@@ -751,7 +757,7 @@ fn ticket_paths(
     };
     let number = |p: &str| p.parse::<i64>().ok();
     match parts.as_slice() {
-        ["service", "boards", board, "statuses"] => {
+        ["service", "boards", board, what @ ("statuses" | "types")] => {
             let board = number(board)?;
             if !data.boards.iter().any(|b| b.id == board) {
                 return Some(error(
@@ -760,13 +766,12 @@ fn ticket_paths(
                     "Service Board not found",
                 ));
             }
-            Some(list(
-                &to_sorted_json(&data.board_statuses),
-                q,
-                rest,
-                terms,
-                order,
-            ))
+            let rows = if *what == "statuses" {
+                to_sorted_json(&data.board_statuses)
+            } else {
+                to_sorted_json(&data.board_types)
+            };
+            Some(list(&rows, q, rest, terms, order))
         }
         ["service", "tickets", id, "notes"] => {
             let id = number(id)?;
@@ -1065,6 +1070,21 @@ async fn api_post(
                     None => return invalid("priority/id", &format!("Priority {id} not found")),
                 },
             };
+            let ticket_type = match ref_id(&v, "type") {
+                None => None,
+                Some(id) => match d.board_types.iter().find(|x| x.id == id) {
+                    Some(ty) => Some(Ref {
+                        id,
+                        name: Some(ty.name.clone()),
+                    }),
+                    None => {
+                        return invalid(
+                            "type/id",
+                            &format!("Service Type {id} not found for Service Board {}", board.id),
+                        );
+                    }
+                },
+            };
             let id = d.tickets.iter().map(|t| t.id).max().unwrap_or(5000) + 1;
             let ticket = Ticket {
                 id,
@@ -1085,7 +1105,7 @@ async fn api_post(
                 }),
                 contact: None,
                 closed_flag: status.closed_status,
-                ticket_type: None,
+                ticket_type,
                 owner: None,
                 closed_date: status.closed_status.then_some(now),
                 external_x_ref: v["externalXRef"].as_str().map(str::to_string),
@@ -1683,6 +1703,13 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
         contact_types,
         members,
         boards,
+        board_types: [(1, "Incident"), (2, "Request"), (3, "Problem")]
+            .into_iter()
+            .map(|(id, name)| BoardType {
+                id,
+                name: name.into(),
+            })
+            .collect(),
         board_statuses: statuses
             .iter()
             .map(|(id, name, closed)| BoardStatus {

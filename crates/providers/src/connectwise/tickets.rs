@@ -208,6 +208,22 @@ impl TicketWriter for CwTicketWriter {
                 .await?;
             body["priority"] = json!({ "id": id });
         }
+        if let Some(ty) = &t.defaults.ticket_type {
+            // Types belong to a board: `/service/boards/{id}/types`.
+            let id = self
+                .id_by_name(&format!("/service/boards/{board}/types"), ty, "ticket type")
+                .await
+                .map_err(|e| match e {
+                    WriteError::Rejected { .. } => WriteError::Rejected {
+                        field: Some("ticket_defaults.ticket_type".into()),
+                        message: format!(
+                            "board {board_name} in ConnectWise has no ticket type named '{ty}'"
+                        ),
+                    },
+                    e => e,
+                })?;
+            body["type"] = json!({ "id": id });
+        }
         let created: Ticket = self
             .client
             .send(Method::POST, "/service/tickets", &body)

@@ -246,6 +246,13 @@ pub struct BoardStatus {
     pub closed_status: bool,
 }
 
+/// `/service/boards/{id}/types`: a ticket type of a board.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardType {
+    pub id: i64,
+    pub name: String,
+}
+
 /// `/service/priorities`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Priority {

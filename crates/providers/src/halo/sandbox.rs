@@ -944,6 +944,11 @@ fn upsert_ticket(s: &Arc<State_>, row: &serde_json::Value) -> Result<serde_json:
                 {
                     return Err(format!("Team '{t}' does not exist"));
                 }
+                if let Some(ty) = int(row, "tickettype_id")
+                    && !d.ticket_types.iter().any(|x| x.id == ty)
+                {
+                    return Err(format!("Ticket Type {ty} does not exist"));
+                }
                 let category_1 = text(row, "category_1");
                 if let Some(c) = &category_1
                     && !d

@@ -29,6 +29,7 @@ pub struct HaloTicketWriter {
     teams: OnceCell<Vec<Named>>,
     priorities: OnceCell<Vec<Priority>>,
     categories: OnceCell<Vec<Category>>,
+    types: OnceCell<Vec<Named>>,
 }
 
 /// What a Halo error means for the outbox.
@@ -78,6 +79,7 @@ impl HaloTicketWriter {
             teams: OnceCell::new(),
             priorities: OnceCell::new(),
             categories: OnceCell::new(),
+            types: OnceCell::new(),
         }
     }
 
@@ -211,6 +213,15 @@ impl TicketWriter for HaloTicketWriter {
                 .find(|x| x.name.eq_ignore_ascii_case(p))
                 .ok_or_else(|| not_found("priority", p))?;
             ticket["priority_id"] = json!(found.priorityid);
+        }
+        if let Some(ty) = &t.defaults.ticket_type {
+            let found = self
+                .list(&self.types, "/TicketType")
+                .await?
+                .iter()
+                .find(|x| x.name.eq_ignore_ascii_case(ty))
+                .ok_or_else(|| not_found("ticket_type", ty))?;
+            ticket["tickettype_id"] = json!(found.id);
         }
         if let Some(c) = &t.defaults.category {
             let found = self
