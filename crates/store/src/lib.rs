@@ -296,6 +296,13 @@ pub trait Store:
         record: LinkedRecord,
         local_id: i64,
     ) -> Result<Option<ExternalLink>>;
+    /// Every link of one record kind in the tenant, over all its integrations (one query,
+    /// for lists that show each record's links).
+    async fn links_of_kind(
+        &self,
+        tenant: TenantId,
+        record: LinkedRecord,
+    ) -> Result<Vec<ExternalLink>>;
 
     // Integrations.
     async fn create_integration(

@@ -562,6 +562,18 @@ macro_rules! impl_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn links_of_kind(&self, tenant: TenantId, record: LinkedRecord) -> Result<Vec<ExternalLink>> {
+                let rows: Vec<LinkRow> = sqlx::query_as(
+                    "SELECT id, integration_id, record_kind, local_id, external_id, remote_updated_at, content_hash, gone_upstream_at \
+                     FROM external_links WHERE tenant_id = $1 AND record_kind = $2 ORDER BY integration_id, local_id",
+                )
+                .bind(tenant.0)
+                .bind(record.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn create_integration(
                 &self,
                 tenant: TenantId,

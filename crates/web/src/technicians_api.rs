@@ -90,19 +90,42 @@ pub async fn list_service(
     caller: &Caller,
 ) -> Result<Vec<TechnicianView>, ApiError> {
     caller.require(Permission::Read)?;
-    let mut out = Vec::new();
-    for s in state.store.list_staff_users(caller.tenant_id).await? {
-        let links = links(state, caller, s.id)
-            .await?
-            .into_iter()
-            .map(|(_, l)| l)
-            .collect();
-        out.push(TechnicianView {
-            technician: s,
-            links,
+    // Three queries whatever the number of technicians and integrations.
+    let integrations: std::collections::HashMap<_, _> = state
+        .store
+        .list_integrations(caller.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|i| i.status != IntegrationStatus::Disconnected)
+        .map(|i| (i.id, i))
+        .collect();
+    let mut by_user: std::collections::HashMap<i64, Vec<TechnicianLink>> =
+        std::collections::HashMap::new();
+    for l in state
+        .store
+        .links_of_kind(caller.tenant_id, LinkedRecord::StaffUser)
+        .await?
+    {
+        let Some(i) = integrations.get(&l.integration_id) else {
+            continue;
+        };
+        by_user.entry(l.local_id).or_default().push(TechnicianLink {
+            integration_id: i.id.0,
+            provider: i.provider.descriptor().name.to_string(),
+            external_id: l.external_id,
+            writes: technicians::capability(i.provider),
         });
     }
-    Ok(out)
+    Ok(state
+        .store
+        .list_staff_users(caller.tenant_id)
+        .await?
+        .into_iter()
+        .map(|s| TechnicianView {
+            links: by_user.remove(&s.id.0).unwrap_or_default(),
+            technician: s,
+        })
+        .collect())
 }
 
 #[utoipa::path(get, path = "/api/v1/technicians", tag = "technicians",
