@@ -287,7 +287,9 @@ pub trait SyncStore: Send + Sync {
         cooldown: chrono::Duration,
     ) -> Result<SyncRequest>;
     /// Quick Sync: a tickets-only run due now, without moving the next regular run (a
-    /// full run already due now is left as it is: it covers the tickets too).
+    /// full run already due now is left as it is: it covers the tickets too). A zero
+    /// `cooldown` (a webhook's follow-up) neither checks nor starts the users' cooldown, so
+    /// webhooks never hold back an admin's Sync now.
     async fn request_quick_sync(
         &self,
         tenant: TenantId,

@@ -292,18 +292,19 @@ macro_rules! impl_sync_store {
                     // (once: a second quick request keeps the first one's) and restored on release.
                     sqlx::query(
                         "INSERT INTO sync_schedule (integration_id, tenant_id, next_run_at, pending_trigger, consecutive_failures, manual_requested_at) \
-                         VALUES ($1, $2, $3, 'quick', 0, $3) \
+                         VALUES ($1, $2, $3, 'quick', 0, CASE WHEN $4 THEN $3 END) \
                          ON CONFLICT (integration_id) DO UPDATE SET \
                            deferred_next_run_at = CASE WHEN sync_schedule.pending_trigger <> 'quick' AND sync_schedule.next_run_at <= excluded.next_run_at \
                              THEN sync_schedule.deferred_next_run_at ELSE COALESCE(sync_schedule.deferred_next_run_at, sync_schedule.next_run_at) END, \
                            pending_trigger = CASE WHEN sync_schedule.pending_trigger <> 'quick' AND sync_schedule.next_run_at <= excluded.next_run_at \
                              THEN sync_schedule.pending_trigger ELSE 'quick' END, \
                            next_run_at = CASE WHEN sync_schedule.next_run_at < excluded.next_run_at THEN sync_schedule.next_run_at ELSE excluded.next_run_at END, \
-                           manual_requested_at = excluded.manual_requested_at",
+                           manual_requested_at = COALESCE(excluded.manual_requested_at, sync_schedule.manual_requested_at)",
                     )
                     .bind(id.0)
                     .bind(tenant.0)
                     .bind(now)
+                    .bind(cooldown > chrono::Duration::zero())
                     .execute(&self.pool)
                     .await?;
                     Ok(SyncRequest::Queued)

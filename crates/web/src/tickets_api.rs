@@ -440,6 +440,12 @@ async fn client_author(
             format!("user {user} is not a user of this ticket's company"),
         )
     })?;
+    if u.status == mspbridge_domain::model::UserStatus::Disabled {
+        return Err(ApiError::field(
+            "client_user_id",
+            format!("user {user} is disabled: a disabled user cannot comment"),
+        ));
+    }
     Ok(format!("{} {}", u.first_name, u.last_name)
         .trim()
         .to_string())

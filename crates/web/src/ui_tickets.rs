@@ -210,7 +210,7 @@ async fn detail(
         .list_company_users(c.tenant_id, v.ticket.company_id)
         .await?
         .into_iter()
-        .filter(|u| u.status == mspbridge_domain::model::UserStatus::Active)
+        .filter(|u| u.status != mspbridge_domain::model::UserStatus::Disabled)
         .map(|u| {
             let name = format!("{} {}", u.first_name, u.last_name);
             (u.id.0, name.trim().to_string())

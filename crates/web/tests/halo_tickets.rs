@@ -650,9 +650,19 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
             .id;
         let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
         let mut users = Vec::new();
-        for (c, first) in [
-            (mspbridge_domain::CompanyId(company), "Dana"),
-            (other, "Sam"),
+        use mspbridge_domain::model::UserStatus;
+        for (c, first, status) in [
+            (
+                mspbridge_domain::CompanyId(company),
+                "Dana",
+                UserStatus::Imported,
+            ),
+            (other, "Sam", UserStatus::Active),
+            (
+                mspbridge_domain::CompanyId(company),
+                "Lee",
+                UserStatus::Disabled,
+            ),
         ] {
             let u = app
                 .db
@@ -667,7 +677,7 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
                         last_name: "Client".into(),
                         role_id: role,
                         role_reason: None,
-                        status: mspbridge_domain::model::UserStatus::Active,
+                        status,
                         origin: mspbridge_domain::model::Origin::Manual,
                     },
                     chrono::Utc::now(),
@@ -676,7 +686,7 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
                 .unwrap();
             users.push(u);
         }
-        let (client, stranger) = (users[0].clone(), users[1].id.0);
+        let (client, stranger, disabled) = (users[0].clone(), users[1].id.0, users[2].id.0);
         let note = |text: &str, internal: bool, user: Option<i64>| json!({"text": text, "internal": internal, "client_user_id": user});
         let url = format!("/api/v1/tickets/{ticket}/notes");
         for (body, field) in [
@@ -685,6 +695,10 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
                 "client_user_id",
             ),
             (note("Still broken.", true, Some(client.id.0)), "internal"),
+            (
+                note("Still broken.", false, Some(disabled)),
+                "client_user_id",
+            ),
         ] {
             let (s, v) = app.post(&url, &app.a.owner_token, body).await;
             assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
@@ -814,12 +828,28 @@ async fn quick_sync_reads_only_ticket_changes_and_keeps_the_regular_schedule() {
         });
         let ahead = Duration::minutes(1);
         let at = chrono::Utc::now() + ahead;
+        let cooldown_from = store
+            .schedule(app.a.id, iid)
+            .await
+            .unwrap()
+            .unwrap()
+            .manual_requested_at;
+        // As a webhook asks (no cooldown): the admins' Sync now cooldown is left alone.
         assert_eq!(
             store
                 .request_quick_sync(app.a.id, iid, at, Duration::zero())
                 .await
                 .unwrap(),
             mspbridge_store::sync::SyncRequest::Queued
+        );
+        assert_eq!(
+            store
+                .schedule(app.a.id, iid)
+                .await
+                .unwrap()
+                .unwrap()
+                .manual_requested_at,
+            cooldown_from
         );
         let run = full_pass_engine(&app)
             .with_clock(std::sync::Arc::new(move || chrono::Utc::now() + ahead))
