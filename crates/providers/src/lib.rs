@@ -236,7 +236,7 @@ impl Providers {
             ),
             ProviderKind::Autotask => Some(
                 autotask::Autotask::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client_cached(credentials, retry.timeout)
                     .await
                     .map(|c| {
                         Box::new(autotask::tickets::AutotaskTicketWriter::new(

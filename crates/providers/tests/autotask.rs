@@ -825,3 +825,71 @@ async fn every_request_follows_autotasks_query_rules() {
     .collect();
     assert_eq!(writes, want);
 }
+
+#[tokio::test]
+async fn ticket_writers_share_the_zone_and_picklists_and_read_them_again_for_a_new_status() {
+    let (sb, h) = start(Seed::Small).await;
+    let (c, p) = (good(), providers(true, settings(&h)));
+    let writer = || async {
+        p.ticket_writer(ProviderKind::Autotask, &c, fast_retry())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let id = sb.with_data(|d| d.tickets[0].id);
+    let paths = |from: usize| -> Vec<String> {
+        sb.seen()[from..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    };
+    // The first writer discovers the zone and reads both picklists.
+    let from = sb.seen().len();
+    let first = writer().await.ticket_status(&id.to_string()).await.unwrap();
+    assert!(first.is_some());
+    let seen = paths(from);
+    assert!(
+        seen.iter().any(|p| p.contains("zoneInformation")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|p| p.contains("entityInformation/fields"))
+            .count(),
+        2,
+        "{seen:?}"
+    );
+    // The next one (the next webhook delivery) reads only the ticket.
+    let from = sb.seen().len();
+    let again = writer().await.ticket_status(&id.to_string()).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(paths(from), vec![format!("GET /Tickets/{id}")]);
+
+    // A status added in Autotask since: the shared lists lack it, so they are read
+    // again once and the ticket shows the new label, not a number.
+    sb.with_data(|d| d.added_ticket_statuses.push((14, "Customer Replied")));
+    assert!(sb.set_ticket_status(id, "Customer Replied"));
+    let from = sb.seen().len();
+    let w = writer().await;
+    assert_eq!(
+        w.ticket_status(&id.to_string()).await.unwrap(),
+        Some(("Customer Replied".to_string(), false))
+    );
+    let seen = paths(from);
+    assert_eq!(
+        seen.iter()
+            .filter(|p| p.contains("entityInformation/fields"))
+            .count(),
+        2,
+        "{seen:?}"
+    );
+    // The refreshed lists are shared: a portal status change to it is written at once.
+    let from = sb.seen().len();
+    writer()
+        .await
+        .set_status(&id.to_string(), "customer replied")
+        .await
+        .unwrap();
+    assert_eq!(paths(from), vec!["PATCH /Tickets".to_string()]);
+    assert_eq!(sb.with_data(|d| d.tickets[0].status), Some(14));
+}

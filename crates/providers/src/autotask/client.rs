@@ -29,6 +29,10 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::wire::{Errors, QueryCount, QueryPage, ThresholdInfo, ZoneInfo};
+
+/// How long a ticket writer trusts a zone it discovered (zones move only when Autotask
+/// migrates a tenant, and a moved zone answers with an error that is retried).
+pub const ZONE_TTL: Duration = Duration::from_secs(600);
 use crate::http::{
     Registry, Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after, retrying,
     shared_by_key, urlencode,
@@ -233,6 +237,57 @@ impl AutotaskClient {
         }
         let zone: ZoneInfo = serde_json::from_str(&text)
             .map_err(|e| AutotaskError::Decode(format!("zoneInformation: {e}")))?;
+        let client = Self::for_zone(cfg, settings, policy, http, lookup_host, zone)?;
+        client.requests.store(1, Ordering::Relaxed);
+        Ok(client)
+    }
+
+    /// As [`connect`](Self::connect), with the zone remembered for [`ZONE_TTL`] by lookup
+    /// URL and user: ticket writers (an outbox drain, each webhook delivery) skip the
+    /// discovery request. The zone's host is checked again either way.
+    pub async fn connect_cached(
+        cfg: AutotaskConfig,
+        settings: &AutotaskSettings,
+        policy: OutboundPolicy,
+        timeout: Duration,
+    ) -> Result<Self, AutotaskError> {
+        static ZONES: OnceLock<Mutex<HashMap<String, (Instant, ZoneInfo)>>> = OnceLock::new();
+        let zones = ZONES.get_or_init(Default::default);
+        let key = format!(
+            "{}|{}",
+            settings.zone_lookup_url,
+            cfg.username.trim().to_lowercase()
+        );
+        let known = zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < ZONE_TTL)
+            .map(|(_, z)| z.clone());
+        if let Some(zone) = known
+            && let Some((lookup_host, _)) = split_url(&settings.zone_lookup_url)
+        {
+            let http = policy.client(timeout);
+            return Self::for_zone(cfg, settings, policy, http, lookup_host, zone);
+        }
+        let client = Self::connect(cfg, settings, policy, timeout).await?;
+        zones
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), client.zone.clone()));
+        Ok(client)
+    }
+
+    /// A client for the API of `zone`, once its host is known to be Autotask's (or the
+    /// lookup's own, for sandboxes) and allowed by the policy.
+    fn for_zone(
+        cfg: AutotaskConfig,
+        settings: &AutotaskSettings,
+        policy: OutboundPolicy,
+        http: reqwest::Client,
+        lookup_host: &str,
+        zone: ZoneInfo,
+    ) -> Result<Self, AutotaskError> {
         let (host, path) = split_url(&zone.url).ok_or_else(|| {
             AutotaskError::Refused(format!("the zone URL {} is not an https:// URL", zone.url))
         })?;
@@ -263,7 +318,7 @@ impl AutotaskClient {
             policy,
             settings: settings.clone(),
             retry: RetryPolicy::default(),
-            requests: AtomicU64::new(1),
+            requests: AtomicU64::new(0),
         })
     }
 

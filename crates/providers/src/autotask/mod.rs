@@ -86,6 +86,22 @@ impl Autotask {
         )
         .await
     }
+
+    /// [`client`](Self::client) with the zone shared for [`client::ZONE_TTL`] (ticket
+    /// writers: outbox drains and webhook deliveries).
+    pub async fn client_cached(
+        &self,
+        creds: &Credentials,
+        timeout: Duration,
+    ) -> Result<AutotaskClient, AutotaskError> {
+        AutotaskClient::connect_cached(
+            Self::client_config(creds),
+            &self.config.autotask,
+            self.config.outbound,
+            timeout,
+        )
+        .await
+    }
 }
 
 /// Turns a failure of zone discovery into what to do.

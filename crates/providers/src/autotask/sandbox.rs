@@ -172,6 +172,8 @@ pub struct TicketWebhookExcludedResource {
 
 #[derive(Debug, Clone, Default)]
 pub struct AutotaskData {
+    /// Ticket statuses an admin added after [`TICKET_STATUSES`] (value, label).
+    pub added_ticket_statuses: Vec<(i64, &'static str)>,
     pub companies: Vec<Company>,
     pub contacts: Vec<Contact>,
     pub resources: Vec<Resource>,
@@ -908,7 +910,7 @@ async fn api(
             let fields: Vec<Value> = entity
                 .fields()
                 .iter()
-                .map(|f| match picklist(entity, f) {
+                .map(|f| match picklist(entity, f, &data) {
                     Some(values) => json!({"name": f, "dataType": "integer", "isPickList": true,
                         "picklistValues": values.iter().map(|(v, l, default)| json!({
                             "value": v.to_string(), "label": l, "isActive": true,
@@ -1491,7 +1493,11 @@ async fn touch_contacts(
 }
 
 /// The picklist of `field` on `entity`: (value, label, default).
-fn picklist(entity: Entity, field: &str) -> Option<Vec<(i64, &'static str, bool)>> {
+fn picklist(
+    entity: Entity,
+    field: &str,
+    d: &AutotaskData,
+) -> Option<Vec<(i64, &'static str, bool)>> {
     let list: &[(i64, &str, bool)] = match (entity, field) {
         (Entity::Companies, "companyType") => {
             return Some(
@@ -1501,7 +1507,7 @@ fn picklist(entity: Entity, field: &str) -> Option<Vec<(i64, &'static str, bool)
                     .collect(),
             );
         }
-        (Entity::Tickets, "status") => &TICKET_STATUSES,
+        (Entity::Tickets, "status") => return Some(ticket_statuses(d)),
         (Entity::Tickets, "priority") => &PRIORITIES,
         (Entity::Tickets, "queueID") => &QUEUES,
         (Entity::Tickets, "ticketType") => &TICKET_TYPES,
@@ -1549,6 +1555,15 @@ fn string(v: &Value, field: &str) -> Option<String> {
 
 fn flag(v: &Value, field: &str) -> Option<bool> {
     field_of(v, field).and_then(Value::as_bool)
+}
+
+/// The built-in ticket statuses and those added since.
+fn ticket_statuses(d: &AutotaskData) -> Vec<(i64, &'static str, bool)> {
+    TICKET_STATUSES
+        .iter()
+        .copied()
+        .chain(d.added_ticket_statuses.iter().map(|(v, l)| (*v, *l, false)))
+        .collect()
 }
 
 fn in_list(list: &[(i64, &str, bool)], v: i64) -> bool {
@@ -1671,7 +1686,7 @@ fn create_ticket(s: &Inner, v: &Value, actor: i64) -> Written {
     let status = int(v, "status").unwrap_or_default();
     let priority = int(v, "priority").unwrap_or_default();
     for (field, value, list) in [
-        ("status", Some(status), &TICKET_STATUSES[..]),
+        ("status", Some(status), &ticket_statuses(&d)[..]),
         ("priority", Some(priority), &PRIORITIES[..]),
         ("queueID", int(v, "queueID"), &QUEUES[..]),
         ("ticketType", int(v, "ticketType"), &TICKET_TYPES[..]),
@@ -1733,7 +1748,7 @@ fn update_ticket(s: &Inner, v: &Value, actor: i64) -> Written {
         return Err(invalid(&["Missing Required Field: id"]));
     };
     for (field, list) in [
-        ("status", &TICKET_STATUSES[..]),
+        ("status", &ticket_statuses(&d)[..]),
         ("priority", &PRIORITIES[..]),
         ("queueID", &QUEUES[..]),
     ] {
@@ -1814,7 +1829,7 @@ fn update_resource(s: &Inner, v: &Value) -> Written {
 }
 
 fn set_status(s: &Arc<Inner>, id: i64, label: &str) -> bool {
-    let Some(value) = TICKET_STATUSES
+    let Some(value) = ticket_statuses(&read(s))
         .iter()
         .find(|(_, l, _)| l.eq_ignore_ascii_case(label))
         .map(|(v, _, _)| *v)

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::json;
-use tokio::sync::OnceCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::client::{AutotaskClient, AutotaskError};
 use super::wire::{FieldsInfo, Item, ItemId, PicklistValue, Ticket, TicketNote, at_time};
@@ -149,21 +151,81 @@ fn numeric(id: &str, what: &str) -> Result<i64, WriteError> {
 
 pub struct AutotaskTicketWriter {
     client: AutotaskClient,
-    lists: OnceCell<Picklists>,
+    /// The lists this writer uses, and whether they came from the shared cache (and may
+    /// miss a value added in Autotask since).
+    lists: tokio::sync::Mutex<Option<(Arc<Picklists>, bool)>>,
+}
+
+/// How long ticket writers share a tenant's picklists: an outbox drain or a webhook
+/// delivery reads the two `entityInformation/fields` lists once per this, not per writer.
+pub const PICKLIST_TTL: Duration = Duration::from_secs(600);
+
+type PicklistCache = Mutex<HashMap<String, (Instant, Arc<Picklists>)>>;
+
+fn picklist_cache() -> &'static PicklistCache {
+    static CACHE: OnceLock<PicklistCache> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
 }
 
 impl AutotaskTicketWriter {
     pub fn new(client: AutotaskClient) -> Self {
         Self {
             client,
-            lists: OnceCell::new(),
+            lists: tokio::sync::Mutex::new(None),
         }
     }
 
-    async fn lists(&self) -> Result<&Picklists, WriteError> {
-        self.lists
-            .get_or_try_init(|| async { Picklists::load(&self.client).await.map_err(write_error) })
-            .await
+    /// The zone's API and the user: whose picklists these are.
+    fn cache_key(&self) -> String {
+        format!(
+            "{}|{}",
+            self.client.api_base(),
+            self.client.username().to_lowercase()
+        )
+    }
+
+    async fn lists(&self) -> Result<(Arc<Picklists>, bool), WriteError> {
+        let mut mine = self.lists.lock().await;
+        if let Some((l, cached)) = &*mine {
+            return Ok((l.clone(), *cached));
+        }
+        let shared = picklist_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.cache_key())
+            .filter(|(at, _)| at.elapsed() < PICKLIST_TTL)
+            .map(|(_, l)| l.clone());
+        if let Some(l) = shared {
+            *mine = Some((l.clone(), true));
+            return Ok((l, true));
+        }
+        drop(mine);
+        Ok((self.reload().await?, false))
+    }
+
+    /// Reads the picklists from Autotask and shares them.
+    async fn reload(&self) -> Result<Arc<Picklists>, WriteError> {
+        let l = Arc::new(Picklists::load(&self.client).await.map_err(write_error)?);
+        picklist_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.cache_key(), (Instant::now(), l.clone()));
+        *self.lists.lock().await = Some((l.clone(), false));
+        Ok(l)
+    }
+
+    /// `f` over the picklists; when it refuses a name or value and the lists came from
+    /// the shared cache, they are read again and `f` tried once more (a status added in
+    /// Autotask a minute ago is found, not refused).
+    async fn with_lists<T>(
+        &self,
+        f: impl Fn(&Picklists) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
+        let (lists, cached) = self.lists().await?;
+        match f(&lists) {
+            Err(WriteError::Rejected { .. }) if cached => f(&*self.reload().await?),
+            r => r,
+        }
     }
 
     /// The value of `name` in `list`, or a refusal naming the field and the tenant's labels.
@@ -212,41 +274,50 @@ impl TicketWriter for AutotaskTicketWriter {
                 field: Some("company".into()),
                 message: format!("'{}' is not an Autotask company id", t.company_external_id),
             })?;
-        let lists = self.lists().await?;
-        // Status and priority are required; the tenant's defaults stand in for unset ones.
-        let status = match &t.defaults.status {
-            Some(s) => Self::pick(&lists.status, s, "status", "ticket status")?,
-            None => Picklists::default_of(&lists.status).ok_or_else(|| WriteError::Rejected {
-                field: Some("status".into()),
-                message: "Autotask lists no ticket statuses".into(),
-            })?,
-        };
-        let priority = match &t.defaults.priority {
-            Some(p) => Self::pick(&lists.priority, p, "priority", "priority")?,
-            None => Picklists::default_of(&lists.priority).ok_or_else(|| WriteError::Rejected {
-                field: Some("priority".into()),
-                message: "Autotask lists no ticket priorities".into(),
-            })?,
-        };
-        let mut ticket = json!({
-            "companyID": company,
-            "title": t.summary.trim(),
-            "description": t.description,
-            "status": status,
-            "priority": priority,
-            "externalID": t.marker,
-        });
-        if let Some(q) = &t.defaults.board {
-            ticket["queueID"] = json!(Self::pick(&lists.queue, q, "board", "queue")?);
-        }
-        if let Some(ty) = &t.defaults.ticket_type {
-            ticket["ticketType"] = json!(Self::pick(
-                &lists.ticket_type,
-                ty,
-                "ticket_type",
-                "ticket type"
-            )?);
-        }
+        let ticket = self
+            .with_lists(|lists| {
+                // Status and priority are required; the tenant's defaults stand in for
+                // unset ones.
+                let status = match &t.defaults.status {
+                    Some(s) => Self::pick(&lists.status, s, "status", "ticket status")?,
+                    None => Picklists::default_of(&lists.status).ok_or_else(|| {
+                        WriteError::Rejected {
+                            field: Some("status".into()),
+                            message: "Autotask lists no ticket statuses".into(),
+                        }
+                    })?,
+                };
+                let priority = match &t.defaults.priority {
+                    Some(p) => Self::pick(&lists.priority, p, "priority", "priority")?,
+                    None => Picklists::default_of(&lists.priority).ok_or_else(|| {
+                        WriteError::Rejected {
+                            field: Some("priority".into()),
+                            message: "Autotask lists no ticket priorities".into(),
+                        }
+                    })?,
+                };
+                let mut ticket = json!({
+                    "companyID": company,
+                    "title": t.summary.trim(),
+                    "description": t.description,
+                    "status": status,
+                    "priority": priority,
+                    "externalID": t.marker,
+                });
+                if let Some(q) = &t.defaults.board {
+                    ticket["queueID"] = json!(Self::pick(&lists.queue, q, "board", "queue")?);
+                }
+                if let Some(ty) = &t.defaults.ticket_type {
+                    ticket["ticketType"] = json!(Self::pick(
+                        &lists.ticket_type,
+                        ty,
+                        "ticket_type",
+                        "ticket type"
+                    )?);
+                }
+                Ok(ticket)
+            })
+            .await?;
         let created: ItemId = self
             .client
             .write(Method::POST, "Tickets", &ticket)
@@ -263,7 +334,7 @@ impl TicketWriter for AutotaskTicketWriter {
         since: DateTime<Utc>,
     ) -> Result<Option<String>, WriteError> {
         let id = numeric(ticket, "ticket")?;
-        let lists = self.lists().await?;
+        let (lists, _) = self.lists().await?;
         let notes: Vec<TicketNote> = self
             .client
             .query_all(
@@ -290,30 +361,34 @@ impl TicketWriter for AutotaskTicketWriter {
         internal: bool,
     ) -> Result<String, WriteError> {
         let id = numeric(ticket, "ticket")?;
-        let lists = self.lists().await?;
-        let publish = lists
-            .publish_for(internal)
-            .ok_or_else(|| WriteError::Rejected {
-                field: Some("internal".into()),
-                message: format!(
-                    "Autotask has no note visibility for {} notes (it has: {})",
-                    if internal {
-                        "internal"
-                    } else {
-                        "client-visible"
-                    },
-                    Picklists::labels(&lists.publish).join(", ")
-                ),
-            })?;
-        let mut note = json!({
-            "ticketID": id,
-            "title": NOTE_TITLE,
-            "description": text,
-            "publish": publish,
-        });
-        if let Some(kind) = Picklists::default_of(&lists.note_type) {
-            note["noteType"] = json!(kind);
-        }
+        let note = self
+            .with_lists(|lists| {
+                let publish = lists
+                    .publish_for(internal)
+                    .ok_or_else(|| WriteError::Rejected {
+                        field: Some("internal".into()),
+                        message: format!(
+                            "Autotask has no note visibility for {} notes (it has: {})",
+                            if internal {
+                                "internal"
+                            } else {
+                                "client-visible"
+                            },
+                            Picklists::labels(&lists.publish).join(", ")
+                        ),
+                    })?;
+                let mut note = json!({
+                    "ticketID": id,
+                    "title": NOTE_TITLE,
+                    "description": text,
+                    "publish": publish,
+                });
+                if let Some(kind) = Picklists::default_of(&lists.note_type) {
+                    note["noteType"] = json!(kind);
+                }
+                Ok(note)
+            })
+            .await?;
         let created: ItemId = self
             .client
             .write(Method::POST, &format!("Tickets/{id}/Notes"), &note)
@@ -325,8 +400,9 @@ impl TicketWriter for AutotaskTicketWriter {
     /// `PATCH /Tickets` with the id in the body (never `/Tickets/{id}`).
     async fn set_status(&self, ticket: &str, status: &str) -> Result<(), WriteError> {
         let id = numeric(ticket, "ticket")?;
-        let lists = self.lists().await?;
-        let value = Self::pick(&lists.status, status, "status", "ticket status")?;
+        let value = self
+            .with_lists(|lists| Self::pick(&lists.status, status, "status", "ticket status"))
+            .await?;
         let _: ItemId = self
             .client
             .write(
@@ -341,17 +417,32 @@ impl TicketWriter for AutotaskTicketWriter {
 
     async fn ticket_status(&self, ticket: &str) -> Result<Option<(String, bool)>, WriteError> {
         let id = numeric(ticket, "ticket")?;
-        let lists = self.lists().await?;
         let found: Item<Ticket> = match self.client.get(&format!("Tickets/{id}")).await {
             Ok(f) => f,
             Err(e) if e.status() == Some(404) => return Ok(None),
             Err(e) => return Err(write_error(e)),
         };
-        Ok(found.item.map(|t| {
-            let label = Picklists::label(&lists.status, t.status)
-                .unwrap_or_else(|| format!("Status {}", t.status.unwrap_or_default()));
-            (label, t.completed_date.is_some())
-        }))
+        let Some(t) = found.item else {
+            return Ok(None);
+        };
+        // A value the (cached) lists lack reads them again once; still unknown, it is
+        // shown by its number.
+        let label = match self
+            .with_lists(|lists| {
+                Picklists::label(&lists.status, t.status).ok_or(WriteError::Rejected {
+                    field: None,
+                    message: String::new(),
+                })
+            })
+            .await
+        {
+            Ok(l) => l,
+            Err(WriteError::Rejected { .. }) => {
+                format!("Status {}", t.status.unwrap_or_default())
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Some((label, t.completed_date.is_some())))
     }
 
     fn requests(&self) -> u64 {
