@@ -162,6 +162,18 @@ impl PageOutcome {
         }
     }
 
+    /// A record that exists upstream but could not be synced this run: counted, logged,
+    /// and (in a full pass) kept as seen, so it is retried, never deactivated.
+    pub(crate) fn failed(&mut self, record: RecordType, ext: &str, msg: String, full: bool) {
+        self.counts.failed += 1;
+        self.event(EventLevel::Error, record, ext, msg);
+        if full {
+            self.ops.push(Op::Seen {
+                external_id: ext.to_string(),
+            });
+        }
+    }
+
     pub(crate) fn rejected(&mut self, record: RecordType, rejected: Vec<Rejected>, full: bool) {
         for r in rejected {
             self.counts.seen += 1;

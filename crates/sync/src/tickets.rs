@@ -17,6 +17,20 @@ use mspbridge_store::{Store, StoreError};
 
 use crate::apply::{Context, PageOutcome, before_sync_from};
 
+/// Whether the ticket is closed (by the PSA, or by the integration's Closed Statuses) and
+/// its content hash. A ticket closed by the admin's list hashes differently, so changing the
+/// list reaches unchanged tickets on a full pass; the fetch (which tickets need their notes
+/// read) and the decision must agree on it.
+fn ticket_hash(options: &SyncOptions, t: &ExtTicket) -> (bool, String) {
+    let closed = options.ticket_closed(&t.status, t.closed);
+    let hash = if closed && !t.closed {
+        content_hash(&(t, "closed by the integration's closed statuses"))
+    } else {
+        content_hash(t)
+    };
+    (closed, hash)
+}
+
 /// One page of tickets; the notes are read for the tickets that are new or changed and
 /// will be synced (in scope, company imported). An unchanged ticket's stamp and fields
 /// hash the same, so its notes cannot have changed either: adding a note moves the
@@ -53,7 +67,7 @@ pub(crate) async fn fetch(
         .filter(|t| {
             links
                 .get(&t.external_id)
-                .is_none_or(|l| l.gone || l.content_hash != content_hash(*t))
+                .is_none_or(|l| l.gone || l.content_hash != ticket_hash(options, t).1)
         })
         .filter(|t| options.ticket_excluded(t).is_none())
         .filter(|t| {
@@ -147,14 +161,7 @@ pub(crate) async fn decide(
         out.counts.seen += 1;
         out.stamp(t.updated_at);
         let ext = t.external_id.clone();
-        // Closed by the PSA or by the admin's Closed Statuses; a ticket closed by the
-        // admin's list hashes differently, so changing the list reaches it on a full pass.
-        let closed = ctx.options.ticket_closed(&t.status, t.closed);
-        let hash = if closed && !t.closed {
-            content_hash(&(&t, "closed by the integration's closed statuses"))
-        } else {
-            content_hash(&t)
-        };
+        let (closed, hash) = ticket_hash(ctx.options, &t);
         let link = links.get(&ext);
         if let Some(l) = link
             && l.content_hash == hash
@@ -212,12 +219,11 @@ pub(crate) async fn decide(
             continue;
         }
         let Some(notes) = t.notes.as_ref() else {
-            out.counts.failed += 1;
-            out.event(
-                EventLevel::Error,
+            out.failed(
                 rt,
                 &ext,
                 format!("ticket #{ext}: its notes were not read; it is tried again next run"),
+                full,
             );
             continue;
         };

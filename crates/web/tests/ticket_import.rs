@@ -662,3 +662,45 @@ async fn a_callback_does_not_overwrite_a_portal_status_change_still_waiting() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_ticket_whose_notes_fail_in_a_full_pass_is_retried_not_stamped_removed() {
+    for app in TestApp::each().await {
+        let cw = imported(&app).await;
+        set_options(&app, cw, json!({})).await;
+        sync(&app).await;
+        let snap = snapshot(&app).await;
+        let ext: i64 = snap
+            .iter()
+            .find(|(_, t)| t[4] == false && t[1] != "In Progress")
+            .map(|(k, _)| k.parse().unwrap())
+            .expect("an open ticket");
+        // The ticket changes, and reading its notes fails this run (every run of these
+        // tests is a full pass).
+        assert!(app.sandbox.set_ticket_status(ext, "In Progress"));
+        app.sandbox.faults.push(
+            &format!("/service/tickets/{ext}/notes"),
+            mspbridge_sandbox::Fault::Status {
+                status: 404,
+                body: r#"{"code":"NotFound","message":"gone for a moment"}"#.into(),
+                retry_after: None,
+            },
+        );
+        let i = mspbridge_domain::IntegrationId(cw);
+        app.db
+            .store
+            .request_sync(app.a.id, i, Utc::now(), Duration::zero())
+            .await
+            .unwrap();
+        let run = full_pass_engine(&app).tick().await.unwrap().expect("due");
+        assert_eq!(run.result, RunResult::Partial, "{run:?}");
+        let c = ticket_counts(&run);
+        assert_eq!((c.failed, c.deactivated), (1, 0), "{c:?}");
+        let t = portal_ticket(&app, ext).await;
+        assert!(t["ticket"]["removed_upstream_at"].is_null(), "{t}");
+        // The next run reads it.
+        sync_at(&app, Duration::minutes(1)).await;
+        let t = portal_ticket(&app, ext).await;
+        assert_eq!(t["ticket"]["status"], "In Progress", "{t}");
+    }
+}
