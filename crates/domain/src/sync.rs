@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::catalogue::ProviderKind;
 use crate::{FieldError, RoleId, ValidationError};
 
 /// The record types a PSA sync handles.
@@ -508,19 +509,31 @@ pub struct TicketDefaults {
 }
 
 impl TicketDefaults {
-    /// The fields only Halo takes, with their JSON names, when set.
-    pub fn halo_only_fields(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.category.is_some() {
-            v.push("category");
+    /// The first set field `provider`'s tickets have no place for, as (JSON field, why):
+    /// category, impact and urgency are Halo's; Syncro has no ticket type beyond its issue
+    /// type (the board here).
+    pub fn refused_by(&self, provider: ProviderKind) -> Option<(&'static str, String)> {
+        let name = provider.descriptor().name;
+        let halo_only = [
+            ("category", self.category.is_some()),
+            ("impact", self.impact.is_some()),
+            ("urgency", self.urgency.is_some()),
+        ];
+        if provider != ProviderKind::HaloPsa
+            && let Some((field, _)) = halo_only.iter().find(|(_, set)| *set)
+        {
+            return Some((
+                field,
+                format!("only Halo tickets take a {field}; {name} does not"),
+            ));
         }
-        if self.impact.is_some() {
-            v.push("impact");
+        if provider == ProviderKind::Syncro && self.ticket_type.is_some() {
+            return Some((
+                "ticket_type",
+                "Syncro's only ticket type is its issue type: set it as the ticket defaults' issue type (board)".into(),
+            ));
         }
-        if self.urgency.is_some() {
-            v.push("urgency");
-        }
-        v
+        None
     }
 }
 

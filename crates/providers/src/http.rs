@@ -197,6 +197,40 @@ pub fn shared_by_key<T: Default>(registry: &'static Registry<T>, key: String) ->
     all.entry(key).or_default().clone()
 }
 
+/// Values shared by key across the process for `ttl` (Autotask zones and picklists: ticket
+/// writers need not read them again for every webhook delivery or outbox drain).
+#[derive(Debug)]
+pub struct Expiring<T> {
+    ttl: Duration,
+    map: Mutex<HashMap<String, (Instant, T)>>,
+}
+
+impl<T: Clone> Expiring<T> {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The value of `key` if it was put less than `ttl` ago.
+    pub fn get(&self, key: &str) -> Option<T> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
+    }
+
+    pub fn put(&self, key: String, value: T) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (Instant::now(), value));
+    }
+}
+
 /// A vendor limit of `requests` per rolling `window` (Halo: about 300 per 5 minutes per
 /// tenant). `acquire` waits until sending one more stays within it, so a long import is
 /// spread over the window instead of running into 429s.

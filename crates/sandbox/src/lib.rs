@@ -15,6 +15,7 @@ pub use shared::{RawEdits, VendorRateLimit, touch_every};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -249,6 +250,26 @@ impl Drop for SandboxHandle {
 }
 
 /// Serves `router` on `listener` until the handle is stopped or dropped.
+/// Sends `req` (a vendor's webhook or notification) in the background, as a vendor does: a
+/// failure is logged, never answered. `sent` counts what was handed over. Nothing is sent
+/// (false) outside a Tokio runtime.
+pub fn deliver_in_background(
+    req: reqwest::RequestBuilder,
+    sent: &AtomicU64,
+    what: &'static str,
+) -> bool {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    sent.fetch_add(1, Ordering::Relaxed);
+    rt.spawn(async move {
+        if let Err(e) = req.send().await {
+            tracing::warn!(what, error = %e, "sandbox delivery failed");
+        }
+    });
+    true
+}
+
 pub fn serve(router: Router, listener: TcpListener) -> std::io::Result<SandboxHandle> {
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();

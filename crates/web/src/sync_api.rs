@@ -52,23 +52,10 @@ pub async fn validate_options(
         .get_integration(caller.tenant_id, id)
         .await?
         .provider;
-    if provider != mspbridge_domain::catalogue::ProviderKind::HaloPsa
-        && let Some(field) = o.ticket_defaults.halo_only_fields().first()
-    {
+    if let Some((field, message)) = o.ticket_defaults.refused_by(provider) {
         return Err(ApiError::field(
             &format!("options.ticket_defaults.{field}"),
-            format!(
-                "only Halo tickets take a {field}; {} does not",
-                provider.descriptor().name
-            ),
-        ));
-    }
-    if provider == mspbridge_domain::catalogue::ProviderKind::Syncro
-        && o.ticket_defaults.ticket_type.is_some()
-    {
-        return Err(ApiError::field(
-            "options.ticket_defaults.ticket_type",
-            "Syncro's only ticket type is its issue type: set it as the ticket defaults' issue type (board)",
+            message,
         ));
     }
     // Names of vendor types and statuses are checked against the vendor's lists, when read.

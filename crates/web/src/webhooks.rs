@@ -295,6 +295,11 @@ async fn handle(
         .await
         .map_err(|e| unavailable(&e))?;
     let cb = verify(state, kind, tenant, id, &creds, req).await?;
+    let options = state
+        .store
+        .sync_options(tenant, id)
+        .await
+        .map_err(|e| unavailable(&e))?;
     let now = state.now();
     let fresh = state
         .store
@@ -314,16 +319,10 @@ async fn handle(
             "this callback was delivered before (replay)".into(),
         ));
     }
-    let mut outcome = apply(state, tenant, &integration, &creds, &cb).await;
+    let mut outcome = apply(state, tenant, &integration, &creds, &options, &cb).await;
     // The rest of the change (new tickets, notes, other fields) comes with a Quick Sync
     // (the tickets pass alone) now, instead of at the next interval.
-    if cb.kind == "ticket"
-        && state
-            .store
-            .sync_options(tenant, id)
-            .await
-            .is_ok_and(|o| o.tickets)
-    {
+    if cb.kind == "ticket" && options.tickets {
         match state
             .store
             .request_quick_sync(tenant, id, now, chrono::Duration::zero())
@@ -347,6 +346,7 @@ async fn apply(
     tenant: mspbridge_domain::TenantId,
     integration: &mspbridge_domain::integration::Integration,
     creds: &mspbridge_domain::validate::Credentials,
+    options: &mspbridge_domain::sync::SyncOptions,
     cb: &Verified,
 ) -> String {
     if cb.kind != "ticket" {
@@ -366,10 +366,6 @@ async fn apply(
         None => return "ignored: no ticket connector".into(),
     };
     let ext = cb.id.to_string();
-    let options = match state.store.sync_options(tenant, integration.id).await {
-        Ok(o) => o,
-        Err(e) => return format!("not applied: {e}"),
-    };
     match writer.ticket_status(&ext).await {
         Ok(Some((status, psa_closed))) => match state
             .store

@@ -352,18 +352,14 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
         .await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(view(&app, id).await["stage"], "triaged");
-        let (s, v) = put_options(
+        options_refused(
             &app,
             halo.id,
             json!({"interval_minutes": 5, "tickets": true,
                     "ticket_stages": [{"status": "", "stage": "triaged"}]}),
+            "options.ticket_stages[0].status",
         )
         .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_stages[0].status")),
-            "{v}"
-        );
         // Names are checked against Halo's lists ("Sync PSA Data", read on connect).
         for (body, field) in [
             (
@@ -382,8 +378,7 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
             let mut body = body;
             body["interval_minutes"] = json!(5);
             body["tickets"] = json!(true);
-            let (s, v) = put_options(&app, halo.id, body).await;
-            assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+            let v = options_refused(&app, halo.id, body, field).await;
             assert!(v["message"].as_str().unwrap().contains("known: "), "{v}");
         }
 
@@ -485,8 +480,7 @@ async fn halo_ticket_defaults_take_category_impact_and_urgency() {
                 "1 (highest) to 4",
             ),
         ] {
-            let (s, v) = put_options(&app, halo.id, with(extra)).await;
-            assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+            let v = options_refused(&app, halo.id, with(extra), field).await;
             assert!(v["message"].as_str().unwrap().contains(says), "{v}");
         }
         let (s, v) = put_options(&app, halo.id, base.clone()).await;
@@ -559,17 +553,13 @@ async fn halo_ticket_defaults_take_category_impact_and_urgency() {
         let cw = app.connect_cw(&app.a.owner_token).await["id"]
             .as_i64()
             .unwrap();
-        let (s, v) = put_options(
+        let v = options_refused(
             &app,
             cw,
             json!({"interval_minutes": 5, "ticket_defaults": {"urgency": 2}}),
+            "options.ticket_defaults.urgency",
         )
         .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_defaults.urgency")),
-            "{v}"
-        );
         assert!(v["message"].as_str().unwrap().contains("only Halo"), "{v}");
     }
 }
@@ -579,29 +569,21 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
     for app in TestApp::each().await {
         let halo = connect_halo(&app).await;
         // A status listed as closed cannot be the client comment status.
-        let (s, v) = put_options(
+        options_refused(
             &app,
             halo.id,
             json!({"tickets": true, "ticket_closed_statuses": ["Updated"],
                    "ticket_client_comment_status": "Updated"}),
+            "options.ticket_client_comment_status",
         )
         .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_client_comment_status")),
-            "{v}"
-        );
-        let (s, v) = put_options(
+        options_refused(
             &app,
             halo.id,
             json!({"tickets": true, "ticket_client_comment_status": "Reopened"}),
+            "options.ticket_client_comment_status",
         )
         .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_client_comment_status")),
-            "a status Halo does not have: {v}"
-        );
         let (s, v) = put_options(
             &app,
             halo.id,
@@ -648,45 +630,17 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
             .find(|c| c.id.0 != company)
             .unwrap()
             .id;
-        let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
-        let mut users = Vec::new();
         use mspbridge_domain::model::UserStatus;
-        for (c, first, status) in [
-            (
-                mspbridge_domain::CompanyId(company),
-                "Dana",
-                UserStatus::Imported,
-            ),
-            (other, "Sam", UserStatus::Active),
-            (
-                mspbridge_domain::CompanyId(company),
-                "Lee",
-                UserStatus::Disabled,
-            ),
-        ] {
-            let u = app
-                .db
-                .store
-                .create_company_user(
-                    app.a.id,
-                    mspbridge_store::NewCompanyUser {
-                        company_id: c,
-                        email: Some(format!("{}@client.example", first.to_lowercase())),
-                        phone: None,
-                        first_name: first.into(),
-                        last_name: "Client".into(),
-                        role_id: role,
-                        role_reason: None,
-                        status,
-                        origin: mspbridge_domain::model::Origin::Manual,
-                    },
-                    chrono::Utc::now(),
-                )
-                .await
-                .unwrap();
-            users.push(u);
-        }
-        let (client, stranger, disabled) = (users[0].clone(), users[1].id.0, users[2].id.0);
+        let own = mspbridge_domain::CompanyId(company);
+        let client = company_user(&app, own, "Dana", UserStatus::Imported).await;
+        let stranger = company_user(&app, other, "Sam", UserStatus::Active)
+            .await
+            .id
+            .0;
+        let disabled = company_user(&app, own, "Lee", UserStatus::Disabled)
+            .await
+            .id
+            .0;
         let note = |text: &str, internal: bool, user: Option<i64>| json!({"text": text, "internal": internal, "client_user_id": user});
         let url = format!("/api/v1/tickets/{ticket}/notes");
         for (body, field) in [
@@ -775,6 +729,36 @@ async fn a_client_comment_sets_the_client_comment_status_and_closed_statuses_clo
         drain(&app, Duration::zero()).await;
         assert_eq!(halo_status(&halo.sb, ext), 5);
         assert_eq!(portal_id(&snap, ext), ticket);
+
+        // A status added to the list reaches tickets that did not change, on the next
+        // full pass (their stored hash includes the rule).
+        sync(&app, halo.id).await;
+        let before = snapshot(&app).await;
+        let (_, open_one) = before
+            .iter()
+            .find(|(_, t)| t[4] == false && t[1] != "Updated")
+            .expect("an open ticket");
+        let status = open_one[1].as_str().unwrap().to_string();
+        let (s, v) = put_options(
+            &app,
+            halo.id,
+            json!({"interval_minutes": 5, "tickets": true,
+                   "ticket_defaults": {"board": "Projects", "status": "New", "priority": "Low"},
+                   "ticket_closed_statuses": ["With Supplier", status],
+                   "ticket_client_comment_status": "Updated"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        let run = sync(&app, halo.id).await;
+        let after = snapshot(&app).await;
+        for (k, t) in &before {
+            let now_closed = t[4] == true || t[1] == status.as_str();
+            assert_eq!(after[k][4], now_closed, "ticket #{k} in '{}'", t[1]);
+        }
+        assert!(
+            run.counts[&mspbridge_domain::sync::RecordType::Tickets].updated >= 1,
+            "{run:?}"
+        );
     }
 }
 

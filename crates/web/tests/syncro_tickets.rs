@@ -395,17 +395,7 @@ async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed
         );
         let path = format!("/webhooks/syncro/{id}/{secret}");
         // Ticket defaults are checked against Syncro's statuses (read on connect).
-        let (s, v) = put_options(
-            &app,
-            id,
-            json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"status": "Parked"}}),
-        )
-        .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_defaults.status")),
-            "{v}"
-        );
+        let v = options_refused(&app, id, json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"status": "Parked"}}), "options.ticket_defaults.status").await;
         assert!(
             v["message"]
                 .as_str()
@@ -414,17 +404,7 @@ async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed
             "the PSA's names are listed: {v}"
         );
         // Syncro has no ticket type beyond its issue type (the board).
-        let (s, v) = put_options(
-            &app,
-            id,
-            json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"ticket_type": "Incident"}}),
-        )
-        .await;
-        assert_eq!(
-            (s, v["field"].as_str()),
-            (422, Some("options.ticket_defaults.ticket_type")),
-            "{v}"
-        );
+        options_refused(&app, id, json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {"ticket_type": "Incident"}}), "options.ticket_defaults.ticket_type").await;
         // What the admin pastes into Syncro's Notification Center.
         sb.set_notification_url(Some(format!("{}{path}", app.base)));
         sync(&app, id).await;

@@ -521,28 +521,13 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     let (_, t) = app
         .get(&format!("/api/v1/tickets/{ticket_id}"), &app.a.owner_token)
         .await;
-    let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
-    app.db
-        .store
-        .create_company_user(
-            app.a.id,
-            mspbridge_store::NewCompanyUser {
-                company_id: mspbridge_domain::CompanyId(
-                    t["ticket"]["company_id"].as_i64().unwrap(),
-                ),
-                email: Some("dana@client.example".into()),
-                phone: None,
-                first_name: "Dana".into(),
-                last_name: "Client".into(),
-                role_id: role,
-                role_reason: None,
-                status: mspbridge_domain::model::UserStatus::Active,
-                origin: mspbridge_domain::model::Origin::Manual,
-            },
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
+    company_user(
+        &app,
+        mspbridge_domain::CompanyId(t["ticket"]["company_id"].as_i64().unwrap()),
+        "Dana",
+        mspbridge_domain::model::UserStatus::Active,
+    )
+    .await;
     let page = b.get(&page_url).await;
     assert!(page.body.contains("Written by"), "{}", page.body);
     assert!(page.body.contains("Dana Client (client"), "{}", page.body);

@@ -34,8 +34,8 @@ use super::wire::{Errors, QueryCount, QueryPage, ThresholdInfo, ZoneInfo};
 /// migrates a tenant, and a moved zone answers with an error that is retried).
 pub const ZONE_TTL: Duration = Duration::from_secs(600);
 use crate::http::{
-    Registry, Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after, retrying,
-    shared_by_key, urlencode,
+    Expiring, Registry, Retry, RetryPolicy, RollingWindow, describe, message_of, retry_after,
+    retrying, shared_by_key, urlencode,
 };
 use crate::outbound::OutboundPolicy;
 
@@ -251,30 +251,21 @@ impl AutotaskClient {
         policy: OutboundPolicy,
         timeout: Duration,
     ) -> Result<Self, AutotaskError> {
-        static ZONES: OnceLock<Mutex<HashMap<String, (Instant, ZoneInfo)>>> = OnceLock::new();
-        let zones = ZONES.get_or_init(Default::default);
+        static ZONES: OnceLock<Expiring<ZoneInfo>> = OnceLock::new();
+        let zones = ZONES.get_or_init(|| Expiring::new(ZONE_TTL));
         let key = format!(
             "{}|{}",
             settings.zone_lookup_url,
             cfg.username.trim().to_lowercase()
         );
-        let known = zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .filter(|(at, _)| at.elapsed() < ZONE_TTL)
-            .map(|(_, z)| z.clone());
-        if let Some(zone) = known
+        if let Some(zone) = zones.get(&key)
             && let Some((lookup_host, _)) = split_url(&settings.zone_lookup_url)
         {
             let http = policy.client(timeout);
             return Self::for_zone(cfg, settings, policy, http, lookup_host, zone);
         }
         let client = Self::connect(cfg, settings, policy, timeout).await?;
-        zones
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (Instant::now(), client.zone.clone()));
+        zones.put(key, client.zone.clone());
         Ok(client)
     }
 

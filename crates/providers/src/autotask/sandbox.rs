@@ -40,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use chrono::{DateTime, TimeZone, Utc};
 use mspbridge_sandbox::names::{FIRST, LAST, company_name, web_domain};
-use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed};
+use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, deliver_in_background};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -2111,9 +2111,6 @@ fn delivery_body(
 /// Posts `c` to every active, ready webhook subscribed to it whose excluded resources do
 /// not hold the one who made the change, signed with its secret, in the background.
 fn deliver(s: &Inner, c: Change) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let d = read(s);
     for w in d.webhooks.iter().filter(|w| w.is_active && w.is_ready) {
         let subscribed = match c.action {
@@ -2139,20 +2136,14 @@ fn deliver(s: &Inner, c: Change) {
         }
         let body = delivery_body(s, &d, w.id, c.action, c.ticket, &c.fields, c.actor);
         let signature = super::webhooks::sign(&w.secret_key, &body);
-        let url = w.webhook_url.clone();
-        s.deliveries.fetch_add(1, Ordering::Relaxed);
-        rt.spawn(async move {
-            let sent = reqwest::Client::new()
-                .post(&url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("X-Hook-Signature", signature)
-                .body(body)
-                .send()
-                .await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "sandbox webhook not delivered");
-            }
-        });
+        let req = reqwest::Client::new()
+            .post(&w.webhook_url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("X-Hook-Signature", signature)
+            .body(body);
+        if !deliver_in_background(req, &s.deliveries, "Autotask webhook") {
+            return;
+        }
     }
 }
 

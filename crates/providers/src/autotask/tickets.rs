@@ -15,12 +15,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
 use serde_json::json;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use super::client::{AutotaskClient, AutotaskError};
 use super::wire::{FieldsInfo, Item, ItemId, PicklistValue, Ticket, TicketNote, at_time};
+use crate::http::Expiring;
 use crate::tickets::{NewVendorTicket, TicketWriter, WriteError};
 
 /// Where an Autotask admin lets the API user create and edit tickets and notes.
@@ -160,11 +160,9 @@ pub struct AutotaskTicketWriter {
 /// delivery reads the two `entityInformation/fields` lists once per this, not per writer.
 pub const PICKLIST_TTL: Duration = Duration::from_secs(600);
 
-type PicklistCache = Mutex<HashMap<String, (Instant, Arc<Picklists>)>>;
-
-fn picklist_cache() -> &'static PicklistCache {
-    static CACHE: OnceLock<PicklistCache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+fn picklist_cache() -> &'static Expiring<Arc<Picklists>> {
+    static CACHE: OnceLock<Expiring<Arc<Picklists>>> = OnceLock::new();
+    CACHE.get_or_init(|| Expiring::new(PICKLIST_TTL))
 }
 
 impl AutotaskTicketWriter {
@@ -189,13 +187,7 @@ impl AutotaskTicketWriter {
         if let Some((l, cached)) = &*mine {
             return Ok((l.clone(), *cached));
         }
-        let shared = picklist_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&self.cache_key())
-            .filter(|(at, _)| at.elapsed() < PICKLIST_TTL)
-            .map(|(_, l)| l.clone());
-        if let Some(l) = shared {
+        if let Some(l) = picklist_cache().get(&self.cache_key()) {
             *mine = Some((l.clone(), true));
             return Ok((l, true));
         }
@@ -206,10 +198,7 @@ impl AutotaskTicketWriter {
     /// Reads the picklists from Autotask and shares them.
     async fn reload(&self) -> Result<Arc<Picklists>, WriteError> {
         let l = Arc::new(Picklists::load(&self.client).await.map_err(write_error)?);
-        picklist_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(self.cache_key(), (Instant::now(), l.clone()));
+        picklist_cache().put(self.cache_key(), l.clone());
         *self.lists.lock().await = Some((l.clone(), false));
         Ok(l)
     }

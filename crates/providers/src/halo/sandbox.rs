@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeZone, Utc};
 use mspbridge_sandbox::names::{FIRST, LAST, TICKET_SUBJECTS, company_name, web_domain};
-use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
+use mspbridge_sandbox::{
+    Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit, deliver_in_background,
+};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -1162,25 +1164,17 @@ fn notify(s: &Arc<State_>, event: &'static str, ticket: i64) {
         };
         d.webhooks.iter().filter(|w| w.active).cloned().collect()
     };
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     for hook in hooks {
-        s.webhooks_sent
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let body = webhook_body(s, event, ticket);
-        rt.spawn(async move {
-            let mut req = reqwest::Client::new()
-                .post(&hook.url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
-            if hook.authentication_type == 1 {
-                req = req.basic_auth(&hook.basic_username, Some(&hook.basic_password));
-            }
-            if let Err(e) = req.send().await {
-                tracing::warn!(url = hook.url, error = %e, "sandbox webhook not delivered");
-            }
-        });
+        let mut req = reqwest::Client::new()
+            .post(&hook.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(webhook_body(s, event, ticket));
+        if hook.authentication_type == 1 {
+            req = req.basic_auth(&hook.basic_username, Some(&hook.basic_password));
+        }
+        if !deliver_in_background(req, &s.webhooks_sent, "Halo webhook") {
+            return;
+        }
     }
 }
 

@@ -83,15 +83,16 @@ impl HaloTicketWriter {
         }
     }
 
-    /// The list at `path`, read on first use.
+    /// The list at `path` (with `query`), read on first use.
     async fn list<'a, T: DeserializeOwned>(
         &self,
         cell: &'a OnceCell<Vec<T>>,
         path: &str,
+        query: &[(&str, String)],
     ) -> Result<&'a Vec<T>, WriteError> {
         cell.get_or_try_init(|| async {
             self.client
-                .get_retrying::<Vec<T>>(path, &[])
+                .get_retrying::<Vec<T>>(path, query)
                 .await
                 .map_err(write_error)
         })
@@ -99,7 +100,7 @@ impl HaloTicketWriter {
     }
 
     async fn statuses(&self) -> Result<&Vec<Status>, WriteError> {
-        self.list(&self.statuses, "/Status").await
+        self.list(&self.statuses, "/Status", &[]).await
     }
 
     async fn status_id(&self, name: &str) -> Result<i64, WriteError> {
@@ -195,7 +196,7 @@ impl TicketWriter for HaloTicketWriter {
         });
         if let Some(team) = &t.defaults.board {
             let found = self
-                .list(&self.teams, "/Team")
+                .list(&self.teams, "/Team", &[])
                 .await?
                 .iter()
                 .find(|x| x.name.eq_ignore_ascii_case(team))
@@ -207,7 +208,7 @@ impl TicketWriter for HaloTicketWriter {
         }
         if let Some(p) = &t.defaults.priority {
             let found = self
-                .list(&self.priorities, "/Priority")
+                .list(&self.priorities, "/Priority", &[])
                 .await?
                 .iter()
                 .find(|x| x.name.eq_ignore_ascii_case(p))
@@ -216,7 +217,7 @@ impl TicketWriter for HaloTicketWriter {
         }
         if let Some(ty) = &t.defaults.ticket_type {
             let found = self
-                .list(&self.types, "/TicketType")
+                .list(&self.types, "/TicketType", &[])
                 .await?
                 .iter()
                 .find(|x| x.name.eq_ignore_ascii_case(ty))
@@ -225,13 +226,11 @@ impl TicketWriter for HaloTicketWriter {
         }
         if let Some(c) = &t.defaults.category {
             let found = self
-                .categories
-                .get_or_try_init(|| async {
-                    self.client
-                        .get_retrying::<Vec<Category>>("/Category", &[("type_id", "1".to_string())])
-                        .await
-                        .map_err(write_error)
-                })
+                .list(
+                    &self.categories,
+                    "/Category",
+                    &[("type_id", "1".to_string())],
+                )
                 .await?
                 .iter()
                 .find(|x| x.value.eq_ignore_ascii_case(c))

@@ -23,7 +23,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use chrono::{DateTime, TimeZone, Utc};
 use mspbridge_sandbox::names::{FIRST, LAST, TICKET_SUBJECTS, company_name, web_domain};
-use mspbridge_sandbox::{Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit};
+use mspbridge_sandbox::{
+    Faults, RawEdits, Rng, SandboxHandle, Seed, VendorRateLimit, deliver_in_background,
+};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -889,22 +891,11 @@ fn notify(s: &Arc<Inner>, event: &'static str, ticket: i64) {
     let Some(url) = s.notification_url.lock().ok().and_then(|u| u.clone()) else {
         return;
     };
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    s.notifications_sent.fetch_add(1, Ordering::Relaxed);
-    let body = ticket_notification(s, event, ticket);
-    rt.spawn(async move {
-        let sent = reqwest::Client::new()
-            .post(&url)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "sandbox notification not delivered");
-        }
-    });
+    let req = reqwest::Client::new()
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(ticket_notification(s, event, ticket));
+    deliver_in_background(req, &s.notifications_sent, "Syncro notification");
 }
 
 async fn sandbox_notifications(

@@ -295,6 +295,42 @@ pub async fn put_options(app: &TestApp, id: i64, body: Value) -> (u16, Value) {
     .await
 }
 
+/// `PUT …/options` that must be refused with 422 naming `field`; the answer, for its message.
+pub async fn options_refused(app: &TestApp, id: i64, body: Value, field: &str) -> Value {
+    let (s, v) = put_options(app, id, body).await;
+    assert_eq!((s, v["field"].as_str()), (422, Some(field)), "{v}");
+    v
+}
+
+/// A portal user of `company` (as the client portal or an import makes them).
+pub async fn company_user(
+    app: &TestApp,
+    company: mspbridge_domain::CompanyId,
+    first: &str,
+    status: mspbridge_domain::model::UserStatus,
+) -> mspbridge_domain::model::CompanyUser {
+    let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
+    app.db
+        .store
+        .create_company_user(
+            app.a.id,
+            mspbridge_store::NewCompanyUser {
+                company_id: company,
+                email: Some(format!("{}@client.example", first.to_lowercase())),
+                phone: None,
+                first_name: first.into(),
+                last_name: "Client".into(),
+                role_id: role,
+                role_reason: None,
+                status,
+                origin: mspbridge_domain::model::Origin::Manual,
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap()
+}
+
 /// A portal status change of ticket `id`; the answer's status code.
 pub async fn set_status(app: &TestApp, id: i64, status: &str) -> u16 {
     app.call(
