@@ -819,6 +819,12 @@ pub struct Counts {
     pub deactivated: u64,
     pub skipped: u64,
     pub failed: u64,
+    /// Records held for the next run because a record they belong to (a contact's
+    /// company, a ticket's company, contact or assignee) was not synced yet while its own
+    /// pass had not completed. Skipped ones are also counted in `skipped`; a run with any
+    /// is partial and the next run reads them again.
+    #[serde(default)]
+    pub deferred: u64,
 }
 
 impl Counts {
@@ -838,6 +844,7 @@ impl Counts {
         self.deactivated += o.deactivated;
         self.skipped += o.skipped;
         self.failed += o.failed;
+        self.deferred += o.deferred;
     }
 }
 

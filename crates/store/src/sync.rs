@@ -64,6 +64,11 @@ pub struct PassState {
     /// The source's token for the next page.
     pub after: Option<String>,
     pub max_seen: Option<DateTime<Utc>>,
+    /// Records this pass deferred so far: skipped because a record they belong to was
+    /// not synced while its own pass had not completed. A pass that deferred any ends
+    /// without moving its watermark (or, for a full pass, its reconcile time), so the next
+    /// run reads them again.
+    pub deferred: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,7 +78,21 @@ pub struct Cursor {
     /// With initial import off: only records changed after this are imported.
     pub sync_from: Option<DateTime<Utc>>,
     pub last_full_pass_at: Option<DateTime<Utc>>,
+    /// When a pass of this record type last completed (full or incremental).
+    pub last_pass_at: Option<DateTime<Utc>>,
+    /// Records the last completed pass deferred (see [`PassState::deferred`]).
+    pub deferred: u64,
     pub pass: Option<PassState>,
+}
+
+impl Cursor {
+    /// Every record of this type the vendor serves is in the portal as far as a sync can
+    /// put it there: a pass completed, none is in progress or interrupted, and the last one
+    /// deferred nothing. Records that belong to an unsettled type's record are deferred,
+    /// not skipped for good.
+    pub fn settled(&self) -> bool {
+        self.pass.is_none() && self.last_pass_at.is_some() && self.deferred == 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

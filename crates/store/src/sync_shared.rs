@@ -113,6 +113,9 @@ pub(crate) struct CursorRow {
     pub pass_since: Option<chrono::DateTime<chrono::Utc>>,
     pub pass_after: Option<String>,
     pub pass_max_seen: Option<chrono::DateTime<chrono::Utc>>,
+    pub pass_deferred: i64,
+    pub deferred: i64,
+    pub last_pass_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -479,7 +482,8 @@ macro_rules! impl_sync_store {
 
                 async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor> {
                     let row: Option<CursorRow> = sqlx::query_as(
-                        "SELECT watermark, sync_from, last_full_pass_at, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen \
+                        "SELECT watermark, sync_from, last_full_pass_at, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen, \
+                           pass_deferred, deferred, last_pass_at \
                          FROM sync_cursors WHERE integration_id = $1 AND record_type = $2",
                     )
                     .bind(id.0)
@@ -492,12 +496,15 @@ macro_rules! impl_sync_store {
                             watermark: r.watermark,
                             sync_from: r.sync_from,
                             last_full_pass_at: r.last_full_pass_at,
+                            last_pass_at: r.last_pass_at,
+                            deferred: u64::try_from(r.deferred).unwrap_or(0),
                             pass: r.pass_run_id.map(|run_id| PassState {
                                 run_id,
                                 full: r.pass_full,
                                 since: r.pass_since,
                                 after: r.pass_after,
                                 max_seen: r.pass_max_seen,
+                                deferred: u64::try_from(r.pass_deferred).unwrap_or(0),
                             }),
                         },
                     })
@@ -896,19 +903,26 @@ macro_rules! impl_sync_store {
                         .await?;
                         deactivated = done.rows_affected();
                     }
+                    // A pass that deferred records keeps its starting point: the watermark
+                    // stays, and a full pass stays due, so the next run reads them again.
+                    let held = pass.deferred > 0;
                     let watermark = match (cursor.watermark, pass.max_seen) {
+                        _ if held => cursor.watermark,
                         (Some(a), Some(b)) => Some(a.max(b)),
                         (a, b) => a.or(b),
                     };
                     sqlx::query(
-                        "UPDATE sync_cursors SET watermark = $3, last_full_pass_at = CASE WHEN pass_full THEN $4 ELSE last_full_pass_at END, \
-                           pass_run_id = NULL, pass_full = FALSE, pass_since = NULL, pass_after = NULL, pass_max_seen = NULL \
+                        "UPDATE sync_cursors SET watermark = $3, last_full_pass_at = CASE WHEN pass_full AND NOT $5 THEN $4 ELSE last_full_pass_at END, \
+                           last_pass_at = $4, deferred = $6, \
+                           pass_run_id = NULL, pass_full = FALSE, pass_since = NULL, pass_after = NULL, pass_max_seen = NULL, pass_deferred = 0 \
                          WHERE integration_id = $1 AND record_type = $2",
                     )
                     .bind(id.0)
                     .bind(record.as_str())
                     .bind(watermark)
                     .bind(now)
+                    .bind(held)
+                    .bind(i64::try_from(pass.deferred).unwrap_or(i64::MAX))
                     .execute(&mut *tx)
                     .await?;
                     tx.commit().await?;
@@ -1075,10 +1089,11 @@ macro_rules! impl_sync_store {
 
             async fn upsert_cursor(tx: &mut sqlx::Transaction<'_, Db>, id: IntegrationId, record: RecordType, p: &PassState) -> Result<()> {
                 sqlx::query(
-                    "INSERT INTO sync_cursors (integration_id, record_type, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                    "INSERT INTO sync_cursors (integration_id, record_type, pass_run_id, pass_full, pass_since, pass_after, pass_max_seen, pass_deferred) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (integration_id, record_type) DO UPDATE SET pass_run_id = excluded.pass_run_id, pass_full = excluded.pass_full, \
-                       pass_since = excluded.pass_since, pass_after = excluded.pass_after, pass_max_seen = excluded.pass_max_seen",
+                       pass_since = excluded.pass_since, pass_after = excluded.pass_after, pass_max_seen = excluded.pass_max_seen, \
+                       pass_deferred = excluded.pass_deferred",
                 )
                 .bind(id.0)
                 .bind(record.as_str())
@@ -1087,6 +1102,7 @@ macro_rules! impl_sync_store {
                 .bind(p.since)
                 .bind(&p.after)
                 .bind(p.max_seen)
+                .bind(i64::try_from(p.deferred).unwrap_or(i64::MAX))
                 .execute(&mut **tx)
                 .await?;
                 Ok(())

@@ -21,6 +21,21 @@ pub struct Context<'a> {
     pub provider: &'static str,
     /// Portal companies a new company may be linked to by name (companies pass).
     pub names: NameIndex,
+    /// The record types the integration syncs (its saved options, whatever this run
+    /// narrowed them to): a type it does not sync is never waited for.
+    pub synced: &'a [RecordType],
+}
+
+impl Context<'_> {
+    /// Whether records of type `parent` are all in the portal as far as a sync can put
+    /// them there (`Cursor::settled`). A record whose parent is missing while the parent's
+    /// type is not settled is deferred (read again next run), not skipped for good.
+    pub(crate) async fn settled(&self, parent: RecordType) -> Result<bool, StoreError> {
+        if !self.synced.contains(&parent) {
+            return Ok(true);
+        }
+        Ok(self.store.cursor(self.integration, parent).await?.settled())
+    }
 }
 
 /// The active portal companies this integration has no link to, by normalised name
@@ -154,6 +169,45 @@ impl PageOutcome {
                 external_id: ext.to_string(),
             });
         }
+    }
+
+    /// A record skipped because something it belongs to is not synced yet while that
+    /// record type's pass has not completed: counted as skipped and deferred, kept as seen
+    /// in a full pass, and read again by the next run (the pass keeps its starting point).
+    pub(crate) fn defer(&mut self, record: RecordType, ext: &str, full: bool) {
+        self.counts.deferred += 1;
+        self.skip(record, ext, None, String::new(), full);
+    }
+
+    /// One log line for the records of a page deferred because their `parent` is missing,
+    /// naming up to five of them.
+    pub(crate) fn deferred_event(
+        &mut self,
+        record: RecordType,
+        parent: &str,
+        pass: &str,
+        ids: &[String],
+    ) {
+        if ids.is_empty() {
+            return;
+        }
+        let shown: Vec<&str> = ids.iter().take(5).map(String::as_str).collect();
+        let more = if ids.len() > shown.len() {
+            format!(" and {} more", ids.len() - shown.len())
+        } else {
+            String::new()
+        };
+        self.events.push(NewEvent::new(
+            EventLevel::Warning,
+            Some(record),
+            None,
+            &format!(
+                "{} {} wait for their {parent} ({}{more}): it is not in the portal and the {pass} pass has not completed; the next run reads them again",
+                ids.len(),
+                record.as_str(),
+                shown.join(", "),
+            ),
+        ));
     }
 
     pub(crate) fn stamp(&mut self, t: Option<DateTime<Utc>>) {
@@ -379,6 +433,8 @@ async fn contacts(
         .await?;
     let mut emails_in_page: HashMap<String, String> = HashMap::new();
     let mut not_imported_company = 0u64;
+    let companies_settled = ctx.settled(RecordType::Companies).await?;
+    let mut waiting: Vec<String> = Vec::new();
 
     for c in p.records {
         out.counts.seen += 1;
@@ -412,6 +468,11 @@ async fn contacts(
                 continue;
             }
             let Some(company) = company else {
+                if c.company_external_id.is_some() && !companies_settled {
+                    out.defer(rt, &ext, full);
+                    waiting.push(ext);
+                    continue;
+                }
                 out.skip(
                     rt,
                     &ext,
@@ -454,6 +515,11 @@ async fn contacts(
             continue;
         }
         let Some(company) = company else {
+            if c.company_external_id.is_some() && !companies_settled {
+                out.defer(rt, &ext, full);
+                waiting.push(ext);
+                continue;
+            }
             not_imported_company += 1;
             out.skip(rt, &ext, None, String::new(), full);
             continue;
@@ -526,9 +592,10 @@ async fn contacts(
             EventLevel::Info,
             Some(rt),
             None,
-            &format!("{not_imported_company} contacts skipped on this page: their company is not imported (excluded by filters or not synced)"),
+            &format!("{not_imported_company} contacts skipped on this page: their company is not imported (no company, excluded by filters, unlinked by an admin, or not in the company list {} served)", ctx.provider),
         ));
     }
+    out.deferred_event(rt, "company", "companies", &waiting);
     Ok(out)
 }
 

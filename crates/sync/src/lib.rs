@@ -230,6 +230,10 @@ impl Engine {
         let (tenant, id) = (claim.tenant_id, claim.integration_id);
         let integration = self.store.get_integration(tenant, id).await?;
         let mut options = self.store.sync_options(tenant, id).await?;
+        let synced: Vec<RecordType> = RecordType::ALL
+            .into_iter()
+            .filter(|r| options.syncs(*r))
+            .collect();
         if claim.trigger == Trigger::Quick && options.tickets {
             // Quick Sync: the tickets pass alone, from its watermark; companies, contacts
             // and technicians keep their schedule.
@@ -247,24 +251,36 @@ impl Engine {
             .await?;
 
         let outcome = self
-            .run_passes(tenant, &integration, &options, run_id)
+            .run_passes(tenant, &integration, &options, &synced, run_id)
             .await;
         let (result, counts, error, requests) = match outcome {
             Ok((counts, stops, requests)) => {
                 let bad_counts = counts.values().any(|c| !c.add_up());
                 let failed_records = counts.values().any(|c| c.failed > 0);
-                let result = if stops.is_empty() && !bad_counts && !failed_records {
-                    RunResult::Success
-                } else {
-                    RunResult::Partial
-                };
-                let error = if stops.is_empty() {
-                    failed_records.then(|| {
-                        "some vendor records could not be read; see the run's events".to_string()
-                    })
-                } else {
-                    Some(stops.join("; "))
-                };
+                let waiting: Vec<String> = counts
+                    .iter()
+                    .filter(|(_, c)| c.deferred > 0)
+                    .map(|(r, c)| format!("{} {}", c.deferred, r.as_str()))
+                    .collect();
+                let result =
+                    if stops.is_empty() && !bad_counts && !failed_records && waiting.is_empty() {
+                        RunResult::Success
+                    } else {
+                        RunResult::Partial
+                    };
+                let mut reasons = stops;
+                if failed_records {
+                    reasons.push(
+                        "some vendor records could not be read; see the run's events".to_string(),
+                    );
+                }
+                if !waiting.is_empty() {
+                    reasons.push(format!(
+                        "{} wait for records not synced yet; the next run reads them again",
+                        waiting.join(", ")
+                    ));
+                }
+                let error = (!reasons.is_empty()).then(|| reasons.join("; "));
                 (result, counts, error, requests)
             }
             Err(msg) => (RunResult::Failed, BTreeMap::new(), Some(msg), 0),
@@ -360,6 +376,7 @@ impl Engine {
         tenant: TenantId,
         integration: &mspbridge_domain::integration::Integration,
         options: &SyncOptions,
+        synced: &[RecordType],
         run_id: i64,
     ) -> Result<(BTreeMap<RecordType, Counts>, Vec<String>, u64), String> {
         let creds =
@@ -386,7 +403,14 @@ impl Engine {
             Some(Ok(s)) => s,
         };
         let outcome = self
-            .run_pipeline(tenant, integration, options, run_id, source.as_ref())
+            .run_pipeline(
+                tenant,
+                integration,
+                options,
+                run_id,
+                source.as_ref(),
+                synced,
+            )
             .await?;
 
         if !outcome.any_complete && !outcome.stops.is_empty() {

@@ -184,6 +184,7 @@ impl Engine {
                         since,
                         after: None,
                         max_seen: None,
+                        deferred: 0,
                     }
                 }
             };
@@ -207,6 +208,7 @@ impl Engine {
         options: &SyncOptions,
         run_id: i64,
         source: &dyn PsaSource,
+        synced: &[RecordType],
     ) -> Result<PassesOutcome, String> {
         let plans = self
             .plan(
@@ -310,6 +312,7 @@ impl Engine {
                     sync_from: p.sync_from,
                     provider,
                     names: Default::default(),
+                    synced,
                 })
                 .collect();
             let mut states: Vec<PassState> = plans.iter().map(|p| p.pass.clone()).collect();
@@ -378,6 +381,7 @@ impl Engine {
                     }
                 };
                 state.after = next.clone();
+                state.deferred += out.counts.deferred;
                 state.max_seen = match (state.max_seen, out.max_seen) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
@@ -633,6 +637,7 @@ mod tests {
             since: None,
             after: Some(after.to_string()),
             max_seen: None,
+            deferred: 0,
         }
     }
 

@@ -157,6 +157,12 @@ pub(crate) async fn decide(
         .collect();
     let locals = ctx.store.ticket_locals(ctx.tenant, &local_ids).await?;
     let mut no_company = 0u64;
+    let settled = |r: RecordType| ctx.settled(r);
+    let companies_settled = settled(RecordType::Companies).await?;
+    let contacts_settled = settled(RecordType::Contacts).await?;
+    let techs_settled = settled(RecordType::Technicians).await?;
+    let mut waiting: Vec<String> = Vec::new();
+    let mut waiting_refs: Vec<String> = Vec::new();
     for t in p.records {
         out.counts.seen += 1;
         out.stamp(t.updated_at);
@@ -193,6 +199,11 @@ pub(crate) async fn decide(
             .and_then(|c| companies.get(c))
             .filter(|c| !c.gone)
         else {
+            if t.company_external_id.is_some() && !companies_settled {
+                out.defer(rt, &ext, full);
+                waiting.push(ext);
+                continue;
+            }
             no_company += 1;
             out.skip(rt, &ext, None, String::new(), full);
             continue;
@@ -274,11 +285,26 @@ pub(crate) async fn decide(
                 .filter(|l| !l.gone)
                 .map(|l| l.local_id)
         };
+        let contact_id = id_of(&contacts, &t.contact_external_id);
+        let assignee_id = id_of(&techs, &t.assignee_external_id);
+        // A contact or assignee whose pass has not completed may still arrive: the ticket
+        // is imported without it, counted as waiting, and stored with a hash that differs
+        // from the vendor's, so the next run (which reads this window again) updates it.
+        let refs_wait =
+            (t.contact_external_id.is_some() && contact_id.is_none() && !contacts_settled)
+                || (t.assignee_external_id.is_some() && assignee_id.is_none() && !techs_settled);
+        let hash = if refs_wait {
+            out.counts.deferred += 1;
+            waiting_refs.push(ext.clone());
+            content_hash(&(hash, "contact or assignee not synced yet"))
+        } else {
+            hash
+        };
         out.ops.push(Op::Ticket(Box::new(TicketOp {
             existing,
             company_id: company.local_id,
-            contact_id: id_of(&contacts, &t.contact_external_id),
-            assignee_id: id_of(&techs, &t.assignee_external_id),
+            contact_id,
+            assignee_id,
             summary: t.summary.clone(),
             description,
             keep_status: pending.is_some(),
@@ -301,9 +327,17 @@ pub(crate) async fn decide(
             Some(rt),
             None,
             &format!(
-                "{no_company} tickets skipped on this page: their company is not imported (excluded by filters or not synced); a full pass picks them up once it is imported"
+                "{no_company} tickets skipped on this page: their company is not imported (no company, excluded by filters, unlinked by an admin, or not in the company list {} served); a full pass picks them up once it is imported",
+                ctx.provider
             ),
         ));
     }
+    out.deferred_event(rt, "company", "companies", &waiting);
+    out.deferred_event(
+        rt,
+        "contact or assignee",
+        "contacts or technicians",
+        &waiting_refs,
+    );
     Ok(out)
 }

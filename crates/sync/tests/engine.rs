@@ -1253,3 +1253,137 @@ async fn a_contact_made_inactive_and_active_again_upstream_is_disabled_then_rest
         );
     }
 }
+
+/// A company pass that fails for a whole run must not hide its contacts: they wait
+/// (counted, logged, the run partial) and the next run reads them again, on a first import
+/// and on an incremental run alike, reaching exactly the state of a clean run.
+#[tokio::test]
+async fn contacts_of_a_failed_company_pass_wait_and_arrive_with_the_next_run() {
+    let outage = |w: &World| {
+        w.sandbox.faults.push_n(
+            "/company/companies",
+            Fault::Status {
+                status: 503,
+                body: "{}".into(),
+                retry_after: None,
+            },
+            50,
+        )
+    };
+    for w in worlds(30).await {
+        let backend = w.store().backend();
+        w.configure(w.options()).await;
+        let e = w.engine("w1", fast());
+
+        // A first import whose companies endpoint is down for the whole run.
+        outage(&w);
+        let run = w.sync(&e).await;
+        assert_eq!(run.result, RunResult::Partial, "{backend}: {run:?}");
+        let c = run.counts[&RecordType::Contacts];
+        assert!(c.deferred > 0, "{backend}: {c:?}");
+        assert_eq!(c.created, 0);
+        assert!(
+            run.error.as_deref().unwrap().contains("contacts wait"),
+            "{run:?}"
+        );
+        let events = w
+            .store()
+            .list_events(w.tenant, run.run_id, None, None, 500)
+            .await
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.message.contains("wait for their company")),
+            "the log explains the wait"
+        );
+        w.sandbox.faults.clear();
+        let run = w.sync(&e).await;
+        assert_eq!(run.result, RunResult::Success, "{backend}: {run:?}");
+
+        let clean = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 30).await;
+        clean.configure(clean.options()).await;
+        assert_eq!(
+            clean.sync(&clean.engine("clean", fast())).await.result,
+            RunResult::Success
+        );
+        assert_eq!(w.snapshot().await, clean.snapshot().await, "{backend}");
+
+        // Later: a new company with two contacts, and another contact changed well after
+        // them, so a watermark moved past the new contacts would leave them outside the
+        // overlap window. The companies endpoint is down for that run.
+        let new_emails = w.sandbox.with_data(|d| {
+            let t0 = d
+                .contacts
+                .iter()
+                .filter_map(|c| c.info.last_updated)
+                .chain(d.companies.iter().filter_map(|c| c.info.last_updated))
+                .max()
+                .unwrap();
+            let mut company = d.companies[0].clone();
+            company.id = d.companies.iter().map(|c| c.id).max().unwrap() + 1;
+            company.identifier = "LateArrivals".into();
+            company.name = "Late Arrivals Ltd".into();
+            company.deleted_flag = false;
+            company.info.last_updated = Some(t0 + chrono::Duration::minutes(1));
+            let mut emails = Vec::new();
+            let template = d
+                .contacts
+                .iter()
+                .find(|c| !c.inactive_flag && !c.communication_items.is_empty())
+                .unwrap()
+                .clone();
+            let next_id = d.contacts.iter().map(|c| c.id).max().unwrap();
+            for n in 1..=2 {
+                let mut c = template.clone();
+                c.id = next_id + n;
+                c.first_name = format!("Late{n}");
+                c.default_flag = false;
+                c.company = Some(mspbridge_providers::connectwise::wire::CompanyRef {
+                    id: company.id,
+                    identifier: Some(company.identifier.clone()),
+                    name: Some(company.name.clone()),
+                });
+                let email = format!("late{n}@late-arrivals.example");
+                for item in &mut c.communication_items {
+                    if item.communication_type == "Email" {
+                        item.value = email.clone();
+                    }
+                }
+                c.info.last_updated = Some(t0 + chrono::Duration::minutes(1));
+                emails.push(email);
+                d.contacts.push(c);
+            }
+            let other = d
+                .contacts
+                .iter_mut()
+                .find(|c| !c.inactive_flag && c.first_name != "Late1")
+                .unwrap();
+            other.last_name = "Changed".into();
+            other.info.last_updated = Some(t0 + chrono::Duration::minutes(30));
+            d.companies.push(company);
+            emails
+        });
+        outage(&w);
+        let run = w.sync(&e).await;
+        assert_eq!(run.result, RunResult::Partial, "{backend}: {run:?}");
+        assert_eq!(run.counts[&RecordType::Contacts].deferred, 2, "{run:?}");
+        w.sandbox.faults.clear();
+        let run = w.sync(&e).await;
+        assert_eq!(run.result, RunResult::Success, "{backend}: {run:?}");
+        let users = w.snapshot().await.1;
+        for email in &new_emails {
+            assert!(
+                users.iter().any(|u| &u.0 == email),
+                "{backend}: {email} arrived after the outage: {users:?}"
+            );
+        }
+        // And a run after that changes nothing.
+        let run = w.sync(&e).await;
+        let c = run.counts[&RecordType::Contacts];
+        assert_eq!(
+            (run.result, c.created, c.deferred),
+            (RunResult::Success, 0, 0)
+        );
+    }
+}

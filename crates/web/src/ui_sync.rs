@@ -177,8 +177,13 @@ fn summary(c: Option<&Counts>) -> String {
             } else {
                 String::new()
             };
+            let deferred = if c.deferred > 0 {
+                format!(" wait {}", c.deferred)
+            } else {
+                String::new()
+            };
             format!(
-                "+{}{linked} ~{} ={} −{} skip {} fail {}",
+                "+{}{linked} ~{} ={} −{} skip {} fail {}{deferred}",
                 c.created, c.updated, c.unchanged, c.deactivated, c.skipped, c.failed
             )
         }
