@@ -83,16 +83,15 @@ impl Providers {
             ProviderKind::ConnectwiseManage => {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
                 let cfg = cw.client_config(credentials);
-                let client = match connectwise::client::CwClient::connect(
-                    &cfg,
-                    self.config.outbound,
-                    retry.timeout,
-                )
-                .await
-                {
-                    Ok(c) => c.with_retry(retry),
-                    Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
-                };
+                let client =
+                    match connectwise::client::CwClient::connect(&cfg, self.config.outbound, retry)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => {
+                            return Some(Err(source::SourceError::Unavailable(e.to_string())));
+                        }
+                    };
                 let mut src = connectwise::source::CwSource::new(client);
                 if let Some(n) = page_size {
                     src = src.with_page_size(n);
@@ -101,8 +100,8 @@ impl Providers {
             }
             ProviderKind::HaloPsa => {
                 let halo = halo::Halo::new(self.config.clone());
-                let client = match halo.client(credentials, retry.timeout) {
-                    Ok(c) => c.with_retry(retry),
+                let client = match halo.client(credentials, retry) {
+                    Ok(c) => c,
                     Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
                 };
                 let mut src = halo::source::HaloSource::new(client);
@@ -113,10 +112,10 @@ impl Providers {
             }
             ProviderKind::Autotask => {
                 let client = match autotask::Autotask::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client(credentials, retry)
                     .await
                 {
-                    Ok(c) => c.with_retry(retry),
+                    Ok(c) => c,
                     Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
                 };
                 let mut src = autotask::source::AutotaskSource::new(
@@ -130,9 +129,9 @@ impl Providers {
             }
             ProviderKind::Syncro => {
                 let client = match syncro::Syncro::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client(credentials, retry)
                 {
-                    Ok(c) => c.with_retry(retry),
+                    Ok(c) => c,
                     Err(e) => return Some(Err(source::SourceError::Unavailable(e.to_string()))),
                 };
                 // Syncro's page size is the server's; `page_size` does not apply.
@@ -201,47 +200,38 @@ impl Providers {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
                 let cfg = cw.client_config(credentials);
                 Some(
-                    connectwise::client::CwClient::connect(
-                        &cfg,
-                        self.config.outbound,
-                        retry.timeout,
-                    )
-                    .await
-                    .map(|c| {
-                        Box::new(connectwise::tickets::CwTicketWriter::new(
-                            c.with_retry(retry),
-                        )) as Box<dyn PsaWriter>
-                    })
-                    .map_err(connectwise::tickets::write_error),
+                    connectwise::client::CwClient::connect(&cfg, self.config.outbound, retry)
+                        .await
+                        .map(|c| {
+                            Box::new(connectwise::tickets::CwTicketWriter::new(c))
+                                as Box<dyn PsaWriter>
+                        })
+                        .map_err(connectwise::tickets::write_error),
                 )
             }
             ProviderKind::HaloPsa => Some(
                 halo::Halo::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client(credentials, retry)
                     .map(|c| {
-                        Box::new(halo::tickets::HaloTicketWriter::new(c.with_retry(retry)))
-                            as Box<dyn PsaWriter>
+                        Box::new(halo::tickets::HaloTicketWriter::new(c)) as Box<dyn PsaWriter>
                     })
                     .map_err(halo::tickets::write_error),
             ),
             ProviderKind::Syncro => Some(
                 syncro::Syncro::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client(credentials, retry)
                     .map(|c| {
-                        Box::new(syncro::tickets::SyncroTicketWriter::new(
-                            c.with_retry(retry),
-                        )) as Box<dyn PsaWriter>
+                        Box::new(syncro::tickets::SyncroTicketWriter::new(c)) as Box<dyn PsaWriter>
                     })
                     .map_err(syncro::tickets::write_error),
             ),
             ProviderKind::Autotask => Some(
                 autotask::Autotask::new(self.config.clone())
-                    .client_cached(credentials, retry.timeout)
+                    .client_cached(credentials, retry)
                     .await
                     .map(|c| {
-                        Box::new(autotask::tickets::AutotaskTicketWriter::new(
-                            c.with_retry(retry),
-                        )) as Box<dyn PsaWriter>
+                        Box::new(autotask::tickets::AutotaskTicketWriter::new(c))
+                            as Box<dyn PsaWriter>
                     })
                     .map_err(autotask::tickets::write_error),
             ),
@@ -264,11 +254,10 @@ impl Providers {
         match kind {
             ProviderKind::HaloPsa => {
                 let retry = connectwise::client::RetryPolicy::interactive();
-                let client =
-                    match halo::Halo::new(self.config.clone()).client(credentials, retry.timeout) {
-                        Ok(c) => c.with_retry(retry),
-                        Err(e) => return Some(Err(e.to_string())),
-                    };
+                let client = match halo::Halo::new(self.config.clone()).client(credentials, retry) {
+                    Ok(c) => c,
+                    Err(e) => return Some(Err(e.to_string())),
+                };
                 Some(
                     halo::webhooks::register(&client, url, secret)
                         .await
@@ -280,16 +269,13 @@ impl Providers {
                 let cw = connectwise::ConnectWise::new(self.config.clone());
                 let cfg = cw.client_config(credentials);
                 let retry = connectwise::client::RetryPolicy::interactive();
-                let client = match connectwise::client::CwClient::connect(
-                    &cfg,
-                    self.config.outbound,
-                    retry.timeout,
-                )
-                .await
-                {
-                    Ok(c) => c.with_retry(retry),
-                    Err(e) => return Some(Err(e.to_string())),
-                };
+                let client =
+                    match connectwise::client::CwClient::connect(&cfg, self.config.outbound, retry)
+                        .await
+                    {
+                        Ok(c) => c,
+                        Err(e) => return Some(Err(e.to_string())),
+                    };
                 Some(
                     connectwise::callbacks::register(&client, url)
                         .await
@@ -300,10 +286,10 @@ impl Providers {
             ProviderKind::Autotask => {
                 let retry = connectwise::client::RetryPolicy::interactive();
                 let client = match autotask::Autotask::new(self.config.clone())
-                    .client(credentials, retry.timeout)
+                    .client(credentials, retry)
                     .await
                 {
-                    Ok(c) => c.with_retry(retry),
+                    Ok(c) => c,
                     Err(e) => return Some(Err(e.to_string())),
                 };
                 Some(

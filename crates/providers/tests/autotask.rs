@@ -445,7 +445,7 @@ async fn an_unreadable_contact_is_rejected_with_its_field_and_the_page_goes_on()
 }
 
 #[tokio::test]
-async fn a_500_with_errors_is_a_validation_failure_and_is_not_retried() {
+async fn a_500_on_a_read_is_retried_with_or_without_errors() {
     let (sb, h) = start(Seed::Companies(3)).await;
     let src = source(&h, &good(), None).await;
     src.companies(&PageRequest::default()).await.unwrap();
@@ -455,23 +455,25 @@ async fn a_500_with_errors_is_a_validation_failure_and_is_not_retried() {
             .filter(|r| r.path == "/Companies/query")
             .count()
     };
+    // "500 with an errors array is a refusal" is Autotask's rule for writes (trap 20): a
+    // query answered so is the server's trouble, retried like any 5xx, and then succeeds.
     let before = count(&sb);
     sb.faults.push(
         "/Companies/query",
         Fault::Status {
             status: 500,
-            body: r#"{"errors":["Value for companyType is not valid"]}"#.into(),
+            body: r#"{"errors":["Object reference not set to an instance of an object."]}"#.into(),
             retry_after: None,
         },
     );
-    let e = src.companies(&PageRequest::default()).await.unwrap_err();
-    assert!(
-        matches!(&e, SourceError::Unavailable(m) if m.contains("refused the Companies query: Value for companyType is not valid")),
-        "{e:?}"
-    );
-    // The fault answered before the handler: the sandbox saw no second attempt either.
-    assert_eq!(count(&sb), before, "not retried");
+    let p = src.companies(&PageRequest::default()).await.unwrap();
+    assert_eq!(p.records.len(), 3);
     assert_eq!(sb.faults.pending(), 0);
+    assert_eq!(
+        count(&sb),
+        before + 1,
+        "the retry reached the handler (the fault answered the first attempt)"
+    );
 
     // A 500 without an errors array is an outage: retried, and the read succeeds.
     sb.faults.push(
@@ -573,7 +575,12 @@ async fn at_most_three_requests_per_endpoint_are_in_flight() {
                 OutboundPolicy {
                     allow_private: true,
                 },
-                Duration::from_secs(5),
+                // One attempt: this test shows Autotask's refusal, which a retry would hide.
+                RetryPolicy {
+                    max_attempts: 1,
+                    timeout: Duration::from_secs(5),
+                    ..RetryPolicy::default()
+                },
             )
             .await
             .unwrap()
@@ -892,4 +899,36 @@ async fn ticket_writers_share_the_zone_and_picklists_and_read_them_again_for_a_n
         .unwrap();
     assert_eq!(paths(from), vec!["PATCH /Tickets".to_string()]);
     assert_eq!(sb.with_data(|d| d.tickets[0].status), Some(14));
+}
+
+/// Zone discovery and the Test's count queries take the retry policy like every other
+/// request: a 429 on discovery and a 503 on a count are retried and the Test passes.
+#[tokio::test]
+async fn zone_discovery_and_counts_retry_what_is_transient() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    sb.faults.push(
+        "/zoneInformation",
+        Fault::Status {
+            status: 429,
+            body: "{}".into(),
+            retry_after: Some(0),
+        },
+    );
+    sb.faults.push(
+        "/query/count",
+        Fault::Status {
+            status: 503,
+            body: "{}".into(),
+            retry_after: None,
+        },
+    );
+    let r = test_with(&h, &good(), true).await;
+    assert_eq!(sb.faults.pending(), 0, "both faults were met");
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    assert!(
+        r.areas
+            .iter()
+            .all(|a| !matches!(a.outcome, AreaResult::CouldNotVerify { .. })),
+        "{r:?}"
+    );
 }

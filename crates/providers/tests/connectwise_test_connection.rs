@@ -260,13 +260,15 @@ async fn an_unknown_company_id_is_a_misconfiguration() {
 #[tokio::test]
 async fn a_vendor_error_on_one_area_is_could_not_verify_and_switches_nothing_off() {
     let (sb, h) = start().await;
-    sb.faults.push(
+    // The Test retries once (the interactive policy): a 503 on both attempts.
+    sb.faults.push_n(
         "/system/members",
         Fault::Status {
             status: 503,
             body: r#"{"code":"ServiceUnavailable","message":"Maintenance","errors":null}"#.into(),
             retry_after: None,
         },
+        2,
     );
     let r = test(&creds(
         &h.host(),
@@ -287,7 +289,7 @@ async fn a_vendor_error_on_one_area_is_could_not_verify_and_switches_nothing_off
 #[tokio::test]
 async fn a_truncated_answer_is_could_not_verify() {
     let (sb, h) = start().await;
-    sb.faults.push("/company/companies", Fault::Truncate);
+    sb.faults.push_n("/company/companies", Fault::Truncate, 2);
     let r = test(&creds(
         &h.host(),
         DEMO_COMPANY_ID,
@@ -323,4 +325,43 @@ async fn loopback_hosts_are_refused_outside_demo_mode() {
     };
     assert!(message.contains("private, loopback"), "{message}");
     assert!(sb.seen().is_empty(), "nothing was sent");
+}
+
+/// Every request of a Test takes the retry policy: codebase discovery and an area that
+/// fail once (429, 503) are retried and the Test passes.
+#[tokio::test]
+async fn a_transient_failure_of_discovery_or_an_area_is_retried() {
+    let (sb, h) = start().await;
+    sb.faults.push(
+        "/login/companyinfo",
+        Fault::Status {
+            status: 429,
+            body: "{}".into(),
+            retry_after: Some(0),
+        },
+    );
+    sb.faults.push(
+        "/system/members",
+        Fault::Status {
+            status: 503,
+            body: "{}".into(),
+            retry_after: None,
+        },
+    );
+    let r = test(&creds(
+        &h.host(),
+        DEMO_COMPANY_ID,
+        DEMO_PUBLIC_KEY,
+        DEMO_PRIVATE_KEY,
+        Some(DEMO_CLIENT_ID),
+    ))
+    .await;
+    assert_eq!(sb.faults.pending(), 0, "both faults were met");
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    assert!(
+        r.areas
+            .iter()
+            .all(|a| matches!(a.outcome, AreaResult::Granted)),
+        "{r:?}"
+    );
 }

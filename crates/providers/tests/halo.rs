@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::*;
 use mspbridge_domain::validate::{Credentials, validate_credentials};
-use mspbridge_providers::halo::client::HaloLimits;
+use mspbridge_providers::halo::client::{HaloError, HaloLimits};
 use mspbridge_providers::halo::sandbox::*;
 use mspbridge_providers::halo::wire::User;
 use mspbridge_providers::http::RetryPolicy;
@@ -487,5 +487,62 @@ async fn every_request_matches_the_halo_openapi_document() {
     assert!(
         checked_bodies >= 4,
         "the writes' bodies were checked: {checked_bodies}"
+    );
+}
+
+/// The token request takes the retry policy like every other: a 503 and a 429 on it are
+/// retried, for a read and for a write (a write is sent once, its token is not).
+#[tokio::test]
+async fn a_transient_failure_of_the_token_request_is_retried_for_reads_and_writes() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let transient = |status| mspbridge_sandbox::Fault::Status {
+        status,
+        body: "{}".into(),
+        retry_after: Some(0),
+    };
+    sb.faults.push("/auth/token", transient(503));
+    sb.faults.push("/auth/token", transient(429));
+    let limits = HaloLimits {
+        backoff_floor: Duration::from_millis(10),
+        ..HaloLimits::default()
+    };
+    // A fresh API application id: the token cache is per application.
+    let c = creds(&h, "/auth", DEMO_TENANT, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET);
+    let src = source(&c, limits, None).await;
+    let page = src.companies(&PageRequest::default()).await.unwrap();
+    assert_eq!(page.records.len(), 3);
+    assert_eq!(sb.faults.pending(), 0, "both token faults were met");
+
+    // A write is sent once, but the token it needs is retried: the write meets a 401
+    // (a revoked token), so it asks for a new one, which fails once with a 502.
+    let client = mspbridge_providers::halo::Halo::new(std::sync::Arc::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        halo_limits: limits,
+        ..Default::default()
+    }))
+    .client(&c, fast_retry())
+    .unwrap();
+    sb.faults.push(
+        "/api/Actions",
+        mspbridge_sandbox::Fault::Status {
+            status: 401,
+            body: "{}".into(),
+            retry_after: None,
+        },
+    );
+    sb.faults.push("/auth/token", transient(502));
+    let written: Result<serde_json::Value, HaloError> = client
+        .post_one("/Actions", serde_json::json!({"ticket_id": 1, "note": "x"}))
+        .await;
+    assert_eq!(
+        sb.faults.pending(),
+        0,
+        "the 401 and the token's 502 were met"
+    );
+    assert!(
+        !matches!(&written, Err(HaloError::Status { status: 502, .. })),
+        "the token's 502 was retried: {written:?}"
     );
 }

@@ -161,6 +161,20 @@ impl Engine {
                 Some(cursor.sync_from.unwrap_or(integration.created_at))
             };
             let pass = match cursor.pass {
+                // Records the interrupted pass deferred lie on pages it has done: it starts
+                // again from its first page (same window), so this run reads them again.
+                Some(p) if p.deferred > 0 => {
+                    tracing::info!(
+                        record = record.as_str(),
+                        deferred = p.deferred,
+                        "restarting an interrupted pass that deferred records"
+                    );
+                    PassState {
+                        after: None,
+                        deferred: 0,
+                        ..p
+                    }
+                }
                 Some(p) => {
                     tracing::info!(record = record.as_str(), after = ?p.after, "resuming an interrupted pass");
                     p

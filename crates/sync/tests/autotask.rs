@@ -250,3 +250,35 @@ async fn autotask_import_interrupted_by_a_persistent_error_resumes_to_the_clean_
         );
     }
 }
+
+/// A parent endpoint (companies, contacts, resources) down for one run, then a clean run,
+/// gives exactly the state of a clean import: companies, users, technicians, tickets and
+/// notes.
+#[tokio::test]
+async fn autotask_a_parent_endpoint_down_for_one_run_then_a_clean_run_gives_the_clean_state() {
+    let options = |w: &World| SyncOptions {
+        tickets: true,
+        skip_inactive_companies: false,
+        ..w.portal.standard_options()
+    };
+    let clean = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 8).await;
+    clean.sandbox.with_data(|d| add_tickets(d, 3, 2));
+    clean.portal.configure(&options(&clean)).await;
+    let run = clean.sync(&clean.engine(false)).await;
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+    let clean_state = clean.state().await;
+    assert!(!clean_state.tickets.is_empty() && !clean_state.users.is_empty());
+    for endpoint in [
+        "/V1.0/Companies/query",
+        "/V1.0/Contacts/query",
+        "/V1.0/Resources/query",
+    ] {
+        for db in mspbridge_store::test_support::all().await.unwrap() {
+            let w = World::new(db, 8).await;
+            w.sandbox.with_data(|d| add_tickets(d, 3, 2));
+            w.portal.configure(&options(&w)).await;
+            let e = w.engine(false);
+            common::outage_then_clean_run(&w, &e, &w.sandbox.faults, endpoint, &clean_state).await;
+        }
+    }
+}

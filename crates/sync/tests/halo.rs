@@ -260,3 +260,28 @@ async fn halo_import_interrupted_by_a_persistent_error_resumes_to_the_clean_stat
         assert_eq!(strip(after), strip(clean.users().await), "{backend}");
     }
 }
+
+/// A parent endpoint (clients, users, agents) down for one run, then a clean run, gives
+/// exactly the state of a clean import: companies, users, technicians, tickets and notes.
+#[tokio::test]
+async fn halo_a_parent_endpoint_down_for_one_run_then_a_clean_run_gives_the_clean_state() {
+    let with_tickets = |w: &World| SyncOptions {
+        tickets: true,
+        ..w.portal.standard_options()
+    };
+    let clean = World::new(mspbridge_store::test_support::sqlite().await.unwrap(), 8).await;
+    clean.sandbox.with_data(|d| add_tickets(d, 3, 2));
+    clean.portal.configure(&with_tickets(&clean)).await;
+    let run = clean.sync(&clean.engine(config(20))).await;
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+    let clean_state = clean.state().await;
+    assert!(!clean_state.tickets.is_empty() && !clean_state.users.is_empty());
+    for endpoint in ["/api/Client", "/api/Users", "/api/Agent"] {
+        for w in worlds(8).await {
+            w.sandbox.with_data(|d| add_tickets(d, 3, 2));
+            w.portal.configure(&with_tickets(&w)).await;
+            let e = w.engine(config(20));
+            common::outage_then_clean_run(&w, &e, &w.sandbox.faults, endpoint, &clean_state).await;
+        }
+    }
+}

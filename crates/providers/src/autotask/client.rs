@@ -180,12 +180,13 @@ impl std::fmt::Debug for AutotaskClient {
 }
 
 impl AutotaskClient {
-    /// Discovers the user's zone and builds a client for its API.
+    /// Discovers the user's zone and builds a client for its API whose requests follow
+    /// `retry`; zone discovery takes the same retry policy as every other read.
     pub async fn connect(
         cfg: AutotaskConfig,
         settings: &AutotaskSettings,
         policy: OutboundPolicy,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<Self, AutotaskError> {
         let (lookup_host, lookup_path) = split_url(&settings.zone_lookup_url).ok_or_else(|| {
             AutotaskError::Refused(format!(
@@ -201,7 +202,7 @@ impl AutotaskClient {
                 "the API user name is empty".to_string(),
             ));
         }
-        let http = policy.client(timeout);
+        let http = policy.client(retry.timeout);
         let url = format!(
             "{}://{lookup_host}{}/v1.0/zoneInformation?user={}",
             policy.scheme_for(lookup_host),
@@ -209,36 +210,51 @@ impl AutotaskClient {
             urlencode(cfg.username.trim())
         );
         // Zone discovery takes no credentials and does not count against the limits.
-        let resp = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| AutotaskError::Unreachable {
-                url: url.clone(),
-                reason: describe(&e),
-            })?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| AutotaskError::Decode(describe(&e)))?;
-        if status.is_server_error() && !error_message(&text).1 {
-            return Err(AutotaskError::Status {
-                status: status.as_u16(),
-                message: message_of(&text),
-                retry_after: None,
-            });
-        }
-        if !status.is_success() {
-            return Err(AutotaskError::Zone {
-                user: cfg.username.clone(),
-                message: error_message(&text).0,
-            });
-        }
-        let zone: ZoneInfo = serde_json::from_str(&text)
-            .map_err(|e| AutotaskError::Decode(format!("zoneInformation: {e}")))?;
-        let client = Self::for_zone(cfg, settings, policy, http, lookup_host, zone)?;
-        client.requests.store(1, Ordering::Relaxed);
+        let attempts = AtomicU64::new(0);
+        let zone: ZoneInfo = retrying(
+            &retry,
+            settings.backoff_floor,
+            None,
+            "autotask",
+            "zoneInformation",
+            transient,
+            || async {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let resp = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| AutotaskError::Unreachable {
+                        url: url.clone(),
+                        reason: describe(&e),
+                    })?;
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let text = resp
+                    .text()
+                    .await
+                    .map_err(|e| AutotaskError::Decode(describe(&e)))?;
+                if status.as_u16() == 429 || (status.is_server_error() && !error_message(&text).1) {
+                    return Err(AutotaskError::Status {
+                        status: status.as_u16(),
+                        message: message_of(&text),
+                        retry_after,
+                    });
+                }
+                if !status.is_success() {
+                    return Err(AutotaskError::Zone {
+                        user: cfg.username.clone(),
+                        message: error_message(&text).0,
+                    });
+                }
+                serde_json::from_str(&text)
+                    .map_err(|e| AutotaskError::Decode(format!("zoneInformation: {e}")))
+            },
+        )
+        .await?;
+        let mut client = Self::for_zone(cfg, settings, policy, http, lookup_host, zone)?;
+        client.retry = retry;
+        client.requests = attempts;
         Ok(client)
     }
 
@@ -249,7 +265,7 @@ impl AutotaskClient {
         cfg: AutotaskConfig,
         settings: &AutotaskSettings,
         policy: OutboundPolicy,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<Self, AutotaskError> {
         static ZONES: OnceLock<Expiring<ZoneInfo>> = OnceLock::new();
         let zones = ZONES.get_or_init(|| Expiring::new(ZONE_TTL));
@@ -261,10 +277,11 @@ impl AutotaskClient {
         if let Some(zone) = zones.get(&key)
             && let Some((lookup_host, _)) = split_url(&settings.zone_lookup_url)
         {
-            let http = policy.client(timeout);
-            return Self::for_zone(cfg, settings, policy, http, lookup_host, zone);
+            let http = policy.client(retry.timeout);
+            return Self::for_zone(cfg, settings, policy, http, lookup_host, zone)
+                .map(|c| c.with_retry(retry));
         }
-        let client = Self::connect(cfg, settings, policy, timeout).await?;
+        let client = Self::connect(cfg, settings, policy, retry).await?;
         zones.put(key, client.zone.clone());
         Ok(client)
     }
@@ -354,10 +371,13 @@ impl AutotaskClient {
     /// Reads the database's current request count (no pacing of its own).
     pub async fn threshold(&self) -> Result<ThresholdInfo, AutotaskError> {
         let url = format!("{}/ThresholdInformation", self.api_base);
-        let bytes = self
-            .send(reqwest::Method::GET, &url, None, "ThresholdInformation")
-            .await?;
-        serde_json::from_slice(&bytes).map_err(|e| AutotaskError::Decode(e.to_string()))
+        self.with_retries("ThresholdInformation", || async {
+            let bytes = self
+                .send(reqwest::Method::GET, &url, None, "ThresholdInformation")
+                .await?;
+            serde_json::from_slice(&bytes).map_err(|e| AutotaskError::Decode(e.to_string()))
+        })
+        .await
     }
 
     /// Waits as long as the database's usage asks before one more request.
@@ -440,7 +460,7 @@ impl AutotaskClient {
         metrics::counter!("mspbridge_vendor_requests_total", "provider" => "autotask").increment(1);
         let mut req = self
             .http
-            .request(method, url)
+            .request(method.clone(), url)
             .header("ApiIntegrationCode", self.cfg.integration_code.expose())
             .header("UserName", &self.cfg.username)
             .header("Secret", self.cfg.secret.expose());
@@ -449,6 +469,7 @@ impl AutotaskClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(b.to_string());
         }
+        let method_is_read = method == reqwest::Method::GET;
         let resp = req.send().await.map_err(|e| AutotaskError::Unreachable {
             url: url.split('?').next().unwrap_or(url).to_string(),
             reason: describe(&e),
@@ -463,7 +484,10 @@ impl AutotaskClient {
             return Ok(bytes.to_vec());
         }
         let (message, listed) = error_message(&String::from_utf8_lossy(&bytes));
-        if status.as_u16() == 500 && listed {
+        // Autotask answers a write it refuses with HTTP 500 and an `errors` list (trap 20);
+        // on a read (a query, a GET) a 500 is the server's trouble and is retried.
+        let write = !(method_is_read || entity_is_query(url));
+        if status.as_u16() == 500 && listed && write {
             return Err(AutotaskError::Validation(message));
         }
         Err(AutotaskError::Status {
@@ -496,16 +520,7 @@ impl AutotaskClient {
             Some(&self.window),
             "autotask",
             what,
-            |e: &AutotaskError| match e {
-                AutotaskError::Status {
-                    status: 429,
-                    retry_after,
-                    ..
-                } => Retry::RateLimited(*retry_after),
-                AutotaskError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-                AutotaskError::Unreachable { .. } | AutotaskError::Decode(_) => Retry::Backoff,
-                _ => Retry::No,
-            },
+            transient,
             f,
         )
         .await
@@ -581,7 +596,9 @@ impl AutotaskClient {
         let url = format!("{}/{entity}/query/count", self.api_base);
         let body = serde_json::json!({ "filter": filter });
         let c: QueryCount = self
-            .paced(reqwest::Method::POST, &url, Some(&body), entity)
+            .with_retries(entity, || {
+                self.paced(reqwest::Method::POST, &url, Some(&body), entity)
+            })
             .await?;
         Ok(c.query_count)
     }
@@ -615,6 +632,28 @@ impl AutotaskClient {
         })
         .await
     }
+}
+
+/// How a failed Autotask read is retried: 429 (after `Retry-After`, at least the backoff
+/// floor), 5xx, timeouts, resets and truncated or unreadable bodies; other answers (a
+/// refused write, an unknown user) not at all.
+fn transient(e: &AutotaskError) -> Retry {
+    match e {
+        AutotaskError::Status {
+            status: 429,
+            retry_after,
+            ..
+        } => Retry::RateLimited(*retry_after),
+        AutotaskError::Status { status, .. } if *status >= 500 => Retry::Backoff,
+        AutotaskError::Unreachable { .. } | AutotaskError::Decode(_) => Retry::Backoff,
+        _ => Retry::No,
+    }
+}
+
+/// `…/{entity}/query` and `…/query/count` are reads sent as POST.
+fn entity_is_query(url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url);
+    path.ends_with("/query") || path.ends_with("/query/count")
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@ pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -21,6 +20,7 @@ use mspbridge_domain::validate::Credentials;
 
 use self::client::{AutotaskClient, AutotaskConfig, AutotaskError};
 use self::source::ContactTypes;
+use crate::http::RetryPolicy;
 use crate::{ConnectionTest, ProviderConfig};
 
 /// Where an Autotask admin decides what the API user may read.
@@ -39,8 +39,6 @@ const AREAS: [(&str, &str, &str, bool); 5] = [
         false,
     ),
 ];
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 const CREDENTIALS_HINT: &str = "Check the user name and secret of the API-only user (Admin > Account Settings & Users > Resources/Users, security level API User (system)) and its API tracking identifier (the same screen, Security > API Tracking Identifier).";
 
@@ -73,16 +71,17 @@ impl Autotask {
         }
     }
 
+    /// A client whose every request (zone discovery too) follows `retry`.
     pub async fn client(
         &self,
         creds: &Credentials,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<AutotaskClient, AutotaskError> {
         AutotaskClient::connect(
             Self::client_config(creds),
             &self.config.autotask,
             self.config.outbound,
-            timeout,
+            retry,
         )
         .await
     }
@@ -92,13 +91,13 @@ impl Autotask {
     pub async fn client_cached(
         &self,
         creds: &Credentials,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<AutotaskClient, AutotaskError> {
         AutotaskClient::connect_cached(
             Self::client_config(creds),
             &self.config.autotask,
             self.config.outbound,
-            timeout,
+            retry,
         )
         .await
     }
@@ -156,7 +155,7 @@ impl ConnectionTest for Autotask {
             tested_at: now,
             details,
         };
-        let client = match self.client(creds, TEST_TIMEOUT).await {
+        let client = match self.client(creds, RetryPolicy::interactive()).await {
             Ok(c) => c,
             Err(e) => {
                 return report(

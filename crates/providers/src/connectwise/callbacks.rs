@@ -175,7 +175,7 @@ pub async fn register(
         ("pageSize", "100".to_string()),
     ];
     let (existing, _) = client
-        .get_retrying::<Vec<super::wire::CallbackEntry>>(path, &query)
+        .get::<Vec<super::wire::CallbackEntry>>(path, &query)
         .await?;
     if let Some(cb) = existing
         .iter()

@@ -87,43 +87,59 @@ impl std::fmt::Debug for CwClient {
 
 impl CwClient {
     /// Finds the codebase through `/login/companyinfo/{companyId}` and builds a client
-    /// for `https://{api host}/{codebase}apis/3.0`.
+    /// for `https://{api host}/{codebase}apis/3.0` whose requests follow `retry`. The
+    /// discovery request takes the same retry policy as every other read.
     pub async fn connect(
         cfg: &CwConfig,
         policy: OutboundPolicy,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<Self, CwError> {
         policy
             .check_host(&cfg.site)
             .map_err(|e| CwError::Refused(e.to_string()))?;
-        let http = policy.client(timeout);
+        let http = policy.client(retry.timeout);
         let scheme = policy.scheme_for(&cfg.site);
         let url = format!(
             "{scheme}://{}/login/companyinfo/{}",
             cfg.site,
             urlencode(&cfg.company_id)
         );
-        let resp = http
-            .get(&url)
-            .header(ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| CwError::Unreachable {
-                host: cfg.site.clone(),
-                reason: describe(&e),
-            })?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| CwError::Decode(describe(&e)))?;
-        if !status.is_success() {
-            return Err(CwError::Status {
-                status: status.as_u16(),
-                body: serde_json::from_str(&text).ok(),
-                retry_after: None,
-            });
-        }
+        let requests = std::sync::atomic::AtomicU64::new(0);
+        let text = retrying(
+            &retry,
+            Duration::ZERO,
+            None,
+            "connectwise_manage",
+            "/login/companyinfo",
+            transient,
+            || async {
+                requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let resp = http
+                    .get(&url)
+                    .header(ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| CwError::Unreachable {
+                        host: cfg.site.clone(),
+                        reason: describe(&e),
+                    })?;
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let text = resp
+                    .text()
+                    .await
+                    .map_err(|e| CwError::Decode(describe(&e)))?;
+                if !status.is_success() {
+                    return Err(CwError::Status {
+                        status: status.as_u16(),
+                        body: serde_json::from_str(&text).ok(),
+                        retry_after,
+                    });
+                }
+                Ok(text)
+            },
+        )
+        .await?;
         // ConnectWise answers an unknown company id with an empty body or `null`.
         if text.trim().is_empty() || text.trim() == "null" {
             return Err(CwError::Status {
@@ -155,9 +171,9 @@ impl CwClient {
             auth: format!("Basic {basic}"),
             client_id: cfg.client_id.clone(),
             info,
-            retry: RetryPolicy::default(),
-            // The discovery call above counts: it is a vendor request like any other.
-            requests: std::sync::atomic::AtomicU64::new(1),
+            retry,
+            // The discovery calls above count: they are vendor requests like any other.
+            requests,
         })
     }
 
@@ -171,10 +187,11 @@ impl CwClient {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// `get` with retries: 429 waits for `Retry-After` (capped), 5xx, timeouts and
-    /// truncated or unreadable bodies back off exponentially. 4xx other than 429 are
-    /// answers, not failures, and are returned at once.
-    pub async fn get_retrying<T: DeserializeOwned>(
+    /// `GET {base}{path}` with retries (every read: list pages, look-ups, connection
+    /// tests): 429 waits for `Retry-After` (capped), 5xx, timeouts and truncated or
+    /// unreadable bodies back off exponentially. 4xx other than 429 are answers, not
+    /// failures, and are returned at once.
+    pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -185,17 +202,8 @@ impl CwClient {
             None,
             "connectwise_manage",
             path,
-            |e: &CwError| match e {
-                CwError::Status {
-                    status: 429,
-                    retry_after,
-                    ..
-                } => Retry::RateLimited(*retry_after),
-                CwError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-                CwError::Unreachable { .. } | CwError::Decode(_) => Retry::Backoff,
-                CwError::Status { .. } | CwError::Refused(_) => Retry::No,
-            },
-            || self.get(path, query),
+            transient,
+            || self.get_once(path, query),
         )
         .await
     }
@@ -204,8 +212,9 @@ impl CwClient {
         &self.base
     }
 
-    /// `GET {base}{path}` with query parameters, decoding the JSON answer.
-    pub async fn get<T: DeserializeOwned>(
+    /// One `GET {base}{path}` with query parameters, decoding the JSON answer; not
+    /// retried (see [`get`](Self::get)).
+    async fn get_once<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -277,6 +286,21 @@ impl CwClient {
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| CwError::Decode(e.to_string()))?;
         Ok((value, headers))
+    }
+}
+
+/// How a failed ConnectWise read is retried: 429 after `Retry-After`, 5xx, timeouts,
+/// resets and truncated or unreadable bodies with backoff; other answers not at all.
+fn transient(e: &CwError) -> Retry {
+    match e {
+        CwError::Status {
+            status: 429,
+            retry_after,
+            ..
+        } => Retry::RateLimited(*retry_after),
+        CwError::Status { status, .. } if *status >= 500 => Retry::Backoff,
+        CwError::Unreachable { .. } | CwError::Decode(_) => Retry::Backoff,
+        CwError::Status { .. } | CwError::Refused(_) => Retry::No,
     }
 }
 

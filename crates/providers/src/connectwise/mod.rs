@@ -9,7 +9,6 @@ pub mod tickets;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use mspbridge_domain::integration::{AreaCheck, AreaResult, ConnectionOutcome, Te
 use mspbridge_domain::validate::Credentials;
 
 use self::client::{CwClient, CwConfig, CwError};
+use crate::http::RetryPolicy;
 use crate::{ConnectionTest, ProviderConfig};
 
 /// A data area the sync needs, the endpoint that proves read access to it, and the
@@ -75,8 +75,6 @@ pub const AREAS: [Area; 6] = [
         required: false,
     },
 ];
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ConnectWise {
     config: Arc<ProviderConfig>,
@@ -167,10 +165,11 @@ impl ConnectionTest for ConnectWise {
     #[tracing::instrument(skip_all, fields(provider = "connectwise_manage"))]
     async fn test(&self, creds: &Credentials, now: DateTime<Utc>) -> TestReport {
         let cfg = self.client_config(creds);
-        let client = match CwClient::connect(&cfg, self.config.outbound, TEST_TIMEOUT).await {
-            Ok(c) => c,
-            Err(e) => return report(discovery_outcome(&cfg, e), vec![], now, vec![]),
-        };
+        let client =
+            match CwClient::connect(&cfg, self.config.outbound, RetryPolicy::interactive()).await {
+                Ok(c) => c,
+                Err(e) => return report(discovery_outcome(&cfg, e), vec![], now, vec![]),
+            };
         let details = vec![
             ("Company".to_string(), client.info.company_name.clone()),
             ("Codebase".to_string(), client.info.codebase.clone()),

@@ -98,10 +98,7 @@ impl CwSource {
         }
         // Rows stay raw until each is read on its own: one unreadable record is rejected
         // with its id while the rest of the page goes on (and no JSON tree is built).
-        let (rows, _) = self
-            .client
-            .get_retrying::<Vec<Box<RawValue>>>(path, &query)
-            .await?;
+        let (rows, _) = self.client.get::<Vec<Box<RawValue>>>(path, &query).await?;
         let full = rows.len() >= self.page_size;
         let (records, rejected, last_id) = read_rows::<T>(rows);
         // Keyset paging: a short page is the last one, so no extra empty request is needed.
@@ -137,7 +134,7 @@ impl CwSource {
                 let query = [("pageSize", "1000".to_string())];
                 let (rows, _) = self
                     .client
-                    .get_retrying::<Vec<CompanyStatus>>(path, &query)
+                    .get::<Vec<CompanyStatus>>(path, &query)
                     .await
                     .map_err(|e| Self::error(path, e))?;
                 Ok(rows.into_iter().map(|s| (s.id, s.inactive_flag)).collect())

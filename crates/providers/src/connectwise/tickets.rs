@@ -63,11 +63,8 @@ impl CwTicketWriter {
             ("fields", "id,name".to_string()),
             ("pageSize", "1000".to_string()),
         ];
-        let (rows, _): (Vec<Named>, _) = self
-            .client
-            .get_retrying(path, &query)
-            .await
-            .map_err(write_error)?;
+        let (rows, _): (Vec<Named>, _) =
+            self.client.get(path, &query).await.map_err(write_error)?;
         let id = rows
             .iter()
             .find(|r| r.name.eq_ignore_ascii_case(name))
@@ -92,7 +89,7 @@ impl CwTicketWriter {
         let query = [("pageSize", "1000".to_string())];
         let (rows, _): (Vec<BoardStatus>, _) = self
             .client
-            .get_retrying(&format!("/service/boards/{board}/statuses"), &query)
+            .get(&format!("/service/boards/{board}/statuses"), &query)
             .await
             .map_err(write_error)?;
         let id = rows
@@ -169,7 +166,7 @@ impl TicketWriter for CwTicketWriter {
         ];
         let (rows, _): (Vec<Named>, _) = self
             .client
-            .get_retrying("/service/tickets", &query)
+            .get("/service/tickets", &query)
             .await
             .map_err(write_error)?;
         Ok(rows.first().map(|r| r.id.to_string()))
@@ -245,7 +242,7 @@ impl TicketWriter for CwTicketWriter {
         ];
         let (rows, _): (Vec<ServiceNote>, _) = self
             .client
-            .get_retrying(&format!("/service/tickets/{ticket}/notes"), &query)
+            .get(&format!("/service/tickets/{ticket}/notes"), &query)
             .await
             .map_err(write_error)?;
         // A clock difference of a few minutes between us and ConnectWise is tolerated.
@@ -287,7 +284,7 @@ impl TicketWriter for CwTicketWriter {
         let query = [("fields", "id,board,status".to_string())];
         let (current, _): (serde_json::Value, _) = self
             .client
-            .get_retrying(&format!("/service/tickets/{ticket}"), &query)
+            .get(&format!("/service/tickets/{ticket}"), &query)
             .await
             .map_err(write_error)?;
         let board = current["board"]["id"]
@@ -324,7 +321,7 @@ impl TicketWriter for CwTicketWriter {
         let query = [("fields", "id,status,closedFlag".to_string())];
         match self
             .client
-            .get_retrying::<serde_json::Value>(&format!("/service/tickets/{ticket}"), &query)
+            .get::<serde_json::Value>(&format!("/service/tickets/{ticket}"), &query)
             .await
         {
             Ok((t, _)) => Ok(t["status"]["name"]

@@ -240,20 +240,28 @@ impl HaloClient {
         Ok((t.access_token, Instant::now() + life))
     }
 
-    async fn token(&self, renew: bool) -> Result<String, HaloError> {
+    /// The API application's token, fetched when there is none or `renew`. With
+    /// `retried`, a transient failure of the token request is retried here (for writes,
+    /// which are not retried as a whole); reads retry the whole request instead.
+    async fn token(&self, renew: bool, retried: bool) -> Result<String, HaloError> {
         let mut cached = self.token.lock().await;
         match cached.as_ref() {
             Some((t, until)) if !renew && Instant::now() < *until => Ok(t.clone()),
             _ => {
-                let (t, until) = self.fetch_token().await?;
+                let (t, until) = if retried {
+                    self.with_retries("token", || self.fetch_token()).await?
+                } else {
+                    self.fetch_token().await?
+                };
                 *cached = Some((t.clone(), until));
                 Ok(t)
             }
         }
     }
 
-    /// One `GET {api}{path}`; a 401 renews the token once (it may have been revoked early).
-    pub async fn get<T: DeserializeOwned>(
+    /// One `GET {api}{path}`, not retried (see [`get`](Self::get)); a 401 renews the
+    /// token once (it may have been revoked early).
+    async fn get_once<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -297,8 +305,11 @@ impl HaloClient {
         body: Option<&serde_json::Value>,
     ) -> Result<T, HaloError> {
         let mut renewed = false;
+        // A read is retried as a whole by `get`; a write is sent once, but the token it
+        // needs is an idempotent read and takes the retry policy here.
+        let retried_token = method != reqwest::Method::GET;
         loop {
-            let token = self.token(renewed).await?;
+            let token = self.token(renewed, retried_token).await?;
             self.admit().await?;
             let url = format!("{}{path}", self.api_base);
             let mut req = self
@@ -334,20 +345,29 @@ impl HaloClient {
         }
     }
 
-    /// `get` with retries: a 429 holds the whole tenant's window (at least
+    /// `GET {api}{path}` with retries (every read: list pages, look-ups, connection
+    /// tests; the token request inside it too): a 429 holds the whole tenant's window (at least
     /// `backoff_floor`, longer if Halo says so); 5xx, timeouts and unreadable bodies back
     /// off exponentially. Other 4xx are answers and return at once.
-    pub async fn get_retrying<T: DeserializeOwned>(
+    pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, HaloError> {
+        self.with_retries(path, || self.get_once(path, query)).await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, what: &str, f: F) -> Result<T, HaloError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, HaloError>>,
+    {
         retrying(
             &self.retry,
             self.limits.backoff_floor,
             Some(&self.window),
             "halo_psa",
-            path,
+            what,
             |e: &HaloError| match e {
                 HaloError::Status {
                     status: 429,
@@ -358,7 +378,7 @@ impl HaloClient {
                 HaloError::Unreachable { .. } | HaloError::Decode(_) => Retry::Backoff,
                 _ => Retry::No,
             },
-            || self.get(path, query),
+            f,
         )
         .await
     }

@@ -8,7 +8,6 @@ pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,6 +17,7 @@ use mspbridge_domain::integration::{AreaCheck, AreaResult, ConnectionOutcome, Te
 use mspbridge_domain::validate::Credentials;
 
 use self::client::{HaloClient, HaloConfig, HaloError};
+use crate::http::RetryPolicy;
 use crate::{ConnectionTest, ProviderConfig};
 
 /// Where a Halo admin grants what the API application may read.
@@ -72,8 +72,6 @@ const AREAS: [Area; 5] = [
     },
 ];
 
-const TEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub struct Halo {
     config: Arc<ProviderConfig>,
 }
@@ -99,13 +97,15 @@ impl Halo {
         }
     }
 
-    pub fn client(&self, creds: &Credentials, timeout: Duration) -> Result<HaloClient, HaloError> {
+    /// A client whose every request (the token's too) follows `retry`.
+    pub fn client(&self, creds: &Credentials, retry: RetryPolicy) -> Result<HaloClient, HaloError> {
         HaloClient::new(
             Self::client_config(creds),
             self.config.outbound,
             self.config.halo_limits,
-            timeout,
+            retry.timeout,
         )
+        .map(|c| c.with_retry(retry))
     }
 }
 
@@ -156,7 +156,7 @@ impl ConnectionTest for Halo {
             tested_at: now,
             details,
         };
-        let client = match self.client(creds, TEST_TIMEOUT) {
+        let client = match self.client(creds, RetryPolicy::interactive()) {
             Ok(c) => c,
             Err(e) => return report(connection_failure(&cfg, e), vec![], vec![]),
         };

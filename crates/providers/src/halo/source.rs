@@ -106,7 +106,7 @@ impl HaloSource {
         }
         let env: Envelope = self
             .client
-            .get_retrying(path, &query)
+            .get(path, &query)
             .await
             .map_err(|e| Self::error(path, e))?;
         let rows = env
@@ -223,7 +223,7 @@ impl TechnicianSource for HaloSource {
         let query = [("includedisabled", "true".to_string())];
         let rows: Vec<Box<RawValue>> = self
             .client
-            .get_retrying("/Agent", &query)
+            .get("/Agent", &query)
             .await
             .map_err(|e| Self::error("/Agent", e))?;
         let (rows, rejected, _) = read_rows::<Agent>(rows);
@@ -258,7 +258,7 @@ impl VocabularySource for HaloSource {
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
         let roles: Vec<Box<RawValue>> = self
             .client
-            .get_retrying("/UserRoles", &[])
+            .get("/UserRoles", &[])
             .await
             .map_err(|e| Self::error("/UserRoles", e))?;
         let (roles, _, _) = read_rows::<UserRole>(roles);
@@ -317,7 +317,7 @@ impl HaloSource {
     ) -> Result<Vec<T>, SourceError> {
         let rows: Vec<Box<RawValue>> = self
             .client
-            .get_retrying(path, query)
+            .get(path, query)
             .await
             .map_err(|e| Self::error(path, e))?;
         Ok(read_rows::<T>(rows).0)
@@ -411,11 +411,7 @@ impl TicketSource for HaloSource {
                 ("ticket_id", id.clone()),
                 ("excludesys", "true".to_string()),
             ];
-            match self
-                .client
-                .get_retrying::<ActionList>("/Actions", &query)
-                .await
-            {
+            match self.client.get::<ActionList>("/Actions", &query).await {
                 Ok(list) => {
                     let (rows, bad, _) = read_rows::<Action>(list.actions);
                     if let Some(b) = bad.into_iter().next() {

@@ -92,7 +92,7 @@ impl HaloTicketWriter {
     ) -> Result<&'a Vec<T>, WriteError> {
         cell.get_or_try_init(|| async {
             self.client
-                .get_retrying::<Vec<T>>(path, query)
+                .get::<Vec<T>>(path, query)
                 .await
                 .map_err(write_error)
         })
@@ -128,7 +128,7 @@ impl HaloTicketWriter {
     async fn read_ticket(&self, id: &str) -> Result<Option<Ticket>, WriteError> {
         match self
             .client
-            .get_retrying::<Ticket>(&format!("/Tickets/{id}"), &[])
+            .get::<Ticket>(&format!("/Tickets/{id}"), &[])
             .await
         {
             Ok(t) => Ok(Some(t)),
@@ -162,7 +162,7 @@ impl TicketWriter for HaloTicketWriter {
             ];
             let answer: TicketPage = self
                 .client
-                .get_retrying("/Tickets", &query)
+                .get("/Tickets", &query)
                 .await
                 .map_err(write_error)?;
             let n = answer.tickets.len();
@@ -264,7 +264,7 @@ impl TicketWriter for HaloTicketWriter {
         ];
         let list: ActionList = self
             .client
-            .get_retrying("/Actions", &query)
+            .get("/Actions", &query)
             .await
             .map_err(write_error)?;
         let from = since - chrono::Duration::minutes(5);

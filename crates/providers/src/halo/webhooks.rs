@@ -32,7 +32,7 @@ struct Registered {
 
 /// Creates or updates the webhook posting ticket events to `url`; Halo's id for it.
 pub async fn register(client: &HaloClient, url: &str, secret: &str) -> Result<i64, HaloError> {
-    let existing: Vec<Registered> = client.get_retrying("/Webhook", &[]).await?;
+    let existing: Vec<Registered> = client.get("/Webhook", &[]).await?;
     let mut hook = json!({
         "name": "mspbridge tickets",
         "url": url,

@@ -141,8 +141,8 @@ impl SyncroClient {
         self.requests.load(Ordering::Relaxed)
     }
 
-    /// One `GET {base}{path}`.
-    pub async fn get<T: DeserializeOwned>(
+    /// One `GET {base}{path}`, not retried (see [`get`](Self::get)).
+    async fn get_once<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -207,9 +207,10 @@ impl SyncroClient {
         serde_json::from_slice(&bytes).map_err(|e| SyncroError::Decode(e.to_string()))
     }
 
-    /// `get` with retries for 429 (holding the shared window), 5xx, timeouts and
-    /// unreadable bodies.
-    pub async fn get_retrying<T: DeserializeOwned>(
+    /// `GET {base}{path}` with retries for 429 (holding the shared window), 5xx, timeouts
+    /// and unreadable bodies: every read, whether a list page, a look-up or a connection
+    /// test, takes the same policy.
+    pub async fn get<T: DeserializeOwned>(
         &self,
         path: &str,
         query: &[(&str, String)],
@@ -230,7 +231,7 @@ impl SyncroClient {
                 SyncroError::Unreachable { .. } | SyncroError::Decode(_) => Retry::Backoff,
                 _ => Retry::No,
             },
-            || self.get(path, query),
+            || self.get_once(path, query),
         )
         .await
     }

@@ -9,7 +9,6 @@ pub mod webhooks;
 pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use mspbridge_domain::integration::{AreaCheck, AreaResult, ConnectionOutcome, Te
 use mspbridge_domain::validate::Credentials;
 
 use self::client::{SyncroClient, SyncroError};
+use crate::http::RetryPolicy;
 use crate::{ConnectionTest, ProviderConfig};
 
 /// Where a Syncro admin grants what the API token may read.
@@ -30,8 +30,6 @@ const AREAS: [(&str, &str, &str, bool); 4] = [
     ("technicians", "Technicians (users)", "/users", true),
     ("tickets", "Tickets", "/tickets", true),
 ];
-
-const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Syncro {
     config: Arc<ProviderConfig>,
@@ -45,15 +43,16 @@ impl Syncro {
     pub fn client(
         &self,
         creds: &Credentials,
-        timeout: Duration,
+        retry: RetryPolicy,
     ) -> Result<SyncroClient, SyncroError> {
         SyncroClient::new(
             creds.get("subdomain").unwrap_or_default(),
             SecretString::new(creds.get("api_token").unwrap_or_default()),
             &self.config.syncro,
             self.config.outbound,
-            timeout,
+            retry.timeout,
         )
+        .map(|c| c.with_retry(retry))
     }
 }
 
@@ -72,7 +71,7 @@ impl ConnectionTest for Syncro {
             tested_at: now,
             details,
         };
-        let client = match self.client(creds, TEST_TIMEOUT) {
+        let client = match self.client(creds, RetryPolicy::interactive()) {
             Ok(c) => c,
             Err(e) => {
                 return report(

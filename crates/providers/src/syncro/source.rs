@@ -103,7 +103,7 @@ impl SyncroSource {
         ];
         let answer: Customers = self
             .client
-            .get_retrying("/customers", &query)
+            .get("/customers", &query)
             .await
             .map_err(|e| Self::error("/customers", e))?;
         let got = (answer.customers, answer.meta.total_pages);
@@ -180,7 +180,7 @@ impl ContactSource for SyncroSource {
         let query = [("page", page.to_string())];
         let answer: Contacts = self
             .client
-            .get_retrying("/contacts", &query)
+            .get("/contacts", &query)
             .await
             .map_err(|e| Self::error("/contacts", e))?;
         let (contacts, rejected, _) = read_rows::<Contact>(answer.contacts);
@@ -231,7 +231,7 @@ impl TechnicianSource for SyncroSource {
         if offset == 0 || cached.is_none() {
             let answer: Users = self
                 .client
-                .get_retrying("/users", &[])
+                .get("/users", &[])
                 .await
                 .map_err(|e| Self::error("/users", e))?;
             let mut pairs = answer.users;
@@ -244,7 +244,7 @@ impl TechnicianSource for SyncroSource {
         let mut rejected = Vec::new();
         for (id, name) in chunk {
             let path = format!("/users/{id}");
-            match self.client.get_retrying::<UserAnswer>(&path, &[]).await {
+            match self.client.get::<UserAnswer>(&path, &[]).await {
                 Ok(a) => {
                     let (first, last) = split_name(if a.user.full_name.is_empty() {
                         name
@@ -284,7 +284,7 @@ impl VocabularySource for SyncroSource {
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
         let settings: TicketSettings = self
             .client
-            .get_retrying("/tickets/settings", &[])
+            .get("/tickets/settings", &[])
             .await
             .map_err(|e| Self::error("/tickets/settings", e))?;
         Ok(Vocabulary {
@@ -365,7 +365,7 @@ impl TicketSource for SyncroSource {
         }
         let answer: Tickets = self
             .client
-            .get_retrying("/tickets", &query)
+            .get("/tickets", &query)
             .await
             .map_err(|e| Self::error("/tickets", e))?;
         let (rows, rejected, _) = read_rows::<Ticket>(answer.tickets);
@@ -390,7 +390,7 @@ impl TicketSource for SyncroSource {
                     ("per_page", COMMENTS_PER_PAGE.to_string()),
                     ("page", page.to_string()),
                 ];
-                match self.client.get_retrying::<Comments>(&path, &query).await {
+                match self.client.get::<Comments>(&path, &query).await {
                     Ok(answer) => {
                         let (rows, bad, _) = read_rows::<Comment>(answer.comments);
                         if let Some(b) = bad.into_iter().next() {

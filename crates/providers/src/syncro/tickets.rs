@@ -99,7 +99,7 @@ impl SyncroTicketWriter {
             .statuses
             .get_or_try_init(|| async {
                 self.client
-                    .get_retrying::<TicketSettings>("/tickets/settings", &[])
+                    .get::<TicketSettings>("/tickets/settings", &[])
                     .await
                     .map(|s| s.ticket_status_list)
                     .map_err(write_error)
@@ -140,7 +140,7 @@ impl TicketWriter for SyncroTicketWriter {
             ];
             let answer: Tickets = self
                 .client
-                .get_retrying("/tickets", &query)
+                .get("/tickets", &query)
                 .await
                 .map_err(write_error)?;
             let (rows, _, _) = read_rows::<Ticket>(answer.tickets);
@@ -208,11 +208,7 @@ impl TicketWriter for SyncroTicketWriter {
                 ("per_page", "100".to_string()),
                 ("page", page.to_string()),
             ];
-            let answer: Comments = self
-                .client
-                .get_retrying(&path, &query)
-                .await
-                .map_err(write_error)?;
+            let answer: Comments = self.client.get(&path, &query).await.map_err(write_error)?;
             let (rows, _, _) = read_rows::<Comment>(answer.comments);
             if let Some(c) = rows
                 .iter()
@@ -261,7 +257,7 @@ impl TicketWriter for SyncroTicketWriter {
 
     async fn ticket_status(&self, ticket: &str) -> Result<Option<(String, bool)>, WriteError> {
         let path = format!("/tickets/{}", numeric(ticket, "ticket")?);
-        match self.client.get_retrying::<TicketAnswer>(&path, &[]).await {
+        match self.client.get::<TicketAnswer>(&path, &[]).await {
             Ok(a) => {
                 let closed = is_closed(&a.ticket.status);
                 Ok(Some((a.ticket.status, closed)))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::integration::{ConnectionOutcome, TestReport};
-use mspbridge_domain::sync::{ContactTypeRule, SyncOptions};
+use mspbridge_domain::sync::{ContactTypeRule, RunResult, SyncOptions};
 use mspbridge_domain::{IntegrationId, RoleId, SecretString, TenantId};
 use mspbridge_providers::http::RetryPolicy;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
@@ -152,6 +152,138 @@ impl Portal {
         out.sort();
         out
     }
+}
+
+/// Everything a sync puts in the portal, in a comparable form: companies (name, active),
+/// users (email, role, status), staff (email, active) and tickets (summary, status,
+/// closed, company, contact's and assignee's emails, notes as body and visibility).
+#[derive(Debug, PartialEq, Eq)]
+pub struct State {
+    pub companies: Vec<(String, bool)>,
+    pub users: Vec<(String, String, String)>,
+    pub staff: Vec<(String, bool)>,
+    pub tickets: Vec<TicketState>,
+}
+
+pub type TicketState = (
+    String,
+    String,
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+    Vec<(String, bool)>,
+);
+
+impl Portal {
+    pub async fn state(&self) -> State {
+        let s = self.store();
+        let companies = s.list_companies(self.tenant).await.unwrap();
+        let company_names: BTreeMap<_, _> =
+            companies.iter().map(|c| (c.id, c.name.clone())).collect();
+        let mut user_emails = BTreeMap::new();
+        for c in &companies {
+            for u in s.list_company_users(self.tenant, c.id).await.unwrap() {
+                user_emails.insert(u.id, u.email.unwrap_or_default());
+            }
+        }
+        let staff_users = s.list_staff_users(self.tenant).await.unwrap();
+        let staff_emails: BTreeMap<_, _> = staff_users
+            .iter()
+            .map(|u| (u.id, u.email.clone()))
+            .collect();
+        let mut tickets = Vec::new();
+        for t in s
+            .list_tickets(self.tenant, None, None, None, 10_000)
+            .await
+            .unwrap()
+        {
+            let mut notes: Vec<(String, bool)> = s
+                .list_ticket_notes(self.tenant, t.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| (n.body, n.internal))
+                .collect();
+            notes.sort();
+            tickets.push((
+                t.summary,
+                t.status,
+                t.closed,
+                company_names[&t.company_id].clone(),
+                t.contact_id.map(|c| user_emails[&c].clone()),
+                t.assignee_id.map(|a| staff_emails[&a].clone()),
+                notes,
+            ));
+        }
+        tickets.sort();
+        let mut companies: Vec<_> = companies.into_iter().map(|c| (c.name, c.active)).collect();
+        companies.sort();
+        let mut staff: Vec<_> = staff_users
+            .into_iter()
+            .map(|u| (u.email, u.active))
+            .collect();
+        staff.sort();
+        State {
+            companies,
+            users: self
+                .users()
+                .await
+                .into_iter()
+                .map(|u| (u.0, u.1, u.2))
+                .collect(),
+            staff,
+            tickets,
+        }
+    }
+}
+
+/// A vendor endpoint down for a whole run: every request to it answers 503.
+pub fn outage() -> mspbridge_sandbox::Fault {
+    mspbridge_sandbox::Fault::Status {
+        status: 503,
+        body: "{}".into(),
+        retry_after: None,
+    }
+}
+
+/// The fault test every PSA runs: `endpoint` answers 503 for one whole run (partial: what
+/// belongs to its records waits), then a clean run must give exactly `clean`, the state
+/// of a clean import of the same data, and a run after that must change nothing.
+pub async fn outage_then_clean_run(
+    portal: &Portal,
+    engine: &Engine,
+    faults: &mspbridge_sandbox::Faults,
+    endpoint: &str,
+    clean: &State,
+) {
+    let backend = portal.store().backend();
+    faults.push_n(endpoint, outage(), 10_000);
+    let run = portal.sync(engine).await;
+    assert_eq!(
+        run.result,
+        RunResult::Partial,
+        "{backend}: {endpoint} down: {run:?}"
+    );
+    faults.clear();
+    let run = portal.sync(engine).await;
+    assert_eq!(
+        run.result,
+        RunResult::Success,
+        "{backend}: after {endpoint} came back: {run:?}"
+    );
+    assert_eq!(
+        &portal.state().await,
+        clean,
+        "{backend}: {endpoint} down for one run, then a clean run"
+    );
+    let run = portal.sync(engine).await;
+    let created: u64 = run.counts.values().map(|c| c.created).sum();
+    assert_eq!(
+        (run.result, created),
+        (RunResult::Success, 0),
+        "{backend}: {run:?}"
+    );
 }
 
 /// Quick retries for sandboxes on loopback; `page_size` for the source; a reconciling
