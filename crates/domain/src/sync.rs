@@ -162,6 +162,54 @@ impl ExtTicket {
     }
 }
 
+/// Text a database can store: PostgreSQL refuses NUL (U+0000) in text, SQLite keeps it,
+/// so a vendor record carrying one is cleaned the same way for both. Each `clean` removes
+/// NUL characters from every text field and says whether it found any.
+pub trait StripNul {
+    fn strip_nul(&mut self) -> bool;
+}
+
+impl StripNul for String {
+    fn strip_nul(&mut self) -> bool {
+        if self.contains('\0') {
+            self.retain(|c| c != '\0');
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<T: StripNul> StripNul for Option<T> {
+    fn strip_nul(&mut self) -> bool {
+        self.as_mut().is_some_and(StripNul::strip_nul)
+    }
+}
+
+impl<T: StripNul> StripNul for Vec<T> {
+    fn strip_nul(&mut self) -> bool {
+        self.iter_mut()
+            .fold(false, |found, x| x.strip_nul() | found)
+    }
+}
+
+/// `strip_nul` over the named fields, reporting whether any had a NUL.
+macro_rules! strip_nul_fields {
+    ($t:ty: $($f:ident),+) => {
+        impl StripNul for $t {
+            fn strip_nul(&mut self) -> bool {
+                false $(| self.$f.strip_nul())+
+            }
+        }
+    };
+}
+strip_nul_fields!(ExtCompany: external_id, name, identifier, status, types, primary_contact_id, domains);
+strip_nul_fields!(ExtContact: external_id, company_external_id, first_name, last_name, email, phone, types);
+strip_nul_fields!(ExtTechnician: external_id, identifier, first_name, last_name, email);
+strip_nul_fields!(ExtTicket: external_id, summary, description, status, priority, board, ticket_type,
+    company_external_id, contact_external_id, assignee_external_id, marker, notes);
+strip_nul_fields!(ExtNote: external_id, body, author);
+
 /// SHA-256 (hex) of a record's canonical JSON. Vendor timestamps are excluded
 /// (`#[serde(skip)]`), so an unchanged record hashes the same whatever its stamp.
 pub fn content_hash<T: Serialize>(record: &T) -> String {

@@ -150,10 +150,11 @@ pub fn message_of(body: &str) -> String {
         }
         _ => None,
     };
+    // A vendor's message is stored (outbox errors, logs): no NUL, which PostgreSQL refuses.
     found
         .unwrap_or_else(|| body.trim().chars().take(300).collect())
         .trim()
-        .to_string()
+        .replace('\0', "")
 }
 
 /// A message field's text: a string, or a list of strings (Syncro's

@@ -89,6 +89,15 @@ impl NameIndex {
     }
 }
 
+/// Removes NUL characters from a page's records and rejections; how many records had any.
+pub(crate) fn strip_nul_page<T: StripNul>(p: &mut SourcePage<T>) -> u64 {
+    for r in &mut p.rejected {
+        r.external_id.strip_nul();
+        r.reason.strip_nul();
+    }
+    p.records.iter_mut().map(|r| u64::from(r.strip_nul())).sum()
+}
+
 pub enum Page {
     Companies(SourcePage<ExtCompany>),
     Contacts(SourcePage<ExtContact>),
@@ -103,6 +112,26 @@ impl Page {
             Page::Contacts(p) => p.next.clone(),
             Page::Technicians(p) => p.next.clone(),
             Page::Tickets(p) => p.next.clone(),
+        }
+    }
+
+    /// Removes NUL characters from every text the page carries (no database column can
+    /// hold them on PostgreSQL): the record type and how many records had any.
+    pub fn record_type(&self) -> RecordType {
+        match self {
+            Page::Companies(_) => RecordType::Companies,
+            Page::Contacts(_) => RecordType::Contacts,
+            Page::Technicians(_) => RecordType::Technicians,
+            Page::Tickets(_) => RecordType::Tickets,
+        }
+    }
+
+    pub fn strip_nul(&mut self) -> u64 {
+        match self {
+            Page::Companies(p) => strip_nul_page(p),
+            Page::Contacts(p) => strip_nul_page(p),
+            Page::Technicians(p) => strip_nul_page(p),
+            Page::Tickets(p) => strip_nul_page(p),
         }
     }
 
@@ -250,13 +279,34 @@ fn full_name(first: &str, last: &str) -> String {
     format!("{first} {last}").trim().to_string()
 }
 
-pub async fn decide(ctx: &Context<'_>, page: Page, full: bool) -> Result<PageOutcome, StoreError> {
-    match page {
+/// What a page changes; `cleaned` is how many of its records carried NUL characters
+/// (removed by the fetcher, `Page::strip_nul`), for the log.
+pub async fn decide(
+    ctx: &Context<'_>,
+    page: Page,
+    full: bool,
+    cleaned: u64,
+) -> Result<PageOutcome, StoreError> {
+    let record = page.record_type();
+    let mut out = match page {
         Page::Companies(p) => companies(ctx, p, full).await,
         Page::Contacts(p) => contacts(ctx, p, full).await,
         Page::Technicians(p) => technicians(ctx, p, full).await,
         Page::Tickets(p) => crate::tickets::decide(ctx, p, full).await,
+    }?;
+    if cleaned > 0 {
+        out.events.push(NewEvent::new(
+            EventLevel::Warning,
+            Some(record),
+            None,
+            &format!(
+                "{cleaned} {} on this page carried NUL characters in their text ({} sent them); removed before storing",
+                record.as_str(),
+                ctx.provider
+            ),
+        ));
     }
+    Ok(out)
 }
 
 pub(crate) fn before_sync_from(ctx: &Context<'_>, updated: Option<DateTime<Utc>>) -> bool {

@@ -39,7 +39,8 @@ struct Plan {
 }
 
 enum Fetched {
-    Page(usize, Page),
+    /// A page of pass `.0`, and how many of its records carried NUL characters (removed).
+    Page(usize, Page, u64),
     Failed(usize, SourceError),
 }
 
@@ -271,12 +272,26 @@ impl Engine {
                         since: plan.pass.since,
                         after: after.take(),
                     };
+                    // Each page with how many of its records carried NUL characters, which
+                    // are removed here, before the store sees any of its text.
+                    let cleaned = |mut page: Page| {
+                        let n = page.strip_nul();
+                        (page, n)
+                    };
                     let page = match plan.record {
-                        RecordType::Companies => source.companies(&req).await.map(Page::Companies),
-                        RecordType::Contacts => source.contacts(&req).await.map(Page::Contacts),
-                        RecordType::Technicians => {
-                            source.technicians(&req).await.map(Page::Technicians)
+                        RecordType::Companies => source
+                            .companies(&req)
+                            .await
+                            .map(Page::Companies)
+                            .map(cleaned),
+                        RecordType::Contacts => {
+                            source.contacts(&req).await.map(Page::Contacts).map(cleaned)
                         }
+                        RecordType::Technicians => source
+                            .technicians(&req)
+                            .await
+                            .map(Page::Technicians)
+                            .map(cleaned),
                         RecordType::Tickets => match source.ticket_source() {
                             Some(tickets) => crate::tickets::fetch(
                                 self.store.as_ref(),
@@ -286,17 +301,22 @@ impl Engine {
                                 &req,
                             )
                             .await
-                            .map(Page::Tickets),
+                            .map(|(page, n)| (Page::Tickets(page), n)),
                             None => Err(SourceError::Unavailable(format!(
                                 "{provider} tickets are not imported by this connector"
                             ))),
                         },
                     };
                     match page {
-                        Ok(page) => {
+                        Ok((page, cleaned)) => {
                             after = page.next();
                             let done = after.is_none();
-                            if fetched_tx.send(Fetched::Page(i, page)).await.is_err() || done {
+                            if fetched_tx
+                                .send(Fetched::Page(i, page, cleaned))
+                                .await
+                                .is_err()
+                                || done
+                            {
                                 break;
                             }
                         }
@@ -337,7 +357,7 @@ impl Engine {
             let mut seq = 0u64;
             let mut page_nos: Vec<u64> = plans.iter().map(|_| 0).collect();
             while let Some(item) = fetched_rx.recv().await {
-                let (i, page) = match item {
+                let (i, page, cleaned) = match item {
                     Fetched::Failed(i, e) => {
                         seq += 1;
                         let stop = PassStop::Source(e);
@@ -350,7 +370,7 @@ impl Engine {
                         }
                         continue;
                     }
-                    Fetched::Page(i, page) => (i, page),
+                    Fetched::Page(i, page, cleaned) => (i, page, cleaned),
                 };
                 if stopped[i].load(Ordering::Acquire) {
                     continue;
@@ -378,7 +398,7 @@ impl Engine {
                 }
                 let next = page.next();
                 let state = &mut states[i];
-                let out = match apply::decide(&contexts[i], page, state.full).await {
+                let out = match apply::decide(&contexts[i], page, state.full, cleaned).await {
                     Ok(out) => out,
                     Err(e) => {
                         stopped[i].store(true, Ordering::Release);

@@ -42,9 +42,21 @@ pub(crate) async fn fetch(
     options: &SyncOptions,
     source: &dyn TicketSource,
     req: &PageRequest,
-) -> Result<SourcePage<ExtTicket>, SourceError> {
+) -> Result<(SourcePage<ExtTicket>, u64), SourceError> {
     let db = |e: StoreError| SourceError::Unavailable(format!("the portal database: {e}"));
     let mut page = source.tickets(req).await?;
+    // Before any look-up: PostgreSQL refuses NUL in a text parameter.
+    // `noted`: the tickets that carried NUL characters, in their fields or notes.
+    let mut noted: HashSet<String> = HashSet::new();
+    for r in &mut page.rejected {
+        r.external_id.strip_nul();
+        r.reason.strip_nul();
+    }
+    for t in &mut page.records {
+        if t.strip_nul() {
+            noted.insert(t.external_id.clone());
+        }
+    }
     let ids: Vec<String> = page.records.iter().map(|t| t.external_id.clone()).collect();
     let links = store
         .links(integration, RecordType::Tickets, &ids)
@@ -79,9 +91,18 @@ pub(crate) async fn fetch(
         .map(|t| t.external_id.clone())
         .collect();
     if changed.is_empty() {
-        return Ok(page);
+        return Ok((page, noted.len() as u64));
     }
     let mut notes = source.ticket_notes(&changed).await?;
+    for (ticket, n) in notes.by_ticket.iter_mut() {
+        if n.strip_nul() {
+            noted.insert(ticket.clone());
+        }
+    }
+    for r in &mut notes.rejected {
+        r.external_id.strip_nul();
+        r.reason.strip_nul();
+    }
     let failed: HashSet<String> = notes
         .rejected
         .iter()
@@ -94,7 +115,7 @@ pub(crate) async fn fetch(
         }
     }
     page.rejected.append(&mut notes.rejected);
-    Ok(page)
+    Ok((page, noted.len() as u64))
 }
 
 /// What a page of tickets changes: creates, updates (notes the portal lacks included),

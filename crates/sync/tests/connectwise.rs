@@ -92,3 +92,74 @@ async fn connectwise_a_parent_endpoint_down_for_one_run_then_a_clean_run_gives_t
         }
     }
 }
+
+/// A NUL character in vendor text (PostgreSQL refuses it in text) is removed from that
+/// record alone, logged, and the rest of the page syncs; SQLite and PostgreSQL store the
+/// same.
+#[tokio::test]
+async fn nul_characters_in_vendor_text_are_removed_and_logged_on_both_databases() {
+    let mut states = Vec::new();
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let w = World::new(db, 8).await;
+        w.configure().await;
+        let ticket_id = w.sandbox.with_data(|d| {
+            d.companies[0].name = "Nul\0 Industries".into();
+            let c = d
+                .contacts
+                .iter_mut()
+                .find(|c| !c.inactive_flag && !c.communication_items.is_empty())
+                .unwrap();
+            c.last_name = "O\0Brien".into();
+            let company = d.companies[1].id;
+            let t = d
+                .tickets
+                .iter_mut()
+                .find(|t| t.company.as_ref().is_some_and(|c| c.id == company))
+                .unwrap();
+            t.summary = "Printer\0 on fire".into();
+            let id = t.id;
+            // Its last note (the first discussion note is the ticket's description).
+            let n = d.notes.iter_mut().rfind(|n| n.ticket_id == id).unwrap();
+            n.text = "Restarted\0 it".into();
+            id
+        });
+        let run = w.sync(&w.engine()).await;
+        let backend = w.store().backend();
+        assert_eq!(run.result, RunResult::Success, "{backend}: {run:?}");
+        let state = w.state().await;
+        assert!(
+            state.companies.iter().any(|c| c.0 == "Nul Industries"),
+            "{backend}: {:?}",
+            state.companies
+        );
+        let ticket = state
+            .tickets
+            .iter()
+            .find(|t| t.0 == "Printer on fire")
+            .unwrap_or_else(|| panic!("{backend}: ticket {ticket_id}: {:?}", state.tickets));
+        assert!(ticket.6.iter().all(|n| !n.0.contains('\0')));
+        assert!(
+            ticket.6.iter().any(|n| n.0 == "Restarted it"),
+            "{backend}: {:?}",
+            ticket.6
+        );
+        let events = w
+            .store()
+            .list_events(w.tenant, run.run_id, Some(EventLevel::Warning), None, 100)
+            .await
+            .unwrap();
+        for record in ["companies", "contacts", "tickets"] {
+            assert!(
+                events.iter().any(|e| e
+                    .message
+                    .contains(&format!("1 {record} on this page carried NUL"))),
+                "{backend}: {record}: {events:?}"
+            );
+        }
+        states.push(state);
+    }
+    assert!(
+        states.windows(2).all(|w| w[0] == w[1]),
+        "both databases store the same"
+    );
+}
