@@ -52,6 +52,29 @@ impl WriteError {
         matches!(self, WriteError::Transient { .. })
     }
 
+    /// The same error, saying which step met it ("looking for …: the vendor's message"),
+    /// so a refused look-up is not read as a refused write.
+    pub fn context(self, step: &str) -> Self {
+        match self {
+            WriteError::Rejected { field, message } => WriteError::Rejected {
+                field,
+                message: format!("{step}: {message}"),
+            },
+            WriteError::Auth(m) => WriteError::Auth(format!("{step}: {m}")),
+            WriteError::NotPermitted { message, setting } => WriteError::NotPermitted {
+                message: format!("{step}: {message}"),
+                setting,
+            },
+            WriteError::Transient {
+                message,
+                retry_after,
+            } => WriteError::Transient {
+                message: format!("{step}: {message}"),
+                retry_after,
+            },
+        }
+    }
+
     /// How the outbox reads a vendor's HTTP refusal, the same for every PSA: 429 and 5xx
     /// are worth another attempt (after `retry_after`), 401 is the credentials, 403 a
     /// missing permission (granted at `setting`); any other status refused the content

@@ -57,6 +57,9 @@ pub struct OutboxItem {
     /// `pending`, `done`, `failed` (waiting for a manual retry or discard) or `discarded`.
     pub state: String,
     pub attempts: i32,
+    /// How often the row was claimed, this claim included: more than one means an earlier
+    /// attempt may have reached the PSA (a lost answer, a crash before the commit).
+    pub claims: i32,
     /// The vendor's message from the last failed attempt.
     pub last_error: Option<String>,
     /// The vendor's id for what was written (ticket or note id).
@@ -240,6 +243,7 @@ pub(crate) struct OutboxRow {
     pub payload: String,
     pub state: String,
     pub attempts: i32,
+    pub claims: i32,
     pub last_error: Option<String>,
     pub external_id: Option<String>,
     pub force_write: bool,
@@ -248,7 +252,7 @@ pub(crate) struct OutboxRow {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, last_error, external_id, force_write, next_attempt_at, created_at, updated_at";
+pub(crate) const OUTBOX_COLUMNS: &str = "id, tenant_id, integration_id, op, ticket_id, note_id, marker, payload, state, attempts, claims, last_error, external_id, force_write, next_attempt_at, created_at, updated_at";
 
 impl TryFrom<OutboxRow> for OutboxItem {
     type Error = crate::StoreError;
@@ -266,6 +270,7 @@ impl TryFrom<OutboxRow> for OutboxItem {
                 .map_err(|e| crate::StoreError::Corrupt(format!("outbox payload: {e}")))?,
             state: r.state,
             attempts: r.attempts,
+            claims: r.claims,
             last_error: r.last_error,
             external_id: r.external_id,
             force_write: r.force_write,
@@ -430,7 +435,7 @@ macro_rules! impl_outbox_store {
 
                 async fn claim_outbox(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<OutboxItem>> {
                     let rows: Vec<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
-                        "UPDATE outbox SET lease_owner = $1, lease_until = $2 WHERE id IN (\
+                        "UPDATE outbox SET lease_owner = $1, lease_until = $2, claims = claims + 1 WHERE id IN (\
                            SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $3 \
                            AND (lease_until IS NULL OR lease_until < $3) ORDER BY id LIMIT $4{}) \
                          RETURNING {OUTBOX_COLUMNS}",

@@ -43,6 +43,14 @@ fn backoff(attempts: i32) -> Duration {
     Duration::seconds(5 * (1i64 << attempts.clamp(0, 8)))
 }
 
+/// When a row waiting for its ticket to reach the PSA (a note or status change queued
+/// behind a create) looks again: soon at first, then less often the longer it has waited
+/// (a quarter of its age, 10 s to 10 min), so a create held for an admin does not make
+/// its queued changes poll every few seconds.
+fn waiting_backoff(age: Duration) -> Duration {
+    (age / 4).clamp(Duration::seconds(10), Duration::minutes(10))
+}
+
 impl Engine {
     /// Claims due outbox rows (up to 50) and writes each to its PSA.
     pub async fn drain_outbox(&self) -> Result<OutboxSummary, EngineError> {
@@ -77,8 +85,19 @@ impl Engine {
                 OutboxResult::Failed { retry_at: None, .. } => summary.failed += 1,
                 OutboxResult::Failed { .. } => summary.retrying += 1,
             }
-            if let OutboxResult::Failed { error, .. } = &result {
-                tracing::warn!(outbox_id = item.id, tenant_id = %item.tenant_id, integration_id = %item.integration_id, op = item.op.as_str(), error = %error, "ticket write to the PSA did not go through");
+            match &result {
+                // Waiting behind its ticket's create is not a failure: no attempt was made.
+                OutboxResult::Failed {
+                    error,
+                    count: false,
+                    ..
+                } => {
+                    tracing::debug!(outbox_id = item.id, tenant_id = %item.tenant_id, integration_id = %item.integration_id, op = item.op.as_str(), reason = %error, "ticket write waits");
+                }
+                OutboxResult::Failed { error, .. } => {
+                    tracing::warn!(outbox_id = item.id, tenant_id = %item.tenant_id, integration_id = %item.integration_id, op = item.op.as_str(), error = %error, "ticket write to the PSA did not go through");
+                }
+                OutboxResult::Done { .. } => {}
             }
             if !self
                 .store
@@ -159,7 +178,7 @@ impl Engine {
             Ok(Ok(done)) => done,
             Ok(Err(waiting)) => OutboxResult::Failed {
                 error: waiting,
-                retry_at: Some(now + Duration::seconds(10)),
+                retry_at: Some(now + waiting_backoff(now - item.created_at)),
                 count: false,
             },
             Err(e) => self.failure(item, provider, e, now),
@@ -217,7 +236,16 @@ impl Engine {
                     t.defaults = o.ticket_defaults;
                 }
                 t.marker.clone_from(&item.marker);
-                let external_id = match w.find_ticket(&t, item.created_at).await? {
+                // Only an earlier claim can have created it (a lost answer, a crash before
+                // the commit): the first attempt creates without looking.
+                let found = if item.claims > 1 {
+                    w.find_ticket(&t, item.created_at).await.map_err(|e| {
+                        e.context("looking for the ticket an earlier attempt may have created")
+                    })?
+                } else {
+                    None
+                };
+                let external_id = match found {
                     Some(found) => {
                         tracing::info!(ticket = %found, "the ticket was created by an earlier attempt; not creating it again");
                         found
@@ -300,5 +328,17 @@ impl Engine {
                 }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_waiting_for_their_ticket_look_again_less_often() {
+        assert_eq!(waiting_backoff(Duration::seconds(1)), Duration::seconds(10));
+        assert_eq!(waiting_backoff(Duration::minutes(4)), Duration::minutes(1));
+        assert_eq!(waiting_backoff(Duration::hours(5)), Duration::minutes(10));
     }
 }

@@ -160,11 +160,28 @@ async fn halo_tickets_import_and_portal_writes_round_trip_without_duplicates() {
         let count = || halo.sb.with_data(|d| d.tickets.len());
         let n_before = count();
         halo.sb.lose_write_answers(1);
+        let lookups = |from: usize| {
+            halo.sb.seen()[from..]
+                .iter()
+                .filter(|r| r.method == "GET" && r.path == "/api/Tickets")
+                .count()
+        };
+        let mark = halo.sb.seen().len();
         let first = drain(&app, Duration::zero()).await;
         assert_eq!((first.claimed, first.retrying), (1, 1), "{first:?}");
         assert_eq!(count(), n_before + 1, "applied once");
+        assert_eq!(
+            lookups(mark),
+            0,
+            "the first attempt creates without looking"
+        );
+        let mark = halo.sb.seen().len();
         let second = drain(&app, Duration::minutes(1)).await;
         assert_eq!((second.claimed, second.done), (1, 1), "{second:?}");
+        assert!(
+            lookups(mark) > 0,
+            "the retry looks for the first attempt's ticket"
+        );
         assert_eq!(
             count(),
             n_before + 1,
@@ -901,6 +918,50 @@ async fn quick_sync_reads_only_ticket_changes_and_keeps_the_regular_schedule() {
         assert_eq!(
             after.next_run_at.timestamp_micros(),
             (at2 + Duration::minutes(5)).timestamp_micros()
+        );
+    }
+}
+
+/// A retried create whose look-up for the first attempt's ticket is refused says so: the
+/// message names the look-up, not the write.
+#[tokio::test]
+async fn a_refused_look_up_before_a_retried_create_is_reported_as_the_look_up() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        set_options(&app, halo.id).await;
+        sync(&app, halo.id).await;
+        let any = tickets(&app).await[0].clone();
+        let company = any["company_id"].as_i64().unwrap();
+        let (s, created) = app
+            .post(
+                "/api/v1/tickets",
+                &app.a.owner_token,
+                json!({"company_id": company, "summary": "Look-up refused", "description": "x"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{created}");
+        halo.sb.lose_write_answers(1);
+        let first = drain(&app, Duration::zero()).await;
+        assert_eq!(first.retrying, 1, "{first:?}");
+        halo.sb.faults.push(
+            "/api/Tickets",
+            mspbridge_sandbox::Fault::Status {
+                status: 403,
+                body: "\"You do not have permission to view tickets\"".into(),
+                retry_after: None,
+            },
+        );
+        let second = drain(&app, Duration::minutes(1)).await;
+        assert_eq!(second.failed, 1, "{second:?}");
+        let (s, rows) = app
+            .get("/api/v1/outbox?state=failed", &app.a.owner_token)
+            .await;
+        assert_eq!(s, 200, "{rows}");
+        let error = rows.to_string();
+        assert!(
+            error.contains("looking for the ticket an earlier attempt may have created"),
+            "{}: {error}",
+            app.backend()
         );
     }
 }

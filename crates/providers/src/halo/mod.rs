@@ -116,10 +116,24 @@ fn connection_failure(cfg: &HaloConfig, e: HaloError) -> ConnectionOutcome {
             message,
             fix_hint: "Enter the public https:// URLs shown under Configuration > Integrations > Halo API.".into(),
         },
-        HaloError::Unreachable { url, reason } => ConnectionOutcome::Unreachable {
-            message: format!("Could not reach Halo at {url}: {reason}"),
-            fix_hint: "Check the Authorisation server URL and that this server can reach it (DNS, firewall, proxy).".into(),
-        },
+        HaloError::Unreachable { url, reason } => {
+            // The token request goes to the authorisation server; everything else to the
+            // resource server: name the one that failed, and a slow one as slow.
+            let which = if url.split('?').next().unwrap_or(&url).ends_with("/token") {
+                "Authorisation server"
+            } else {
+                "Resource server"
+            };
+            let fix_hint = if reason.contains("timed out") {
+                format!("Halo's {which} did not answer in time; it may be busy. Test again in a few minutes, and check the {which} URL if it persists.")
+            } else {
+                format!("Check the {which} URL and that this server can reach it (DNS, firewall, proxy).")
+            };
+            ConnectionOutcome::Unreachable {
+                message: format!("Could not reach Halo's {which} at {url}: {reason}"),
+                fix_hint,
+            }
+        }
         HaloError::Token { status: 404, .. } | HaloError::Status { status: 404, .. } => {
             ConnectionOutcome::Misconfigured {
                 message: format!("{} has no Halo token endpoint (HTTP 404)", cfg.auth_url),
@@ -218,5 +232,45 @@ impl ConnectionTest for Halo {
             });
         }
         report(ConnectionOutcome::Ok, areas, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_resource_server_is_not_blamed_on_the_authorisation_server() {
+        let cfg = HaloConfig {
+            auth_url: "https://acme.halopsa.com/auth".into(),
+            resource_url: "https://acme.halopsa.com/api".into(),
+            tenant: None,
+            client_id: "id".into(),
+            client_secret: SecretString::new("s"),
+        };
+        let slow = connection_failure(
+            &cfg,
+            HaloError::Unreachable {
+                url: "https://acme.halopsa.com/api/Client".into(),
+                reason: "the request timed out".into(),
+            },
+        );
+        let ConnectionOutcome::Unreachable { message, fix_hint } = slow else {
+            panic!("{slow:?}")
+        };
+        assert!(message.contains("Resource server"), "{message}");
+        assert!(fix_hint.contains("did not answer in time"), "{fix_hint}");
+        assert!(!fix_hint.contains("Authorisation"), "{fix_hint}");
+        let token = connection_failure(
+            &cfg,
+            HaloError::Unreachable {
+                url: "https://acme.halopsa.com/auth/token?tenant=acme".into(),
+                reason: "the connection failed: refused".into(),
+            },
+        );
+        assert!(
+            format!("{token:?}").contains("Authorisation server"),
+            "{token:?}"
+        );
     }
 }
