@@ -261,7 +261,6 @@ impl Providers {
                 Some(
                     halo::webhooks::register(&client, url, secret)
                         .await
-                        .map(|id| id.to_string())
                         .map_err(|e| e.to_string()),
                 )
             }

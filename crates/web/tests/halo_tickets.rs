@@ -326,14 +326,20 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
         let halo = connect_halo(&app).await;
         let v = set_options(&app, halo.id).await;
         let url = format!("{}/webhooks/halo/{}", app.base, halo.id);
-        assert_eq!(
-            v["webhook"].as_str(),
-            Some(format!("registered: {url} (callback 1)").as_str()),
-            "{v}"
-        );
         set_options(&app, halo.id).await;
         let hooks = halo.sb.with_data(|d| d.webhooks.clone());
         assert_eq!(hooks.len(), 1, "saved twice, registered once: {hooks:?}");
+        // Halo's webhook ids are uuids (schema `Webhook`), kept as Halo gave them.
+        assert_eq!(
+            v["webhook"].as_str(),
+            Some(format!("registered: {url} (callback {})", hooks[0].id).as_str()),
+            "{v}"
+        );
+        assert!(hooks[0].id.len() == 36 && hooks[0].id.matches('-').count() == 4);
+        assert_eq!(
+            hooks[0].method, None,
+            "no string where the schema has an integer"
+        );
         assert_eq!(
             (hooks[0].url.as_str(), hooks[0].authentication_type),
             (url.as_str(), 1)

@@ -65,8 +65,12 @@ pub struct HaloData {
 /// authentication is `authentication_type` 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Webhook {
+    /// A uuid (schema `Webhook`); empty on a create.
     #[serde(default)]
-    pub id: i64,
+    pub id: String,
+    /// The schema's integer `method`, when a client sends one (a string is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<i64>,
     #[serde(default)]
     pub name: String,
     pub url: String,
@@ -1074,7 +1078,7 @@ fn upsert_webhook(s: &Arc<State_>, row: serde_json::Value) -> Result<serde_json:
         Ok(d) => d,
         Err(p) => p.into_inner(),
     };
-    if w.id > 0 {
+    if !w.id.is_empty() {
         let slot = d
             .webhooks
             .iter_mut()
@@ -1082,7 +1086,7 @@ fn upsert_webhook(s: &Arc<State_>, row: serde_json::Value) -> Result<serde_json:
             .ok_or_else(|| format!("Webhook {} not found", w.id))?;
         *slot = w.clone();
     } else {
-        w.id = d.webhooks.iter().map(|x| x.id).max().unwrap_or(0) + 1;
+        w.id = format!("6f1c2a9e-0b7d-4c3e-9a51-{:012x}", d.webhooks.len() + 1);
         d.webhooks.push(w.clone());
     }
     Ok(serde_json::to_value(&w).unwrap_or_default())

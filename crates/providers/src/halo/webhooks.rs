@@ -23,20 +23,34 @@ pub const BASIC_AUTH: i64 = 1;
 /// The notifications the webhook subscribes to (Halo's notification names).
 pub const EVENTS: [&str; 3] = ["New Ticket Logged", "Ticket Updated", "Action Added"];
 
+/// A registered webhook as `GET /api/Webhook` lists it. Its `id` is a uuid (schema
+/// `Webhook`: `string`, format `uuid`); a number from an older Halo is read as text too.
 #[derive(Deserialize)]
 struct Registered {
-    id: i64,
+    #[serde(deserialize_with = "id_text")]
+    id: String,
     #[serde(default)]
-    url: String,
+    url: Option<String>,
 }
 
-/// Creates or updates the webhook posting ticket events to `url`; Halo's id for it.
-pub async fn register(client: &HaloClient, url: &str, secret: &str) -> Result<i64, HaloError> {
+fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "a webhook id is a uuid, not {other}"
+        ))),
+    }
+}
+
+/// Creates or updates the webhook posting ticket events to `url`; Halo's id for it (a
+/// uuid). The schema types `method` as an integer whose values Halo does not document, so
+/// it is not sent: Halo's webhooks post by default [unverified against a live tenant].
+pub async fn register(client: &HaloClient, url: &str, secret: &str) -> Result<String, HaloError> {
     let existing: Vec<Registered> = client.get("/Webhook", &[]).await?;
     let mut hook = json!({
         "name": "mspbridge tickets",
         "url": url,
-        "method": "POST",
         "content_type": "application/json",
         "authentication_type": BASIC_AUTH,
         "basic_username": USERNAME,
@@ -44,7 +58,7 @@ pub async fn register(client: &HaloClient, url: &str, secret: &str) -> Result<i6
         "events": EVENTS.iter().map(|e| json!({"name": e})).collect::<Vec<_>>(),
         "active": true,
     });
-    if let Some(found) = existing.iter().find(|w| w.url == url) {
+    if let Some(found) = existing.iter().find(|w| w.url.as_deref() == Some(url)) {
         hook["id"] = json!(found.id);
     }
     let written: Registered = client.post_one("/Webhook", hook).await?;
