@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod integrations;
 pub mod mapping_api;
 pub mod sync_api;
@@ -278,8 +279,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
+        .layer(axum::middleware::from_fn(extract::reject_nul))
+        .layer(RequestBodyLimitLayer::new(extract::BODY_LIMIT))
+        .layer(axum::middleware::from_fn(extract::json_errors))
         .layer(axum::middleware::from_fn(track_metrics))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!("http", method = %req.method(), path = %webhooks::loggable_path(req.uri().path()), tenant_id = tracing::field::Empty)
         }))
