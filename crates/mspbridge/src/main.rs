@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use mspbridge_domain::auth::StaffRole;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::model::Origin;
@@ -91,7 +92,8 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
         /// Allow connectors to reach private and loopback addresses (sandboxes, labs). Off in production.
-        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         allow_private_vendor_hosts: bool,
         /// The ConnectWise clientId registered for this deployment at developer.connectwise.com.
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
@@ -101,7 +103,8 @@ enum Command {
         #[arg(long, env = "MSPBRIDGE_PUBLIC_URL", value_parser = public_url)]
         public_url: Option<String>,
         /// Serve only; leave syncing to `mspbridge worker` processes.
-        #[arg(long, env = "MSPBRIDGE_NO_WORKER")]
+        #[arg(long, env = "MSPBRIDGE_NO_WORKER", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         no_worker: bool,
         #[command(flatten)]
         sync: SyncArgs,
@@ -112,7 +115,8 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         key: KeyArgs,
-        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         allow_private_vendor_hosts: bool,
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
         connectwise_client_id: Option<String>,
@@ -899,6 +903,80 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("./mspbridge.db"), "./mspbridge.db");
+    }
+
+    /// Every boolean flag read from the environment takes 1/0, true/false, yes/no and
+    /// on/off in any case (clap's default for flags takes only `true`/`false`).
+    #[test]
+    fn boolean_environment_flags_take_the_usual_spellings() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut flags = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+                    assert!(
+                        arg.get_env().is_some(),
+                        "{} --{:?} has no variable",
+                        sub.get_name(),
+                        arg.get_long()
+                    );
+                    flags.push((sub.get_name().to_string(), arg.clone()));
+                }
+            }
+        }
+        assert_eq!(flags.len(), 3, "serve: 2, worker: 1");
+        for (sub, arg) in flags {
+            // The variable's value goes through the flag's value parser: try it on an
+            // option with the same parser.
+            let probe = clap::Command::new("probe").arg(
+                clap::Arg::new("v")
+                    .long("v")
+                    .action(ArgAction::Set)
+                    .value_parser(arg.get_value_parser().clone()),
+            );
+            for (given, want) in [
+                ("1", true),
+                ("0", false),
+                ("true", true),
+                ("FALSE", false),
+                ("True", true),
+                ("yes", true),
+                ("No", false),
+                ("YES", true),
+                ("on", true),
+                ("off", false),
+            ] {
+                let m = probe
+                    .clone()
+                    .try_get_matches_from(["probe", "--v", given])
+                    .unwrap_or_else(|e| panic!("{sub} {:?}={given}: {e}", arg.get_env()));
+                assert_eq!(m.get_one::<bool>("v"), Some(&want), "{sub} {given}");
+            }
+            assert!(
+                probe
+                    .clone()
+                    .try_get_matches_from(["probe", "--v", "maybe"])
+                    .is_err()
+            );
+        }
+        // The flags themselves still work without a value.
+        let Ok(Cli {
+            command:
+                Command::Serve {
+                    no_worker: true,
+                    allow_private_vendor_hosts: true,
+                    ..
+                },
+        }) = Cli::try_parse_from([
+            "mspbridge",
+            "serve",
+            "--no-worker",
+            "--allow-private-vendor-hosts",
+        ])
+        else {
+            panic!("serve flags")
+        };
     }
 
     #[test]
