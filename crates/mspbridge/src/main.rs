@@ -80,6 +80,34 @@ impl SyncArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// Seconds a client has to send a request's headers; half-sent headers and idle
+    /// keep-alive connections are closed after it.
+    #[arg(long, env = "MSPBRIDGE_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body (408 after it).
+    #[arg(long, env = "MSPBRIDGE_BODY_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    body_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue. Keep it below the
+    /// process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "MSPBRIDGE_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections: u32,
+}
+
+impl ServerArgs {
+    fn limits(&self) -> mspbridge_web::ServerLimits {
+        mspbridge_web::ServerLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, the web UI and background work.
@@ -108,6 +136,8 @@ enum Command {
         no_worker: bool,
         #[command(flatten)]
         sync: SyncArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Run sync jobs only (several workers may share one PostgreSQL database).
     Worker {
@@ -210,6 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
             public_url,
             no_worker,
             sync,
+            server,
         } => {
             let providers = providers(allow_private_vendor_hosts, connectwise_client_id, &sync)?;
             let store = open_store(&db.database).await?;
@@ -227,7 +258,7 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(address = %listen, database = state.store.backend(), "mspbridge serving");
             let worker =
                 (!no_worker).then(|| start_worker(store, vault, providers, sync.engine_config()));
-            mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+            mspbridge_web::serve_with(listener, state, server.limits(), shutdown_signal()).await?;
             if let Some((tx, task)) = worker {
                 let _ = tx.send(true);
                 let _ = task.await;
@@ -983,5 +1014,38 @@ mod tests {
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_limits_default_to_the_web_layers_and_parse() {
+        let limits = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Serve { server, .. },
+            }) => server.limits(),
+            _ => panic!("{args:?}"),
+        };
+        assert_eq!(
+            limits(&["mspbridge", "serve"]),
+            mspbridge_web::ServerLimits::default()
+        );
+        let set = limits(&[
+            "mspbridge",
+            "serve",
+            "--header-timeout-secs",
+            "3",
+            "--body-timeout-secs",
+            "4",
+            "--max-connections",
+            "5",
+        ]);
+        assert_eq!(
+            (
+                set.header_read_timeout.as_secs(),
+                set.body_read_timeout.as_secs(),
+                set.max_connections
+            ),
+            (3, 4, 5)
+        );
+        assert!(Cli::try_parse_from(["mspbridge", "serve", "--header-timeout-secs", "0"]).is_err());
     }
 }

@@ -2,13 +2,18 @@
 //! strings ([`ApiQuery`]) whose errors name the offending field, NUL characters refused
 //! wherever text comes in ([`reject_nul`]: path parameters, query strings, form bodies;
 //! [`ApiJson`]: JSON bodies, by their JSON path), and every plain-text error answer (axum's
-//! rejections, 405, 413) turned into the API's JSON error body ([`json_errors`]).
+//! rejections, 405, 413) turned into the API's JSON error body ([`json_errors`]). Bodies
+//! are read whole, within a size limit and a deadline, before routing goes on
+//! ([`read_body`]).
 
-use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use std::time::Duration;
+
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -194,6 +199,60 @@ pub async fn reject_nul(req: Request, next: Next) -> Response {
         body
     };
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Reads the whole request body before anything else sees it: at most [`BODY_LIMIT`]
+/// bytes (413) within `deadline` in total (408), so a client trickling its body cannot
+/// hold a connection and a handler for longer. Both answers close the connection.
+pub async fn read_body(State(deadline): State<Duration>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return closing(ApiError::too_large());
+    }
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ApiError::Rejected {
+                status: StatusCode::BAD_REQUEST,
+                message: "the request body could not be read".into(),
+            })?;
+            if buf.len() + chunk.len() > BODY_LIMIT {
+                return Err(ApiError::too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    };
+    let bytes = match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => return closing(e),
+        Err(_) => {
+            return closing(ApiError::Rejected {
+                status: StatusCode::REQUEST_TIMEOUT,
+                message: format!(
+                    "the request body did not arrive within {} seconds",
+                    deadline.as_secs_f64()
+                ),
+            });
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// `e` as a response after which the connection is closed (the rest of the body is
+/// never read).
+fn closing(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Turns every error answer that is not already JSON or an HTML page (axum's plain-text
