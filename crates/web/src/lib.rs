@@ -45,6 +45,8 @@ pub struct AppState {
     /// This deployment's address as PSAs reach it (`https://portal.example`): webhooks
     /// are registered with the PSA only when it is set.
     pub public_url: Option<String>,
+    /// When each integration's Autotask deactivation notice was last logged.
+    pub(crate) deactivations: Arc<webhooks::LoggedOnce>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -62,6 +64,7 @@ impl AppState {
             limiter: Arc::default(),
             cookie_secure,
             public_url: None,
+            deactivations: Arc::default(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -279,7 +282,7 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
         )
         .route(
             "/webhooks/autotask/{integration_id}/deactivated",
-            get(webhooks::autotask_deactivated).post(webhooks::autotask_deactivated),
+            post(webhooks::autotask_deactivated),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))

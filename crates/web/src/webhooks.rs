@@ -32,11 +32,7 @@ fn refuse(integration: i64, why: &str) -> Response {
         reason = why,
         "webhook refused"
     );
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"code": "unauthorized", "message": why})),
-    )
-        .into_response()
+    unauthorized(why)
 }
 
 /// The path segment of `kind`'s webhook (`/webhooks/{route}/{id}`), for the PSAs whose
@@ -77,7 +73,7 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn connectwise(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -95,7 +91,7 @@ pub async fn connectwise(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn halo(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -105,7 +101,7 @@ pub async fn halo(
     receive(state, ProviderKind::HaloPsa, &raw, None, headers, body).await
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn autotask(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -115,20 +111,126 @@ pub async fn autotask(
     receive(state, ProviderKind::Autotask, &raw, None, headers, body).await
 }
 
+/// How often an integration's deactivation notice is logged at most.
+const DEACTIVATION_LOG_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+/// When each integration's deactivation notice was last logged (a signed notice can be
+/// replayed: the log must not be flooded).
+#[derive(Default)]
+pub struct LoggedOnce(
+    std::sync::Mutex<std::collections::HashMap<i64, chrono::DateTime<chrono::Utc>>>,
+);
+
+impl LoggedOnce {
+    /// `Ok` when `key` was not let through within `every` before `now` (and records it),
+    /// else the seconds until it may be.
+    fn allow(
+        &self,
+        key: i64,
+        now: chrono::DateTime<chrono::Utc>,
+        every: chrono::Duration,
+    ) -> Result<(), u64> {
+        let mut last = match self.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match last.get(&key) {
+            Some(at) if now < *at + every => {
+                Err((*at + every - now).num_seconds().max(1).unsigned_abs())
+            }
+            _ => {
+                last.insert(key, now);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An id from a vendor's body as it may be logged: a number, or a short string (its
+/// Debug form, so a newline cannot forge a log line).
+fn body_id(body: &[u8], names: &[&str]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let (_, found) = v
+        .as_object()?
+        .iter()
+        .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))?;
+    match found {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => {
+            Some(format!("{:?}", s.chars().take(64).collect::<String>()))
+        }
+        _ => None,
+    }
+}
+
 /// Autotask calls the deactivation URL when it turns a webhook off (after repeated failed
-/// deliveries). The call is unsigned, so it changes nothing: it is logged for the admin,
-/// polling carries on, and saving the integration's options registers the webhook again.
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
-pub async fn autotask_deactivated(Path(raw): Path<String>) -> Response {
+/// deliveries). The call must carry the integration's `X-Hook-Signature` like every
+/// delivery (else 401, not logged); it changes nothing: it is logged for the admin (once
+/// a minute per integration at most, 429 in between; only ids, escaped), polling carries
+/// on, and saving the integration's options registers the webhook again.
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
+pub async fn autotask_deactivated(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
+        return not_found();
+    };
+    let integration = match state.store.integration_owner(IntegrationId(id)).await {
+        Ok(Some(tenant)) => state
+            .store
+            .get_integration(tenant, IntegrationId(id))
+            .await
+            .ok(),
+        _ => None,
+    };
+    let Some(integration) = integration.filter(|i| {
+        i.provider == ProviderKind::Autotask && i.status != IntegrationStatus::Disconnected
+    }) else {
+        return not_found();
+    };
+    let secret = state.vault.webhook_secret(integration.tenant_id.0, id);
+    let signature = headers
+        .get(autotask::webhooks::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = autotask::webhooks::verify_signature(signature, &body, &secret) {
+        return unauthorized(&e.to_string());
+    }
+    if let Err(retry_after) = state
+        .deactivations
+        .allow(id, state.now(), DEACTIVATION_LOG_EVERY)
+    {
+        return crate::error::ApiError::RateLimited {
+            retry_after,
+            what: "this webhook's deactivation was reported a moment ago",
+        }
+        .into_response();
+    }
     tracing::warn!(
-        integration_id = %raw,
+        integration_id = id,
+        // Already escaped (`Debug`): printed as it is.
+        webhook = %body_id(&body, &["WebhookID", "Id", "Guid"]).unwrap_or_else(|| "-".into()),
         "Autotask reports the ticket webhook deactivated; changes arrive with the scheduled sync until the integration's options are saved again"
     );
     StatusCode::NO_CONTENT.into_response()
 }
 
+fn unauthorized(why: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"code": "unauthorized", "message": why})),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    crate::error::ApiError::NotFound.into_response()
+}
+
 /// Syncro: the secret is the URL's last segment.
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn syncro(
     State(state): State<AppState>,
     Path((raw, token)): Path<(String, String)>,
@@ -155,7 +257,7 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return (StatusCode::NOT_FOUND, "no such webhook").into_response();
+        return not_found();
     };
     let request = Request {
         headers: &headers,
@@ -165,10 +267,14 @@ async fn receive(
     match handle(&state, kind, IntegrationId(id), &request).await {
         Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
         Err(Refusal::Unauthorized(why)) => refuse(id, &why),
-        Err(Refusal::NotFound) => (StatusCode::NOT_FOUND, "no such webhook").into_response(),
+        Err(Refusal::NotFound) => not_found(),
         Err(Refusal::Unavailable(why)) => {
             tracing::error!(integration_id = id, error = %why, "webhook could not be processed");
-            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+            crate::error::ApiError::Rejected {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the webhook could not be processed now; deliver it again later".into(),
+            }
+            .into_response()
         }
     }
 }
