@@ -7,8 +7,10 @@
 //! credentials mspbridge registered for this integration of this tenant; Autotask: the
 //! `X-Hook-Signature` HMAC-SHA1 of the raw body with the secret key registered for this
 //! integration of this tenant; Syncro: the
-//! secret token in the URL the admin pasted into Syncro), recorded once (a
-//! signature or delivery seen before is a replay and refused), and the record it names is
+//! secret token in the URL the admin pasted into Syncro), recorded once (a signature or
+//! delivery seen within [`REPLAY_WINDOW`] is a replay and refused; Halo's and Syncro's
+//! unsigned deliveries are known by ticket, event and delivery id or update stamp, not by
+//! their bytes, see [`delivery_key`]), and the record it names is
 //! read again from the PSA before anything changes in the portal. An echo of mspbridge's
 //! own write changes nothing. Refusals answer 401 and are logged with the integration.
 
@@ -292,10 +294,78 @@ struct Request<'a> {
     body: &'a [u8],
 }
 
+/// How long a delivery's key is remembered: the same delivery again within it is a
+/// replay (401); after it, it is taken as new (deliveries are hints: the ticket is read
+/// again from the PSA either way).
+pub const REPLAY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// A body that verification has already parsed as JSON.
+fn json_body(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// `v` as canonical JSON: object keys sorted, no whitespace; two payloads that differ
+/// only in formatting or key order give the same text.
+fn canonical(v: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(&serde_json::Value::String(k.clone()), out);
+                    out.push(':');
+                    if let Some(item) = map.get(k) {
+                        write(item, out);
+                    }
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// The key of a delivery from a PSA that signs nothing (Halo, Syncro): what it is about
+/// (the ticket and the event) and which one it is (`stamp`: the PSA's delivery id or the
+/// record's update stamp; without one, the whole payload in canonical form). So the same
+/// delivery sent again with a byte changed (a trailing space, keys reordered) is a replay,
+/// and a new event about the same ticket is not.
+fn delivery_key(
+    provider: &str,
+    ticket: i64,
+    event: &str,
+    stamp: Option<String>,
+    body: &[u8],
+) -> String {
+    let which = stamp.unwrap_or_else(|| format!("payload {}", canonical(&json_body(body))));
+    mspbridge_vault::hash_token(&format!(
+        "{provider}|ticket {ticket}|event {}|{which}",
+        event.to_lowercase()
+    ))
+}
+
 /// A verified delivery: what it is about and the key that makes it unique.
 struct Verified {
-    /// SHA-256 of what identifies this delivery (ConnectWise: its signature; Halo: its body,
-    /// which carries a delivery id).
+    /// SHA-256 of what identifies this delivery (ConnectWise: its signature; Autotask: its
+    /// signed body; Halo and Syncro: [`delivery_key`]).
     key: String,
     kind: String,
     action: String,
@@ -316,8 +386,22 @@ async fn verify(
             let secret = state.vault.webhook_secret(tenant.0, id.0);
             let d = syncro::webhooks::verify(req.token.unwrap_or_default(), body, &secret)
                 .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            // The record the notification is about (the ticket, or a comment) and its
+            // update stamp.
+            let v = json_body(body);
+            let stamp = v
+                .pointer("/attributes/updated_at")
+                .filter(|u| !u.is_null())
+                .map(|u| {
+                    let record = v.pointer("/attributes/id").map(canonical);
+                    format!(
+                        "record {} updated {}",
+                        record.unwrap_or_default(),
+                        canonical(u)
+                    )
+                });
             Ok(Verified {
-                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                key: delivery_key("syncro", d.ticket_id, &d.event, stamp, body),
                 kind: "ticket".into(),
                 action: d.event.to_lowercase(),
                 id: d.ticket_id,
@@ -345,8 +429,20 @@ async fn verify(
                 .and_then(|v| v.to_str().ok());
             let d = halo::webhooks::verify(auth, body, &secret)
                 .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            // Halo's delivery id (a string: a number there may be the ticket's own), else
+            // the ticket's update stamp.
+            let v = json_body(body);
+            let stamp = v
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .map(|id| format!("delivery {}", canonical(&json!(id))))
+                .or_else(|| {
+                    v.pointer("/ticket/last_update")
+                        .filter(|u| !u.is_null())
+                        .map(|u| format!("updated {}", canonical(u)))
+                });
             Ok(Verified {
-                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                key: delivery_key("halo", d.ticket_id, &d.event, stamp, body),
                 kind: "ticket".into(),
                 action: d.event.to_lowercase(),
                 id: d.ticket_id,
@@ -417,6 +513,7 @@ async fn handle(
             &cb.action,
             &cb.id.to_string(),
             now,
+            REPLAY_WINDOW,
         )
         .await
         .map_err(|e| unavailable(&e))?;
