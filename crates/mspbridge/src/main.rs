@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 use mspbridge_domain::auth::StaffRole;
 use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::model::Origin;
@@ -79,6 +80,34 @@ impl SyncArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// Seconds a client has to send a request's headers; half-sent headers and idle
+    /// keep-alive connections are closed after it.
+    #[arg(long, env = "MSPBRIDGE_HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_timeout_secs: u64,
+    /// Seconds a client has to send a request's whole body (408 after it).
+    #[arg(long, env = "MSPBRIDGE_BODY_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    body_timeout_secs: u64,
+    /// Connections served at once; more wait in the listen queue. Keep it below the
+    /// process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "MSPBRIDGE_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_connections: u32,
+}
+
+impl ServerArgs {
+    fn limits(&self) -> mspbridge_web::ServerLimits {
+        mspbridge_web::ServerLimits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            body_read_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the API, the web UI and background work.
@@ -91,7 +120,8 @@ enum Command {
         #[command(flatten)]
         key: KeyArgs,
         /// Allow connectors to reach private and loopback addresses (sandboxes, labs). Off in production.
-        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         allow_private_vendor_hosts: bool,
         /// The ConnectWise clientId registered for this deployment at developer.connectwise.com.
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
@@ -101,10 +131,13 @@ enum Command {
         #[arg(long, env = "MSPBRIDGE_PUBLIC_URL", value_parser = public_url)]
         public_url: Option<String>,
         /// Serve only; leave syncing to `mspbridge worker` processes.
-        #[arg(long, env = "MSPBRIDGE_NO_WORKER")]
+        #[arg(long, env = "MSPBRIDGE_NO_WORKER", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         no_worker: bool,
         #[command(flatten)]
         sync: SyncArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Run sync jobs only (several workers may share one PostgreSQL database).
     Worker {
@@ -112,7 +145,8 @@ enum Command {
         db: DbArgs,
         #[command(flatten)]
         key: KeyArgs,
-        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS")]
+        #[arg(long, env = "MSPBRIDGE_ALLOW_PRIVATE_VENDOR_HOSTS", action = ArgAction::SetTrue,
+              value_parser = BoolishValueParser::new())]
         allow_private_vendor_hosts: bool,
         #[arg(long, env = "MSPBRIDGE_CONNECTWISE_CLIENT_ID")]
         connectwise_client_id: Option<String>,
@@ -206,6 +240,7 @@ async fn run(cli: Cli) -> Result<()> {
             public_url,
             no_worker,
             sync,
+            server,
         } => {
             let providers = providers(allow_private_vendor_hosts, connectwise_client_id, &sync)?;
             let store = open_store(&db.database).await?;
@@ -223,7 +258,7 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(address = %listen, database = state.store.backend(), "mspbridge serving");
             let worker =
                 (!no_worker).then(|| start_worker(store, vault, providers, sync.engine_config()));
-            mspbridge_web::serve(listener, state, shutdown_signal()).await?;
+            mspbridge_web::serve_with(listener, state, server.limits(), shutdown_signal()).await?;
             if let Some((tx, task)) = worker {
                 let _ = tx.send(true);
                 let _ = task.await;
@@ -901,9 +936,116 @@ mod tests {
         assert_eq!(redact_url("./mspbridge.db"), "./mspbridge.db");
     }
 
+    /// Every boolean flag read from the environment takes 1/0, true/false, yes/no and
+    /// on/off in any case (clap's default for flags takes only `true`/`false`).
+    #[test]
+    fn boolean_environment_flags_take_the_usual_spellings() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut flags = Vec::new();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+                    assert!(
+                        arg.get_env().is_some(),
+                        "{} --{:?} has no variable",
+                        sub.get_name(),
+                        arg.get_long()
+                    );
+                    flags.push((sub.get_name().to_string(), arg.clone()));
+                }
+            }
+        }
+        assert_eq!(flags.len(), 3, "serve: 2, worker: 1");
+        for (sub, arg) in flags {
+            // The variable's value goes through the flag's value parser: try it on an
+            // option with the same parser.
+            let probe = clap::Command::new("probe").arg(
+                clap::Arg::new("v")
+                    .long("v")
+                    .action(ArgAction::Set)
+                    .value_parser(arg.get_value_parser().clone()),
+            );
+            for (given, want) in [
+                ("1", true),
+                ("0", false),
+                ("true", true),
+                ("FALSE", false),
+                ("True", true),
+                ("yes", true),
+                ("No", false),
+                ("YES", true),
+                ("on", true),
+                ("off", false),
+            ] {
+                let m = probe
+                    .clone()
+                    .try_get_matches_from(["probe", "--v", given])
+                    .unwrap_or_else(|e| panic!("{sub} {:?}={given}: {e}", arg.get_env()));
+                assert_eq!(m.get_one::<bool>("v"), Some(&want), "{sub} {given}");
+            }
+            assert!(
+                probe
+                    .clone()
+                    .try_get_matches_from(["probe", "--v", "maybe"])
+                    .is_err()
+            );
+        }
+        // The flags themselves still work without a value.
+        let Ok(Cli {
+            command:
+                Command::Serve {
+                    no_worker: true,
+                    allow_private_vendor_hosts: true,
+                    ..
+                },
+        }) = Cli::try_parse_from([
+            "mspbridge",
+            "serve",
+            "--no-worker",
+            "--allow-private-vendor-hosts",
+        ])
+        else {
+            panic!("serve flags")
+        };
+    }
+
     #[test]
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_limits_default_to_the_web_layers_and_parse() {
+        let limits = |args: &[&str]| match Cli::try_parse_from(args) {
+            Ok(Cli {
+                command: Command::Serve { server, .. },
+            }) => server.limits(),
+            _ => panic!("{args:?}"),
+        };
+        assert_eq!(
+            limits(&["mspbridge", "serve"]),
+            mspbridge_web::ServerLimits::default()
+        );
+        let set = limits(&[
+            "mspbridge",
+            "serve",
+            "--header-timeout-secs",
+            "3",
+            "--body-timeout-secs",
+            "4",
+            "--max-connections",
+            "5",
+        ]);
+        assert_eq!(
+            (
+                set.header_read_timeout.as_secs(),
+                set.body_read_timeout.as_secs(),
+                set.max_connections
+            ),
+            (3, 4, 5)
+        );
+        assert!(Cli::try_parse_from(["mspbridge", "serve", "--header-timeout-secs", "0"]).is_err());
     }
 }

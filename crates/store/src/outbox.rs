@@ -183,7 +183,9 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Ticket>;
     /// The tenant an integration belongs to (webhooks name only the integration).
     async fn integration_owner(&self, id: IntegrationId) -> Result<Option<TenantId>>;
-    /// Records a verified callback; false when this signature was seen before (a replay).
+    /// Records a verified callback by the key that identifies the delivery; false when
+    /// that key was recorded less than `replay_window` before `now` (a replay). A key
+    /// older than the window is recorded again as new.
     #[allow(clippy::too_many_arguments)]
     async fn record_webhook(
         &self,
@@ -194,6 +196,7 @@ pub trait OutboxStore: Send + Sync {
         action: &str,
         record_id: &str,
         now: DateTime<Utc>,
+        replay_window: chrono::Duration,
     ) -> Result<bool>;
     /// What a callback's re-read changed, for the event log.
     async fn webhook_outcome(
@@ -575,10 +578,16 @@ macro_rules! impl_outbox_store {
                     action: &str,
                     record_id: &str,
                     now: DateTime<Utc>,
+                    replay_window: chrono::Duration,
                 ) -> Result<bool> {
+                    // One statement: a new key is inserted, a key older than the window is
+                    // taken over by this delivery, a recent one is left alone (0 rows).
                     let done = sqlx::query(
                         "INSERT INTO webhook_events (tenant_id, integration_id, signature_hash, kind, action, record_id, received_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (integration_id, signature_hash) DO NOTHING",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (integration_id, signature_hash) DO UPDATE \
+                         SET kind = excluded.kind, action = excluded.action, record_id = excluded.record_id, \
+                             received_at = excluded.received_at, outcome = NULL \
+                         WHERE webhook_events.received_at < $8",
                     )
                     .bind(tenant.0)
                     .bind(integration.0)
@@ -587,6 +596,7 @@ macro_rules! impl_outbox_store {
                     .bind(action)
                     .bind(record_id)
                     .bind(now)
+                    .bind(now - replay_window)
                     .execute(&self.pool)
                     .await?;
                     Ok(done.rows_affected() == 1)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use mspbridge_domain::auth::{Permission, StaffRole};
@@ -13,70 +13,13 @@ use mspbridge_domain::model::Company;
 use mspbridge_domain::validate::parse_name;
 use mspbridge_domain::{IntegrationId, TenantId};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::integrations::{self, IntegrationView};
 
-/// A JSON body whose parse errors name the offending field.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if !is_json {
-            return Err(ApiError::field(
-                "body",
-                "send a JSON body with Content-Type: application/json",
-            ));
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| {
-                ApiError::field(
-                    "body",
-                    "the request body could not be read (is it larger than 1 MiB?)",
-                )
-            })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                let msg = inner.to_string();
-                // serde names missing/unknown fields in the message, not the path.
-                let field = ["missing field `", "unknown field `"]
-                    .iter()
-                    .find_map(|p| {
-                        msg.split_once(p)
-                            .and_then(|(_, rest)| rest.split_once('`'))
-                            .map(|(f, _)| f.to_string())
-                    })
-                    .map(|f| match path.as_str() {
-                        "." | "?" => f,
-                        p if p == f || p.ends_with(&format!(".{f}")) => p.to_string(),
-                        p => format!("{p}.{f}"),
-                    })
-                    .unwrap_or_else(|| {
-                        if path == "." || path == "?" {
-                            "body".to_string()
-                        } else {
-                            path
-                        }
-                    });
-                ApiError::field(&field, msg)
-            })
-    }
-}
+pub use crate::extract::ApiJson;
 
 /// A positive id from a URL path; anything else is a validation error naming `field`
 /// ("'x' is not {what}").

@@ -53,6 +53,10 @@ pub enum ApiError {
     },
     #[error("internal error")]
     Internal(String),
+    /// Input refused before it reached a handler (an unreadable path, query or form, a
+    /// method the route lacks, a body too large or too slow), with the status to answer.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -60,8 +64,20 @@ impl ApiError {
         ApiError::Validation(ValidationError::one(field, message))
     }
 
+    /// A body over [`crate::extract::BODY_LIMIT`].
+    pub fn too_large() -> Self {
+        ApiError::Rejected {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "the request body is larger than {} KiB",
+                crate::extract::BODY_LIMIT / 1024
+            ),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Rejected { status, .. } => *status,
             ApiError::Validation(_)
             | ApiError::ConnectorNotAvailable { .. }
             | ApiError::ConnectionFailed { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -88,6 +104,22 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Vendor { .. } | ApiError::VendorWrite { .. } => "vendor_error",
             ApiError::Internal(_) => "internal",
+            ApiError::Rejected { status, .. } => match *status {
+                StatusCode::BAD_REQUEST => "bad_request",
+                StatusCode::UNAUTHORIZED => "unauthenticated",
+                StatusCode::FORBIDDEN => "forbidden",
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                StatusCode::REQUEST_TIMEOUT => "request_timeout",
+                StatusCode::CONFLICT => "conflict",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+                StatusCode::UNPROCESSABLE_ENTITY => "validation_failed",
+                StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+                StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                s if s.is_server_error() => "internal",
+                _ => "bad_request",
+            },
         }
     }
 

@@ -2,7 +2,7 @@
 //! `/api/v1/openapi.json`), the server-rendered admin UI, `/healthz` and `/metrics`.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -16,12 +16,13 @@ use mspbridge_providers::Providers;
 use mspbridge_store::Store;
 use mspbridge_vault::Vault;
 use tokio::net::TcpListener;
-use tower_http::limit::RequestBodyLimitLayer;
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod integrations;
 pub mod mapping_api;
 pub mod sync_api;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// This deployment's address as PSAs reach it (`https://portal.example`): webhooks
     /// are registered with the PSA only when it is set.
     pub public_url: Option<String>,
+    /// When each integration's Autotask deactivation notice was last logged.
+    pub(crate) deactivations: Arc<webhooks::LoggedOnce>,
     clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
 }
 
@@ -61,6 +64,7 @@ impl AppState {
             limiter: Arc::default(),
             cookie_secure,
             public_url: None,
+            deactivations: Arc::default(),
             clock: Arc::new(Utc::now),
         }
     }
@@ -152,8 +156,12 @@ async fn api_not_found() -> error::ApiError {
     error::ApiError::NotFound
 }
 
-/// The whole application router.
+/// The whole application router, with the default [`ServerLimits`].
 pub fn router(state: AppState) -> Router {
+    app(state, &ServerLimits::default())
+}
+
+fn app(state: AppState, limits: &ServerLimits) -> Router {
     let _ = metrics_handle();
     let api = Router::new()
         .route("/me", get(api::me))
@@ -274,26 +282,127 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/webhooks/autotask/{integration_id}/deactivated",
-            get(webhooks::autotask_deactivated).post(webhooks::autotask_deactivated),
+            post(webhooks::autotask_deactivated),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
+        .layer(axum::middleware::from_fn(extract::reject_nul))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.body_read_timeout,
+            extract::read_body,
+        ))
+        .layer(axum::middleware::from_fn(extract::json_errors))
         .layer(axum::middleware::from_fn(track_metrics))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!("http", method = %req.method(), path = %webhooks::loggable_path(req.uri().path()), tenant_id = tracing::field::Empty)
         }))
         .with_state(state)
 }
 
-/// Serves the application on `listener` until `shutdown` resolves.
+/// What one client may hold of the server, so that slow or idle clients cannot starve the
+/// others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers, counted from the connection's
+    /// start or the end of its previous response: idle keep-alive connections and
+    /// half-sent headers are closed after it.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body (408 after it, however slowly the
+    /// bytes keep coming).
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue until one ends.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Serves the application on `listener` until `shutdown` resolves, with the default
+/// [`ServerLimits`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, ServerLimits::default(), shutdown).await
+}
+
+/// Serves the application on `listener` (HTTP/1.1) until `shutdown` resolves: at most
+/// `limits.max_connections` at once, each given `limits.header_read_timeout` for every
+/// request's headers and `limits.body_read_timeout` for its body. On shutdown it stops
+/// accepting, lets requests in flight finish, closes idle connections and returns once
+/// every connection has ended.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let app = app(state, &limits);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first: beyond the limit, connections wait in the listen queue.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    if !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) {
+                        tracing::error!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        let service =
+            app.clone()
+                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

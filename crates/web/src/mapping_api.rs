@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::model::LinkedRecord;
 use mspbridge_domain::{CompanyId, IntegrationId};
@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::api::{ApiJson, parse_id};
 use crate::auth::{Actor, Caller};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 
 /// Rows per grid page unless asked otherwise.
 pub const PAGE: i64 = 50;
@@ -182,7 +183,7 @@ pub async fn mapping_view(
 pub async fn get_mapping(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<MappingParams>,
+    ApiQuery(p): ApiQuery<MappingParams>,
 ) -> Result<Json<MappingView>, ApiError> {
     caller.require(Permission::Read)?;
     Ok(Json(mapping_view(&state, &caller, &p).await?))
@@ -218,7 +219,7 @@ pub async fn list_integration_companies(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    Query(p): Query<ListParams>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<IntegrationCompanyView>>, ApiError> {
     caller.require(Permission::Read)?;
     let id = parse_id(&raw)?;
@@ -690,7 +691,7 @@ pub struct AuditParams {
 pub async fn get_audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<AuditParams>,
+    ApiQuery(p): ApiQuery<AuditParams>,
 ) -> Result<Json<Vec<AuditView>>, ApiError> {
     caller.require(Permission::Read)?;
     let rows = state

@@ -1,7 +1,7 @@
 //! Sync options, "Sync now", reactivation, run history and run logs under `/api/v1`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mspbridge_domain::IntegrationId;
 use mspbridge_domain::auth::Permission;
@@ -13,6 +13,7 @@ use crate::AppState;
 use crate::api::{ApiJson, parse_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 
 /// Seconds between two "Sync now" requests for one integration.
 pub const SYNC_NOW_COOLDOWN_SECS: i64 = 60;
@@ -478,7 +479,7 @@ pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
-    Query(filter): Query<EventFilter>,
+    ApiQuery(filter): ApiQuery<EventFilter>,
 ) -> Result<Json<RunLog>, ApiError> {
     caller.require(Permission::Read)?;
     let run_id: i64 = run_id

@@ -4,7 +4,7 @@
 //! and a write the PSA refused stays listed with the vendor's message until retried.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::integration::IntegrationStatus;
@@ -19,6 +19,7 @@ use crate::AppState;
 use crate::api::{ApiJson, path_id};
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::mapping_api::actor;
 
 /// The longest summary the portal takes (a PSA with a shorter limit gets it cut, with the
@@ -530,7 +531,7 @@ pub struct TicketListParams {
 pub async fn list_tickets(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<TicketListParams>,
+    ApiQuery(p): ApiQuery<TicketListParams>,
 ) -> Result<Json<Vec<Ticket>>, ApiError> {
     caller.require(Permission::Read)?;
     let limit = p.limit.unwrap_or(100);
@@ -563,7 +564,7 @@ pub struct OutboxParams {
 pub async fn list_outbox(
     State(state): State<AppState>,
     caller: Caller,
-    Query(p): Query<OutboxParams>,
+    ApiQuery(p): ApiQuery<OutboxParams>,
 ) -> Result<Json<Vec<PsaWrite>>, ApiError> {
     caller.require(Permission::Read)?;
     let wanted = p.state.as_deref().filter(|s| !s.is_empty());

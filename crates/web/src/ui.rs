@@ -83,6 +83,27 @@ pub(crate) fn escape_html(s: &str) -> String {
         .collect()
 }
 
+/// JSON for an inline `<script>` block: the one way pages embed data. `<`, `>` and `&`
+/// (and the JavaScript line separators U+2028/U+2029) are written as `\uXXXX` escapes, so
+/// no value can end the block (`</script>`), open a comment (`<!--`) or turn the script
+/// data into its "double escaped" state (`<script>`); the JSON parses back unchanged.
+/// They can only occur inside JSON strings, where the escapes mean the same characters.
+pub(crate) fn script_json<T: serde::Serialize>(v: &T) -> String {
+    let json = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The caller of an HTML page; anonymous visitors are sent to the login page.
 pub struct UiCaller(pub Caller);
 

@@ -20,7 +20,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::sync_api::{EventFilter, parse_filter, validate_options};
-use crate::ui::{Shell, UiCaller, error_page, render, shell};
+use crate::ui::{Shell, UiCaller, error_page, render, script_json, shell};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -58,13 +58,6 @@ struct MappingPage {
     columns_json: String,
     csrf_json: String,
     can_write: bool,
-}
-
-/// JSON for a `<script>` block (no `</script>` can end it early).
-fn script_json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v)
-        .unwrap_or_else(|_| "null".into())
-        .replace("</", "<\\/")
 }
 
 /// Settings → Integrations → Companies: the mapping grid (rendered by its script from

@@ -7,8 +7,10 @@
 //! credentials mspbridge registered for this integration of this tenant; Autotask: the
 //! `X-Hook-Signature` HMAC-SHA1 of the raw body with the secret key registered for this
 //! integration of this tenant; Syncro: the
-//! secret token in the URL the admin pasted into Syncro), recorded once (a
-//! signature or delivery seen before is a replay and refused), and the record it names is
+//! secret token in the URL the admin pasted into Syncro), recorded once (a signature or
+//! delivery seen within [`REPLAY_WINDOW`] is a replay and refused; Halo's and Syncro's
+//! unsigned deliveries are known by ticket, event and delivery id or update stamp, not by
+//! their bytes, see [`delivery_key`]), and the record it names is
 //! read again from the PSA before anything changes in the portal. An echo of mspbridge's
 //! own write changes nothing. Refusals answer 401 and are logged with the integration.
 
@@ -32,11 +34,7 @@ fn refuse(integration: i64, why: &str) -> Response {
         reason = why,
         "webhook refused"
     );
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"code": "unauthorized", "message": why})),
-    )
-        .into_response()
+    unauthorized(why)
 }
 
 /// The path segment of `kind`'s webhook (`/webhooks/{route}/{id}`), for the PSAs whose
@@ -77,7 +75,7 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn connectwise(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -95,7 +93,7 @@ pub async fn connectwise(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn halo(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -105,7 +103,7 @@ pub async fn halo(
     receive(state, ProviderKind::HaloPsa, &raw, None, headers, body).await
 }
 
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn autotask(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -115,20 +113,126 @@ pub async fn autotask(
     receive(state, ProviderKind::Autotask, &raw, None, headers, body).await
 }
 
+/// How often an integration's deactivation notice is logged at most.
+const DEACTIVATION_LOG_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+/// When each integration's deactivation notice was last logged (a signed notice can be
+/// replayed: the log must not be flooded).
+#[derive(Default)]
+pub struct LoggedOnce(
+    std::sync::Mutex<std::collections::HashMap<i64, chrono::DateTime<chrono::Utc>>>,
+);
+
+impl LoggedOnce {
+    /// `Ok` when `key` was not let through within `every` before `now` (and records it),
+    /// else the seconds until it may be.
+    fn allow(
+        &self,
+        key: i64,
+        now: chrono::DateTime<chrono::Utc>,
+        every: chrono::Duration,
+    ) -> Result<(), u64> {
+        let mut last = match self.0.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match last.get(&key) {
+            Some(at) if now < *at + every => {
+                Err((*at + every - now).num_seconds().max(1).unsigned_abs())
+            }
+            _ => {
+                last.insert(key, now);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// An id from a vendor's body as it may be logged: a number, or a short string (its
+/// Debug form, so a newline cannot forge a log line).
+fn body_id(body: &[u8], names: &[&str]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let (_, found) = v
+        .as_object()?
+        .iter()
+        .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))?;
+    match found {
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::String(s) => {
+            Some(format!("{:?}", s.chars().take(64).collect::<String>()))
+        }
+        _ => None,
+    }
+}
+
 /// Autotask calls the deactivation URL when it turns a webhook off (after repeated failed
-/// deliveries). The call is unsigned, so it changes nothing: it is logged for the admin,
-/// polling carries on, and saving the integration's options registers the webhook again.
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
-pub async fn autotask_deactivated(Path(raw): Path<String>) -> Response {
+/// deliveries). The call must carry the integration's `X-Hook-Signature` like every
+/// delivery (else 401, not logged); it changes nothing: it is logged for the admin (once
+/// a minute per integration at most, 429 in between; only ids, escaped), polling carries
+/// on, and saving the integration's options registers the webhook again.
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
+pub async fn autotask_deactivated(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
+        return not_found();
+    };
+    let integration = match state.store.integration_owner(IntegrationId(id)).await {
+        Ok(Some(tenant)) => state
+            .store
+            .get_integration(tenant, IntegrationId(id))
+            .await
+            .ok(),
+        _ => None,
+    };
+    let Some(integration) = integration.filter(|i| {
+        i.provider == ProviderKind::Autotask && i.status != IntegrationStatus::Disconnected
+    }) else {
+        return not_found();
+    };
+    let secret = state.vault.webhook_secret(integration.tenant_id.0, id);
+    let signature = headers
+        .get(autotask::webhooks::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = autotask::webhooks::verify_signature(signature, &body, &secret) {
+        return unauthorized(&e.to_string());
+    }
+    if let Err(retry_after) = state
+        .deactivations
+        .allow(id, state.now(), DEACTIVATION_LOG_EVERY)
+    {
+        return crate::error::ApiError::RateLimited {
+            retry_after,
+            what: "this webhook's deactivation was reported a moment ago",
+        }
+        .into_response();
+    }
     tracing::warn!(
-        integration_id = %raw,
+        integration_id = id,
+        // Already escaped (`Debug`): printed as it is.
+        webhook = %body_id(&body, &["WebhookID", "Id", "Guid"]).unwrap_or_else(|| "-".into()),
         "Autotask reports the ticket webhook deactivated; changes arrive with the scheduled sync until the integration's options are saved again"
     );
     StatusCode::NO_CONTENT.into_response()
 }
 
+fn unauthorized(why: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"code": "unauthorized", "message": why})),
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    crate::error::ApiError::NotFound.into_response()
+}
+
 /// Syncro: the secret is the URL's last segment.
-#[tracing::instrument(skip_all, fields(integration_id = %raw))]
+#[tracing::instrument(skip_all, fields(integration_id = ?raw))]
 pub async fn syncro(
     State(state): State<AppState>,
     Path((raw, token)): Path<(String, String)>,
@@ -155,7 +259,7 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let Some(id) = raw.parse::<i64>().ok().filter(|n| *n > 0) else {
-        return (StatusCode::NOT_FOUND, "no such webhook").into_response();
+        return not_found();
     };
     let request = Request {
         headers: &headers,
@@ -165,10 +269,14 @@ async fn receive(
     match handle(&state, kind, IntegrationId(id), &request).await {
         Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
         Err(Refusal::Unauthorized(why)) => refuse(id, &why),
-        Err(Refusal::NotFound) => (StatusCode::NOT_FOUND, "no such webhook").into_response(),
+        Err(Refusal::NotFound) => not_found(),
         Err(Refusal::Unavailable(why)) => {
             tracing::error!(integration_id = id, error = %why, "webhook could not be processed");
-            (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+            crate::error::ApiError::Rejected {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: "the webhook could not be processed now; deliver it again later".into(),
+            }
+            .into_response()
         }
     }
 }
@@ -186,10 +294,78 @@ struct Request<'a> {
     body: &'a [u8],
 }
 
+/// How long a delivery's key is remembered: the same delivery again within it is a
+/// replay (401); after it, it is taken as new (deliveries are hints: the ticket is read
+/// again from the PSA either way).
+pub const REPLAY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// A body that verification has already parsed as JSON.
+fn json_body(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// `v` as canonical JSON: object keys sorted, no whitespace; two payloads that differ
+/// only in formatting or key order give the same text.
+fn canonical(v: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(&serde_json::Value::String(k.clone()), out);
+                    out.push(':');
+                    if let Some(item) = map.get(k) {
+                        write(item, out);
+                    }
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(v, &mut out);
+    out
+}
+
+/// The key of a delivery from a PSA that signs nothing (Halo, Syncro): what it is about
+/// (the ticket and the event) and which one it is (`stamp`: the PSA's delivery id or the
+/// record's update stamp; without one, the whole payload in canonical form). So the same
+/// delivery sent again with a byte changed (a trailing space, keys reordered) is a replay,
+/// and a new event about the same ticket is not.
+fn delivery_key(
+    provider: &str,
+    ticket: i64,
+    event: &str,
+    stamp: Option<String>,
+    body: &[u8],
+) -> String {
+    let which = stamp.unwrap_or_else(|| format!("payload {}", canonical(&json_body(body))));
+    mspbridge_vault::hash_token(&format!(
+        "{provider}|ticket {ticket}|event {}|{which}",
+        event.to_lowercase()
+    ))
+}
+
 /// A verified delivery: what it is about and the key that makes it unique.
 struct Verified {
-    /// SHA-256 of what identifies this delivery (ConnectWise: its signature; Halo: its body,
-    /// which carries a delivery id).
+    /// SHA-256 of what identifies this delivery (ConnectWise: its signature; Autotask: its
+    /// signed body; Halo and Syncro: [`delivery_key`]).
     key: String,
     kind: String,
     action: String,
@@ -210,8 +386,22 @@ async fn verify(
             let secret = state.vault.webhook_secret(tenant.0, id.0);
             let d = syncro::webhooks::verify(req.token.unwrap_or_default(), body, &secret)
                 .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            // The record the notification is about (the ticket, or a comment) and its
+            // update stamp.
+            let v = json_body(body);
+            let stamp = v
+                .pointer("/attributes/updated_at")
+                .filter(|u| !u.is_null())
+                .map(|u| {
+                    let record = v.pointer("/attributes/id").map(canonical);
+                    format!(
+                        "record {} updated {}",
+                        record.unwrap_or_default(),
+                        canonical(u)
+                    )
+                });
             Ok(Verified {
-                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                key: delivery_key("syncro", d.ticket_id, &d.event, stamp, body),
                 kind: "ticket".into(),
                 action: d.event.to_lowercase(),
                 id: d.ticket_id,
@@ -239,8 +429,20 @@ async fn verify(
                 .and_then(|v| v.to_str().ok());
             let d = halo::webhooks::verify(auth, body, &secret)
                 .map_err(|e| Refusal::Unauthorized(e.to_string()))?;
+            // Halo's delivery id (a string: a number there may be the ticket's own), else
+            // the ticket's update stamp.
+            let v = json_body(body);
+            let stamp = v
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .map(|id| format!("delivery {}", canonical(&json!(id))))
+                .or_else(|| {
+                    v.pointer("/ticket/last_update")
+                        .filter(|u| !u.is_null())
+                        .map(|u| format!("updated {}", canonical(u)))
+                });
             Ok(Verified {
-                key: mspbridge_vault::hash_token(&String::from_utf8_lossy(body)),
+                key: delivery_key("halo", d.ticket_id, &d.event, stamp, body),
                 kind: "ticket".into(),
                 action: d.event.to_lowercase(),
                 id: d.ticket_id,
@@ -311,6 +513,7 @@ async fn handle(
             &cb.action,
             &cb.id.to_string(),
             now,
+            REPLAY_WINDOW,
         )
         .await
         .map_err(|e| unavailable(&e))?;

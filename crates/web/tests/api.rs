@@ -638,3 +638,208 @@ async fn companies_are_created_and_listed_per_tenant() {
         );
     }
 }
+
+/// A request with a raw body; the status and the answer parsed as JSON (a plain-text
+/// answer fails the test: every error must be the JSON error body).
+async fn raw(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let resp = app
+        .http
+        .request(method, app.url(path))
+        .bearer_auth(&app.a.owner_token)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let kind = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        kind.as_deref(),
+        Some("application/json"),
+        "{path}: {status} {text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        v["code"].is_string() && v["message"].is_string(),
+        "{path}: {v}"
+    );
+    (status, v)
+}
+
+#[tokio::test]
+async fn bad_input_answers_the_json_error_naming_the_field_and_nul_is_refused() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+        let options = format!("/api/v1/integrations/{id}/options");
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &options,
+                t,
+                Some(json!({"interval_minutes": 15})),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        // A body that is not an object resets nothing.
+        for body in ["[]", "[15]", "null", "\"x\"", "5"] {
+            let (s, v) = raw(&app, Method::PUT, &options, "application/json", body.into()).await;
+            assert_eq!((s, v["field"].as_str()), (422, Some("body")), "{body}: {v}");
+        }
+        let (_, v) = app.get(&options, t).await;
+        assert_eq!(v["options"]["interval_minutes"], 15, "{v}");
+
+        // Query strings, paths, methods and sizes answer the JSON error body.
+        let (s, v) = raw(
+            &app,
+            Method::GET,
+            "/api/v1/tickets?limit=many",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("limit")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::GET,
+            "/api/v1/tickets?colour=red",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("colour")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::GET,
+            "/api/v1/company-mapping/audit?limit=-x",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("limit")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::DELETE,
+            "/api/v1/providers",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{v}"
+        );
+        let (s, _) = raw(
+            &app,
+            Method::GET,
+            "/api/v1/integrations/%FF",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert!(s == 400 || s == 422, "{s}");
+        let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+        let (s, v) = raw(
+            &app,
+            Method::POST,
+            "/api/v1/companies",
+            "application/json",
+            big.into(),
+        )
+        .await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "{v}"
+        );
+        let (s, v) = raw(
+            &app,
+            Method::POST,
+            "/api/v1/companies",
+            "application/json",
+            b"{\"name\":".to_vec(),
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("body")), "{v}");
+
+        // NUL characters: refused with 422 naming the field, on every backend.
+        let (s, v) = raw(
+            &app,
+            Method::GET,
+            "/api/v1/company-mapping?search=a%00b",
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("search")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::GET,
+            &format!("/api/v1/integrations/{id}/companies?search=%00"),
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("search")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::POST,
+            &format!("/api/v1/integrations/{id}/companies/a%00b/unblock"),
+            "text/plain",
+            vec![],
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("external_id")), "{v}");
+        let (s, v) = app
+            .post("/api/v1/companies", t, json!({"name": "Contoso\u{0}"}))
+            .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("name")), "{v}");
+        let (s, v) = app
+            .call(
+                Method::PUT,
+                &options,
+                t,
+                Some(json!({"interval_minutes": 5, "ticket_boards": ["Service", "Pro\u{0}jects"]})),
+            )
+            .await;
+        assert_eq!(
+            (s, v["field"].as_str()),
+            (422, Some("ticket_boards[1]")),
+            "{v}"
+        );
+        let (s, v) = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/integrations/{id}"),
+                t,
+                Some(json!({"name": "\u{0}"})),
+            )
+            .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("name")), "{v}");
+        let (s, v) = raw(
+            &app,
+            Method::POST,
+            "/login",
+            "application/x-www-form-urlencoded",
+            b"email=a%00b&password=x".to_vec(),
+        )
+        .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("email")), "{v}");
+        assert_eq!(
+            app.get("/api/v1/companies", t).await.1,
+            json!([]),
+            "nothing was written"
+        );
+    }
+}

@@ -396,6 +396,116 @@ async fn deliver(app: &TestApp, id: i64, body: &[u8], signature: Option<&str>) -
     req.send().await.unwrap().status().as_u16()
 }
 
+/// `POST …/deactivated` with `body`, signed with `signature`; the status.
+async fn deactivated(app: &TestApp, id: &str, body: &[u8], signature: Option<&str>) -> u16 {
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/autotask/{id}/deactivated", app.base))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("X-Hook-Signature", s);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn autotask_deactivation_notices_must_be_signed_are_rate_limited_and_logged_escaped() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let (_autotask, config) = sandbox().await;
+        let app = TestApp::start_configured(db, true, config).await;
+        let id = connect(&app).await;
+        let path_id = id.to_string();
+        let secret = mspbridge_vault::Vault::new(&[9u8; 32]).webhook_secret(app.a.id.0, id);
+        let run = mspbridge_vault::new_token("r").unwrap().0;
+        let tag = |what: &str| format!("{what}-{}", &run[2..14]);
+        let body =
+            |guid: &str| serde_json::to_vec(&json!({"Guid": guid, "IsActive": false})).unwrap();
+
+        // Unsigned, wrongly signed, another tenant's signature: 401, nothing logged.
+        let unsigned = body(&tag("unsigned"));
+        assert_eq!(deactivated(&app, &path_id, &unsigned, None).await, 401);
+        let wrong = body(&tag("wrong"));
+        let forged = sign(&format!("{secret}x"), &wrong);
+        assert_eq!(
+            deactivated(&app, &path_id, &wrong, Some(&forged)).await,
+            401
+        );
+        let foreign = mspbridge_vault::Vault::new(&[9u8; 32]).webhook_secret(app.b.id.0, id);
+        assert_eq!(
+            deactivated(&app, &path_id, &wrong, Some(&sign(&foreign, &wrong))).await,
+            401
+        );
+        // Only POST, and only for an Autotask integration that exists.
+        let get = app
+            .http
+            .get(format!("{}/webhooks/autotask/{id}/deactivated", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(get, 405);
+        let ghost = body(&tag("ghost"));
+        assert_eq!(
+            deactivated(&app, "999999", &ghost, Some(&sign(&secret, &ghost))).await,
+            404
+        );
+        // An id carrying a newline never reaches the log raw.
+        let injected = format!("1%0A{}", tag("INJECTED-PATH"));
+        assert_eq!(deactivated(&app, &injected, &unsigned, None).await, 404);
+
+        // Signed: accepted and logged once, its id escaped.
+        let guid = format!("abc\n{}", tag("INJECTED-BODY"));
+        let signed = body(&guid);
+        assert_eq!(
+            deactivated(&app, &path_id, &signed, Some(&sign(&secret, &signed))).await,
+            204
+        );
+        // Another within the minute: refused (429), not logged.
+        let again = body(&tag("again"));
+        assert_eq!(
+            deactivated(&app, &path_id, &again, Some(&sign(&secret, &again))).await,
+            429
+        );
+        assert_eq!(
+            deactivated(&app, &path_id, &signed, Some(&sign(&secret, &signed))).await,
+            429
+        );
+
+        let logs = logs();
+        let reported: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(&tag("INJECTED-BODY")))
+            .collect();
+        assert_eq!(reported.len(), 1, "logged once: {reported:?}");
+        assert!(
+            reported[0].contains("Autotask reports the ticket webhook deactivated")
+                && reported[0].contains(&format!("abc\\n{}", tag("INJECTED-BODY"))),
+            "{}",
+            reported[0]
+        );
+        for line in logs.lines() {
+            for marker in ["INJECTED-BODY", "INJECTED-PATH"] {
+                assert!(!line.starts_with(&tag(marker)), "a forged log line: {line}");
+            }
+        }
+        // The request line is logged (debug), percent-encoded as it came.
+        assert!(
+            logs.lines()
+                .filter(|l| l.contains(&tag("INJECTED-PATH")))
+                .all(
+                    |l| l.contains(&format!("1%0A{}", tag("INJECTED-PATH"))) && !l.contains("WARN")
+                ),
+            "the path's id is logged raw"
+        );
+        for what in ["unsigned", "wrong", "ghost", "again"] {
+            assert!(!logs.contains(&tag(what)), "{what} was logged");
+        }
+        assert!(!logs.contains(&secret));
+    }
+}
+
 #[tokio::test]
 async fn autotask_webhooks_are_registered_once_bring_technician_changes_and_refuse_forgeries() {
     for db in mspbridge_store::test_support::all().await.unwrap() {
@@ -478,14 +588,14 @@ async fn autotask_webhooks_are_registered_once_bring_technician_changes_and_refu
         assert_eq!(deliver(&app, id, &body, Some(&good)).await, 200);
         assert_eq!(deliver(&app, id, &body, Some(&good)).await, 401, "replay");
         assert_eq!(deliver(&app, 999_999, &body, Some(&good)).await, 404);
-        let gone = app
-            .http
-            .get(format!("{}/webhooks/autotask/{id}/deactivated", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
+        let notice = format!(r#"{{"WebhookID":{},"IsActive":false}}"#, hook.id);
+        let gone = deactivated(
+            &app,
+            &id.to_string(),
+            notice.as_bytes(),
+            Some(&sign(&secret, notice.as_bytes())),
+        )
+        .await;
         assert_eq!(gone, 204);
         let logs = logs();
         assert!(logs.contains("webhook refused"), "refusals are logged");

@@ -455,6 +455,106 @@ async fn halo_webhooks_bring_agent_changes_and_refuse_forged_replayed_and_foreig
     }
 }
 
+#[tokio::test]
+async fn halo_replays_are_recognised_by_the_delivery_not_its_bytes() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        let secret = mspbridge_vault::Vault::new(&[9u8; 32]).webhook_secret(app.a.id.0, halo.id);
+        let ext = halo.sb.with_data(|d| d.tickets[0].id);
+        let send = |body: Vec<u8>| {
+            let (app, secret) = (&app, &secret);
+            async move { deliver(app, halo.id, &body, "mspbridge", secret).await }
+        };
+        // With Halo's delivery id.
+        let body = halo.sb.webhook_body("Ticket Updated", ext);
+        assert_eq!(send(body.clone()).await, 200);
+        for variant in reformatted(&body) {
+            assert_eq!(
+                send(variant.clone()).await,
+                401,
+                "{}",
+                String::from_utf8_lossy(&variant)
+            );
+        }
+        // Halo's next delivery about the same ticket is new.
+        assert_eq!(send(halo.sb.webhook_body("Ticket Updated", ext)).await, 200);
+
+        // Without a delivery id: the ticket's update stamp.
+        let without_id = |body: Vec<u8>| {
+            let mut v: Value = serde_json::from_slice(&body).unwrap();
+            v.as_object_mut().unwrap().remove("id");
+            serde_json::to_vec(&v).unwrap()
+        };
+        let stamped = without_id(halo.sb.webhook_body("Ticket Updated", ext));
+        assert_eq!(send(stamped.clone()).await, 200);
+        for variant in reformatted(&stamped) {
+            assert_eq!(send(variant).await, 401);
+        }
+        assert_eq!(send(stamped.clone()).await, 401, "replay");
+        assert_eq!(
+            send(without_id(halo.sb.webhook_body("Action Added", ext))).await,
+            200,
+            "another event about the ticket"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(halo.sb.set_ticket_status(ext, "With User"));
+        let changed = without_id(halo.sb.webhook_body("Ticket Updated", ext));
+        assert_ne!(changed, stamped);
+        assert_eq!(send(changed).await, 200, "the ticket changed again");
+
+        // Neither: the payload itself, in canonical form.
+        let bare =
+            serde_json::to_vec(&json!({"event": "Ticket Updated", "ticket_id": ext})).unwrap();
+        assert_eq!(send(bare.clone()).await, 200);
+        for variant in reformatted(&bare) {
+            assert_eq!(send(variant).await, 401);
+        }
+        let other =
+            serde_json::to_vec(&json!({"event": "Action Added", "ticket_id": ext})).unwrap();
+        assert_eq!(send(other).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_key_is_a_replay_within_the_window_only() {
+    for app in TestApp::each().await {
+        let halo = connect_halo(&app).await;
+        let integration = mspbridge_domain::IntegrationId(halo.id);
+        let window = mspbridge_web::webhooks::REPLAY_WINDOW;
+        let t0 = chrono::Utc::now();
+        let record = |at: chrono::DateTime<chrono::Utc>| {
+            let store = app.db.store.clone();
+            let tenant = app.a.id;
+            async move {
+                store
+                    .record_webhook(
+                        tenant,
+                        integration,
+                        "k",
+                        "ticket",
+                        "ticket updated",
+                        "7",
+                        at,
+                        window,
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(record(t0).await, "new");
+        assert!(!record(t0 + Duration::minutes(5)).await, "replay");
+        assert!(!record(t0 + window - Duration::seconds(1)).await, "replay");
+        assert!(
+            record(t0 + window + Duration::seconds(1)).await,
+            "outside the window"
+        );
+        assert!(
+            !record(t0 + window + Duration::minutes(1)).await,
+            "replay again"
+        );
+    }
+}
+
 /// The portal ticket of Halo ticket `ext`, from a snapshot.
 fn portal_id(snap: &BTreeMap<String, Value>, ext: i64) -> i64 {
     snap[&ext.to_string()][6].as_i64().unwrap()

@@ -373,6 +373,49 @@ async fn deliver(app: &TestApp, path: &str, body: &[u8]) -> u16 {
 }
 
 #[tokio::test]
+async fn syncro_replays_are_recognised_by_the_notification_not_its_bytes() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let (syncro, config) = sandbox().await;
+        let app = TestApp::start_configured(db, false, config).await;
+        let sb = &syncro.sb;
+        let id = connect(&app).await;
+        let secret = mspbridge_vault::Vault::new(&[9u8; 32]).webhook_secret(app.a.id.0, id);
+        let path = format!("/webhooks/syncro/{id}/{secret}");
+        let ext = sb.with_data(|d| d.tickets[0].id);
+
+        // The ticket's update stamp identifies the notification.
+        let body = sb.notification_body("Ticket - Status was changed", ext);
+        assert_eq!(deliver(&app, &path, &body).await, 200);
+        for variant in reformatted(&body) {
+            assert_eq!(
+                deliver(&app, &path, &variant).await,
+                401,
+                "{}",
+                String::from_utf8_lossy(&variant)
+            );
+        }
+        // Another event about the same ticket, and the ticket changed again: new.
+        let replied = sb.notification_body("Ticket - Customer replied", ext);
+        assert_eq!(deliver(&app, &path, &replied).await, 200);
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+        assert!(sb.set_ticket_status(ext, "Waiting on Customer"));
+        let changed = sb.notification_body("Ticket - Status was changed", ext);
+        assert_ne!(changed, body);
+        assert_eq!(deliver(&app, &path, &changed).await, 200);
+        assert_eq!(deliver(&app, &path, &changed).await, 401, "replay");
+
+        // Without a stamp: the payload itself, in canonical form.
+        let bare =
+            serde_json::to_vec(&json!({"event": "Ticket - Status was changed", "ticket_id": ext}))
+                .unwrap();
+        assert_eq!(deliver(&app, &path, &bare).await, 200);
+        for variant in reformatted(&bare) {
+            assert_eq!(deliver(&app, &path, &variant).await, 401);
+        }
+    }
+}
+
+#[tokio::test]
 async fn syncro_notifications_bring_technician_changes_and_refuse_wrong_replayed_and_foreign_ones()
 {
     for db in mspbridge_store::test_support::all().await.unwrap() {

@@ -625,3 +625,70 @@ async fn the_technicians_page_shows_links_and_saves_an_edit_written_to_the_psa()
         .await;
     assert_eq!(forged.status, 403);
 }
+
+/// The JSON literal a page's script assigns after `marker` (up to the end of the line).
+fn inline_json<'b>(body: &'b str, marker: &str) -> &'b str {
+    let start = body
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in {body}"))
+        + marker.len();
+    body[start..].split(";\n").next().unwrap()
+}
+
+#[tokio::test]
+async fn inline_json_escapes_markup_so_names_cannot_break_the_page() {
+    let app = app().await;
+    let t = &app.a.owner_token;
+    let names = ["<!--<script>", "</script>", "a & b > c <!-- d"];
+    for name in names {
+        let (s, v) = app
+            .post("/api/v1/companies", t, serde_json::json!({ "name": name }))
+            .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+    let (s, v) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/integrations/{id}"),
+            t,
+            Some(serde_json::json!({"name": "<!--<script></script>"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+    for (path, marker) in [
+        ("/companies", "const portal = "),
+        ("/settings/integrations/companies", "const columns = "),
+    ] {
+        let page = b.get(path).await;
+        assert_eq!(page.status, 200, "{path}");
+        // The page's script is one block: its first `</script>` is its own end.
+        let script = page.body.split("<script>").nth(1).unwrap();
+        let script = script.split("</script>").next().unwrap();
+        assert!(script.trim_end().ends_with("})();"), "{path}: cut short");
+        assert!(!script.contains("<!--"), "{path}: {script}");
+        for marker in [marker, "const csrf = "] {
+            let json = inline_json(&page.body, marker);
+            assert!(
+                !json.contains(['<', '>', '&']),
+                "{path}: raw markup in the inline JSON: {json}"
+            );
+            let parsed: serde_json::Value = serde_json::from_str(json).unwrap();
+            if marker == "const portal = " {
+                let got: Vec<&str> = parsed
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap())
+                    .collect();
+                for name in names {
+                    assert!(got.contains(&name), "{name} in {got:?}");
+                }
+            } else if marker == "const columns = " {
+                assert_eq!(parsed[0]["label"], "<!--<script></script>", "{parsed}");
+            }
+        }
+    }
+}

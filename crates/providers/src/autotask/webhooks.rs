@@ -11,7 +11,8 @@
 //!   saving the options again never adds a second webhook.
 //! * **Deliveries** carry `X-Hook-Signature: sha1=<base64(HMAC-SHA1(secretKey, raw body))>`,
 //!   checked in constant time against the raw bytes; the body (`Action`, `EntityType`,
-//!   `Id`, `Fields`, …) is only a hint: the ticket is read again from Autotask.
+//!   `Id`, `Fields`, …) is only a hint: the ticket is read again from Autotask. The call to
+//!   the deactivation URL is checked the same way ([`verify_signature`]).
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
@@ -242,6 +243,18 @@ pub enum VerifyError {
 /// Checks `signature` (the `X-Hook-Signature` header) over the raw `body` with `secret`
 /// (constant time) and reads what the delivery is about.
 pub fn verify(signature: Option<&str>, body: &[u8], secret: &str) -> Result<Delivery, VerifyError> {
+    verify_signature(signature, body, secret)?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| VerifyError::Body(e.to_string()))?;
+    delivery(&v)
+}
+
+/// Checks only the signature (constant time): for Autotask's calls that are not
+/// deliveries, such as the deactivation notice.
+pub fn verify_signature(
+    signature: Option<&str>,
+    body: &[u8],
+    secret: &str,
+) -> Result<(), VerifyError> {
     let given = signature
         .map(str::trim)
         .and_then(|s| s.strip_prefix("sha1="))
@@ -254,7 +267,10 @@ pub fn verify(signature: Option<&str>, body: &[u8], secret: &str) -> Result<Deli
     mac.update(body);
     mac.verify_slice(&given)
         .map_err(|_| VerifyError::BadSignature)?;
-    let v: Value = serde_json::from_slice(body).map_err(|e| VerifyError::Body(e.to_string()))?;
+    Ok(())
+}
+
+fn delivery(v: &Value) -> Result<Delivery, VerifyError> {
     let field = |names: &[&str]| {
         v.as_object().and_then(|o| {
             o.iter()

@@ -446,3 +446,57 @@ pub fn without_ids(m: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
         .map(|(k, v)| (k.clone(), json!(v.as_array().unwrap()[..6])))
         .collect()
 }
+
+/// The same JSON delivery written differently: a trailing space, a leading newline,
+/// pretty-printed, and with every object's keys in reverse order. A replay check keyed on
+/// the delivery must refuse each once the original was accepted.
+pub fn reformatted(body: &[u8]) -> Vec<Vec<u8>> {
+    fn reversed(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                keys.reverse();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&serde_json::to_string(k).unwrap());
+                    out.push_str(": ");
+                    reversed(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    reversed(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let mut trailing = body.to_vec();
+    trailing.push(b' ');
+    let mut leading = b"\n".to_vec();
+    leading.extend_from_slice(body);
+    let mut swapped = String::new();
+    reversed(&v, &mut swapped);
+    let variants = vec![
+        trailing,
+        leading,
+        serde_json::to_vec_pretty(&v).unwrap(),
+        swapped.into_bytes(),
+    ];
+    for variant in &variants {
+        assert_ne!(variant.as_slice(), body);
+        assert_eq!(serde_json::from_slice::<Value>(variant).unwrap(), v);
+    }
+    variants
+}
