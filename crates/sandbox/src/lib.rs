@@ -293,6 +293,40 @@ pub async fn loopback_listener() -> std::io::Result<TcpListener> {
     TcpListener::bind("127.0.0.1:0").await
 }
 
+/// A vendor's published API document for contract tests, read from the specs folder:
+/// `MSPBRIDGE_SPECS_DIR`, by default `../shared/specs` beside the repository. Vendors'
+/// licences keep these documents out of the repository, so on a machine without them the
+/// test is skipped with one line saying so, except under `CI=true`, where a missing
+/// document fails the test.
+pub fn vendor_spec(relative: &str) -> Option<serde_json::Value> {
+    let dir = std::env::var_os("MSPBRIDGE_SPECS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/specs"
+            ))
+        });
+    let path = dir.join(relative);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match serde_json::from_str(&text) {
+            Ok(spec) => Some(spec),
+            Err(e) => panic!("{} is not JSON: {e}", path.display()),
+        },
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
+            "CI=true and the vendor document {} cannot be read ({e}); set MSPBRIDGE_SPECS_DIR",
+            path.display()
+        ),
+        Err(_) => {
+            eprintln!(
+                "skipped: the vendor document {} is not there (set MSPBRIDGE_SPECS_DIR to the specs folder)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,39 +369,5 @@ mod tests {
         );
         assert_eq!(f.take("/company/companies").0, Some(Fault::Truncate));
         assert_eq!(f.take("/company/companies").0, None);
-    }
-}
-
-/// A vendor's published API document for contract tests, read from the specs folder:
-/// `MSPBRIDGE_SPECS_DIR`, by default `../shared/specs` beside the repository. Vendors'
-/// licences keep these documents out of the repository, so on a machine without them the
-/// test is skipped with one line saying so, except under `CI=true`, where a missing
-/// document fails the test.
-pub fn vendor_spec(relative: &str) -> Option<serde_json::Value> {
-    let dir = std::env::var_os("MSPBRIDGE_SPECS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/specs"
-            ))
-        });
-    let path = dir.join(relative);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => match serde_json::from_str(&text) {
-            Ok(spec) => Some(spec),
-            Err(e) => panic!("{} is not JSON: {e}", path.display()),
-        },
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "CI=true and the vendor document {} cannot be read ({e}); set MSPBRIDGE_SPECS_DIR",
-            path.display()
-        ),
-        Err(_) => {
-            eprintln!(
-                "skipped: the vendor document {} is not there (set MSPBRIDGE_SPECS_DIR to the specs folder)",
-                path.display()
-            );
-            None
-        }
     }
 }
