@@ -893,3 +893,69 @@ async fn ticket_writers_share_the_zone_and_picklists_and_read_them_again_for_a_n
     assert_eq!(paths(from), vec!["PATCH /Tickets".to_string()]);
     assert_eq!(sb.with_data(|d| d.tickets[0].status), Some(14));
 }
+
+#[tokio::test]
+async fn records_with_null_or_odd_unused_fields_are_imported() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let (company, contact, resource) =
+        sb.with_data(|d| (d.companies[0].id, d.contacts[1].id, d.resources[0].id));
+    // Autotask sends `null` for empty fields; fields the sync does not use may hold
+    // anything.
+    sb.set_raw_field("companies", company, "phone", serde_json::json!(5_551_234));
+    sb.set_raw_field("companies", company, "isActive", serde_json::json!(null));
+    sb.set_raw_field("contacts", contact, "isActive", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        contact,
+        "primaryContact",
+        serde_json::json!(null),
+    );
+    sb.set_raw_field("contacts", contact, "firstName", serde_json::json!(null));
+    sb.set_raw_field("resources", resource, "title", serde_json::json!(7));
+    sb.set_raw_field("resources", resource, "resourceType", serde_json::json!(3));
+    sb.set_raw_field("resources", resource, "isActive", serde_json::json!(null));
+    let src = source(&h, &good(), None).await;
+    for (what, p) in [
+        (
+            "companies",
+            src.companies(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+        (
+            "contacts",
+            src.contacts(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+        (
+            "technicians",
+            src.technicians(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+    ] {
+        assert!(p.is_empty(), "{what}: {p:?}");
+    }
+    let (companies, _) = all_pages!(src, companies, None);
+    let c = companies
+        .iter()
+        .find(|c| c.external_id == company.to_string())
+        .unwrap();
+    assert!(c.active, "{c:?}");
+    let (contacts, _) = all_pages!(src, contacts, None);
+    let c = contacts
+        .iter()
+        .find(|c| c.external_id == contact.to_string())
+        .unwrap();
+    assert!(c.active && !c.primary && c.first_name.is_empty(), "{c:?}");
+    let (techs, _) = all_pages!(src, technicians, None);
+    let t = techs
+        .iter()
+        .find(|t| t.external_id == resource.to_string())
+        .unwrap();
+    assert!(t.active, "{t:?}");
+}

@@ -284,7 +284,7 @@ impl CwClient {
 /// on-premise servers serve it on the site itself.
 pub fn api_host(site: &str, info: &CompanyInfo) -> String {
     if let Some(region) = site.strip_suffix(".myconnectwise.net")
-        && info.is_cloud
+        && info.is_cloud != Some(false)
         && !region.contains('.')
         && !region.starts_with("api-")
     {
@@ -303,7 +303,7 @@ mod tests {
             codebase: "v2025_1/".into(),
             version_code: "v2025.1".into(),
             company_id: "acme".into(),
-            is_cloud: cloud,
+            is_cloud: Some(cloud),
             site_url: String::new(),
         }
     }

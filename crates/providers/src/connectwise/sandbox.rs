@@ -90,6 +90,8 @@ struct SandboxState {
     base: std::sync::OnceLock<String>,
     /// Callbacks delivered so far.
     callbacks_sent: std::sync::atomic::AtomicU64,
+    /// `/login/companyinfo` answers this body instead of the sandbox's own (tests).
+    company_info: RwLock<Option<serde_json::Value>>,
 }
 
 #[derive(Default)]
@@ -195,6 +197,7 @@ impl CwSandbox {
                 lost_answers: std::sync::atomic::AtomicU32::new(0),
                 base: std::sync::OnceLock::new(),
                 callbacks_sent: std::sync::atomic::AtomicU64::new(0),
+                company_info: RwLock::new(None),
             }),
             faults: Faults::default(),
         }
@@ -252,6 +255,23 @@ impl CwSandbox {
         self.state.raw_edits.push(collection, id, field, value);
         if let Ok(mut g) = self.state.json.write() {
             *g = None;
+        }
+    }
+
+    /// Leaves `field` out of the record `id` in `collection`, as a ConnectWise that does
+    /// not send it.
+    pub fn remove_raw_field(&self, collection: &str, id: i64, field: &str) {
+        self.state.raw_edits.remove(collection, id, field);
+        if let Ok(mut g) = self.state.json.write() {
+            *g = None;
+        }
+    }
+
+    /// Answers `/login/companyinfo/{id}` for the demo company with `body` (`None`: the
+    /// sandbox's own answer); tests play other ConnectWise versions with it.
+    pub fn set_company_info(&self, body: Option<serde_json::Value>) {
+        if let Ok(mut g) = self.state.company_info.write() {
+            *g = body;
         }
     }
 
@@ -455,12 +475,15 @@ async fn company_info(
         )
             .into_response();
     }
+    if let Some(body) = s.company_info.read().ok().and_then(|g| g.clone()) {
+        return axum::Json(body).into_response();
+    }
     axum::Json(CompanyInfo {
         company_name: s.company_name.clone(),
         codebase: CODEBASE.into(),
         version_code: "v2025.1".into(),
         company_id: s.company_id.clone(),
-        is_cloud: false,
+        is_cloud: Some(false),
         site_url: String::new(),
     })
     .into_response()
@@ -1100,7 +1123,7 @@ async fn api_post(
                 priority,
                 company: Some(CompanyRef {
                     id: company.id,
-                    identifier: Some(company.identifier),
+                    identifier: company.identifier,
                     name: Some(company.name),
                 }),
                 contact: None,
@@ -1509,10 +1532,10 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             .collect();
             let mut items = vec![CommunicationItem {
                 id: contact_id * 10 + 1,
-                kind: Ref {
+                kind: Some(Ref {
                     id: 2,
                     name: Some("Direct".into()),
-                },
+                }),
                 value: format!("+1 555 {:04}", contact_id % 10_000),
                 default_flag: true,
                 communication_type: "Phone".into(),
@@ -1521,10 +1544,10 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             if !rng.chance(3) {
                 items.push(CommunicationItem {
                     id: contact_id * 10 + 2,
-                    kind: Ref {
+                    kind: Some(Ref {
                         id: 1,
                         name: Some("Email".into()),
-                    },
+                    }),
                     value: format!("{local}@{domain}"),
                     default_flag: true,
                     communication_type: "Email".into(),
@@ -1571,7 +1594,7 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             .map(|c| format!("{} {}", c.first_name, c.last_name));
         companies.push(Company {
             id,
-            identifier: identifier.clone(),
+            identifier: Some(identifier.clone()),
             name: name.clone(),
             status: Some(Ref {
                 id: status,
@@ -1684,7 +1707,7 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             Member {
                 id: 1 + i as i64,
                 primary_email: Some(format!("{identifier}@msp.example")),
-                identifier,
+                identifier: Some(identifier),
                 first_name: first,
                 last_name: last,
                 inactive_flag: i % 17 == 16,
@@ -1760,7 +1783,7 @@ mod tests {
         let mut ids: Vec<_> = large
             .companies
             .iter()
-            .map(|c| c.identifier.as_str())
+            .filter_map(|c| c.identifier.as_deref())
             .collect();
         ids.sort_unstable();
         ids.dedup();

@@ -196,7 +196,7 @@ impl CompanySource for CwSource {
                 deleted: c.deleted_flag,
                 types: names(&c.types),
                 primary_contact_id: c.default_contact.as_ref().map(|r| r.id.to_string()),
-                identifier: Some(c.identifier),
+                identifier: c.identifier.filter(|i| !i.trim().is_empty()),
                 domains: c.website.into_iter().collect(),
                 name: c.name,
                 updated_at: c.info.last_updated,
@@ -246,17 +246,25 @@ impl TechnicianSource for CwSource {
         let (rows, rejected, next) = self.page::<Member>("/system/members", req).await?;
         let records = rows
             .into_iter()
-            .map(|m| ExtTechnician {
-                external_id: m.id.to_string(),
-                email: m
+            .map(|m| {
+                let email = m
                     .primary_email
                     .map(|e| e.trim().to_lowercase())
-                    .filter(|e| !e.is_empty()),
-                active: !m.inactive_flag,
-                identifier: m.identifier,
-                first_name: m.first_name,
-                last_name: m.last_name,
-                updated_at: m.info.last_updated,
+                    .filter(|e| !e.is_empty());
+                ExtTechnician {
+                    external_id: m.id.to_string(),
+                    // A member without a login is known by its email, else its id.
+                    identifier: m
+                        .identifier
+                        .filter(|i| !i.trim().is_empty())
+                        .or_else(|| email.clone())
+                        .unwrap_or_else(|| format!("member {}", m.id)),
+                    email,
+                    active: !m.inactive_flag,
+                    first_name: m.first_name,
+                    last_name: m.last_name,
+                    updated_at: m.info.last_updated,
+                }
             })
             .collect();
         Ok(SourcePage {

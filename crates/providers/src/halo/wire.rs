@@ -7,10 +7,14 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::lenient::odd_as_default;
+
 /// `POST {auth}/token` answer (client-credentials grant).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// Not used (the token is always sent as a Bearer token).
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub token_type: String,
     pub expires_in: u64,
 }
@@ -188,6 +192,8 @@ pub struct ActionList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     pub id: i64,
+    /// Not used (actions are read per ticket).
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub ticket_id: i64,
     #[serde(default)]
     pub note: String,

@@ -1,0 +1,172 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! ConnectWise as a sync source against its sandbox: records whose unused fields are
+//! missing, null or odd are imported, not rejected.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::validate::{Credentials, validate_credentials};
+use mspbridge_providers::connectwise::sandbox::*;
+use mspbridge_providers::http::RetryPolicy;
+use mspbridge_providers::source::{PageRequest, PsaSource};
+use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
+use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
+use serde_json::json;
+
+async fn serve(sb: CwSandbox) -> (CwSandbox, SandboxHandle) {
+    let handle = sb.serve(loopback_listener().await.unwrap()).unwrap();
+    (sb, handle)
+}
+
+fn creds(h: &SandboxHandle) -> Credentials {
+    let mut input = BTreeMap::new();
+    input.insert("site".to_string(), h.host());
+    input.insert("company_id".to_string(), DEMO_COMPANY_ID.to_string());
+    input.insert("public_key".to_string(), DEMO_PUBLIC_KEY.to_string());
+    input.insert("private_key".to_string(), DEMO_PRIVATE_KEY.to_string());
+    input.insert("client_id".to_string(), DEMO_CLIENT_ID.to_string());
+    validate_credentials(ProviderKind::ConnectwiseManage.descriptor(), &input, false)
+        .unwrap()
+        .0
+}
+
+fn retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_secs(1),
+        budget: 100_000,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn source(h: &SandboxHandle, page: Option<usize>) -> Box<dyn PsaSource> {
+    Providers::new(ProviderConfig {
+        outbound: OutboundPolicy {
+            allow_private: true,
+        },
+        ..Default::default()
+    })
+    .psa_source(ProviderKind::ConnectwiseManage, &creds(h), retry(), page)
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// Every page of a pass: the records and the rejected rows.
+macro_rules! all_pages {
+    ($src:expr, $method:ident) => {{
+        let mut req = PageRequest::default();
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        loop {
+            let p = $src.$method(&req).await.unwrap();
+            records.extend(p.records);
+            rejected.extend(p.rejected);
+            match p.next {
+                Some(n) => req.after = Some(n),
+                None => break,
+            }
+        }
+        (records, rejected)
+    }};
+}
+
+#[tokio::test]
+async fn records_with_odd_or_missing_unused_fields_are_imported() {
+    let (sb, h) = serve(CwSandbox::new(Seed::Small)).await;
+    let (company, contact, member, ticket) = sb.with_data(|d| {
+        (
+            d.companies[0].id,
+            d.contacts[0].id,
+            d.members[0].id,
+            d.tickets[0].id,
+        )
+    });
+    // A company without an identifier, with a null flag, a number for a phone and
+    // fields the connector does not know.
+    sb.remove_raw_field("company/companies", company, "identifier");
+    sb.set_raw_field("company/companies", company, "deletedFlag", json!(null));
+    sb.set_raw_field("company/companies", company, "website", json!(null));
+    sb.set_raw_field(
+        "company/companies",
+        company,
+        "phoneNumber",
+        json!(5_551_234),
+    );
+    sb.set_raw_field(
+        "company/companies",
+        company,
+        "customFields",
+        json!([{"id": 1, "caption": "Tier", "type": "Text", "value": null}]),
+    );
+    // A contact whose communication items lack their id and type, with a kind the
+    // connector does not know, and a null name and flag.
+    sb.set_raw_field(
+        "company/contacts",
+        contact,
+        "communicationItems",
+        json!([
+            {"value": "+1 555 0101", "communicationType": "Phone", "defaultFlag": true},
+            {"type": {"id": 9, "name": "Pager"}, "value": "pager-77", "communicationType": "Pager"},
+            {"value": " Pat.Lee@Example.com ", "communicationType": "Email"}
+        ]),
+    );
+    sb.set_raw_field("company/contacts", contact, "firstName", json!(null));
+    sb.set_raw_field("company/contacts", contact, "inactiveFlag", json!(null));
+    sb.set_raw_field(
+        "company/contacts",
+        contact,
+        "site",
+        json!({"id": 3, "name": "Main", "_info": {"site_href": "x"}}),
+    );
+    // A member without an identifier, a null flag and an unknown license class.
+    sb.remove_raw_field("system/members", member, "identifier");
+    sb.set_raw_field("system/members", member, "inactiveFlag", json!(null));
+    sb.set_raw_field("system/members", member, "licenseClass", json!("Z"));
+    // A ticket without a board, with a null priority and summary.
+    sb.remove_raw_field("service/tickets", ticket, "board");
+    sb.set_raw_field("service/tickets", ticket, "priority", json!(null));
+    sb.set_raw_field("service/tickets", ticket, "summary", json!(null));
+    sb.set_raw_field("service/tickets", ticket, "severity", json!("Extreme"));
+
+    let src = source(&h, None).await;
+    let (companies, rejected) = all_pages!(src, companies);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let c = companies
+        .iter()
+        .find(|c| c.external_id == company.to_string())
+        .unwrap();
+    assert_eq!((c.identifier.as_deref(), c.deleted), (None, false), "{c:?}");
+    assert!(c.domains.is_empty(), "{c:?}");
+
+    let (contacts, rejected) = all_pages!(src, contacts);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let c = contacts
+        .iter()
+        .find(|c| c.external_id == contact.to_string())
+        .unwrap();
+    assert_eq!(c.email.as_deref(), Some("pat.lee@example.com"), "{c:?}");
+    assert_eq!(c.phone.as_deref(), Some("+1 555 0101"), "{c:?}");
+    assert_eq!((c.first_name.as_str(), c.active), ("", true), "{c:?}");
+
+    let (members, rejected) = all_pages!(src, technicians);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let m = members
+        .iter()
+        .find(|m| m.external_id == member.to_string())
+        .unwrap();
+    assert!(m.active && m.email.is_some(), "{m:?}");
+    assert_eq!(Some(m.identifier.as_str()), m.email.as_deref(), "{m:?}");
+
+    let tickets_src = src.ticket_source().unwrap();
+    let (tickets, rejected) = all_pages!(tickets_src, tickets);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let t = tickets
+        .iter()
+        .find(|t| t.external_id == ticket.to_string())
+        .unwrap();
+    assert_eq!((t.board.as_deref(), t.priority.as_deref()), (None, None));
+    assert_eq!(t.summary, "");
+}
