@@ -959,3 +959,84 @@ async fn records_with_null_or_odd_unused_fields_are_imported() {
         .unwrap();
     assert!(t.active, "{t:?}");
 }
+
+#[tokio::test]
+async fn contacts_and_resources_fall_back_to_their_second_and_third_email() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let (a, b, r) = sb.with_data(|d| (d.contacts[0].id, d.contacts[1].id, d.resources[0].id));
+    sb.set_raw_field("contacts", a, "emailAddress", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        a,
+        "emailAddress2",
+        serde_json::json!("Second@Acme.example"),
+    );
+    sb.set_raw_field("contacts", b, "emailAddress", serde_json::json!(" "));
+    sb.set_raw_field("contacts", b, "emailAddress2", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        b,
+        "emailAddress3",
+        serde_json::json!("third@acme.example"),
+    );
+    sb.set_raw_field("resources", r, "email", serde_json::json!(null));
+    sb.set_raw_field(
+        "resources",
+        r,
+        "email2",
+        serde_json::json!("tech2@msp.example"),
+    );
+    let src = source(&h, &good(), None).await;
+    let (contacts, _) = all_pages!(src, contacts, None);
+    let email = |id: i64| {
+        contacts
+            .iter()
+            .find(|c| c.external_id == id.to_string())
+            .unwrap()
+            .email
+            .clone()
+    };
+    assert_eq!(email(a).as_deref(), Some("second@acme.example"));
+    assert_eq!(email(b).as_deref(), Some("third@acme.example"));
+    let (techs, _) = all_pages!(src, technicians, None);
+    let t = techs
+        .iter()
+        .find(|t| t.external_id == r.to_string())
+        .unwrap();
+    assert_eq!(t.email.as_deref(), Some("tech2@msp.example"));
+    // The contacts query asks for all three addresses.
+    let asked = sb
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.path == "/Contacts/query")
+        .and_then(|s| s.body)
+        .unwrap();
+    for f in ["emailAddress", "emailAddress2", "emailAddress3"] {
+        assert!(
+            asked["IncludeFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == f),
+            "{asked}"
+        );
+    }
+    // The seed has contacts whose only address is the second or the third.
+    let seeded = sb.with_data(|d| {
+        d.contacts
+            .iter()
+            .filter(|c| c.email_address.is_none())
+            .filter_map(|c| {
+                let v = serde_json::to_value(c).unwrap();
+                ["emailAddress2", "emailAddress3"]
+                    .iter()
+                    .find_map(|k| v[*k].as_str().map(|e| (c.id, e.to_string())))
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(!seeded.is_empty(), "the seed has such contacts");
+    for (id, e) in seeded {
+        assert_eq!(email(id), Some(e));
+    }
+}

@@ -170,3 +170,69 @@ async fn records_with_odd_or_missing_unused_fields_are_imported() {
     assert_eq!((t.board.as_deref(), t.priority.as_deref()), (None, None));
     assert_eq!(t.summary, "");
 }
+
+#[tokio::test]
+async fn members_without_a_primary_email_are_imported_with_their_office_or_default_email() {
+    let (sb, h) = serve(CwSandbox::new(Seed::Small)).await;
+    let ids: Vec<i64> = sb.with_data(|d| d.members.iter().map(|m| m.id).collect());
+    // Only `officeEmail`, as many ConnectWise members carry.
+    sb.remove_raw_field("system/members", ids[1], "primaryEmail");
+    sb.set_raw_field(
+        "system/members",
+        ids[1],
+        "officeEmail",
+        json!(" Office.Two@MSP.example "),
+    );
+    // An empty primary and office email: the one `defaultEmail` names.
+    sb.set_raw_field("system/members", ids[2], "primaryEmail", json!(""));
+    sb.set_raw_field("system/members", ids[2], "officeEmail", json!(null));
+    sb.set_raw_field("system/members", ids[2], "defaultEmail", json!("Mobile"));
+    sb.set_raw_field(
+        "system/members",
+        ids[2],
+        "mobileEmail",
+        json!("three@mobile.example"),
+    );
+    sb.set_raw_field(
+        "system/members",
+        ids[2],
+        "homeEmail",
+        json!("three@home.example"),
+    );
+    sb.remove_raw_field("system/members", ids[3], "primaryEmail");
+    sb.set_raw_field("system/members", ids[3], "defaultEmail", json!("Home"));
+    sb.set_raw_field(
+        "system/members",
+        ids[3],
+        "homeEmail",
+        json!("four@home.example"),
+    );
+    // A default kind ConnectWise may add later names nothing we know: no email, no failure.
+    sb.remove_raw_field("system/members", ids[4], "primaryEmail");
+    sb.remove_raw_field("system/members", ids[4], "officeEmail");
+    sb.set_raw_field("system/members", ids[4], "defaultEmail", json!("Pager"));
+
+    let src = source(&h, None).await;
+    let (techs, rejected) = all_pages!(src, technicians);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let email = |id: i64| {
+        techs
+            .iter()
+            .find(|t| t.external_id == id.to_string())
+            .unwrap()
+            .email
+            .clone()
+    };
+    assert_eq!(email(ids[1]).as_deref(), Some("office.two@msp.example"));
+    assert_eq!(email(ids[2]).as_deref(), Some("three@mobile.example"));
+    assert_eq!(email(ids[3]).as_deref(), Some("four@home.example"));
+    assert_eq!(email(ids[4]), None);
+    // The seed has members with only an office or a default (mobile) email: every other
+    // member is imported with an address.
+    let others: Vec<_> = techs
+        .iter()
+        .filter(|t| !ids[1..5].contains(&t.external_id.parse().unwrap()))
+        .collect();
+    assert_eq!(others.len(), ids.len() - 4);
+    assert!(others.iter().all(|t| t.email.is_some()), "{others:?}");
+}

@@ -50,6 +50,8 @@ const CONTACT_FIELDS: &[&str] = &[
     "firstName",
     "lastName",
     "emailAddress",
+    "emailAddress2",
+    "emailAddress3",
     "phone",
     "mobilePhone",
     "isActive",
@@ -111,6 +113,12 @@ fn everything() -> serde_json::Value {
 fn email(e: Option<&str>) -> Option<String> {
     e.map(|e| e.trim().to_lowercase())
         .filter(|e| !e.is_empty() && e.contains('@'))
+}
+
+/// The first usable address of several (Autotask's `emailAddress`, `emailAddress2`,
+/// `emailAddress3`; a resource's `email`, `email2`, `email3`).
+fn first_email(all: [&Option<String>; 3]) -> Option<String> {
+    all.into_iter().find_map(|e| email(e.as_deref()))
 }
 
 fn text(s: Option<&str>) -> Option<String> {
@@ -415,7 +423,7 @@ impl ContactSource for AutotaskSource {
                     company_external_id: c.company_id.map(|i| i.to_string()),
                     first_name: c.first_name.trim().to_string(),
                     last_name: c.last_name.trim().to_string(),
-                    email: email(c.email_address.as_deref()),
+                    email: first_email([&c.email_address, &c.email_address2, &c.email_address3]),
                     phone: text(c.phone.as_deref()).or_else(|| text(c.mobile_phone.as_deref())),
                     active: c.is_active != 0,
                     primary: c.primary_contact,
@@ -456,7 +464,7 @@ impl TechnicianSource for AutotaskSource {
                     .unwrap_or_else(|| format!("{} {}", r.first_name, r.last_name)),
                 first_name: r.first_name,
                 last_name: r.last_name,
-                email: email(r.email.as_deref()),
+                email: first_email([&r.email, &r.email2, &r.email3]),
                 active: r.is_active,
                 updated_at: None,
             })

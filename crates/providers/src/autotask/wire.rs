@@ -110,8 +110,13 @@ pub struct Contact {
     /// Not used by the sync.
     #[serde(default, deserialize_with = "odd_as_default")]
     pub title: Option<String>,
+    /// The contact's address: `emailAddress`, else `emailAddress2`, else `emailAddress3`.
     #[serde(default)]
     pub email_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address3: Option<String>,
     #[serde(default)]
     pub phone: Option<String>,
     #[serde(default)]
@@ -139,8 +144,13 @@ pub struct Resource {
     pub first_name: String,
     #[serde(default, deserialize_with = "nullable")]
     pub last_name: String,
+    /// The resource's address: `email`, else `email2`, else `email3`.
     #[serde(default)]
     pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email3: Option<String>,
     #[serde(default)]
     pub user_name: Option<String>,
     /// Not used by the sync.

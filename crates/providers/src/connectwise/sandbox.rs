@@ -1704,9 +1704,21 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             let first = FIRST[i % FIRST.len()].to_string();
             let last = LAST[(i / FIRST.len()) % LAST.len()].to_string();
             let identifier = format!("{}{}{}", &first[..1].to_lowercase(), last.to_lowercase(), i);
+            let email = Some(format!("{identifier}@msp.example"));
+            // Many members carry only an office email, some only the one `defaultEmail`
+            // names (the connector falls back to them).
+            let (primary_email, office_email, mobile_email, default_email) = match i {
+                i if i % 5 == 4 => (None, email, None, Some("Office".to_string())),
+                i if i % 7 == 6 => (None, None, email, Some("Mobile".to_string())),
+                _ => (email, None, None, None),
+            };
             Member {
                 id: 1 + i as i64,
-                primary_email: Some(format!("{identifier}@msp.example")),
+                primary_email,
+                office_email,
+                mobile_email,
+                home_email: None,
+                default_email,
                 identifier: Some(identifier),
                 first_name: first,
                 last_name: last,

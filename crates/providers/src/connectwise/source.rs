@@ -247,10 +247,7 @@ impl TechnicianSource for CwSource {
         let records = rows
             .into_iter()
             .map(|m| {
-                let email = m
-                    .primary_email
-                    .map(|e| e.trim().to_lowercase())
-                    .filter(|e| !e.is_empty());
+                let email = m.email();
                 ExtTechnician {
                     external_id: m.id.to_string(),
                     // A member without a login is known by its email, else its id.

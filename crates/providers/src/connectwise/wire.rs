@@ -219,10 +219,47 @@ pub struct Member {
     pub last_name: String,
     #[serde(default, deserialize_with = "nullable")]
     pub inactive_flag: bool,
+    /// The technician's address: `primaryEmail`, else `officeEmail`, else the address
+    /// `defaultEmail` names (members carry no communication items).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mobile_email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_email: Option<String>,
+    /// Which of the office, mobile and home addresses is the default: "Office",
+    /// "Mobile" or "Home" (any other value is kept and names none).
+    #[serde(
+        default,
+        deserialize_with = "odd_as_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_email: Option<String>,
     #[serde(rename = "_info", default, deserialize_with = "info")]
     pub info: Info,
+}
+
+impl Member {
+    /// The member's email, lower-cased: `primaryEmail`, else `officeEmail`, else the
+    /// address `defaultEmail` names; `None` when all are empty.
+    pub fn email(&self) -> Option<String> {
+        let clean = |e: &Option<String>| {
+            e.as_deref()
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty())
+        };
+        let by_default = match self.default_email.as_deref().map(str::trim) {
+            Some(k) if k.eq_ignore_ascii_case("mobile") => &self.mobile_email,
+            Some(k) if k.eq_ignore_ascii_case("home") => &self.home_email,
+            Some(k) if k.eq_ignore_ascii_case("office") => &self.office_email,
+            _ => &None,
+        };
+        clean(&self.primary_email)
+            .or_else(|| clean(&self.office_email))
+            .or_else(|| clean(by_default))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -83,8 +83,13 @@ pub struct User {
     pub firstname: String,
     #[serde(default)]
     pub surname: String,
+    /// The user's address: `emailaddress`, else `email2`, else `email3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emailaddress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email3: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phonenumber: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +120,8 @@ pub struct Agent {
     pub firstname: String,
     #[serde(default)]
     pub surname: String,
+    /// The agent's only address in the `Uname` schema (`googleemail` and
+    /// `pagerduty_email` are integration mailboxes, not a fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default)]
