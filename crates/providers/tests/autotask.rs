@@ -1040,3 +1040,61 @@ async fn contacts_and_resources_fall_back_to_their_second_and_third_email() {
         assert_eq!(email(id), Some(e));
     }
 }
+
+#[tokio::test]
+async fn a_ticket_is_closed_by_its_status_not_by_a_stamped_completed_date() {
+    let (sb, h) = start(Seed::Small).await;
+    let (open, done) = sb.with_data(|d| {
+        let stamp = Utc.with_ymd_and_hms(2026, 2, 3, 4, 5, 6).unwrap();
+        // Back in "Waiting Customer" after completion: Autotask keeps the stamp.
+        let open = &mut d.tickets[0];
+        open.status = Some(7);
+        open.completed_date = Some(stamp);
+        let open = open.id;
+        // Complete (5) without a stamp is closed all the same.
+        let done = &mut d.tickets[1];
+        done.status = Some(COMPLETE);
+        done.completed_date = None;
+        (open, done.id)
+    });
+    let src = source(&h, &good(), None).await;
+    let tickets = src.ticket_source().unwrap();
+    let (all, _) = all_pages!(tickets, tickets, None);
+    let by_id = |id: i64| {
+        all.iter()
+            .find(|t| t.external_id == id.to_string())
+            .unwrap()
+    };
+    let t = by_id(open);
+    assert_eq!(
+        (t.status.as_str(), t.closed, t.closed_at),
+        ("Waiting Customer", false, None),
+        "{t:?}"
+    );
+    let t = by_id(done);
+    assert_eq!((t.status.as_str(), t.closed), ("Complete", true), "{t:?}");
+    // Every other ticket: closed exactly when its status is Complete.
+    let data = sb.with_data(|d| d.tickets.clone());
+    for t in &data {
+        assert_eq!(
+            by_id(t.id).closed,
+            t.status == Some(COMPLETE),
+            "ticket {}",
+            t.id
+        );
+    }
+    // The webhook path reads the ticket again the same way.
+    let w = providers(true, settings(&h))
+        .ticket_writer(ProviderKind::Autotask, &good(), fast_retry())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        w.ticket_status(&open.to_string()).await.unwrap(),
+        Some(("Waiting Customer".to_string(), false))
+    );
+    assert_eq!(
+        w.ticket_status(&done.to_string()).await.unwrap(),
+        Some(("Complete".to_string(), true))
+    );
+}

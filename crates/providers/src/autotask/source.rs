@@ -525,9 +525,10 @@ impl AutotaskSource {
 }
 
 /// An Autotask ticket as the engine sees it: picklist values as the tenant's labels, the
-/// queue as the board, closed once Autotask has stamped `completedDate`.
+/// queue as the board, closed when its status is Complete (`completedDate` stays stamped
+/// when a completed ticket is reopened, so it is the closing time only of a closed one).
 fn ticket(t: Ticket, l: &Picklists) -> ExtTicket {
-    let closed = t.completed_date.is_some();
+    let closed = l.is_complete(t.status);
     let marker = t
         .external_id
         .filter(|m| m.starts_with(crate::tickets::MARKER_PREFIX));
@@ -545,7 +546,7 @@ fn ticket(t: Ticket, l: &Picklists) -> ExtTicket {
         contact_external_id: t.contact_id.map(|c| c.to_string()),
         assignee_external_id: t.assigned_resource_id.map(|r| r.to_string()),
         created_at: t.create_date,
-        closed_at: t.completed_date,
+        closed_at: t.completed_date.filter(|_| closed),
         updated_at: t.last_activity_date,
         marker,
         notes: None,
