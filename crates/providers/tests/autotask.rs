@@ -1098,3 +1098,52 @@ async fn a_ticket_is_closed_by_its_status_not_by_a_stamped_completed_date() {
         Some(("Complete".to_string(), true))
     );
 }
+
+#[tokio::test]
+async fn resources_are_listed_once_per_run() {
+    let (sb, h) = start(Seed::Small).await;
+    let src = source(&h, &good(), None).await;
+    let resource_queries = || {
+        sb.seen()
+            .iter()
+            .filter(|r| r.path.starts_with("/Resources/query"))
+            .count()
+    };
+    // The technicians pass reads Resources; the notes' authors come from the same list.
+    let (techs, _) = all_pages!(src, technicians, None);
+    assert!(!techs.is_empty());
+    let tickets = src.ticket_source().unwrap();
+    let (all, _) = all_pages!(tickets, tickets, None);
+    let ids: Vec<String> = all.iter().map(|t| t.external_id.clone()).collect();
+    let notes = tickets.ticket_notes(&ids).await.unwrap();
+    let authors: Vec<&str> = notes
+        .by_ticket
+        .values()
+        .flatten()
+        .map(|n| n.author.as_str())
+        .collect();
+    assert!(!authors.is_empty() && authors.iter().all(|a| !a.is_empty()));
+    assert_eq!(resource_queries(), 1, "one Resources listing per run");
+    // The technicians pass asks only for the fields it reads.
+    let asked = sb
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/Resources/query")
+        .and_then(|s| s.body)
+        .unwrap();
+    assert!(asked["IncludeFields"].is_array(), "{asked}");
+
+    // A run without the technicians pass (a quick tickets sync) reads it for the notes.
+    let src = source(&h, &good(), None).await;
+    let tickets = src.ticket_source().unwrap();
+    let before = resource_queries();
+    let notes = tickets.ticket_notes(&ids).await.unwrap();
+    assert!(
+        notes
+            .by_ticket
+            .values()
+            .flatten()
+            .all(|n| !n.author.is_empty())
+    );
+    assert_eq!(resource_queries(), before + 1);
+}

@@ -60,6 +60,18 @@ const CONTACT_FIELDS: &[&str] = &[
     "lastModifiedDate",
 ];
 
+/// What the technicians pass reads of a resource (note authors need only the names).
+const RESOURCE_FIELDS: &[&str] = &[
+    "id",
+    "firstName",
+    "lastName",
+    "email",
+    "email2",
+    "email3",
+    "userName",
+    "isActive",
+];
+
 const TICKET_FIELDS: &[&str] = &[
     "id",
     "ticketNumber",
@@ -104,6 +116,23 @@ pub struct AutotaskSource {
     lists: tokio::sync::OnceCell<Picklists>,
     /// Resource names (id → "First Last") for note authors, read once per run.
     names: tokio::sync::OnceCell<HashMap<i64, String>>,
+    /// Resource names the technicians pass read: when it listed every page from the
+    /// first, note authors take them from here instead of listing Resources again.
+    listed: std::sync::Mutex<ListedResources>,
+}
+
+#[derive(Default)]
+struct ListedResources {
+    names: HashMap<i64, String>,
+    /// The pass started at the first page (a resumed pass saw only part of the list).
+    from_start: bool,
+    complete: bool,
+}
+
+fn full_name(r: &Resource) -> String {
+    format!("{} {}", r.first_name, r.last_name)
+        .trim()
+        .to_string()
 }
 
 fn everything() -> serde_json::Value {
@@ -136,6 +165,7 @@ impl AutotaskSource {
             udf_labels: tokio::sync::Mutex::new(None),
             lists: tokio::sync::OnceCell::new(),
             names: tokio::sync::OnceCell::new(),
+            listed: std::sync::Mutex::new(ListedResources::default()),
         }
     }
 
@@ -225,10 +255,17 @@ impl AutotaskSource {
             .await
     }
 
-    /// Every resource's name, for note authors.
+    /// Every resource's name, for note authors: the technicians pass's list when it read
+    /// the whole of it in this run, else one listing of Resources.
     async fn resource_names(&self) -> Result<&HashMap<i64, String>, SourceError> {
         self.names
             .get_or_try_init(|| async {
+                {
+                    let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+                    if listed.complete {
+                        return Ok(listed.names.clone());
+                    }
+                }
                 let mut names = HashMap::new();
                 let mut after: Option<String> = None;
                 loop {
@@ -241,14 +278,7 @@ impl AutotaskSource {
                         )
                         .await?;
                     let (rows, _, _) = read_rows::<Resource>(p.items);
-                    names.extend(rows.into_iter().map(|r| {
-                        (
-                            r.id,
-                            format!("{} {}", r.first_name, r.last_name)
-                                .trim()
-                                .to_string(),
-                        )
-                    }));
+                    names.extend(rows.iter().map(|r| (r.id, full_name(r))));
                     match p.page_details.next_page_url {
                         Some(n) => after = Some(n),
                         None => return Ok(names),
@@ -449,9 +479,27 @@ impl TechnicianSource for AutotaskSource {
         req: &PageRequest,
     ) -> Result<SourcePage<ExtTechnician>, SourceError> {
         let p = self
-            .page("Resources", everything(), None, req.after.as_deref())
+            .page(
+                "Resources",
+                everything(),
+                Some(RESOURCE_FIELDS),
+                req.after.as_deref(),
+            )
             .await?;
         let (rows, rejected, _) = read_rows::<Resource>(p.items);
+        {
+            let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+            if req.after.is_none() {
+                *listed = ListedResources {
+                    from_start: true,
+                    ..ListedResources::default()
+                };
+            }
+            listed
+                .names
+                .extend(rows.iter().map(|r| (r.id, full_name(r))));
+            listed.complete = listed.from_start && p.page_details.next_page_url.is_none();
+        }
         let me = self.client.username().trim().to_lowercase();
         let records = rows
             .into_iter()
