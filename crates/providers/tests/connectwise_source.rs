@@ -236,3 +236,93 @@ async fn members_without_a_primary_email_are_imported_with_their_office_or_defau
     assert_eq!(others.len(), ids.len() - 4);
     assert!(others.iter().all(|t| t.email.is_some()), "{others:?}");
 }
+
+/// Everything the source gives the engine from one sandbox: every pass, the notes of
+/// every ticket, the vocabulary.
+async fn read_everything(h: &SandboxHandle) -> String {
+    let src = source(h, Some(7)).await;
+    let (companies, r1) = all_pages!(src, companies);
+    let (contacts, r2) = all_pages!(src, contacts);
+    let (techs, r3) = all_pages!(src, technicians);
+    let tickets_src = src.ticket_source().unwrap();
+    let (tickets, r4) = all_pages!(tickets_src, tickets);
+    let ids: Vec<String> = tickets.iter().map(|t| t.external_id.clone()).collect();
+    let mut notes: Vec<_> = tickets_src
+        .ticket_notes(&ids)
+        .await
+        .unwrap()
+        .by_ticket
+        .into_iter()
+        .collect();
+    notes.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut vocabulary = src.vocabulary(chrono::DateTime::UNIX_EPOCH).await.unwrap();
+    vocabulary.fetched_at = chrono::DateTime::UNIX_EPOCH;
+    for r in [&r1, &r2, &r3, &r4] {
+        assert!(r.is_empty(), "{r:?}");
+    }
+    format!("{companies:#?}\n{contacts:#?}\n{techs:#?}\n{tickets:#?}\n{notes:#?}\n{vocabulary:#?}")
+}
+
+#[tokio::test]
+async fn lists_ask_only_for_the_fields_the_sync_reads_and_the_sync_gets_all_it_needs() {
+    let (sb, h) = serve(CwSandbox::new(Seed::Small)).await;
+    // Every field the source maps holds something other than its default somewhere.
+    sb.with_data(|d| {
+        d.companies[1].deleted_flag = true;
+        d.tickets[0].external_x_ref = Some(format!(
+            "{}0000000000000001",
+            mspbridge_providers::tickets::MARKER_PREFIX
+        ));
+        let t = d.tickets[1].id;
+        let n = d.notes.iter_mut().find(|n| n.ticket_id == t).unwrap();
+        n.member = None;
+        n.contact = Some(mspbridge_providers::connectwise::wire::Ref {
+            id: 1,
+            name: Some("Pat Customer".into()),
+        });
+        d.notes
+            .iter_mut()
+            .filter(|n| n.ticket_id == d.tickets[2].id)
+            .for_each(|n| {
+                n.member = None;
+            });
+    });
+    let projected = read_everything(&h).await;
+    // The record lists carry `fields=` (nested references as `company/id`).
+    let seen = sb.seen();
+    for path in [
+        "/company/companies",
+        "/company/contacts",
+        "/system/members",
+        "/service/tickets",
+    ] {
+        let asked: Vec<_> = seen.iter().filter(|r| r.path.ends_with(path)).collect();
+        assert!(!asked.is_empty(), "{path}");
+        for r in asked {
+            let fields = r.query.iter().find(|(k, _)| k == "fields");
+            assert!(fields.is_some(), "{path} without fields=: {r:?}");
+        }
+    }
+    let notes = seen
+        .iter()
+        .filter(|r| r.path.ends_with("/notes"))
+        .collect::<Vec<_>>();
+    assert!(!notes.is_empty());
+    assert!(
+        notes
+            .iter()
+            .all(|r| r.query.iter().any(|(k, _)| k == "fields"))
+    );
+    let tickets = seen
+        .iter()
+        .find(|r| r.path.ends_with("/service/tickets"))
+        .unwrap();
+    let fields = &tickets.query.iter().find(|(k, _)| k == "fields").unwrap().1;
+    assert!(fields.split(',').any(|f| f == "company/id"), "{fields}");
+
+    // The guard: what the sync gets through a sandbox that honours `fields=` is what it
+    // gets from whole records. A field the source maps but does not ask for differs here.
+    sb.honour_fields(false);
+    let whole = read_everything(&h).await;
+    assert_eq!(projected, whole);
+}

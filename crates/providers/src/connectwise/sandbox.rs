@@ -92,6 +92,8 @@ struct SandboxState {
     callbacks_sent: std::sync::atomic::AtomicU64,
     /// `/login/companyinfo` answers this body instead of the sandbox's own (tests).
     company_info: RwLock<Option<serde_json::Value>>,
+    /// Whether lists answer only the keys `fields=` names (as ConnectWise does).
+    honour_fields: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -198,6 +200,7 @@ impl CwSandbox {
                 base: std::sync::OnceLock::new(),
                 callbacks_sent: std::sync::atomic::AtomicU64::new(0),
                 company_info: RwLock::new(None),
+                honour_fields: std::sync::atomic::AtomicBool::new(true),
             }),
             faults: Faults::default(),
         }
@@ -265,6 +268,14 @@ impl CwSandbox {
         if let Ok(mut g) = self.state.json.write() {
             *g = None;
         }
+    }
+
+    /// Whether lists answer only what `fields=` asks for (the default, as ConnectWise
+    /// does) or whole records (tests compare the two).
+    pub fn honour_fields(&self, on: bool) {
+        self.state
+            .honour_fields
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Answers `/login/companyinfo/{id}` for the demo company with `body` (`None`: the
@@ -619,7 +630,12 @@ async fn api_get(
             );
         }
     };
-    if let Some(resp) = ticket_paths(&s, &rest, &q, &terms, order) {
+    let fields = if s.honour_fields.load(std::sync::atomic::Ordering::Relaxed) {
+        q.get("fields").map(|f| Fields::parse(f))
+    } else {
+        None
+    };
+    if let Some(resp) = ticket_paths(&s, &rest, &q, &terms, order, fields.as_ref()) {
         return resp;
     }
     let json = s.json();
@@ -633,7 +649,7 @@ async fn api_get(
     if counting {
         return count(rows, &terms);
     }
-    list(rows, &q, &rest, &terms, order)
+    list(rows, &q, &rest, &terms, order, fields.as_ref())
 }
 
 #[derive(Clone, Copy)]
@@ -686,24 +702,74 @@ fn count(rows: &[serde_json::Value], terms: &[super::conditions::Term]) -> Respo
     axum::Json(serde_json::json!({ "count": n })).into_response()
 }
 
-/// The top-level fields `fields=` asks for (`board/id` asks for `board`).
-fn field_list<'a>(q: &HashMap<&str, &'a str>) -> Option<Vec<&'a str>> {
-    q.get("fields").map(|f| {
-        f.split(',')
-            .map(|x| x.trim().split('/').next().unwrap_or(""))
-            .collect()
-    })
+/// What `fields=` asks for, as a tree: `id,company/id,company/name,_info/lastUpdated`
+/// keeps `id` whole, `company` with only its `id` and `name`, `_info` with only
+/// `lastUpdated`. Names match case-insensitively; a path into an array applies to each
+/// of its elements.
+#[derive(Debug, Default)]
+struct Fields(Vec<(String, Option<Fields>)>);
+
+impl Fields {
+    fn parse(list: &str) -> Fields {
+        let mut root = Fields::default();
+        for path in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            root.add(path.split('/').map(str::trim));
+        }
+        root
+    }
+
+    fn add<'a>(&mut self, mut parts: impl Iterator<Item = &'a str>) {
+        let Some(head) = parts.next() else {
+            return;
+        };
+        let rest: Vec<&str> = parts.collect();
+        let i = match self
+            .0
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(head))
+        {
+            Some(i) => i,
+            None => {
+                self.0.push((head.to_string(), Some(Fields::default())));
+                self.0.len() - 1
+            }
+        };
+        let node = &mut self.0[i].1;
+        if rest.is_empty() {
+            // The whole field (even when parts of it were asked for too).
+            *node = None;
+        } else if let Some(children) = node {
+            children.add(rest.into_iter());
+        }
+    }
+
+    /// `v` with only these fields.
+    fn project(&self, v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter_map(|(k, v)| {
+                        let (_, sub) = self.0.iter().find(|(f, _)| f.eq_ignore_ascii_case(&k))?;
+                        Some(match sub {
+                            None => (k, v),
+                            Some(sub) => (k, sub.project(v)),
+                        })
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::Array(rows) => {
+                serde_json::Value::Array(rows.into_iter().map(|r| self.project(r)).collect())
+            }
+            v => v,
+        }
+    }
 }
 
 /// A record with only `fields` (all of it when `None`).
-fn project(v: serde_json::Value, fields: Option<&[&str]>) -> serde_json::Value {
-    match (fields, v) {
-        (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| fields.contains(&k.as_str()))
-                .collect(),
-        ),
-        (_, v) => v,
+fn project(v: serde_json::Value, fields: Option<&Fields>) -> serde_json::Value {
+    match fields {
+        Some(f) => f.project(v),
+        None => v,
     }
 }
 
@@ -715,6 +781,7 @@ fn list(
     rest: &str,
     terms: &[super::conditions::Term],
     order: Order,
+    fields: Option<&Fields>,
 ) -> Response {
     let items = filtered(items, terms, order);
     let page_size = match q.get("pageSize").map(|v| v.parse::<usize>()) {
@@ -739,12 +806,11 @@ fn list(
             );
         }
     };
-    let fields = field_list(q);
     let start = (page - 1).saturating_mul(page_size).min(items.len());
     let end = (start + page_size).min(items.len());
     let rows: Vec<serde_json::Value> = items[start..end]
         .iter()
-        .map(|v| project((*v).clone(), fields.as_deref()))
+        .map(|v| project((*v).clone(), fields))
         .collect();
     let last = items.len().div_ceil(page_size).max(1);
     let mut resp = axum::Json(rows).into_response();
@@ -772,6 +838,7 @@ fn ticket_paths(
     q: &HashMap<&str, &str>,
     terms: &[super::conditions::Term],
     order: Order,
+    fields: Option<&Fields>,
 ) -> Option<Response> {
     let parts: Vec<&str> = rest.split('/').collect();
     let data = match s.data.read() {
@@ -794,7 +861,7 @@ fn ticket_paths(
             } else {
                 to_sorted_json(&data.board_types)
             };
-            Some(list(&rows, q, rest, terms, order))
+            Some(list(&rows, q, rest, terms, order, fields))
         }
         ["service", "tickets", id, "notes"] => {
             let id = number(id)?;
@@ -808,7 +875,7 @@ fn ticket_paths(
                 return Some(error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"));
             }
             let notes = json.notes.get(&id).map(Vec::as_slice).unwrap_or_default();
-            Some(list(notes, q, rest, terms, order))
+            Some(list(notes, q, rest, terms, order, fields))
         }
         ["service", "tickets", id] => {
             let id = number(id)?;
@@ -822,7 +889,7 @@ fn ticket_paths(
                 .cloned();
             Some(match row {
                 None => error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"),
-                Some(v) => axum::Json(project(v, field_list(q).as_deref())).into_response(),
+                Some(v) => axum::Json(project(v, fields)).into_response(),
             })
         }
         _ => None,
@@ -1774,6 +1841,28 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_keep_whole_fields_nested_paths_and_array_elements() {
+        let f = Fields::parse("id, company/id,_INFO/lastUpdated,items/value,board,board/id");
+        let v = serde_json::json!({
+            "id": 1, "name": "x",
+            "company": {"id": 2, "name": "Acme", "_info": {}},
+            "_info": {"lastUpdated": "2026-01-01T00:00:00Z", "updatedBy": "me"},
+            "items": [{"value": "a", "type": 1}, {"value": "b"}],
+            "board": {"id": 3, "name": "Desk"}
+        });
+        assert_eq!(
+            f.project(v),
+            serde_json::json!({
+                "id": 1,
+                "company": {"id": 2},
+                "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
+                "items": [{"value": "a"}, {"value": "b"}],
+                "board": {"id": 3, "name": "Desk"}
+            })
+        );
+    }
 
     #[test]
     fn seeds_have_the_promised_sizes_and_are_deterministic() {

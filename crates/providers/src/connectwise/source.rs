@@ -1,7 +1,7 @@
 //! ConnectWise as a sync source: keyset paging on `id` with `conditions`
-//! (`id > last AND lastUpdated > [since]`, `orderBy=id asc`, `pageSize=1000`), vendor
-//! records mapped to the engine's normalised shapes, unreadable records rejected
-//! one by one.
+//! (`id > last AND lastUpdated > [since]`, `orderBy=id asc`, `pageSize=1000`), only the
+//! fields the sync reads (`fields=`, nested references as `company/id`), vendor records
+//! mapped to the engine's normalised shapes, unreadable records rejected one by one.
 
 use std::collections::HashMap;
 
@@ -24,6 +24,21 @@ use super::wire::{
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
+
+/// What each list asks for (`fields=`): exactly what the mapping below reads, references
+/// with their `id` (which a reference needs) and the `name` where it is shown.
+pub const COMPANY_FIELDS: &str = "id,identifier,name,status/id,status/name,types,deletedFlag,\
+defaultContact/id,website,_info/lastUpdated";
+pub const CONTACT_FIELDS: &str = "id,firstName,lastName,company/id,inactiveFlag,defaultFlag,\
+types,communicationItems,_info/lastUpdated";
+pub const MEMBER_FIELDS: &str = "id,identifier,firstName,lastName,inactiveFlag,primaryEmail,\
+officeEmail,mobileEmail,homeEmail,defaultEmail,_info/lastUpdated";
+pub const TICKET_FIELDS: &str = "id,summary,board/id,board/name,status/id,status/name,\
+priority/id,priority/name,company/id,contact/id,closedFlag,type/id,type/name,owner/id,\
+closedDate,externalXRef,_info/lastUpdated,_info/dateEntered";
+pub const NOTE_FIELDS: &str = "id,text,detailDescriptionFlag,internalAnalysisFlag,member/id,\
+member/name,contact/id,contact/name,createdBy,dateCreated";
+const STATUS_FIELDS: &str = "id,name,inactiveFlag";
 
 pub struct CwSource {
     client: CwClient,
@@ -67,9 +82,10 @@ impl CwSource {
     async fn page<T: DeserializeOwned>(
         &self,
         path: &str,
+        fields: &str,
         req: &PageRequest,
     ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
-        self.page_raw(path, req)
+        self.page_raw(path, fields, req)
             .await
             .map_err(|e| Self::error(path, e))
     }
@@ -77,6 +93,7 @@ impl CwSource {
     async fn page_raw<T: DeserializeOwned>(
         &self,
         path: &str,
+        fields: &str,
         req: &PageRequest,
     ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), CwError> {
         let mut conditions = Vec::new();
@@ -92,6 +109,7 @@ impl CwSource {
         let mut query = vec![
             ("orderBy", "id asc".to_string()),
             ("pageSize", self.page_size.to_string()),
+            ("fields", fields.to_string()),
         ];
         if !conditions.is_empty() {
             query.push(("conditions", conditions.join(" AND ")));
@@ -114,11 +132,15 @@ impl CwSource {
     }
 
     /// Every row of a small list (keyset pages until a short one).
-    async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, SourceError> {
+    async fn all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        fields: &str,
+    ) -> Result<Vec<T>, SourceError> {
         let mut out = Vec::new();
         let mut req = PageRequest::default();
         loop {
-            let (rows, rejected, next) = self.page::<T>(path, &req).await?;
+            let (rows, rejected, next) = self.page::<T>(path, fields, &req).await?;
             for r in rejected {
                 tracing::warn!(path, id = ?r.external_id, reason = %r.reason, "skipped an unreadable list entry");
             }
@@ -134,7 +156,10 @@ impl CwSource {
         self.statuses
             .get_or_try_init(|| async {
                 let path = "/company/companies/statuses";
-                let query = [("pageSize", "1000".to_string())];
+                let query = [
+                    ("pageSize", "1000".to_string()),
+                    ("fields", STATUS_FIELDS.to_string()),
+                ];
                 let (rows, _) = self
                     .client
                     .get_retrying::<Vec<CompanyStatus>>(path, &query)
@@ -181,7 +206,9 @@ fn phone_of(c: &Contact) -> Option<String> {
 impl CompanySource for CwSource {
     async fn companies(&self, req: &PageRequest) -> Result<SourcePage<ExtCompany>, SourceError> {
         let statuses = self.inactive_statuses().await?;
-        let (rows, rejected, next) = self.page::<Company>("/company/companies", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Company>("/company/companies", COMPANY_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
             .map(|c| ExtCompany {
@@ -213,7 +240,9 @@ impl CompanySource for CwSource {
 #[async_trait]
 impl ContactSource for CwSource {
     async fn contacts(&self, req: &PageRequest) -> Result<SourcePage<ExtContact>, SourceError> {
-        let (rows, rejected, next) = self.page::<Contact>("/company/contacts", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Contact>("/company/contacts", CONTACT_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
             .map(|c| ExtContact {
@@ -243,7 +272,9 @@ impl TechnicianSource for CwSource {
         &self,
         req: &PageRequest,
     ) -> Result<SourcePage<ExtTechnician>, SourceError> {
-        let (rows, rejected, next) = self.page::<Member>("/system/members", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Member>("/system/members", MEMBER_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
             .map(|m| {
@@ -275,10 +306,14 @@ impl TechnicianSource for CwSource {
 #[async_trait]
 impl VocabularySource for CwSource {
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
-        let contact_types = self.all::<ContactType>("/company/contacts/types").await?;
-        let company_types = self.all::<CompanyType>("/company/companies/types").await?;
+        let contact_types = self
+            .all::<ContactType>("/company/contacts/types", "id,description")
+            .await?;
+        let company_types = self
+            .all::<CompanyType>("/company/companies/types", "id,name")
+            .await?;
         let company_statuses = self
-            .all::<CompanyStatus>("/company/companies/statuses")
+            .all::<CompanyStatus>("/company/companies/statuses", STATUS_FIELDS)
             .await?;
         let sorted = |mut v: Vec<String>| {
             v.sort_by_key(|s| s.to_lowercase());
@@ -286,18 +321,22 @@ impl VocabularySource for CwSource {
             v
         };
         // Ticket reference data: boards, every board's statuses, priorities.
-        let boards = self.all::<Board>("/service/boards").await?;
+        let boards = self
+            .all::<Board>("/service/boards", "id,name,inactiveFlag")
+            .await?;
         let mut statuses = Vec::new();
         for b in boards.iter().filter(|b| !b.inactive_flag) {
             let path = format!("/service/boards/{}/statuses", b.id);
             statuses.extend(
-                self.all::<BoardStatus>(&path)
+                self.all::<BoardStatus>(&path, "id,name,closedStatus")
                     .await?
                     .into_iter()
                     .map(|s| s.name),
             );
         }
-        let priorities = self.all::<Priority>("/service/priorities").await?;
+        let priorities = self
+            .all::<Priority>("/service/priorities", "id,name")
+            .await?;
         Ok(Vocabulary {
             contact_types: sorted(contact_types.into_iter().map(|t| t.description).collect()),
             company_types: sorted(company_types.into_iter().map(|t| t.name).collect()),
@@ -378,7 +417,9 @@ fn notes_of(mut rows: Vec<ServiceNote>) -> Vec<ExtNote> {
 #[async_trait]
 impl TicketSource for CwSource {
     async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
-        let (rows, rejected, next) = self.page::<Ticket>("/service/tickets", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Ticket>("/service/tickets", TICKET_FIELDS, req)
+            .await?;
         Ok(SourcePage {
             records: rows.into_iter().map(ticket).collect(),
             rejected,
@@ -395,7 +436,7 @@ impl TicketSource for CwSource {
             let mut rows: Vec<ServiceNote> = Vec::new();
             let mut req = PageRequest::default();
             let failed = loop {
-                match self.page_raw::<ServiceNote>(&path, &req).await {
+                match self.page_raw::<ServiceNote>(&path, NOTE_FIELDS, &req).await {
                     Ok((page, bad, next)) => {
                         if let Some(b) = bad.into_iter().next() {
                             break Some(format!("a note could not be read: {}", b.reason));
