@@ -326,3 +326,22 @@ async fn lists_ask_only_for_the_fields_the_sync_reads_and_the_sync_gets_all_it_n
     let whole = read_everything(&h).await;
     assert_eq!(projected, whole);
 }
+
+#[tokio::test]
+async fn a_count_that_is_a_multiple_of_the_page_size_costs_no_extra_request() {
+    let mut data = generate(Seed::Companies(5_000));
+    data.contacts.clear();
+    data.tickets.clear();
+    data.notes.clear();
+    assert_eq!((data.companies.len(), data.members.len()), (5_000, 1_000));
+    let (sb, h) = serve(CwSandbox::from_data(data)).await;
+    let src = source(&h, Some(1_000)).await;
+    let (companies, _) = all_pages!(src, companies);
+    let (members, _) = all_pages!(src, technicians);
+    assert_eq!((companies.len(), members.len()), (5_000, 1_000));
+    let asked = |path: &str| sb.seen().iter().filter(|r| r.path.ends_with(path)).count();
+    // ConnectWise names a next page in `Link` only when more rows match: the fifth full
+    // page of companies is the last, the one full page of members too.
+    assert_eq!(asked("/company/companies"), 5);
+    assert_eq!(asked("/system/members"), 1);
+}

@@ -280,6 +280,39 @@ impl CwClient {
     }
 }
 
+/// What ConnectWise's `Link` headers (RFC 8288, `<url>; rel="next", <url>; rel="last"`)
+/// say about a next page: `Some(true)` when one is named, `Some(false)` when the answer
+/// has `Link` but no `rel="next"` (this was the last page), `None` without `Link` (a
+/// server or proxy that does not send it: the caller decides by the page's size).
+pub fn next_link(headers: &HeaderMap) -> Option<bool> {
+    let mut seen = false;
+    for value in headers.get_all(reqwest::header::LINK) {
+        seen = true;
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        // A URL cannot hold `<` or `>`: what follows each `>` up to the next `<` is the
+        // link's parameters.
+        let named_next = value.split('<').any(|link| {
+            link.split_once('>').is_some_and(|(_, params)| {
+                params.split([';', ',']).any(|p| {
+                    p.split_once('=').is_some_and(|(k, v)| {
+                        k.trim().eq_ignore_ascii_case("rel")
+                            && v.trim()
+                                .trim_matches('"')
+                                .split_whitespace()
+                                .any(|r| r.eq_ignore_ascii_case("next"))
+                    })
+                })
+            })
+        });
+        if named_next {
+            return Some(true);
+        }
+    }
+    seen.then_some(false)
+}
+
 /// Cloud sites (`na.myconnectwise.net`) serve the API on `api-na.myconnectwise.net`;
 /// on-premise servers serve it on the site itself.
 pub fn api_host(site: &str, info: &CompanyInfo) -> String {
@@ -309,6 +342,37 @@ mod tests {
     }
 
     #[test]
+    fn link_headers_name_a_next_page_or_not() {
+        let h = |values: &[&str]| {
+            let mut m = HeaderMap::new();
+            for v in values {
+                m.append(
+                    reqwest::header::LINK,
+                    reqwest::header::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        assert_eq!(next_link(&h(&[])), None);
+        let next = r#"<https://x/apis/3.0/company/companies?fields=id,name&page=2>; rel="next", <https://x/apis/3.0/company/companies?page=5>; rel="last""#;
+        assert_eq!(next_link(&h(&[next])), Some(true));
+        let last = r#"<https://x/company/companies?page=1>; rel="first", <https://x/company/companies?page=4&conditions=a,b>; rel="prev""#;
+        assert_eq!(next_link(&h(&[last])), Some(false));
+        assert_eq!(next_link(&h(&["<https://x/?p=2>; REL=next"])), Some(true));
+        assert_eq!(
+            next_link(&h(&[
+                "<https://x/?p=5>; rel=\"last\"",
+                "<https://x/?p=2>; rel=\"prev next\""
+            ])),
+            Some(true)
+        );
+        assert_eq!(
+            next_link(&h(&["<https://x/?nextPage=2>; rel=\"last\""])),
+            Some(false)
+        );
+    }
+
+    #[test]
     fn api_hosts() {
         assert_eq!(
             api_host("na.myconnectwise.net", &info(true)),
@@ -323,6 +387,19 @@ mod tests {
             "api-na.myconnectwise.net"
         );
         assert_eq!(api_host("cw.acme.com", &info(false)), "cw.acme.com");
+        let mut none = CompanyInfo {
+            is_cloud: None,
+            ..info(true)
+        };
+        assert_eq!(
+            api_host("eu.myconnectwise.net", &none),
+            "api-eu.myconnectwise.net"
+        );
+        none.is_cloud = Some(false);
+        assert_eq!(
+            api_host("eu.myconnectwise.net", &none),
+            "eu.myconnectwise.net"
+        );
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 }

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use super::AREAS;
-use super::client::{CwClient, CwError};
+use super::client::{CwClient, CwError, next_link};
 use super::conditions::date;
 use super::wire::{
     Board, BoardStatus, Company, CompanyStatus, CompanyType, Contact, ContactType, Member,
@@ -116,14 +116,17 @@ impl CwSource {
         }
         // Rows stay raw until each is read on its own: one unreadable record is rejected
         // with its id while the rest of the page goes on (and no JSON tree is built).
-        let (rows, _) = self
+        let (rows, headers) = self
             .client
             .get_retrying::<Vec<Box<RawValue>>>(path, &query)
             .await?;
-        let full = rows.len() >= self.page_size;
+        // Keyset paging: a short page is the last one. A full one is the last too when
+        // ConnectWise's `Link` header names no next page (it names one only when more
+        // rows match), so a count that is a multiple of the page size costs no extra empty
+        // request. Without `Link` at all, a full page is followed.
+        let more = rows.len() >= self.page_size && next_link(&headers).unwrap_or(true);
         let (records, rejected, last_id) = read_rows::<T>(rows);
-        // Keyset paging: a short page is the last one, so no extra empty request is needed.
-        let next = if full {
+        let next = if more {
             last_id.map(|id| id.to_string())
         } else {
             None
