@@ -1124,6 +1124,7 @@ async fn resources_are_listed_once_per_run() {
         .collect();
     assert!(!authors.is_empty() && authors.iter().all(|a| !a.is_empty()));
     assert_eq!(resource_queries(), 1, "one Resources listing per run");
+    assert!(src.bytes() > 0, "the source counts the bytes it receives");
     // The technicians pass asks only for the fields it reads.
     let asked = sb
         .seen()

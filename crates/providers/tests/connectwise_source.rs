@@ -237,9 +237,9 @@ async fn members_without_a_primary_email_are_imported_with_their_office_or_defau
     assert!(others.iter().all(|t| t.email.is_some()), "{others:?}");
 }
 
-/// Everything the source gives the engine from one sandbox: every pass, the notes of
-/// every ticket, the vocabulary.
-async fn read_everything(h: &SandboxHandle) -> String {
+/// Everything the source gives the engine from one sandbox (every pass, the notes of
+/// every ticket, the vocabulary), and the response bytes it took.
+async fn read_everything(h: &SandboxHandle) -> (String, u64) {
     let src = source(h, Some(7)).await;
     let (companies, r1) = all_pages!(src, companies);
     let (contacts, r2) = all_pages!(src, contacts);
@@ -260,7 +260,12 @@ async fn read_everything(h: &SandboxHandle) -> String {
     for r in [&r1, &r2, &r3, &r4] {
         assert!(r.is_empty(), "{r:?}");
     }
-    format!("{companies:#?}\n{contacts:#?}\n{techs:#?}\n{tickets:#?}\n{notes:#?}\n{vocabulary:#?}")
+    (
+        format!(
+            "{companies:#?}\n{contacts:#?}\n{techs:#?}\n{tickets:#?}\n{notes:#?}\n{vocabulary:#?}"
+        ),
+        src.bytes(),
+    )
 }
 
 #[tokio::test]
@@ -287,7 +292,7 @@ async fn lists_ask_only_for_the_fields_the_sync_reads_and_the_sync_gets_all_it_n
                 n.member = None;
             });
     });
-    let projected = read_everything(&h).await;
+    let (projected, projected_bytes) = read_everything(&h).await;
     // The record lists carry `fields=` (nested references as `company/id`).
     let seen = sb.seen();
     for path in [
@@ -323,8 +328,14 @@ async fn lists_ask_only_for_the_fields_the_sync_reads_and_the_sync_gets_all_it_n
     // The guard: what the sync gets through a sandbox that honours `fields=` is what it
     // gets from whole records. A field the source maps but does not ask for differs here.
     sb.honour_fields(false);
-    let whole = read_everything(&h).await;
+    let (whole, whole_bytes) = read_everything(&h).await;
     assert_eq!(projected, whole);
+    // And it costs fewer bytes (the source counts what it receives; the sandbox's records
+    // are leaner than ConnectWise's, so the saving here is small).
+    assert!(
+        0 < projected_bytes && projected_bytes < whole_bytes,
+        "{projected_bytes} bytes projected, {whole_bytes} whole"
+    );
 }
 
 #[tokio::test]

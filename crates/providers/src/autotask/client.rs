@@ -169,6 +169,8 @@ pub struct AutotaskClient {
     window: Arc<RollingWindow>,
     usage: Arc<tokio::sync::Mutex<Usage>>,
     requests: AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for AutotaskClient {
@@ -239,6 +241,7 @@ impl AutotaskClient {
             .map_err(|e| AutotaskError::Decode(format!("zoneInformation: {e}")))?;
         let client = Self::for_zone(cfg, settings, policy, http, lookup_host, zone)?;
         client.requests.store(1, Ordering::Relaxed);
+        client.bytes.store(text.len() as u64, Ordering::Relaxed);
         Ok(client)
     }
 
@@ -310,6 +313,7 @@ impl AutotaskClient {
             settings: settings.clone(),
             retry: RetryPolicy::default(),
             requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
@@ -333,6 +337,11 @@ impl AutotaskClient {
     /// Vendor requests made so far (zone discovery and threshold readings included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far (zone discovery included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The slot for one more request to `entity` (3 per tracking identifier and endpoint).
@@ -459,6 +468,7 @@ impl AutotaskClient {
             .bytes()
             .await
             .map_err(|e| AutotaskError::Decode(describe(&e)))?;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if status.is_success() {
             return Ok(bytes.to_vec());
         }

@@ -705,6 +705,10 @@ impl PsaSource for AutotaskSource {
         self.client.requests()
     }
 
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
+    }
+
     fn ticket_source(&self) -> Option<&dyn TicketSource> {
         Some(self)
     }

@@ -75,6 +75,8 @@ pub struct CwClient {
     pub info: CompanyInfo,
     retry: RetryPolicy,
     requests: std::sync::atomic::AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CwClient {
@@ -132,6 +134,7 @@ impl CwClient {
                 retry_after: None,
             });
         }
+        let received = text.len() as u64;
         let info: CompanyInfo =
             serde_json::from_str(&text).map_err(|e| CwError::Decode(e.to_string()))?;
         let api_host = api_host(&cfg.site, &info);
@@ -158,6 +161,7 @@ impl CwClient {
             retry: RetryPolicy::default(),
             // The discovery call above counts: it is a vendor request like any other.
             requests: std::sync::atomic::AtomicU64::new(1),
+            bytes: std::sync::atomic::AtomicU64::new(received),
         })
     }
 
@@ -169,6 +173,11 @@ impl CwClient {
     /// Vendor requests made so far, the codebase discovery included.
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far, the codebase discovery included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `get` with retries: 429 waits for `Retry-After` (capped), 5xx, timeouts and
@@ -268,6 +277,8 @@ impl CwClient {
             .bytes()
             .await
             .map_err(|e| CwError::Decode(describe(&e)))?;
+        self.bytes
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !status.is_success() {
             return Err(CwError::Status {
                 status: status.as_u16(),

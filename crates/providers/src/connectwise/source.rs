@@ -475,6 +475,10 @@ impl PsaSource for CwSource {
         self.client.requests()
     }
 
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
+    }
+
     fn ticket_source(&self) -> Option<&dyn TicketSource> {
         Some(self)
     }

@@ -446,6 +446,10 @@ impl PsaSource for HaloSource {
         self.client.requests()
     }
 
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
+    }
+
     fn ticket_source(&self) -> Option<&dyn TicketSource> {
         Some(self)
     }

@@ -438,6 +438,10 @@ impl PsaSource for SyncroSource {
         self.client.requests()
     }
 
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
+    }
+
     fn ticket_source(&self) -> Option<&dyn TicketSource> {
         Some(self)
     }
