@@ -15,6 +15,7 @@ pub mod autotask;
 pub mod connectwise;
 pub mod halo;
 pub mod http;
+pub mod lenient;
 pub mod outbound;
 pub mod source;
 pub mod syncro;

@@ -90,6 +90,10 @@ pub trait TicketSource: Send + Sync {
 pub trait PsaSource: CompanySource + ContactSource + TechnicianSource + VocabularySource {
     /// Vendor requests made through this source so far.
     fn requests(&self) -> u64;
+    /// Response body bytes received through this source so far (0 where not counted).
+    fn bytes(&self) -> u64 {
+        0
+    }
     /// Tickets, where this connector imports them.
     fn ticket_source(&self) -> Option<&dyn TicketSource> {
         None

@@ -932,3 +932,258 @@ async fn zone_discovery_and_counts_retry_what_is_transient() {
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn records_with_null_or_odd_unused_fields_are_imported() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let (company, contact, resource) =
+        sb.with_data(|d| (d.companies[0].id, d.contacts[1].id, d.resources[0].id));
+    // Autotask sends `null` for empty fields; fields the sync does not use may hold
+    // anything.
+    sb.set_raw_field("companies", company, "phone", serde_json::json!(5_551_234));
+    sb.set_raw_field("companies", company, "isActive", serde_json::json!(null));
+    sb.set_raw_field("contacts", contact, "isActive", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        contact,
+        "primaryContact",
+        serde_json::json!(null),
+    );
+    sb.set_raw_field("contacts", contact, "firstName", serde_json::json!(null));
+    sb.set_raw_field("resources", resource, "title", serde_json::json!(7));
+    sb.set_raw_field("resources", resource, "resourceType", serde_json::json!(3));
+    sb.set_raw_field("resources", resource, "isActive", serde_json::json!(null));
+    let src = source(&h, &good(), None).await;
+    for (what, p) in [
+        (
+            "companies",
+            src.companies(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+        (
+            "contacts",
+            src.contacts(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+        (
+            "technicians",
+            src.technicians(&PageRequest::default())
+                .await
+                .unwrap()
+                .rejected,
+        ),
+    ] {
+        assert!(p.is_empty(), "{what}: {p:?}");
+    }
+    let (companies, _) = all_pages!(src, companies, None);
+    let c = companies
+        .iter()
+        .find(|c| c.external_id == company.to_string())
+        .unwrap();
+    assert!(c.active, "{c:?}");
+    let (contacts, _) = all_pages!(src, contacts, None);
+    let c = contacts
+        .iter()
+        .find(|c| c.external_id == contact.to_string())
+        .unwrap();
+    assert!(c.active && !c.primary && c.first_name.is_empty(), "{c:?}");
+    let (techs, _) = all_pages!(src, technicians, None);
+    let t = techs
+        .iter()
+        .find(|t| t.external_id == resource.to_string())
+        .unwrap();
+    assert!(t.active, "{t:?}");
+}
+
+#[tokio::test]
+async fn contacts_and_resources_fall_back_to_their_second_and_third_email() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let (a, b, r) = sb.with_data(|d| (d.contacts[0].id, d.contacts[1].id, d.resources[0].id));
+    sb.set_raw_field("contacts", a, "emailAddress", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        a,
+        "emailAddress2",
+        serde_json::json!("Second@Acme.example"),
+    );
+    sb.set_raw_field("contacts", b, "emailAddress", serde_json::json!(" "));
+    sb.set_raw_field("contacts", b, "emailAddress2", serde_json::json!(null));
+    sb.set_raw_field(
+        "contacts",
+        b,
+        "emailAddress3",
+        serde_json::json!("third@acme.example"),
+    );
+    sb.set_raw_field("resources", r, "email", serde_json::json!(null));
+    sb.set_raw_field(
+        "resources",
+        r,
+        "email2",
+        serde_json::json!("tech2@msp.example"),
+    );
+    let src = source(&h, &good(), None).await;
+    let (contacts, _) = all_pages!(src, contacts, None);
+    let email = |id: i64| {
+        contacts
+            .iter()
+            .find(|c| c.external_id == id.to_string())
+            .unwrap()
+            .email
+            .clone()
+    };
+    assert_eq!(email(a).as_deref(), Some("second@acme.example"));
+    assert_eq!(email(b).as_deref(), Some("third@acme.example"));
+    let (techs, _) = all_pages!(src, technicians, None);
+    let t = techs
+        .iter()
+        .find(|t| t.external_id == r.to_string())
+        .unwrap();
+    assert_eq!(t.email.as_deref(), Some("tech2@msp.example"));
+    // The contacts query asks for all three addresses.
+    let asked = sb
+        .seen()
+        .into_iter()
+        .rev()
+        .find(|s| s.path == "/Contacts/query")
+        .and_then(|s| s.body)
+        .unwrap();
+    for f in ["emailAddress", "emailAddress2", "emailAddress3"] {
+        assert!(
+            asked["IncludeFields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == f),
+            "{asked}"
+        );
+    }
+    // The seed has contacts whose only address is the second or the third.
+    let seeded = sb.with_data(|d| {
+        d.contacts
+            .iter()
+            .filter(|c| c.email_address.is_none())
+            .filter_map(|c| {
+                let v = serde_json::to_value(c).unwrap();
+                ["emailAddress2", "emailAddress3"]
+                    .iter()
+                    .find_map(|k| v[*k].as_str().map(|e| (c.id, e.to_string())))
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(!seeded.is_empty(), "the seed has such contacts");
+    for (id, e) in seeded {
+        assert_eq!(email(id), Some(e));
+    }
+}
+
+#[tokio::test]
+async fn a_ticket_is_closed_by_its_status_not_by_a_stamped_completed_date() {
+    let (sb, h) = start(Seed::Small).await;
+    let (open, done) = sb.with_data(|d| {
+        let stamp = Utc.with_ymd_and_hms(2026, 2, 3, 4, 5, 6).unwrap();
+        // Back in "Waiting Customer" after completion: Autotask keeps the stamp.
+        let open = &mut d.tickets[0];
+        open.status = Some(7);
+        open.completed_date = Some(stamp);
+        let open = open.id;
+        // Complete (5) without a stamp is closed all the same.
+        let done = &mut d.tickets[1];
+        done.status = Some(COMPLETE);
+        done.completed_date = None;
+        (open, done.id)
+    });
+    let src = source(&h, &good(), None).await;
+    let tickets = src.ticket_source().unwrap();
+    let (all, _) = all_pages!(tickets, tickets, None);
+    let by_id = |id: i64| {
+        all.iter()
+            .find(|t| t.external_id == id.to_string())
+            .unwrap()
+    };
+    let t = by_id(open);
+    assert_eq!(
+        (t.status.as_str(), t.closed, t.closed_at),
+        ("Waiting Customer", false, None),
+        "{t:?}"
+    );
+    let t = by_id(done);
+    assert_eq!((t.status.as_str(), t.closed), ("Complete", true), "{t:?}");
+    // Every other ticket: closed exactly when its status is Complete.
+    let data = sb.with_data(|d| d.tickets.clone());
+    for t in &data {
+        assert_eq!(
+            by_id(t.id).closed,
+            t.status == Some(COMPLETE),
+            "ticket {}",
+            t.id
+        );
+    }
+    // The webhook path reads the ticket again the same way.
+    let w = providers(true, settings(&h))
+        .ticket_writer(ProviderKind::Autotask, &good(), fast_retry())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        w.ticket_status(&open.to_string()).await.unwrap(),
+        Some(("Waiting Customer".to_string(), false))
+    );
+    assert_eq!(
+        w.ticket_status(&done.to_string()).await.unwrap(),
+        Some(("Complete".to_string(), true))
+    );
+}
+
+#[tokio::test]
+async fn resources_are_listed_once_per_run() {
+    let (sb, h) = start(Seed::Small).await;
+    let src = source(&h, &good(), None).await;
+    let resource_queries = || {
+        sb.seen()
+            .iter()
+            .filter(|r| r.path.starts_with("/Resources/query"))
+            .count()
+    };
+    // The technicians pass reads Resources; the notes' authors come from the same list.
+    let (techs, _) = all_pages!(src, technicians, None);
+    assert!(!techs.is_empty());
+    let tickets = src.ticket_source().unwrap();
+    let (all, _) = all_pages!(tickets, tickets, None);
+    let ids: Vec<String> = all.iter().map(|t| t.external_id.clone()).collect();
+    let notes = tickets.ticket_notes(&ids).await.unwrap();
+    let authors: Vec<&str> = notes
+        .by_ticket
+        .values()
+        .flatten()
+        .map(|n| n.author.as_str())
+        .collect();
+    assert!(!authors.is_empty() && authors.iter().all(|a| !a.is_empty()));
+    assert_eq!(resource_queries(), 1, "one Resources listing per run");
+    assert!(src.bytes() > 0, "the source counts the bytes it receives");
+    // The technicians pass asks only for the fields it reads.
+    let asked = sb
+        .seen()
+        .into_iter()
+        .find(|s| s.path == "/Resources/query")
+        .and_then(|s| s.body)
+        .unwrap();
+    assert!(asked["IncludeFields"].is_array(), "{asked}");
+
+    // A run without the technicians pass (a quick tickets sync) reads it for the notes.
+    let src = source(&h, &good(), None).await;
+    let tickets = src.ticket_source().unwrap();
+    let before = resource_queries();
+    let notes = tickets.ticket_notes(&ids).await.unwrap();
+    assert!(
+        notes
+            .by_ticket
+            .values()
+            .flatten()
+            .all(|n| !n.author.is_empty())
+    );
+    assert_eq!(resource_queries(), before + 1);
+}

@@ -327,6 +327,50 @@ async fn loopback_hosts_are_refused_outside_demo_mode() {
     assert!(sb.seen().is_empty(), "nothing was sent");
 }
 
+#[tokio::test]
+async fn a_companyinfo_without_site_url_or_other_unused_fields_connects() {
+    let (sb, h) = start().await;
+    let c = creds(
+        &h.host(),
+        DEMO_COMPANY_ID,
+        DEMO_PUBLIC_KEY,
+        DEMO_PRIVATE_KEY,
+        Some(DEMO_CLIENT_ID),
+    );
+    // A real answer that lacks `SiteUrl` and carries fields the connector does not know.
+    sb.set_company_info(Some(serde_json::json!({
+        "CompanyName": "mspbridge Demo MSP",
+        "Codebase": "v2025_1/",
+        "VersionCode": "v2025.1",
+        "VersionNumber": "v4.6.104512",
+        "CompanyID": DEMO_COMPANY_ID,
+        "IsCloud": false,
+        "AllowAccessToAll": true
+    })));
+    let r = test(&c).await;
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    assert!(
+        r.details
+            .iter()
+            .any(|(k, v)| k == "Company" && v == "mspbridge Demo MSP"),
+        "{r:?}"
+    );
+    // Only the codebase is needed: the rest may be missing or null.
+    sb.set_company_info(Some(serde_json::json!({
+        "Codebase": "v2025_1/",
+        "CompanyName": null,
+        "IsCloud": null
+    })));
+    let r = test(&c).await;
+    assert_eq!(r.connection, ConnectionOutcome::Ok, "{r:?}");
+    assert!(
+        r.details
+            .iter()
+            .any(|(k, v)| k == "Company" && v == DEMO_COMPANY_ID),
+        "{r:?}"
+    );
+}
+
 /// Every request of a Test takes the retry policy: codebase discovery and an area that
 /// fail once (429, 503) are retried and the Test passes.
 #[tokio::test]

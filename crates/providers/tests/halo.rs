@@ -609,3 +609,35 @@ fn conforms(
         ))
     }
 }
+
+#[tokio::test]
+async fn users_without_an_emailaddress_fall_back_to_email2_then_email3() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    sb.set_raw_field("users", 1, "emailaddress", serde_json::json!(null));
+    sb.set_raw_field(
+        "users",
+        1,
+        "email2",
+        serde_json::json!("Second@Client.example"),
+    );
+    sb.set_raw_field("users", 2, "emailaddress", serde_json::json!(""));
+    sb.set_raw_field("users", 2, "email2", serde_json::json!(" "));
+    sb.set_raw_field(
+        "users",
+        2,
+        "email3",
+        serde_json::json!("third@client.example"),
+    );
+    let src = source(&good(&h), HaloLimits::default(), None).await;
+    let p = src.contacts(&PageRequest::default()).await.unwrap();
+    let email = |id: &str| {
+        p.records
+            .iter()
+            .find(|c| c.external_id == id)
+            .unwrap()
+            .email
+            .clone()
+    };
+    assert_eq!(email("1").as_deref(), Some("second@client.example"));
+    assert_eq!(email("2").as_deref(), Some("third@client.example"));
+}

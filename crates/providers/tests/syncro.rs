@@ -489,3 +489,39 @@ async fn contacts_added_during_a_run_are_followed_to_the_new_last_page() {
     }
     assert_eq!(n, before, "every contact, including those added mid-run");
 }
+
+#[tokio::test]
+async fn records_with_null_or_odd_unused_fields_are_imported() {
+    let (sb, h) = start(Seed::Companies(3)).await;
+    let c = creds(DEMO_SUBDOMAIN, DEMO_API_TOKEN);
+    let (customer, contact) = sb.with_data(|d| (d.customers[0].id, d.contacts[0].id));
+    // The spec has a contact's `customer_id` nullable; unused fields may hold anything.
+    sb.set_raw_field("contacts", contact, "customer_id", serde_json::json!(null));
+    sb.set_raw_field("contacts", contact, "latitude", serde_json::json!("n/a"));
+    sb.set_raw_field("contacts", contact, "name", serde_json::json!(null));
+    sb.set_raw_field("customers", customer, "disabled", serde_json::json!(null));
+    sb.set_raw_field("customers", customer, "no_email", serde_json::json!(null));
+    sb.set_raw_field(
+        "customers",
+        customer,
+        "properties",
+        serde_json::json!([1, 2]),
+    );
+    let src = source(&roomy(&h), &c).await;
+    let companies = src.companies(&PageRequest::default()).await.unwrap();
+    assert!(companies.rejected.is_empty(), "{:?}", companies.rejected);
+    let got = companies
+        .records
+        .iter()
+        .find(|r| r.external_id == customer.to_string())
+        .unwrap();
+    assert!(got.active, "{got:?}");
+    let contacts = src.contacts(&PageRequest::default()).await.unwrap();
+    assert!(contacts.rejected.is_empty(), "{:?}", contacts.rejected);
+    let got = contacts
+        .records
+        .iter()
+        .find(|r| r.external_id == contact.to_string())
+        .unwrap();
+    assert_eq!(got.company_external_id, None, "{got:?}");
+}

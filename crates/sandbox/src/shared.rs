@@ -57,14 +57,24 @@ pub fn touch_every(q: &std::collections::HashMap<String, String>) -> usize {
         .unwrap_or(100)
 }
 
-/// Raw JSON edits on top of a sandbox's typed data: (collection, record id, field, value).
+/// One raw edit: (collection, record id, field, value), a `None` value leaving the field
+/// out.
+type RawEdit = (String, i64, String, Option<serde_json::Value>);
+
+/// Raw JSON edits on top of a sandbox's typed data.
 #[derive(Debug, Default)]
-pub struct RawEdits(Mutex<Vec<(String, i64, String, serde_json::Value)>>);
+pub struct RawEdits(Mutex<Vec<RawEdit>>);
 
 impl RawEdits {
     /// Serves `field` of record `id` in `collection` as `value` from now on.
     pub fn push(&self, collection: &str, id: i64, field: &str, value: serde_json::Value) {
-        lock(&self.0).push((collection.to_string(), id, field.to_string(), value));
+        lock(&self.0).push((collection.to_string(), id, field.to_string(), Some(value)));
+    }
+
+    /// Leaves `field` out of record `id` in `collection` from now on (as a vendor that
+    /// does not send it).
+    pub fn remove(&self, collection: &str, id: i64, field: &str) {
+        lock(&self.0).push((collection.to_string(), id, field.to_string(), None));
     }
 
     /// Applies the edits of `collection` to `rows` (a JSON array of records with `id`).
@@ -77,7 +87,10 @@ impl RawEdits {
                     && Some(*eid) == id
                     && let serde_json::Value::Object(o) = row
                 {
-                    o.insert(field.clone(), value.clone());
+                    match value {
+                        Some(v) => o.insert(field.clone(), v.clone()),
+                        None => o.remove(field),
+                    };
                 }
             }
         }
@@ -109,5 +122,8 @@ mod tests {
             (rows[0]["name"].clone(), rows[1]["name"].clone()),
             (serde_json::json!("a"), serde_json::json!(42))
         );
+        e.remove("users", 1, "name");
+        e.apply("users", &mut rows);
+        assert_eq!(rows[0], serde_json::json!({"id": 1}));
     }
 }

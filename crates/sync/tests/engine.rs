@@ -1322,7 +1322,7 @@ async fn contacts_of_a_failed_company_pass_wait_and_arrive_with_the_next_run() {
                 .unwrap();
             let mut company = d.companies[0].clone();
             company.id = d.companies.iter().map(|c| c.id).max().unwrap() + 1;
-            company.identifier = "LateArrivals".into();
+            company.identifier = Some("LateArrivals".into());
             company.name = "Late Arrivals Ltd".into();
             company.deleted_flag = false;
             company.info.last_updated = Some(t0 + chrono::Duration::minutes(1));
@@ -1341,7 +1341,7 @@ async fn contacts_of_a_failed_company_pass_wait_and_arrive_with_the_next_run() {
                 c.default_flag = false;
                 c.company = Some(mspbridge_providers::connectwise::wire::CompanyRef {
                     id: company.id,
-                    identifier: Some(company.identifier.clone()),
+                    identifier: company.identifier.clone(),
                     name: Some(company.name.clone()),
                 });
                 let email = format!("late{n}@late-arrivals.example");

@@ -169,6 +169,8 @@ pub struct AutotaskClient {
     window: Arc<RollingWindow>,
     usage: Arc<tokio::sync::Mutex<Usage>>,
     requests: AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for AutotaskClient {
@@ -211,6 +213,7 @@ impl AutotaskClient {
         );
         // Zone discovery takes no credentials and does not count against the limits.
         let attempts = AtomicU64::new(0);
+        let received = AtomicU64::new(0);
         let zone: ZoneInfo = retrying(
             &retry,
             settings.backoff_floor,
@@ -234,6 +237,7 @@ impl AutotaskClient {
                     .text()
                     .await
                     .map_err(|e| AutotaskError::Decode(describe(&e)))?;
+                received.fetch_add(text.len() as u64, Ordering::Relaxed);
                 if status.as_u16() == 429 || (status.is_server_error() && !error_message(&text).1) {
                     return Err(AutotaskError::Status {
                         status: status.as_u16(),
@@ -255,6 +259,7 @@ impl AutotaskClient {
         let mut client = Self::for_zone(cfg, settings, policy, http, lookup_host, zone)?;
         client.retry = retry;
         client.requests = attempts;
+        client.bytes = received;
         Ok(client)
     }
 
@@ -327,6 +332,7 @@ impl AutotaskClient {
             settings: settings.clone(),
             retry: RetryPolicy::default(),
             requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
@@ -350,6 +356,11 @@ impl AutotaskClient {
     /// Vendor requests made so far (zone discovery and threshold readings included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far (zone discovery included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The slot for one more request to `entity` (3 per tracking identifier and endpoint).
@@ -480,6 +491,7 @@ impl AutotaskClient {
             .bytes()
             .await
             .map_err(|e| AutotaskError::Decode(describe(&e)))?;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if status.is_success() {
             return Ok(bytes.to_vec());
         }

@@ -352,6 +352,8 @@ pub fn generate(seed: Seed) -> AutotaskData {
                         l.to_lowercase()
                     )
                 }),
+                email_address2: None,
+                email_address3: None,
                 phone: Some(format!("555-{:04}", contact_id % 10_000)),
                 mobile_phone: None,
                 is_active: i64::from(!rng.chance(5)),
@@ -365,6 +367,16 @@ pub fn generate(seed: Seed) -> AutotaskData {
                     value: group.map(|g| g.to_string()),
                 }],
             });
+            // Some contacts keep their only address in the second or third field (the
+            // connector falls back to them).
+            if let Some(c) = d.contacts.last_mut() {
+                let n = c.id - (BASE_ID + 1_000_000);
+                if n % 9 == 4 {
+                    c.email_address2 = c.email_address.take();
+                } else if n % 13 == 6 {
+                    c.email_address3 = c.email_address.take();
+                }
+            }
             contact_id += 1;
         }
     }
@@ -379,6 +391,8 @@ pub fn generate(seed: Seed) -> AutotaskData {
                 f.to_lowercase(),
                 l.to_lowercase()
             )),
+            email2: None,
+            email3: None,
             first_name: f,
             last_name: l,
             title: Some("Technician".into()),
@@ -392,6 +406,8 @@ pub fn generate(seed: Seed) -> AutotaskData {
             first_name: "API".into(),
             last_name: "User".into(),
             email: Some(user.to_string()),
+            email2: None,
+            email3: None,
             user_name: Some(user.to_string()),
             title: None,
             is_active: true,
@@ -1038,6 +1054,8 @@ impl Entity {
                 "firstName",
                 "lastName",
                 "email",
+                "email2",
+                "email3",
                 "userName",
                 "title",
                 "isActive",

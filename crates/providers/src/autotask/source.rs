@@ -50,12 +50,26 @@ const CONTACT_FIELDS: &[&str] = &[
     "firstName",
     "lastName",
     "emailAddress",
+    "emailAddress2",
+    "emailAddress3",
     "phone",
     "mobilePhone",
     "isActive",
     "primaryContact",
     "lastActivityDate",
     "lastModifiedDate",
+];
+
+/// What the technicians pass reads of a resource (note authors need only the names).
+const RESOURCE_FIELDS: &[&str] = &[
+    "id",
+    "firstName",
+    "lastName",
+    "email",
+    "email2",
+    "email3",
+    "userName",
+    "isActive",
 ];
 
 const TICKET_FIELDS: &[&str] = &[
@@ -102,6 +116,23 @@ pub struct AutotaskSource {
     lists: tokio::sync::OnceCell<Picklists>,
     /// Resource names (id → "First Last") for note authors, read once per run.
     names: tokio::sync::OnceCell<HashMap<i64, String>>,
+    /// Resource names the technicians pass read: when it listed every page from the
+    /// first, note authors take them from here instead of listing Resources again.
+    listed: std::sync::Mutex<ListedResources>,
+}
+
+#[derive(Default)]
+struct ListedResources {
+    names: HashMap<i64, String>,
+    /// The pass started at the first page (a resumed pass saw only part of the list).
+    from_start: bool,
+    complete: bool,
+}
+
+fn full_name(r: &Resource) -> String {
+    format!("{} {}", r.first_name, r.last_name)
+        .trim()
+        .to_string()
 }
 
 fn everything() -> serde_json::Value {
@@ -111,6 +142,12 @@ fn everything() -> serde_json::Value {
 fn email(e: Option<&str>) -> Option<String> {
     e.map(|e| e.trim().to_lowercase())
         .filter(|e| !e.is_empty() && e.contains('@'))
+}
+
+/// The first usable address of several (Autotask's `emailAddress`, `emailAddress2`,
+/// `emailAddress3`; a resource's `email`, `email2`, `email3`).
+fn first_email(all: [&Option<String>; 3]) -> Option<String> {
+    all.into_iter().find_map(|e| email(e.as_deref()))
 }
 
 fn text(s: Option<&str>) -> Option<String> {
@@ -128,6 +165,7 @@ impl AutotaskSource {
             udf_labels: tokio::sync::Mutex::new(None),
             lists: tokio::sync::OnceCell::new(),
             names: tokio::sync::OnceCell::new(),
+            listed: std::sync::Mutex::new(ListedResources::default()),
         }
     }
 
@@ -217,10 +255,17 @@ impl AutotaskSource {
             .await
     }
 
-    /// Every resource's name, for note authors.
+    /// Every resource's name, for note authors: the technicians pass's list when it read
+    /// the whole of it in this run, else one listing of Resources.
     async fn resource_names(&self) -> Result<&HashMap<i64, String>, SourceError> {
         self.names
             .get_or_try_init(|| async {
+                {
+                    let listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+                    if listed.complete {
+                        return Ok(listed.names.clone());
+                    }
+                }
                 let mut names = HashMap::new();
                 let mut after: Option<String> = None;
                 loop {
@@ -233,14 +278,7 @@ impl AutotaskSource {
                         )
                         .await?;
                     let (rows, _, _) = read_rows::<Resource>(p.items);
-                    names.extend(rows.into_iter().map(|r| {
-                        (
-                            r.id,
-                            format!("{} {}", r.first_name, r.last_name)
-                                .trim()
-                                .to_string(),
-                        )
-                    }));
+                    names.extend(rows.iter().map(|r| (r.id, full_name(r))));
                     match p.page_details.next_page_url {
                         Some(n) => after = Some(n),
                         None => return Ok(names),
@@ -415,7 +453,7 @@ impl ContactSource for AutotaskSource {
                     company_external_id: c.company_id.map(|i| i.to_string()),
                     first_name: c.first_name.trim().to_string(),
                     last_name: c.last_name.trim().to_string(),
-                    email: email(c.email_address.as_deref()),
+                    email: first_email([&c.email_address, &c.email_address2, &c.email_address3]),
                     phone: text(c.phone.as_deref()).or_else(|| text(c.mobile_phone.as_deref())),
                     active: c.is_active != 0,
                     primary: c.primary_contact,
@@ -441,9 +479,27 @@ impl TechnicianSource for AutotaskSource {
         req: &PageRequest,
     ) -> Result<SourcePage<ExtTechnician>, SourceError> {
         let p = self
-            .page("Resources", everything(), None, req.after.as_deref())
+            .page(
+                "Resources",
+                everything(),
+                Some(RESOURCE_FIELDS),
+                req.after.as_deref(),
+            )
             .await?;
         let (rows, rejected, _) = read_rows::<Resource>(p.items);
+        {
+            let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+            if req.after.is_none() {
+                *listed = ListedResources {
+                    from_start: true,
+                    ..ListedResources::default()
+                };
+            }
+            listed
+                .names
+                .extend(rows.iter().map(|r| (r.id, full_name(r))));
+            listed.complete = listed.from_start && p.page_details.next_page_url.is_none();
+        }
         let me = self.client.username().trim().to_lowercase();
         let records = rows
             .into_iter()
@@ -456,7 +512,7 @@ impl TechnicianSource for AutotaskSource {
                     .unwrap_or_else(|| format!("{} {}", r.first_name, r.last_name)),
                 first_name: r.first_name,
                 last_name: r.last_name,
-                email: email(r.email.as_deref()),
+                email: first_email([&r.email, &r.email2, &r.email3]),
                 active: r.is_active,
                 updated_at: None,
             })
@@ -517,9 +573,10 @@ impl AutotaskSource {
 }
 
 /// An Autotask ticket as the engine sees it: picklist values as the tenant's labels, the
-/// queue as the board, closed once Autotask has stamped `completedDate`.
+/// queue as the board, closed when its status is Complete (`completedDate` stays stamped
+/// when a completed ticket is reopened, so it is the closing time only of a closed one).
 fn ticket(t: Ticket, l: &Picklists) -> ExtTicket {
-    let closed = t.completed_date.is_some();
+    let closed = l.is_complete(t.status);
     let marker = t
         .external_id
         .filter(|m| m.starts_with(crate::tickets::MARKER_PREFIX));
@@ -537,7 +594,7 @@ fn ticket(t: Ticket, l: &Picklists) -> ExtTicket {
         contact_external_id: t.contact_id.map(|c| c.to_string()),
         assignee_external_id: t.assigned_resource_id.map(|r| r.to_string()),
         created_at: t.create_date,
-        closed_at: t.completed_date,
+        closed_at: t.completed_date.filter(|_| closed),
         updated_at: t.last_activity_date,
         marker,
         notes: None,
@@ -646,6 +703,10 @@ impl TicketSource for AutotaskSource {
 impl PsaSource for AutotaskSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
     }
 
     fn ticket_source(&self) -> Option<&dyn TicketSource> {

@@ -32,6 +32,10 @@ pub const NOTE_TITLE: &str = "Update";
 /// How far before the first attempt a retry looks (clocks differ).
 const SLACK: chrono::Duration = chrono::Duration::minutes(5);
 
+/// Autotask's built-in Complete ticket status: its value and label.
+pub const COMPLETE: i64 = 5;
+pub const COMPLETE_LABEL: &str = "Complete";
+
 /// The tenant's ticket and note picklists (value → label), trap 18.
 #[derive(Debug, Clone, Default)]
 pub struct Picklists {
@@ -69,6 +73,18 @@ impl Picklists {
         list.iter()
             .find(|p| p.label.eq_ignore_ascii_case(name.trim()))
             .and_then(|p| p.value.parse().ok())
+    }
+
+    /// Whether a ticket in `status` is closed: Autotask's built-in Complete status (value
+    /// 5, a system status every tenant has), found by its value or, should a tenant's
+    /// list say otherwise, by its label. `completedDate` alone does not close a ticket:
+    /// Autotask keeps the stamp when a completed ticket goes back to another status. The
+    /// integration's own closed statuses are added by the engine
+    /// (`SyncOptions::ticket_closed`).
+    pub fn is_complete(&self, status: Option<i64>) -> bool {
+        status == Some(COMPLETE)
+            || Self::label(&self.status, status)
+                .is_some_and(|l| l.trim().eq_ignore_ascii_case(COMPLETE_LABEL))
     }
 
     pub fn labels(list: &[PicklistValue]) -> Vec<String> {
@@ -415,23 +431,26 @@ impl TicketWriter for AutotaskTicketWriter {
             return Ok(None);
         };
         // A value the (cached) lists lack reads them again once; still unknown, it is
-        // shown by its number.
-        let label = match self
+        // shown by its number. Closed follows the status, not `completedDate`.
+        let (label, closed) = match self
             .with_lists(|lists| {
-                Picklists::label(&lists.status, t.status).ok_or(WriteError::Rejected {
-                    field: None,
-                    message: String::new(),
-                })
+                Picklists::label(&lists.status, t.status)
+                    .map(|l| (l, lists.is_complete(t.status)))
+                    .ok_or(WriteError::Rejected {
+                        field: None,
+                        message: String::new(),
+                    })
             })
             .await
         {
             Ok(l) => l,
-            Err(WriteError::Rejected { .. }) => {
-                format!("Status {}", t.status.unwrap_or_default())
-            }
+            Err(WriteError::Rejected { .. }) => (
+                format!("Status {}", t.status.unwrap_or_default()),
+                t.status == Some(COMPLETE),
+            ),
             Err(e) => return Err(e),
         };
-        Ok(Some((label, t.completed_date.is_some())))
+        Ok(Some((label, closed)))
     }
 
     fn requests(&self) -> u64 {
@@ -495,6 +514,13 @@ mod tests {
         );
         assert_eq!(Picklists::label(&lists.status, Some(9)), None);
         assert_eq!(Picklists::default_of(&lists.status), Some(1));
+        assert!(lists.is_complete(Some(5)) && !lists.is_complete(Some(1)));
+        assert!(!lists.is_complete(None));
+        let relabelled = Picklists {
+            status: vec![value(1, "New", true), value(17, "complete ", false)],
+            ..Default::default()
+        };
+        assert!(relabelled.is_complete(Some(17)) && relabelled.is_complete(Some(5)));
         assert!(lists.is_internal(Some(4)) && lists.is_internal(Some(2)));
         assert!(!lists.is_internal(Some(1)) && !lists.is_internal(None));
         assert_eq!(

@@ -2,22 +2,28 @@
 //! spellings (`companyID`, `contactGroupID`), `Contacts.isActive` as an integer while
 //! `Companies.isActive` and `Resources.isActive` are booleans (trap 15), picklist values as
 //! strings, and UTC times with or without the `Z`.
+//!
+//! Read leniently (issue 17): Autotask sends `null` for every empty field, so used fields
+//! read `null` as their default; fields the product does not use never reject a record,
+//! whatever they hold; unknown fields are ignored.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::lenient::{nullable, odd_as_default, true_unless_false, yes};
+
 /// `GET zoneInformation?user=`: where the API user's database lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ZoneInfo {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub zone_name: Option<String>,
     /// `https://webservices5.autotask.net/ATServicesRest/` (the API is under `V1.0/`).
     pub url: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub web_url: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub ci: Option<i64>,
 }
 
@@ -28,7 +34,7 @@ pub struct ZoneInfo {
 pub struct ThresholdInfo {
     pub external_request_threshold: u64,
     /// Minutes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub request_threshold_timeframe: u64,
     pub current_timeframe_request_count: u64,
 }
@@ -44,11 +50,11 @@ pub struct QueryPage {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PageDetails {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub count: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub request_count: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub prev_page_url: Option<String>,
     #[serde(default)]
     pub next_page_url: Option<String>,
@@ -64,7 +70,8 @@ pub struct QueryCount {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Udf {
     pub name: String,
-    #[serde(default)]
+    /// A string in Autotask's answers; a number is read as its digits.
+    #[serde(default, deserialize_with = "opt_string_or_number")]
     pub value: Option<String>,
 }
 
@@ -72,16 +79,17 @@ pub struct Udf {
 #[serde(rename_all = "camelCase")]
 pub struct Company {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub company_name: String,
     #[serde(default)]
     pub company_number: Option<String>,
     /// Picklist value (Customer, Lead, Prospect, Vendor… per tenant).
     #[serde(default)]
     pub company_type: Option<i64>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "true_unless_false")]
     pub is_active: bool,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub phone: Option<String>,
     #[serde(default)]
     pub web_address: Option<String>,
@@ -95,28 +103,35 @@ pub struct Contact {
     pub id: i64,
     #[serde(rename = "companyID", default)]
     pub company_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub first_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub last_name: String,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub title: Option<String>,
+    /// The contact's address: `emailAddress`, else `emailAddress2`, else `emailAddress3`.
     #[serde(default)]
     pub email_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_address3: Option<String>,
     #[serde(default)]
     pub phone: Option<String>,
     #[serde(default)]
     pub mobile_phone: Option<String>,
-    /// 1 = active, 0 = inactive: an integer here, a boolean on companies (trap 15).
-    #[serde(deserialize_with = "int_flag")]
+    /// 1 = active, 0 = inactive: an integer here, a boolean on companies (trap 15);
+    /// missing or `null` reads as active, like the booleans.
+    #[serde(default = "one", deserialize_with = "int_flag")]
     pub is_active: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub primary_contact: bool,
     #[serde(default, with = "at_time")]
     pub last_activity_date: Option<DateTime<Utc>>,
     #[serde(default, with = "at_time")]
     pub last_modified_date: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub user_defined_fields: Vec<Udf>,
 }
 
@@ -125,20 +140,26 @@ pub struct Contact {
 #[serde(rename_all = "camelCase")]
 pub struct Resource {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub first_name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub last_name: String,
+    /// The resource's address: `email`, else `email2`, else `email3`.
     #[serde(default)]
     pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email3: Option<String>,
     #[serde(default)]
     pub user_name: Option<String>,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub title: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "true_unless_false")]
     pub is_active: bool,
-    /// `Employee`, `Contractor`, `Temporary`… (picklist label).
-    #[serde(default)]
+    /// `Employee`, `Contractor`, `Temporary`… (picklist label); not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub resource_type: Option<String>,
 }
 
@@ -147,7 +168,7 @@ pub struct Resource {
 pub struct ContactGroup {
     pub id: i64,
     pub name: String,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "true_unless_false")]
     pub is_active: bool,
 }
 
@@ -166,9 +187,10 @@ pub struct ContactGroupContact {
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {
     pub id: i64,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub ticket_number: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub title: String,
     #[serde(default)]
     pub description: Option<String>,
@@ -208,11 +230,13 @@ pub struct TicketNote {
     pub id: i64,
     #[serde(rename = "ticketID")]
     pub ticket_id: i64,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub title: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub description: String,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub note_type: Option<i64>,
     #[serde(default)]
     pub publish: Option<i64>,
@@ -222,7 +246,12 @@ pub struct TicketNote {
     pub created_by_contact_id: Option<i64>,
     #[serde(default, with = "at_time")]
     pub create_date_time: Option<DateTime<Utc>>,
-    #[serde(default, with = "at_time")]
+    /// Not used by the sync: a value that is not a time reads as none.
+    #[serde(
+        default,
+        serialize_with = "at_time::serialize",
+        deserialize_with = "at_time::lenient"
+    )]
     pub last_activity_date: Option<DateTime<Utc>>,
 }
 
@@ -255,9 +284,9 @@ pub struct FieldsInfo {
 #[serde(rename_all = "camelCase")]
 pub struct FieldInfo {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub data_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub is_pick_list: bool,
     #[serde(default)]
     pub picklist_values: Option<Vec<PicklistValue>>,
@@ -270,9 +299,9 @@ pub struct PicklistValue {
     #[serde(deserialize_with = "string_or_number")]
     pub value: String,
     pub label: String,
-    #[serde(default = "yes")]
+    #[serde(default = "yes", deserialize_with = "true_unless_false")]
     pub is_active: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub is_default_value: bool,
 }
 
@@ -306,12 +335,12 @@ impl FieldsInfo {
 /// Autotask's error body: `{"errors":["…", …]}`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Errors {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub errors: Vec<String>,
 }
 
-fn yes() -> bool {
-    true
+fn one() -> i64 {
+    1
 }
 
 fn int_flag<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -321,10 +350,24 @@ fn int_flag<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         Int(i64),
         Bool(bool),
     }
-    Ok(match Flag::deserialize(d)? {
-        Flag::Int(i) => i,
-        Flag::Bool(b) => i64::from(b),
+    Ok(match Option::<Flag>::deserialize(d)? {
+        Some(Flag::Int(i)) => i,
+        Some(Flag::Bool(b)) => i64::from(b),
+        None => 1,
     })
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        N(i64),
+    }
+    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
+        V::S(s) => s,
+        V::N(n) => n.to_string(),
+    }))
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -367,6 +410,12 @@ pub mod at_time {
             Some(t) => s.serialize_str(&format(*t)),
             None => s.serialize_none(),
         }
+    }
+
+    /// Any value that is not an Autotask time as none (for fields the sync does not use).
+    pub fn lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let v: Option<serde_json::Value> = Option::deserialize(d)?;
+        Ok(v.as_ref().and_then(|v| v.as_str()).and_then(parse))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {

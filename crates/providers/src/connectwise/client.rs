@@ -75,6 +75,8 @@ pub struct CwClient {
     pub info: CompanyInfo,
     retry: RetryPolicy,
     requests: std::sync::atomic::AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for CwClient {
@@ -148,6 +150,7 @@ impl CwClient {
                 retry_after: None,
             });
         }
+        let received = text.len() as u64;
         let info: CompanyInfo =
             serde_json::from_str(&text).map_err(|e| CwError::Decode(e.to_string()))?;
         let api_host = api_host(&cfg.site, &info);
@@ -174,6 +177,7 @@ impl CwClient {
             retry,
             // The discovery calls above count: they are vendor requests like any other.
             requests,
+            bytes: std::sync::atomic::AtomicU64::new(received),
         })
     }
 
@@ -185,6 +189,11 @@ impl CwClient {
     /// Vendor requests made so far, the codebase discovery included.
     pub fn requests(&self) -> u64 {
         self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far, the codebase discovery included.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `GET {base}{path}` with retries (every read: list pages, look-ups, connection
@@ -277,6 +286,8 @@ impl CwClient {
             .bytes()
             .await
             .map_err(|e| CwError::Decode(describe(&e)))?;
+        self.bytes
+            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if !status.is_success() {
             return Err(CwError::Status {
                 status: status.as_u16(),
@@ -304,11 +315,44 @@ fn transient(e: &CwError) -> Retry {
     }
 }
 
+/// What ConnectWise's `Link` headers (RFC 8288, `<url>; rel="next", <url>; rel="last"`)
+/// say about a next page: `Some(true)` when one is named, `Some(false)` when the answer
+/// has `Link` but no `rel="next"` (this was the last page), `None` without `Link` (a
+/// server or proxy that does not send it: the caller decides by the page's size).
+pub fn next_link(headers: &HeaderMap) -> Option<bool> {
+    let mut seen = false;
+    for value in headers.get_all(reqwest::header::LINK) {
+        seen = true;
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        // A URL cannot hold `<` or `>`: what follows each `>` up to the next `<` is the
+        // link's parameters.
+        let named_next = value.split('<').any(|link| {
+            link.split_once('>').is_some_and(|(_, params)| {
+                params.split([';', ',']).any(|p| {
+                    p.split_once('=').is_some_and(|(k, v)| {
+                        k.trim().eq_ignore_ascii_case("rel")
+                            && v.trim()
+                                .trim_matches('"')
+                                .split_whitespace()
+                                .any(|r| r.eq_ignore_ascii_case("next"))
+                    })
+                })
+            })
+        });
+        if named_next {
+            return Some(true);
+        }
+    }
+    seen.then_some(false)
+}
+
 /// Cloud sites (`na.myconnectwise.net`) serve the API on `api-na.myconnectwise.net`;
 /// on-premise servers serve it on the site itself.
 pub fn api_host(site: &str, info: &CompanyInfo) -> String {
     if let Some(region) = site.strip_suffix(".myconnectwise.net")
-        && info.is_cloud
+        && info.is_cloud != Some(false)
         && !region.contains('.')
         && !region.starts_with("api-")
     {
@@ -327,9 +371,40 @@ mod tests {
             codebase: "v2025_1/".into(),
             version_code: "v2025.1".into(),
             company_id: "acme".into(),
-            is_cloud: cloud,
+            is_cloud: Some(cloud),
             site_url: String::new(),
         }
+    }
+
+    #[test]
+    fn link_headers_name_a_next_page_or_not() {
+        let h = |values: &[&str]| {
+            let mut m = HeaderMap::new();
+            for v in values {
+                m.append(
+                    reqwest::header::LINK,
+                    reqwest::header::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        assert_eq!(next_link(&h(&[])), None);
+        let next = r#"<https://x/apis/3.0/company/companies?fields=id,name&page=2>; rel="next", <https://x/apis/3.0/company/companies?page=5>; rel="last""#;
+        assert_eq!(next_link(&h(&[next])), Some(true));
+        let last = r#"<https://x/company/companies?page=1>; rel="first", <https://x/company/companies?page=4&conditions=a,b>; rel="prev""#;
+        assert_eq!(next_link(&h(&[last])), Some(false));
+        assert_eq!(next_link(&h(&["<https://x/?p=2>; REL=next"])), Some(true));
+        assert_eq!(
+            next_link(&h(&[
+                "<https://x/?p=5>; rel=\"last\"",
+                "<https://x/?p=2>; rel=\"prev next\""
+            ])),
+            Some(true)
+        );
+        assert_eq!(
+            next_link(&h(&["<https://x/?nextPage=2>; rel=\"last\""])),
+            Some(false)
+        );
     }
 
     #[test]
@@ -347,6 +422,19 @@ mod tests {
             "api-na.myconnectwise.net"
         );
         assert_eq!(api_host("cw.acme.com", &info(false)), "cw.acme.com");
+        let mut none = CompanyInfo {
+            is_cloud: None,
+            ..info(true)
+        };
+        assert_eq!(
+            api_host("eu.myconnectwise.net", &none),
+            "api-eu.myconnectwise.net"
+        );
+        none.is_cloud = Some(false);
+        assert_eq!(
+            api_host("eu.myconnectwise.net", &none),
+            "eu.myconnectwise.net"
+        );
         assert_eq!(urlencode("a b/c"), "a%20b%2Fc");
     }
 }

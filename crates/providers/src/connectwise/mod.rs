@@ -171,7 +171,13 @@ impl ConnectionTest for ConnectWise {
                 Err(e) => return report(discovery_outcome(&cfg, e), vec![], now, vec![]),
             };
         let details = vec![
-            ("Company".to_string(), client.info.company_name.clone()),
+            (
+                "Company".to_string(),
+                Some(client.info.company_name.trim())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or(&cfg.company_id)
+                    .to_string(),
+            ),
             ("Codebase".to_string(), client.info.codebase.clone()),
             ("API".to_string(), client.base_url().to_string()),
         ];

@@ -90,6 +90,10 @@ struct SandboxState {
     base: std::sync::OnceLock<String>,
     /// Callbacks delivered so far.
     callbacks_sent: std::sync::atomic::AtomicU64,
+    /// `/login/companyinfo` answers this body instead of the sandbox's own (tests).
+    company_info: RwLock<Option<serde_json::Value>>,
+    /// Whether lists answer only the keys `fields=` names (as ConnectWise does).
+    honour_fields: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -195,6 +199,8 @@ impl CwSandbox {
                 lost_answers: std::sync::atomic::AtomicU32::new(0),
                 base: std::sync::OnceLock::new(),
                 callbacks_sent: std::sync::atomic::AtomicU64::new(0),
+                company_info: RwLock::new(None),
+                honour_fields: std::sync::atomic::AtomicBool::new(true),
             }),
             faults: Faults::default(),
         }
@@ -252,6 +258,31 @@ impl CwSandbox {
         self.state.raw_edits.push(collection, id, field, value);
         if let Ok(mut g) = self.state.json.write() {
             *g = None;
+        }
+    }
+
+    /// Leaves `field` out of the record `id` in `collection`, as a ConnectWise that does
+    /// not send it.
+    pub fn remove_raw_field(&self, collection: &str, id: i64, field: &str) {
+        self.state.raw_edits.remove(collection, id, field);
+        if let Ok(mut g) = self.state.json.write() {
+            *g = None;
+        }
+    }
+
+    /// Whether lists answer only what `fields=` asks for (the default, as ConnectWise
+    /// does) or whole records (tests compare the two).
+    pub fn honour_fields(&self, on: bool) {
+        self.state
+            .honour_fields
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Answers `/login/companyinfo/{id}` for the demo company with `body` (`None`: the
+    /// sandbox's own answer); tests play other ConnectWise versions with it.
+    pub fn set_company_info(&self, body: Option<serde_json::Value>) {
+        if let Ok(mut g) = self.state.company_info.write() {
+            *g = body;
         }
     }
 
@@ -455,12 +486,15 @@ async fn company_info(
         )
             .into_response();
     }
+    if let Some(body) = s.company_info.read().ok().and_then(|g| g.clone()) {
+        return axum::Json(body).into_response();
+    }
     axum::Json(CompanyInfo {
         company_name: s.company_name.clone(),
         codebase: CODEBASE.into(),
         version_code: "v2025.1".into(),
         company_id: s.company_id.clone(),
-        is_cloud: false,
+        is_cloud: Some(false),
         site_url: String::new(),
     })
     .into_response()
@@ -596,7 +630,12 @@ async fn api_get(
             );
         }
     };
-    if let Some(resp) = ticket_paths(&s, &rest, &q, &terms, order) {
+    let fields = if s.honour_fields.load(std::sync::atomic::Ordering::Relaxed) {
+        q.get("fields").map(|f| Fields::parse(f))
+    } else {
+        None
+    };
+    if let Some(resp) = ticket_paths(&s, &rest, &q, &terms, order, fields.as_ref()) {
         return resp;
     }
     let json = s.json();
@@ -610,7 +649,7 @@ async fn api_get(
     if counting {
         return count(rows, &terms);
     }
-    list(rows, &q, &rest, &terms, order)
+    list(rows, &q, &rest, &terms, order, fields.as_ref())
 }
 
 #[derive(Clone, Copy)]
@@ -663,24 +702,74 @@ fn count(rows: &[serde_json::Value], terms: &[super::conditions::Term]) -> Respo
     axum::Json(serde_json::json!({ "count": n })).into_response()
 }
 
-/// The top-level fields `fields=` asks for (`board/id` asks for `board`).
-fn field_list<'a>(q: &HashMap<&str, &'a str>) -> Option<Vec<&'a str>> {
-    q.get("fields").map(|f| {
-        f.split(',')
-            .map(|x| x.trim().split('/').next().unwrap_or(""))
-            .collect()
-    })
+/// What `fields=` asks for, as a tree: `id,company/id,company/name,_info/lastUpdated`
+/// keeps `id` whole, `company` with only its `id` and `name`, `_info` with only
+/// `lastUpdated`. Names match case-insensitively; a path into an array applies to each
+/// of its elements.
+#[derive(Debug, Default)]
+struct Fields(Vec<(String, Option<Fields>)>);
+
+impl Fields {
+    fn parse(list: &str) -> Fields {
+        let mut root = Fields::default();
+        for path in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            root.add(path.split('/').map(str::trim));
+        }
+        root
+    }
+
+    fn add<'a>(&mut self, mut parts: impl Iterator<Item = &'a str>) {
+        let Some(head) = parts.next() else {
+            return;
+        };
+        let rest: Vec<&str> = parts.collect();
+        let i = match self
+            .0
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(head))
+        {
+            Some(i) => i,
+            None => {
+                self.0.push((head.to_string(), Some(Fields::default())));
+                self.0.len() - 1
+            }
+        };
+        let node = &mut self.0[i].1;
+        if rest.is_empty() {
+            // The whole field (even when parts of it were asked for too).
+            *node = None;
+        } else if let Some(children) = node {
+            children.add(rest.into_iter());
+        }
+    }
+
+    /// `v` with only these fields.
+    fn project(&self, v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.into_iter()
+                    .filter_map(|(k, v)| {
+                        let (_, sub) = self.0.iter().find(|(f, _)| f.eq_ignore_ascii_case(&k))?;
+                        Some(match sub {
+                            None => (k, v),
+                            Some(sub) => (k, sub.project(v)),
+                        })
+                    })
+                    .collect(),
+            ),
+            serde_json::Value::Array(rows) => {
+                serde_json::Value::Array(rows.into_iter().map(|r| self.project(r)).collect())
+            }
+            v => v,
+        }
+    }
 }
 
 /// A record with only `fields` (all of it when `None`).
-fn project(v: serde_json::Value, fields: Option<&[&str]>) -> serde_json::Value {
-    match (fields, v) {
-        (Some(fields), serde_json::Value::Object(map)) => serde_json::Value::Object(
-            map.into_iter()
-                .filter(|(k, _)| fields.contains(&k.as_str()))
-                .collect(),
-        ),
-        (_, v) => v,
+fn project(v: serde_json::Value, fields: Option<&Fields>) -> serde_json::Value {
+    match fields {
+        Some(f) => f.project(v),
+        None => v,
     }
 }
 
@@ -692,6 +781,7 @@ fn list(
     rest: &str,
     terms: &[super::conditions::Term],
     order: Order,
+    fields: Option<&Fields>,
 ) -> Response {
     let items = filtered(items, terms, order);
     let page_size = match q.get("pageSize").map(|v| v.parse::<usize>()) {
@@ -716,12 +806,11 @@ fn list(
             );
         }
     };
-    let fields = field_list(q);
     let start = (page - 1).saturating_mul(page_size).min(items.len());
     let end = (start + page_size).min(items.len());
     let rows: Vec<serde_json::Value> = items[start..end]
         .iter()
-        .map(|v| project((*v).clone(), fields.as_deref()))
+        .map(|v| project((*v).clone(), fields))
         .collect();
     let last = items.len().div_ceil(page_size).max(1);
     let mut resp = axum::Json(rows).into_response();
@@ -749,6 +838,7 @@ fn ticket_paths(
     q: &HashMap<&str, &str>,
     terms: &[super::conditions::Term],
     order: Order,
+    fields: Option<&Fields>,
 ) -> Option<Response> {
     let parts: Vec<&str> = rest.split('/').collect();
     let data = match s.data.read() {
@@ -771,7 +861,7 @@ fn ticket_paths(
             } else {
                 to_sorted_json(&data.board_types)
             };
-            Some(list(&rows, q, rest, terms, order))
+            Some(list(&rows, q, rest, terms, order, fields))
         }
         ["service", "tickets", id, "notes"] => {
             let id = number(id)?;
@@ -785,7 +875,7 @@ fn ticket_paths(
                 return Some(error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"));
             }
             let notes = json.notes.get(&id).map(Vec::as_slice).unwrap_or_default();
-            Some(list(notes, q, rest, terms, order))
+            Some(list(notes, q, rest, terms, order, fields))
         }
         ["service", "tickets", id] => {
             let id = number(id)?;
@@ -799,7 +889,7 @@ fn ticket_paths(
                 .cloned();
             Some(match row {
                 None => error(StatusCode::NOT_FOUND, "NotFound", "Ticket not found"),
-                Some(v) => axum::Json(project(v, field_list(q).as_deref())).into_response(),
+                Some(v) => axum::Json(project(v, fields)).into_response(),
             })
         }
         _ => None,
@@ -1100,7 +1190,7 @@ async fn api_post(
                 priority,
                 company: Some(CompanyRef {
                     id: company.id,
-                    identifier: Some(company.identifier),
+                    identifier: company.identifier,
                     name: Some(company.name),
                 }),
                 contact: None,
@@ -1509,10 +1599,10 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             .collect();
             let mut items = vec![CommunicationItem {
                 id: contact_id * 10 + 1,
-                kind: Ref {
+                kind: Some(Ref {
                     id: 2,
                     name: Some("Direct".into()),
-                },
+                }),
                 value: format!("+1 555 {:04}", contact_id % 10_000),
                 default_flag: true,
                 communication_type: "Phone".into(),
@@ -1521,10 +1611,10 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             if !rng.chance(3) {
                 items.push(CommunicationItem {
                     id: contact_id * 10 + 2,
-                    kind: Ref {
+                    kind: Some(Ref {
                         id: 1,
                         name: Some("Email".into()),
-                    },
+                    }),
                     value: format!("{local}@{domain}"),
                     default_flag: true,
                     communication_type: "Email".into(),
@@ -1571,7 +1661,7 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             .map(|c| format!("{} {}", c.first_name, c.last_name));
         companies.push(Company {
             id,
-            identifier: identifier.clone(),
+            identifier: Some(identifier.clone()),
             name: name.clone(),
             status: Some(Ref {
                 id: status,
@@ -1681,10 +1771,22 @@ pub fn generate_sized(seed: Seed, tickets_per: usize, notes_per: usize) -> CwDat
             let first = FIRST[i % FIRST.len()].to_string();
             let last = LAST[(i / FIRST.len()) % LAST.len()].to_string();
             let identifier = format!("{}{}{}", &first[..1].to_lowercase(), last.to_lowercase(), i);
+            let email = Some(format!("{identifier}@msp.example"));
+            // Many members carry only an office email, some only the one `defaultEmail`
+            // names (the connector falls back to them).
+            let (primary_email, office_email, mobile_email, default_email) = match i {
+                i if i % 5 == 4 => (None, email, None, Some("Office".to_string())),
+                i if i % 7 == 6 => (None, None, email, Some("Mobile".to_string())),
+                _ => (email, None, None, None),
+            };
             Member {
                 id: 1 + i as i64,
-                primary_email: Some(format!("{identifier}@msp.example")),
-                identifier,
+                primary_email,
+                office_email,
+                mobile_email,
+                home_email: None,
+                default_email,
+                identifier: Some(identifier),
                 first_name: first,
                 last_name: last,
                 inactive_flag: i % 17 == 16,
@@ -1741,6 +1843,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_keep_whole_fields_nested_paths_and_array_elements() {
+        let f = Fields::parse("id, company/id,_INFO/lastUpdated,items/value,board,board/id");
+        let v = serde_json::json!({
+            "id": 1, "name": "x",
+            "company": {"id": 2, "name": "Acme", "_info": {}},
+            "_info": {"lastUpdated": "2026-01-01T00:00:00Z", "updatedBy": "me"},
+            "items": [{"value": "a", "type": 1}, {"value": "b"}],
+            "board": {"id": 3, "name": "Desk"}
+        });
+        assert_eq!(
+            f.project(v),
+            serde_json::json!({
+                "id": 1,
+                "company": {"id": 2},
+                "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
+                "items": [{"value": "a"}, {"value": "b"}],
+                "board": {"id": 3, "name": "Desk"}
+            })
+        );
+    }
+
+    #[test]
     fn seeds_have_the_promised_sizes_and_are_deterministic() {
         let large = generate(Seed::Large);
         assert_eq!(large.companies.len(), 5_000);
@@ -1760,7 +1884,7 @@ mod tests {
         let mut ids: Vec<_> = large
             .companies
             .iter()
-            .map(|c| c.identifier.as_str())
+            .filter_map(|c| c.identifier.as_deref())
             .collect();
         ids.sort_unstable();
         ids.dedup();

@@ -1,7 +1,7 @@
 //! ConnectWise as a sync source: keyset paging on `id` with `conditions`
-//! (`id > last AND lastUpdated > [since]`, `orderBy=id asc`, `pageSize=1000`), vendor
-//! records mapped to the engine's normalised shapes, unreadable records rejected
-//! one by one.
+//! (`id > last AND lastUpdated > [since]`, `orderBy=id asc`, `pageSize=1000`), only the
+//! fields the sync reads (`fields=`, nested references as `company/id`), vendor records
+//! mapped to the engine's normalised shapes, unreadable records rejected one by one.
 
 use std::collections::HashMap;
 
@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 
 use super::AREAS;
-use super::client::{CwClient, CwError};
+use super::client::{CwClient, CwError, next_link};
 use super::conditions::date;
 use super::wire::{
     Board, BoardStatus, Company, CompanyStatus, CompanyType, Contact, ContactType, Member,
@@ -24,6 +24,21 @@ use super::wire::{
 use crate::source::*;
 
 pub const PAGE_SIZE: usize = 1000;
+
+/// What each list asks for (`fields=`): exactly what the mapping below reads, references
+/// with their `id` (which a reference needs) and the `name` where it is shown.
+pub const COMPANY_FIELDS: &str = "id,identifier,name,status/id,status/name,types,deletedFlag,\
+defaultContact/id,website,_info/lastUpdated";
+pub const CONTACT_FIELDS: &str = "id,firstName,lastName,company/id,inactiveFlag,defaultFlag,\
+types,communicationItems,_info/lastUpdated";
+pub const MEMBER_FIELDS: &str = "id,identifier,firstName,lastName,inactiveFlag,primaryEmail,\
+officeEmail,mobileEmail,homeEmail,defaultEmail,_info/lastUpdated";
+pub const TICKET_FIELDS: &str = "id,summary,board/id,board/name,status/id,status/name,\
+priority/id,priority/name,company/id,contact/id,closedFlag,type/id,type/name,owner/id,\
+closedDate,externalXRef,_info/lastUpdated,_info/dateEntered";
+pub const NOTE_FIELDS: &str = "id,text,detailDescriptionFlag,internalAnalysisFlag,member/id,\
+member/name,contact/id,contact/name,createdBy,dateCreated";
+const STATUS_FIELDS: &str = "id,name,inactiveFlag";
 
 pub struct CwSource {
     client: CwClient,
@@ -67,9 +82,10 @@ impl CwSource {
     async fn page<T: DeserializeOwned>(
         &self,
         path: &str,
+        fields: &str,
         req: &PageRequest,
     ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), SourceError> {
-        self.page_raw(path, req)
+        self.page_raw(path, fields, req)
             .await
             .map_err(|e| Self::error(path, e))
     }
@@ -77,6 +93,7 @@ impl CwSource {
     async fn page_raw<T: DeserializeOwned>(
         &self,
         path: &str,
+        fields: &str,
         req: &PageRequest,
     ) -> Result<(Vec<T>, Vec<Rejected>, Option<String>), CwError> {
         let mut conditions = Vec::new();
@@ -92,17 +109,21 @@ impl CwSource {
         let mut query = vec![
             ("orderBy", "id asc".to_string()),
             ("pageSize", self.page_size.to_string()),
+            ("fields", fields.to_string()),
         ];
         if !conditions.is_empty() {
             query.push(("conditions", conditions.join(" AND ")));
         }
         // Rows stay raw until each is read on its own: one unreadable record is rejected
         // with its id while the rest of the page goes on (and no JSON tree is built).
-        let (rows, _) = self.client.get::<Vec<Box<RawValue>>>(path, &query).await?;
-        let full = rows.len() >= self.page_size;
+        let (rows, headers) = self.client.get::<Vec<Box<RawValue>>>(path, &query).await?;
+        // Keyset paging: a short page is the last one. A full one is the last too when
+        // ConnectWise's `Link` header names no next page (it names one only when more
+        // rows match), so a count that is a multiple of the page size costs no extra empty
+        // request. Without `Link` at all, a full page is followed.
+        let more = rows.len() >= self.page_size && next_link(&headers).unwrap_or(true);
         let (records, rejected, last_id) = read_rows::<T>(rows);
-        // Keyset paging: a short page is the last one, so no extra empty request is needed.
-        let next = if full {
+        let next = if more {
             last_id.map(|id| id.to_string())
         } else {
             None
@@ -111,11 +132,15 @@ impl CwSource {
     }
 
     /// Every row of a small list (keyset pages until a short one).
-    async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, SourceError> {
+    async fn all<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        fields: &str,
+    ) -> Result<Vec<T>, SourceError> {
         let mut out = Vec::new();
         let mut req = PageRequest::default();
         loop {
-            let (rows, rejected, next) = self.page::<T>(path, &req).await?;
+            let (rows, rejected, next) = self.page::<T>(path, fields, &req).await?;
             for r in rejected {
                 tracing::warn!(path, id = ?r.external_id, reason = %r.reason, "skipped an unreadable list entry");
             }
@@ -131,7 +156,10 @@ impl CwSource {
         self.statuses
             .get_or_try_init(|| async {
                 let path = "/company/companies/statuses";
-                let query = [("pageSize", "1000".to_string())];
+                let query = [
+                    ("pageSize", "1000".to_string()),
+                    ("fields", STATUS_FIELDS.to_string()),
+                ];
                 let (rows, _) = self
                     .client
                     .get::<Vec<CompanyStatus>>(path, &query)
@@ -178,7 +206,9 @@ fn phone_of(c: &Contact) -> Option<String> {
 impl CompanySource for CwSource {
     async fn companies(&self, req: &PageRequest) -> Result<SourcePage<ExtCompany>, SourceError> {
         let statuses = self.inactive_statuses().await?;
-        let (rows, rejected, next) = self.page::<Company>("/company/companies", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Company>("/company/companies", COMPANY_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
             .map(|c| ExtCompany {
@@ -193,7 +223,7 @@ impl CompanySource for CwSource {
                 deleted: c.deleted_flag,
                 types: names(&c.types),
                 primary_contact_id: c.default_contact.as_ref().map(|r| r.id.to_string()),
-                identifier: Some(c.identifier),
+                identifier: c.identifier.filter(|i| !i.trim().is_empty()),
                 domains: c.website.into_iter().collect(),
                 name: c.name,
                 updated_at: c.info.last_updated,
@@ -210,7 +240,9 @@ impl CompanySource for CwSource {
 #[async_trait]
 impl ContactSource for CwSource {
     async fn contacts(&self, req: &PageRequest) -> Result<SourcePage<ExtContact>, SourceError> {
-        let (rows, rejected, next) = self.page::<Contact>("/company/contacts", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Contact>("/company/contacts", CONTACT_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
             .map(|c| ExtContact {
@@ -240,20 +272,27 @@ impl TechnicianSource for CwSource {
         &self,
         req: &PageRequest,
     ) -> Result<SourcePage<ExtTechnician>, SourceError> {
-        let (rows, rejected, next) = self.page::<Member>("/system/members", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Member>("/system/members", MEMBER_FIELDS, req)
+            .await?;
         let records = rows
             .into_iter()
-            .map(|m| ExtTechnician {
-                external_id: m.id.to_string(),
-                email: m
-                    .primary_email
-                    .map(|e| e.trim().to_lowercase())
-                    .filter(|e| !e.is_empty()),
-                active: !m.inactive_flag,
-                identifier: m.identifier,
-                first_name: m.first_name,
-                last_name: m.last_name,
-                updated_at: m.info.last_updated,
+            .map(|m| {
+                let email = m.email();
+                ExtTechnician {
+                    external_id: m.id.to_string(),
+                    // A member without a login is known by its email, else its id.
+                    identifier: m
+                        .identifier
+                        .filter(|i| !i.trim().is_empty())
+                        .or_else(|| email.clone())
+                        .unwrap_or_else(|| format!("member {}", m.id)),
+                    email,
+                    active: !m.inactive_flag,
+                    first_name: m.first_name,
+                    last_name: m.last_name,
+                    updated_at: m.info.last_updated,
+                }
             })
             .collect();
         Ok(SourcePage {
@@ -267,10 +306,14 @@ impl TechnicianSource for CwSource {
 #[async_trait]
 impl VocabularySource for CwSource {
     async fn vocabulary(&self, now: DateTime<Utc>) -> Result<Vocabulary, SourceError> {
-        let contact_types = self.all::<ContactType>("/company/contacts/types").await?;
-        let company_types = self.all::<CompanyType>("/company/companies/types").await?;
+        let contact_types = self
+            .all::<ContactType>("/company/contacts/types", "id,description")
+            .await?;
+        let company_types = self
+            .all::<CompanyType>("/company/companies/types", "id,name")
+            .await?;
         let company_statuses = self
-            .all::<CompanyStatus>("/company/companies/statuses")
+            .all::<CompanyStatus>("/company/companies/statuses", STATUS_FIELDS)
             .await?;
         let sorted = |mut v: Vec<String>| {
             v.sort_by_key(|s| s.to_lowercase());
@@ -278,18 +321,22 @@ impl VocabularySource for CwSource {
             v
         };
         // Ticket reference data: boards, every board's statuses, priorities.
-        let boards = self.all::<Board>("/service/boards").await?;
+        let boards = self
+            .all::<Board>("/service/boards", "id,name,inactiveFlag")
+            .await?;
         let mut statuses = Vec::new();
         for b in boards.iter().filter(|b| !b.inactive_flag) {
             let path = format!("/service/boards/{}/statuses", b.id);
             statuses.extend(
-                self.all::<BoardStatus>(&path)
+                self.all::<BoardStatus>(&path, "id,name,closedStatus")
                     .await?
                     .into_iter()
                     .map(|s| s.name),
             );
         }
-        let priorities = self.all::<Priority>("/service/priorities").await?;
+        let priorities = self
+            .all::<Priority>("/service/priorities", "id,name")
+            .await?;
         Ok(Vocabulary {
             contact_types: sorted(contact_types.into_iter().map(|t| t.description).collect()),
             company_types: sorted(company_types.into_iter().map(|t| t.name).collect()),
@@ -370,7 +417,9 @@ fn notes_of(mut rows: Vec<ServiceNote>) -> Vec<ExtNote> {
 #[async_trait]
 impl TicketSource for CwSource {
     async fn tickets(&self, req: &PageRequest) -> Result<SourcePage<ExtTicket>, SourceError> {
-        let (rows, rejected, next) = self.page::<Ticket>("/service/tickets", req).await?;
+        let (rows, rejected, next) = self
+            .page::<Ticket>("/service/tickets", TICKET_FIELDS, req)
+            .await?;
         Ok(SourcePage {
             records: rows.into_iter().map(ticket).collect(),
             rejected,
@@ -387,7 +436,7 @@ impl TicketSource for CwSource {
             let mut rows: Vec<ServiceNote> = Vec::new();
             let mut req = PageRequest::default();
             let failed = loop {
-                match self.page_raw::<ServiceNote>(&path, &req).await {
+                match self.page_raw::<ServiceNote>(&path, NOTE_FIELDS, &req).await {
                     Ok((page, bad, next)) => {
                         if let Some(b) = bad.into_iter().next() {
                             break Some(format!("a note could not be read: {}", b.reason));
@@ -421,6 +470,10 @@ impl TicketSource for CwSource {
 impl PsaSource for CwSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
     }
 
     fn ticket_source(&self) -> Option<&dyn TicketSource> {

@@ -115,6 +115,8 @@ pub struct HaloClient {
     window: Arc<RollingWindow>,
     token: Arc<TokenSlot>,
     requests: AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: AtomicU64,
 }
 
 type TokenSlot = tokio::sync::Mutex<Option<(String, Instant)>>;
@@ -165,6 +167,7 @@ impl HaloClient {
             retry: RetryPolicy::default(),
             cfg,
             requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
@@ -180,6 +183,11 @@ impl HaloClient {
     /// Vendor requests made so far (token requests included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far (token answers included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Counts a request against the run's budget and waits for room in the rate window.
@@ -220,6 +228,7 @@ impl HaloClient {
             .text()
             .await
             .map_err(|e| HaloError::Decode(describe(&e)))?;
+        self.bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(HaloError::Status {
                 status: status.as_u16(),
@@ -330,6 +339,7 @@ impl HaloClient {
                 .bytes()
                 .await
                 .map_err(|e| HaloError::Decode(describe(&e)))?;
+            self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 renewed = true;
                 continue;

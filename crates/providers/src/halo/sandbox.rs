@@ -195,6 +195,8 @@ pub fn generate(seed: Seed) -> HaloData {
                 firstname: first,
                 surname: last,
                 emailaddress: email,
+                email2: None,
+                email3: None,
                 phonenumber: Some(format!("+1 555 {:04}", user_id % 10_000)),
                 mobilenumber: None,
                 client_id: Some(id),

@@ -189,7 +189,9 @@ impl ContactSource for HaloSource {
                 ExtContact {
                     external_id: u.id.to_string(),
                     company_external_id: u.client_id.map(|c| c.to_string()),
-                    email: clean_email(u.emailaddress.as_deref()),
+                    email: [&u.emailaddress, &u.email2, &u.email3]
+                        .into_iter()
+                        .find_map(|e| clean_email(e.as_deref())),
                     phone: u
                         .phonenumber
                         .or(u.mobilenumber)
@@ -438,6 +440,10 @@ impl TicketSource for HaloSource {
 impl PsaSource for HaloSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
     }
 
     fn ticket_source(&self) -> Option<&dyn TicketSource> {

@@ -7,10 +7,14 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::lenient::odd_as_default;
+
 /// `POST {auth}/token` answer (client-credentials grant).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// Not used (the token is always sent as a Bearer token).
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub token_type: String,
     pub expires_in: u64,
 }
@@ -79,8 +83,13 @@ pub struct User {
     pub firstname: String,
     #[serde(default)]
     pub surname: String,
+    /// The user's address: `emailaddress`, else `email2`, else `email3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emailaddress: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email3: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phonenumber: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +120,8 @@ pub struct Agent {
     pub firstname: String,
     #[serde(default)]
     pub surname: String,
+    /// The agent's only address in the `Uname` schema (`googleemail` and
+    /// `pagerduty_email` are integration mailboxes, not a fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     #[serde(default)]
@@ -188,6 +199,8 @@ pub struct ActionList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     pub id: i64,
+    /// Not used (actions are read per ticket).
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub ticket_id: i64,
     #[serde(default)]
     pub note: String,

@@ -86,6 +86,8 @@ pub struct SyncroClient {
     floor: Duration,
     window: Arc<RollingWindow>,
     requests: AtomicU64,
+    /// Response body bytes received (benchmarks report them).
+    bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for SyncroClient {
@@ -125,6 +127,7 @@ impl SyncroClient {
             // Counted per source address: one window for every Syncro tenant.
             window: RollingWindow::shared("syncro|egress", settings.requests, settings.window),
             requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         })
     }
 
@@ -139,6 +142,11 @@ impl SyncroClient {
 
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Response body bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// One `GET {base}{path}`, not retried (see [`get`](Self::get)).
@@ -197,6 +205,7 @@ impl SyncroClient {
             .bytes()
             .await
             .map_err(|e| SyncroError::Decode(describe(&e)))?;
+        self.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if !status.is_success() {
             return Err(SyncroError::Status {
                 status: status.as_u16(),

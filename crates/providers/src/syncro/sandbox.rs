@@ -144,7 +144,7 @@ pub fn generate(seed: Seed) -> SyncroData {
             let l = rng.pick(&LAST).to_string();
             contacts.push(Contact {
                 id: contact_id,
-                customer_id: id,
+                customer_id: Some(id),
                 email: (!rng.chance(4)).then(|| {
                     format!(
                         "{}.{}{contact_id}@{domain}",
@@ -202,7 +202,7 @@ pub fn add_tickets(d: &mut SyncroData, per_customer: usize, comments_per: usize)
         let contact = d
             .contacts
             .iter()
-            .find(|x| x.customer_id == c.id)
+            .find(|x| x.customer_id == Some(c.id))
             .map(|x| x.id);
         for _ in 0..rng.below(per_customer as u64 + 1) {
             ticket_id += 1;
@@ -490,7 +490,7 @@ async fn api(
             let rows: Vec<&Contact> = data
                 .contacts
                 .iter()
-                .filter(|c| cid.is_none_or(|id| c.customer_id == id))
+                .filter(|c| cid.is_none_or(|id| c.customer_id == Some(id)))
                 .collect();
             page("contacts", &rows, &q, per, &s.raw_edits)
         }

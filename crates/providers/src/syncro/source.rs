@@ -190,7 +190,7 @@ impl ContactSource for SyncroSource {
                 let (first, last) = split_name(&c.name);
                 ExtContact {
                     external_id: c.id.to_string(),
-                    company_external_id: Some(c.customer_id.to_string()),
+                    company_external_id: c.customer_id.map(|c| c.to_string()),
                     email: email(c.email.as_deref()),
                     phone: phone(c.phone.as_deref(), c.mobile.as_deref()),
                     active: true,
@@ -436,6 +436,10 @@ impl TicketSource for SyncroSource {
 impl PsaSource for SyncroSource {
     fn requests(&self) -> u64 {
         self.client.requests()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
     }
 
     fn ticket_source(&self) -> Option<&dyn TicketSource> {

@@ -1,16 +1,23 @@
 //! Syncro's JSON (API v1), field names as the Syncro OpenAPI examples have them.
+//!
+//! Read leniently (issue 17): Syncro sends `null` for empty fields, so used fields read
+//! `null` as their default; fields the product does not use never reject a record; unknown
+//! fields are ignored.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::lenient::{nullable, odd_as_default};
 
 /// `meta` of a paged answer; the page size is the server's, so loops follow `total_pages`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
     pub total_pages: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub total_entries: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub per_page: u64,
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub page: u64,
 }
 
@@ -30,9 +37,9 @@ pub struct Customer {
     pub phone: Option<String>,
     #[serde(default)]
     pub mobile: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub disabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub no_email: bool,
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
@@ -59,8 +66,10 @@ impl Customer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
     pub id: i64,
-    pub customer_id: i64,
+    /// `null` in the spec for a contact of no customer: imported without a company.
     #[serde(default)]
+    pub customer_id: Option<i64>,
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
     #[serde(default)]
     pub email: Option<String>,
@@ -84,10 +93,24 @@ pub struct Contacts {
     pub meta: Meta,
 }
 
-/// `GET /users`: id–name pairs (trap 21).
+/// `GET /users`: id–name pairs (trap 21). A pair without a name (or with more than two
+/// items) is read; one without an id is left out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Users {
+    #[serde(deserialize_with = "user_pairs")]
     pub users: Vec<(i64, String)>,
+}
+
+fn user_pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(i64, String)>, D::Error> {
+    let rows: Vec<Vec<serde_json::Value>> = nullable(d)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let id = row.first()?.as_i64()?;
+            let name = row.get(1).and_then(|n| n.as_str()).unwrap_or_default();
+            Some((id, name.to_string()))
+        })
+        .collect())
 }
 
 /// `GET /users/{id}`.
@@ -96,9 +119,10 @@ pub struct User {
     pub id: i64,
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub full_name: String,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub group: Option<String>,
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
@@ -112,11 +136,11 @@ pub struct UserAnswer {
 /// `GET /me`: who the token belongs to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Me {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub user_email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub user_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub subdomain: Option<String>,
 }
 
@@ -126,9 +150,10 @@ pub struct Me {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub subject: String,
-    #[serde(default)]
+    /// A status name as the account has it (kept as sent, whatever it is).
+    #[serde(default, deserialize_with = "nullable")]
     pub status: String,
     #[serde(default)]
     pub priority: Option<String>,
@@ -150,9 +175,9 @@ pub struct Ticket {
     pub updated_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub resolved_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub tag_list: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub comments: Vec<Comment>,
 }
 
@@ -181,17 +206,19 @@ impl Ticket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comment {
     pub id: i64,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub ticket_id: Option<i64>,
     #[serde(default)]
     pub subject: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub body: String,
     #[serde(default)]
     pub tech: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub hidden: bool,
-    #[serde(default)]
+    /// Not used by the sync.
+    #[serde(default, deserialize_with = "odd_as_default")]
     pub user_id: Option<i64>,
     #[serde(default)]
     pub created_at: Option<DateTime<Utc>>,
@@ -230,7 +257,7 @@ pub struct CommentAnswer {
 /// `GET /tickets/settings`: the account's ticket statuses (and more, unread).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TicketSettings {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub ticket_status_list: Vec<String>,
 }
 
