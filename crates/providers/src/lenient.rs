@@ -26,6 +26,31 @@ where
     Ok(T::deserialize(v).unwrap_or_default())
 }
 
+/// An integer id that may arrive as a whole float (`12.0`: Halo's `site_id` is typed
+/// `number`/`double` in places), a numeric string, or `null`.
+pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde_json::Value;
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Ok(Some(i)),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{n} is not a whole number"
+            ))),
+        },
+        Value::String(s) if s.trim().is_empty() => Ok(None),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not a whole number"))),
+        other => Err(serde::de::Error::custom(format!(
+            "{other} is not a whole number"
+        ))),
+    }
+}
+
 /// A flag that is true unless the vendor says `false` (`null` and a missing field are
 /// true): Autotask's `isActive` on companies, resources and groups.
 pub fn true_unless_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -40,6 +65,22 @@ pub fn yes() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_read_whole_floats_strings_and_null() {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(default, deserialize_with = "integer")]
+            id: Option<i64>,
+        }
+        let id = |j: &str| serde_json::from_str::<Row>(j).map(|r| r.id);
+        assert_eq!(id(r#"{"id":12}"#).unwrap(), Some(12));
+        assert_eq!(id(r#"{"id":12.0}"#).unwrap(), Some(12));
+        assert_eq!(id(r#"{"id":"12"}"#).unwrap(), Some(12));
+        assert_eq!(id(r#"{"id":null}"#).unwrap(), None);
+        assert_eq!(id(r#"{}"#).unwrap(), None);
+        assert!(id(r#"{"id":12.5}"#).is_err());
+    }
 
     #[derive(Debug, Deserialize, PartialEq)]
     struct Row {

@@ -641,3 +641,80 @@ async fn users_without_an_emailaddress_fall_back_to_email2_then_email3() {
     assert_eq!(email("1").as_deref(), Some("second@client.example"));
     assert_eq!(email("2").as_deref(), Some("third@client.example"));
 }
+
+/// Fields the Halo document declares nullable arrive as `null` in real payloads, and
+/// `site_id` (a `number` in places) as a float: every such record is read, defaults taken;
+/// only a client without a name is rejected, alone.
+#[tokio::test]
+async fn nullable_fields_sent_as_null_and_float_ids_are_read() {
+    use serde_json::json;
+    let (sb, h) = start(Seed::Small).await;
+    sb.with_data(|d| mspbridge_providers::halo::sandbox::add_tickets(d, 2, 1));
+    let (client, named_client, user, agent, ticket) = sb.with_data(|d| {
+        (
+            d.clients[0].id,
+            d.clients[1].id,
+            d.users[0].id,
+            d.agents[0].id,
+            d.tickets[0].id,
+        )
+    });
+    sb.set_raw_field("clients", client, "name", json!(null));
+    sb.set_raw_field("clients", named_client, "inactive", json!(null));
+    for f in ["name", "firstname", "surname", "ismaincontact", "inactive"] {
+        sb.set_raw_field("users", user, f, json!(null));
+    }
+    sb.set_raw_field("users", user, "site_id", json!(12.0));
+    sb.set_raw_field("users", user, "client_id", json!(named_client as f64));
+    for f in ["name", "firstname", "surname", "isdisabled"] {
+        sb.set_raw_field("agents", agent, f, json!(null));
+    }
+    sb.set_raw_field("tickets", ticket, "summary", json!(null));
+    sb.set_raw_field("tickets", ticket, "status_id", json!(null));
+    let src = source(&good(&h), HaloLimits::default(), None).await;
+
+    let companies = src.companies(&PageRequest::default()).await.unwrap();
+    assert!(
+        companies
+            .records
+            .iter()
+            .any(|c| c.external_id == named_client.to_string() && c.active),
+        "a null inactive is active"
+    );
+    assert_eq!(companies.rejected.len(), 1, "{:?}", companies.rejected);
+    assert_eq!(companies.rejected[0].external_id, Some(client.to_string()));
+    assert!(companies.rejected[0].reason.contains("no name"));
+
+    let contacts = src.contacts(&PageRequest::default()).await.unwrap();
+    assert!(contacts.rejected.is_empty(), "{:?}", contacts.rejected);
+    let c = contacts
+        .records
+        .iter()
+        .find(|c| c.external_id == user.to_string())
+        .expect("the user with nulls is read");
+    assert!(c.active && !c.primary, "{c:?}");
+    assert_eq!(c.company_external_id, Some(named_client.to_string()));
+
+    let techs = src.technicians(&PageRequest::default()).await.unwrap();
+    assert!(techs.rejected.is_empty(), "{:?}", techs.rejected);
+    assert!(
+        techs
+            .records
+            .iter()
+            .any(|t| t.external_id == agent.to_string() && t.active)
+    );
+
+    let tickets = src
+        .ticket_source()
+        .unwrap()
+        .tickets(&PageRequest::default())
+        .await
+        .unwrap();
+    assert!(tickets.rejected.is_empty(), "{:?}", tickets.rejected);
+    assert!(
+        tickets
+            .records
+            .iter()
+            .any(|t| t.external_id == ticket.to_string())
+    );
+}

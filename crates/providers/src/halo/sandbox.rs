@@ -415,7 +415,8 @@ impl HaloSandbox {
         }
     }
 
-    /// Serves `field` of record `id` in the answer list `collection` (`clients`, `users`)
+    /// Serves `field` of record `id` in the answer list `collection` (`clients`, `users`,
+    /// `agents`, `tickets`)
     /// as `value`, whatever the typed data says: tests send rows the connector cannot read
     /// with it.
     pub fn set_raw_field(&self, collection: &str, id: i64, field: &str, value: serde_json::Value) {
@@ -747,6 +748,10 @@ async fn list(
                 .iter()
                 .filter(|a| disabled_too || !a.isdisabled)
                 .collect();
+            let mut rows = serde_json::to_value(rows).unwrap_or(serde_json::Value::Null);
+            if let serde_json::Value::Array(rows) = &mut rows {
+                s.raw_edits.apply("agents", rows);
+            }
             axum::Json(rows).into_response()
         }
         "UserRoles" => axum::Json(&data.roles).into_response(),

@@ -145,7 +145,14 @@ fn split_roles(list: Option<&str>) -> Vec<String> {
 impl CompanySource for HaloSource {
     async fn companies(&self, req: &PageRequest) -> Result<SourcePage<ExtCompany>, SourceError> {
         let extra = [("includeinactive", "true"), ("includeactive", "true")];
-        let (rows, rejected, next) = self.page::<Client>("/Client", req, &extra).await?;
+        let (rows, mut rejected, next) = self.page::<Client>("/Client", req, &extra).await?;
+        // `name` is nullable in the schema: a client without one is rejected alone.
+        let (rows, nameless): (Vec<Client>, Vec<Client>) =
+            rows.into_iter().partition(|c| !c.name.trim().is_empty());
+        rejected.extend(nameless.into_iter().map(|c| Rejected {
+            external_id: Some(c.id.to_string()),
+            reason: format!("client {} has no name", c.id),
+        }));
         let records = rows
             .into_iter()
             .map(|c| ExtCompany {

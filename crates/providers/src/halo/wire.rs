@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::lenient::odd_as_default;
+use crate::lenient::{integer, nullable, odd_as_default};
 
 /// `POST {auth}/token` answer (client-credentials grant).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,12 +60,17 @@ pub mod halo_date {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Client {
     pub id: i64,
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub inactive: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub toplevel_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub main_site_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub website: Option<String>,
@@ -77,11 +82,11 @@ pub struct Client {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub firstname: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub surname: String,
     /// The user's address: `emailaddress`, else `email2`, else `email3`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,14 +99,22 @@ pub struct User {
     pub phonenumber: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mobilenumber: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub site_id: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub inactive: bool,
     /// Main contact of the user's site: Halo's primary contact.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub ismaincontact: bool,
     /// The user's roles, comma separated (Halo's contact types).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,17 +127,17 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub firstname: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub surname: String,
     /// The agent's only address in the `Uname` schema (`googleemail` and
     /// `pagerduty_email` are integration mailboxes, not a fallback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub isdisabled: bool,
     #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
     pub last_modified: Option<DateTime<Utc>>,
@@ -142,23 +155,43 @@ pub struct UserRole {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub summary: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub status_id: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub priority_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tickettype_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub client_id: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<i64>,
     #[serde(default, with = "halo_date", skip_serializing_if = "Option::is_none")]
     pub dateoccurred: Option<DateTime<Utc>>,
@@ -202,10 +235,10 @@ pub struct Action {
     /// Not used (actions are read per ticket).
     #[serde(default, deserialize_with = "odd_as_default")]
     pub ticket_id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub note: String,
     /// A private note: agents only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "nullable")]
     pub hiddenfromuser: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
