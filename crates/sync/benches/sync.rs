@@ -310,8 +310,8 @@ async fn main() {
     // run of a few hundred requests; its threshold readings are counted below).
     let limited = halo || syncro;
     // The fewest requests that can read `seen` records of each type. ConnectWise:
-    // discovery and company statuses, then keyset pages of 1,000 (a full page needs one
-    // more request to learn it was the last). Halo: one token (then cached for an hour),
+    // discovery and company statuses, then keyset pages of 1,000 (a full page is the last
+    // when its `Link` header names no next page; an empty list is one request). Halo: one token (then cached for an hour),
     // pages of 100 counted from `record_count`, agents in one answer.
     // Syncro lists everything every run: customer pages (reused for the customers' own
     // persons), contact pages, the user pairs and one detail request per technician.
@@ -337,7 +337,7 @@ async fn main() {
             let pages = |n: usize| n.div_ceil(100).max(1);
             usize::from(token) + pages(companies) + pages(contacts) + 1
         } else {
-            let pages = |n: usize| n / 1000 + 1;
+            let pages = |n: usize| n.div_ceil(1000).max(1);
             2 + pages(companies) + pages(contacts) + pages(technicians)
         }
     };
@@ -356,9 +356,9 @@ async fn main() {
         }
     };
     println!(
-        "| db | latency | scenario | runs | records seen | wall s, median (min–max) | records/s | requests (min) | latency bound s | wall/bound | record writes | RSS before MiB | peak RSS MiB |"
+        "| db | latency | scenario | runs | records seen | wall s, median (min–max) | records/s | requests (min) | KiB received | latency bound s | wall/bound | record writes | RSS before MiB | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 
     let rounds: usize = arg("--rounds", "5").parse().unwrap();
     let run = || {
@@ -416,11 +416,12 @@ async fn main() {
             String::new()
         };
         println!(
-            "| {db_kind} | {} ms | {label} | {} | {seen} | {wall:.2}{range} | {:.0} | {} ({minimum}) | {bound:.2} | {} | {} | {:.0} | {:.0} |",
+            "| {db_kind} | {} ms | {label} | {} | {seen} | {wall:.2}{range} | {:.0} | {} ({minimum}) | {:.0} | {bound:.2} | {} | {} | {:.0} | {:.0} |",
             latency.as_millis(),
             runs.len(),
             seen as f64 / wall,
             m.summary.requests,
+            m.summary.bytes as f64 / 1024.0,
             if bound > 0.0 {
                 format!("{:.2}", wall / bound)
             } else {

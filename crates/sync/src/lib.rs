@@ -85,6 +85,8 @@ pub struct RunSummary {
     pub counts: BTreeMap<RecordType, Counts>,
     pub error: Option<String>,
     pub requests: u64,
+    /// Response body bytes received from the vendor.
+    pub bytes: u64,
 }
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -253,8 +255,8 @@ impl Engine {
         let outcome = self
             .run_passes(tenant, &integration, &options, &synced, run_id)
             .await;
-        let (result, counts, error, requests) = match outcome {
-            Ok((counts, stops, requests)) => {
+        let (result, counts, error, requests, bytes) = match outcome {
+            Ok((counts, stops, requests, bytes)) => {
                 let bad_counts = counts.values().any(|c| !c.add_up());
                 let failed_records = counts.values().any(|c| c.failed > 0);
                 let waiting: Vec<String> = counts
@@ -281,9 +283,9 @@ impl Engine {
                     ));
                 }
                 let error = (!reasons.is_empty()).then(|| reasons.join("; "));
-                (result, counts, error, requests)
+                (result, counts, error, requests, bytes)
             }
-            Err(msg) => (RunResult::Failed, BTreeMap::new(), Some(msg), 0),
+            Err(msg) => (RunResult::Failed, BTreeMap::new(), Some(msg), 0, 0),
         };
         let now = self.now();
         self.store
@@ -367,6 +369,7 @@ impl Engine {
             counts,
             error,
             requests,
+            bytes,
         })
     }
 
@@ -378,7 +381,7 @@ impl Engine {
         options: &SyncOptions,
         synced: &[RecordType],
         run_id: i64,
-    ) -> Result<(BTreeMap<RecordType, Counts>, Vec<String>, u64), String> {
+    ) -> Result<(BTreeMap<RecordType, Counts>, Vec<String>, u64, u64), String> {
         let creds =
             mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, integration)
                 .await
@@ -416,6 +419,11 @@ impl Engine {
         if !outcome.any_complete && !outcome.stops.is_empty() {
             return Err(outcome.stops.join("; "));
         }
-        Ok((outcome.counts, outcome.stops, source.requests()))
+        Ok((
+            outcome.counts,
+            outcome.stops,
+            source.requests(),
+            source.bytes(),
+        ))
     }
 }
