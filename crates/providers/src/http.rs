@@ -72,6 +72,21 @@ pub enum Retry {
     RateLimited(Option<Duration>),
 }
 
+impl Retry {
+    /// The one classification every vendor client uses: an HTTP `status` (with the
+    /// vendor's `Retry-After`) or, for `None`, a failure before an answer was read (a
+    /// timeout, a reset, a truncated or unreadable body). 429 is the rate limit, 5xx and
+    /// transport failures back off, any other answer is final.
+    pub fn of(status: Option<u16>, retry_after: Option<Duration>) -> Retry {
+        match status {
+            Some(429) => Retry::RateLimited(retry_after),
+            Some(s) if s >= 500 => Retry::Backoff,
+            Some(_) => Retry::No,
+            None => Retry::Backoff,
+        }
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails for good, or `policy.max_attempts` is used up.
 /// A 429 waits at least `rate_floor` and holds `window` (every client of the vendor
 /// account then waits too); other transient failures back off exponentially.

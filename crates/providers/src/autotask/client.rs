@@ -652,12 +652,11 @@ impl AutotaskClient {
 fn transient(e: &AutotaskError) -> Retry {
     match e {
         AutotaskError::Status {
-            status: 429,
+            status,
             retry_after,
             ..
-        } => Retry::RateLimited(*retry_after),
-        AutotaskError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-        AutotaskError::Unreachable { .. } | AutotaskError::Decode(_) => Retry::Backoff,
+        } => Retry::of(Some(*status), *retry_after),
+        AutotaskError::Unreachable { .. } | AutotaskError::Decode(_) => Retry::of(None, None),
         _ => Retry::No,
     }
 }

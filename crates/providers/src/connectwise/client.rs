@@ -305,13 +305,12 @@ impl CwClient {
 fn transient(e: &CwError) -> Retry {
     match e {
         CwError::Status {
-            status: 429,
+            status,
             retry_after,
             ..
-        } => Retry::RateLimited(*retry_after),
-        CwError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-        CwError::Unreachable { .. } | CwError::Decode(_) => Retry::Backoff,
-        CwError::Status { .. } | CwError::Refused(_) => Retry::No,
+        } => Retry::of(Some(*status), *retry_after),
+        CwError::Unreachable { .. } | CwError::Decode(_) => Retry::of(None, None),
+        CwError::Refused(_) => Retry::No,
     }
 }
 

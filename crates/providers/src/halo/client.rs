@@ -380,12 +380,11 @@ impl HaloClient {
             what,
             |e: &HaloError| match e {
                 HaloError::Status {
-                    status: 429,
+                    status,
                     retry_after,
                     ..
-                } => Retry::RateLimited(*retry_after),
-                HaloError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-                HaloError::Unreachable { .. } | HaloError::Decode(_) => Retry::Backoff,
+                } => Retry::of(Some(*status), *retry_after),
+                HaloError::Unreachable { .. } | HaloError::Decode(_) => Retry::of(None, None),
                 _ => Retry::No,
             },
             f,

@@ -232,12 +232,11 @@ impl SyncroClient {
             path,
             |e: &SyncroError| match e {
                 SyncroError::Status {
-                    status: 429,
+                    status,
                     retry_after,
                     ..
-                } => Retry::RateLimited(*retry_after),
-                SyncroError::Status { status, .. } if *status >= 500 => Retry::Backoff,
-                SyncroError::Unreachable { .. } | SyncroError::Decode(_) => Retry::Backoff,
+                } => Retry::of(Some(*status), *retry_after),
+                SyncroError::Unreachable { .. } | SyncroError::Decode(_) => Retry::of(None, None),
                 _ => Retry::No,
             },
             || self.get_once(path, query),
