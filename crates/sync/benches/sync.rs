@@ -93,6 +93,9 @@ async fn serve_sandbox(
         }
         _ => {
             let sandbox = CwSandbox::new(seed);
+            // `--whole-records`: answer every list with whole records, as before the
+            // connector asked for only the fields it reads (`fields=`), to compare bytes.
+            sandbox.honour_fields(!std::env::args().any(|a| a == "--whole-records"));
             sandbox.warm();
             sandbox.faults.set_latency(latency);
             let sizes =
@@ -162,6 +165,11 @@ async fn main() {
             "--syncro-per-page",
             &per_page.to_string(),
         ])
+        .args(
+            std::env::args()
+                .any(|a| a == "--whole-records")
+                .then_some("--whole-records"),
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
