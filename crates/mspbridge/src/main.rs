@@ -176,6 +176,8 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Print the API's OpenAPI document (what `/api/v1/openapi.json` serves) and exit.
+    Openapi,
     /// Administration.
     Admin {
         #[command(subcommand)]
@@ -282,6 +284,10 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { listen, data_dir } => demo(listen, &data_dir).await,
+        Command::Openapi => {
+            println!("{}", mspbridge_web::api::openapi_json()?);
+            Ok(())
+        }
         Command::Sandbox {
             provider,
             listen,
@@ -619,6 +625,17 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let email = "admin@demo.example";
     let (tenant, _) =
         create_tenant(store.as_ref(), "Demo MSP", email, "Demo Admin", &password).await?;
+    // An API token for the demo, printed in the banner (like `admin create-token`).
+    let (api_token, token_hash) = mspbridge_vault::new_token("msb")?;
+    store
+        .create_api_token(
+            tenant.id,
+            "demo",
+            StaffRole::Admin,
+            &token_hash,
+            chrono::Utc::now(),
+        )
+        .await?;
 
     let mut creds = BTreeMap::new();
     creds.insert("site".to_string(), cw_handle.host());
@@ -850,31 +867,50 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     println!();
     println!("mspbridge demo is running");
     println!("  open:      http://{addr}/settings/integrations");
+    println!("  tenant:    {}", tenant.name);
     println!("  login:     {email}");
     println!("  password:  {password}");
     println!(
-        "  database:  {} (SQLite, recreated on every start)",
-        db.display()
+        "  API token: {api_token} (role admin; try: curl -H \"Authorization: Bearer {api_token}\" http://{addr}/api/v1/integrations)"
     );
     println!(
-        "  sandboxes: ConnectWise Manage on http://{} ({})",
+        "  database:  {} (SQLite, recreated on every start; more tokens: mspbridge admin create-token --database {} --tenant \"{}\" --role admin)",
+        db.display(),
+        db.display(),
+        tenant.name
+    );
+    println!("Sandboxes (already connected; to try Connect by hand, delete one and enter these):");
+    println!(
+        "  ConnectWise Manage ({}): site {}, company id {}, public key {}, private key {}, client id {}",
+        cw_integration.status.label(),
         cw_handle.host(),
-        cw_integration.status.label()
+        cw::DEMO_COMPANY_ID,
+        cw::DEMO_PUBLIC_KEY,
+        cw::DEMO_PRIVATE_KEY,
+        cw::DEMO_CLIENT_ID
     );
     println!(
-        "             Halo PSA on http://{} ({})",
-        halo_handle.host(),
-        halo_integration.status.label()
+        "  Halo PSA ({}): authorisation server URL https://{host}/auth, resource server URL https://{host}/api, tenant {}, client id {}, client secret {} (plain http on loopback)",
+        halo_integration.status.label(),
+        halo::DEMO_TENANT,
+        halo::DEMO_CLIENT_ID,
+        halo::DEMO_CLIENT_SECRET,
+        host = halo_handle.host()
     );
     println!(
-        "             Syncro on http://{} ({})",
+        "  Syncro ({}) on http://{}: subdomain {}, API token {}",
+        syncro_integration.status.label(),
         syncro_handle.host(),
-        syncro_integration.status.label()
+        syncro::DEMO_SUBDOMAIN,
+        syncro::DEMO_API_TOKEN
     );
     println!(
-        "             Autotask on http://{} ({})",
+        "  Autotask ({}) on http://{}: API user name {}, secret {}, tracking id {}",
+        autotask_integration.status.label(),
         autotask_handle.host(),
-        autotask_integration.status.label()
+        autotask::DEMO_USERNAME,
+        autotask::DEMO_SECRET,
+        autotask::DEMO_INTEGRATION_CODE
     );
     println!("Press Ctrl-C to stop.");
     println!();

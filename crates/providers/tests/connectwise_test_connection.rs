@@ -121,6 +121,43 @@ async fn bad_keys_are_an_auth_failure_that_says_what_to_check() {
 }
 
 #[tokio::test]
+async fn wrong_keys_without_a_client_id_report_the_keys_once() {
+    // What a newcomer does by hand in the demo's Connect form: the sandbox's site, a
+    // mistyped key and no Client ID. The keys are the cause, not the clientId.
+    let (_sb, h) = start().await;
+    let r = test(&creds(
+        &h.host(),
+        DEMO_COMPANY_ID,
+        DEMO_PUBLIC_KEY,
+        "wrong-private",
+        None,
+    ))
+    .await;
+    let ConnectionOutcome::AuthFailed { message, fix_hint } = &r.connection else {
+        panic!("{r:?}")
+    };
+    assert!(message.contains("401"), "{message}");
+    assert!(message.contains("rejected the API keys"), "{message}");
+    assert!(message.contains(DEMO_COMPANY_ID), "{message}");
+    assert!(message.contains(DEMO_PUBLIC_KEY), "{message}");
+    assert!(!message.contains("clientId"), "{message}");
+    assert!(!message.contains("wrong-private") && !fix_hint.contains("wrong-private"));
+    assert_eq!(
+        fix_hint.matches("public and private keys").count(),
+        1,
+        "{fix_hint}"
+    );
+    assert_eq!(fix_hint.matches("clientId").count(), 1, "{fix_hint}");
+    assert!(
+        r.areas.is_empty(),
+        "the failure is reported once, not per area"
+    );
+    let (_, error, hint) = r.verdict();
+    assert_eq!(error.as_deref(), Some(message.as_str()));
+    assert_eq!(hint.as_deref(), Some(fix_hint.as_str()));
+}
+
+#[tokio::test]
 async fn a_missing_client_id_is_named_as_the_cause() {
     let (sb, h) = start().await;
     let r = test(&creds(

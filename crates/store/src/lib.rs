@@ -257,6 +257,13 @@ pub trait Store:
         before: Option<TicketId>,
         limit: i64,
     ) -> Result<Vec<Ticket>>;
+    /// How many tickets [`Store::list_tickets`] pages through (same filters, no keyset).
+    async fn count_tickets(
+        &self,
+        tenant: TenantId,
+        company: Option<CompanyId>,
+        closed: Option<bool>,
+    ) -> Result<i64>;
     async fn add_ticket_note(
         &self,
         tenant: TenantId,

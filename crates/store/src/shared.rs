@@ -448,6 +448,24 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn count_tickets(
+                &self,
+                tenant: TenantId,
+                company: Option<CompanyId>,
+                closed: Option<bool>,
+            ) -> Result<i64> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM tickets WHERE tenant_id = $1 AND ($2 IS NULL OR company_id = $2) \
+                     AND ($3 IS NULL OR closed = $3)",
+                )
+                .bind(tenant.0)
+                .bind(company.map(|c| c.0))
+                .bind(closed)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n)
+            }
+
             async fn get_ticket(&self, tenant: TenantId, id: TicketId) -> Result<Ticket> {
                 let row: Option<TicketRow> = sqlx::query_as(crate::sync_shared::sql(format!(
                     "SELECT {} FROM tickets WHERE tenant_id = $1 AND id = $2",

@@ -35,6 +35,18 @@ pub struct Schedule {
     pub manual_requested_at: Option<DateTime<Utc>>,
 }
 
+/// One integration's database-state gauges for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct IntegrationGauges {
+    pub integration_id: i64,
+    /// Provider slug.
+    pub provider: String,
+    /// 1 when automatic sync is paused after repeated failures, else 0.
+    pub paused: i64,
+    pub outbox_pending: i64,
+    pub outbox_failed: i64,
+}
+
 /// What the worker reports when it gives a lease back.
 #[derive(Debug, Clone)]
 pub struct Release {
@@ -323,6 +335,9 @@ pub trait SyncStore: Send + Sync {
         id: IntegrationId,
         now: DateTime<Utc>,
     ) -> Result<()>;
+    /// Per integration of every tenant: what `/metrics` reports from the database
+    /// (paused automatic sync, outbox rows pending and failed). No secrets, no tenant names.
+    async fn integration_gauges(&self) -> Result<Vec<IntegrationGauges>>;
     /// Leases the most overdue integration that nobody holds (or whose lease expired).
     async fn claim_due(
         &self,

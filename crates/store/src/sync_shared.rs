@@ -327,6 +327,18 @@ macro_rules! impl_sync_store {
                     Ok(())
                 }
 
+                async fn integration_gauges(&self) -> Result<Vec<IntegrationGauges>> {
+                    Ok(sqlx::query_as::<_, IntegrationGauges>(
+                        "SELECT i.id AS integration_id, i.provider, \
+                         (SELECT COUNT(*) FROM sync_schedule s WHERE s.integration_id = i.id AND s.paused_reason IS NOT NULL) AS paused, \
+                         (SELECT COUNT(*) FROM outbox o WHERE o.integration_id = i.id AND o.state = 'pending') AS outbox_pending, \
+                         (SELECT COUNT(*) FROM outbox o WHERE o.integration_id = i.id AND o.state = 'failed') AS outbox_failed \
+                         FROM integrations i ORDER BY i.id",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?)
+                }
+
                 async fn claim_due(&self, worker: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Result<Option<Claim>> {
                     let row: Option<(i64, i64, String)> =
                         sqlx::query_as($claim_sql).bind(worker).bind(now).bind(lease_until).fetch_optional(&self.pool).await?;

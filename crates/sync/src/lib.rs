@@ -36,6 +36,37 @@ pub use apply::PageOutcome;
 /// A run that writes at least this many records refreshes the database's planner statistics.
 const BULK_WRITES: u64 = 5_000;
 
+/// Per-integration run metrics (labels: provider slug and integration id, nothing else
+/// about the tenant). Described with HELP lines by `mspbridge_web` where the recorder lives;
+/// without a recorder (`mspbridge worker`) they cost nothing.
+fn record_run_metrics(
+    provider: &'static str,
+    id: IntegrationId,
+    result: RunResult,
+    counts: &BTreeMap<RecordType, Counts>,
+    elapsed: Duration,
+    now: DateTime<Utc>,
+) {
+    let integration = id.0.to_string();
+    metrics::counter!("mspbridge_sync_runs_total",
+        "provider" => provider, "integration_id" => integration.clone(), "result" => result.as_str())
+    .increment(1);
+    metrics::histogram!("mspbridge_sync_run_duration_seconds",
+        "provider" => provider, "integration_id" => integration.clone())
+    .record(elapsed.as_secs_f64());
+    for (record, c) in counts {
+        let written = c.created + c.linked + c.updated + c.deactivated;
+        metrics::counter!("mspbridge_sync_records_written_total",
+            "provider" => provider, "integration_id" => integration.clone(), "record_type" => record.as_str())
+        .increment(written);
+    }
+    if result == RunResult::Success {
+        metrics::gauge!("mspbridge_sync_last_success_timestamp_seconds",
+            "provider" => provider, "integration_id" => integration)
+        .set(now.timestamp() as f64);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// How far before the watermark an incremental pass starts reading.
@@ -230,6 +261,7 @@ impl Engine {
     #[tracing::instrument(skip_all, fields(tenant_id = %claim.tenant_id, integration_id = %claim.integration_id, worker = %self.worker))]
     pub async fn run_claimed(&self, claim: Claim) -> Result<RunSummary, EngineError> {
         let (tenant, id) = (claim.tenant_id, claim.integration_id);
+        let started = std::time::Instant::now();
         let integration = self.store.get_integration(tenant, id).await?;
         let mut options = self.store.sync_options(tenant, id).await?;
         let synced: Vec<RecordType> = RecordType::ALL
@@ -348,6 +380,14 @@ impl Engine {
                 },
             )
             .await?;
+        record_run_metrics(
+            integration.provider.slug(),
+            id,
+            result,
+            &counts,
+            started.elapsed(),
+            now,
+        );
         let written: u64 = counts
             .values()
             .map(|c| c.created + c.updated + c.deactivated)

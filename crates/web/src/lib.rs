@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod api;
 pub mod auth;
+pub mod companies_api;
 pub mod error;
 pub mod extract;
 pub mod integrations;
@@ -92,9 +93,102 @@ fn metrics_handle() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok().map(|_| handle)
+            metrics::set_global_recorder(recorder).ok().map(|_| {
+                describe_metrics();
+                handle
+            })
         })
         .as_ref()
+}
+
+/// `# HELP` for every metric the process records (web, sync engine, connectors). The
+/// database-state gauges are described where they are rendered ([`database_gauges`]).
+fn describe_metrics() {
+    use metrics::Unit;
+    metrics::describe_counter!(
+        "mspbridge_http_requests_total",
+        "HTTP requests answered, by method, route template and status."
+    );
+    metrics::describe_histogram!(
+        "mspbridge_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method, route template and status."
+    );
+    metrics::describe_counter!(
+        "mspbridge_vendor_requests_total",
+        "Requests sent to a PSA's API, by provider."
+    );
+    metrics::describe_counter!(
+        "mspbridge_vendor_paced_total",
+        "Requests a connector delayed to stay under the vendor's rate threshold, by provider."
+    );
+    metrics::describe_counter!(
+        "mspbridge_sync_runs_total",
+        "Sync runs finished, by provider, integration id and result (success, partial, failed)."
+    );
+    metrics::describe_histogram!(
+        "mspbridge_sync_run_duration_seconds",
+        Unit::Seconds,
+        "Wall time of a sync run, by provider and integration id."
+    );
+    metrics::describe_counter!(
+        "mspbridge_sync_records_written_total",
+        "Portal records a sync created, linked, updated or deactivated, by provider, integration id and record type."
+    );
+    metrics::describe_gauge!(
+        "mspbridge_sync_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the integration's last successful sync run (since this process started), by provider and integration id."
+    );
+    metrics::describe_counter!(
+        "mspbridge_webhook_deliveries_total",
+        "PSA webhook deliveries to a known integration, by provider, integration id and result (accepted, refused)."
+    );
+}
+
+/// A database-state gauge: name, help, value of one integration.
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&mspbridge_store::sync::IntegrationGauges) -> i64,
+);
+
+/// Gauges read from the database at scrape time (one query over every tenant's
+/// integrations; labels are provider and integration id only).
+async fn database_gauges(state: &AppState) -> Result<String, mspbridge_store::StoreError> {
+    use std::fmt::Write as _;
+    let rows = state.store.integration_gauges().await?;
+    let mut out = String::new();
+    let series: [Gauge; 3] = [
+        (
+            "mspbridge_integration_paused",
+            "1 when the integration's automatic sync is paused after repeated failures (Reactivate resumes it), else 0.",
+            |g| g.paused,
+        ),
+        (
+            "mspbridge_outbox_pending",
+            "Writes to the PSA waiting in the outbox, by provider and integration id.",
+            |g| g.outbox_pending,
+        ),
+        (
+            "mspbridge_outbox_failed",
+            "Writes the PSA refused, listed until Retry or Discard, by provider and integration id.",
+            |g| g.outbox_failed,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for g in &rows {
+            let _ = writeln!(
+                out,
+                "{name}{{provider=\"{}\",integration_id=\"{}\"}} {}",
+                g.provider,
+                g.integration_id,
+                value(g)
+            );
+        }
+    }
+    Ok(out)
 }
 
 async fn track_metrics(req: Request, next: Next) -> Response {
@@ -134,22 +228,46 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_endpoint() -> Response {
-    match metrics_handle() {
-        Some(h) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/plain; version=0.0.4",
-            )],
-            h.render(),
-        )
-            .into_response(),
-        None => (
+async fn metrics_endpoint(State(state): State<AppState>) -> Response {
+    let Some(h) = metrics_handle() else {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "metrics recorder unavailable",
         )
-            .into_response(),
+            .into_response();
+    };
+    let mut body = h.render();
+    match database_gauges(&state).await {
+        Ok(gauges) => {
+            if !body.is_empty() && !body.ends_with('\n') {
+                body.push('\n');
+            }
+            body.push_str(&gauges);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: could not read the database gauges"),
     }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The favicon: a small inline SVG (a bridge arc in the UI's brand blue).
+const FAVICON_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#2457d6"/><path d="M5 22h22M8 22v-5a8 8 0 0 1 16 0v5M12 22v-4M16 22v-5M20 22v-4" stroke="#fff" stroke-width="2.5" fill="none" stroke-linecap="round"/></svg>"##;
+
+async fn favicon() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON_SVG,
+    )
+        .into_response()
 }
 
 async fn api_not_found() -> error::ApiError {
@@ -256,6 +374,14 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
             axum::routing::delete(mapping_api::delete_company),
         )
         .route(
+            "/companies/{company_id}/users",
+            get(companies_api::list_users),
+        )
+        .route(
+            "/companies/{company_id}/default-import-role",
+            get(companies_api::get_default_import_role).put(companies_api::put_default_import_role),
+        )
+        .route(
             "/integrations/{id}/companies/{external_id}/unblock",
             post(mapping_api::post_unblock),
         )
@@ -286,6 +412,8 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
         .layer(axum::middleware::from_fn(extract::reject_nul))
         .layer(axum::middleware::from_fn_with_state(
             limits.body_read_timeout,

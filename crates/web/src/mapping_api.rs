@@ -68,6 +68,7 @@ pub struct MappingView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MappingParams {
     /// Part of the portal company name.
     pub search: Option<String>,
@@ -204,6 +205,7 @@ pub struct IntegrationCompanyView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     pub search: Option<String>,
     /// Only companies not linked to a portal company.
@@ -681,6 +683,7 @@ impl From<mspbridge_store::mapping::LinkAudit> for AuditView {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     pub limit: Option<i64>,
 }

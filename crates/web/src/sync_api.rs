@@ -440,6 +440,7 @@ pub async fn list_runs(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventFilter {
     /// info | warning | error
     pub level: Option<String>,

@@ -513,6 +513,7 @@ pub async fn status_service(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TicketListParams {
     /// Only this portal company's tickets.
@@ -526,32 +527,69 @@ pub struct TicketListParams {
 }
 
 /// Tickets, newest first (imported from PSAs and raised in the portal).
+///
+/// The body is one page (a bare array, `limit` long at most). The headers say how many
+/// tickets match (`X-Total-Count`) and, when there are more, where the next page is:
+/// `Link: </api/v1/tickets?before=…&limit=…>; rel="next"` and `X-Next-Before` (the keyset).
 #[utoipa::path(get, path = "/api/v1/tickets", tag = "tickets", params(TicketListParams),
-    responses((status = 200, body = [Ticket]), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "One page of tickets, newest first", body = [Ticket],
+            headers(
+                ("X-Total-Count" = i64, description = "Tickets matching the filters, on every page"),
+                ("X-Next-Before" = i64, description = "`before` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 401, description = "No or an unknown token", body = ErrorBody),
+        (status = 403, description = "The role may not read tickets", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn list_tickets(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(p): ApiQuery<TicketListParams>,
-) -> Result<Json<Vec<Ticket>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::field("limit", "must be 1 to 500"));
     }
-    let rows = state
+    let company = p.company_id.map(CompanyId);
+    let mut rows = state
         .store
         .list_tickets(
             caller.tenant_id,
-            p.company_id.map(CompanyId),
+            company,
             p.closed,
             p.before.map(TicketId),
-            limit,
+            limit + 1,
         )
         .await?;
-    Ok(Json(rows))
+    let total = state
+        .store
+        .count_tickets(caller.tenant_id, company, p.closed)
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut headers = axum::http::HeaderMap::new();
+    headers.insert("x-total-count", axum::http::HeaderValue::from(total));
+    if let Some(last) = rows.last().filter(|_| more) {
+        let mut next = format!("/api/v1/tickets?before={}&limit={limit}", last.id.0);
+        if let Some(c) = p.company_id {
+            next.push_str(&format!("&company_id={c}"));
+        }
+        if let Some(closed) = p.closed {
+            next.push_str(&format!("&closed={closed}"));
+        }
+        headers.insert("x-next-before", axum::http::HeaderValue::from(last.id.0));
+        if let Ok(link) = axum::http::HeaderValue::from_str(&format!("<{next}>; rel=\"next\"")) {
+            headers.insert(axum::http::header::LINK, link);
+        }
+    }
+    Ok((headers, Json(rows)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OutboxParams {
     /// `pending`, `done` or `failed`; all when left out.
     pub state: Option<String>,

@@ -727,11 +727,14 @@ fn error_summary(e: &ApiError) -> (String, Option<String>, Option<ReportView>) {
             message,
             fix_hint,
             report,
-        } => (
-            message.clone(),
-            Some(fix_hint.clone()),
-            Some(report_view(report)),
-        ),
+        } => {
+            // The alert above the form says what failed and how to fix it; the report
+            // below keeps its headline and per-area table without saying it again.
+            let mut view = report_view(report);
+            view.message = None;
+            view.fix_hint = None;
+            (message.clone(), Some(fix_hint.clone()), Some(view))
+        }
         other => (other.to_string(), None, None),
     }
 }

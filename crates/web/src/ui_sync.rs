@@ -913,30 +913,11 @@ async fn save_defaults(
         let id = CompanyId(id.parse().map_err(|_| ApiError::NotFound)?);
         let role = match form.default_import_role.trim() {
             "" => None,
-            raw => {
-                let r = RoleId(raw.parse().map_err(|_| {
-                    ApiError::field("default_import_role", format!("'{raw}' is not a role"))
-                })?);
-                if !state
-                    .store
-                    .list_roles(c.tenant_id)
-                    .await?
-                    .iter()
-                    .any(|x| x.id == r)
-                {
-                    return Err(ApiError::field(
-                        "default_import_role",
-                        format!("role {raw} does not exist"),
-                    ));
-                }
-                Some(r)
-            }
+            raw => Some(RoleId(raw.parse().map_err(|_| {
+                ApiError::field("default_import_role", format!("'{raw}' is not a role"))
+            })?)),
         };
-        state.store.get_company(c.tenant_id, id).await?;
-        state
-            .store
-            .set_company_defaults(c.tenant_id, id, role, state.now())
-            .await?;
+        crate::companies_api::set_default_import_role(&state, &c, id, role).await?;
         Ok::<_, ApiError>(id)
     };
     match saved.await {

@@ -267,8 +267,16 @@ async fn receive(
         body: &body,
     };
     match handle(&state, kind, IntegrationId(id), &request).await {
-        Ok(outcome) => Json(json!({ "outcome": outcome })).into_response(),
-        Err(Refusal::Unauthorized(why)) => refuse(id, &why),
+        Ok(outcome) => {
+            count_delivery(kind, id, "accepted");
+            Json(json!({ "outcome": outcome })).into_response()
+        }
+        Err(Refusal::Unauthorized(why)) => {
+            // Only integrations that exist get here (an unknown id is 404, not counted),
+            // so a scanner cannot grow the series.
+            count_delivery(kind, id, "refused");
+            refuse(id, &why)
+        }
         Err(Refusal::NotFound) => not_found(),
         Err(Refusal::Unavailable(why)) => {
             tracing::error!(integration_id = id, error = %why, "webhook could not be processed");
@@ -279,6 +287,13 @@ async fn receive(
             .into_response()
         }
     }
+}
+
+/// `mspbridge_webhook_deliveries_total{provider, integration_id, result}`.
+fn count_delivery(kind: ProviderKind, integration: i64, result: &'static str) {
+    metrics::counter!("mspbridge_webhook_deliveries_total",
+        "provider" => kind.slug(), "integration_id" => integration.to_string(), "result" => result)
+    .increment(1);
 }
 
 enum Refusal {

@@ -843,3 +843,349 @@ async fn bad_input_answers_the_json_error_naming_the_field_and_nul_is_refused() 
         );
     }
 }
+
+/// The OpenAPI document says what a client needs (what `openapi-spec-validator` checks in
+/// CI, plus the rules of this API): every operation has a summary and its error answers
+/// with the error body, every response a description, query parameters are `in: query`.
+#[tokio::test]
+async fn the_openapi_document_is_complete() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let doc: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/v1/companies/{company_id}/users",
+        "/api/v1/companies/{company_id}/default-import-role",
+    ] {
+        assert!(paths.contains_key(path), "missing {path}");
+    }
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op.get("responses").and_then(Value::as_object) else {
+                continue;
+            };
+            operations += 1;
+            let here = format!("{method} {path}");
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.trim().is_empty()),
+                "{here}: no summary"
+            );
+            for (status, r) in responses {
+                assert!(
+                    r["description"]
+                        .as_str()
+                        .is_some_and(|d| !d.trim().is_empty()),
+                    "{here} {status}: no description"
+                );
+            }
+            let mut wanted = vec!["401", "403"];
+            if path.contains('{') {
+                wanted.push("404");
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            if !params.is_empty() || op.get("requestBody").is_some() {
+                wanted.push("422");
+            }
+            for status in wanted {
+                assert_eq!(
+                    responses[status]["content"]["application/json"]["schema"]["$ref"],
+                    json!("#/components/schemas/ErrorBody"),
+                    "{here}: no {status} with the error body"
+                );
+            }
+            for p in params {
+                let name = p["name"].as_str().unwrap();
+                let in_path = path.contains(&format!("{{{name}}}"));
+                assert_eq!(
+                    p["in"].as_str(),
+                    Some(if in_path { "path" } else { "query" }),
+                    "{here}: parameter {name}"
+                );
+            }
+        }
+    }
+    assert!(operations > 40, "{operations}");
+    let list = &doc["paths"]["/api/v1/tickets"]["get"];
+    assert!(
+        list["responses"]["200"]["headers"]
+            .get("X-Total-Count")
+            .is_some(),
+        "{list}"
+    );
+}
+
+/// `GET /api/v1/tickets` pages: a bare array of at most `limit`, the total in
+/// `X-Total-Count`, the next page in `Link` (`rel="next"`) and `X-Next-Before`.
+#[tokio::test]
+async fn the_ticket_list_pages_with_a_total_and_a_next_link() {
+    for app in TestApp::each().await {
+        let company = app
+            .db
+            .store
+            .create_company(app.a.id, "Paged Ltd", chrono::Utc::now())
+            .await
+            .unwrap();
+        for n in 0..5 {
+            app.db
+                .store
+                .create_ticket(
+                    app.a.id,
+                    mspbridge_store::NewTicket {
+                        company_id: company.id,
+                        summary: format!("Ticket {n}"),
+                        description: String::new(),
+                        status: "New".into(),
+                        priority: None,
+                    },
+                    chrono::Utc::now(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut next = Some("/api/v1/tickets?limit=2".to_string());
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        while let Some(path) = next.take() {
+            let resp = app
+                .http
+                .get(app.url(&path))
+                .bearer_auth(&app.a.owner_token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{}", app.backend());
+            assert_eq!(resp.headers()["x-total-count"], "5");
+            next = resp.headers().get("link").map(|l| {
+                let l = l.to_str().unwrap();
+                assert!(l.ends_with(">; rel=\"next\""), "{l}");
+                l[1..l.find('>').unwrap()].to_string()
+            });
+            assert_eq!(
+                next.is_some(),
+                resp.headers().get("x-next-before").is_some()
+            );
+            let page: Vec<Value> = resp.json().await.unwrap();
+            assert!(page.len() <= 2);
+            seen.extend(page.iter().map(|t| t["id"].as_i64().unwrap()));
+            pages += 1;
+        }
+        assert_eq!(pages, 3, "{}", app.backend());
+        let mut sorted = seen.clone();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(seen, sorted, "newest first, each once");
+        assert_eq!(seen.len(), 5);
+        // Tenant B sees none of them.
+        let resp = app
+            .http
+            .get(app.url("/api/v1/tickets"))
+            .bearer_auth(&app.b.owner_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-total-count"], "0");
+        assert!(resp.headers().get("link").is_none());
+    }
+}
+
+/// A company's users and its Default Import Role, as the company page has them.
+#[tokio::test]
+async fn a_companys_users_and_default_import_role_through_the_api() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let (s, c) = app
+            .post("/api/v1/companies", t, json!({"name": "Fabrikam"}))
+            .await;
+        assert_eq!(s, 201, "{c}");
+        let id = c["id"].as_i64().unwrap();
+        let user = company_user(
+            &app,
+            mspbridge_domain::CompanyId(id),
+            "Ada",
+            mspbridge_domain::model::UserStatus::Active,
+        )
+        .await;
+        let roles = app.db.store.list_roles(app.a.id).await.unwrap();
+
+        let (s, users) = app.get(&format!("/api/v1/companies/{id}/users"), t).await;
+        assert_eq!(s, 200, "{users}");
+        assert_eq!(users.as_array().unwrap().len(), 1);
+        assert_eq!(users[0]["id"], json!(user.id.0));
+        assert_eq!(users[0]["first_name"], "Ada");
+        assert_eq!(users[0]["role"], json!(roles[0].name));
+
+        let path = format!("/api/v1/companies/{id}/default-import-role");
+        let (s, d) = app.get(&path, t).await;
+        assert_eq!(s, 200, "{d}");
+        assert_eq!(d["default_import_role"], Value::Null);
+        assert_eq!(d["inherited"], json!([]));
+
+        let put = |body: Value, token: String| {
+            let app = &app;
+            let path = path.clone();
+            async move { app.call(Method::PUT, &path, &token, Some(body)).await }
+        };
+        let role = roles[1].id.0;
+        let (s, d) = put(json!({"default_import_role": role}), t.clone()).await;
+        assert_eq!(s, 200, "{d}");
+        assert_eq!(d["default_import_role"], json!(role));
+        assert_eq!(d["role_name"], json!(roles[1].name));
+        assert_eq!(
+            app.get(&path, t).await.1["default_import_role"],
+            json!(role)
+        );
+        // The UI reads the same value.
+        assert_eq!(
+            app.db
+                .store
+                .company_defaults(app.a.id, mspbridge_domain::CompanyId(id))
+                .await
+                .unwrap()
+                .default_import_role
+                .map(|r| r.0),
+            Some(role)
+        );
+
+        let (s, e) = put(json!({"default_import_role": 999_999}), t.clone()).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("default_import_role")));
+        let (s, e) = put(json!({"role": role}), t.clone()).await;
+        assert_eq!(s, 422, "{e}");
+        let reader = app.token(app.a.id, StaffRole::ReadOnly).await;
+        assert_eq!(app.get(&path, &reader).await.0, 200);
+        let (s, _) = put(json!({"default_import_role": null}), reader).await;
+        assert_eq!(s, 403);
+        // Another tenant's company is not found.
+        let b = app.b.owner_token.clone();
+        assert_eq!(app.get(&path, &b).await.0, 404);
+        assert_eq!(
+            app.get(&format!("/api/v1/companies/{id}/users"), &b)
+                .await
+                .0,
+            404
+        );
+        let (s, _) = put(json!({"default_import_role": role}), b).await;
+        assert_eq!(s, 404);
+        let (s, e) = app.get("/api/v1/companies/abc/users", t).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("id")));
+
+        let (s, d) = put(json!({"default_import_role": null}), t.clone()).await;
+        assert_eq!((s, &d["default_import_role"]), (200, &Value::Null));
+    }
+}
+
+/// `/metrics` describes every metric and reports per integration: runs by result, run
+/// duration, records written, last success, paused, outbox, webhook deliveries.
+#[tokio::test]
+async fn metrics_have_help_lines_and_per_integration_series() {
+    for app in TestApp::each().await {
+        let i = app.connect_cw(&app.a.owner_token).await;
+        let id = i["id"].as_i64().unwrap();
+        sync(&app, id).await;
+        let refused = app
+            .http
+            .post(app.url(&format!("/webhooks/connectwise/{id}")))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let labels = format!("provider=\"connectwise_manage\",integration_id=\"{id}\"");
+        let has = |name: &str, extra: &str| {
+            text.lines().any(|l| {
+                l.starts_with(name)
+                    && l.contains(&format!("integration_id=\"{id}\""))
+                    && l.contains(extra)
+            })
+        };
+        assert!(
+            has("mspbridge_sync_runs_total", "result=\"success\""),
+            "{text}"
+        );
+        assert!(has("mspbridge_sync_run_duration_seconds", ""), "{text}");
+        assert!(
+            has(
+                "mspbridge_sync_records_written_total",
+                "record_type=\"companies\""
+            ),
+            "{text}"
+        );
+        assert!(
+            has("mspbridge_sync_last_success_timestamp_seconds", ""),
+            "{text}"
+        );
+        assert!(
+            has("mspbridge_webhook_deliveries_total", "result=\"refused\""),
+            "{text}"
+        );
+        for gauge in [
+            "mspbridge_integration_paused",
+            "mspbridge_outbox_pending",
+            "mspbridge_outbox_failed",
+        ] {
+            assert!(
+                text.contains(&format!("{gauge}{{{labels}}} 0")),
+                "{gauge}: {text}"
+            );
+        }
+        // Every series has its HELP line; no tenant name or secret is a label.
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| text.contains(&format!("# HELP {b} ")))
+                .unwrap_or(name);
+            assert!(
+                text.contains(&format!("# HELP {base} ")),
+                "no HELP for {line}"
+            );
+        }
+        assert!(!text.contains(DEMO_PRIVATE_KEY) && !text.contains("tenant"));
+    }
+}
+
+#[tokio::test]
+async fn the_favicon_is_an_svg_image_linked_from_every_page() {
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    for path in ["/favicon.ico", "/favicon.svg"] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "image/svg+xml");
+        assert!(resp.text().await.unwrap().starts_with("<svg"));
+    }
+    let login = app
+        .http
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        login.contains(r#"<link rel="icon" href="/favicon.svg" type="image/svg+xml">"#),
+        "{login}"
+    );
+}

@@ -262,6 +262,35 @@ async fn the_connect_form_shows_errors_tests_and_connects() {
     assert!(p.body.contains("Authentication failed"), "{}", p.body);
     assert!(p.body.contains("How to fix"));
 
+    // Wrong keys and no Client ID (a newcomer trying the demo's sandbox by hand): the keys
+    // are named as the cause, and the message and its fix are shown once.
+    let p = b
+        .post(
+            "/settings/integrations/connect/connectwise_manage",
+            &[
+                ("csrf", &csrf),
+                ("cred_site", &site),
+                ("cred_company_id", DEMO_COMPANY_ID),
+                ("cred_public_key", DEMO_PUBLIC_KEY),
+                ("cred_private_key", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert_eq!(
+        p.body.matches("rejected the API keys").count(),
+        1,
+        "{}",
+        p.body
+    );
+    assert_eq!(p.body.matches("How to fix").count(), 1, "{}", p.body);
+    assert_eq!(p.body.matches("Authentication failed").count(), 1);
+    assert!(
+        !p.body.contains("because no clientId was sent"),
+        "{}",
+        p.body
+    );
+
     // A limited role: connected, with the per-area result naming the setting.
     let p = b
         .post(

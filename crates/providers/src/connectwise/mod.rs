@@ -140,8 +140,17 @@ fn discovery_outcome(cfg: &CwConfig, e: CwError) -> ConnectionOutcome {
     }
 }
 
+/// Whether a 401's message says the keys were refused (the sandbox answers "Invalid
+/// authentication" / "Authentication required" for them and a bare "Unauthorized" for a
+/// missing clientId; ConnectWise's own wording is [unverified]).
+fn keys_refused(e: &CwError) -> bool {
+    e.vendor_message()
+        .to_ascii_lowercase()
+        .contains("authentication")
+}
+
 fn auth_failure(cfg: &CwConfig, e: &CwError) -> ConnectionOutcome {
-    if cfg.client_id.is_none() {
+    if cfg.client_id.is_none() && !keys_refused(e) {
         return ConnectionOutcome::AuthFailed {
             message: format!(
                 "ConnectWise refused the request because no clientId was sent ({})",
@@ -150,9 +159,20 @@ fn auth_failure(cfg: &CwConfig, e: &CwError) -> ConnectionOutcome {
             fix_hint: "Register mspbridge at developer.connectwise.com and enter its Client ID on this form, or set MSPBRIDGE_CONNECTWISE_CLIENT_ID on the server.".into(),
         };
     }
+    let mut fix_hint = String::from(
+        "Check the Company ID and copy the public and private keys again from System > Members > API Members > API Keys (the private key is shown only once); make sure the API member has a security role.",
+    );
+    if cfg.client_id.is_none() {
+        fix_hint.push_str(" No clientId was sent either: enter mspbridge's Client ID from developer.connectwise.com on this form, or set MSPBRIDGE_CONNECTWISE_CLIENT_ID on the server.");
+    }
     ConnectionOutcome::AuthFailed {
-        message: format!("ConnectWise rejected the API keys (HTTP 401: {})", e.vendor_message()),
-        fix_hint: "Check the Company ID and copy the public and private keys again from System > Members > API Members > API Keys (the private key is shown only once); make sure the API member has a security role.".into(),
+        message: format!(
+            "ConnectWise rejected the API keys of company '{}' (public key '{}'): HTTP 401, {}",
+            cfg.company_id,
+            cfg.public_key,
+            e.vendor_message()
+        ),
+        fix_hint,
     }
 }
 

@@ -504,16 +504,11 @@ fn is_guid(s: &str) -> bool {
     mspbridge_domain::validate::is_guid(s)
 }
 
-/// Checks Basic auth and the clientId header; on failure returns the 401 message.
+/// Checks Basic auth, then the clientId header; on failure returns the 401 message.
 fn authenticate<'a>(
     s: &'a SandboxState,
     headers: &HeaderMap,
 ) -> Result<&'a ApiMemberKey, &'static str> {
-    let client_id = headers.get("clientId").and_then(|v| v.to_str().ok());
-    if !client_id.is_some_and(is_guid) {
-        // ConnectWise's answer to a missing clientId does not say what is missing.
-        return Err("Unauthorized");
-    }
     let creds = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -523,14 +518,23 @@ fn authenticate<'a>(
         .ok_or("Authentication required")?;
     let (user, private) = creds.split_once(':').ok_or("Invalid authentication")?;
     let (company, public) = user.split_once('+').ok_or("Invalid authentication")?;
-    s.keys
+    let key = s
+        .keys
         .iter()
         .find(|k| {
             company.eq_ignore_ascii_case(&s.company_id)
                 && k.public == public
                 && k.private == private
         })
-        .ok_or("Invalid authentication")
+        .ok_or("Invalid authentication")?;
+    // Keys first, then the clientId: wrong keys are reported as such whether or not a
+    // clientId came with them. ConnectWise's answer to a missing clientId does not say
+    // what is missing.
+    let client_id = headers.get("clientId").and_then(|v| v.to_str().ok());
+    if !client_id.is_some_and(is_guid) {
+        return Err("Unauthorized");
+    }
+    Ok(key)
 }
 
 fn area_of(rest: &str) -> Option<&'static str> {
