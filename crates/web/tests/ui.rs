@@ -421,6 +421,9 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     let integration_page = b.get(&format!("/settings/integrations/{cw}")).await;
     assert!(integration_page.body.contains("Clear &amp; Resync tickets"));
     assert!(integration_page.body.contains("Quick Sync tickets"));
+    let integration_page = b
+        .get(&format!("/settings/integrations/{cw}?tab=options"))
+        .await;
     assert!(integration_page.body.contains("Client comment status"));
     assert!(
         !integration_page.body.contains("ticket_category"),
@@ -557,6 +560,186 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
             .and_then(|t| t.status.name.clone())
     });
     assert_eq!(in_cw.as_deref(), Some("In Progress"));
+    // The status form offers ConnectWise's own statuses (the vocabulary the integration
+    // stored), not free text.
+    assert!(
+        page.body.contains(r#"<select id="status" name="status">"#)
+            && page.body.contains("<option>Completed</option>"),
+        "{}",
+        page.body
+    );
+
+    // The list: PSA and its ticket number, filters, search.
+    let list = b.get("/tickets?state=all&q=outlook").await;
+    assert!(list.body.contains("1 ticket,"), "{}", list.body);
+    assert!(list.body.contains("ConnectWise Manage #"));
+    let none = b.get("/tickets?q=no-such-ticket-anywhere").await;
+    assert!(none.body.contains("No ticket matches these filters"));
+
+    // A write ConnectWise refuses is never hidden: Attention lists it (with the sidebar's
+    // badge) and Retry / Discard act on it.
+    app.sandbox
+        .with_data(|d| d.boards.retain(|b| b.name != "Service Desk"));
+    let p = b
+        .post(
+            "/tickets",
+            &[
+                ("csrf", &csrf),
+                ("company_id", &company),
+                ("summary", "Printer on fire"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let d = full_pass_engine(&app).drain_outbox().await.unwrap();
+    assert_eq!(d.failed, 1, "{d:?}");
+    let att = b.get("/attention").await;
+    assert!(
+        att.body.contains("Printer on fire") && att.body.contains("no board named"),
+        "{}",
+        att.body
+    );
+    assert!(att.body.contains("1 write needs you"));
+    assert!(
+        att.body
+            .contains(r#"<span class="count" aria-label="1 failed write">1</span>"#)
+    );
+    assert!(
+        att.body
+            .contains(r#"href="/attention" class="active" aria-current="page""#)
+    );
+    let write = att
+        .body
+        .split("data-write=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = b
+        .post(&format!("/attention/{write}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/attention?done=retry"));
+    full_pass_engine(&app).drain_outbox().await.unwrap();
+    let p = b
+        .post(&format!("/attention/{write}/discard"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/attention?done=discard"));
+    let att = b.get("/attention?done=discard").await;
+    assert!(att.body.contains("Nothing needs you") && att.body.contains("Discarded"));
+    assert!(!att.body.contains(r#"<span class="count""#));
+}
+
+#[tokio::test]
+async fn errors_render_in_the_shell_and_lists_count_in_words() {
+    for app in TestApp::each().await {
+        let mut b = Browser::new(&app);
+        b.login(&app.a.email, ADMIN_PASSWORD).await;
+        // No companies yet: the page says what to do first.
+        let empty = b.get("/companies").await;
+        assert!(empty.body.contains("0 companies"), "{}", empty.body);
+        assert!(empty.body.contains("Connect a PSA under"));
+        assert!(
+            empty
+                .body
+                .contains(r#"href="/companies" class="active" aria-current="page""#)
+        );
+        // 404 (an unknown page, another tenant's or a missing id) in the app shell.
+        for path in ["/no-such-page", "/companies/999999", "/tickets/999999"] {
+            let p = b.get(path).await;
+            assert_eq!(p.status, 404, "{path}");
+            assert!(
+                p.body.contains("Page not found")
+                    && p.body.contains(r#"<nav class="side""#)
+                    && p.body.contains("Go back"),
+                "{path}: {}",
+                p.body
+            );
+        }
+        // The API keeps answering JSON.
+        let (s, e) = app.get("/api/v1/nope", &app.a.owner_token).await;
+        assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+        // Signed out: the error page without the menu.
+        let anon = app.http.get(app.url("/no-such-page")).send().await.unwrap();
+        assert_eq!(anon.status(), 404);
+        let body = anon.text().await.unwrap();
+        assert!(body.contains("Page not found") && body.contains("Sign in"));
+
+        let t = &app.a.owner_token;
+        let (_, one) = app
+            .post(
+                "/api/v1/companies",
+                t,
+                serde_json::json!({ "name": "Acme" }),
+            )
+            .await;
+        let page = b.get("/companies").await;
+        assert!(page.body.contains(">1 company<"), "{}", page.body);
+        app.post(
+            "/api/v1/companies",
+            t,
+            serde_json::json!({ "name": "Beta" }),
+        )
+        .await;
+        let page = b.get("/companies?q=bet").await;
+        assert!(page.body.contains(">1 of 2 companies<"), "{}", page.body);
+        assert!(page.body.contains("Beta") && !page.body.contains(">Acme<"));
+
+        // Delete asks first and says what happened.
+        let id = one["id"].as_i64().unwrap();
+        let confirm = b.get(&format!("/companies/{id}/delete")).await;
+        assert!(confirm.body.contains("Delete Acme?"), "{}", confirm.body);
+        let csrf = hidden(&confirm.body, "csrf");
+        // A 409 from a form (a company with tickets) offers Deactivate instead.
+        let beta = page
+            .body
+            .split("href=\"/companies/")
+            .find_map(|s| s.split('"').next()?.parse::<i64>().ok())
+            .unwrap();
+        let (s, v) = app
+            .post(
+                "/api/v1/tickets",
+                t,
+                serde_json::json!({ "company_id": beta, "summary": "Keep me" }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let refused = b
+            .post(&format!("/companies/{beta}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(refused.status, 409);
+        assert!(
+            refused.body.contains("Beta cannot be deleted")
+                && refused.body.contains("Deactivate Beta")
+                && refused.body.contains("1 ticket"),
+            "{}",
+            refused.body
+        );
+        let p = b
+            .post(&format!("/companies/{beta}/deactivate"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 303);
+        let company = b.get(p.location.as_deref().unwrap()).await;
+        assert!(company.body.contains("Deactivated") && company.body.contains("Inactive"));
+        let p = b
+            .post(&format!("/companies/{id}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 303);
+        let after = b.get(p.location.as_deref().unwrap()).await;
+        assert!(
+            after.body.contains("Acme was deleted with its users")
+                && after.body.contains("1 company"),
+            "{}",
+            after.body
+        );
+        // A conflict anywhere else renders in the shell too.
+        let p = b
+            .post(&format!("/companies/{id}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 404);
+        assert!(p.body.contains("Page not found"));
+    }
 }
 
 #[tokio::test]
