@@ -106,8 +106,8 @@ struct ErrorView {
 }
 
 /// For browser routes: remembers the page's path (the sidebar marks it) and renders every
-/// error answer — a handler's `error_page`, an unknown path, a refused query or form —
-/// inside the app shell with a way back. Signed-out visitors get the page without the
+/// error answer — a handler's `error_page`, and for clients that accept `text/html` an
+/// unknown path or a refused query or form — inside the app shell with a way back. Signed-out visitors get the page without the
 /// sidebar. API, webhook and probe paths are left alone (their errors are JSON).
 pub async fn html_errors(
     State(state): State<AppState>,
@@ -130,10 +130,16 @@ pub async fn html_errors(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    // Browsers ask for HTML; other clients of these paths keep the JSON error body.
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
     let message = if let Some(p) = resp.extensions().get::<PageError>() {
         p.message.clone()
-    } else if kind.starts_with("text/html") {
-        // A page that shows its own error (a form with its input kept).
+    } else if kind.starts_with("text/html") || !wants_html {
+        // A page that shows its own error (a form with its input kept), or a client
+        // that did not ask for HTML.
         return resp;
     } else {
         let (_, body) = resp.into_parts();
@@ -1037,8 +1043,8 @@ async fn detail(
     id: IntegrationId,
     flash: Option<String>,
     failure: Option<(ApiError, BTreeMap<String, String>)>,
-    tab: &'static str,
-    filter: &crate::sync_api::EventFilter,
+    (tab, filter): (&'static str, &crate::sync_api::EventFilter),
+    options_input: Option<&[(String, String)]>,
 ) -> Result<IntegrationPage, ApiError> {
     let i = state.store.get_integration(c.tenant_id, id).await?;
     let view: IntegrationView = integrations::view(state, &i).await?;
@@ -1050,7 +1056,19 @@ async fn detail(
         }
         _ => None,
     };
-    let (sync, runs, roles) = crate::ui_sync::sync_parts(state, c, id).await?;
+    let (mut sync, runs, roles) = crate::ui_sync::sync_parts(state, c, id).await?;
+    if let Some((ApiError::Validation(v), _)) = &failure
+        && options_error.is_some()
+    {
+        if let Some(input) = options_input {
+            sync.keep_input(input);
+        }
+        for f in v.fields() {
+            sync.errors
+                .entry(crate::ui_sync::form_field(&f.field))
+                .or_insert_with(|| f.message.clone());
+        }
+    }
     let (log_run, log) = if tab == "log" {
         crate::ui_sync::latest_log(state, c, id, filter).await?
     } else {
@@ -1132,8 +1150,8 @@ async fn integration_page(
             parse_id(&id)?,
             flash_text(q.msg.as_deref()),
             None,
-            tab_of(q.tab.as_deref()),
-            &filter,
+            (tab_of(q.tab.as_deref()), &filter),
+            None,
         )
         .await
     };
@@ -1253,12 +1271,15 @@ async fn integration_action(
             id,
             None,
             Some((e, creds)),
-            if action == "vocabulary" {
-                "options"
-            } else {
-                "overview"
-            },
-            &crate::sync_api::EventFilter::default(),
+            (
+                if action == "vocabulary" {
+                    "options"
+                } else {
+                    "overview"
+                },
+                &crate::sync_api::EventFilter::default(),
+            ),
+            (action == "options").then_some(raw_form.as_slice()),
         )
         .await
         {

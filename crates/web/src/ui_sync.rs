@@ -129,6 +129,106 @@ pub struct SyncView {
     pub paused: Option<String>,
     /// The vendor's lists, to show beside the fields that name them.
     pub vocabulary: Option<VocabularyView>,
+    /// The same lists as choices (select / multi-select); empty: typed as text.
+    pub lists: ChoiceLists,
+    /// A refused save's errors by form field, in words.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// The vendor vocabulary the integration stored, as the Options form's choices.
+#[derive(Default)]
+pub struct ChoiceLists {
+    pub company_types: Vec<String>,
+    pub company_statuses: Vec<String>,
+    pub boards: Vec<String>,
+    pub statuses: Vec<String>,
+    pub priorities: Vec<String>,
+    pub types: Vec<String>,
+    pub categories: Vec<String>,
+}
+
+/// The names a comma-separated field holds.
+fn names(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+impl SyncView {
+    /// Whether `name` is among the comma-separated `value` (a multi-select's selection).
+    pub fn has(&self, value: &str, name: &str) -> bool {
+        names(value).iter().any(|v| v == name)
+    }
+
+    /// `value`'s names the PSA's `list` lacks (kept as choices so a save keeps them).
+    pub fn extra(&self, value: &str, list: &[String]) -> Vec<String> {
+        names(value)
+            .into_iter()
+            .filter(|v| !list.contains(v))
+            .collect()
+    }
+
+    /// A refused save shows what the admin entered, not what is stored.
+    pub fn keep_input(&mut self, form: &[(String, String)]) {
+        let all = |k: &str| {
+            form.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let on = |k: &str| form.iter().any(|(n, _)| n == k);
+        self.enabled = on("enabled");
+        if let Ok(m) = all("interval_minutes").parse() {
+            self.interval = m;
+        }
+        self.initial_import = on("initial_import");
+        self.companies = on("companies");
+        self.contacts = on("contacts");
+        self.technicians = on("technicians");
+        self.tickets = on("tickets");
+        self.skip_inactive = on("skip_inactive_companies");
+        self.auto_import = on("auto_import_contacts");
+        self.exclude_types = all("exclude_company_types");
+        self.exclude_statuses = all("exclude_company_statuses");
+        self.rules = form
+            .iter()
+            .find(|(n, _)| n == "contact_type_rules")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.ticket_stages = form
+            .iter()
+            .find(|(n, _)| n == "ticket_stages")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.ticket_board = all("ticket_board");
+        self.ticket_status = all("ticket_status");
+        self.ticket_priority = all("ticket_priority");
+        self.ticket_type = all("ticket_type");
+        self.ticket_category = all("ticket_category");
+        self.ticket_impact = all("ticket_impact");
+        self.ticket_urgency = all("ticket_urgency");
+        self.ticket_closed_statuses = all("ticket_closed_statuses");
+        self.ticket_client_comment_status = all("ticket_client_comment_status");
+        self.ticket_boards = all("ticket_boards");
+        self.ticket_excluded_statuses = all("ticket_excluded_statuses");
+        self.primary_role = all("primary_contact_role_id").parse().ok().map(RoleId);
+        self.default_role = all("default_role_id").parse().ok().map(RoleId);
+    }
+}
+
+/// The Options form field an error's path names (`options.ticket_defaults.board` →
+/// `ticket_board`).
+pub fn form_field(path: &str) -> String {
+    let p = path.strip_prefix("options.").unwrap_or(path);
+    let p = p.split('[').next().unwrap_or(p);
+    match p.strip_prefix("ticket_defaults.") {
+        Some("ticket_type") => "ticket_type".into(),
+        Some(rest) => format!("ticket_{}", rest.split('.').next().unwrap_or(rest)),
+        None => p.split('.').next().unwrap_or(p).to_string(),
+    }
 }
 
 pub struct VocabularyView {
@@ -213,6 +313,7 @@ pub async fn sync_parts(
             .map(|r| r.1.clone())
             .unwrap_or_else(|| format!("role {id}"))
     };
+    let stored_vocabulary = state.store.vocabulary(c.tenant_id, id).await?;
     let view = SyncView {
         enabled: o.enabled && schedule.is_some(),
         interval: o.interval_minutes,
@@ -280,7 +381,23 @@ pub async fn sync_parts(
             }
         }),
         paused: schedule.and_then(|s| s.paused_reason),
-        vocabulary: state.store.vocabulary(c.tenant_id, id).await?.map(|v| {
+        errors: BTreeMap::new(),
+        lists: match &stored_vocabulary {
+            Some(v) => {
+                let t = v.tickets.clone().unwrap_or_default();
+                ChoiceLists {
+                    company_types: v.company_types.clone(),
+                    company_statuses: v.company_statuses.clone(),
+                    boards: t.boards,
+                    statuses: t.statuses,
+                    priorities: t.priorities,
+                    types: t.types,
+                    categories: t.categories,
+                }
+            }
+            None => ChoiceLists::default(),
+        },
+        vocabulary: stored_vocabulary.map(|v| {
             let list = |l: &[String]| {
                 if l.is_empty() {
                     "(none)".to_string()
@@ -346,12 +463,11 @@ pub async fn save_options(
             }),
         }
     };
+    // A text field (comma separated) or a multi-select (the key repeated).
     let list = |k: &str| {
-        get(k)
-            .unwrap_or_default()
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
+        form.iter()
+            .filter(|(n, _)| n == k)
+            .flat_map(|(_, v)| names(v))
             .collect::<Vec<_>>()
     };
     let mut rules = Vec::new();

@@ -727,6 +727,19 @@ async fn pages(app: &TestApp, c: &Client, cw: i64) -> Step {
     )
     .await?;
     shot(c, "integration-options").await?;
+    // Options: a choice from the PSA's list (multi-select), saved.
+    js(
+        c,
+        "const s = document.getElementById('exclude_company_types'); [...s.options].find(o => o.value === 'Vendor').selected = true; s.form.querySelector('button:not([type=button])').click(); return 1",
+    )
+    .await?;
+    until(
+        c,
+        "document.querySelector('.alert.ok')?.textContent.includes('Sync options saved') && [...document.getElementById('exclude_company_types').selectedOptions].some(o => o.value === 'Vendor')",
+        "options saved with the choice",
+    )
+    .await?;
+    shot(c, "integration-options-saved").await?;
     click(c, "nav.tabs a[href$='tab=log']").await?;
     until(
         c,

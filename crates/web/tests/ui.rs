@@ -41,6 +41,7 @@ impl<'a> Browser<'a> {
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
         let resp = req
             .header("cookie", self.cookie_header())
+            .header("accept", "text/html,application/xhtml+xml")
             .send()
             .await
             .unwrap();
@@ -430,6 +431,72 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
         "category, impact and urgency are Halo's"
     );
 
+    // The Options form offers the PSA's lists as choices (select, multi-select).
+    assert!(
+        integration_page.body.contains(
+            r#"<select multiple size="5" id="exclude_company_types" name="exclude_company_types""#
+        ),
+        "{}",
+        integration_page.body
+    );
+    assert!(
+        integration_page
+            .body
+            .contains(r#"<select id="ticket_board" name="ticket_board""#)
+    );
+    let opts_csrf = hidden(&integration_page.body, "csrf");
+    let options_form = |board: &'static str| {
+        vec![
+            ("csrf", opts_csrf.clone()),
+            ("enabled", "on".to_string()),
+            ("interval_minutes", "30".to_string()),
+            ("companies", "on".to_string()),
+            ("contacts", "on".to_string()),
+            ("tickets", "on".to_string()),
+            ("exclude_company_types", "Vendor".to_string()),
+            ("exclude_company_types", "Prospect".to_string()),
+            ("ticket_board", board.to_string()),
+            ("ticket_status", "New".to_string()),
+            (
+                "ticket_priority",
+                "Priority 3 - Normal Response".to_string(),
+            ),
+        ]
+    };
+    // A refused save keeps the input and says what is wrong at the field.
+    let form = options_form("No Such Board");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = b
+        .post(&format!("/settings/integrations/{cw}/options"), &form)
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.body.contains(r#"id="ticket_board-error""#)
+            && refused.body.contains(r#"<option value="No Such Board" selected>No Such Board (not in ConnectWise Manage)</option>"#)
+            && refused.body.contains(r#"<option value="30" selected>"#)
+            && refused.body.contains("<option selected>Prospect</option>")
+            && refused.body.contains(r#"aria-current="page">Options"#),
+        "{}",
+        refused.body
+    );
+    let form = options_form("Service Desk");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let saved = b
+        .post(&format!("/settings/integrations/{cw}/options"), &form)
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    assert_eq!(
+        o["options"]["exclude_company_types"],
+        serde_json::json!(["Vendor", "Prospect"]),
+        "{o}"
+    );
+
     let csrf = hidden(&list.body, "csrf");
     let company = {
         let marker = "<option value=\"";
@@ -661,7 +728,13 @@ async fn errors_render_in_the_shell_and_lists_count_in_words() {
         let (s, e) = app.get("/api/v1/nope", &app.a.owner_token).await;
         assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
         // Signed out: the error page without the menu.
-        let anon = app.http.get(app.url("/no-such-page")).send().await.unwrap();
+        let anon = app
+            .http
+            .get(app.url("/no-such-page"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(anon.status(), 404);
         let body = anon.text().await.unwrap();
         assert!(body.contains("Page not found") && body.contains("Sign in"));
