@@ -705,8 +705,8 @@ async fn run_page(
 #[template(path = "companies.html")]
 struct CompaniesPage {
     shell: Shell,
-    /// The page of companies shown (after the search).
-    companies: Vec<(CompanyId, String, bool)>,
+    /// Per company shown: the integrations linked to it, its users and its tickets.
+    rows: Vec<CompanyRow>,
     /// "12 companies" (all of them) or "3 of 12 companies" when searching.
     count_label: String,
     /// Companies in the tenant at all (the empty state when none).
@@ -728,6 +728,15 @@ struct CompaniesPage {
 
 /// Rows per page on list pages.
 pub(crate) const PAGE_SIZE: usize = 50;
+
+struct CompanyRow {
+    id: i64,
+    name: String,
+    active: bool,
+    integrations: Vec<String>,
+    users: usize,
+    tickets: usize,
+}
 
 #[derive(serde::Deserialize, Default)]
 struct CompaniesQuery {
@@ -780,6 +789,42 @@ async fn companies_page(
             .take(PAGE_SIZE)
             .cloned()
             .collect();
+        let names: HashMap<i64, String> = state
+            .store
+            .list_integrations(c.tenant_id)
+            .await?
+            .into_iter()
+            .map(|i| (i.id.0, i.display_name().to_string()))
+            .collect();
+        let mut linked: HashMap<i64, Vec<String>> = HashMap::new();
+        for l in state
+            .store
+            .links_of_kind(c.tenant_id, LinkedRecord::Company)
+            .await?
+        {
+            if let Some(n) = names.get(&l.integration_id.0) {
+                linked.entry(l.local_id).or_default().push(n.clone());
+            }
+        }
+        let mut rows = Vec::with_capacity(companies.len());
+        for (id, name, active) in &companies {
+            rows.push(CompanyRow {
+                id: id.0,
+                name: name.clone(),
+                active: *active,
+                integrations: linked.remove(&id.0).unwrap_or_default(),
+                users: state
+                    .store
+                    .list_company_users(c.tenant_id, *id)
+                    .await?
+                    .len(),
+                tickets: state
+                    .store
+                    .list_tickets(c.tenant_id, Some(*id), None, None, 100_000)
+                    .await?
+                    .len(),
+            });
+        }
         let count_label = if needle.is_empty() {
             crate::ui::plural(all.len(), "company", "companies")
         } else {
@@ -811,7 +856,7 @@ async fn companies_page(
             can_write: c.role.allows(Permission::Write),
             connected: !integrations.is_empty(),
             integrations,
-            companies,
+            rows,
             count_label,
             total: all.len(),
             q_enc: crate::ui::query_encode(&q.q),
@@ -1373,6 +1418,8 @@ struct TechniciansPage {
     edit: Option<i64>,
     /// The refused form's input, kept for the row being edited.
     input: HashMap<String, String>,
+    /// The refused form's errors by field (`name`, `email`, `active`).
+    errors: BTreeMap<String, String>,
 }
 
 struct TechRow {
@@ -1415,6 +1462,7 @@ async fn technicians_view(
     flash: Option<String>,
     edit: Option<i64>,
     input: HashMap<String, String>,
+    errors: BTreeMap<String, String>,
 ) -> Result<TechniciansPage, ApiError> {
     let staff: Vec<TechRow> = crate::technicians_api::list_service(state, c)
         .await?
@@ -1430,6 +1478,7 @@ async fn technicians_view(
         flash,
         edit,
         input,
+        errors,
     })
 }
 
@@ -1441,7 +1490,17 @@ async fn technicians_page(
     let flash = (q.get("msg").map(String::as_str) == Some("saved"))
         .then(|| "Technician saved, and written to the PSAs it is linked to.".to_string());
     let edit = q.get("edit").and_then(|v| v.parse::<i64>().ok());
-    match technicians_view(&state, &c, None, flash, edit, HashMap::new()).await {
+    match technicians_view(
+        &state,
+        &c,
+        None,
+        flash,
+        edit,
+        HashMap::new(),
+        BTreeMap::new(),
+    )
+    .await
+    {
         Ok(p) => render(p, StatusCode::OK),
         Err(e) => error_page(e),
     }
@@ -1476,6 +1535,14 @@ async fn technician_form(
             None,
             raw.parse::<i64>().ok(),
             form,
+            match &e {
+                ApiError::Validation(v) => v
+                    .fields()
+                    .iter()
+                    .map(|f| (f.field.clone(), f.message.clone()))
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
         )
         .await
         {

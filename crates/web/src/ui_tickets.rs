@@ -158,6 +158,17 @@ async fn list(
         .into_iter()
         .map(|l| (l.local_id, (l.integration_id.0, l.external_id)))
         .collect();
+    // Tickets written to a PSA but not linked yet (pending or refused writes).
+    let mut queued: HashMap<i64, i64> = HashMap::new();
+    for st in ["pending", "failed"] {
+        for o in state
+            .store
+            .list_outbox(t, Some(st), crate::ui::ATTENTION_LIMIT)
+            .await?
+        {
+            queued.insert(o.ticket_id.0, o.integration_id.0);
+        }
+    }
     let staff: HashMap<i64, String> = state
         .store
         .list_staff_users(t)
@@ -197,7 +208,9 @@ async fn list(
         .filter(|x| f.status.is_empty() || x.status == f.status)
         .filter(|x| match psa_filter {
             None => true,
-            Some(p) => links.get(&x.id.0).is_some_and(|l| l.0 == p),
+            Some(p) => {
+                links.get(&x.id.0).is_some_and(|l| l.0 == p) || queued.get(&x.id.0) == Some(&p)
+            }
         })
         .filter(|x| {
             needle.is_empty()
@@ -241,7 +254,11 @@ async fn list(
             Line {
                 id: x.id.0,
                 company: companies.get(&x.company_id.0).cloned().unwrap_or_default(),
-                psa: link.map(|l| psa_name(l.0)).unwrap_or_default(),
+                psa: link
+                    .map(|l| l.0)
+                    .or_else(|| queued.get(&x.id.0).copied())
+                    .map(psa_name)
+                    .unwrap_or_default(),
                 number: link.map(|l| l.1.clone()).unwrap_or_default(),
                 assignee: x
                     .assignee_id

@@ -826,7 +826,7 @@ async fn pages(app: &TestApp, c: &Client, cw: i64) -> Step {
         .map_err(e("tickets"))?;
     until(
         c,
-        "document.getElementById('ticket-count').textContent.startsWith('1 ticket,')",
+        "document.getElementById('ticket-count').textContent.startsWith('1 ticket,') && document.querySelector('table[aria-label=Tickets] tbody').textContent.includes('ConnectWise Manage (not written yet)')",
         "the filtered list",
     )
     .await?;

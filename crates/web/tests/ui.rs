@@ -355,6 +355,10 @@ async fn the_connect_form_shows_errors_tests_and_connects() {
     assert_eq!(p.status, 303);
     let detail = b.get(&format!("/settings/integrations/{id}")).await;
     assert!(detail.body.contains("data-status=\"disconnected\""));
+    assert!(
+        !detail.body.contains("Connection test"),
+        "no stale test result after Disconnect"
+    );
     assert!(detail.body.contains("Test and reconnect"));
 }
 
@@ -795,6 +799,14 @@ async fn errors_render_in_the_shell_and_lists_count_in_words() {
         assert_eq!(p.status, 303);
         let company = b.get(p.location.as_deref().unwrap()).await;
         assert!(company.body.contains("Deactivated") && company.body.contains("Inactive"));
+        let list = b.get("/companies").await;
+        assert!(
+            list.body.contains(&format!(
+                r#"<a href="/tickets?state=all&amp;company={beta}">1</a>"#
+            )),
+            "the ticket count links to the company's tickets: {}",
+            list.body
+        );
         let p = b
             .post(&format!("/companies/{id}/delete"), &[("csrf", &csrf)])
             .await;
@@ -854,6 +866,15 @@ async fn the_technicians_page_shows_links_and_saves_an_edit_written_to_the_psa()
         .await;
     assert_eq!(bad.status, 422);
     assert!(bad.body.contains("enter an email address"), "{}", bad.body);
+    // The refused edit stays open with the input kept and the error at its field.
+    assert!(
+        bad.body.contains(r#"value="nope""#)
+            && bad
+                .body
+                .contains(r#"<div class="field-error" role="alert">enter an email address</div>"#),
+        "{}",
+        bad.body
+    );
     let saved = b
         .post(
             &format!("/technicians/{id}"),
