@@ -111,8 +111,8 @@ const ROW_TEXT: &str = "(name) => [...document.querySelectorAll('#rows tr')].fil
 async fn zeta_cell(c: &Client) -> Step {
     until(
         c,
-        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual')",
-        "only Zeta Manual in the grid",
+        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual') && document.getElementById('count').textContent === '1 company'",
+        "only Zeta Manual in the grid, counted in words",
     )
     .await?;
     js(
