@@ -217,6 +217,14 @@ pub trait Store:
     ) -> Result<Company>;
     async fn get_company(&self, tenant: TenantId, id: CompanyId) -> Result<Company>;
     async fn list_companies(&self, tenant: TenantId) -> Result<Vec<Company>>;
+    /// Deactivates (or reactivates) a portal company; its tickets and users stay.
+    async fn set_company_active(
+        &self,
+        tenant: TenantId,
+        id: CompanyId,
+        active: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Company>;
     async fn set_company_defaults(
         &self,
         tenant: TenantId,

@@ -310,6 +310,20 @@ macro_rules! impl_store {
                 Ok(row.ok_or(StoreError::NotFound)?.into())
             }
 
+            async fn set_company_active(&self, tenant: TenantId, id: CompanyId, active: bool, now: DateTime<Utc>) -> Result<Company> {
+                let done = sqlx::query("UPDATE companies SET active = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(active)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound);
+                }
+                self.get_company(tenant, id).await
+            }
+
             async fn list_companies(&self, tenant: TenantId) -> Result<Vec<Company>> {
                 let rows: Vec<CompanyRow> = sqlx::query_as(
                     "SELECT id, tenant_id, name, active, created_at, updated_at FROM companies WHERE tenant_id = $1 ORDER BY name, id",

@@ -420,6 +420,10 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
             extract::read_body,
         ))
         .layer(axum::middleware::from_fn(extract::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ui::html_errors,
+        ))
         .layer(axum::middleware::from_fn(track_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!("http", method = %req.method(), path = %webhooks::loggable_path(req.uri().path()), tenant_id = tracing::field::Empty)

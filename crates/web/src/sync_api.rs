@@ -439,7 +439,7 @@ pub async fn list_runs(
     Ok(Json(runs.into_iter().map(|run| RunView { run }).collect()))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
     /// info | warning | error

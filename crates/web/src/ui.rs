@@ -59,15 +59,184 @@ pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
     }
 }
 
+/// An error a page handler answers with: the status and the message of the one
+/// `ApiError` mapping (`crate::error`), rendered inside the app shell by [`html_errors`].
+#[derive(Clone, Debug)]
+pub(crate) struct PageError {
+    pub message: String,
+}
+
 pub(crate) fn error_page(e: ApiError) -> Response {
+    if let ApiError::Internal(detail) = &e {
+        tracing::error!(detail = %detail, "internal error");
+    }
     let status = e.status();
+    let message = e.to_string();
+    // A bare fallback for a response that never passes through `html_errors`.
     let body = format!(
-        "<!doctype html><meta charset=utf-8><title>Error</title><body style=\"font-family:system-ui;margin:60px\">\
-         <h1>{}</h1><p>{}</p><p><a href=\"/settings/integrations\">Back to Integrations</a></p>",
+        "<!doctype html><meta charset=utf-8><title>Error</title><h1>{}</h1><p>{}</p><p><a href=\"/settings/integrations\">Back to Integrations</a></p>",
         status.canonical_reason().unwrap_or("Error"),
-        escape_html(&e.to_string())
+        escape_html(&message)
     );
-    (status, Html(body)).into_response()
+    let mut resp = (status, Html(body)).into_response();
+    resp.extensions_mut().insert(PageError { message });
+    resp
+}
+
+tokio::task_local! {
+    /// The path of the page being rendered, for the sidebar's current item.
+    static PAGE_PATH: String;
+}
+
+/// Paths that answer machines (JSON, webhooks, probes): their errors stay JSON.
+fn machine_path(path: &str) -> bool {
+    ["/api/", "/webhooks/", "/healthz", "/metrics"]
+        .iter()
+        .any(|p| path.starts_with(p) || path == p.trim_end_matches('/'))
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorView {
+    shell: Shell,
+    status: u16,
+    title: &'static str,
+    message: String,
+    hint: &'static str,
+}
+
+/// For browser routes: remembers the page's path (the sidebar marks it) and renders every
+/// error answer — a handler's `error_page`, and for clients that accept `text/html` an
+/// unknown path or a refused query or form — inside the app shell with a way back. Signed-out visitors get the page without the
+/// sidebar. API, webhook and probe paths are left alone (their errors are JSON).
+pub async fn html_errors(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    if machine_path(&path) {
+        return next.run(req).await;
+    }
+    let headers = req.headers().clone();
+    let resp = PAGE_PATH.scope(path.clone(), next.run(req)).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let kind = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    // Browsers ask for HTML; other clients of these paths keep the JSON error body.
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let message = if let Some(p) = resp.extensions().get::<PageError>() {
+        p.message.clone()
+    } else if kind.starts_with("text/html") || !wants_html {
+        // A page that shows its own error (a form with its input kept), or a client
+        // that did not ask for HTML.
+        return resp;
+    } else {
+        let (_, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    let message = if status == StatusCode::NOT_FOUND {
+        "There is no such page, or it belongs to another account.".to_string()
+    } else if status.is_server_error() && status != StatusCode::BAD_GATEWAY {
+        "Something went wrong on our side. It has been logged; try again in a moment.".to_string()
+    } else {
+        message
+    };
+    let (title, hint) = match status {
+        StatusCode::NOT_FOUND => (
+            "Page not found",
+            "Check the address, or pick a page from the menu.",
+        ),
+        StatusCode::CONFLICT => (
+            "That cannot be done right now",
+            "Something else depends on it or changed it meanwhile. Go back, reload and try again.",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => (
+            "That input was refused",
+            "Go back, correct it and send it again.",
+        ),
+        StatusCode::FORBIDDEN => (
+            "Not allowed",
+            "Your role does not allow this; ask an owner or admin.",
+        ),
+        StatusCode::UNAUTHORIZED => ("Sign in first", "Sign in, then open the page again."),
+        StatusCode::BAD_GATEWAY => (
+            "The PSA did not answer as expected",
+            "Check the integration's status and try again.",
+        ),
+        s if s.is_server_error() => ("Something went wrong", "Go back and try again."),
+        _ => ("That did not work", "Go back and try again."),
+    };
+    let mut parts = axum::http::Request::new(()).into_parts().0;
+    parts.headers = headers;
+    let shell = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(c) => PAGE_PATH
+            .scope(path, async { shell(&state, &c).await })
+            .await
+            .ok(),
+        Err(_) => None,
+    };
+    let shell = shell.unwrap_or_else(|| Shell {
+        tenant_name: String::new(),
+        user_label: String::new(),
+        role_label: "",
+        csrf: String::new(),
+        section: "",
+        attention: 0,
+        signed_in: false,
+    });
+    let view = ErrorView {
+        shell,
+        status: status.as_u16(),
+        title,
+        message,
+        hint,
+    };
+    let mut out = render(view, status);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        out.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    }
+    out
+}
+
+/// `s` percent-encoded for a query string value.
+pub(crate) fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// `n` with the noun in the right number: "1 company", "2 companies".
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
 }
 
 pub(crate) fn escape_html(s: &str) -> String {
@@ -124,7 +293,33 @@ pub struct Shell {
     pub user_label: String,
     pub role_label: &'static str,
     pub csrf: String,
+    /// The sidebar item of the page (`companies`, `technicians`, `tickets`, `attention`,
+    /// `integrations`), marked `aria-current="page"`.
+    pub section: &'static str,
+    /// Failed or conflicting writes to PSAs waiting for the admin (the sidebar's badge).
+    pub attention: usize,
+    pub signed_in: bool,
 }
+
+/// The sidebar item a path belongs to.
+fn section_of(path: &str) -> &'static str {
+    if path.starts_with("/companies") {
+        "companies"
+    } else if path.starts_with("/technicians") {
+        "technicians"
+    } else if path.starts_with("/tickets") {
+        "tickets"
+    } else if path.starts_with("/attention") {
+        "attention"
+    } else if path.starts_with("/settings/integrations") {
+        "integrations"
+    } else {
+        ""
+    }
+}
+
+/// At most this many failed writes are counted and listed on the Attention page.
+pub(crate) const ATTENTION_LIMIT: i64 = 500;
 
 pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
     let tenant = state.store.get_tenant(c.tenant_id).await?;
@@ -132,11 +327,20 @@ pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiErro
         Actor::Staff { name, .. } => name.clone(),
         Actor::Token { name } => name.clone(),
     };
+    let path = PAGE_PATH.try_with(String::clone).unwrap_or_default();
+    let attention = state
+        .store
+        .list_outbox(c.tenant_id, Some("failed"), ATTENTION_LIMIT)
+        .await?
+        .len();
     Ok(Shell {
         tenant_name: tenant.name,
         user_label,
         role_label: c.role.as_str(),
         csrf: c.csrf_token.clone().unwrap_or_default(),
+        section: section_of(&path),
+        attention,
+        signed_in: true,
     })
 }
 
@@ -420,6 +624,9 @@ fn syncs(d: &ProviderDescriptor) -> String {
 #[derive(Deserialize, Default)]
 struct FlashQuery {
     msg: Option<String>,
+    tab: Option<String>,
+    level: Option<String>,
+    record_type: Option<String>,
 }
 
 fn flash_text(code: Option<&str>) -> Option<String> {
@@ -815,6 +1022,22 @@ struct IntegrationPage {
     runs: Vec<crate::ui_sync::RunLine>,
     roles: Vec<(mspbridge_domain::RoleId, String)>,
     options_error: Option<String>,
+    /// The open tab: `overview`, `options`, `runs` or `log`.
+    tab: &'static str,
+    /// The Log tab: the latest run's id and its events, and the filter.
+    log_run: Option<i64>,
+    log: Vec<crate::ui_sync::EventLine>,
+    level: String,
+    record_type: String,
+}
+
+/// The integration page's tabs.
+const TABS: [&str; 4] = ["overview", "options", "runs", "log"];
+
+fn tab_of(raw: Option<&str>) -> &'static str {
+    TABS.into_iter()
+        .find(|t| Some(*t) == raw)
+        .unwrap_or("overview")
 }
 
 async fn detail(
@@ -823,6 +1046,8 @@ async fn detail(
     id: IntegrationId,
     flash: Option<String>,
     failure: Option<(ApiError, BTreeMap<String, String>)>,
+    (tab, filter): (&'static str, &crate::sync_api::EventFilter),
+    options_input: Option<&[(String, String)]>,
 ) -> Result<IntegrationPage, ApiError> {
     let i = state.store.get_integration(c.tenant_id, id).await?;
     let view: IntegrationView = integrations::view(state, &i).await?;
@@ -834,7 +1059,31 @@ async fn detail(
         }
         _ => None,
     };
-    let (sync, runs, roles) = crate::ui_sync::sync_parts(state, c, id).await?;
+    let (mut sync, runs, roles) = crate::ui_sync::sync_parts(state, c, id).await?;
+    if let Some((ApiError::Validation(v), _)) = &failure
+        && options_error.is_some()
+    {
+        if let Some(input) = options_input {
+            sync.keep_input(input);
+        }
+        for f in v.fields() {
+            sync.errors
+                .entry(crate::ui_sync::form_field(&f.field))
+                .or_insert_with(|| f.message.clone());
+        }
+    }
+    let (log_run, log) = if tab == "log" {
+        crate::ui_sync::latest_log(state, c, id, filter).await?
+    } else {
+        (None, vec![])
+    };
+    // A refused options form opens on its tab, with the admin's input.
+    let tab = if options_error.is_some() {
+        "options"
+    } else {
+        tab
+    };
+    let disconnected = view.status.as_str() == "disconnected";
     let (values, errors, error, error_hint, failed_report) = match &failure {
         Some((e, submitted)) => {
             let (msg, hint, report) = error_summary(e);
@@ -853,7 +1102,14 @@ async fn detail(
         last_error: view.last_error.clone(),
         fix_hint: view.fix_hint.clone(),
         fields: form_fields(i.provider.descriptor(), &values, &errors),
-        report: failed_report.or_else(|| view.last_test.as_ref().map(report_view)),
+        // After Disconnect the last test (of credentials now removed) is not shown.
+        report: failed_report.or_else(|| {
+            if disconnected {
+                None
+            } else {
+                view.last_test.as_ref().map(report_view)
+            }
+        }),
         can_manage: c.role.allows(Permission::Manage),
         can_write: c.role.allows(Permission::Write),
         flash,
@@ -863,6 +1119,11 @@ async fn detail(
         runs,
         roles,
         options_error,
+        tab,
+        log_run,
+        log,
+        level: filter.level.clone().unwrap_or_default(),
+        record_type: filter.record_type.clone().unwrap_or_default(),
     })
 }
 
@@ -882,11 +1143,17 @@ async fn integration_page(
 ) -> Response {
     let page = async {
         c.require(Permission::Read)?;
+        let filter = crate::sync_api::EventFilter {
+            level: q.level.clone(),
+            record_type: q.record_type.clone(),
+        };
         detail(
             &state,
             &c,
             parse_id(&id)?,
             flash_text(q.msg.as_deref()),
+            None,
+            (tab_of(q.tab.as_deref()), &filter),
             None,
         )
         .await
@@ -987,14 +1254,38 @@ async fn integration_action(
         _ => return error_page(ApiError::NotFound),
     };
     match result {
-        Ok(msg) => Redirect::to(&format!("/settings/integrations/{id}?msg={msg}")).into_response(),
+        Ok(msg) => {
+            let tab = if msg == "options" || msg == "vocabulary" {
+                "&tab=options"
+            } else {
+                ""
+            };
+            Redirect::to(&format!("/settings/integrations/{id}?msg={msg}{tab}")).into_response()
+        }
         Err(
             e @ (ApiError::Validation(_)
             | ApiError::ConnectionFailed { .. }
             | ApiError::Conflict(_)
             | ApiError::Vendor { .. }
             | ApiError::RateLimited { .. }),
-        ) => match detail(&state, &c, id, None, Some((e, creds))).await {
+        ) => match detail(
+            &state,
+            &c,
+            id,
+            None,
+            Some((e, creds)),
+            (
+                if action == "vocabulary" {
+                    "options"
+                } else {
+                    "overview"
+                },
+                &crate::sync_api::EventFilter::default(),
+            ),
+            (action == "options").then_some(raw_form.as_slice()),
+        )
+        .await
+        {
             Ok(p) => render(p, StatusCode::UNPROCESSABLE_ENTITY),
             Err(e) => error_page(e),
         },

@@ -33,7 +33,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/companies/{id}/delete",
-            axum::routing::post(delete_company_form),
+            get(delete_confirm_page).post(delete_company_form),
+        )
+        .route(
+            "/companies/{id}/{state}",
+            axum::routing::post(company_active_form),
         )
         .route("/companies/blocked", get(blocked_page))
         .route(
@@ -125,6 +129,106 @@ pub struct SyncView {
     pub paused: Option<String>,
     /// The vendor's lists, to show beside the fields that name them.
     pub vocabulary: Option<VocabularyView>,
+    /// The same lists as choices (select / multi-select); empty: typed as text.
+    pub lists: ChoiceLists,
+    /// A refused save's errors by form field, in words.
+    pub errors: BTreeMap<String, String>,
+}
+
+/// The vendor vocabulary the integration stored, as the Options form's choices.
+#[derive(Default)]
+pub struct ChoiceLists {
+    pub company_types: Vec<String>,
+    pub company_statuses: Vec<String>,
+    pub boards: Vec<String>,
+    pub statuses: Vec<String>,
+    pub priorities: Vec<String>,
+    pub types: Vec<String>,
+    pub categories: Vec<String>,
+}
+
+/// The names a comma-separated field holds.
+fn names(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+impl SyncView {
+    /// Whether `name` is among the comma-separated `value` (a multi-select's selection).
+    pub fn has(&self, value: &str, name: &str) -> bool {
+        names(value).iter().any(|v| v == name)
+    }
+
+    /// `value`'s names the PSA's `list` lacks (kept as choices so a save keeps them).
+    pub fn extra(&self, value: &str, list: &[String]) -> Vec<String> {
+        names(value)
+            .into_iter()
+            .filter(|v| !list.contains(v))
+            .collect()
+    }
+
+    /// A refused save shows what the admin entered, not what is stored.
+    pub fn keep_input(&mut self, form: &[(String, String)]) {
+        let all = |k: &str| {
+            form.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let on = |k: &str| form.iter().any(|(n, _)| n == k);
+        self.enabled = on("enabled");
+        if let Ok(m) = all("interval_minutes").parse() {
+            self.interval = m;
+        }
+        self.initial_import = on("initial_import");
+        self.companies = on("companies");
+        self.contacts = on("contacts");
+        self.technicians = on("technicians");
+        self.tickets = on("tickets");
+        self.skip_inactive = on("skip_inactive_companies");
+        self.auto_import = on("auto_import_contacts");
+        self.exclude_types = all("exclude_company_types");
+        self.exclude_statuses = all("exclude_company_statuses");
+        self.rules = form
+            .iter()
+            .find(|(n, _)| n == "contact_type_rules")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.ticket_stages = form
+            .iter()
+            .find(|(n, _)| n == "ticket_stages")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        self.ticket_board = all("ticket_board");
+        self.ticket_status = all("ticket_status");
+        self.ticket_priority = all("ticket_priority");
+        self.ticket_type = all("ticket_type");
+        self.ticket_category = all("ticket_category");
+        self.ticket_impact = all("ticket_impact");
+        self.ticket_urgency = all("ticket_urgency");
+        self.ticket_closed_statuses = all("ticket_closed_statuses");
+        self.ticket_client_comment_status = all("ticket_client_comment_status");
+        self.ticket_boards = all("ticket_boards");
+        self.ticket_excluded_statuses = all("ticket_excluded_statuses");
+        self.primary_role = all("primary_contact_role_id").parse().ok().map(RoleId);
+        self.default_role = all("default_role_id").parse().ok().map(RoleId);
+    }
+}
+
+/// The Options form field an error's path names (`options.ticket_defaults.board` →
+/// `ticket_board`).
+pub fn form_field(path: &str) -> String {
+    let p = path.strip_prefix("options.").unwrap_or(path);
+    let p = p.split('[').next().unwrap_or(p);
+    match p.strip_prefix("ticket_defaults.") {
+        Some("ticket_type") => "ticket_type".into(),
+        Some(rest) => format!("ticket_{}", rest.split('.').next().unwrap_or(rest)),
+        None => p.split('.').next().unwrap_or(p).to_string(),
+    }
 }
 
 pub struct VocabularyView {
@@ -209,6 +313,7 @@ pub async fn sync_parts(
             .map(|r| r.1.clone())
             .unwrap_or_else(|| format!("role {id}"))
     };
+    let stored_vocabulary = state.store.vocabulary(c.tenant_id, id).await?;
     let view = SyncView {
         enabled: o.enabled && schedule.is_some(),
         interval: o.interval_minutes,
@@ -276,7 +381,23 @@ pub async fn sync_parts(
             }
         }),
         paused: schedule.and_then(|s| s.paused_reason),
-        vocabulary: state.store.vocabulary(c.tenant_id, id).await?.map(|v| {
+        errors: BTreeMap::new(),
+        lists: match &stored_vocabulary {
+            Some(v) => {
+                let t = v.tickets.clone().unwrap_or_default();
+                ChoiceLists {
+                    company_types: v.company_types.clone(),
+                    company_statuses: v.company_statuses.clone(),
+                    boards: t.boards,
+                    statuses: t.statuses,
+                    priorities: t.priorities,
+                    types: t.types,
+                    categories: t.categories,
+                }
+            }
+            None => ChoiceLists::default(),
+        },
+        vocabulary: stored_vocabulary.map(|v| {
             let list = |l: &[String]| {
                 if l.is_empty() {
                     "(none)".to_string()
@@ -342,12 +463,11 @@ pub async fn save_options(
             }),
         }
     };
+    // A text field (comma separated) or a multi-select (the key repeated).
     let list = |k: &str| {
-        get(k)
-            .unwrap_or_default()
-            .split(',')
-            .map(|x| x.trim().to_string())
-            .filter(|x| !x.is_empty())
+        form.iter()
+            .filter(|(n, _)| n == k)
+            .flat_map(|(_, v)| names(v))
             .collect::<Vec<_>>()
     };
     let mut rules = Vec::new();
@@ -464,12 +584,51 @@ pub async fn save_options(
 }
 
 pub struct EventLine {
-    at: String,
-    level: &'static str,
-    class: &'static str,
-    record_type: &'static str,
-    external_id: String,
-    message: String,
+    pub(crate) at: String,
+    pub(crate) level: &'static str,
+    pub(crate) class: &'static str,
+    pub(crate) record_type: &'static str,
+    pub(crate) external_id: String,
+    pub(crate) message: String,
+}
+
+fn event_line(e: mspbridge_store::sync::SyncEvent) -> EventLine {
+    EventLine {
+        at: ts(e.at),
+        level: e.level.as_str(),
+        class: match e.level {
+            mspbridge_domain::sync::EventLevel::Info => "",
+            mspbridge_domain::sync::EventLevel::Warning => "r-unknown",
+            mspbridge_domain::sync::EventLevel::Error => "r-denied",
+        },
+        record_type: e.record_type.map(|r| r.as_str()).unwrap_or(""),
+        external_id: e.external_id.unwrap_or_default(),
+        message: e.message,
+    }
+}
+
+/// The integration page's Log tab: the latest run's events (filtered), with its id.
+pub async fn latest_log(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    filter: &EventFilter,
+) -> Result<(Option<i64>, Vec<EventLine>), ApiError> {
+    let (level, record) = parse_filter(filter)?;
+    let Some(run) = state
+        .store
+        .list_runs(c.tenant_id, id, 1)
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok((None, vec![]));
+    };
+    let events = state
+        .store
+        .list_events(c.tenant_id, run.id, level, record, 500)
+        .await?;
+    Ok((Some(run.id), events.into_iter().map(event_line).collect()))
 }
 
 #[derive(Template)]
@@ -533,21 +692,7 @@ async fn run_page(
             counts: run.counts.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
             level: filter.level.clone().unwrap_or_default(),
             record_type: filter.record_type.clone().unwrap_or_default(),
-            events: events
-                .into_iter()
-                .map(|e| EventLine {
-                    at: ts(e.at),
-                    level: e.level.as_str(),
-                    class: match e.level {
-                        mspbridge_domain::sync::EventLevel::Info => "",
-                        mspbridge_domain::sync::EventLevel::Warning => "r-unknown",
-                        mspbridge_domain::sync::EventLevel::Error => "r-denied",
-                    },
-                    record_type: e.record_type.map(|r| r.as_str()).unwrap_or(""),
-                    external_id: e.external_id.unwrap_or_default(),
-                    message: e.message,
-                })
-                .collect(),
+            events: events.into_iter().map(event_line).collect(),
         })
     };
     match page.await {
@@ -560,7 +705,20 @@ async fn run_page(
 #[template(path = "companies.html")]
 struct CompaniesPage {
     shell: Shell,
-    companies: Vec<(CompanyId, String, bool)>,
+    /// Per company shown: the integrations linked to it, its users and its tickets.
+    rows: Vec<CompanyRow>,
+    /// "12 companies" (all of them) or "3 of 12 companies" when searching.
+    count_label: String,
+    /// Companies in the tenant at all (the empty state when none).
+    total: usize,
+    q: String,
+    /// `q` encoded for the paging links.
+    q_enc: String,
+    page: usize,
+    pages: usize,
+    flash: Option<String>,
+    /// Whether an integration is connected (what the empty state asks for first).
+    connected: bool,
     /// (integration id, label) for "Import from <provider>".
     integrations: Vec<(i64, String)>,
     companies_json: String,
@@ -568,32 +726,144 @@ struct CompaniesPage {
     can_write: bool,
 }
 
-async fn companies_page(State(state): State<AppState>, UiCaller(c): UiCaller) -> Response {
+/// Rows per page on list pages.
+pub(crate) const PAGE_SIZE: usize = 50;
+
+struct CompanyRow {
+    id: i64,
+    name: String,
+    active: bool,
+    integrations: Vec<String>,
+    users: usize,
+    tickets: usize,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CompaniesQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    msg: Option<String>,
+    #[serde(default)]
+    blocked: Option<usize>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn companies_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Query(q): Query<CompaniesQuery>,
+) -> Response {
     let page = async {
         c.require(Permission::Read)?;
-        let companies = state
+        let all = state
             .store
             .list_companies(c.tenant_id)
             .await?
             .into_iter()
             .map(|x| (x.id, x.name, x.active))
             .collect::<Vec<_>>();
-        let integrations = crate::mapping_api::columns(&state, &c)
+        let integrations: Vec<(i64, String)> = crate::mapping_api::columns(&state, &c)
             .await?
             .into_iter()
             .map(|col| (col.integration_id, col.label))
             .collect();
-        let list: Vec<serde_json::Value> = companies
+        let list: Vec<serde_json::Value> = all
             .iter()
             .map(|(id, name, _)| serde_json::json!({"id": id.0, "name": name}))
             .collect();
+        let needle = q.q.trim().to_lowercase();
+        let found: Vec<_> = all
+            .iter()
+            .filter(|(_, name, _)| needle.is_empty() || name.to_lowercase().contains(&needle))
+            .cloned()
+            .collect();
+        let pages = found.len().div_ceil(PAGE_SIZE).max(1);
+        let page = q.page.unwrap_or(1).clamp(1, pages);
+        let companies: Vec<_> = found
+            .iter()
+            .skip((page - 1) * PAGE_SIZE)
+            .take(PAGE_SIZE)
+            .cloned()
+            .collect();
+        let names: HashMap<i64, String> = state
+            .store
+            .list_integrations(c.tenant_id)
+            .await?
+            .into_iter()
+            .map(|i| (i.id.0, i.display_name().to_string()))
+            .collect();
+        let mut linked: HashMap<i64, Vec<String>> = HashMap::new();
+        for l in state
+            .store
+            .links_of_kind(c.tenant_id, LinkedRecord::Company)
+            .await?
+        {
+            if let Some(n) = names.get(&l.integration_id.0) {
+                linked.entry(l.local_id).or_default().push(n.clone());
+            }
+        }
+        let mut rows = Vec::with_capacity(companies.len());
+        for (id, name, active) in &companies {
+            rows.push(CompanyRow {
+                id: id.0,
+                name: name.clone(),
+                active: *active,
+                integrations: linked.remove(&id.0).unwrap_or_default(),
+                users: state
+                    .store
+                    .list_company_users(c.tenant_id, *id)
+                    .await?
+                    .len(),
+                tickets: state
+                    .store
+                    .list_tickets(c.tenant_id, Some(*id), None, None, 100_000)
+                    .await?
+                    .len(),
+            });
+        }
+        let count_label = if needle.is_empty() {
+            crate::ui::plural(all.len(), "company", "companies")
+        } else {
+            format!(
+                "{} of {}",
+                found.len(),
+                crate::ui::plural(all.len(), "company", "companies")
+            )
+        };
+        let name = q.name.clone().unwrap_or_else(|| "The company".into());
+        let flash = match q.msg.as_deref() {
+            Some("deleted") => Some(format!(
+                "{name} was deleted with its users. {} blocked from re-import (Blocked Companies can unblock).",
+                crate::ui::plural(
+                    q.blocked.unwrap_or(0),
+                    "integration company is",
+                    "integration companies are"
+                )
+            )),
+            Some("deactivated") => Some(format!(
+                "{name} was deactivated: it keeps its tickets and users and is no longer offered for new work."
+            )),
+            _ => None,
+        };
         Ok::<_, ApiError>(CompaniesPage {
             shell: shell(&state, &c).await?,
             companies_json: script_json(&list),
             csrf_json: script_json(&c.csrf_token.clone().unwrap_or_default()),
             can_write: c.role.allows(Permission::Write),
+            connected: !integrations.is_empty(),
             integrations,
-            companies,
+            rows,
+            count_label,
+            total: all.len(),
+            q_enc: crate::ui::query_encode(&q.q),
+            q: q.q.clone(),
+            page,
+            pages,
+            flash,
         })
     };
     match page.await {
@@ -665,6 +935,72 @@ struct CsrfOnly {
     csrf: String,
 }
 
+#[derive(Template)]
+#[template(path = "company_delete.html")]
+struct DeleteConfirm {
+    shell: Shell,
+    id: i64,
+    name: String,
+    active: bool,
+    users: String,
+    tickets: usize,
+    tickets_label: String,
+    /// Integration companies linked to it (blocked from re-import on delete).
+    links: String,
+    /// Why the delete was refused (a 409 from the store), when it was.
+    refused: Option<String>,
+    can_write: bool,
+}
+
+async fn delete_confirm(
+    state: &AppState,
+    c: &Caller,
+    raw: &str,
+    refused: Option<String>,
+) -> Result<DeleteConfirm, ApiError> {
+    c.require(Permission::Read)?;
+    let id = CompanyId(raw.parse().map_err(|_| ApiError::NotFound)?);
+    let company = state.store.get_company(c.tenant_id, id).await?;
+    let users = state.store.list_company_users(c.tenant_id, id).await?.len();
+    let tickets = state
+        .store
+        .list_tickets(c.tenant_id, Some(id), None, None, 100_000)
+        .await?
+        .len();
+    let links = state
+        .store
+        .links_of_kind(c.tenant_id, LinkedRecord::Company)
+        .await?
+        .into_iter()
+        .filter(|l| l.local_id == id.0)
+        .count();
+    Ok(DeleteConfirm {
+        shell: shell(state, c).await?,
+        id: id.0,
+        name: company.name,
+        active: company.active,
+        users: crate::ui::plural(users, "user", "users"),
+        tickets,
+        tickets_label: crate::ui::plural(tickets, "ticket", "tickets"),
+        links: crate::ui::plural(links, "integration company", "integration companies"),
+        refused,
+        can_write: c.role.allows(Permission::Write),
+    })
+}
+
+/// Delete asks first: what goes with the company, or why it cannot go (tickets) and
+/// Deactivate instead.
+async fn delete_confirm_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+) -> Response {
+    match delete_confirm(&state, &c, &id, None).await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
 /// Deletes a portal company from its page; its integration companies are blocked.
 async fn delete_company_form(
     State(state): State<AppState>,
@@ -674,14 +1010,57 @@ async fn delete_company_form(
 ) -> Response {
     let done = async {
         c.check_csrf(Some(&form.csrf))?;
-        crate::mapping_api::delete_company_service(&state, &c, &id).await
+        let name = state
+            .store
+            .get_company(
+                c.tenant_id,
+                CompanyId(id.parse().map_err(|_| ApiError::NotFound)?),
+            )
+            .await?
+            .name;
+        let blocked = crate::mapping_api::delete_company_service(&state, &c, &id).await?;
+        Ok::<_, ApiError>((name, blocked))
     };
     match done.await {
-        Ok(blocked) => axum::response::Redirect::to(&format!(
-            "/companies?msg=deleted&blocked={}",
-            blocked.len()
+        Ok((name, blocked)) => axum::response::Redirect::to(&format!(
+            "/companies?msg=deleted&blocked={}&name={}",
+            blocked.len(),
+            crate::ui::query_encode(&name)
         ))
         .into_response(),
+        Err(ApiError::Conflict(m)) => match delete_confirm(&state, &c, &id, Some(m)).await {
+            Ok(p) => render(p, StatusCode::CONFLICT),
+            Err(e) => error_page(e),
+        },
+        Err(e) => error_page(e),
+    }
+}
+
+/// Deactivate (or activate again) a company: it keeps its tickets and users.
+async fn company_active_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path((id, action)): Path<(String, String)>,
+    axum::Form(form): axum::Form<CsrfOnly>,
+) -> Response {
+    let done = async {
+        c.check_csrf(Some(&form.csrf))?;
+        c.require(Permission::Write)?;
+        let active = match action.as_str() {
+            "deactivate" => false,
+            "activate" => true,
+            _ => return Err(ApiError::NotFound),
+        };
+        let company = CompanyId(id.parse().map_err(|_| ApiError::NotFound)?);
+        state
+            .store
+            .set_company_active(c.tenant_id, company, active, state.now())
+            .await?;
+        tracing::info!(tenant_id = %c.tenant_id, company_id = company.0, active, "company active state set");
+        Ok(if active { "activated" } else { "deactivated" })
+    };
+    match done.await {
+        Ok(msg) => Redirect::to(&format!("/companies/{id}?msg={msg}")).into_response(),
         Err(e) => error_page(e),
     }
 }
@@ -986,10 +1365,18 @@ async fn company_page(
             roles: roles.iter().map(|(k, v)| (k.0, v.clone())).collect(),
             override_role: defaults.default_import_role.map(|r| r.0),
             can_write: c.role.allows(Permission::Write),
-            flash: (q.get("msg").map(String::as_str) == Some("defaults")).then(|| {
-                "Default Import Role saved; it applies to contacts imported from now on."
-                    .to_string()
-            }),
+            flash: match q.get("msg").map(String::as_str) {
+                Some("defaults") => Some(
+                    "Default Import Role saved; it applies to contacts imported from now on."
+                        .to_string(),
+                ),
+                Some("deactivated") => Some(
+                    "Deactivated: the company keeps its tickets and users and shows as inactive."
+                        .to_string(),
+                ),
+                Some("activated") => Some("Active again.".to_string()),
+                _ => None,
+            },
             users,
         })
     };
@@ -1003,10 +1390,50 @@ async fn company_page(
 #[template(path = "technicians.html")]
 struct TechniciansPage {
     shell: Shell,
-    staff: Vec<crate::technicians_api::TechnicianView>,
+    staff: Vec<TechRow>,
+    count_label: String,
     can_manage: bool,
     error: Option<String>,
     flash: Option<String>,
+    /// The technician whose row is being edited (one at a time).
+    edit: Option<i64>,
+    /// The refused form's input, kept for the row being edited.
+    input: HashMap<String, String>,
+    /// The refused form's errors by field (`name`, `email`, `active`).
+    errors: BTreeMap<String, String>,
+}
+
+struct TechRow {
+    t: crate::technicians_api::TechnicianView,
+    /// Why a field cannot be edited here (a linked PSA cannot take it), per field.
+    name_lock: Option<String>,
+    email_lock: Option<String>,
+    active_lock: Option<String>,
+}
+
+impl TechRow {
+    fn editing(&self, edit: &Option<i64>) -> bool {
+        *edit == Some(self.t.technician.id.0)
+    }
+}
+
+fn tech_row(t: crate::technicians_api::TechnicianView) -> TechRow {
+    let lock = |field: &str| {
+        t.links.iter().find_map(|l| match &l.writes {
+            Some(w) if w.refuses(&[field]).is_none() => None,
+            Some(w) => Some(format!("{} cannot take it: {}", l.provider, w.how)),
+            None => Some(format!(
+                "{}'s API cannot edit technicians: change it there",
+                l.provider
+            )),
+        })
+    };
+    TechRow {
+        name_lock: lock("name"),
+        email_lock: lock("email"),
+        active_lock: lock("active"),
+        t,
+    }
 }
 
 async fn technicians_view(
@@ -1014,13 +1441,25 @@ async fn technicians_view(
     c: &crate::auth::Caller,
     error: Option<String>,
     flash: Option<String>,
+    edit: Option<i64>,
+    input: HashMap<String, String>,
+    errors: BTreeMap<String, String>,
 ) -> Result<TechniciansPage, ApiError> {
+    let staff: Vec<TechRow> = crate::technicians_api::list_service(state, c)
+        .await?
+        .into_iter()
+        .map(tech_row)
+        .collect();
     Ok(TechniciansPage {
         shell: shell(state, c).await?,
-        staff: crate::technicians_api::list_service(state, c).await?,
+        count_label: crate::ui::plural(staff.len(), "staff user", "staff users"),
+        staff,
         can_manage: c.require(Permission::Manage).is_ok(),
         error,
         flash,
+        edit,
+        input,
+        errors,
     })
 }
 
@@ -1031,7 +1470,18 @@ async fn technicians_page(
 ) -> Response {
     let flash = (q.get("msg").map(String::as_str) == Some("saved"))
         .then(|| "Technician saved, and written to the PSAs it is linked to.".to_string());
-    match technicians_view(&state, &c, None, flash).await {
+    let edit = q.get("edit").and_then(|v| v.parse::<i64>().ok());
+    match technicians_view(
+        &state,
+        &c,
+        None,
+        flash,
+        edit,
+        HashMap::new(),
+        BTreeMap::new(),
+    )
+    .await
+    {
         Ok(p) => render(p, StatusCode::OK),
         Err(e) => error_page(e),
     }
@@ -1054,11 +1504,29 @@ async fn technician_form(
         };
         crate::technicians_api::update_service(&state, &c, id, &body).await
     };
-    match done.await {
+    let result = done.await;
+    match result {
         Ok(_) => Redirect::to("/technicians?msg=saved").into_response(),
         Err(
             e @ (ApiError::Validation(_) | ApiError::VendorWrite { .. } | ApiError::Conflict(_)),
-        ) => match technicians_view(&state, &c, Some(e.to_string()), None).await {
+        ) => match technicians_view(
+            &state,
+            &c,
+            Some(e.to_string()),
+            None,
+            raw.parse::<i64>().ok(),
+            form,
+            match &e {
+                ApiError::Validation(v) => v
+                    .fields()
+                    .iter()
+                    .map(|f| (f.field.clone(), f.message.clone()))
+                    .collect(),
+                _ => BTreeMap::new(),
+            },
+        )
+        .await
+        {
             Ok(p) => render(p, e.status()),
             Err(e) => error_page(e),
         },

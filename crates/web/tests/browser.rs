@@ -111,8 +111,8 @@ const ROW_TEXT: &str = "(name) => [...document.querySelectorAll('#rows tr')].fil
 async fn zeta_cell(c: &Client) -> Step {
     until(
         c,
-        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual')",
-        "only Zeta Manual in the grid",
+        "document.querySelectorAll('#rows tr').length === 1 && document.querySelector('#rows tr td').textContent.startsWith('Zeta Manual') && document.getElementById('count').textContent === '1 company'",
+        "only Zeta Manual in the grid, counted in words",
     )
     .await?;
     js(
@@ -134,9 +134,7 @@ async fn unlinked_list(app: &TestApp, cw: i64) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
-async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
-    let t = &app.a.owner_token;
-    // Sign in.
+async fn sign_in(app: &TestApp, c: &Client) -> Step {
     c.goto(&app.url("/login")).await.map_err(e("login page"))?;
     c.find(Locator::Id("email"))
         .await
@@ -162,6 +160,33 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
         "signed in",
     )
     .await?;
+
+    Ok(())
+}
+
+/// Writes a PNG of the page to `target/screenshots/{name}.png`.
+async fn shot(c: &Client, name: &str) -> Step {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/screenshots");
+    std::fs::create_dir_all(dir).map_err(e("screenshot dir"))?;
+    let png = c.screenshot().await.map_err(e("screenshot"))?;
+    std::fs::write(format!("{dir}/{name}.png"), png).map_err(e("screenshot"))?;
+    Ok(())
+}
+
+/// Clicks the first element matching `css`.
+async fn click(c: &Client, css: &str) -> Step {
+    c.find(Locator::Css(css))
+        .await
+        .map_err(e(css))?
+        .click()
+        .await
+        .map_err(e(css))?;
+    Ok(())
+}
+
+async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
+    let t = &app.a.owner_token;
+    sign_in(app, c).await?;
 
     // The grid.
     c.goto(&app.url("/settings/integrations/companies"))
@@ -560,12 +585,21 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     c.goto(&app.url(&format!("/companies/{portal}")))
         .await
         .map_err(e("company page"))?;
-    js(
+    // Delete asks on a page of its own, then says what happened.
+    click(c, "#delete-company").await?;
+    until(
         c,
-        "window.confirm = () => true; document.getElementById('delete-company').click(); return 1",
+        "document.getElementById('confirm-delete') !== null",
+        "the delete confirmation",
     )
     .await?;
-    until(c, "location.pathname === '/companies'", "deleted").await?;
+    click(c, "#confirm-delete").await?;
+    until(
+        c,
+        "location.pathname === '/companies' && document.querySelector('.alert.ok')?.textContent.includes('was deleted')",
+        "deleted",
+    )
+    .await?;
     c.goto(&app.url("/companies/blocked"))
         .await
         .map_err(e("blocked page"))?;
@@ -650,6 +684,279 @@ async fn the_mapping_grid_in_chromium() {
             let _ = std::fs::write(&path, png);
             eprintln!("screenshot: {path}");
         }
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}
+
+/// Every admin page's main action in Chromium, with a screenshot of each page under
+/// `target/screenshots/`: the integration page's tabs (Test, Runs with the legend, Options,
+/// Log), Companies (search, delete with confirmation), Tickets (filters), Attention
+/// (Retry of a refused write), Technicians (one edit at a time), a 404 in the app shell,
+/// Companies at 390 px and the mapping grid's columns at 1440 px.
+async fn pages(app: &TestApp, c: &Client, cw: i64) -> Step {
+    let t = &app.a.owner_token;
+    sign_in(app, c).await?;
+
+    // Integration: Test on the Overview tab shows its result at the button.
+    c.goto(&app.url(&format!("/settings/integrations/{cw}")))
+        .await
+        .map_err(e("integration"))?;
+    click(c, "#test-button").await?;
+    until(
+        c,
+        "document.querySelector('#test-result .alert')?.textContent.includes('Connected') && document.querySelector('.alert.ok')?.textContent.includes('Connection tested')",
+        "the test result at the Test button",
+    )
+    .await?;
+    shot(c, "integration-overview").await?;
+    click(c, "nav.tabs a[href$='tab=runs']").await?;
+    until(
+        c,
+        "document.getElementById('legend') && document.querySelector('tr[data-run]')",
+        "runs with the legend",
+    )
+    .await?;
+    shot(c, "integration-runs").await?;
+    click(c, "nav.tabs a[href$='tab=options']").await?;
+    until(
+        c,
+        "document.querySelector('input[name=companies]')",
+        "the options",
+    )
+    .await?;
+    shot(c, "integration-options").await?;
+    // Options: a choice from the PSA's list (multi-select), saved.
+    js(
+        c,
+        "const s = document.getElementById('exclude_company_types'); [...s.options].find(o => o.value === 'Vendor').selected = true; s.form.querySelector('button:not([type=button])').click(); return 1",
+    )
+    .await?;
+    until(
+        c,
+        "document.querySelector('.alert.ok')?.textContent.includes('Sync options saved') && [...document.getElementById('exclude_company_types').selectedOptions].some(o => o.value === 'Vendor')",
+        "options saved with the choice",
+    )
+    .await?;
+    shot(c, "integration-options-saved").await?;
+    click(c, "nav.tabs a[href$='tab=log']").await?;
+    until(
+        c,
+        "document.querySelector('table[aria-label=Events] tbody tr')",
+        "the log",
+    )
+    .await?;
+    shot(c, "integration-log").await?;
+
+    // Companies: search.
+    c.goto(&app.url("/companies"))
+        .await
+        .map_err(e("companies"))?;
+    let search = c
+        .find(Locator::Css("input[name=q]"))
+        .await
+        .map_err(e("search"))?;
+    search.send_keys("Zeta").await.map_err(e("search"))?;
+    click(c, "form[role=search] button").await?;
+    until(
+        c,
+        "document.getElementById('company-count').textContent.startsWith('1 of ') && document.querySelectorAll('table[aria-label=Companies] tbody tr').length === 1",
+        "one company found",
+    )
+    .await?;
+    shot(c, "companies").await?;
+    click(c, "table[aria-label=Companies] tbody a").await?;
+    until(
+        c,
+        "document.getElementById('delete-company')",
+        "company page",
+    )
+    .await?;
+    shot(c, "company").await?;
+    click(c, "#delete-company").await?;
+    until(
+        c,
+        "document.getElementById('confirm-delete')",
+        "confirmation",
+    )
+    .await?;
+    shot(c, "company-delete").await?;
+    click(c, "#confirm-delete").await?;
+    until(
+        c,
+        "document.querySelector('.alert.ok')?.textContent.includes('Zeta Manual Holdings was deleted')",
+        "what happened",
+    )
+    .await?;
+    shot(c, "companies-deleted").await?;
+
+    // A ticket ConnectWise refuses (its board is gone) shows on Tickets and Attention.
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{cw}/options"),
+            t,
+            Some(json!({"interval_minutes": 5, "tickets": true, "ticket_defaults": {
+                "board": "Service Desk", "status": "New", "priority": "Priority 3 - Normal Response"}})),
+        )
+        .await;
+    check(s == 200, format!("ticket options: {v}"))?;
+    let (_, companies) = app.get("/api/v1/companies", t).await;
+    let company = companies[0]["id"].as_i64().unwrap_or_default();
+    let boards = app.sandbox.with_data(|d| {
+        let all = d.boards.clone();
+        d.boards.retain(|b| b.name != "Service Desk");
+        all
+    });
+    let (s, v) = app
+        .post(
+            "/api/v1/tickets",
+            t,
+            json!({"company_id": company, "summary": "Printer on fire"}),
+        )
+        .await;
+    check(s == 201, format!("ticket: {v}"))?;
+    full_pass_engine(app)
+        .drain_outbox()
+        .await
+        .map_err(e("drain"))?;
+    c.goto(&app.url("/tickets?state=all&q=printer"))
+        .await
+        .map_err(e("tickets"))?;
+    until(
+        c,
+        "document.getElementById('ticket-count').textContent.startsWith('1 ticket,') && document.querySelector('table[aria-label=Tickets] tbody').textContent.includes('ConnectWise Manage (not written yet)')",
+        "the filtered list",
+    )
+    .await?;
+    shot(c, "tickets").await?;
+    c.goto(&app.url("/attention"))
+        .await
+        .map_err(e("attention"))?;
+    until(
+        c,
+        "document.querySelector('nav.side .count')?.textContent === '1' && document.querySelector('tr[data-write]')",
+        "the failed write and the badge",
+    )
+    .await?;
+    shot(c, "attention").await?;
+    // The board is back in ConnectWise: Retry writes the ticket.
+    app.sandbox.with_data(move |d| d.boards = boards);
+    click(c, "tr[data-write] form[action$='/retry'] button").await?;
+    until(
+        c,
+        "document.querySelector('.alert.ok')?.textContent.includes('Queued again') && !document.querySelector('tr[data-write]')",
+        "retried",
+    )
+    .await?;
+    shot(c, "attention-retried").await?;
+
+    // Technicians: one edit at a time.
+    c.goto(&app.url("/technicians"))
+        .await
+        .map_err(e("technicians"))?;
+    let linked = "[...document.querySelectorAll('tr[data-technician]')].find(r => r.textContent.includes('edits written back'))";
+    until(c, &format!("{linked} !== undefined"), "a linked technician").await?;
+    js(
+        c,
+        &format!("{linked}.querySelector('a.btn').click(); return 1"),
+    )
+    .await?;
+    until(
+        c,
+        "document.getElementById('edit-row') && document.querySelectorAll('a.btn[href*=edit]').length === 0",
+        "one row in edit",
+    )
+    .await?;
+    shot(c, "technicians-edit").await?;
+    js(
+        c,
+        "const n = document.getElementById('tech-name'); n.value = 'Pat Field'; n.form.querySelector('button').click(); return 1",
+    )
+    .await?;
+    until(
+        c,
+        "document.querySelector('.alert.ok')?.textContent.includes('Technician saved') && document.body.textContent.includes('Pat Field')",
+        "saved",
+    )
+    .await?;
+    shot(c, "technicians").await?;
+
+    // An error page inside the app shell, with a way back.
+    c.goto(&app.url("/companies/999999"))
+        .await
+        .map_err(e("404"))?;
+    until(
+        c,
+        "document.querySelector('h1')?.textContent === 'Page not found' && document.querySelector('nav.side a[aria-current=page]')",
+        "the 404 page in the shell",
+    )
+    .await?;
+    shot(c, "error-404").await?;
+
+    // 390 px: nothing wider than the screen but scrollable tables.
+    c.set_window_size(390, 844).await.map_err(e("390 px"))?;
+    c.goto(&app.url("/companies"))
+        .await
+        .map_err(e("companies"))?;
+    until(
+        c,
+        "document.documentElement.scrollWidth <= window.innerWidth + 1",
+        "no sideways scrolling at 390 px",
+    )
+    .await?;
+    shot(c, "companies-390px").await?;
+    c.goto(&app.url(&format!("/settings/integrations/{cw}")))
+        .await
+        .map_err(e("integration"))?;
+    until(
+        c,
+        "document.documentElement.scrollWidth <= window.innerWidth + 1",
+        "the integration page at 390 px",
+    )
+    .await?;
+    shot(c, "integration-390px").await?;
+
+    // 1440 px: every column of the mapping grid visible without scrolling.
+    c.set_window_size(1440, 900).await.map_err(e("1440 px"))?;
+    c.goto(&app.url("/settings/integrations/companies"))
+        .await
+        .map_err(e("grid"))?;
+    until(
+        c,
+        "document.querySelectorAll('#rows tr').length > 0 && (() => { const w = document.querySelector('.mapwrap').getBoundingClientRect().right; return [...document.querySelectorAll('table.map thead th')].every(th => th.getBoundingClientRect().right <= w + 1); })()",
+        "the grid's columns visible at 1440 px",
+    )
+    .await?;
+    shot(c, "mapping-1440px").await
+}
+
+#[tokio::test]
+async fn admin_pages_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let cw = imported(&app).await;
+    let (s, _) = app
+        .post(
+            "/api/v1/companies",
+            &app.a.owner_token,
+            json!({"name": "Zeta Manual Holdings"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let c = browser(&webdriver).await;
+    let result = pages(&app, &c, cw).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-step").await;
         let _ = c.clone().close().await;
         panic!("{what}");
     }

@@ -225,12 +225,21 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
         list.contains("Last sync: ") && list.contains("(success)"),
         "the card shows the last sync"
     );
-    let detail = get(format!("/settings/integrations/{id}")).await;
+    // The page is in tabs: Overview (status, Test, Sync now), Options, Runs (with the
+    // counts' legend) and Log (the latest run's events).
+    let overview = get(format!("/settings/integrations/{id}")).await;
+    assert!(overview.contains("Sync now") && overview.contains("aria-current=\"page\">Overview"));
+    let runs = get(format!("/settings/integrations/{id}?tab=runs")).await;
     assert!(
-        detail.contains("Sync now")
-            && detail.contains("Recent runs")
-            && detail.contains("Sync options")
+        runs.contains("id=\"legend\"") && runs.contains("unchanged") && runs.contains("waiting")
     );
+    let log = get(format!("/settings/integrations/{id}?tab=log")).await;
+    assert!(
+        log.contains("aria-label=\"Events\"") && log.contains("data-level="),
+        "{log}"
+    );
+    let detail = get(format!("/settings/integrations/{id}?tab=options")).await;
+    assert!(detail.contains("Save options"));
     assert!(
         detail.contains(
             "Contact types in ConnectWise Manage: Approver, Billing, Employee, IT Contact, Owner"
@@ -241,7 +250,7 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
                 .contains("In ConnectWise Manage: Completed, In Progress, New, Waiting on Client"),
         "the options show the vendor's lists beside the fields that name them"
     );
-    let run_id = detail
+    let run_id = runs
         .split("data-run=\"")
         .nth(1)
         .unwrap()

@@ -41,6 +41,7 @@ impl<'a> Browser<'a> {
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
         let resp = req
             .header("cookie", self.cookie_header())
+            .header("accept", "text/html,application/xhtml+xml")
             .send()
             .await
             .unwrap();
@@ -383,6 +384,10 @@ async fn the_connect_form_shows_errors_tests_and_connects() {
     assert_eq!(p.status, 303);
     let detail = b.get(&format!("/settings/integrations/{id}")).await;
     assert!(detail.body.contains("data-status=\"disconnected\""));
+    assert!(
+        !detail.body.contains("Connection test"),
+        "no stale test result after Disconnect"
+    );
     assert!(detail.body.contains("Test and reconnect"));
 }
 
@@ -450,10 +455,79 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
     let integration_page = b.get(&format!("/settings/integrations/{cw}")).await;
     assert!(integration_page.body.contains("Clear &amp; Resync tickets"));
     assert!(integration_page.body.contains("Quick Sync tickets"));
+    let integration_page = b
+        .get(&format!("/settings/integrations/{cw}?tab=options"))
+        .await;
     assert!(integration_page.body.contains("Client comment status"));
     assert!(
         !integration_page.body.contains("ticket_category"),
         "category, impact and urgency are Halo's"
+    );
+
+    // The Options form offers the PSA's lists as choices (select, multi-select).
+    assert!(
+        integration_page.body.contains(
+            r#"<select multiple size="5" id="exclude_company_types" name="exclude_company_types""#
+        ),
+        "{}",
+        integration_page.body
+    );
+    assert!(
+        integration_page
+            .body
+            .contains(r#"<select id="ticket_board" name="ticket_board""#)
+    );
+    let opts_csrf = hidden(&integration_page.body, "csrf");
+    let options_form = |board: &'static str| {
+        vec![
+            ("csrf", opts_csrf.clone()),
+            ("enabled", "on".to_string()),
+            ("interval_minutes", "30".to_string()),
+            ("companies", "on".to_string()),
+            ("contacts", "on".to_string()),
+            ("tickets", "on".to_string()),
+            ("exclude_company_types", "Vendor".to_string()),
+            ("exclude_company_types", "Prospect".to_string()),
+            ("ticket_board", board.to_string()),
+            ("ticket_status", "New".to_string()),
+            (
+                "ticket_priority",
+                "Priority 3 - Normal Response".to_string(),
+            ),
+        ]
+    };
+    // A refused save keeps the input and says what is wrong at the field.
+    let form = options_form("No Such Board");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let refused = b
+        .post(&format!("/settings/integrations/{cw}/options"), &form)
+        .await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.body.contains(r#"id="ticket_board-error""#)
+            && refused.body.contains(r#"<option value="No Such Board" selected>No Such Board (not in ConnectWise Manage)</option>"#)
+            && refused.body.contains(r#"<option value="30" selected>"#)
+            && refused.body.contains("<option selected>Prospect</option>")
+            && refused.body.contains(r#"aria-current="page">Options"#),
+        "{}",
+        refused.body
+    );
+    let form = options_form("Service Desk");
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let saved = b
+        .post(&format!("/settings/integrations/{cw}/options"), &form)
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{cw}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    assert_eq!(
+        o["options"]["exclude_company_types"],
+        serde_json::json!(["Vendor", "Prospect"]),
+        "{o}"
     );
 
     let csrf = hidden(&list.body, "csrf");
@@ -586,6 +660,200 @@ async fn ticket_pages_list_create_note_and_status_through_the_outbox() {
             .and_then(|t| t.status.name.clone())
     });
     assert_eq!(in_cw.as_deref(), Some("In Progress"));
+    // The status form offers ConnectWise's own statuses (the vocabulary the integration
+    // stored), not free text.
+    assert!(
+        page.body.contains(r#"<select id="status" name="status">"#)
+            && page.body.contains("<option>Completed</option>"),
+        "{}",
+        page.body
+    );
+
+    // The list: PSA and its ticket number, filters, search.
+    let list = b.get("/tickets?state=all&q=outlook").await;
+    assert!(list.body.contains("1 ticket,"), "{}", list.body);
+    assert!(list.body.contains("ConnectWise Manage #"));
+    let none = b.get("/tickets?q=no-such-ticket-anywhere").await;
+    assert!(none.body.contains("No ticket matches these filters"));
+
+    // A write ConnectWise refuses is never hidden: Attention lists it (with the sidebar's
+    // badge) and Retry / Discard act on it.
+    app.sandbox
+        .with_data(|d| d.boards.retain(|b| b.name != "Service Desk"));
+    let p = b
+        .post(
+            "/tickets",
+            &[
+                ("csrf", &csrf),
+                ("company_id", &company),
+                ("summary", "Printer on fire"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let d = full_pass_engine(&app).drain_outbox().await.unwrap();
+    assert_eq!(d.failed, 1, "{d:?}");
+    let att = b.get("/attention").await;
+    assert!(
+        att.body.contains("Printer on fire") && att.body.contains("no board named"),
+        "{}",
+        att.body
+    );
+    assert!(att.body.contains("1 write needs you"));
+    assert!(
+        att.body
+            .contains(r#"<span class="count" aria-label="1 failed write">1</span>"#)
+    );
+    assert!(
+        att.body
+            .contains(r#"href="/attention" class="active" aria-current="page""#)
+    );
+    let write = att
+        .body
+        .split("data-write=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = b
+        .post(&format!("/attention/{write}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/attention?done=retry"));
+    full_pass_engine(&app).drain_outbox().await.unwrap();
+    let p = b
+        .post(&format!("/attention/{write}/discard"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.location.as_deref(), Some("/attention?done=discard"));
+    let att = b.get("/attention?done=discard").await;
+    assert!(att.body.contains("Nothing needs you") && att.body.contains("Discarded"));
+    assert!(!att.body.contains(r#"<span class="count""#));
+}
+
+#[tokio::test]
+async fn errors_render_in_the_shell_and_lists_count_in_words() {
+    for app in TestApp::each().await {
+        let mut b = Browser::new(&app);
+        b.login(&app.a.email, ADMIN_PASSWORD).await;
+        // No companies yet: the page says what to do first.
+        let empty = b.get("/companies").await;
+        assert!(empty.body.contains("0 companies"), "{}", empty.body);
+        assert!(empty.body.contains("Connect a PSA under"));
+        assert!(
+            empty
+                .body
+                .contains(r#"href="/companies" class="active" aria-current="page""#)
+        );
+        // 404 (an unknown page, another tenant's or a missing id) in the app shell.
+        for path in ["/no-such-page", "/companies/999999", "/tickets/999999"] {
+            let p = b.get(path).await;
+            assert_eq!(p.status, 404, "{path}");
+            assert!(
+                p.body.contains("Page not found")
+                    && p.body.contains(r#"<nav class="side""#)
+                    && p.body.contains("Go back"),
+                "{path}: {}",
+                p.body
+            );
+        }
+        // The API keeps answering JSON.
+        let (s, e) = app.get("/api/v1/nope", &app.a.owner_token).await;
+        assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+        // Signed out: the error page without the menu.
+        let anon = app
+            .http
+            .get(app.url("/no-such-page"))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anon.status(), 404);
+        let body = anon.text().await.unwrap();
+        assert!(body.contains("Page not found") && body.contains("Sign in"));
+
+        let t = &app.a.owner_token;
+        let (_, one) = app
+            .post(
+                "/api/v1/companies",
+                t,
+                serde_json::json!({ "name": "Acme" }),
+            )
+            .await;
+        let page = b.get("/companies").await;
+        assert!(page.body.contains(">1 company<"), "{}", page.body);
+        app.post(
+            "/api/v1/companies",
+            t,
+            serde_json::json!({ "name": "Beta" }),
+        )
+        .await;
+        let page = b.get("/companies?q=bet").await;
+        assert!(page.body.contains(">1 of 2 companies<"), "{}", page.body);
+        assert!(page.body.contains("Beta") && !page.body.contains(">Acme<"));
+
+        // Delete asks first and says what happened.
+        let id = one["id"].as_i64().unwrap();
+        let confirm = b.get(&format!("/companies/{id}/delete")).await;
+        assert!(confirm.body.contains("Delete Acme?"), "{}", confirm.body);
+        let csrf = hidden(&confirm.body, "csrf");
+        // A 409 from a form (a company with tickets) offers Deactivate instead.
+        let beta = page
+            .body
+            .split("href=\"/companies/")
+            .find_map(|s| s.split('"').next()?.parse::<i64>().ok())
+            .unwrap();
+        let (s, v) = app
+            .post(
+                "/api/v1/tickets",
+                t,
+                serde_json::json!({ "company_id": beta, "summary": "Keep me" }),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        let refused = b
+            .post(&format!("/companies/{beta}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(refused.status, 409);
+        assert!(
+            refused.body.contains("Beta cannot be deleted")
+                && refused.body.contains("Deactivate Beta")
+                && refused.body.contains("1 ticket"),
+            "{}",
+            refused.body
+        );
+        let p = b
+            .post(&format!("/companies/{beta}/deactivate"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 303);
+        let company = b.get(p.location.as_deref().unwrap()).await;
+        assert!(company.body.contains("Deactivated") && company.body.contains("Inactive"));
+        let list = b.get("/companies").await;
+        assert!(
+            list.body.contains(&format!(
+                r#"<a href="/tickets?state=all&amp;company={beta}">1</a>"#
+            )),
+            "the ticket count links to the company's tickets: {}",
+            list.body
+        );
+        let p = b
+            .post(&format!("/companies/{id}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 303);
+        let after = b.get(p.location.as_deref().unwrap()).await;
+        assert!(
+            after.body.contains("Acme was deleted with its users")
+                && after.body.contains("1 company"),
+            "{}",
+            after.body
+        );
+        // A conflict anywhere else renders in the shell too.
+        let p = b
+            .post(&format!("/companies/{id}/delete"), &[("csrf", &csrf)])
+            .await;
+        assert_eq!(p.status, 404);
+        assert!(p.body.contains("Page not found"));
+    }
 }
 
 #[tokio::test]
@@ -627,6 +895,15 @@ async fn the_technicians_page_shows_links_and_saves_an_edit_written_to_the_psa()
         .await;
     assert_eq!(bad.status, 422);
     assert!(bad.body.contains("enter an email address"), "{}", bad.body);
+    // The refused edit stays open with the input kept and the error at its field.
+    assert!(
+        bad.body.contains(r#"value="nope""#)
+            && bad
+                .body
+                .contains(r#"<div class="field-error" role="alert">enter an email address</div>"#),
+        "{}",
+        bad.body
+    );
     let saved = b
         .post(
             &format!("/technicians/{id}"),
