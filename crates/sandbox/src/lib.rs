@@ -318,7 +318,10 @@ pub fn vendor_spec(relative: &str) -> Option<serde_json::Value> {
             path.display()
         ),
         Err(_) => {
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so the skip is seen.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipped: the vendor document {} is not there (set MSPBRIDGE_SPECS_DIR to the specs folder)",
                 path.display()
             );
