@@ -24,6 +24,12 @@ pub struct Rejected {
     pub reason: String,
 }
 
+impl mspbridge_domain::sync::StripNul for Rejected {
+    fn strip_nul(&mut self) -> bool {
+        self.external_id.strip_nul() | self.reason.strip_nul()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SourcePage<T> {
     pub records: Vec<T>,

@@ -90,11 +90,8 @@ impl NameIndex {
 }
 
 /// Removes NUL characters from a page's records and rejections; how many records had any.
-pub(crate) fn strip_nul_page<T: StripNul>(p: &mut SourcePage<T>) -> u64 {
-    for r in &mut p.rejected {
-        r.external_id.strip_nul();
-        r.reason.strip_nul();
-    }
+fn strip_nul_page<T: StripNul>(p: &mut SourcePage<T>) -> u64 {
+    p.rejected.strip_nul();
     p.records.iter_mut().map(|r| u64::from(r.strip_nul())).sum()
 }
 

@@ -48,10 +48,7 @@ pub(crate) async fn fetch(
     // Before any look-up: PostgreSQL refuses NUL in a text parameter.
     // `noted`: the tickets that carried NUL characters, in their fields or notes.
     let mut noted: HashSet<String> = HashSet::new();
-    for r in &mut page.rejected {
-        r.external_id.strip_nul();
-        r.reason.strip_nul();
-    }
+    page.rejected.strip_nul();
     for t in &mut page.records {
         if t.strip_nul() {
             noted.insert(t.external_id.clone());
@@ -99,10 +96,7 @@ pub(crate) async fn fetch(
             noted.insert(ticket.clone());
         }
     }
-    for r in &mut notes.rejected {
-        r.external_id.strip_nul();
-        r.reason.strip_nul();
-    }
+    notes.rejected.strip_nul();
     let failed: HashSet<String> = notes
         .rejected
         .iter()
