@@ -7,6 +7,7 @@ pub mod error;
 pub mod ids;
 pub mod integration;
 pub mod model;
+pub mod rmm;
 pub mod secret;
 pub mod sync;
 pub mod validate;

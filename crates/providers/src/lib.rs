@@ -17,6 +17,7 @@ pub mod halo;
 pub mod http;
 pub mod lenient;
 pub mod outbound;
+pub mod rmm;
 pub mod source;
 pub mod syncro;
 pub mod technicians;
