@@ -83,6 +83,16 @@ impl Providers {
         None
     }
 
+    /// What resolves alerts in the RMM `kind`, or `None` where it cannot.
+    pub fn alert_writer(
+        &self,
+        kind: ProviderKind,
+        _credentials: &Credentials,
+    ) -> Option<Result<Box<dyn rmm::AlertWriter>, rmm::RmmWriteError>> {
+        let _ = kind;
+        None
+    }
+
     /// The connection tester for `kind`, or `None` where the connector is not built yet
     /// (the catalogue says so too).
     /// A sync source for `kind` with these credentials (codebase discovery and the like

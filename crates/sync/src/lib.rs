@@ -259,6 +259,13 @@ impl Engine {
                     true
                 }
             };
+            let idle = match self.drain_alert_resolves().await {
+                Ok(n) => idle && n == 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox worker could not claim alert resolves");
+                    idle
+                }
+            };
             if idle {
                 tokio::select! {
                     _ = tokio::time::sleep(self.config.poll.min(std::time::Duration::from_secs(1))) => {}
