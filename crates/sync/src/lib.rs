@@ -155,6 +155,11 @@ impl Source {
         }
     }
 
+    /// Every pass lists everything (no change feed): each one is a full pass.
+    pub(crate) fn full_sweeps(&self) -> bool {
+        matches!(self, Source::Rmm(_))
+    }
+
     fn requests(&self) -> u64 {
         match self {
             Source::Psa(s) => s.requests(),
