@@ -178,6 +178,36 @@ pub(crate) async fn quick_create(
     Ok(n)
 }
 
+/// After a site mapping changed: a sync of each RMM among `integrations` is queued at
+/// once (no cooldown), so a newly mapped site's devices of auto-sync types are imported
+/// without waiting for the interval. (Its devices move to the new company at once: a
+/// device's company is its site's link.)
+pub(crate) async fn mapping_changed(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+    integrations: impl IntoIterator<Item = IntegrationId>,
+) {
+    let mut done = std::collections::HashSet::new();
+    for id in integrations {
+        if !done.insert(id) {
+            continue;
+        }
+        let Ok(i) = state.store.get_integration(tenant, id).await else {
+            continue;
+        };
+        if i.provider.descriptor().category != Category::Rmm {
+            continue;
+        }
+        if let Err(e) = state
+            .store
+            .request_sync(tenant, id, state.now(), chrono::Duration::zero())
+            .await
+        {
+            tracing::warn!(integration_id = %id, error = %e, "could not queue a device sync after a site mapping change");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // JSON API
 
