@@ -117,6 +117,10 @@ pub enum DattoError {
     },
     #[error("Datto RMM's answer could not be read: {0}")]
     Decode(String),
+    /// The token request kept failing (after its own retries): not retried again as
+    /// part of the request that needed it.
+    #[error("Datto RMM's token endpoint could not be used: {0}")]
+    GrantFailed(String),
 }
 
 impl DattoError {
@@ -372,7 +376,13 @@ impl DattoClient {
     ) -> Result<T, DattoError> {
         let mut stale: Option<String> = None;
         loop {
-            let token = self.token(stale.as_deref()).await?;
+            let token = self.token(stale.as_deref()).await.map_err(|e| match e {
+                // Retried already inside `token`.
+                DattoError::Status { .. }
+                | DattoError::Unreachable { .. }
+                | DattoError::Decode(_) => DattoError::GrantFailed(e.to_string()),
+                other => other,
+            })?;
             self.count()?;
             self.window.acquire().await;
             let url = format!("{}{path_and_query}", self.base);
@@ -504,6 +514,35 @@ mod tests {
         );
         assert!(resolve("https://127.0.0.1:9000", strict).is_err());
         assert!(resolve("ftp://merlot-api.centrastage.net", strict).is_err());
+    }
+
+    #[test]
+    fn a_next_page_is_followed_only_on_the_api_host_under_api_v2() {
+        let c = DattoClient::new(
+            DattoConfig {
+                base: "https://merlot-api.centrastage.net".into(),
+                api_key: "k".into(),
+                api_secret: SecretString::new("s"),
+            },
+            &DattoSettings::default(),
+            OutboundPolicy::default(),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.follow("https://Merlot-API.centrastage.net/api/v2/account/devices?max=250&page=1")
+                .unwrap(),
+            "/api/v2/account/devices?max=250&page=1"
+        );
+        for bad in [
+            "https://evil.example/api/v2/account/devices?page=1",
+            "https://merlot-api.centrastage.net.evil.example/api/v2/account/devices",
+            "https://user@merlot-api.centrastage.net/api/v2/account/devices",
+            "https://merlot-api.centrastage.net/auth/oauth/token",
+            "/api/v2/account/devices?page=1",
+        ] {
+            assert!(c.follow(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

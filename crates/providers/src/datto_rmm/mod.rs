@@ -118,6 +118,10 @@ fn connection_failure(base: &str, e: DattoError) -> ConnectionOutcome {
             message,
             fix_hint: "The API URL must be https://<platform>-api.centrastage.net.".into(),
         },
+        DattoError::GrantFailed(reason) => ConnectionOutcome::Unreachable {
+            message: format!("Datto RMM's token endpoint at {base} did not answer usably: {reason}"),
+            fix_hint: "Datto RMM may be busy or down; test again in a few minutes, and check the platform if it persists.".into(),
+        },
         DattoError::Unreachable { url, reason } => ConnectionOutcome::Unreachable {
             message: format!("Could not reach Datto RMM at {url}: {reason}"),
             fix_hint: "Check the platform and that this server can reach centrastage.net (DNS, firewall, proxy).".into(),
@@ -168,6 +172,7 @@ impl ConnectionTest for DattoRmm {
                     e @ (DattoError::Token { .. }
                     | DattoError::Refused(_)
                     | DattoError::Unreachable { .. }
+                    | DattoError::GrantFailed(_)
                     | DattoError::Status { status: 401, .. }),
                 ) if areas.is_empty() => {
                     return report(connection_failure(&cfg.base, e), vec![], details);

@@ -86,12 +86,16 @@ impl DattoSource {
             .get(&path_and_query, what)
             .await
             .map_err(source_error)?;
-        let (records, rejected) = read_rows(page.items.unwrap_or_default(), convert);
+        let rows = page.items.unwrap_or_default();
+        let empty = rows.is_empty();
+        let (records, rejected) = read_rows(rows, convert);
         let next = page
             .page_details
             .and_then(|d| d.next_page_url)
             .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty());
+            .filter(|u| !u.is_empty())
+            // An empty page naming a next one would never end: the list is done.
+            .filter(|_| !empty);
         Ok(SourcePage {
             records,
             rejected,
