@@ -464,19 +464,47 @@ async fn the_rate_window_never_exceeds_the_account_limit() {
         block_for: Duration::from_secs(60),
     });
     let p = providers_with(&h, 20, window);
-    let src = source(&p, &demo(), Some(1)).await;
-    let src: &dyn RmmSource = &*src;
+    // Two sources of the same account side by side (two syncs, or a sync and a Test)
+    // share one window.
+    let a = source(&p, &demo(), Some(2)).await;
+    let b = source(&p, &demo(), Some(2)).await;
+    let (a, b): (&dyn RmmSource, &dyn RmmSource) = (&*a, &*b);
     let started = std::time::Instant::now();
-    let (sites, _, pages) = walk(|r| async move { src.sites(&r).await }).await;
-    assert_eq!((sites.len(), pages), (60, 60));
+    let ((sa, _, pa), (sb_, _, pb)) = tokio::join!(
+        walk(|r| async move { a.sites(&r).await }),
+        walk(|r| async move { b.sites(&r).await }),
+    );
+    assert_eq!((sa.len(), pa, sb_.len(), pb), (60, 30, 60, 30));
     let most = sb.max_in_any(window);
     assert!(most <= 18, "at most 90 % of 20 in any 2 s: {most}");
     assert_eq!(sb.api_requests(), 60, "no 429, no repeat");
+    assert_eq!(
+        sb.token_requests(),
+        1,
+        "the token is not part of the window"
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(5),
         "spread over the window: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn wrong_keys_during_a_sync_say_what_to_check() {
+    let (sb, h) = start(Seed::Small).await;
+    let p = roomy(&h);
+    let src = source(&p, &creds(DEMO_API_KEY, "revoked-secret"), Some(5)).await;
+    let e = src.sites(&PageRequest::default()).await.unwrap_err();
+    let SourceError::Auth(m) = &e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        m.contains("invalid_grant") && m.contains("Generate API Keys"),
+        "{m}"
+    );
+    assert_eq!(sb.token_requests(), 1, "a refused grant is not retried");
+    assert_eq!(sb.api_requests(), 0);
 }
 
 #[tokio::test]
