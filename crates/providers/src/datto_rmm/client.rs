@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use mspbridge_domain::SecretString;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -155,8 +155,7 @@ impl DattoError {
     }
 }
 
-/// What a grant gives: the token, when to grant again (75 % of its life) and when it
-/// expires.
+/// What a grant gives: the token and when to grant again (at 75 % of its life).
 #[derive(Debug, Clone)]
 struct Token {
     value: String,
@@ -390,7 +389,7 @@ impl DattoClient {
                 .http
                 .request(method.clone(), &url)
                 .header(AUTHORIZATION, format!("Bearer {token}"))
-                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json")
                 .send()
                 .await
                 .map_err(|e| DattoError::Unreachable {
