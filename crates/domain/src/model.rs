@@ -190,6 +190,8 @@ pub enum LinkedRecord {
     StaffUser,
     Ticket,
     TicketNote,
+    Device,
+    Alert,
 }
 
 impl LinkedRecord {
@@ -200,6 +202,8 @@ impl LinkedRecord {
             LinkedRecord::StaffUser => "staff_user",
             LinkedRecord::Ticket => "ticket",
             LinkedRecord::TicketNote => "ticket_note",
+            LinkedRecord::Device => "device",
+            LinkedRecord::Alert => "alert",
         }
     }
 
@@ -210,6 +214,8 @@ impl LinkedRecord {
             Self::StaffUser,
             Self::Ticket,
             Self::TicketNote,
+            Self::Device,
+            Self::Alert,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

@@ -18,16 +18,22 @@ pub enum RecordType {
     Contacts,
     Technicians,
     Tickets,
+    /// RMM devices (their sites are the RMM's companies).
+    Devices,
+    /// RMM monitoring alerts (open ones; resolved when they leave the open list).
+    Alerts,
 }
 
 impl RecordType {
     /// In dependency order: contacts need their companies first; tickets need companies,
     /// contacts and technicians.
-    pub const ALL: [RecordType; 4] = [
+    pub const ALL: [RecordType; 6] = [
         RecordType::Companies,
         RecordType::Contacts,
         RecordType::Technicians,
         RecordType::Tickets,
+        RecordType::Devices,
+        RecordType::Alerts,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +42,8 @@ impl RecordType {
             RecordType::Contacts => "contacts",
             RecordType::Technicians => "technicians",
             RecordType::Tickets => "tickets",
+            RecordType::Devices => "devices",
+            RecordType::Alerts => "alerts",
         }
     }
 
@@ -54,6 +62,8 @@ impl RecordType {
                 RecordType::Contacts,
                 RecordType::Technicians,
             ],
+            RecordType::Devices => &[RecordType::Companies],
+            RecordType::Alerts => &[RecordType::Companies, RecordType::Devices],
         }
     }
 }
@@ -452,6 +462,10 @@ pub struct SyncOptions {
     /// The status a ticket takes when a client comments on it (spec 2.5 "Client Comment
     /// Status", Halo's example "Updated"); `None` leaves the status alone.
     pub ticket_client_comment_status: Option<String>,
+    /// RMM: read devices into staging (and import those of auto-sync types).
+    pub devices: bool,
+    /// RMM: read open monitoring alerts.
+    pub alerts: bool,
 }
 
 /// The five-stage resolution stepper clients see on a ticket (spec 2.5).
@@ -608,6 +622,8 @@ impl Default for SyncOptions {
             ticket_stages: vec![],
             ticket_closed_statuses: vec![],
             ticket_client_comment_status: None,
+            devices: true,
+            alerts: true,
         }
     }
 }
@@ -737,6 +753,8 @@ impl SyncOptions {
             RecordType::Contacts => self.contacts,
             RecordType::Technicians => self.technicians,
             RecordType::Tickets => self.tickets,
+            RecordType::Devices => self.devices,
+            RecordType::Alerts => self.alerts,
         }
     }
 

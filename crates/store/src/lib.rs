@@ -23,6 +23,7 @@ use mspbridge_vault::Vault;
 
 pub mod mapping;
 pub mod outbox;
+pub mod rmm;
 mod rows;
 #[macro_use]
 mod shared;
@@ -149,7 +150,13 @@ pub struct LinkUpsert {
 
 #[async_trait]
 pub trait Store:
-    sync::SyncStore + mapping::MappingStore + outbox::OutboxStore + Send + Sync + 'static
+    sync::SyncStore
+    + mapping::MappingStore
+    + outbox::OutboxStore
+    + rmm::RmmStore
+    + Send
+    + Sync
+    + 'static
 {
     /// "sqlite" or "postgres".
     fn backend(&self) -> &'static str;

@@ -186,8 +186,66 @@ pub enum Op {
     },
     /// Create or update a ticket read from the PSA, with the notes the portal lacks.
     Ticket(Box<TicketOp>),
+    /// Create or update an RMM device (staging), possibly importing it.
+    Device(Box<DeviceOp>),
+    /// An unchanged staged device whose type now auto-syncs: import it as that type.
+    ImportDevice {
+        local_id: i64,
+        external_id: String,
+        device_type_id: i64,
+    },
+    /// Create or update an RMM alert.
+    Alert(Box<AlertOp>),
     /// Seen in a full pass, unchanged: only mark it seen.
     Seen { external_id: String },
+}
+
+/// A device as the RMM has it. Which portal company it belongs to is its site's company
+/// link, read when it is shown, so mapping a site moves its devices at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOp {
+    pub existing: Option<i64>,
+    pub external_id: String,
+    pub site_external_id: Option<String>,
+    pub hostname: String,
+    pub provider_type: String,
+    pub category: String,
+    pub device_class: Option<String>,
+    pub operating_system: Option<String>,
+    pub online: Option<bool>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub reboot_required: Option<bool>,
+    pub patch_status: Option<String>,
+    pub antivirus_status: Option<String>,
+    pub warranty_date: Option<chrono::NaiveDate>,
+    /// Every field the RMM sent, as JSON (`mspbridge_domain::rmm::ExtDevice`).
+    pub details: String,
+    /// Import it now as this device type (its type auto-syncs).
+    pub import_as: Option<i64>,
+    /// Deleted in the RMM: stamped removed.
+    pub removed: bool,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertOp {
+    pub existing: Option<i64>,
+    pub external_id: String,
+    pub device_external_id: Option<String>,
+    pub device_name: Option<String>,
+    pub site_external_id: Option<String>,
+    pub priority: String,
+    pub priority_rank: i64,
+    pub diagnostics: Option<String>,
+    pub raised_at: Option<DateTime<Utc>>,
+    pub resolved: bool,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub resolved_by: Option<String>,
+    pub muted: Option<bool>,
+    pub ticket_number: Option<String>,
+    pub context_type: Option<String>,
+    pub context: Option<String>,
+    pub hash: String,
 }
 
 /// A ticket as the PSA has it, placed in the portal.
@@ -285,6 +343,8 @@ pub fn linked_record(r: RecordType) -> LinkedRecord {
         RecordType::Contacts => LinkedRecord::CompanyUser,
         RecordType::Technicians => LinkedRecord::StaffUser,
         RecordType::Tickets => LinkedRecord::Ticket,
+        RecordType::Devices => LinkedRecord::Device,
+        RecordType::Alerts => LinkedRecord::Alert,
     }
 }
 

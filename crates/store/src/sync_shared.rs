@@ -738,7 +738,7 @@ macro_rules! impl_sync_store {
                         .filter(|o| match o {
                             Op::Company { existing, .. } | Op::CompanyUser { existing, .. } | Op::Staff { existing, .. } => existing.is_none(),
                             Op::Ticket(t) => t.existing.is_none(),
-                            Op::Seen { .. } => false,
+                            Op::Device(_) | Op::ImportDevice { .. } | Op::Alert(_) | Op::Seen { .. } => false,
                         })
                         .count();
                     let table = match page.record {
@@ -746,6 +746,8 @@ macro_rules! impl_sync_store {
                         RecordType::Contacts => "company_users",
                         RecordType::Technicians => "staff_users",
                         RecordType::Tickets => "tickets",
+                        RecordType::Devices => "devices",
+                        RecordType::Alerts => "alerts",
                     };
                     let mut new_ids = super::alloc_ids(&mut tx, table, n_new).await?.into_iter();
                     let mut next_id = || new_ids.next().ok_or_else(|| StoreError::Corrupt("id allocation came up short".into()));
@@ -767,6 +769,18 @@ macro_rules! impl_sync_store {
                                 links.push(LinkWrite { local, ext: &t.external_id, remote: t.remote_updated_at, hash: &t.hash });
                             }
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
+                            Op::Device(d) => {
+                                let local = super::rmm_impl::write_device(&mut tx, tenant.0, id.0, d, now).await?;
+                                links.push(LinkWrite { local, ext: &d.external_id, remote: None, hash: &d.hash });
+                            }
+                            Op::ImportDevice { local_id, external_id, device_type_id } => {
+                                super::rmm_impl::import_staged(&mut tx, tenant.0, *local_id, *device_type_id, now).await?;
+                                seen_ids.push(external_id.clone());
+                            }
+                            Op::Alert(a) => {
+                                let local = super::rmm_impl::write_alert(&mut tx, tenant.0, id.0, a, now).await?;
+                                links.push(LinkWrite { local, ext: &a.external_id, remote: None, hash: &a.hash });
+                            }
                             Op::Company { existing: Some(local), external_id, name, active, hash, remote_updated_at } => {
                                 // Only the integration that created the company names it; others only link.
                                 sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND source_integration_id = $6")
@@ -893,6 +907,10 @@ macro_rules! impl_sync_store {
                             RecordType::Technicians => "UPDATE staff_users SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
                             // Tickets are kept (with their notes), stamped as gone from the PSA.
                             RecordType::Tickets => "UPDATE tickets SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
+                            // Devices are kept (an imported device's history stays), stamped as gone.
+                            RecordType::Devices => "UPDATE devices SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
+                            // An alert no longer open in the RMM was resolved there.
+                            RecordType::Alerts => "UPDATE alerts SET resolved = TRUE, resolved_at = COALESCE(resolved_at, $5), resolved_by = COALESCE(resolved_by, 'the RMM (no longer open)'), updated_at = $5 WHERE tenant_id = $1 AND resolved = FALSE AND id IN",
                         };
                         sqlx::query(sql(format!("{target} ({missing})")))
                             .bind(tenant.0)

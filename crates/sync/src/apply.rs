@@ -100,6 +100,10 @@ pub enum Page {
     Contacts(SourcePage<ExtContact>),
     Technicians(SourcePage<ExtTechnician>),
     Tickets(SourcePage<ExtTicket>),
+    /// An RMM's sites (its companies pass).
+    Sites(SourcePage<mspbridge_domain::rmm::ExtSite>),
+    Devices(SourcePage<mspbridge_domain::rmm::ExtDevice>),
+    Alerts(SourcePage<mspbridge_domain::rmm::ExtAlert>),
 }
 
 impl Page {
@@ -109,6 +113,9 @@ impl Page {
             Page::Contacts(p) => p.next.clone(),
             Page::Technicians(p) => p.next.clone(),
             Page::Tickets(p) => p.next.clone(),
+            Page::Sites(p) => p.next.clone(),
+            Page::Devices(p) => p.next.clone(),
+            Page::Alerts(p) => p.next.clone(),
         }
     }
 
@@ -120,6 +127,9 @@ impl Page {
             Page::Contacts(_) => RecordType::Contacts,
             Page::Technicians(_) => RecordType::Technicians,
             Page::Tickets(_) => RecordType::Tickets,
+            Page::Sites(_) => RecordType::Companies,
+            Page::Devices(_) => RecordType::Devices,
+            Page::Alerts(_) => RecordType::Alerts,
         }
     }
 
@@ -129,6 +139,9 @@ impl Page {
             Page::Contacts(p) => strip_nul_page(p),
             Page::Technicians(p) => strip_nul_page(p),
             Page::Tickets(p) => strip_nul_page(p),
+            Page::Sites(p) => strip_nul_page(p),
+            Page::Devices(p) => strip_nul_page(p),
+            Page::Alerts(p) => strip_nul_page(p),
         }
     }
 
@@ -148,6 +161,9 @@ impl Page {
             Page::Companies(p) => ids(p, |c| &c.external_id),
             Page::Contacts(p) => ids(p, |c| &c.external_id),
             Page::Tickets(p) => ids(p, |t| &t.external_id),
+            Page::Sites(p) => ids(p, |s| &s.external_id),
+            Page::Devices(p) => ids(p, |d| &d.external_id),
+            Page::Alerts(p) => ids(p, |a| &a.external_id),
             Page::Technicians(p) => {
                 let mut keys = ids(p, |t| &t.external_id);
                 keys.extend(
@@ -290,6 +306,9 @@ pub async fn decide(
         Page::Contacts(p) => contacts(ctx, p, full).await,
         Page::Technicians(p) => technicians(ctx, p, full).await,
         Page::Tickets(p) => crate::tickets::decide(ctx, p, full).await,
+        Page::Sites(p) => crate::rmm::sites(ctx, p, full).await,
+        Page::Devices(p) => crate::rmm::devices(ctx, p, full).await,
+        Page::Alerts(p) => crate::rmm::alerts(ctx, p, full).await,
     }?;
     if cleaned > 0 {
         out.events.push(NewEvent::new(

@@ -14,6 +14,7 @@
 mod apply;
 pub mod outbox;
 mod pipeline;
+mod rmm;
 mod tickets;
 
 use std::collections::BTreeMap;
@@ -130,6 +131,43 @@ pub struct Engine {
     config: EngineConfig,
     clock: Clock,
     worker: String,
+}
+
+/// What a run reads from: a PSA or an RMM.
+pub(crate) enum Source {
+    Psa(Box<dyn mspbridge_providers::source::PsaSource>),
+    Rmm(Box<dyn mspbridge_providers::rmm::RmmSource>),
+}
+
+impl Source {
+    /// Whether this source has a pass for `record`.
+    pub(crate) fn supports(&self, record: RecordType) -> bool {
+        match self {
+            Source::Psa(s) => match record {
+                RecordType::Companies | RecordType::Contacts | RecordType::Technicians => true,
+                RecordType::Tickets => s.ticket_source().is_some(),
+                RecordType::Devices | RecordType::Alerts => false,
+            },
+            Source::Rmm(_) => matches!(
+                record,
+                RecordType::Companies | RecordType::Devices | RecordType::Alerts
+            ),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        match self {
+            Source::Psa(s) => s.requests(),
+            Source::Rmm(s) => s.requests(),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            Source::Psa(s) => s.bytes(),
+            Source::Rmm(s) => s.bytes(),
+        }
+    }
 }
 
 /// Why a pass stopped before it was complete.
@@ -426,7 +464,7 @@ impl Engine {
             mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, integration)
                 .await
                 .map_err(|e| e.to_string())?;
-        let source = match self
+        let psa = self
             .providers
             .psa_source(
                 integration.provider,
@@ -435,7 +473,21 @@ impl Engine {
                 self.config.page_size,
             )
             .await
-        {
+            .map(|r| r.map(Source::Psa));
+        let source = match psa {
+            Some(s) => Some(s),
+            None => self
+                .providers
+                .rmm_source(
+                    integration.provider,
+                    &creds,
+                    self.config.retry,
+                    self.config.page_size,
+                )
+                .await
+                .map(|r| r.map(Source::Rmm)),
+        };
+        let source = match source {
             None => {
                 return Err(format!(
                     "{} has no sync connector yet",
@@ -446,14 +498,7 @@ impl Engine {
             Some(Ok(s)) => s,
         };
         let outcome = self
-            .run_pipeline(
-                tenant,
-                integration,
-                options,
-                run_id,
-                source.as_ref(),
-                synced,
-            )
+            .run_pipeline(tenant, integration, options, run_id, &source, synced)
             .await?;
 
         if !outcome.any_complete && !outcome.stops.is_empty() {

@@ -23,13 +23,13 @@ use chrono::{DateTime, Utc};
 use mspbridge_domain::TenantId;
 use mspbridge_domain::integration::Integration;
 use mspbridge_domain::sync::{Counts, EventLevel, RecordType, SyncOptions};
-use mspbridge_providers::source::{PageRequest, PsaSource, SourceError};
+use mspbridge_providers::source::{PageRequest, SourceError};
 use mspbridge_store::StoreError;
 use mspbridge_store::sync::{CheckpointGate, NewEvent, PageCommit, PassState};
 use tokio::sync::{mpsc, watch};
 
 use crate::apply::{self, Page, PageOutcome};
-use crate::{Engine, PassStop};
+use crate::{Engine, PassStop, Source};
 
 /// One record type's pass, planned (and its checkpoint written) before any page is fetched.
 struct Plan {
@@ -146,14 +146,14 @@ impl Engine {
         integration: &Integration,
         options: &SyncOptions,
         run_id: i64,
-        has_tickets: bool,
+        source: &Source,
     ) -> Result<Vec<Plan>, StoreError> {
         let id = integration.id;
         let now = self.now();
         let mut plans = Vec::new();
         let planned = RecordType::ALL
             .into_iter()
-            .filter(|r| options.syncs(*r) && (*r != RecordType::Tickets || has_tickets));
+            .filter(|r| options.syncs(*r) && source.supports(*r));
         for record in planned {
             let cursor = self.store.cursor(id, record).await?;
             let sync_from = if options.initial_import {
@@ -222,16 +222,11 @@ impl Engine {
         integration: &Integration,
         options: &SyncOptions,
         run_id: i64,
-        source: &dyn PsaSource,
+        source: &Source,
         synced: &[RecordType],
     ) -> Result<PassesOutcome, String> {
         let plans = self
-            .plan(
-                integration,
-                options,
-                run_id,
-                source.ticket_source().is_some(),
-            )
+            .plan(integration, options, run_id, source)
             .await
             .map_err(|e| PassStop::Store(e).to_string())?;
         let plans = &plans;
@@ -278,21 +273,19 @@ impl Engine {
                         let n = page.strip_nul();
                         (page, n)
                     };
-                    let page = match plan.record {
-                        RecordType::Companies => source
-                            .companies(&req)
-                            .await
-                            .map(Page::Companies)
-                            .map(cleaned),
-                        RecordType::Contacts => {
-                            source.contacts(&req).await.map(Page::Contacts).map(cleaned)
+                    let page = match (plan.record, source) {
+                        (RecordType::Companies, Source::Psa(s)) => {
+                            s.companies(&req).await.map(Page::Companies).map(cleaned)
                         }
-                        RecordType::Technicians => source
+                        (RecordType::Contacts, Source::Psa(s)) => {
+                            s.contacts(&req).await.map(Page::Contacts).map(cleaned)
+                        }
+                        (RecordType::Technicians, Source::Psa(s)) => s
                             .technicians(&req)
                             .await
                             .map(Page::Technicians)
                             .map(cleaned),
-                        RecordType::Tickets => match source.ticket_source() {
+                        (RecordType::Tickets, Source::Psa(s)) => match s.ticket_source() {
                             Some(tickets) => crate::tickets::fetch(
                                 self.store.as_ref(),
                                 integration.id,
@@ -306,6 +299,19 @@ impl Engine {
                                 "{provider} tickets are not imported by this connector"
                             ))),
                         },
+                        (RecordType::Companies, Source::Rmm(s)) => {
+                            s.sites(&req).await.map(Page::Sites).map(cleaned)
+                        }
+                        (RecordType::Devices, Source::Rmm(s)) => {
+                            s.devices(&req).await.map(Page::Devices).map(cleaned)
+                        }
+                        (RecordType::Alerts, Source::Rmm(s)) => {
+                            s.open_alerts(&req).await.map(Page::Alerts).map(cleaned)
+                        }
+                        (record, _) => Err(SourceError::Unavailable(format!(
+                            "{provider} has no {} to sync",
+                            record.as_str()
+                        ))),
                     };
                     match page {
                         Ok((page, cleaned)) => {

@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 pub mod api;
 pub mod auth;
 pub mod companies_api;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod integrations;
@@ -386,6 +387,7 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
             post(mapping_api::post_unblock),
         )
         .route("/openapi.json", get(api::openapi))
+        .merge(devices::api_routes())
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)

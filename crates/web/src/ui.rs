@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         )
         .merge(crate::ui_sync::routes())
         .merge(crate::ui_tickets::routes())
+        .merge(crate::devices::ui_routes())
 }
 
 pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
@@ -311,6 +312,10 @@ fn section_of(path: &str) -> &'static str {
         "tickets"
     } else if path.starts_with("/attention") {
         "attention"
+    } else if path.starts_with("/devices") {
+        "devices"
+    } else if path.starts_with("/alerts") {
+        "alerts"
     } else if path.starts_with("/settings/integrations") {
         "integrations"
     } else {

@@ -573,6 +573,8 @@ pub async fn save_options(
         ticket_stages: stages,
         ticket_closed_statuses: list("ticket_closed_statuses"),
         ticket_client_comment_status: get("ticket_client_comment_status").filter(|v| !v.is_empty()),
+        devices: on("devices"),
+        alerts: on("alerts"),
     };
     validate_options(state, c, id, &options).await?;
     state

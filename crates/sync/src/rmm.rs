@@ -1,0 +1,368 @@
+//! Deciding RMM pages: sites (linked to portal companies, never creating them), devices
+//! (staged; imported at once when their type auto-syncs and their site is mapped) and
+//! open alerts. RMMs have no change feed, so every pass is a full sweep and the content
+//! hash makes an unchanged record cost nothing but its seen mark.
+
+use std::collections::{HashMap, HashSet};
+
+use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite};
+use mspbridge_domain::sync::{EventLevel, RecordType, content_hash};
+use mspbridge_providers::source::SourcePage;
+use mspbridge_store::StoreError;
+use mspbridge_store::sync::{AlertOp, CatalogCompany, DeviceOp, NewEvent, Op};
+
+use crate::apply::{Context, PageOutcome};
+
+/// Up to five names and "and N more".
+fn some_of(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    if names.len() > shown.len() {
+        format!(
+            "{} and {} more",
+            shown.join(", "),
+            names.len() - shown.len()
+        )
+    } else {
+        shown.join(", ")
+    }
+}
+
+pub(crate) async fn sites(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtSite>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Companies;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|s| s.external_id.clone()).collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    let unlinked = if links.len() < ids.len() {
+        ctx.store.unlinked_by_admin(ctx.integration).await?
+    } else {
+        HashSet::new()
+    };
+    // Portal companies this integration does not link yet (read on the first identity
+    // match): a portal company is linked to one site of an integration at most.
+    let mut free: Option<HashSet<i64>> = None;
+    let mut unmapped = Vec::new();
+    for s in p.records {
+        out.counts.seen += 1;
+        out.companies.push(CatalogCompany {
+            external_id: s.external_id.clone(),
+            name: s.name.clone(),
+            active: s.active,
+            domains: vec![],
+        });
+        let ext = s.external_id.clone();
+        let hash = content_hash(&s);
+        match links.get(&ext) {
+            Some(l) if !l.gone && l.content_hash == hash => {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+            }
+            Some(l) => {
+                out.counts.updated += 1;
+                out.ops.push(Op::Company {
+                    existing: Some(l.local_id),
+                    external_id: ext,
+                    name: s.name.clone(),
+                    active: s.active,
+                    hash,
+                    remote_updated_at: None,
+                });
+            }
+            None if unlinked.contains(&ext) => {
+                let msg = format!(
+                    "site '{}' not mapped: an admin unlinked it in the company mapping; map it there",
+                    s.name
+                );
+                out.skip(rt, &ext, Some(EventLevel::Info), msg, full);
+            }
+            None => {
+                let mut linked = None;
+                let found = match &s.identity {
+                    Some(identity) => ctx
+                        .store
+                        .company_by_psa_identity(
+                            ctx.tenant,
+                            identity.provider.slug(),
+                            &identity.external_id,
+                        )
+                        .await?
+                        .map(|found| (identity, found)),
+                    None => None,
+                };
+                {
+                    if let Some((identity, (company, name))) = found {
+                        let free = match &mut free {
+                            Some(f) => f,
+                            empty => empty.insert(
+                                ctx.store
+                                    .linkable_companies(ctx.tenant, ctx.integration)
+                                    .await?
+                                    .into_iter()
+                                    .map(|(id, _)| id)
+                                    .collect(),
+                            ),
+                        };
+                        let vendor = identity.provider.descriptor().name;
+                        if free.remove(&company) {
+                            linked = Some(company);
+                            out.counts.linked += 1;
+                            out.event(
+                                EventLevel::Info,
+                                rt,
+                                &ext,
+                                format!(
+                                    "site '{}' mapped to portal company '{name}' (same {vendor} company id {})",
+                                    s.name, identity.external_id
+                                ),
+                            );
+                        } else {
+                            let msg = format!(
+                                "site '{}' names {vendor} company id {}, whose portal company '{name}' is already mapped to another site of this integration; map this site on the company mapping grid",
+                                s.name, identity.external_id
+                            );
+                            out.skip(rt, &ext, Some(EventLevel::Warning), msg, full);
+                            continue;
+                        }
+                    }
+                }
+                match linked {
+                    Some(company) => out.ops.push(Op::Company {
+                        existing: Some(company),
+                        external_id: ext,
+                        name: s.name.clone(),
+                        active: s.active,
+                        hash,
+                        remote_updated_at: None,
+                    }),
+                    None => {
+                        unmapped.push(s.name.clone());
+                        out.skip(rt, &ext, None, String::new(), full);
+                    }
+                }
+            }
+        }
+    }
+    if !unmapped.is_empty() {
+        out.events.push(NewEvent::new(
+            EventLevel::Info,
+            Some(rt),
+            None,
+            &format!(
+                "{} sites are not mapped to a portal company yet ({}): map them on the company mapping grid (Quick Match suggests matches); their devices stay out of staging until then",
+                unmapped.len(),
+                some_of(&unmapped)
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn devices(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtDevice>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Devices;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|d| d.external_id.clone()).collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    let states = ctx.store.device_states(ctx.integration, &ids).await?;
+    let site_ids: Vec<String> = p
+        .records
+        .iter()
+        .filter_map(|d| d.site_external_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let sites = ctx
+        .store
+        .links(ctx.integration, RecordType::Companies, &site_ids)
+        .await?;
+    let mappings: HashMap<(String, String), (Option<i64>, bool, bool)> = ctx
+        .store
+        .type_mappings(ctx.tenant, ctx.integration)
+        .await?
+        .into_iter()
+        .map(|m| {
+            (
+                (m.provider_type, m.category),
+                (m.device_type_id, m.auto_sync, m.ignored),
+            )
+        })
+        .collect();
+    let mut unmapped_site = 0u64;
+    let mut auto_imported: HashMap<String, u64> = HashMap::new();
+    for d in p.records {
+        out.counts.seen += 1;
+        let ext = d.external_id.clone();
+        let provider_type = d.device_type.clone().unwrap_or_default();
+        let category = d.category.clone().unwrap_or_default();
+        let site_mapped = d
+            .site_external_id
+            .as_ref()
+            .and_then(|s| sites.get(s))
+            .is_some_and(|l| !l.gone);
+        if !site_mapped && !d.deleted {
+            unmapped_site += 1;
+        }
+        let auto_type = match mappings.get(&(provider_type.clone(), category.clone())) {
+            Some((Some(t), true, false)) if site_mapped => Some(*t),
+            _ => None,
+        };
+        let state = states.get(&ext);
+        let import_as =
+            auto_type.filter(|_| !d.deleted && state.is_none_or(|s| s.import_state == "staged"));
+        let hash = content_hash(&d);
+        let link = links.get(&ext);
+        if d.deleted {
+            match link {
+                Some(l) if !l.gone => {
+                    out.counts.updated += 1;
+                    out.counts.deactivated += 1;
+                    out.event(
+                        EventLevel::Info,
+                        rt,
+                        &ext,
+                        format!(
+                            "device '{}' was deleted in {}; marked removed",
+                            d.hostname, ctx.provider
+                        ),
+                    );
+                }
+                _ => {
+                    out.skip(rt, &ext, None, String::new(), false);
+                    continue;
+                }
+            }
+        }
+        if let Some(t) = import_as {
+            *auto_imported
+                .entry(if provider_type.is_empty() {
+                    "(no type)".to_string()
+                } else {
+                    provider_type.clone()
+                })
+                .or_default() += 1;
+            if let (Some(l), Some(s)) = (link, state)
+                && !l.gone
+                && l.content_hash == hash
+            {
+                out.counts.updated += 1;
+                out.ops.push(Op::ImportDevice {
+                    local_id: s.id,
+                    external_id: ext,
+                    device_type_id: t,
+                });
+                continue;
+            }
+        }
+        match link {
+            Some(l) if !l.gone && l.content_hash == hash && !d.deleted => {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+                continue;
+            }
+            Some(_) if !d.deleted => out.counts.updated += 1,
+            Some(_) => {}
+            None => out.counts.created += 1,
+        }
+        let details = serde_json::to_string(&d).unwrap_or_else(|_| "{}".to_string());
+        out.ops.push(Op::Device(Box::new(DeviceOp {
+            existing: state.map(|s| s.id),
+            external_id: ext,
+            site_external_id: d.site_external_id.clone(),
+            hostname: d.hostname.clone(),
+            provider_type,
+            category,
+            device_class: d.device_class.clone(),
+            operating_system: d.operating_system.clone(),
+            online: d.online,
+            last_seen: d.last_seen,
+            reboot_required: d.reboot_required,
+            patch_status: d.patch.status.clone(),
+            antivirus_status: d.antivirus_status.clone(),
+            warranty_date: d.warranty_date,
+            details,
+            import_as,
+            removed: d.deleted,
+            hash,
+        })));
+    }
+    if unmapped_site > 0 {
+        out.events.push(NewEvent::new(
+            EventLevel::Info,
+            Some(rt),
+            None,
+            &format!(
+                "{unmapped_site} devices on this page belong to sites not mapped to a portal company: kept, but out of staging until their site is mapped"
+            ),
+        ));
+    }
+    for (t, n) in auto_imported {
+        out.events.push(NewEvent::new(
+            EventLevel::Info,
+            Some(rt),
+            None,
+            &format!("{n} '{t}' devices imported: the type auto-syncs"),
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn alerts(
+    ctx: &Context<'_>,
+    p: SourcePage<ExtAlert>,
+    full: bool,
+) -> Result<PageOutcome, StoreError> {
+    let rt = RecordType::Alerts;
+    let mut out = PageOutcome::default();
+    out.rejected(rt, p.rejected, full);
+    let ids: Vec<String> = p.records.iter().map(|a| a.external_id.clone()).collect();
+    let links = ctx.store.links(ctx.integration, rt, &ids).await?;
+    for a in p.records {
+        out.counts.seen += 1;
+        out.stamp(a.raised_at);
+        let ext = a.external_id.clone();
+        let hash = content_hash(&a);
+        match links.get(&ext) {
+            Some(l) if !l.gone && l.content_hash == hash => {
+                out.counts.unchanged += 1;
+                if full {
+                    out.ops.push(Op::Seen { external_id: ext });
+                }
+                continue;
+            }
+            Some(_) => out.counts.updated += 1,
+            None => out.counts.created += 1,
+        }
+        out.ops.push(Op::Alert(Box::new(AlertOp {
+            existing: links.get(&ext).map(|l| l.local_id),
+            external_id: ext,
+            device_external_id: a.device_external_id.clone(),
+            device_name: a.device_name.clone(),
+            site_external_id: a.site_external_id.clone(),
+            priority_rank: i64::from(ExtAlert::priority_rank(&a.priority)),
+            priority: a.priority.clone(),
+            diagnostics: a.diagnostics.clone(),
+            raised_at: a.raised_at,
+            resolved: a.resolved,
+            resolved_at: a.resolved_at,
+            resolved_by: a.resolved_by.clone(),
+            muted: a.muted,
+            ticket_number: a.ticket_number.clone(),
+            context_type: a.context_type.clone(),
+            context: a.context.clone(),
+            hash,
+        })));
+    }
+    Ok(out)
+}
