@@ -73,19 +73,6 @@ impl Providers {
         &self.config
     }
 
-    /// An RMM sync source for `kind` with these credentials, or `None` where the provider
-    /// is not an RMM this build can read.
-    pub async fn rmm_source(
-        &self,
-        kind: ProviderKind,
-        _credentials: &Credentials,
-        _retry: connectwise::client::RetryPolicy,
-        _page_size: Option<usize>,
-    ) -> Option<Result<Box<dyn rmm::RmmSource>, source::SourceError>> {
-        let _ = kind;
-        None
-    }
-
     /// The connection tester for `kind`, or `None` where the connector is not built yet
     /// (the catalogue says so too).
     /// A sync source for `kind` with these credentials (codebase discovery and the like

@@ -632,7 +632,13 @@ fn admit(s: &Inner) -> Admission {
         return Admission::TooMany(free_in.as_secs_f64().ceil().max(1.0) as u64);
     }
     r.admitted.push_back(now);
-    lock(&s.arrivals).push(now);
+    let mut arrivals = lock(&s.arrivals);
+    // A long-running sandbox keeps the recent past only.
+    if arrivals.len() >= 200_000 {
+        arrivals.drain(..100_000);
+    }
+    arrivals.push(now);
+    drop(arrivals);
     if r.admitted.len() * 10 > limit.requests * 9 {
         Admission::Slow(limit.slow_delay)
     } else {
