@@ -82,6 +82,16 @@ impl Category {
     }
 }
 
+/// Datto RMM's platforms, each at `https://{platform}-api.centrastage.net`.
+pub const DATTO_PLATFORMS: [&str; 6] = [
+    "pinotage",
+    "merlot",
+    "concord",
+    "vidal",
+    "zinfandel",
+    "syrah",
+];
+
 /// What shape a credential value must have. Validation lives in [`crate::validate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -417,12 +427,21 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         description: "Sites, devices and monitoring alerts from Datto RMM.",
         fields: &[
             f(
+                "platform",
+                "Platform",
+                false,
+                true,
+                Choice(&DATTO_PLATFORMS),
+                "The platform of your Datto RMM account: the first word of the API URL shown next to the generated keys (https://merlot-api.centrastage.net → merlot).",
+                "merlot",
+            ),
+            f(
                 "api_url",
                 "API URL",
                 false,
-                true,
+                false,
                 HttpsUrl,
-                "Shown next to the generated keys, e.g. https://merlot-api.centrastage.net.",
+                "Optional: the API URL exactly as shown next to the generated keys; it takes precedence over the platform.",
                 "https://merlot-api.centrastage.net",
             ),
             f(
@@ -431,7 +450,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 false,
                 true,
                 Text,
-                "Setup > Users > user > Generate API Keys.",
+                "Setup > Users > (the API user) > Generate API Keys.",
                 "",
             ),
             f(
@@ -449,9 +468,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
             sync(Devices, Inbound),
             sync(Alerts, Inbound),
         ],
-        availability: Availability::NotYetBuilt(
-            "The Datto RMM connector is planned; connecting is not possible yet.",
-        ),
+        availability: Availability::Available,
         setup_hint: "Setup > Global Settings > Access Control > Enable API Access.",
     },
     ProviderDescriptor {

@@ -109,10 +109,47 @@ pub fn validate_credentials(
             Err(msg) => errors.push(FieldError::new(format!("credentials.{}", field.name), msg)),
         }
     }
+    provider_rules(provider, &values, &mut errors);
     if errors.is_empty() {
         Ok((Credentials(values), kept))
     } else {
         Err(ValidationError(errors))
+    }
+}
+
+/// Rules one provider's fields follow beyond their format.
+fn provider_rules(
+    provider: &ProviderDescriptor,
+    values: &BTreeMap<String, CredentialValue>,
+    errors: &mut Vec<FieldError>,
+) {
+    if provider.kind == crate::catalogue::ProviderKind::DattoRmm
+        && let Some(url) = values.get("api_url")
+        && let Err(m) = datto_api_url(url.expose())
+    {
+        errors.push(FieldError::new("credentials.api_url", m));
+    }
+}
+
+/// A Datto RMM API URL: `https://<platform>-api.centrastage.net` (a trailing `/api` as the
+/// Swagger page shows it is accepted).
+pub fn datto_api_url(url: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "API URL must be the address shown next to the generated keys, like https://merlot-api.centrastage.net, not '{url}'"
+        )
+    };
+    let rest = url.strip_prefix("https://").ok_or_else(bad)?;
+    let rest = rest.trim_end_matches('/');
+    let host = rest
+        .strip_suffix("/api")
+        .unwrap_or(rest)
+        .to_ascii_lowercase();
+    let platform = host.strip_suffix("-api.centrastage.net").ok_or_else(bad)?;
+    if is_dns_label(platform) && !platform.contains('.') {
+        Ok(())
+    } else {
+        Err(bad())
     }
 }
 
@@ -382,6 +419,50 @@ mod tests {
                 .unwrap();
         assert_eq!(kept, ["private_key"]);
         assert!(c.get("private_key").is_none());
+    }
+
+    fn datto(pairs: &[(&str, &str)]) -> Result<(Credentials, Vec<String>), ValidationError> {
+        let input = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        validate_credentials(ProviderKind::DattoRmm.descriptor(), &input, false)
+    }
+
+    #[test]
+    fn datto_takes_a_platform_and_an_optional_centrastage_api_url() {
+        let keys = [("api_key", "K"), ("api_secret", "S+/=")];
+        let mut ok = keys.to_vec();
+        ok.push(("platform", "merlot"));
+        assert!(datto(&ok).is_ok());
+        ok.push(("api_url", "https://zinfandel-api.centrastage.net/"));
+        let (c, _) = datto(&ok).unwrap();
+        assert_eq!(
+            c.get("api_url"),
+            Some("https://zinfandel-api.centrastage.net")
+        );
+        let mut api = ok.clone();
+        api.pop();
+        api.push(("api_url", "https://zinfandel-api.centrastage.net/api"));
+        assert!(datto(&api).is_ok());
+        for bad in [
+            "https://evil.example.com",
+            "https://merlot-api.centrastage.net.evil.example",
+            "https://centrastage.net",
+            "https://a.b-api.centrastage.net",
+        ] {
+            let mut v = keys.to_vec();
+            v.push(("platform", "merlot"));
+            v.push(("api_url", bad));
+            let e = first_error(datto(&v));
+            assert_eq!(e.field, "credentials.api_url", "{bad}");
+            assert!(e.message.contains("centrastage.net"), "{}", e.message);
+        }
+        let mut v = keys.to_vec();
+        v.push(("platform", "cabernet"));
+        let e = first_error(datto(&v));
+        assert_eq!(e.field, "credentials.platform");
+        assert!(e.message.contains("pinotage"), "{}", e.message);
     }
 
     #[test]

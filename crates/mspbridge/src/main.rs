@@ -15,6 +15,7 @@ use mspbridge_domain::model::Origin;
 use mspbridge_domain::validate::{check_password, parse_email, parse_name};
 use mspbridge_providers::autotask::sandbox as autotask;
 use mspbridge_providers::connectwise::sandbox as cw;
+use mspbridge_providers::datto_rmm::sandbox as datto;
 use mspbridge_providers::halo::sandbox as halo;
 use mspbridge_providers::syncro::sandbox as syncro;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
@@ -69,6 +70,11 @@ struct SyncArgs {
     /// default `https://webservices.autotask.net/atservicesrest`.
     #[arg(long, env = "MSPBRIDGE_AUTOTASK_ZONE_URL")]
     autotask_zone_url: Option<String>,
+    /// Where Datto RMM's API lives for every Datto integration, replacing its platform and
+    /// API URL (a lab or `mspbridge sandbox datto_rmm`; `{platform}` in it is replaced by
+    /// the integration's platform); default `https://{platform}-api.centrastage.net`.
+    #[arg(long, env = "MSPBRIDGE_DATTO_RMM_API_BASE")]
+    datto_rmm_api_base: Option<String>,
 }
 
 impl SyncArgs {
@@ -370,6 +376,23 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::DattoRmm => {
+                    let sb = datto::DattoSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("Datto RMM sandbox on http://{}", handle.addr);
+                    println!(
+                        "  API base:   {} (start serve/worker with --datto-rmm-api-base set to it)",
+                        datto::DattoSandbox::api_base(&handle)
+                    );
+                    println!("  platform:   {}", datto::DEMO_PLATFORM);
+                    println!("  API key:    {}", datto::DEMO_API_KEY);
+                    println!("  API secret: {}", datto::DEMO_API_SECRET);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 other => bail!(
                     "{} has no sandbox yet (its connector is not built)",
                     other.descriptor().name
@@ -464,11 +487,21 @@ fn providers(
         }
         autotask.zone_lookup_url = url.trim_end_matches('/').to_string();
     }
+    let mut datto_rmm = mspbridge_providers::datto_rmm::client::DattoSettings::default();
+    if let Some(base) = &sync.datto_rmm_api_base {
+        if !base.starts_with("https://") {
+            bail!(
+                "--datto-rmm-api-base must be an https:// URL, like https://{{platform}}-api.centrastage.net"
+            );
+        }
+        datto_rmm.api_base = Some(base.trim_end_matches('/').to_string());
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
         syncro,
         autotask,
+        datto_rmm,
         ..Default::default()
     }))
 }

@@ -254,6 +254,9 @@ impl<T: Clone> Expiring<T> {
 pub struct RollingWindow {
     requests: usize,
     window: Duration,
+    /// From this many requests in the window on, the rest are spaced out evenly over the
+    /// time until the oldest ages out (`requests` when not paced).
+    pace_from: usize,
     sent: Mutex<VecDeque<Instant>>,
 }
 
@@ -262,8 +265,46 @@ impl RollingWindow {
         Self {
             requests: requests.max(1),
             window,
+            pace_from: requests.max(1),
             sent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// A window of at most `requests` that starts spacing requests out once `pace_from`
+    /// of them are in it (Datto RMM slows every answer down past 90 % of its limit, so a
+    /// client should arrive there slowly, if at all).
+    pub fn paced(requests: usize, window: Duration, pace_from: usize) -> Self {
+        let mut w = Self::new(requests, window);
+        w.pace_from = pace_from.clamp(1, w.requests);
+        w
+    }
+
+    /// [`paced`](Self::paced), shared by every client of one vendor account (`key`).
+    pub fn shared_paced(
+        key: &str,
+        requests: usize,
+        window: Duration,
+        pace_from: usize,
+    ) -> Arc<RollingWindow> {
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<RollingWindow>>>> = OnceLock::new();
+        let all = ALL.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut all = all.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(format!(
+            "{key}|{requests}|{}|{pace_from}",
+            window.as_millis()
+        ))
+        .or_insert_with(|| Arc::new(RollingWindow::paced(requests, window, pace_from)))
+        .clone()
+    }
+
+    /// Requests in the window now (for tests and logs).
+    pub fn in_window(&self) -> usize {
+        let span = self.window + self.margin();
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        sent.iter()
+            .filter(|t| now.duration_since(**t) < span)
+            .count()
     }
 
     /// The limiter shared by every client of one vendor account (`key`), so two syncs
@@ -295,11 +336,27 @@ impl RollingWindow {
                 while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
                     sent.pop_front();
                 }
-                if sent.len() < self.requests {
+                if sent.len() >= self.requests {
+                    sent.front().map(|t| *t + span - now).unwrap_or_default()
+                } else if sent.len() < self.pace_from {
                     sent.push_back(now);
                     return;
+                } else {
+                    // Paced: the slots left are spread over the time until the oldest
+                    // request ages out, each at least that share after the last one.
+                    let left = (self.requests - sent.len()) as u32;
+                    let until_free = sent
+                        .front()
+                        .map(|t| (*t + span).saturating_duration_since(now))
+                        .unwrap_or_default();
+                    let gap = until_free / (left + 1);
+                    let next = sent.back().map(|t| *t + gap).unwrap_or(now);
+                    if next <= now {
+                        sent.push_back(now);
+                        return;
+                    }
+                    next - now
                 }
-                sent.front().map(|t| *t + span - now).unwrap_or_default()
             };
             tokio::time::sleep(wait).await;
         }
@@ -357,6 +414,29 @@ mod tests {
         let held = Instant::now();
         w.acquire().await;
         assert_eq!(held.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_window_spaces_requests_out_and_never_exceeds_its_limit() {
+        let w = RollingWindow::paced(10, Duration::from_secs(10), 5);
+        let start = Instant::now();
+        let mut stamps = Vec::new();
+        for _ in 0..40 {
+            w.acquire().await;
+            stamps.push(start.elapsed());
+        }
+        assert!(
+            stamps[..5].iter().all(|t| t.is_zero()),
+            "below pace_from nothing waits: {stamps:?}"
+        );
+        assert!(stamps[5] > Duration::ZERO, "the 6th is spaced: {stamps:?}");
+        for (i, t) in stamps.iter().enumerate() {
+            let within = stamps[i..]
+                .iter()
+                .take_while(|u| **u < *t + Duration::from_secs(10))
+                .count();
+            assert!(within <= 10, "{within} requests within 10 s from {t:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use mspbridge_domain::validate::Credentials;
 
 pub mod autotask;
 pub mod connectwise;
+pub mod datto_rmm;
 pub mod halo;
 pub mod http;
 pub mod lenient;
@@ -47,6 +48,8 @@ pub struct ProviderConfig {
     pub autotask: autotask::client::AutotaskSettings,
     /// Syncro's per-address rate limit and API location.
     pub syncro: syncro::client::SyncroSettings,
+    /// Datto RMM's per-account rate limit and, for labs and sandboxes, its API location.
+    pub datto_rmm: datto_rmm::client::DattoSettings,
 }
 
 /// The connectors this build has, by provider.
@@ -68,29 +71,6 @@ impl Providers {
 
     pub fn config(&self) -> &ProviderConfig {
         &self.config
-    }
-
-    /// An RMM sync source for `kind` with these credentials, or `None` where the provider
-    /// is not an RMM this build can read.
-    pub async fn rmm_source(
-        &self,
-        kind: ProviderKind,
-        _credentials: &Credentials,
-        _retry: connectwise::client::RetryPolicy,
-        _page_size: Option<usize>,
-    ) -> Option<Result<Box<dyn rmm::RmmSource>, source::SourceError>> {
-        let _ = kind;
-        None
-    }
-
-    /// What resolves alerts in the RMM `kind`, or `None` where it cannot.
-    pub fn alert_writer(
-        &self,
-        kind: ProviderKind,
-        _credentials: &Credentials,
-    ) -> Option<Result<Box<dyn rmm::AlertWriter>, rmm::RmmWriteError>> {
-        let _ = kind;
-        None
     }
 
     /// The connection tester for `kind`, or `None` where the connector is not built yet
@@ -346,6 +326,49 @@ impl Providers {
             ProviderKind::HaloPsa => Some(Box::new(halo::Halo::new(self.config.clone()))),
             ProviderKind::Autotask => Some(Box::new(autotask::Autotask::new(self.config.clone()))),
             ProviderKind::Syncro => Some(Box::new(syncro::Syncro::new(self.config.clone()))),
+            ProviderKind::DattoRmm => Some(Box::new(datto_rmm::DattoRmm::new(self.config.clone()))),
+            _ => None,
+        }
+    }
+
+    /// An RMM source for `kind` with these credentials (`page_size` replaces the vendor
+    /// account's page size), or `None` where the provider is not an RMM built yet.
+    pub async fn rmm_source(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: http::RetryPolicy,
+        page_size: Option<usize>,
+    ) -> Option<Result<Box<dyn rmm::RmmSource>, source::SourceError>> {
+        match kind {
+            ProviderKind::DattoRmm => Some(
+                datto_rmm::DattoRmm::new(self.config.clone())
+                    .source(credentials, retry, page_size)
+                    .map(|s| Box::new(s) as Box<dyn rmm::RmmSource>)
+                    .map_err(datto_rmm::source::source_error),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Whether `kind` is an RMM whose sites, devices and alerts the sync reads.
+    pub fn reads_rmm(&self, kind: ProviderKind) -> bool {
+        matches!(kind, ProviderKind::DattoRmm)
+    }
+
+    /// An alert writer for `kind` (resolving alerts), or `None` where the provider has none.
+    pub fn alert_writer(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+    ) -> Option<Result<Box<dyn rmm::AlertWriter>, rmm::RmmWriteError>> {
+        match kind {
+            ProviderKind::DattoRmm => Some(
+                datto_rmm::DattoRmm::new(self.config.clone())
+                    .alert_writer(credentials)
+                    .map(|w| Box::new(w) as Box<dyn rmm::AlertWriter>)
+                    .map_err(|e| rmm::RmmWriteError::Refused(e.to_string())),
+            ),
             _ => None,
         }
     }

@@ -58,7 +58,12 @@ async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
         let autotask = list.iter().find(|p| p["kind"] == "autotask").unwrap();
         assert_eq!(autotask["availability"]["state"], "available");
         let datto = list.iter().find(|p| p["kind"] == "datto_rmm").unwrap();
-        assert_eq!(datto["availability"]["state"], "not_yet_built");
+        assert_eq!(datto["availability"]["state"], "available");
+        let asio = list
+            .iter()
+            .find(|p| p["kind"] == "connectwise_asio")
+            .unwrap();
+        assert_eq!(asio["availability"]["state"], "not_yet_built");
     }
 }
 
@@ -326,7 +331,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         .post(
             "/api/v1/integrations",
             t,
-            json!({"provider": "datto_rmm", "credentials": {}}),
+            json!({"provider": "connectwise_asio", "credentials": {}}),
         )
         .await;
     assert_eq!(
@@ -337,7 +342,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         e["message"]
             .as_str()
             .unwrap()
-            .contains("Datto RMM cannot be connected yet")
+            .contains("ConnectWise Asio cannot be connected yet")
     );
 
     // Rejected keys: a connection_failed with the test report and a fix hint.

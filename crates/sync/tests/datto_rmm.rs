@@ -1,0 +1,78 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The sync engine reading Datto RMM through its connector and sandbox, on SQLite and
+//! (with TEST_DATABASE_URL) PostgreSQL: every site, device and open alert is seen once per
+//! run at the engine's page size, and a second run of the same data changes nothing.
+
+mod common;
+
+use common::Portal;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::sync::*;
+use mspbridge_providers::ProviderConfig;
+use mspbridge_providers::datto_rmm::client::DattoSettings;
+use mspbridge_providers::datto_rmm::sandbox::*;
+use mspbridge_sandbox::Seed;
+
+#[tokio::test]
+async fn the_engine_reads_every_datto_site_device_and_open_alert() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let sandbox = DattoSandbox::new(Seed::Companies(20));
+        let handle = sandbox
+            .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+            .unwrap();
+        let portal = Portal::connect(
+            db,
+            ProviderKind::DattoRmm,
+            serde_json::json!({ "platform": DEMO_PLATFORM, "api_key": DEMO_API_KEY }),
+            &[("api_secret", DEMO_API_SECRET)],
+        )
+        .await;
+        portal
+            .configure(&SyncOptions {
+                companies: true,
+                contacts: false,
+                technicians: false,
+                devices: true,
+                alerts: true,
+                ..portal.standard_options()
+            })
+            .await;
+        let engine = portal.engine(
+            ProviderConfig {
+                datto_rmm: DattoSettings {
+                    api_base: Some(DattoSandbox::api_base(&handle)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            common::config(Some(9), false),
+        );
+        let (sites, devices, alerts) =
+            sandbox.with_data(|d| (d.sites.len(), d.devices.len(), d.alerts.len()));
+        let first = portal.sync(&engine).await;
+        let backend = portal.store().backend();
+        assert_eq!(first.result, RunResult::Success, "{backend}: {first:?}");
+        let seen =
+            |r: &mspbridge_sync::RunSummary, t: RecordType| r.counts.get(&t).map_or(0, |c| c.seen);
+        assert_eq!(
+            (
+                seen(&first, RecordType::Companies),
+                seen(&first, RecordType::Devices),
+                seen(&first, RecordType::Alerts)
+            ),
+            (sites as u64, devices as u64, alerts as u64),
+            "{backend}: {first:?}"
+        );
+        assert_eq!(sandbox.token_requests(), 1);
+        let second = portal.sync(&engine).await;
+        assert_eq!(
+            seen(&second, RecordType::Devices),
+            devices as u64,
+            "{backend}"
+        );
+        for (r, c) in &second.counts {
+            assert_eq!((c.created, c.updated), (0, 0), "{backend} {r:?} {c:?}");
+        }
+        assert_eq!(sandbox.token_requests(), 1, "the token outlives the run");
+    }
+}
