@@ -632,6 +632,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let syncro_handle = syncro_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
     let autotask_sandbox = autotask::AutotaskSandbox::new(Seed::Small);
     let autotask_handle = autotask_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    // Datto RMM's sites carry the Autotask sandbox's company ids and names, so the first
+    // sweep maps most of them by identity and the mapping grid suggests the rest.
+    let datto_sandbox = datto::DattoSandbox::new(Seed::Small);
+    let datto_handle = datto_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
@@ -644,6 +648,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         },
         autotask: mspbridge_providers::autotask::client::AutotaskSettings {
             zone_lookup_url: autotask::AutotaskSandbox::zone_lookup_url(&autotask_handle),
+            ..Default::default()
+        },
+        datto_rmm: mspbridge_providers::datto_rmm::client::DattoSettings {
+            api_base: Some(datto::DattoSandbox::api_base(&datto_handle)),
             ..Default::default()
         },
         ..Default::default()
@@ -886,6 +894,39 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         syncro_sandbox.set_notification_url(Some(url));
         println!("Syncro notifications set up in the sandbox's Notification Center");
     }
+    // Datto RMM last, so its first sweep finds the Autotask companies already imported
+    // (one worker takes due integrations in the order they became due).
+    let mut creds = BTreeMap::new();
+    creds.insert("platform".to_string(), datto::DEMO_PLATFORM.to_string());
+    creds.insert("api_key".to_string(), datto::DEMO_API_KEY.to_string());
+    creds.insert("api_secret".to_string(), datto::DEMO_API_SECRET.to_string());
+    let datto_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::DattoRmm.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Datto RMM sandbox failed: {e}"))?;
+    let datto_options = mspbridge_domain::sync::SyncOptions {
+        interval_minutes: 5,
+        companies: true,
+        contacts: false,
+        technicians: false,
+        tickets: false,
+        devices: true,
+        alerts: true,
+        ..Default::default()
+    };
+    store
+        .set_sync_options(
+            tenant.id,
+            datto_integration.id,
+            &datto_options,
+            chrono::Utc::now() + chrono::Duration::seconds(1),
+        )
+        .await?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
         state.vault.clone(),
@@ -945,6 +986,14 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         autotask::DEMO_SECRET,
         autotask::DEMO_INTEGRATION_CODE
     );
+    println!(
+        "  Datto RMM ({}) on http://{}: platform {}, API key {}, secret key {} (devices: Settings → Integrations → Datto RMM → Device types and staging)",
+        datto_integration.status.label(),
+        datto_handle.host(),
+        datto::DEMO_PLATFORM,
+        datto::DEMO_API_KEY,
+        datto::DEMO_API_SECRET
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -954,6 +1003,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     halo_handle.stop().await;
     syncro_handle.stop().await;
     autotask_handle.stop().await;
+    datto_handle.stop().await;
     Ok(())
 }
 

@@ -405,6 +405,14 @@ pub async fn role_preview(
 /// After a connect or a test that reached the vendor: read its lists too. A failure here
 /// is logged and does not undo the connect or the test.
 async fn refresh_vocabulary_quietly(state: &AppState, tenant: TenantId, id: IntegrationId) {
+    // Only PSAs have the lists (contact types, company types and statuses, boards).
+    let psa = match state.store.get_integration(tenant, id).await {
+        Ok(i) => i.provider.descriptor().category == mspbridge_domain::catalogue::Category::Psa,
+        Err(_) => false,
+    };
+    if !psa {
+        return;
+    }
     if let Err(e) = refresh_vocabulary(state, tenant, id).await {
         tracing::warn!(error = %e, "could not read the vendor's lists");
     }
