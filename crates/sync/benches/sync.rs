@@ -302,6 +302,7 @@ async fn main() {
             window: rate_window,
             ..AutotaskSettings::default()
         },
+        datto_rmm: Default::default(),
     });
     let engine = Engine::new(
         store.clone(),
