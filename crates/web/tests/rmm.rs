@@ -379,7 +379,15 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             )
             .await
             .unwrap();
-        let failed = full_pass_engine(&app).tick().await.unwrap().expect("due");
+        // The default engine (daily reconcile): an RMM's every pass is a full sweep anyway.
+        let default_engine = mspbridge_sync::Engine::new(
+            app.db.store.clone(),
+            std::sync::Arc::new(mspbridge_vault::Vault::new(&[9u8; 32])),
+            mspbridge_providers::Providers::new(app.config.clone()),
+            mspbridge_sync::EngineConfig::default(),
+            "default-worker",
+        );
+        let failed = default_engine.tick().await.unwrap().expect("due");
         assert_ne!(
             failed.result,
             mspbridge_domain::sync::RunResult::Success,
@@ -410,7 +418,17 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             ids_of_gone.len(),
             "{backend}: nothing stamped after a failed pass"
         );
-        let clean = sync(&app, id).await;
+        app.db
+            .store
+            .request_sync(
+                app.a.id,
+                mspbridge_domain::IntegrationId(id),
+                chrono::Utc::now(),
+                chrono::Duration::zero(),
+            )
+            .await
+            .unwrap();
+        let clean = default_engine.tick().await.unwrap().expect("due");
         assert_eq!(
             clean.counts[&RecordType::Devices].deactivated as usize,
             gone.len(),
