@@ -157,6 +157,26 @@ pub struct DeviceState {
     pub import_state: String,
 }
 
+/// An alert whose Resolve waits to be written to its RMM.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DueResolve {
+    pub alert_id: i64,
+    pub tenant_id: i64,
+    pub integration_id: i64,
+    pub external_id: String,
+    pub attempts: i64,
+}
+
+/// How writing a Resolve went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveOutcome {
+    Done,
+    /// Transient: try again at this time.
+    Retry(DateTime<Utc>, String),
+    /// Refused by the RMM: the admin sees why; Resolve can be pressed again.
+    Refused(String),
+}
+
 /// Which devices an import takes.
 #[derive(Debug, Clone)]
 pub enum ImportScope {
@@ -240,6 +260,27 @@ pub trait RmmStore: Send + Sync {
     /// Alerts across the tenant's RMMs, most urgent first.
     async fn alerts(&self, tenant: TenantId, q: &AlertQuery) -> Result<Paged<AlertRow>>;
     async fn rmm_counts(&self, tenant: TenantId, id: IntegrationId) -> Result<RmmCounts>;
+    /// Queues the portal's Resolve of an open alert (idempotent); the alert as it is now.
+    async fn request_alert_resolve(
+        &self,
+        tenant: TenantId,
+        alert: i64,
+        now: DateTime<Utc>,
+    ) -> Result<AlertRow>;
+    /// Resolves due now, oldest first; each is pushed `lease` ahead so another worker
+    /// does not take it meanwhile.
+    async fn claim_alert_resolves(
+        &self,
+        now: DateTime<Utc>,
+        lease: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueResolve>>;
+    async fn finish_alert_resolve(
+        &self,
+        alert: i64,
+        outcome: &ResolveOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 pub(crate) const DEVICE_COLS: &str = "d.id, d.integration_id, d.external_id, d.hostname, d.provider_type, d.category, d.device_class, \
@@ -673,6 +714,70 @@ macro_rules! impl_rmm_store {
                         .fetch_one(&self.pool)
                         .await?;
                     Ok(RmmCounts { devices, imported, staged, unmapped_devices, unmapped_sites, open_alerts })
+                }
+
+                async fn request_alert_resolve(&self, tenant: TenantId, alert: i64, now: DateTime<Utc>) -> Result<AlertRow> {
+                    sqlx::query(
+                        "UPDATE alerts SET resolve_requested_at = COALESCE(resolve_requested_at, $3), resolve_error = NULL, resolve_attempts = 0, \
+                           resolve_next_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 AND resolved = FALSE",
+                    )
+                    .bind(tenant.0)
+                    .bind(alert)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                    let row: Option<AlertRow> = sqlx::query_as(sql(format!("SELECT {ALERT_COLS} FROM {ALERT_FROM} WHERE a.tenant_id = $1 AND a.id = $2")))
+                        .bind(tenant.0)
+                        .bind(alert)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    row.ok_or(StoreError::NotFound)
+                }
+
+                async fn claim_alert_resolves(&self, now: DateTime<Utc>, lease: DateTime<Utc>, limit: i64) -> Result<Vec<DueResolve>> {
+                    let mut tx = self.begin_write().await?;
+                    let due: Vec<DueResolve> = sqlx::query_as(
+                        "SELECT id AS alert_id, tenant_id, integration_id, external_id, resolve_attempts AS attempts FROM alerts \
+                         WHERE resolve_next_at IS NOT NULL AND resolve_next_at <= $1 AND resolved = FALSE ORDER BY resolve_next_at LIMIT $2",
+                    )
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for d in &due {
+                        sqlx::query("UPDATE alerts SET resolve_next_at = $2, resolve_attempts = resolve_attempts + 1 WHERE id = $1")
+                            .bind(d.alert_id)
+                            .bind(lease)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(due)
+                }
+
+                async fn finish_alert_resolve(&self, alert: i64, outcome: &ResolveOutcome, now: DateTime<Utc>) -> Result<()> {
+                    let q = match outcome {
+                        ResolveOutcome::Done => sqlx::query(
+                            "UPDATE alerts SET resolved = TRUE, resolved_at = $2, resolved_by = 'the portal', resolve_next_at = NULL, resolve_error = NULL, updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(alert)
+                        .bind(now),
+                        ResolveOutcome::Retry(at, why) => sqlx::query(
+                            "UPDATE alerts SET resolve_next_at = $3, resolve_error = $4, updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(alert)
+                        .bind(now)
+                        .bind(*at)
+                        .bind(why),
+                        ResolveOutcome::Refused(why) => sqlx::query(
+                            "UPDATE alerts SET resolve_next_at = NULL, resolve_requested_at = NULL, resolve_error = $3, updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(alert)
+                        .bind(now)
+                        .bind(why),
+                    };
+                    q.execute(&self.pool).await?;
+                    Ok(())
                 }
             }
         }

@@ -155,6 +155,11 @@ impl Source {
         }
     }
 
+    /// Every pass lists everything (no change feed): each one is a full pass.
+    pub(crate) fn full_sweeps(&self) -> bool {
+        matches!(self, Source::Rmm(_))
+    }
+
     fn requests(&self) -> u64 {
         match self {
             Source::Psa(s) => s.requests(),
@@ -257,6 +262,13 @@ impl Engine {
                 Err(e) => {
                     tracing::error!(error = %e, "outbox worker could not claim work");
                     true
+                }
+            };
+            let idle = match self.drain_alert_resolves().await {
+                Ok(n) => idle && n == 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox worker could not claim alert resolves");
+                    idle
                 }
             };
             if idle {

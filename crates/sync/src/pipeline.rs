@@ -184,7 +184,10 @@ impl Engine {
                     let due_full = cursor
                         .last_full_pass_at
                         .is_none_or(|t| t + self.config.reconcile_every <= now);
-                    let full = due_full && (options.initial_import || cursor.watermark.is_some());
+                    // An RMM has no change feed: every pass lists everything, so every
+                    // pass is full (what it did not see is gone once it completes).
+                    let full = source.full_sweeps()
+                        || (due_full && (options.initial_import || cursor.watermark.is_some()));
                     let since = if full {
                         None
                     } else {

@@ -366,3 +366,72 @@ pub(crate) async fn alerts(
     }
     Ok(out)
 }
+
+impl crate::Engine {
+    /// Writes the portal's queued alert Resolves to their RMMs (`POST
+    /// /v2/alert/{uid}/resolve` for Datto): done → resolved in the portal; a transient
+    /// failure is tried again with back-off (8 tries); a refusal is shown on the alert and
+    /// Resolve can be pressed again. How many were handled.
+    pub async fn drain_alert_resolves(&self) -> Result<usize, crate::EngineError> {
+        use mspbridge_providers::rmm::RmmWriteError;
+        use mspbridge_store::rmm::ResolveOutcome;
+        let now = self.now();
+        let due = self
+            .store
+            .claim_alert_resolves(now, now + chrono::Duration::minutes(2), 20)
+            .await?;
+        let n = due.len();
+        for d in due {
+            let tenant = mspbridge_domain::TenantId(d.tenant_id);
+            let id = mspbridge_domain::IntegrationId(d.integration_id);
+            let outcome = match self.store.get_integration(tenant, id).await {
+                Err(e) => ResolveOutcome::Refused(format!("the integration cannot be read: {e}")),
+                Ok(integration) => {
+                    let name = integration.provider.descriptor().name;
+                    match mspbridge_store::load_credentials(
+                        self.store.as_ref(),
+                        &self.vault,
+                        &integration,
+                    )
+                    .await
+                    {
+                        Err(e) => ResolveOutcome::Refused(format!("{name} is not connected: {e}")),
+                        Ok(creds) => {
+                            match self.providers.alert_writer(integration.provider, &creds) {
+                                None => ResolveOutcome::Refused(format!(
+                                    "{name} alerts cannot be resolved from the portal"
+                                )),
+                                Some(Err(e)) => ResolveOutcome::Refused(e.to_string()),
+                                Some(Ok(writer)) => {
+                                    match writer.resolve_alert(&d.external_id).await {
+                                        Ok(()) => ResolveOutcome::Done,
+                                        Err(RmmWriteError::Transient(m)) if d.attempts < 8 => {
+                                            let wait = chrono::Duration::seconds(
+                                                30 << d.attempts.clamp(0, 6),
+                                            );
+                                            ResolveOutcome::Retry(self.now() + wait, m)
+                                        }
+                                        Err(RmmWriteError::Transient(m)) => {
+                                            ResolveOutcome::Refused(format!(
+                                                "{name} could not be reached after {} tries: {m}",
+                                                d.attempts + 1
+                                            ))
+                                        }
+                                        Err(RmmWriteError::Refused(m)) => {
+                                            ResolveOutcome::Refused(m)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            tracing::info!(alert_id = d.alert_id, integration_id = d.integration_id, outcome = ?outcome, "alert resolve written");
+            self.store
+                .finish_alert_resolve(d.alert_id, &outcome, self.now())
+                .await?;
+        }
+        Ok(n)
+    }
+}

@@ -35,6 +35,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/devices", get(list_devices))
         .route("/devices/{device_id}", get(get_device))
         .route("/alerts", get(list_alerts))
+        .route("/alerts/{alert_id}/resolve", post(post_resolve))
         .route(
             "/device-types",
             get(list_device_types).post(create_device_type),
@@ -57,6 +58,7 @@ pub fn ui_routes() -> Router<AppState> {
         .route("/devices", get(devices_page))
         .route("/devices/{device_id}", get(device_page))
         .route("/alerts", get(alerts_page))
+        .route("/alerts/{alert_id}/resolve", post(resolve_form))
         .route(
             "/settings/integrations/{id}/devices",
             get(staging_page).post(staging_form),
@@ -174,6 +176,36 @@ pub(crate) async fn quick_create(
         n += 1;
     }
     Ok(n)
+}
+
+/// After a site mapping changed: a sync of each RMM among `integrations` is queued at
+/// once (no cooldown), so a newly mapped site's devices of auto-sync types are imported
+/// without waiting for the interval. (Its devices move to the new company at once: a
+/// device's company is its site's link.)
+pub(crate) async fn mapping_changed(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+    integrations: impl IntoIterator<Item = IntegrationId>,
+) {
+    let mut done = std::collections::HashSet::new();
+    for id in integrations {
+        if !done.insert(id) {
+            continue;
+        }
+        let Ok(i) = state.store.get_integration(tenant, id).await else {
+            continue;
+        };
+        if i.provider.descriptor().category != Category::Rmm {
+            continue;
+        }
+        if let Err(e) = state
+            .store
+            .request_sync(tenant, id, state.now(), chrono::Duration::zero())
+            .await
+        {
+            tracing::warn!(integration_id = %id, error = %e, "could not queue a device sync after a site mapping change");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -307,6 +339,69 @@ pub async fn list_alerts(
         limit,
         alerts: page.rows,
     }))
+}
+
+/// Queues the alert's Resolve for its RMM (idempotent). The worker writes it (Datto:
+/// `POST /v2/alert/{uid}/resolve`), retrying what is transient; the alert shows
+/// "resolving" until the RMM took it, and the RMM's refusal if it did not.
+pub(crate) async fn resolve(
+    state: &AppState,
+    c: &Caller,
+    alert: i64,
+) -> Result<AlertRow, ApiError> {
+    c.require(Permission::Write)?;
+    let row = state
+        .store
+        .request_alert_resolve(c.tenant_id, alert, state.now())
+        .await?;
+    Ok(row)
+}
+
+#[utoipa::path(post, path = "/api/v1/alerts/{alert_id}/resolve", tag = "devices",
+    params(("alert_id" = i64, Path, description = "Alert id")),
+    responses((status = 202, description = "The Resolve is queued for the RMM (or the alert is already resolved); the alert as it is now", body = AlertRow),
+        (status = 404, description = "No such alert in the caller's tenant", body = ErrorBody)))]
+pub async fn post_resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<AlertRow>), ApiError> {
+    let id = path_id(&id, "alert_id", "an alert id")?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(resolve(&state, &caller, id).await?),
+    ))
+}
+
+async fn resolve_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let get = |k: &str| {
+        form.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let done = async {
+        c.check_csrf(Some(&get("csrf")))?;
+        let id = path_id(&id, "alert_id", "an alert id")?;
+        resolve(&state, &c, id).await
+    };
+    match done.await {
+        Ok(a) => {
+            // Back where the button was: the device page or the alerts list.
+            let back = get("back");
+            let to = match a.device_id {
+                Some(d) if back == "device" => format!("/devices/{d}#alerts"),
+                _ => "/alerts".to_string(),
+            };
+            Redirect::to(&to).into_response()
+        }
+        Err(e) => error_page(e),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/device-types", tag = "devices",
@@ -747,6 +842,7 @@ async fn devices_page(
 #[template(path = "device.html")]
 struct DevicePageT {
     shell: Shell,
+    can_write: bool,
     d: DeviceRow,
     fields: Vec<(String, String)>,
     udfs: Vec<(String, String)>,
@@ -823,6 +919,7 @@ async fn device_page(
         let (fields, udfs) = detail_fields(&d.details);
         Ok::<_, ApiError>(DevicePageT {
             shell: shell(&state, &c).await?,
+            can_write: c.require(Permission::Write).is_ok(),
             d: d.device,
             fields,
             udfs,
@@ -839,6 +936,7 @@ async fn device_page(
 #[template(path = "alerts.html")]
 struct AlertsPage {
     shell: Shell,
+    can_write: bool,
     rows: Vec<AlertRow>,
     total: i64,
     companies: Vec<(i64, String)>,
@@ -885,6 +983,7 @@ async fn alerts_page(
             .collect();
         Ok::<_, ApiError>(AlertsPage {
             shell: shell(&state, &c).await?,
+            can_write: c.require(Permission::Write).is_ok(),
             total: page.total,
             rows: page.rows,
             companies,

@@ -339,6 +339,7 @@ pub async fn put_link(
                 format!("the integration has no company '{external_id}' (sync it first)"),
             )
         })?;
+    crate::devices::mapping_changed(&state, caller.tenant_id, [integration]).await;
     let o = out
         .pop()
         .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
@@ -383,6 +384,7 @@ pub async fn delete_link(
             state.now(),
         )
         .await?;
+    crate::devices::mapping_changed(&state, caller.tenant_id, [integration]).await;
     let o = out
         .pop()
         .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
@@ -618,6 +620,8 @@ pub async fn apply(
             ),
             other => other,
         })?;
+    let changed: Vec<IntegrationId> = requests.iter().map(|r| r.integration).collect();
+    crate::devices::mapping_changed(state, caller.tenant_id, changed).await;
     Ok(ApplyView {
         applied: outcomes.len(),
         batch,

@@ -587,6 +587,8 @@ struct ConnRow {
     last_error: Option<String>,
     /// "2026-11-24 09:00 UTC (success)" for the latest sync run, if any.
     last_sync: Option<String>,
+    /// An RMM's devices and open alerts ("312 devices (280 imported) · 14 open alerts").
+    rmm: Option<String>,
 }
 
 struct Card {
@@ -685,6 +687,27 @@ async fn integrations_page(
                 );
             }
         }
+        let mut rmm = std::collections::HashMap::new();
+        for i in all.iter().filter(|i| {
+            i.provider.descriptor().category == mspbridge_domain::catalogue::Category::Rmm
+        }) {
+            let n = state.store.rmm_counts(c.tenant_id, i.id).await?;
+            rmm.insert(
+                i.id,
+                format!(
+                    "{} {} ({} imported) · {} open {}",
+                    n.devices,
+                    if n.devices == 1 { "device" } else { "devices" },
+                    n.imported,
+                    n.open_alerts,
+                    if n.open_alerts == 1 {
+                        "alert"
+                    } else {
+                        "alerts"
+                    }
+                ),
+            );
+        }
         let cards = CATALOGUE
             .iter()
             .map(|d| Card {
@@ -708,6 +731,7 @@ async fn integrations_page(
                         status_label: i.status.label(),
                         last_error: i.last_error.clone(),
                         last_sync: last_sync.get(&i.id).cloned(),
+                        rmm: rmm.get(&i.id).cloned(),
                     })
                     .collect(),
             })

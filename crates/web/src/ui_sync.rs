@@ -133,6 +133,11 @@ pub struct SyncView {
     pub lists: ChoiceLists,
     /// A refused save's errors by form field, in words.
     pub errors: BTreeMap<String, String>,
+    /// An RMM (Datto RMM, ConnectWise Asio): sites, devices and alerts instead of the PSA's
+    /// records; its device and alert counts.
+    pub rmm: Option<mspbridge_store::rmm::RmmCounts>,
+    pub devices: bool,
+    pub alerts: bool,
 }
 
 /// The vendor vocabulary the integration stored, as the Options form's choices.
@@ -254,6 +259,8 @@ pub struct RunLine {
     pub contacts: String,
     pub technicians: String,
     pub tickets: String,
+    pub devices: String,
+    pub alerts: String,
     pub requests: i64,
 }
 
@@ -314,7 +321,17 @@ pub async fn sync_parts(
             .unwrap_or_else(|| format!("role {id}"))
     };
     let stored_vocabulary = state.store.vocabulary(c.tenant_id, id).await?;
+    let rmm = if integration_provider.descriptor().category
+        == mspbridge_domain::catalogue::Category::Rmm
+    {
+        Some(state.store.rmm_counts(c.tenant_id, id).await?)
+    } else {
+        None
+    };
     let view = SyncView {
+        rmm,
+        devices: o.devices,
+        alerts: o.alerts,
         enabled: o.enabled && schedule.is_some(),
         interval: o.interval_minutes,
         initial_import: o.initial_import,
@@ -435,6 +452,8 @@ pub async fn sync_parts(
             contacts: summary(r.counts.get(&RecordType::Contacts)),
             technicians: summary(r.counts.get(&RecordType::Technicians)),
             tickets: summary(r.counts.get(&RecordType::Tickets)),
+            devices: summary(r.counts.get(&RecordType::Devices)),
+            alerts: summary(r.counts.get(&RecordType::Alerts)),
             requests: r.requests,
         })
         .collect();

@@ -76,8 +76,13 @@ CREATE TABLE alerts (
     context TEXT,
     resolve_requested_at TEXT,
     resolve_error TEXT,
+    -- The portal's Resolve waits here for the worker (an outbox in the alert's row): tries so
+    -- far and when to try again after a transient failure.
+    resolve_attempts INTEGER NOT NULL DEFAULT 0,
+    resolve_next_at TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX alerts_external ON alerts (integration_id, external_id);
 CREATE INDEX alerts_open ON alerts (tenant_id, resolved, priority_rank);
+CREATE INDEX alerts_resolve_due ON alerts (resolve_next_at) WHERE resolve_next_at IS NOT NULL;
