@@ -143,7 +143,7 @@ async fn test_connection_tells_wrong_keys_from_a_security_level_without_alerts()
 #[tokio::test]
 async fn the_token_is_cached_regranted_after_three_quarters_of_its_life_and_on_a_401() {
     let (sb, h) = start(Seed::Small).await;
-    sb.set_token_life(Duration::from_secs(2));
+    sb.set_token_life(Duration::from_secs(4));
     let p = roomy(&h);
     let src = source(&p, &demo(), Some(5)).await;
     let src: &dyn RmmSource = &*src;
@@ -153,8 +153,8 @@ async fn the_token_is_cached_regranted_after_three_quarters_of_its_life_and_on_a
     let other = source(&p, &demo(), Some(5)).await;
     other.open_alerts(&PageRequest::default()).await.unwrap();
     assert_eq!(sb.token_requests(), 1, "one grant for every call");
-    // Past 75 % of the 2 s life (1.5 s), before it expires: granted again.
-    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    // Past 75 % of the 4 s life (3 s), before it expires: granted again.
+    tokio::time::sleep(Duration::from_millis(3_200)).await;
     src.sites(&PageRequest::default()).await.unwrap();
     assert_eq!(sb.token_requests(), 2, "re-granted at 75 % of its life");
     // Revoked (a 401): granted again once and the request goes through.
