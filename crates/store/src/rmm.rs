@@ -260,6 +260,12 @@ pub trait RmmStore: Send + Sync {
     /// Alerts across the tenant's RMMs, most urgent first.
     async fn alerts(&self, tenant: TenantId, q: &AlertQuery) -> Result<Paged<AlertRow>>;
     async fn rmm_counts(&self, tenant: TenantId, id: IntegrationId) -> Result<RmmCounts>;
+    /// Devices still in the RMM per site (external id).
+    async fn site_device_counts(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+    ) -> Result<std::collections::HashMap<String, i64>>;
     /// Queues the portal's Resolve of an open alert (idempotent); the alert as it is now.
     async fn request_alert_resolve(
         &self,
@@ -714,6 +720,17 @@ macro_rules! impl_rmm_store {
                         .fetch_one(&self.pool)
                         .await?;
                     Ok(RmmCounts { devices, imported, staged, unmapped_devices, unmapped_sites, open_alerts })
+                }
+
+                async fn site_device_counts(&self, tenant: TenantId, id: IntegrationId) -> Result<HashMap<String, i64>> {
+                    let rows: Vec<(Option<String>, i64)> = sqlx::query_as(
+                        "SELECT site_external_id, COUNT(*) FROM devices WHERE tenant_id = $1 AND integration_id = $2 AND removed_upstream_at IS NULL GROUP BY site_external_id",
+                    )
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().filter_map(|(s, n)| s.map(|s| (s, n))).collect())
                 }
 
                 async fn request_alert_resolve(&self, tenant: TenantId, alert: i64, now: DateTime<Utc>) -> Result<AlertRow> {

@@ -732,6 +732,12 @@ struct PageQuery {
     page: Option<i64>,
     #[serde(default)]
     done: String,
+    /// The RMM page's view: `devices` (default) or `sites` (Map Sites).
+    #[serde(default)]
+    view: String,
+    /// Map Sites: `all` (default), `mapped` or `unmapped`.
+    #[serde(default)]
+    filter: String,
 }
 
 struct Pager {
@@ -1017,6 +1023,81 @@ struct StagingPage {
     can_manage: bool,
     notice: Option<String>,
     error: Option<String>,
+    /// `devices` or `sites`.
+    view: &'static str,
+    sites: Vec<SiteLine>,
+    filter: &'static str,
+    sites_total: usize,
+}
+
+/// A row of the Map Sites view.
+struct SiteLine {
+    external_id: String,
+    name: String,
+    devices: i64,
+    mapped_to: Option<(i64, String)>,
+    /// For an unmapped site: the best-matching portal company, its confidence and why.
+    suggestion: Option<(i64, String, u8, String)>,
+}
+
+/// The Map Sites view: every site with its devices, the company it is mapped to, and for
+/// an unmapped one the best match among the portal companies not mapped yet (Quick Match's
+/// matcher: same name, name similarity), filtered All / Mapped / Unmapped.
+async fn site_lines(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    filter: &str,
+    q: &str,
+) -> Result<(Vec<SiteLine>, usize), ApiError> {
+    let counts = state.store.site_device_counts(c.tenant_id, id).await?;
+    let list = state
+        .store
+        .integration_companies(c.tenant_id, Some(id), q, false, 5000)
+        .await?;
+    let taken: std::collections::HashSet<i64> = list
+        .iter()
+        .filter_map(|s| s.linked_to.as_ref().map(|l| l.0.0))
+        .collect();
+    let portal: Vec<mspbridge_matching::Candidate<i64>> = state
+        .store
+        .list_companies(c.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|x| x.active && !taken.contains(&x.id.0))
+        .map(|x| mspbridge_matching::Candidate::named(x.id.0, x.name))
+        .collect();
+    let matcher = mspbridge_matching::Matcher::new(&portal);
+    let mut lines: Vec<SiteLine> = list
+        .into_iter()
+        .filter(|s| s.active)
+        .filter(|s| match filter {
+            "mapped" => s.linked_to.is_some(),
+            "unmapped" => s.linked_to.is_none(),
+            _ => true,
+        })
+        .map(|s| {
+            let suggestion = if s.linked_to.is_none() {
+                matcher
+                    .suggest(&mspbridge_matching::Candidate::named((), s.name.clone()), 1)
+                    .into_iter()
+                    .next()
+                    .map(|g| (g.key, g.name, g.confidence, g.reason.to_string()))
+            } else {
+                None
+            };
+            SiteLine {
+                devices: counts.get(&s.external_id).copied().unwrap_or(0),
+                mapped_to: s.linked_to.map(|l| (l.0.0, l.1)),
+                external_id: s.external_id,
+                name: s.name,
+                suggestion,
+            }
+        })
+        .collect();
+    lines.sort_by_key(|l| (l.mapped_to.is_some(), l.name.to_lowercase()));
+    let total = lines.len();
+    Ok((lines, total))
 }
 
 async fn staging(
@@ -1030,6 +1111,21 @@ async fn staging(
     c.require(Permission::Read)?;
     let i = rmm_integration(state, c, id).await?;
     let only_unimported = f.all != "1";
+    let view = if f.view == "sites" {
+        "sites"
+    } else {
+        "devices"
+    };
+    let filter = match f.filter.as_str() {
+        "mapped" => "mapped",
+        "unmapped" => "unmapped",
+        _ => "all",
+    };
+    let (mut sites, sites_total) = if view == "sites" {
+        site_lines(state, c, id, filter, &f.q).await?
+    } else {
+        (vec![], 0)
+    };
     let query = |offset, limit| DeviceQuery {
         search: f.q.clone(),
         only_unimported,
@@ -1042,15 +1138,29 @@ async fn staging(
         .staged_devices(c.tenant_id, id, &query(0, 1))
         .await?
         .total;
-    let pager = pager(
-        total,
-        f.page,
-        format!(
-            "q={}&all={}",
-            enc(&f.q),
-            if only_unimported { "" } else { "1" }
-        ),
-    );
+    let pager = if view == "sites" {
+        let p = pager(
+            sites_total as i64,
+            f.page,
+            format!("view=sites&filter={filter}&q={}", enc(&f.q)),
+        );
+        sites = sites
+            .into_iter()
+            .skip(((p.page - 1) * PAGE) as usize)
+            .take(PAGE as usize)
+            .collect();
+        p
+    } else {
+        pager(
+            total,
+            f.page,
+            format!(
+                "q={}&all={}",
+                enc(&f.q),
+                if only_unimported { "" } else { "1" }
+            ),
+        )
+    };
     let page = state
         .store
         .staged_devices(c.tenant_id, id, &query((pager.page - 1) * PAGE, PAGE))
@@ -1072,6 +1182,10 @@ async fn staging(
         can_manage: c.require(Permission::Manage).is_ok(),
         notice,
         error,
+        view,
+        sites,
+        filter,
+        sites_total,
     })
 }
 
@@ -1254,6 +1368,31 @@ async fn staging_form(
                     plural(n, "mapped type", "mapped types")
                 )
             }
+            "map_site" => {
+                c.require(Permission::Write)?;
+                rmm_integration(&state, &c, id).await?;
+                let company = get("company")
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::field("company", "choose a portal company"))?;
+                let site = get("site").to_string();
+                state
+                    .store
+                    .apply_company_links(
+                        c.tenant_id,
+                        &[mspbridge_store::mapping::LinkRequest {
+                            integration: id,
+                            external_id: site.clone(),
+                            company: Some(CompanyId(company)),
+                        }],
+                        "link",
+                        &crate::mapping_api::actor(&c),
+                        None,
+                        state.now(),
+                    )
+                    .await?;
+                mapping_changed(&state, c.tenant_id, [id]).await;
+                "Site mapped; its devices are staged now, and a sync was queued so auto-sync types import.".to_string()
+            }
             "new_type" => {
                 c.require(Permission::Manage)?;
                 let name = device_type_name(get("name"))?;
@@ -1274,9 +1413,14 @@ async fn staging_form(
     };
     match done.await {
         Ok(message) => Redirect::to(&format!(
-            "/settings/integrations/{}/devices?done={}",
+            "/settings/integrations/{}/devices?done={}{}",
             id.0,
-            enc(&message)
+            enc(&message),
+            if get("action") == "map_site" {
+                "&view=sites&filter=unmapped"
+            } else {
+                ""
+            }
         ))
         .into_response(),
         Err(ApiError::Validation(v)) => {

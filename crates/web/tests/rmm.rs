@@ -202,6 +202,74 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             .count() as i64;
         assert_eq!(staged["total"].as_i64().unwrap(), expected, "{backend}");
 
+        // Map Sites: an unmapped site named like a portal company is suggested (same name,
+        // 100 %); Map saves the link, its devices are staged at once.
+        let page = app
+            .http
+            .get(app.url(&format!(
+                "/settings/integrations/{id}/devices?view=sites&filter=unmapped"
+            )))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("100 % · same name"), "{backend}: {page}");
+        let unmapped_named = data
+            .sites
+            .iter()
+            .find(|s| {
+                s.autotask_company_id.is_none()
+                    && page.contains(&format!("value=\"{}\"", s.uid.clone().unwrap()))
+            })
+            .expect("an unmapped site with a suggestion");
+        let company_of = |html: &str, site: &str| -> String {
+            let at = html.find(&format!("value=\"{site}\"")).unwrap();
+            let rest = &html[at..];
+            let c =
+                rest.find("name=\"company\" value=\"").unwrap() + "name=\"company\" value=\"".len();
+            rest[c..].split('"').next().unwrap().to_string()
+        };
+        let site_uid = unmapped_named.uid.clone().unwrap();
+        let company = company_of(&page, &site_uid);
+        let staged_before = staged_total(&app, id).await;
+        let r = app
+            .http
+            .post(app.url(&format!("/settings/integrations/{id}/devices")))
+            .bearer_auth(&app.a.owner_token)
+            .form(&[
+                ("action", "map_site"),
+                ("site", site_uid.as_str()),
+                ("company", company.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 303, "{backend}");
+        let site_devices = data
+            .devices
+            .iter()
+            .filter(|d| d.deleted != Some(true) && d.site_uid.as_deref() == Some(site_uid.as_str()))
+            .count() as i64;
+        assert_eq!(
+            staged_total(&app, id).await,
+            staged_before + site_devices,
+            "{backend}"
+        );
+        let queued = app
+            .db
+            .store
+            .schedule(app.a.id, mspbridge_domain::IntegrationId(id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            queued.manual_requested_at.is_some(),
+            "{backend}: a device sync is queued"
+        );
+
         // Map the first type with staged devices and turn Auto-Sync on: the next sync
         // imports them, as that device type.
         let mappings = get(
