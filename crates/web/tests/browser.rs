@@ -962,3 +962,177 @@ async fn admin_pages_in_chromium() {
     }
     let _ = c.close().await;
 }
+
+/// The RMM pages with Datto RMM synced after Autotask: the Integrations card's counts, the
+/// Devices page (Map Sites: map a suggested site; Quick Create; Import Selected), the
+/// devices list and a device, the alerts view with Resolve, and the mapping grid with the
+/// Datto column.
+async fn rmm_pages(app: &TestApp, c: &Client, datto: i64) -> Step {
+    sign_in(app, c).await?;
+    until(
+        c,
+        "document.querySelector('.rmm-counts a')?.textContent.includes('open alert')",
+        "the Datto card's device and alert counts",
+    )
+    .await?;
+    click(c, ".rmm-counts a").await?;
+    until(
+        c,
+        "document.getElementById('type-mappings') && document.getElementById('unmapped')",
+        "the device types, staging and the unmapped-sites notice",
+    )
+    .await?;
+    shot(c, "rmm-devices").await?;
+
+    // Map Sites: the first suggestion, mapped at once.
+    c.goto(&app.url(&format!(
+        "/settings/integrations/{datto}/devices?view=sites&filter=unmapped"
+    )))
+    .await
+    .map_err(e("map sites"))?;
+    until(
+        c,
+        "document.querySelector('#sites button')?.textContent.startsWith('Map to')",
+        "a suggested mapping",
+    )
+    .await?;
+    shot(c, "rmm-map-sites").await?;
+    click(c, "#sites button").await?;
+    until(
+        c,
+        "document.getElementById('notice')?.textContent.includes('Site mapped')",
+        "the site mapped",
+    )
+    .await?;
+
+    // Quick Create, then Import Selected of the first staged device.
+    c.goto(&app.url(&format!("/settings/integrations/{datto}/devices")))
+        .await
+        .map_err(e("devices page"))?;
+    js(
+        c,
+        "[...document.querySelectorAll('form')].find(f => f.querySelector('input[name=action][value=quick_create]')).querySelector('button').click(); return 1",
+    )
+    .await?;
+    until(
+        c,
+        "document.getElementById('notice')?.textContent.includes('Quick Create made and mapped')",
+        "types created and mapped",
+    )
+    .await?;
+    js(
+        c,
+        "document.querySelector('#staged-form input[name=device]').click(); return 1",
+    )
+    .await?;
+    click(c, "#import-selected").await?;
+    until(
+        c,
+        "document.getElementById('notice')?.textContent.includes('Imported 1 device.')",
+        "one device imported",
+    )
+    .await?;
+    shot(c, "rmm-imported").await?;
+
+    // The device list and a device.
+    c.goto(&app.url("/devices")).await.map_err(e("devices"))?;
+    until(
+        c,
+        "document.querySelector('table[aria-label=Devices] tbody a')",
+        "the imported device listed",
+    )
+    .await?;
+    shot(c, "devices").await?;
+    click(c, "table[aria-label=Devices] tbody a").await?;
+    until(c, "document.getElementById('online')", "the device page").await?;
+    shot(c, "device").await?;
+
+    // Alerts by priority; Resolve queues it.
+    c.goto(&app.url("/alerts")).await.map_err(e("alerts"))?;
+    until(
+        c,
+        "document.querySelector('table[aria-label=Alerts] tbody .badge')?.textContent === 'Critical'",
+        "alerts, most urgent first",
+    )
+    .await?;
+    click(c, "table[aria-label=Alerts] tbody form button").await?;
+    until(
+        c,
+        "[...document.querySelectorAll('table[aria-label=Alerts] .badge')].some(b => b.textContent.includes('resolving'))",
+        "the alert resolving",
+    )
+    .await?;
+    shot(c, "alerts").await?;
+
+    // The mapping grid has the Datto RMM column.
+    c.goto(&app.url("/settings/integrations/companies"))
+        .await
+        .map_err(e("grid"))?;
+    until(
+        c,
+        "[...document.querySelectorAll('th')].some(t => t.textContent.includes('Datto RMM'))",
+        "the Datto RMM column on the grid",
+    )
+    .await?;
+    shot(c, "mapping-with-rmm").await
+}
+
+#[tokio::test]
+async fn rmm_pages_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let (_vendors, config) = rmm_vendors().await;
+    let app = TestApp::start_configured(
+        mspbridge_store::test_support::sqlite().await.unwrap(),
+        false,
+        config,
+    )
+    .await;
+    let autotask = connect_json(
+        &app,
+        json!({"provider": "autotask", "credentials": {
+            "username": mspbridge_providers::autotask::sandbox::DEMO_USERNAME,
+            "secret": mspbridge_providers::autotask::sandbox::DEMO_SECRET,
+            "integration_code": mspbridge_providers::autotask::sandbox::DEMO_INTEGRATION_CODE}}),
+    )
+    .await;
+    let (s, v) = put_options(
+        &app,
+        autotask,
+        json!({"interval_minutes": 30, "contacts": false, "technicians": false, "skip_inactive_companies": false}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    sync(&app, autotask).await;
+    let datto = connect_json(
+        &app,
+        json!({"provider": "datto_rmm", "credentials": {
+            "platform": mspbridge_providers::datto_rmm::sandbox::DEMO_PLATFORM,
+            "api_key": mspbridge_providers::datto_rmm::sandbox::DEMO_API_KEY,
+            "api_secret": mspbridge_providers::datto_rmm::sandbox::DEMO_API_SECRET}}),
+    )
+    .await;
+    let (s, v) = put_options(
+        &app,
+        datto,
+        json!({"interval_minutes": 5, "devices": true, "alerts": true, "contacts": false, "technicians": false}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    sync(&app, datto).await;
+    let c = browser(&webdriver).await;
+    let result = rmm_pages(&app, &c, datto).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-step-rmm").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}

@@ -10,57 +10,12 @@
 
 mod common;
 
-use std::time::Duration as StdDuration;
-
 use common::*;
 use mspbridge_domain::sync::RecordType;
-use mspbridge_providers::ProviderConfig;
-use mspbridge_providers::autotask::client::AutotaskSettings;
-use mspbridge_providers::autotask::sandbox::{self as at, AutotaskSandbox};
-use mspbridge_providers::datto_rmm::client::DattoSettings;
-use mspbridge_providers::datto_rmm::sandbox::{self as datto, DattoSandbox};
-use mspbridge_sandbox::{Fault, SandboxHandle, Seed, loopback_listener};
+use mspbridge_providers::autotask::sandbox as at;
+use mspbridge_providers::datto_rmm::sandbox as datto;
+use mspbridge_sandbox::Fault;
 use serde_json::{Value, json};
-
-struct Vendors {
-    datto: DattoSandbox,
-    _handles: (SandboxHandle, SandboxHandle),
-}
-
-async fn vendors() -> (Vendors, ProviderConfig) {
-    let autotask = AutotaskSandbox::new(Seed::Small);
-    let ah = autotask.serve(loopback_listener().await.unwrap()).unwrap();
-    let datto = DattoSandbox::new(Seed::Small);
-    let dh = datto.serve(loopback_listener().await.unwrap()).unwrap();
-    let config = ProviderConfig {
-        autotask: AutotaskSettings {
-            zone_lookup_url: AutotaskSandbox::zone_lookup_url(&ah),
-            backoff_floor: StdDuration::from_millis(200),
-            ..Default::default()
-        },
-        datto_rmm: DattoSettings {
-            api_base: Some(DattoSandbox::api_base(&dh)),
-            backoff_floor: StdDuration::from_millis(200),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    (
-        Vendors {
-            datto,
-            _handles: (ah, dh),
-        },
-        config,
-    )
-}
-
-async fn connect(app: &TestApp, body: Value) -> i64 {
-    let (s, v) = app
-        .post("/api/v1/integrations", &app.a.owner_token, body)
-        .await;
-    assert_eq!(s, 201, "{v}");
-    v["id"].as_i64().unwrap()
-}
 
 async fn get(app: &TestApp, path: &str) -> Value {
     let (s, v) = app.get(path, &app.a.owner_token).await;
@@ -91,12 +46,12 @@ fn changes(run: &mspbridge_sync::RunSummary, r: RecordType) -> (u64, u64, u64) {
 #[tokio::test]
 async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_sweep() {
     for db in mspbridge_store::test_support::all().await.unwrap() {
-        let (v, config) = vendors().await;
+        let (v, config) = rmm_vendors().await;
         let app = TestApp::start_configured(db, false, config).await;
         let backend = app.backend();
 
         // Autotask first: its companies become portal companies linked to their ids.
-        let autotask = connect(
+        let autotask = connect_json(
             &app,
             json!({"provider": "autotask", "credentials": {
                 "username": at::DEMO_USERNAME, "secret": at::DEMO_SECRET,
@@ -112,7 +67,7 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
         assert_eq!(s, 200, "{o}");
         sync(&app, autotask).await;
 
-        let id = connect(
+        let id = connect_json(
             &app,
             json!({"provider": "datto_rmm", "credentials": {
                 "platform": datto::DEMO_PLATFORM, "api_key": datto::DEMO_API_KEY,

@@ -10,9 +10,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use mspbridge_domain::TenantId;
 use mspbridge_domain::auth::StaffRole;
 use mspbridge_domain::model::Origin;
+use mspbridge_providers::autotask::client::AutotaskSettings;
+use mspbridge_providers::autotask::sandbox::AutotaskSandbox;
 use mspbridge_providers::connectwise::sandbox::*;
+use mspbridge_providers::datto_rmm::client::DattoSettings;
+use mspbridge_providers::datto_rmm::sandbox::DattoSandbox;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
-use mspbridge_sandbox::{SandboxHandle, Seed};
+use mspbridge_sandbox::{SandboxHandle, Seed, loopback_listener};
 use mspbridge_store::NewStaffUser;
 use mspbridge_store::test_support::TestDb;
 use mspbridge_vault::Vault;
@@ -499,4 +503,49 @@ pub fn reformatted(body: &[u8]) -> Vec<Vec<u8>> {
         assert_eq!(serde_json::from_slice::<Value>(variant).unwrap(), v);
     }
     variants
+}
+
+// ---- RMM: what the RMM API and browser tests share ----
+
+/// The Autotask and Datto RMM sandboxes (Datto's sites carry the Autotask sandbox's
+/// company ids and names) and the connectors' settings pointing at them.
+pub struct RmmVendors {
+    pub datto: DattoSandbox,
+    _handles: (SandboxHandle, SandboxHandle),
+}
+
+pub async fn rmm_vendors() -> (RmmVendors, ProviderConfig) {
+    let autotask = AutotaskSandbox::new(Seed::Small);
+    let ah = autotask.serve(loopback_listener().await.unwrap()).unwrap();
+    let datto = DattoSandbox::new(Seed::Small);
+    let dh = datto.serve(loopback_listener().await.unwrap()).unwrap();
+    let config = ProviderConfig {
+        autotask: AutotaskSettings {
+            zone_lookup_url: AutotaskSandbox::zone_lookup_url(&ah),
+            backoff_floor: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+        datto_rmm: DattoSettings {
+            api_base: Some(DattoSandbox::api_base(&dh)),
+            backoff_floor: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    (
+        RmmVendors {
+            datto,
+            _handles: (ah, dh),
+        },
+        config,
+    )
+}
+
+/// `POST /api/v1/integrations` as tenant A's owner (must be 201); the id.
+pub async fn connect_json(app: &TestApp, body: Value) -> i64 {
+    let (s, v) = app
+        .post("/api/v1/integrations", &app.a.owner_token, body)
+        .await;
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_i64().unwrap()
 }
