@@ -183,6 +183,17 @@ pub struct ProviderDescriptor {
 }
 
 impl ProviderDescriptor {
+    /// Fields that cannot change once connected (spec 2.15: Datto's platform, Asio's
+    /// environment and client id): another value means another account, so it is a new
+    /// integration, not an update.
+    pub fn locked_fields(&self) -> &'static [&'static str] {
+        match self.kind {
+            ProviderKind::DattoRmm => &["platform", "api_url"],
+            ProviderKind::ConnectwiseAsio => &["region", "environment", "client_id"],
+            _ => &[],
+        }
+    }
+
     pub fn field(&self, name: &str) -> Option<&'static CredentialField> {
         self.fields.iter().find(|f| f.name == name)
     }

@@ -467,6 +467,29 @@ pub async fn update_credentials(
     let stored = state.store.load_secrets(tenant, id, &state.vault).await?;
     let can_keep = i.status != IntegrationStatus::Disconnected && !stored.is_empty();
     let (mut creds, kept) = validate_credentials(descriptor, input, can_keep)?;
+    if i.status != IntegrationStatus::Disconnected {
+        for field in descriptor.locked_fields() {
+            let before = i
+                .settings
+                .get(*field)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let after = match creds.0.get(*field) {
+                Some(CredentialValue::Plain(v)) => v.as_str(),
+                _ => "",
+            };
+            if before != after {
+                let label = descriptor.field(field).map(|f| f.label).unwrap_or(field);
+                return Err(ApiError::field(
+                    &format!("credentials.{field}"),
+                    format!(
+                        "{label} is locked once connected (it names another {} account): keep '{before}', or connect a new integration",
+                        descriptor.name
+                    ),
+                ));
+            }
+        }
+    }
     // A kept secret that is required but was never stored is still missing.
     for field in &kept {
         match stored.get(field) {

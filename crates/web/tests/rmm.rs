@@ -82,6 +82,25 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
         )
         .await;
         assert_eq!(s, 200, "{o}");
+        // The platform is locked once connected; Update API Key rotates the keys.
+        let (s, e) = put(
+            &app,
+            &format!("/api/v1/integrations/{id}/credentials"),
+            json!({"credentials": {"platform": "pinotage", "api_key": datto::DEMO_API_KEY, "api_secret": datto::DEMO_API_SECRET}}),
+        )
+        .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("credentials.platform")),
+            "{backend}: {e}"
+        );
+        let (s, e) = put(
+            &app,
+            &format!("/api/v1/integrations/{id}/credentials"),
+            json!({"credentials": {"platform": datto::DEMO_PLATFORM, "api_key": datto::DEMO_API_KEY, "api_secret": datto::DEMO_API_SECRET}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{backend}: {e}");
         let first = sync(&app, id).await;
         let data = v.datto.with_data(|d| d.clone());
 
