@@ -89,7 +89,8 @@ pub struct LinkAudit {
     pub id: i64,
     pub integration_id: IntegrationId,
     pub external_id: String,
-    /// `link`, `unlink`, `quick_match`, `undo`.
+    /// `link`, `unlink`, `quick_match`, `auto_link` (a sync linked it by name), `undo`,
+    /// `import`, `block`, `unblock`.
     pub action: String,
     pub before: Option<CompanyId>,
     pub after: Option<CompanyId>,
@@ -126,7 +127,9 @@ pub trait MappingStore: Send + Sync {
         batch: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<LinkOutcome>>;
-    /// Puts every link of a Quick Match batch back as it was.
+    /// Puts every link of a Quick Match batch, or of a sync run's links by name (batch
+    /// `run-{id}`, action `auto_link`; undone, each is left `unlinked` so the sync does not
+    /// link it again), back as it was.
     async fn undo_company_link_batch(
         &self,
         tenant: TenantId,
@@ -552,8 +555,9 @@ macro_rules! impl_mapping_store {
                 async fn undo_company_link_batch(&self, tenant: TenantId, batch: &str, actor: &str, now: DateTime<Utc>) -> Result<Vec<LinkOutcome>> {
                     let mut tx = self.begin_write().await?;
                     let rows: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
-                        "SELECT integration_id, external_id, before_company_id, state_before FROM company_link_audit \
-                         WHERE tenant_id = $1 AND batch = $2 AND action = 'quick_match' ORDER BY id DESC",
+                        "SELECT integration_id, external_id, before_company_id, \
+                           CASE WHEN action = 'auto_link' THEN 'unlinked' ELSE state_before END FROM company_link_audit \
+                         WHERE tenant_id = $1 AND batch = $2 AND action IN ('quick_match', 'auto_link') ORDER BY id DESC",
                     )
                     .bind(tenant.0)
                     .bind(batch)
@@ -572,7 +576,7 @@ macro_rules! impl_mapping_store {
                     .await?;
                     if undone.is_some() {
                         tx.rollback().await?;
-                        return Err(StoreError::Conflict("this Quick Match was already undone".into()));
+                        return Err(StoreError::Conflict("these links were already undone".into()));
                     }
                     let mut out = Vec::with_capacity(rows.len());
                     for (integration, external_id, before, state) in rows {

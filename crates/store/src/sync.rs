@@ -251,6 +251,10 @@ pub struct PageCommit {
     /// company list.
     pub companies: Vec<CatalogCompany>,
     pub events: Vec<NewEvent>,
+    /// Integration companies this page links to an existing portal company by name
+    /// (external id, portal company id): each is written to `company_link_audit` as
+    /// `auto_link` by actor `sync`, batch `run-{run_id}`, undoable like a Quick Match.
+    pub auto_links: Vec<(String, i64)>,
     /// The pass state after this page.
     pub pass: PassState,
     /// `None`: `pass` is written as the checkpoint.

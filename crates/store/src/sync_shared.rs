@@ -857,6 +857,23 @@ macro_rules! impl_sync_store {
                     for e in &page.events {
                         insert_event(&mut tx, tenant, run_id, e, now).await?;
                     }
+                    // Links made by name are in the link history, one batch per run, so an admin
+                    // can see and undo them like a Quick Match.
+                    let batch = format!("run-{run_id}");
+                    for (external_id, company) in &page.auto_links {
+                        sqlx::query(
+                            "INSERT INTO company_link_audit (tenant_id, integration_id, external_id, action, before_company_id, after_company_id, batch, actor, at, state_before) \
+                             VALUES ($1, $2, $3, 'auto_link', NULL, $4, $5, 'sync', $6, 'auto')",
+                        )
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .bind(external_id)
+                        .bind(company)
+                        .bind(&batch)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     let checkpoint = match &page.checkpoint {
                         None => Some(page.pass.clone()),
                         Some(gate) => gate(),

@@ -93,6 +93,7 @@ pub struct SyncView {
     pub technicians: bool,
     pub auto_import: bool,
     pub skip_inactive: bool,
+    pub auto_link_by_name: bool,
     pub exclude_types: String,
     pub exclude_statuses: String,
     pub rules: String,
@@ -190,6 +191,7 @@ impl SyncView {
         self.technicians = on("technicians");
         self.tickets = on("tickets");
         self.skip_inactive = on("skip_inactive_companies");
+        self.auto_link_by_name = on("auto_link_by_name");
         self.auto_import = on("auto_import_contacts");
         self.exclude_types = all("exclude_company_types");
         self.exclude_statuses = all("exclude_company_statuses");
@@ -323,6 +325,7 @@ pub async fn sync_parts(
         technicians: o.technicians,
         auto_import: o.auto_import_contacts,
         skip_inactive: o.skip_inactive_companies,
+        auto_link_by_name: o.auto_link_by_name,
         exclude_types: o.exclude_company_types.join(", "),
         exclude_statuses: o.exclude_company_statuses.join(", "),
         rules: o
@@ -556,6 +559,7 @@ pub async fn save_options(
         primary_contact_role_id: role("primary_contact_role_id")?,
         contact_type_rules: rules,
         skip_inactive_companies: on("skip_inactive_companies"),
+        auto_link_by_name: on("auto_link_by_name"),
         exclude_company_types: list("exclude_company_types"),
         exclude_company_statuses: list("exclude_company_statuses"),
         ticket_defaults: mspbridge_domain::sync::TicketDefaults {
@@ -1078,6 +1082,8 @@ struct AuditLine {
     batch: Option<String>,
     /// Set on the newest line of a Quick Match batch not undone yet.
     undo_batch: Option<String>,
+    /// "Undo Quick Match" or "Undo links by name" (a sync run's batch).
+    undo_label: &'static str,
     batch_size: usize,
 }
 
@@ -1117,7 +1123,8 @@ async fn audit_page(
             .filter_map(|a| a.batch.as_deref())
             .collect();
         let mut sizes: std::collections::HashMap<&str, usize> = Default::default();
-        for a in audit.iter().filter(|a| a.action == "quick_match") {
+        let undoable = |action: &str| matches!(action, "quick_match" | "auto_link");
+        for a in audit.iter().filter(|a| undoable(&a.action)) {
             if let Some(b) = a.batch.as_deref() {
                 *sizes.entry(b).or_default() += 1;
             }
@@ -1134,9 +1141,7 @@ async fn audit_page(
             .map(|a| {
                 let batch = a.batch.as_deref();
                 let undo_batch = batch
-                    .filter(|b| {
-                        a.action == "quick_match" && !undone.contains(b) && offered.insert(*b)
-                    })
+                    .filter(|b| undoable(&a.action) && !undone.contains(b) && offered.insert(*b))
                     .map(str::to_string);
                 AuditLine {
                     at: ts(a.at),
@@ -1146,6 +1151,10 @@ async fn audit_page(
                         "link" => "Linked",
                         "unlink" => "Unlinked",
                         "quick_match" => "Quick Match",
+                        "auto_link" => "Linked by name (sync)",
+                        "undo" if batch.is_some_and(|b| b.starts_with("run-")) => {
+                            "Links by name undone"
+                        }
                         "undo" => "Quick Match undone",
                         "import" => "Imported",
                         "block" => "Blocked (company deleted)",
@@ -1164,6 +1173,11 @@ async fn audit_page(
                     after: company(a.after, &a.after_name),
                     batch: a.batch.clone(),
                     batch_size: batch.and_then(|b| sizes.get(b)).copied().unwrap_or(0),
+                    undo_label: if a.action == "auto_link" {
+                        "Undo links by name"
+                    } else {
+                        "Undo Quick Match"
+                    },
                     undo_batch,
                 }
             })
@@ -1174,7 +1188,7 @@ async fn audit_page(
             can_write: c.role.allows(Permission::Write),
             message: q
                 .undone
-                .map(|n| format!("Quick Match undone: {n} link(s) put back as they were.")),
+                .map(|n| format!("Undone: {n} link(s) put back as they were.")),
         })
     };
     match page.await {

@@ -552,7 +552,7 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     js(c, &format!("{UNDO}.click(); return 1")).await?;
     until(
         c,
-        &format!("location.search.includes('undone=') && document.querySelector('[role=status]')?.textContent.includes('Quick Match undone') && {UNDO} === null"),
+        &format!("location.search.includes('undone=') && document.querySelector('[role=status]')?.textContent.includes('Undone: ') && {UNDO} === null"),
         "the batch undone, no second Undo",
     )
     .await?;
