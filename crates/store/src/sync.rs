@@ -388,6 +388,14 @@ pub trait SyncStore: Send + Sync {
         id: IntegrationId,
         limit: i64,
     ) -> Result<Vec<SyncRun>>;
+    /// A page of the integration's runs, newest first, and how many there are in all.
+    async fn list_runs_page(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<SyncRun>, i64)>;
     async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun>;
     async fn list_events(
         &self,
@@ -397,6 +405,16 @@ pub trait SyncStore: Send + Sync {
         record_type: Option<RecordType>,
         limit: i64,
     ) -> Result<Vec<SyncEvent>>;
+    /// A page of a run's events, oldest first, and how many match in all.
+    async fn list_events_page(
+        &self,
+        tenant: TenantId,
+        run_id: i64,
+        level: Option<EventLevel>,
+        record_type: Option<RecordType>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<SyncEvent>, i64)>;
 
     async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor>;
     /// Starts a pass (or records `sync_from`), fenced by the lease.

@@ -448,6 +448,24 @@ macro_rules! impl_sync_store {
                     rows.into_iter().map(run_from).collect()
                 }
 
+                async fn list_runs_page(&self, tenant: TenantId, id: IntegrationId, offset: i64, limit: i64) -> Result<(Vec<SyncRun>, i64)> {
+                    let rows: Vec<RunRow> = sqlx::query_as(sql(format!(
+                        "SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND integration_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
+                    )))
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(limit.clamp(1, 1000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sync_runs WHERE tenant_id = $1 AND integration_id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((rows.into_iter().map(run_from).collect::<Result<_>>()?, total))
+                }
+
                 async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun> {
                     let row: Option<RunRow> = sqlx::query_as(sql(format!("SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND id = $2")))
                         .bind(tenant.0)
@@ -490,6 +508,51 @@ macro_rules! impl_sync_store {
                             })
                         })
                         .collect()
+                }
+
+                async fn list_events_page(
+                    &self,
+                    tenant: TenantId,
+                    run_id: i64,
+                    level: Option<EventLevel>,
+                    record_type: Option<RecordType>,
+                    offset: i64,
+                    limit: i64,
+                ) -> Result<(Vec<SyncEvent>, i64)> {
+                    let filter = "WHERE tenant_id = $1 AND run_id = $2 AND ($3 IS NULL OR level = $3) AND ($4 IS NULL OR record_type = $4)";
+                    let rows: Vec<EventRow> = sqlx::query_as(sql(format!(
+                        "SELECT id, run_id, at, level, record_type, external_id, message FROM sync_events {filter} ORDER BY id LIMIT $5 OFFSET $6"
+                    )))
+                    .bind(tenant.0)
+                    .bind(run_id)
+                    .bind(level.map(|l| l.as_str()))
+                    .bind(record_type.map(|r| r.as_str()))
+                    .bind(limit.clamp(1, 5000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as(sql(format!("SELECT COUNT(*) FROM sync_events {filter}")))
+                        .bind(tenant.0)
+                        .bind(run_id)
+                        .bind(level.map(|l| l.as_str()))
+                        .bind(record_type.map(|r| r.as_str()))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    let events = rows
+                        .into_iter()
+                        .map(|r| {
+                            Ok(SyncEvent {
+                                id: r.id,
+                                run_id: r.run_id,
+                                at: r.at,
+                                level: EventLevel::parse(&r.level).ok_or_else(|| corrupt("level", &r.level))?,
+                                record_type: r.record_type.as_deref().and_then(RecordType::parse),
+                                external_id: r.external_id,
+                                message: r.message,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((events, total))
                 }
 
                 async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor> {

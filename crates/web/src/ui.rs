@@ -1146,6 +1146,7 @@ async fn integration_page(
         let filter = crate::sync_api::EventFilter {
             level: q.level.clone(),
             record_type: q.record_type.clone(),
+            ..Default::default()
         };
         detail(
             &state,

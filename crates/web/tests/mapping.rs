@@ -914,3 +914,152 @@ async fn with_automatic_linking_off_a_same_name_company_waits_for_the_admin() {
         assert!(!audit.to_string().contains("auto_link"), "{audit}");
     }
 }
+
+/// Follows a list's `Link: <…>; rel="next"` from `first` to the end: every item (taken
+/// from each body by `items`), and the `X-Total-Count` of the first page.
+async fn walk(app: &TestApp, first: &str, items: fn(&Value) -> Vec<Value>) -> (Vec<Value>, i64) {
+    let mut all = Vec::new();
+    let mut total = None;
+    let mut next = Some(first.to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        pages += 1;
+        assert!(pages < 100, "paging does not end: {path}");
+        let resp = app
+            .http
+            .get(app.url(&path))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        let t: i64 = h["x-total-count"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            *total.get_or_insert(t),
+            t,
+            "the total is the same on every page"
+        );
+        if let Some(link) = h.get("link") {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            let target = link.trim_start_matches('<').split('>').next().unwrap();
+            let offset = h["x-next-offset"].to_str().unwrap();
+            assert!(target.contains(&format!("offset={offset}")), "{link}");
+            next = Some(target.to_string());
+        } else {
+            assert!(h.get("x-next-offset").is_none());
+        }
+        let body: Value = resp.json().await.unwrap();
+        all.extend(items(&body));
+    }
+    assert!(
+        pages > 1,
+        "{first} fits one page: the test needs more items"
+    );
+    (all, total.unwrap())
+}
+
+fn array(v: &Value) -> Vec<Value> {
+    v.as_array().unwrap().clone()
+}
+
+fn ids(items: &[Value], key: &str) -> std::collections::BTreeSet<String> {
+    items.iter().map(|i| i[key].to_string()).collect()
+}
+
+#[tokio::test]
+async fn every_api_list_pages_with_a_total_and_a_next_link_to_the_last_item() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        sync(&app).await;
+        sync(&app).await;
+
+        // Sync runs.
+        let (runs, total) = walk(
+            &app,
+            &format!("/api/v1/integrations/{cw}/runs?limit=2"),
+            array,
+        )
+        .await;
+        assert_eq!((runs.len(), total), (3, 3), "{runs:?}");
+        assert_eq!(ids(&runs, "id").len(), 3);
+        let first_run = runs.last().unwrap()["id"].as_i64().unwrap();
+
+        // A run's log (the first import's, a few lines added).
+        let lines: Vec<mspbridge_store::sync::NewEvent> = (0..5)
+            .map(|i| {
+                mspbridge_store::sync::NewEvent::new(
+                    mspbridge_domain::sync::EventLevel::Info,
+                    None,
+                    None,
+                    &format!("line {i}"),
+                )
+            })
+            .collect();
+        app.db
+            .store
+            .add_events(app.a.id, first_run, &lines, chrono::Utc::now())
+            .await
+            .unwrap();
+        let (events, total) = walk(&app, &format!("/api/v1/runs/{first_run}?limit=1"), |v| {
+            array(&v["events"])
+        })
+        .await;
+        assert_eq!(events.len() as i64, total);
+        assert_eq!(ids(&events, "id").len(), events.len());
+
+        // The integration's companies.
+        let (companies, total) = walk(
+            &app,
+            &format!("/api/v1/integrations/{cw}/companies?limit=3"),
+            array,
+        )
+        .await;
+        let (_, one_page) = app
+            .get(
+                &format!("/api/v1/integrations/{cw}/companies?limit=1000"),
+                t,
+            )
+            .await;
+        assert_eq!(companies.len() as i64, total);
+        assert_eq!(
+            companies,
+            array(&one_page),
+            "the same items in the same order"
+        );
+
+        // The link history: three unlinks.
+        let linked: Vec<i64> = companies
+            .iter()
+            .filter_map(|c| c["linked_company_id"].as_i64())
+            .collect();
+        for company in &linked[..3] {
+            unlink(&app, *company, cw).await;
+        }
+        let (audit, total) = walk(&app, "/api/v1/company-mapping/audit?limit=2", array).await;
+        assert_eq!((audit.len(), total), (3, 3), "{audit:?}");
+
+        // The outbox: three tickets waiting to be written.
+        for (i, company) in linked[3..6].iter().enumerate() {
+            let (s, v) = app
+                .post(
+                    "/api/v1/tickets",
+                    t,
+                    json!({"company_id": company, "summary": format!("Printer {i}")}),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+        }
+        let (writes, total) = walk(&app, "/api/v1/outbox?state=pending&limit=2", array).await;
+        assert_eq!((writes.len(), total), (3, 3), "{writes:?}");
+        assert_eq!(ids(&writes, "id").len(), 3);
+
+        // Paging parameters are checked like any other.
+        let (s, e) = app.get("/api/v1/outbox?limit=0", t).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("limit")), "{e}");
+        let (s, e) = app.get("/api/v1/company-mapping/audit?offset=-1", t).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("offset")), "{e}");
+    }
+}
