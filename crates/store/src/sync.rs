@@ -170,6 +170,8 @@ pub enum Op {
         /// The role and why it was chosen: set on create only, because existing users keep
         /// the role they were given at import.
         role: Option<(RoleId, String)>,
+        /// The contact's types in the PSA (shown on the company page).
+        contact_types: Vec<String>,
         active: bool,
         hash: String,
         remote_updated_at: Option<DateTime<Utc>>,

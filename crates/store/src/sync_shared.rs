@@ -59,6 +59,8 @@ pub(crate) struct NewUserRow<'a> {
     pub role_id: i64,
     pub role_reason: &'a str,
     pub status: &'static str,
+    /// One per line.
+    pub contact_types: String,
 }
 
 pub(crate) struct UserUpdateRow<'a> {
@@ -69,6 +71,8 @@ pub(crate) struct UserUpdateRow<'a> {
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub active: bool,
+    /// One per line.
+    pub contact_types: String,
 }
 
 pub(crate) struct NewStaffRow<'a> {
@@ -848,7 +852,7 @@ macro_rules! impl_sync_store {
                                 new_companies.push(NewCompanyRow { id: nid, name, active: *active });
                                 links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, phone, first_name, last_name, active, hash, remote_updated_at, .. } => {
+                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, phone, first_name, last_name, active, hash, remote_updated_at, contact_types, .. } => {
                                 // Only imported users are updated (the batch filters on origin); their role stays.
                                 user_updates.push(UserUpdateRow {
                                     id: *local,
@@ -858,10 +862,11 @@ macro_rules! impl_sync_store {
                                     first_name,
                                     last_name,
                                     active: *active,
+                                    contact_types: contact_types.join("\n"),
                                 });
                                 links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: None, company_id, external_id, email, phone, first_name, last_name, role, active, hash, remote_updated_at } => {
+                            Op::CompanyUser { existing: None, company_id, external_id, email, phone, first_name, last_name, role, active, hash, remote_updated_at, contact_types } => {
                                 let Some((role_id, role_reason)) = role else {
                                     return Err(StoreError::Corrupt(format!("new company user {external_id} has no role")));
                                 };
@@ -876,6 +881,7 @@ macro_rules! impl_sync_store {
                                     role_id: role_id.0,
                                     role_reason,
                                     status: if *active { "imported" } else { "disabled" },
+                                    contact_types: contact_types.join("\n"),
                                 });
                                 links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }

@@ -880,10 +880,15 @@ pub struct UserLine {
     name: String,
     email: String,
     phone: String,
+    /// The integration the user was imported from, or "Portal".
+    source: String,
+    /// The user's contact types in that PSA, comma separated ("—" when none).
+    contact_types: String,
     role: String,
     reason: String,
     status: &'static str,
-    origin: &'static str,
+    /// When a sync last wrote the user ("—" for portal users).
+    last_synced: String,
 }
 
 #[derive(Template)]
@@ -902,6 +907,86 @@ struct CompanyPage {
     can_write: bool,
     flash: Option<String>,
     users: Vec<UserLine>,
+    /// One sentence per linked integration: the role its new contacts of this company get,
+    /// and why.
+    captions: Vec<String>,
+}
+
+/// "New Halo PSA contacts of this company get role Viewer because …", per integration
+/// linked to `company`: the role chain of spec 2.11 as it applies to this company.
+async fn inheritance_captions(
+    state: &AppState,
+    c: &Caller,
+    company: CompanyId,
+    override_role: Option<RoleId>,
+    roles: &BTreeMap<RoleId, String>,
+) -> Result<Vec<String>, ApiError> {
+    let role = |r: RoleId| {
+        roles
+            .get(&r)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", r.0))
+    };
+    let mut out = Vec::new();
+    for i in state.store.list_integrations(c.tenant_id).await? {
+        if state
+            .store
+            .find_local_link(c.tenant_id, i.id, LinkedRecord::Company, company.0)
+            .await?
+            .is_none()
+        {
+            continue;
+        }
+        let p = i
+            .nickname
+            .clone()
+            .unwrap_or_else(|| i.provider.descriptor().name.to_string());
+        let o = state.store.sync_options(c.tenant_id, i.id).await?;
+        if !o.contacts || !o.auto_import_contacts {
+            out.push(format!(
+                "{p} contacts of this company are not imported as users: contact auto-import is off in {p}'s options."
+            ));
+            continue;
+        }
+        if let Some(r) = override_role {
+            out.push(format!(
+                "New {p} contacts of this company get role {} because this company's Default Import Role overrides {p}'s rules.",
+                role(r)
+            ));
+            continue;
+        }
+        let mut except: Vec<String> = o
+            .contact_type_rules
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                format!(
+                    "contact type '{}' gets {} (rule {})",
+                    r.contact_type,
+                    role(r.role_id),
+                    n + 1
+                )
+            })
+            .collect();
+        if let Some(r) = o.primary_contact_role_id {
+            except.push(format!("the primary contact gets {}", role(r)));
+        }
+        let base = match o.default_role_id {
+            Some(r) => format!(
+                "New {p} contacts of this company get role {} because that is {p}'s integration default and this company has no Default Import Role",
+                role(r)
+            ),
+            None => format!(
+                "New {p} contacts of this company get no role by default ({p} has no default role)"
+            ),
+        };
+        out.push(if except.is_empty() {
+            format!("{base}.")
+        } else {
+            format!("{base}; before that, {}.", except.join("; "))
+        });
+    }
+    Ok(out)
 }
 
 /// What a new plain contact of `company` gets from each integration it is linked to
@@ -1341,21 +1426,69 @@ async fn company_page(
             .collect();
         let defaults = state.store.company_defaults(c.tenant_id, id).await?;
         let inherited = inherited_roles(&state, &c, id, &roles).await?;
-        let users = state
+        let integrations: HashMap<i64, String> = state
             .store
-            .list_company_users(c.tenant_id, id)
+            .list_integrations(c.tenant_id)
             .await?
             .into_iter()
-            .map(|u| UserLine {
-                name: format!("{} {}", u.first_name, u.last_name),
-                email: u.email.unwrap_or_default(),
-                phone: u.phone.unwrap_or_default(),
-                role: roles.get(&u.role_id).cloned().unwrap_or_default(),
-                reason: u.role_reason.unwrap_or_else(|| "set by hand".into()),
-                status: u.status.as_str(),
-                origin: u.origin.as_str(),
+            .map(|i| {
+                let label = i
+                    .nickname
+                    .clone()
+                    .unwrap_or_else(|| i.provider.descriptor().name.to_string());
+                (i.id.0, label)
             })
             .collect();
+        let users = state.store.list_company_users(c.tenant_id, id).await?;
+        let mine: std::collections::HashSet<i64> = users.iter().map(|u| u.id.0).collect();
+        // Which integration each user came from (a user is linked to at most one).
+        let sources: HashMap<i64, String> = state
+            .store
+            .links_of_kind(c.tenant_id, LinkedRecord::CompanyUser)
+            .await?
+            .into_iter()
+            .filter(|l| mine.contains(&l.local_id))
+            .map(|l| {
+                let label = integrations
+                    .get(&l.integration_id.0)
+                    .cloned()
+                    .unwrap_or_else(|| format!("Integration {}", l.integration_id.0));
+                (l.local_id, label)
+            })
+            .collect();
+        let users = users
+            .into_iter()
+            .map(|u| {
+                let source = sources.get(&u.id.0).cloned();
+                UserLine {
+                    name: format!("{} {}", u.first_name, u.last_name),
+                    email: u.email.unwrap_or_default(),
+                    phone: u.phone.unwrap_or_default(),
+                    contact_types: if u.contact_types.is_empty() {
+                        "—".into()
+                    } else {
+                        u.contact_types.join(", ")
+                    },
+                    role: roles.get(&u.role_id).cloned().unwrap_or_default(),
+                    reason: u.role_reason.unwrap_or_else(|| {
+                        if source.is_some() {
+                            "kept from an earlier import".into()
+                        } else {
+                            "set by hand in the portal".into()
+                        }
+                    }),
+                    status: u.status.as_str(),
+                    last_synced: if source.is_some() {
+                        ts(u.updated_at)
+                    } else {
+                        "—".into()
+                    },
+                    source: source.unwrap_or_else(|| "Portal".into()),
+                }
+            })
+            .collect();
+        let captions =
+            inheritance_captions(&state, &c, id, defaults.default_import_role, &roles).await?;
         Ok::<_, ApiError>(CompanyPage {
             shell: shell(&state, &c).await?,
             id: id.0,
@@ -1392,6 +1525,7 @@ async fn company_page(
                 _ => None,
             },
             users,
+            captions,
         })
     };
     match page.await {

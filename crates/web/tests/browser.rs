@@ -471,6 +471,27 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
             && body.contains("Inheriting from ConnectWise Manage: Viewer"),
         "the override and the caption",
     )?;
+    // Spec 2.10: the users' Source, contact type, role and why, last sync; one caption
+    // per linked provider saying what its new contacts get and why.
+    until(
+        c,
+        "[...document.querySelectorAll('#inheritance li.caption')].some(li => li.textContent === \"New ConnectWise Manage contacts of this company get role Standard User because this company's Default Import Role overrides ConnectWise Manage's rules.\")",
+        "the inheritance caption",
+    )
+    .await?;
+    until(
+        c,
+        "(() => { const h = [...document.querySelectorAll('table[aria-label=Users] thead th')].map(th => th.textContent); return ['Source', 'Contact type', 'Role', 'Why this role', 'Last synced'].every(x => h.includes(x)); })()",
+        "the users table's columns",
+    )
+    .await?;
+    until(
+        c,
+        "[...document.querySelectorAll('table[aria-label=Users] tbody tr')].some(tr => tr.querySelector('td.source')?.textContent === 'ConnectWise Manage' && tr.querySelector('td.role')?.textContent !== '' && /ConnectWise Manage/.test(tr.querySelector('td.why')?.textContent || '') && tr.cells[6].textContent !== '—')",
+        "an imported user with its source, role, why and last sync",
+    )
+    .await?;
+    shot(c, "company-users").await?;
     let home = mspbridge_domain::CompanyId(x["linked_company_id"].as_i64().unwrap());
     let saved = app
         .db
@@ -663,6 +684,8 @@ async fn the_mapping_grid_in_chromium() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    // Contacts imported with the role chain, for the company page's user table.
+    full_pass_engine(&app).tick().await.unwrap().expect("due");
     let (s, _) = app
         .post(
             "/api/v1/companies",
