@@ -985,3 +985,123 @@ async fn admin_pages_in_chromium() {
     }
     let _ = c.close().await;
 }
+
+/// The connect wizard (spec 2.3) for the ConnectWise sandbox: credentials (a wrong key
+/// refused with the input kept) → Test (the per-area permission report) → options (a
+/// refusal shown at its field, the input kept; saved with sync off) → enable sync.
+/// Screenshots `connect-1-credentials` … `connect-4-enable` under `target/screenshots/`.
+async fn wizard(app: &TestApp, c: &Client) -> Step {
+    sign_in(app, c).await?;
+    c.goto(&app.url("/settings/integrations/connect/connectwise_manage"))
+        .await
+        .map_err(e("connect page"))?;
+    let current = "document.querySelector('ol.stepper li[aria-current=step]')?.textContent.trim()";
+    until(c, &format!("{current}.endsWith('Credentials')"), "step 1").await?;
+    let creds = app.good_credentials();
+    let fill = |private: &str| {
+        format!(
+            "const v = {{site: {}, company_id: {}, public_key: {}, private_key: {}, client_id: {}}}; for (const [k, x] of Object.entries(v)) document.getElementById('cred_' + k).value = x; document.querySelector('form.card button[type=submit]').click(); return 1",
+            creds["site"],
+            creds["company_id"],
+            creds["public_key"],
+            json!(private),
+            creds["client_id"]
+        )
+    };
+    js(c, &fill("not-the-key")).await?;
+    until(
+        c,
+        &format!("document.querySelector('.alert.error') !== null && document.getElementById('cred_site').value === {} && {current}.endsWith('Credentials')", creds["site"]),
+        "a wrong key refused, the input kept",
+    )
+    .await?;
+    shot(c, "connect-1-credentials").await?;
+    js(c, &fill(creds["private_key"].as_str().unwrap())).await?;
+    until(
+        c,
+        &format!("location.search.includes('setup=test') && {current}.endsWith('Test') && document.querySelectorAll('#setup-test table[aria-label=\"Permission check\"] tbody tr').length > 0"),
+        "step 2: the permission report",
+    )
+    .await?;
+    shot(c, "connect-2-test").await?;
+    click(c, "#setup-next").await?;
+    until(
+        c,
+        &format!("{current}.endsWith('Options') && document.querySelector('input[name=enabled]') === null"),
+        "step 3: options without the sync switch",
+    )
+    .await?;
+    // Contact auto-import without a default role: refused at the field, input kept.
+    js(c, "document.querySelector('input[name=auto_import_contacts]').checked = true; document.getElementById('default_role_id').value = ''; document.getElementById('save-options').click(); return 1").await?;
+    until(
+        c,
+        &format!("document.getElementById('default_role_id-error') !== null && !/options\\./.test(document.getElementById('default_role_id-error').textContent) && !/options\\./.test(document.querySelector('.alert.error').textContent) && document.querySelector('input[name=auto_import_contacts]').checked && {current}.endsWith('Options')"),
+        "the refusal at its field, in words, with the input kept",
+    )
+    .await?;
+    shot(c, "connect-3-options").await?;
+    js(c, "const s = document.getElementById('default_role_id'); s.value = [...s.options].find(o => o.text === 'Viewer').value; document.getElementById('save-options').click(); return 1").await?;
+    until(
+        c,
+        &format!(
+            "{current}.endsWith('Enable sync') && document.getElementById('enable-sync') !== null"
+        ),
+        "step 4",
+    )
+    .await?;
+    shot(c, "connect-4-enable").await?;
+    let id: i64 = js(c, "return location.pathname.split('/')[3]")
+        .await?
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("the integration id in the URL")?;
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{id}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    check(
+        o["options"]["enabled"] == false && o["options"]["auto_import_contacts"] == true,
+        format!("options saved with sync still off: {o}"),
+    )?;
+    click(c, "#enable-sync").await?;
+    until(
+        c,
+        "location.search.includes('tab=runs') && document.querySelector('.alert.ok')?.textContent.includes('Sync enabled')",
+        "sync enabled",
+    )
+    .await?;
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{id}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    check(
+        o["options"]["enabled"] == true,
+        format!("sync on after the last step: {o}"),
+    )
+}
+
+#[tokio::test]
+async fn the_connect_wizard_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let c = browser(&webdriver).await;
+    let result = wizard(&app, &c).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-wizard-step").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}

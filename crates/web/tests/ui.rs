@@ -998,3 +998,171 @@ async fn inline_json_escapes_markup_so_names_cannot_break_the_page() {
         }
     }
 }
+
+/// The connect wizard over HTTP (spec 2.3): credentials → Test (the permission report) →
+/// options (saved with sync off; a refusal keeps the input and says why at the field) →
+/// enable sync. The same walk in Chromium is `browser::the_connect_wizard_in_chromium`.
+#[tokio::test]
+async fn connecting_is_a_four_step_wizard() {
+    for app in TestApp::each().await {
+        let mut b = Browser::new(&app);
+        b.login(&app.a.email, ADMIN_PASSWORD).await;
+        let form = b
+            .get("/settings/integrations/connect/connectwise_manage")
+            .await;
+        assert!(
+            form.body.contains(
+                r#"class="current" aria-current="step"><span class="n">1</span> Credentials"#
+            ),
+            "{}",
+            form.body
+        );
+        let csrf = hidden(&form.body, "csrf");
+        let site = app.sandbox_handle.host();
+        let p = b
+            .post(
+                "/settings/integrations/connect/connectwise_manage",
+                &[
+                    ("csrf", &csrf),
+                    ("cred_site", &site),
+                    ("cred_company_id", DEMO_COMPANY_ID),
+                    ("cred_public_key", DEMO_PUBLIC_KEY),
+                    ("cred_private_key", DEMO_PRIVATE_KEY),
+                    ("cred_client_id", DEMO_CLIENT_ID),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 303);
+        let location = p.location.unwrap();
+        assert!(
+            location.ends_with("?setup=test&msg=connected"),
+            "{location}"
+        );
+        let id = location
+            .trim_start_matches("/settings/integrations/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        let test = b.get(&location).await;
+        assert!(
+            test.body
+                .contains(r#"aria-current="step"><span class="n">2</span> Test"#)
+                && test.body.contains(r#"aria-label="Permission check""#)
+                && test.body.contains(r#"name="setup" value="test""#)
+                && test.body.contains("Next: options"),
+            "{}",
+            test.body
+        );
+        // Test again stays in the wizard.
+        let p = b
+            .post(
+                &format!("/settings/integrations/{id}/test"),
+                &[("csrf", &csrf), ("setup", "test")],
+            )
+            .await;
+        assert_eq!(
+            p.location.as_deref(),
+            Some(format!("/settings/integrations/{id}?setup=test&msg=tested").as_str())
+        );
+
+        let options = b
+            .get(&format!("/settings/integrations/{id}?setup=options"))
+            .await;
+        assert!(
+            options
+                .body
+                .contains(r#"aria-current="step"><span class="n">3</span> Options"#)
+                && !options.body.contains(r#"name="enabled""#)
+                && options.body.contains("Save and continue"),
+            "{}",
+            options.body
+        );
+        let base = [
+            ("csrf", csrf.as_str()),
+            ("setup", "options"),
+            ("interval_minutes", "30"),
+            ("companies", "on"),
+            ("contacts", "on"),
+            ("auto_import_contacts", "on"),
+            ("auto_link_by_name", "on"),
+        ];
+        let refused = b
+            .post(&format!("/settings/integrations/{id}/options"), &base)
+            .await;
+        assert_eq!(refused.status, 422);
+        assert!(
+            refused.body.contains(r#"id="default_role_id-error""#)
+                && refused
+                    .body
+                    .contains("Not saved: a default role for imported contacts is required")
+                && !refused.body.contains("options.default_role_id")
+                && refused.body.contains(r#"<option value="30" selected>"#)
+                && refused
+                    .body
+                    .contains(r#"aria-current="step"><span class="n">3</span> Options"#),
+            "{}",
+            refused.body
+        );
+        let viewer = app
+            .db
+            .store
+            .list_roles(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "Viewer")
+            .unwrap()
+            .id
+            .0
+            .to_string();
+        let mut good = base.to_vec();
+        good.push(("default_role_id", &viewer));
+        let p = b
+            .post(&format!("/settings/integrations/{id}/options"), &good)
+            .await;
+        assert_eq!(p.status, 303);
+        let location = p.location.unwrap();
+        assert!(
+            location.ends_with("?setup=enable&msg=setup_options"),
+            "{location}"
+        );
+        let (_, o) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/options"),
+                &app.a.owner_token,
+            )
+            .await;
+        assert_eq!(o["options"]["enabled"], false, "saved with sync off: {o}");
+        assert_eq!(o["options"]["interval_minutes"], 30);
+        let enable = b.get(&location).await;
+        assert!(
+            enable
+                .body
+                .contains(r#"aria-current="step"><span class="n">4</span> Enable sync"#)
+                && enable.body.contains("every 30 minutes"),
+            "{}",
+            enable.body
+        );
+        let p = b
+            .post(
+                &format!("/settings/integrations/{id}/enable"),
+                &[("csrf", &csrf), ("setup", "enable")],
+            )
+            .await;
+        assert_eq!(
+            p.location.as_deref(),
+            Some(format!("/settings/integrations/{id}?tab=runs&msg=sync_enabled").as_str())
+        );
+        let (_, o) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/options"),
+                &app.a.owner_token,
+            )
+            .await;
+        assert_eq!(o["options"]["enabled"], true, "{o}");
+        assert_eq!(o["options"]["auto_import_contacts"], true);
+        let runs = b.get(p.location.as_deref().unwrap()).await;
+        assert!(runs.body.contains("Sync enabled: the first import starts"));
+    }
+}
