@@ -7,7 +7,11 @@
 //! `target/browser-screenshots/`.
 //!
 //! Then the link history with one-click undo of the Quick Match, and deleting a company
-//! then unblocking its integration company on Blocked Companies.
+//! then unblocking its integration company on Blocked Companies; the company page's user
+//! table (Source, contact type, role, why, last synced) and its inheritance caption.
+//! The connect wizard (credentials → Test → options → enable sync) for the ConnectWise
+//! sandbox, and the admin pages with the mapping grid's columns at 1440 px with three
+//! integrations.
 //! Needs `chromedriver` on PATH. Without it the test is skipped with a message, except
 //! under CI=true, where that is a failure (`.ci/run` installs both packages).
 
@@ -941,15 +945,46 @@ async fn pages(app: &TestApp, c: &Client, cw: i64) -> Step {
     .await?;
     shot(c, "integration-390px").await?;
 
-    // 1440 px: every column of the mapping grid visible without scrolling.
+    // 1440 px: every column of the mapping grid visible without scrolling, with three
+    // integrations (two more ConnectWise connections, synced, so their cells are filled).
+    for nickname in ["CW East", "CW West"] {
+        let id = app.connect_cw(t).await["id"].as_i64().unwrap_or_default();
+        app.call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/integrations/{id}"),
+            t,
+            Some(json!({"name": nickname})),
+        )
+        .await;
+        app.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{id}/options"),
+            t,
+            Some(json!({"interval_minutes": 5})),
+        )
+        .await;
+        // Runs due integrations until the new one has had its run.
+        let mut synced = false;
+        for _ in 0..5 {
+            match full_pass_engine(app).tick().await.map_err(e("sync"))? {
+                Some(run) if run.integration_id.0 == id => {
+                    synced = true;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        check(synced, format!("a run of {nickname}"))?;
+    }
     c.set_window_size(1440, 900).await.map_err(e("1440 px"))?;
     c.goto(&app.url("/settings/integrations/companies"))
         .await
         .map_err(e("grid"))?;
     until(
         c,
-        "document.querySelectorAll('#rows tr').length > 0 && (() => { const w = document.querySelector('.mapwrap').getBoundingClientRect().right; return [...document.querySelectorAll('table.map thead th')].every(th => th.getBoundingClientRect().right <= w + 1); })()",
-        "the grid's columns visible at 1440 px",
+        "document.querySelectorAll('#rows tr').length > 0 && document.querySelectorAll('table.map thead th').length >= 4 && [...document.querySelectorAll('table.map thead th')].some(th => th.textContent.includes('CW West')) && (() => { const w = document.querySelector('.mapwrap').getBoundingClientRect().right; return [...document.querySelectorAll('table.map thead th')].every(th => th.getBoundingClientRect().right <= w + 1); })()",
+        "the grid's columns (three integrations) visible at 1440 px",
     )
     .await?;
     shot(c, "mapping-1440px").await

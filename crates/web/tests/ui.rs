@@ -1166,3 +1166,111 @@ async fn connecting_is_a_four_step_wizard() {
         assert!(runs.body.contains("Sync enabled: the first import starts"));
     }
 }
+
+/// A 409 from a form (undoing a sync's links by name twice, from the link history) and a
+/// 500 (an integration whose stored options cannot be read) render inside the app shell
+/// with a way back; the 500 says nothing of the internal detail.
+#[tokio::test]
+async fn a_409_and_a_500_render_in_the_shell_with_a_way_back() {
+    let app = app().await;
+    app.db
+        .store
+        .create_company(app.a.id, "Zephyr Quill Architects Ltd", chrono::Utc::now())
+        .await
+        .unwrap();
+    app.sandbox.with_data(|d| {
+        let inactive: Vec<i64> = d
+            .company_statuses
+            .iter()
+            .filter(|s| s.inactive_flag)
+            .map(|s| s.id)
+            .collect();
+        let c = d
+            .companies
+            .iter_mut()
+            .find(|c| {
+                !c.deleted_flag && c.status.as_ref().is_none_or(|s| !inactive.contains(&s.id))
+            })
+            .unwrap();
+        c.name = "Zephyr Quill Architects Inc".into();
+    });
+    let cw = imported(&app).await;
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+
+    // The link history shows the sync's link by name with its own Undo.
+    let history = b.get("/settings/integrations/companies/history").await;
+    assert!(
+        history.body.contains("Linked by name (sync)")
+            && history.body.contains("Undo links by name (1)"),
+        "{}",
+        history.body
+    );
+    let batch = history
+        .body
+        .split("/settings/integrations/companies/batches/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(batch.starts_with("run-"), "{batch}");
+    let csrf = hidden(&history.body, "csrf");
+    let undo = format!("/settings/integrations/companies/batches/{batch}/undo");
+    let p = b.post(&undo, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 303);
+    let after = b.get(p.location.as_deref().unwrap()).await;
+    assert!(
+        after
+            .body
+            .contains("Undone: 1 link(s) put back as they were.")
+            && after.body.contains("Links by name undone"),
+        "{}",
+        after.body
+    );
+
+    // 409: the same undo again.
+    let p = b.post(&undo, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 409);
+    for part in [
+        "That cannot be done right now",
+        "these links were already undone",
+        r#"<nav class="side""#,
+        "Go back",
+        "Reload and try again",
+    ] {
+        assert!(
+            p.body.to_lowercase().contains(&part.to_lowercase()),
+            "{part}: {}",
+            p.body
+        );
+    }
+
+    // 500: the integration's stored options are unreadable.
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query("UPDATE integrations SET options = '{not json' WHERE id = ?")
+        .bind(cw)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let p = b
+        .get(&format!("/settings/integrations/{cw}?tab=options"))
+        .await;
+    assert_eq!(p.status, 500);
+    for part in [
+        "Something went wrong",
+        "Something went wrong on our side. It has been logged",
+        r#"<nav class="side""#,
+        "Go back",
+        r#"href="/settings/integrations""#,
+    ] {
+        assert!(p.body.contains(part), "{part}: {}", p.body);
+    }
+    assert!(
+        !p.body.contains("not json"),
+        "no internal detail: {}",
+        p.body
+    );
+    assert!(logs().contains("internal error"), "the 500 is logged");
+}
