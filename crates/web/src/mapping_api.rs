@@ -658,7 +658,9 @@ pub struct UndoView {
     pub undone: usize,
 }
 
-/// Puts every link of an applied Quick Match batch back as it was before.
+/// Puts every link of an applied Quick Match batch back as it was before; a sync run's
+/// links by name (batch `run-{run id}`, action `auto_link` in the audit) are undone the same
+/// way and left unlinked, so the next sync does not link them again.
 #[utoipa::path(post, path = "/api/v1/company-mapping/batches/{batch}/undo", tag = "mapping",
     params(("batch" = String, Path)),
     responses((status = 200, body = UndoView), (status = 404, body = ErrorBody)))]

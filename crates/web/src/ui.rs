@@ -318,7 +318,7 @@ fn section_of(path: &str) -> &'static str {
     }
 }
 
-/// At most this many failed writes are counted and listed on the Attention page.
+/// At most this many failed writes are listed on the Attention page (all are counted).
 pub(crate) const ATTENTION_LIMIT: i64 = 500;
 
 pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
@@ -328,11 +328,13 @@ pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiErro
         Actor::Token { name } => name.clone(),
     };
     let path = PAGE_PATH.try_with(String::clone).unwrap_or_default();
+    // The sidebar's count: every failed write (one row read, the total counted).
     let attention = state
         .store
-        .list_outbox(c.tenant_id, Some("failed"), ATTENTION_LIMIT)
+        .list_outbox_page(c.tenant_id, Some("failed"), 0, 1)
         .await?
-        .len();
+        .1
+        .max(0) as usize;
     Ok(Shell {
         tenant_name: tenant.name,
         user_label,
