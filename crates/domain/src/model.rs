@@ -111,6 +111,8 @@ pub struct CompanyUser {
     pub role_id: RoleId,
     /// Why this role was chosen (which link of the import fallback chain), for imported users.
     pub role_reason: Option<String>,
+    /// The contact types the user has in its PSA, as last synced (empty for manual users).
+    pub contact_types: Vec<String>,
     pub status: UserStatus,
     pub origin: Origin,
     pub created_at: DateTime<Utc>,

@@ -442,6 +442,11 @@ pub struct SyncOptions {
     /// Admin-ordered contact-type rules (second link).
     pub contact_type_rules: Vec<ContactTypeRule>,
     pub skip_inactive_companies: bool,
+    /// A company the sync would create is linked instead to the one active portal company
+    /// with the same normalised name (the run log says why, the link history records it,
+    /// undoable). Off: such a company is not imported; it waits for an admin to link or
+    /// import it in the company mapping. Default on.
+    pub auto_link_by_name: bool,
     pub exclude_company_types: Vec<String>,
     pub exclude_company_statuses: Vec<String>,
     /// What a ticket created in the portal gets in the PSA (spec 2.20).
@@ -613,6 +618,7 @@ impl Default for SyncOptions {
             primary_contact_role_id: None,
             contact_type_rules: vec![],
             skip_inactive_companies: true,
+            auto_link_by_name: true,
             exclude_company_types: vec![],
             exclude_company_statuses: vec![],
             ticket_defaults: TicketDefaults::default(),

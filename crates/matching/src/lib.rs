@@ -18,7 +18,7 @@ pub mod score;
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
-pub use normalise::{normalise, tokens};
+pub use normalise::{normalise, tokens, why_same_name};
 pub use score::{Prepared, similarity};
 
 /// The default Quick Match threshold (the slider runs from 40 to 100).

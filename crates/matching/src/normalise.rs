@@ -125,6 +125,138 @@ pub fn normalise(name: &str) -> String {
     tokens(name).join(" ")
 }
 
+/// The trailing legal forms of `name` as written ("Ltd", "L.L.C.") and the rest of the
+/// name before them, the way [`tokens`] drops them (never the last word left).
+fn split_legal_forms(name: &str) -> (String, Vec<String>) {
+    let words: Vec<&str> = name.split_whitespace().collect();
+    let key = |w: &str| -> String {
+        w.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let mut cut = words.len();
+    while cut > 1 {
+        let k = key(words[cut - 1]);
+        if k.is_empty() || LEGAL_FORMS.contains(&k.as_str()) {
+            cut -= 1;
+        } else {
+            break;
+        }
+    }
+    let forms = words[cut..]
+        .iter()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '.'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    let core = words[..cut]
+        .join(" ")
+        .trim_end_matches(|c: char| !c.is_alphanumeric())
+        .to_string();
+    (core, forms)
+}
+
+/// Why two names with the same [`normalise`] key count as the same name, in words for an
+/// admin: `same name`, or `same name once "Ltd"/"Inc" and case are ignored`.
+pub fn why_same_name(a: &str, b: &str) -> String {
+    if a.trim() == b.trim() {
+        return "same name".into();
+    }
+    let mut ignored: Vec<String> = Vec::new();
+    let (core_a, forms_a) = split_legal_forms(a);
+    let (core_b, forms_b) = split_legal_forms(b);
+    let quoted = |f: &[String]| format!("\"{}\"", f.join(" "));
+    match (forms_a.is_empty(), forms_b.is_empty()) {
+        (true, true) => {}
+        _ if forms_a == forms_b => {}
+        (false, true) => ignored.push(quoted(&forms_a)),
+        (true, false) => ignored.push(quoted(&forms_b)),
+        (false, false) => ignored.push(format!("{}/{}", quoted(&forms_a), quoted(&forms_b))),
+    }
+    // The rest, one rule at a time, each named only when it was needed.
+    type Step = (&'static str, fn(&str) -> String);
+    let steps: [Step; 4] = [
+        ("case", |s| s.to_lowercase()),
+        ("accents", |s| {
+            let mut out = String::new();
+            for c in s.nfkd().filter(|c| !is_combining_mark(*c)) {
+                fold(c, &mut out);
+            }
+            out
+        }),
+        ("punctuation and spacing", |s| {
+            s.replace(['&', '+'], " and ")
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        ("abbreviations and a leading \"The\"", |s| {
+            let mut words: Vec<String> = s
+                .split_whitespace()
+                .map(|w| {
+                    ABBREVIATIONS
+                        .iter()
+                        .find(|(a, _)| *a == w)
+                        .map_or_else(|| w.to_string(), |(_, full)| full.to_string())
+                })
+                .collect();
+            if words.len() > 1 && words[0].eq_ignore_ascii_case("the") {
+                words.remove(0);
+            }
+            words.join(" ")
+        }),
+    ];
+    let run = |skip: Option<usize>| {
+        let (mut x, mut y) = (core_a.clone(), core_b.clone());
+        for (i, (_, step)) in steps.iter().enumerate() {
+            if Some(i) != skip {
+                (x, y) = (step(&x), step(&y));
+            }
+        }
+        x == y
+    };
+    if core_a != core_b {
+        if run(None) {
+            let needed: Vec<&str> = (0..steps.len())
+                .filter(|i| !run(Some(*i)))
+                .map(|i| steps[i].0)
+                .collect();
+            if needed.is_empty() {
+                // Several rules would each do: name the first that changes anything.
+                if let Some((label, _)) = steps
+                    .iter()
+                    .find(|(_, step)| step(&core_a) != core_a || step(&core_b) != core_b)
+                {
+                    ignored.push(label.to_string());
+                }
+            } else {
+                ignored.extend(needed.into_iter().map(str::to_string));
+            }
+        } else {
+            ignored.push("case, punctuation and spelled-out initials".into());
+        }
+    }
+    match ignored.len() {
+        0 => "same name".into(),
+        1 => {
+            let one = &ignored[0];
+            let verb = if one == "case" || (one.starts_with('"') && !one.contains('/')) {
+                "is"
+            } else {
+                "are"
+            };
+            format!("same name once {one} {verb} ignored")
+        }
+        n => format!(
+            "same name once {} and {} are ignored",
+            ignored[..n - 1].join(", "),
+            ignored[n - 1]
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +277,41 @@ mod tests {
             ("Johnson Bros. Intl", "Johnson Brothers International"),
         ] {
             assert_eq!(normalise(a), normalise(b), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn why_two_names_are_the_same_is_said_in_words() {
+        for (a, b, why) in [
+            ("Acme", "Acme", "same name"),
+            (
+                "Northern Architects Ltd",
+                "Northern Architects Inc",
+                "same name once \"Ltd\"/\"Inc\" are ignored",
+            ),
+            (
+                "Northern Architects Ltd",
+                "NORTHERN ARCHITECTS INC.",
+                "same name once \"Ltd\"/\"INC.\" and case are ignored",
+            ),
+            (
+                "Acme, L.L.C.",
+                "acme",
+                "same name once \"L.L.C.\" and case are ignored",
+            ),
+            (
+                "Müller GmbH",
+                "Muller",
+                "same name once \"GmbH\" and accents are ignored",
+            ),
+            (
+                "Smith & Jones",
+                "Smith and Jones",
+                "same name once punctuation and spacing are ignored",
+            ),
+        ] {
+            assert_eq!(normalise(a), normalise(b), "{a} / {b}");
+            assert_eq!(why_same_name(a, b), why, "{a} / {b}");
         }
     }
 

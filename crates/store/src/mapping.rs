@@ -89,7 +89,8 @@ pub struct LinkAudit {
     pub id: i64,
     pub integration_id: IntegrationId,
     pub external_id: String,
-    /// `link`, `unlink`, `quick_match`, `undo`.
+    /// `link`, `unlink`, `quick_match`, `auto_link` (a sync linked it by name), `undo`,
+    /// `import`, `block`, `unblock`.
     pub action: String,
     pub before: Option<CompanyId>,
     pub after: Option<CompanyId>,
@@ -115,6 +116,16 @@ pub trait MappingStore: Send + Sync {
         unlinked_only: bool,
         limit: i64,
     ) -> Result<Vec<IntegrationCompany>>;
+    /// A page of `integration_companies` (same order and filters) and how many match in all.
+    async fn integration_companies_page(
+        &self,
+        tenant: TenantId,
+        integration: Option<IntegrationId>,
+        search: &str,
+        unlinked_only: bool,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<IntegrationCompany>, i64)>;
     /// Applies every request in one transaction, each audited as `action` by `actor`
     /// (with `batch` for a Quick Match). All or nothing.
     async fn apply_company_links(
@@ -126,7 +137,9 @@ pub trait MappingStore: Send + Sync {
         batch: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Vec<LinkOutcome>>;
-    /// Puts every link of a Quick Match batch back as it was.
+    /// Puts every link of a Quick Match batch, or of a sync run's links by name (batch
+    /// `run-{id}`, action `auto_link`; undone, each is left `unlinked` so the sync does not
+    /// link it again), back as it was.
     async fn undo_company_link_batch(
         &self,
         tenant: TenantId,
@@ -135,6 +148,13 @@ pub trait MappingStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<Vec<LinkOutcome>>;
     async fn company_link_audit(&self, tenant: TenantId, limit: i64) -> Result<Vec<LinkAudit>>;
+    /// A page of the link history, newest first, and how many entries there are in all.
+    async fn company_link_audit_page(
+        &self,
+        tenant: TenantId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<LinkAudit>, i64)>;
     /// Imports integration companies in one transaction: each is linked to the portal
     /// company given, or to a new portal company with its name (created for the
     /// integration). An integration company that is already linked is refused
@@ -531,6 +551,54 @@ macro_rules! impl_mapping_store {
                         .collect())
                 }
 
+                async fn integration_companies_page(
+                    &self,
+                    tenant: TenantId,
+                    integration: Option<IntegrationId>,
+                    search: &str,
+                    unlinked_only: bool,
+                    offset: i64,
+                    limit: i64,
+                ) -> Result<(Vec<IntegrationCompany>, i64)> {
+                    let from = "FROM integration_companies ic \
+                         LEFT JOIN external_links l ON l.integration_id = ic.integration_id AND l.record_kind = 'company' AND l.external_id = ic.external_id \
+                         LEFT JOIN companies c ON c.tenant_id = ic.tenant_id AND c.id = l.local_id \
+                         WHERE ic.tenant_id = $1 AND ($2 = 0 OR ic.integration_id = $2) AND ($3 = '' OR lower(ic.name) LIKE $3 ESCAPE '\\') \
+                           AND ($4 = FALSE OR l.local_id IS NULL)";
+                    let rows: Vec<ListRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "SELECT ic.integration_id, ic.external_id, ic.name, ic.active, ic.import_state, l.local_id, c.name AS company_name, ic.domains \
+                         {from} ORDER BY lower(ic.name), ic.integration_id, ic.external_id LIMIT $5 OFFSET $6"
+                    )))
+                    .bind(tenant.0)
+                    .bind(integration.map_or(0, |i| i.0))
+                    .bind(like(search))
+                    .bind(unlinked_only)
+                    .bind(limit.clamp(1, 1000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as(crate::sync_shared::sql(format!("SELECT COUNT(*) {from}")))
+                        .bind(tenant.0)
+                        .bind(integration.map_or(0, |i| i.0))
+                        .bind(like(search))
+                        .bind(unlinked_only)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    let list = rows
+                        .into_iter()
+                        .map(|r| IntegrationCompany {
+                            integration_id: IntegrationId(r.integration_id),
+                            external_id: r.external_id,
+                            name: r.name,
+                            active: r.active,
+                            import_state: r.import_state,
+                            linked_to: r.local_id.map(|id| (CompanyId(id), r.company_name.unwrap_or_default())),
+                            domains: r.domains.split_whitespace().map(str::to_string).collect(),
+                        })
+                        .collect();
+                    Ok((list, total))
+                }
+
                 async fn apply_company_links(
                     &self,
                     tenant: TenantId,
@@ -552,8 +620,9 @@ macro_rules! impl_mapping_store {
                 async fn undo_company_link_batch(&self, tenant: TenantId, batch: &str, actor: &str, now: DateTime<Utc>) -> Result<Vec<LinkOutcome>> {
                     let mut tx = self.begin_write().await?;
                     let rows: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
-                        "SELECT integration_id, external_id, before_company_id, state_before FROM company_link_audit \
-                         WHERE tenant_id = $1 AND batch = $2 AND action = 'quick_match' ORDER BY id DESC",
+                        "SELECT integration_id, external_id, before_company_id, \
+                           CASE WHEN action = 'auto_link' THEN 'unlinked' ELSE state_before END FROM company_link_audit \
+                         WHERE tenant_id = $1 AND batch = $2 AND action IN ('quick_match', 'auto_link') ORDER BY id DESC",
                     )
                     .bind(tenant.0)
                     .bind(batch)
@@ -572,7 +641,7 @@ macro_rules! impl_mapping_store {
                     .await?;
                     if undone.is_some() {
                         tx.rollback().await?;
-                        return Err(StoreError::Conflict("this Quick Match was already undone".into()));
+                        return Err(StoreError::Conflict("these links were already undone".into()));
                     }
                     let mut out = Vec::with_capacity(rows.len());
                     for (integration, external_id, before, state) in rows {
@@ -768,6 +837,28 @@ macro_rules! impl_mapping_store {
                         .await?;
                     tx.commit().await?;
                     Ok(())
+                }
+
+                async fn company_link_audit_page(&self, tenant: TenantId, offset: i64, limit: i64) -> Result<(Vec<LinkAudit>, i64)> {
+                    let rows: Vec<AuditRow> = sqlx::query_as(
+                        "SELECT a.id, a.integration_id, a.external_id, a.action, a.before_company_id, a.after_company_id, a.batch, a.actor, a.at, \
+                           ic.name AS external_name, cb.name AS before_name, ca.name AS after_name \
+                         FROM company_link_audit a \
+                         LEFT JOIN integration_companies ic ON ic.integration_id = a.integration_id AND ic.external_id = a.external_id \
+                         LEFT JOIN companies cb ON cb.tenant_id = a.tenant_id AND cb.id = a.before_company_id \
+                         LEFT JOIN companies ca ON ca.tenant_id = a.tenant_id AND ca.id = a.after_company_id \
+                         WHERE a.tenant_id = $1 ORDER BY a.id DESC LIMIT $2 OFFSET $3",
+                    )
+                    .bind(tenant.0)
+                    .bind(limit.clamp(1, 1000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM company_link_audit WHERE tenant_id = $1")
+                        .bind(tenant.0)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((rows.into_iter().map(Into::into).collect(), total))
                 }
 
                 async fn company_link_audit(&self, tenant: TenantId, limit: i64) -> Result<Vec<LinkAudit>> {

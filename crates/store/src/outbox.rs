@@ -166,6 +166,14 @@ pub trait OutboxStore: Send + Sync {
         state: Option<&str>,
         limit: i64,
     ) -> Result<Vec<OutboxItem>>;
+    /// A page of the outbox, newest first, and how many rows match in all.
+    async fn list_outbox_page(
+        &self,
+        tenant: TenantId,
+        state: Option<&str>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<OutboxItem>, i64)>;
     /// A ticket's rows, oldest first.
     async fn list_outbox_for_ticket(
         &self,
@@ -534,6 +542,24 @@ macro_rules! impl_outbox_store {
                     .fetch_all(&self.pool)
                     .await?;
                     rows.into_iter().map(TryInto::try_into).collect()
+                }
+
+                async fn list_outbox_page(&self, tenant: TenantId, state: Option<&str>, offset: i64, limit: i64) -> Result<(Vec<OutboxItem>, i64)> {
+                    let rows: Vec<OutboxRow> = sqlx::query_as(crate::sync_shared::sql(format!(
+                        "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE tenant_id = $1 AND ($2 = '' OR state = $2) ORDER BY id DESC LIMIT $3 OFFSET $4"
+                    )))
+                    .bind(tenant.0)
+                    .bind(state.unwrap_or(""))
+                    .bind(limit.clamp(1, 1000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE tenant_id = $1 AND ($2 = '' OR state = $2)")
+                        .bind(tenant.0)
+                        .bind(state.unwrap_or(""))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((rows.into_iter().map(TryInto::try_into).collect::<Result<_>>()?, total))
                 }
 
                 async fn list_outbox_for_ticket(&self, tenant: TenantId, ticket: TicketId) -> Result<Vec<OutboxItem>> {

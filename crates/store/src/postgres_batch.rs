@@ -136,10 +136,10 @@ pub(crate) async fn insert_users(
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO company_users (id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
-         SELECT u.id, $1, u.company_id, u.email, u.phone, u.first_name, u.last_name, u.role_id, u.role_reason, u.status, 'import', $2, $2 \
-         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[]) \
-           AS u(id, company_id, email, first_name, last_name, role_id, role_reason, status, phone)",
+        "INSERT INTO company_users (id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, contact_types, origin, created_at, updated_at) \
+         SELECT u.id, $1, u.company_id, u.email, u.phone, u.first_name, u.last_name, u.role_id, u.role_reason, u.status, u.contact_types, 'import', $2, $2 \
+         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+           AS u(id, company_id, email, first_name, last_name, role_id, role_reason, status, phone, contact_types)",
     )
     .bind(tenant)
     .bind(now)
@@ -152,6 +152,7 @@ pub(crate) async fn insert_users(
     .bind(rows.iter().map(|r| r.role_reason).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.phone).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.contact_types.as_str()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -170,11 +171,11 @@ pub(crate) async fn update_users(
         return Ok(());
     }
     sqlx::query(
-        "UPDATE company_users AS c SET email = u.email, phone = u.phone, first_name = u.first_name, last_name = u.last_name, company_id = u.company_id, \
+        "UPDATE company_users AS c SET email = u.email, phone = u.phone, first_name = u.first_name, last_name = u.last_name, company_id = u.company_id, contact_types = u.contact_types, \
            status = CASE WHEN u.active THEN (CASE WHEN c.status = 'disabled' THEN 'imported' ELSE c.status END) ELSE 'disabled' END, \
            updated_at = $2 \
-         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[]) \
-           AS u(id, company_id, email, first_name, last_name, active, phone) \
+         FROM UNNEST($3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::text[], $10::text[]) \
+           AS u(id, company_id, email, first_name, last_name, active, phone, contact_types) \
          WHERE c.id = ANY($3) AND c.id = u.id AND c.tenant_id = $1 AND c.origin = 'import'",
     )
     .bind(tenant)
@@ -186,6 +187,7 @@ pub(crate) async fn update_users(
     .bind(rows.iter().map(|r| r.last_name).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.active).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.phone).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.contact_types.as_str()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

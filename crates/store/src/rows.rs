@@ -139,6 +139,8 @@ pub struct CompanyUserRow {
     pub origin: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// One type per line.
+    pub contact_types: String,
 }
 
 impl TryFrom<CompanyUserRow> for CompanyUser {
@@ -157,6 +159,12 @@ impl TryFrom<CompanyUserRow> for CompanyUser {
             last_name: r.last_name,
             role_id: RoleId(r.role_id),
             role_reason: r.role_reason,
+            contact_types: r
+                .contact_types
+                .lines()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect(),
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

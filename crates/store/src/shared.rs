@@ -390,7 +390,7 @@ macro_rules! impl_store {
                 let row: CompanyUserRow = sqlx::query_as(
                     "INSERT INTO company_users (tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
                      VALUES ($1, $2, $3, $11, $4, $5, $6, $7, $8, $9, $10, $10) \
-                     RETURNING id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at",
+                     RETURNING id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at, contact_types",
                 )
                 .bind(tenant.0)
                 .bind(user.company_id.0)
@@ -410,7 +410,7 @@ macro_rules! impl_store {
 
             async fn list_company_users(&self, tenant: TenantId, company: CompanyId) -> Result<Vec<CompanyUser>> {
                 let rows: Vec<CompanyUserRow> = sqlx::query_as(
-                    "SELECT id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at \
+                    "SELECT id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at, contact_types \
                      FROM company_users WHERE tenant_id = $1 AND company_id = $2 ORDER BY last_name, first_name, id",
                 )
                 .bind(tenant.0)

@@ -140,11 +140,11 @@ pub(crate) async fn insert_users(
     rows: &[NewUserRow<'_>],
 ) -> Result<()> {
     for chunk in rows.chunks(100) {
-        let values = value_rows(chunk.len(), 9, 3, &|p| {
+        let values = value_rows(chunk.len(), 10, 3, &|p| {
             format!("({}, $1, {}, 'import', $2, $2)", p[0], p[1..].join(", "))
         });
         let q = format!(
-            "INSERT INTO company_users (id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, origin, created_at, updated_at) \
+            "INSERT INTO company_users (id, tenant_id, company_id, email, phone, first_name, last_name, role_id, role_reason, status, contact_types, origin, created_at, updated_at) \
              VALUES {values}"
         );
         let mut query = sqlx::query(sql(q)).bind(tenant).bind(now);
@@ -158,7 +158,8 @@ pub(crate) async fn insert_users(
                 .bind(r.last_name)
                 .bind(r.role_id)
                 .bind(r.role_reason)
-                .bind(r.status);
+                .bind(r.status)
+                .bind(&r.contact_types);
         }
         query.execute(&mut **tx).await?;
     }
@@ -174,10 +175,10 @@ pub(crate) async fn update_users(
     // 100 rows per statement: UPDATE … FROM a VALUES list (SQLite 3.33+); sqlx hands every
     // statement to SQLite's worker thread, so one statement per row adds up.
     for chunk in rows.chunks(100) {
-        let values = value_rows(chunk.len(), 7, 3, &|p| format!("({})", p.join(", ")));
+        let values = value_rows(chunk.len(), 8, 3, &|p| format!("({})", p.join(", ")));
         let q = format!(
             "UPDATE company_users AS c SET email = u.column3, first_name = u.column4, last_name = u.column5, \
-               company_id = u.column2, phone = u.column7, \
+               company_id = u.column2, phone = u.column7, contact_types = u.column8, \
                status = CASE WHEN u.column6 THEN (CASE WHEN c.status = 'disabled' THEN 'imported' ELSE c.status END) ELSE 'disabled' END, \
                updated_at = $2 \
              FROM (VALUES {values}) AS u \
@@ -192,7 +193,8 @@ pub(crate) async fn update_users(
                 .bind(r.first_name)
                 .bind(r.last_name)
                 .bind(r.active)
-                .bind(r.phone);
+                .bind(r.phone)
+                .bind(&r.contact_types);
         }
         query.execute(&mut **tx).await?;
     }

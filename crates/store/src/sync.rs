@@ -170,6 +170,8 @@ pub enum Op {
         /// The role and why it was chosen: set on create only, because existing users keep
         /// the role they were given at import.
         role: Option<(RoleId, String)>,
+        /// The contact's types in the PSA (shown on the company page).
+        contact_types: Vec<String>,
         active: bool,
         hash: String,
         remote_updated_at: Option<DateTime<Utc>>,
@@ -309,6 +311,10 @@ pub struct PageCommit {
     /// company list.
     pub companies: Vec<CatalogCompany>,
     pub events: Vec<NewEvent>,
+    /// Integration companies this page links to an existing portal company by name
+    /// (external id, portal company id): each is written to `company_link_audit` as
+    /// `auto_link` by actor `sync`, batch `run-{run_id}`, undoable like a Quick Match.
+    pub auto_links: Vec<(String, i64)>,
     /// The pass state after this page.
     pub pass: PassState,
     /// `None`: `pass` is written as the checkpoint.
@@ -444,6 +450,14 @@ pub trait SyncStore: Send + Sync {
         id: IntegrationId,
         limit: i64,
     ) -> Result<Vec<SyncRun>>;
+    /// A page of the integration's runs, newest first, and how many there are in all.
+    async fn list_runs_page(
+        &self,
+        tenant: TenantId,
+        id: IntegrationId,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<SyncRun>, i64)>;
     async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun>;
     async fn list_events(
         &self,
@@ -453,6 +467,16 @@ pub trait SyncStore: Send + Sync {
         record_type: Option<RecordType>,
         limit: i64,
     ) -> Result<Vec<SyncEvent>>;
+    /// A page of a run's events, oldest first, and how many match in all.
+    async fn list_events_page(
+        &self,
+        tenant: TenantId,
+        run_id: i64,
+        level: Option<EventLevel>,
+        record_type: Option<RecordType>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<(Vec<SyncEvent>, i64)>;
 
     async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor>;
     /// Starts a pass (or records `sync_from`), fenced by the lease.

@@ -59,6 +59,8 @@ pub(crate) struct NewUserRow<'a> {
     pub role_id: i64,
     pub role_reason: &'a str,
     pub status: &'static str,
+    /// One per line.
+    pub contact_types: String,
 }
 
 pub(crate) struct UserUpdateRow<'a> {
@@ -69,6 +71,8 @@ pub(crate) struct UserUpdateRow<'a> {
     pub first_name: &'a str,
     pub last_name: &'a str,
     pub active: bool,
+    /// One per line.
+    pub contact_types: String,
 }
 
 pub(crate) struct NewStaffRow<'a> {
@@ -448,6 +452,24 @@ macro_rules! impl_sync_store {
                     rows.into_iter().map(run_from).collect()
                 }
 
+                async fn list_runs_page(&self, tenant: TenantId, id: IntegrationId, offset: i64, limit: i64) -> Result<(Vec<SyncRun>, i64)> {
+                    let rows: Vec<RunRow> = sqlx::query_as(sql(format!(
+                        "SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND integration_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
+                    )))
+                    .bind(tenant.0)
+                    .bind(id.0)
+                    .bind(limit.clamp(1, 1000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sync_runs WHERE tenant_id = $1 AND integration_id = $2")
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok((rows.into_iter().map(run_from).collect::<Result<_>>()?, total))
+                }
+
                 async fn get_run(&self, tenant: TenantId, run_id: i64) -> Result<SyncRun> {
                     let row: Option<RunRow> = sqlx::query_as(sql(format!("SELECT {RUN_COLS} FROM sync_runs WHERE tenant_id = $1 AND id = $2")))
                         .bind(tenant.0)
@@ -490,6 +512,51 @@ macro_rules! impl_sync_store {
                             })
                         })
                         .collect()
+                }
+
+                async fn list_events_page(
+                    &self,
+                    tenant: TenantId,
+                    run_id: i64,
+                    level: Option<EventLevel>,
+                    record_type: Option<RecordType>,
+                    offset: i64,
+                    limit: i64,
+                ) -> Result<(Vec<SyncEvent>, i64)> {
+                    let filter = "WHERE tenant_id = $1 AND run_id = $2 AND ($3 IS NULL OR level = $3) AND ($4 IS NULL OR record_type = $4)";
+                    let rows: Vec<EventRow> = sqlx::query_as(sql(format!(
+                        "SELECT id, run_id, at, level, record_type, external_id, message FROM sync_events {filter} ORDER BY id LIMIT $5 OFFSET $6"
+                    )))
+                    .bind(tenant.0)
+                    .bind(run_id)
+                    .bind(level.map(|l| l.as_str()))
+                    .bind(record_type.map(|r| r.as_str()))
+                    .bind(limit.clamp(1, 5000))
+                    .bind(offset.max(0))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let (total,): (i64,) = sqlx::query_as(sql(format!("SELECT COUNT(*) FROM sync_events {filter}")))
+                        .bind(tenant.0)
+                        .bind(run_id)
+                        .bind(level.map(|l| l.as_str()))
+                        .bind(record_type.map(|r| r.as_str()))
+                        .fetch_one(&self.pool)
+                        .await?;
+                    let events = rows
+                        .into_iter()
+                        .map(|r| {
+                            Ok(SyncEvent {
+                                id: r.id,
+                                run_id: r.run_id,
+                                at: r.at,
+                                level: EventLevel::parse(&r.level).ok_or_else(|| corrupt("level", &r.level))?,
+                                record_type: r.record_type.as_deref().and_then(RecordType::parse),
+                                external_id: r.external_id,
+                                message: r.message,
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok((events, total))
                 }
 
                 async fn cursor(&self, id: IntegrationId, record: RecordType) -> Result<Cursor> {
@@ -799,7 +866,7 @@ macro_rules! impl_sync_store {
                                 new_companies.push(NewCompanyRow { id: nid, name, active: *active });
                                 links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, phone, first_name, last_name, active, hash, remote_updated_at, .. } => {
+                            Op::CompanyUser { existing: Some(local), company_id, external_id, email, phone, first_name, last_name, active, hash, remote_updated_at, contact_types, .. } => {
                                 // Only imported users are updated (the batch filters on origin); their role stays.
                                 user_updates.push(UserUpdateRow {
                                     id: *local,
@@ -809,10 +876,11 @@ macro_rules! impl_sync_store {
                                     first_name,
                                     last_name,
                                     active: *active,
+                                    contact_types: contact_types.join("\n"),
                                 });
                                 links.push(LinkWrite { local: *local, ext: external_id, remote: *remote_updated_at, hash });
                             }
-                            Op::CompanyUser { existing: None, company_id, external_id, email, phone, first_name, last_name, role, active, hash, remote_updated_at } => {
+                            Op::CompanyUser { existing: None, company_id, external_id, email, phone, first_name, last_name, role, active, hash, remote_updated_at, contact_types } => {
                                 let Some((role_id, role_reason)) = role else {
                                     return Err(StoreError::Corrupt(format!("new company user {external_id} has no role")));
                                 };
@@ -827,6 +895,7 @@ macro_rules! impl_sync_store {
                                     role_id: role_id.0,
                                     role_reason,
                                     status: if *active { "imported" } else { "disabled" },
+                                    contact_types: contact_types.join("\n"),
                                 });
                                 links.push(LinkWrite { local: nid, ext: external_id, remote: *remote_updated_at, hash });
                             }
@@ -870,6 +939,23 @@ macro_rules! impl_sync_store {
                     }
                     for e in &page.events {
                         insert_event(&mut tx, tenant, run_id, e, now).await?;
+                    }
+                    // Links made by name are in the link history, one batch per run, so an admin
+                    // can see and undo them like a Quick Match.
+                    let batch = format!("run-{run_id}");
+                    for (external_id, company) in &page.auto_links {
+                        sqlx::query(
+                            "INSERT INTO company_link_audit (tenant_id, integration_id, external_id, action, before_company_id, after_company_id, batch, actor, at, state_before) \
+                             VALUES ($1, $2, $3, 'auto_link', NULL, $4, $5, 'sync', $6, 'auto')",
+                        )
+                        .bind(tenant.0)
+                        .bind(id.0)
+                        .bind(external_id)
+                        .bind(company)
+                        .bind(&batch)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                     let checkpoint = match &page.checkpoint {
                         None => Some(page.pass.clone()),

@@ -185,6 +185,9 @@ pub struct PageOutcome {
     pub events: Vec<NewEvent>,
     pub counts: Counts,
     pub max_seen: Option<DateTime<Utc>>,
+    /// Companies linked to a portal company by name (external id, portal company id),
+    /// recorded in the company link history by the commit.
+    pub auto_links: Vec<(String, i64)>,
 }
 
 impl PageOutcome {
@@ -414,14 +417,25 @@ async fn companies(
                 } else {
                     match ctx.names.take(ctx, &c.name).await? {
                         NameMatch::None => out.counts.created += 1,
-                        NameMatch::One(id, portal) => {
+                        NameMatch::One(id, portal) if ctx.options.auto_link_by_name => {
                             existing = Some(id);
                             out.counts.linked += 1;
                             let msg = format!(
-                                "'{}' linked to the existing portal company '{portal}' (same name); no company created",
-                                c.name
+                                "'{}' linked to portal company \"{portal}\" ({}); no company created. Undo it in the company link history; the integration option \"Link a new company to the portal company with the same name\" turns this off",
+                                c.name,
+                                mspbridge_matching::why_same_name(&portal, &c.name)
                             );
                             out.event(EventLevel::Info, rt, &ext, msg);
+                            out.auto_links.push((ext.clone(), id));
+                        }
+                        NameMatch::One(_, portal) => {
+                            let msg = format!(
+                                "'{}' not imported: portal company \"{portal}\" has the same name ({}) and automatic linking by name is off for this integration; it waits for an admin to link it to \"{portal}\" or import it as a new company in the company mapping",
+                                c.name,
+                                mspbridge_matching::why_same_name(&portal, &c.name)
+                            );
+                            out.skip(rt, &ext, Some(EventLevel::Info), msg, full);
+                            continue;
                         }
                         NameMatch::Several(names) => {
                             let msg = format!(
@@ -570,6 +584,7 @@ async fn contacts(
                 first_name: c.first_name.clone(),
                 last_name: c.last_name.clone(),
                 role: None,
+                contact_types: c.types.clone(),
                 active: c.active,
                 hash,
                 remote_updated_at: c.updated_at,
@@ -648,6 +663,7 @@ async fn contacts(
             first_name: c.first_name.clone(),
             last_name: c.last_name.clone(),
             role: Some((role_id, source.explain(ctx.provider))),
+            contact_types: c.types.clone(),
             active: true,
             hash,
             remote_updated_at: c.updated_at,

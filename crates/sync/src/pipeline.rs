@@ -50,7 +50,7 @@ enum Decided {
         seq: u64,
         /// The page's place in its pass (0, 1, …), for the checkpoint gate.
         page_no: u64,
-        out: PageOutcome,
+        out: Box<PageOutcome>,
         state: PassState,
         last: bool,
     },
@@ -437,7 +437,7 @@ impl Engine {
                     pass: i,
                     seq,
                     page_no,
-                    out,
+                    out: Box::new(out),
                     state: state.clone(),
                     last: next.is_none(),
                 };
@@ -565,7 +565,7 @@ impl Engine {
                                     integration,
                                     run_id,
                                     record,
-                                    out,
+                                    *out,
                                     state.clone(),
                                     gate,
                                     last,
@@ -649,6 +649,7 @@ impl Engine {
                 ops: out.ops,
                 companies: out.companies,
                 events: out.events,
+                auto_links: out.auto_links,
                 pass: state,
                 checkpoint,
             };

@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod integrations;
 pub mod mapping_api;
+pub mod paging;
 pub mod sync_api;
 pub mod technicians_api;
 pub mod tickets_api;

@@ -210,50 +210,78 @@ pub struct ListParams {
     pub search: Option<String>,
     /// Only companies not linked to a portal company.
     pub unlinked: Option<bool>,
+    /// Companies to skip (the `X-Next-Offset` of the previous page); default 0.
+    pub offset: Option<i64>,
+    /// 1–1000, default 100.
     pub limit: Option<i64>,
 }
 
-/// One integration's companies as last synced (the grid's picker).
+/// One integration's companies as last synced (the grid's picker), by name.
+///
+/// The body is one page (a bare array). `X-Total-Count` says how many match; while more
+/// follow, `X-Next-Offset` and `Link: <…?offset=…&limit=…>; rel="next"`.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/companies", tag = "mapping",
     params(("id" = i64, Path, description = "Integration id"), ListParams),
-    responses((status = 200, body = [IntegrationCompanyView]), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "One page of the integration's companies", body = [IntegrationCompanyView],
+            headers(
+                ("X-Total-Count" = i64, description = "Companies matching the filters, on every page"),
+                ("X-Next-Offset" = i64, description = "`offset` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn list_integration_companies(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Json<Vec<IntegrationCompanyView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
     let id = parse_id(&raw)?;
     state.store.get_integration(caller.tenant_id, id).await?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("limit", "must be from 1 to 1000"));
-    }
-    let list = state
+    let page = crate::paging::Paging::new(p.offset, p.limit, 100, 1000)?;
+    let search = p.search.as_deref().unwrap_or_default();
+    let unlinked = p.unlinked.unwrap_or(false);
+    let (list, total) = state
         .store
-        .integration_companies(
+        .integration_companies_page(
             caller.tenant_id,
             Some(id),
-            p.search.as_deref().unwrap_or_default(),
-            p.unlinked.unwrap_or(false),
-            limit,
+            search,
+            unlinked,
+            page.offset,
+            page.limit,
         )
         .await?;
-    Ok(Json(
-        list.into_iter()
-            .map(|c| IntegrationCompanyView {
-                integration_id: c.integration_id.0,
-                external_id: c.external_id,
-                name: c.name,
-                active: c.active,
-                import_state: c.import_state,
-                linked_company_id: c.linked_to.as_ref().map(|l| l.0.0),
-                linked_company_name: c.linked_to.map(|l| l.1),
-                domains: c.domains,
-            })
-            .collect(),
-    ))
+    let mut filters = Vec::new();
+    if !search.is_empty() {
+        filters.push(("search", search.to_string()));
+    }
+    if unlinked {
+        filters.push(("unlinked", "true".to_string()));
+    }
+    let headers = page.headers(
+        &format!("/api/v1/integrations/{}/companies", id.0),
+        &filters,
+        list.len(),
+        total,
+    );
+    let list: Vec<IntegrationCompanyView> = list
+        .into_iter()
+        .map(|c| IntegrationCompanyView {
+            integration_id: c.integration_id.0,
+            external_id: c.external_id,
+            name: c.name,
+            active: c.active,
+            import_state: c.import_state,
+            linked_company_id: c.linked_to.as_ref().map(|l| l.0.0),
+            linked_company_name: c.linked_to.map(|l| l.1),
+            domains: c.domains,
+        })
+        .collect();
+    Ok((headers, Json(list)).into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -634,7 +662,9 @@ pub struct UndoView {
     pub undone: usize,
 }
 
-/// Puts every link of an applied Quick Match batch back as it was before.
+/// Puts every link of an applied Quick Match batch back as it was before; a sync run's
+/// links by name (batch `run-{run id}`, action `auto_link` in the audit) are undone the same
+/// way and left unlinked, so the next sync does not link them again.
 #[utoipa::path(post, path = "/api/v1/company-mapping/batches/{batch}/undo", tag = "mapping",
     params(("batch" = String, Path)),
     responses((status = 200, body = UndoView), (status = 404, body = ErrorBody)))]
@@ -689,23 +719,41 @@ impl From<mspbridge_store::mapping::LinkAudit> for AuditView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Entries to skip (the `X-Next-Offset` of the previous page); default 0.
+    pub offset: Option<i64>,
+    /// 1–1000, default 100.
     pub limit: Option<i64>,
 }
 
-/// Who linked, unlinked or applied a Quick Match, when, and the before and after.
+/// Who linked, unlinked or applied a Quick Match (and what a sync linked by name), when,
+/// and the before and after; newest first.
+///
+/// The body is one page (a bare array). `X-Total-Count` says how many entries there are;
+/// while more follow, `X-Next-Offset` and `Link: <…?offset=…&limit=…>; rel="next"`.
 #[utoipa::path(get, path = "/api/v1/company-mapping/audit", tag = "mapping", params(AuditParams),
-    responses((status = 200, body = [AuditView])))]
+    responses(
+        (status = 200, description = "One page of the link history, newest first", body = [AuditView],
+            headers(
+                ("X-Total-Count" = i64, description = "Entries in the link history, on every page"),
+                ("X-Next-Offset" = i64, description = "`offset` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn get_audit(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(p): ApiQuery<AuditParams>,
-) -> Result<Json<Vec<AuditView>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
-    let rows = state
+    let page = crate::paging::Paging::new(p.offset, p.limit, 100, 1000)?;
+    let (rows, total) = state
         .store
-        .company_link_audit(caller.tenant_id, p.limit.unwrap_or(100))
+        .company_link_audit_page(caller.tenant_id, page.offset, page.limit)
         .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    let headers = page.headers("/api/v1/company-mapping/audit", &[], rows.len(), total);
+    let rows: Vec<AuditView> = rows.into_iter().map(Into::into).collect();
+    Ok((headers, Json(rows)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -424,19 +424,53 @@ pub struct RunView {
     pub run: SyncRun,
 }
 
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsParams {
+    /// Runs to skip (the `X-Next-Offset` of the previous page); default 0.
+    pub offset: Option<i64>,
+    /// 1–500, default 50.
+    pub limit: Option<i64>,
+}
+
+/// The integration's sync runs, newest first.
+///
+/// The body is one page (a bare array). `X-Total-Count` says how many runs there are;
+/// while more follow, `X-Next-Offset` and `Link: <…?offset=…&limit=…>; rel="next"`.
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/runs", tag = "sync",
-    params(("id" = i64, Path, description = "Integration id")),
-    responses((status = 200, body = Vec<RunView>), (status = 404, body = ErrorBody)))]
+    params(("id" = i64, Path, description = "Integration id"), RunsParams),
+    responses(
+        (status = 200, description = "One page of runs, newest first", body = Vec<RunView>,
+            headers(
+                ("X-Total-Count" = i64, description = "The integration's runs, on every page"),
+                ("X-Next-Offset" = i64, description = "`offset` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn list_runs(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<RunView>>, ApiError> {
+    ApiQuery(p): ApiQuery<RunsParams>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
     let id = parse_id(&raw)?;
+    let page = crate::paging::Paging::new(p.offset, p.limit, 50, 500)?;
     state.store.get_integration(caller.tenant_id, id).await?;
-    let runs = state.store.list_runs(caller.tenant_id, id, 50).await?;
-    Ok(Json(runs.into_iter().map(|run| RunView { run }).collect()))
+    let (runs, total) = state
+        .store
+        .list_runs_page(caller.tenant_id, id, page.offset, page.limit)
+        .await?;
+    let headers = page.headers(
+        &format!("/api/v1/integrations/{}/runs", id.0),
+        &[],
+        runs.len(),
+        total,
+    );
+    let runs: Vec<RunView> = runs.into_iter().map(|run| RunView { run }).collect();
+    Ok((headers, Json(runs)).into_response())
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -444,8 +478,12 @@ pub async fn list_runs(
 pub struct EventFilter {
     /// info | warning | error
     pub level: Option<String>,
-    /// companies | contacts | technicians
+    /// companies | contacts | technicians | tickets
     pub record_type: Option<String>,
+    /// Events to skip (the `X-Next-Offset` of the previous page); default 0.
+    pub offset: Option<i64>,
+    /// Events per page, 1–5000, default 2000.
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -473,24 +511,58 @@ pub fn parse_filter(f: &EventFilter) -> Result<(Option<EventLevel>, Option<Recor
     Ok((level, record))
 }
 
+/// A run and a page of its log, oldest line first.
+///
+/// `events` is one page: `X-Total-Count` says how many lines match the filters; while
+/// more follow, `X-Next-Offset` and `Link: <…?offset=…&limit=…>; rel="next"`.
 #[utoipa::path(get, path = "/api/v1/runs/{run_id}", tag = "sync",
     params(("run_id" = i64, Path, description = "Run id"), EventFilter),
-    responses((status = 200, body = RunLog), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The run and one page of its log", body = RunLog,
+            headers(
+                ("X-Total-Count" = i64, description = "Log lines matching the filters, on every page"),
+                ("X-Next-Offset" = i64, description = "`offset` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn get_run(
     State(state): State<AppState>,
     caller: Caller,
     Path(run_id): Path<String>,
     ApiQuery(filter): ApiQuery<EventFilter>,
-) -> Result<Json<RunLog>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
     let run_id: i64 = run_id
         .parse()
         .map_err(|_| ApiError::field("run_id", "must be a number"))?;
     let (level, record) = parse_filter(&filter)?;
+    let page = crate::paging::Paging::new(filter.offset, filter.limit, 2000, 5000)?;
     let run = state.store.get_run(caller.tenant_id, run_id).await?;
-    let events = state
+    let (events, total) = state
         .store
-        .list_events(caller.tenant_id, run_id, level, record, 2000)
+        .list_events_page(
+            caller.tenant_id,
+            run_id,
+            level,
+            record,
+            page.offset,
+            page.limit,
+        )
         .await?;
-    Ok(Json(RunLog { run, events }))
+    let mut filters = Vec::new();
+    if let Some(l) = level {
+        filters.push(("level", l.as_str().to_string()));
+    }
+    if let Some(r) = record {
+        filters.push(("record_type", r.as_str().to_string()));
+    }
+    let headers = page.headers(
+        &format!("/api/v1/runs/{run_id}"),
+        &filters,
+        events.len(),
+        total,
+    );
+    Ok((headers, Json(RunLog { run, events })).into_response())
 }

@@ -591,19 +591,33 @@ pub async fn list_tickets(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutboxParams {
-    /// `pending`, `done` or `failed`; all when left out.
+    /// `pending`, `done`, `failed` or `discarded`; all when left out.
     pub state: Option<String>,
+    /// Rows to skip (the `X-Next-Offset` of the previous page); default 0.
+    pub offset: Option<i64>,
+    /// 1–500, default 100.
     pub limit: Option<i64>,
 }
 
 /// Writes to PSAs, newest first: what is waiting, what went through, what was refused.
+///
+/// The body is one page (a bare array). `X-Total-Count` says how many rows match; while
+/// more follow, `X-Next-Offset` and `Link: <…?offset=…&limit=…>; rel="next"` say where.
 #[utoipa::path(get, path = "/api/v1/outbox", tag = "tickets", params(OutboxParams),
-    responses((status = 200, body = [PsaWrite]), (status = 422, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "One page of PSA writes, newest first", body = [PsaWrite],
+            headers(
+                ("X-Total-Count" = i64, description = "Rows matching the filter, on every page"),
+                ("X-Next-Offset" = i64, description = "`offset` of the next page; absent on the last page"),
+                ("Link" = String, description = "`<…>; rel=\"next\"` for the next page; absent on the last page"),
+            )),
+        (status = 422, description = "A query parameter is invalid (names it)", body = ErrorBody)))]
 pub async fn list_outbox(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(p): ApiQuery<OutboxParams>,
-) -> Result<Json<Vec<PsaWrite>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Permission::Read)?;
     let wanted = p.state.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = wanted
@@ -614,11 +628,18 @@ pub async fn list_outbox(
             "must be pending, done, failed or discarded",
         ));
     }
-    let rows = state
+    let page = crate::paging::Paging::new(p.offset, p.limit, 100, 500)?;
+    let (rows, total) = state
         .store
-        .list_outbox(caller.tenant_id, wanted, p.limit.unwrap_or(100))
+        .list_outbox_page(caller.tenant_id, wanted, page.offset, page.limit)
         .await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    let filters: Vec<(&str, String)> = wanted
+        .map(|s| ("state", s.to_string()))
+        .into_iter()
+        .collect();
+    let headers = page.headers("/api/v1/outbox", &filters, rows.len(), total);
+    let rows: Vec<PsaWrite> = rows.into_iter().map(Into::into).collect();
+    Ok((headers, Json(rows)).into_response())
 }
 
 /// What an admin can do with a failed write.

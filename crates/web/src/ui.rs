@@ -323,7 +323,7 @@ fn section_of(path: &str) -> &'static str {
     }
 }
 
-/// At most this many failed writes are counted and listed on the Attention page.
+/// At most this many failed writes are listed on the Attention page (all are counted).
 pub(crate) const ATTENTION_LIMIT: i64 = 500;
 
 pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiError> {
@@ -333,11 +333,13 @@ pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiErro
         Actor::Token { name } => name.clone(),
     };
     let path = PAGE_PATH.try_with(String::clone).unwrap_or_default();
+    // The sidebar's count: every failed write (one row read, the total counted).
     let attention = state
         .store
-        .list_outbox(c.tenant_id, Some("failed"), ATTENTION_LIMIT)
+        .list_outbox_page(c.tenant_id, Some("failed"), 0, 1)
         .await?
-        .len();
+        .1
+        .max(0) as usize;
     Ok(Shell {
         tenant_name: tenant.name,
         user_label,
@@ -634,6 +636,7 @@ struct FlashQuery {
     tab: Option<String>,
     level: Option<String>,
     record_type: Option<String>,
+    setup: Option<String>,
 }
 
 fn flash_text(code: Option<&str>) -> Option<String> {
@@ -651,6 +654,8 @@ fn flash_text(code: Option<&str>) -> Option<String> {
             "tickets_cleared" => "Synced tickets cleared; a run re-imports them now.",
             "options" => "Sync options saved.",
             "vocabulary" => "Type and status lists read again.",
+            "setup_options" => "Options saved. Sync is still off: enable it below.",
+            "sync_enabled" => "Sync enabled: the first import starts within seconds (see Runs).",
             _ => return None,
         }
         .to_string(),
@@ -894,6 +899,20 @@ struct ConnectPage {
     report: Option<ReportView>,
 }
 
+/// The connect wizard's steps after the credentials (spec 2.3), shown on the integration
+/// page with `?setup=`: `test` (the per-area permission report, Test again), `options`
+/// (the options form, saved with sync off), `enable` (turn sync on, first import now).
+const SETUP: [&str; 3] = ["test", "options", "enable"];
+
+fn setup_of(raw: Option<&str>) -> &'static str {
+    SETUP.into_iter().find(|s| Some(*s) == raw).unwrap_or("")
+}
+
+/// The stepper's number of a setup step (Credentials is 1).
+fn setup_step(setup: &str) -> usize {
+    SETUP.iter().position(|s| *s == setup).map_or(0, |i| i + 2)
+}
+
 async fn connect_page(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
@@ -993,9 +1012,11 @@ async fn connect(
         Err(e) => return error_page(e),
     };
     match integrations::connect(&state, c.tenant_id, &slug, name.as_deref(), &creds).await {
-        Ok(i) => {
-            Redirect::to(&format!("/settings/integrations/{}?msg=connected", i.id)).into_response()
-        }
+        Ok(i) => Redirect::to(&format!(
+            "/settings/integrations/{}?setup=test&msg=connected",
+            i.id
+        ))
+        .into_response(),
         Err(e @ (ApiError::Validation(_) | ApiError::ConnectionFailed { .. })) => {
             let shell = match shell(&state, &c).await {
                 Ok(s) => s,
@@ -1058,6 +1079,9 @@ struct IntegrationPage {
     log: Vec<crate::ui_sync::EventLine>,
     level: String,
     record_type: String,
+    /// The connect wizard's step (`test`, `options`, `enable`), or empty.
+    setup: &'static str,
+    setup_step: usize,
 }
 
 /// The integration page's tabs.
@@ -1081,10 +1105,15 @@ async fn detail(
     let i = state.store.get_integration(c.tenant_id, id).await?;
     let view: IntegrationView = integrations::view(state, &i).await?;
     let options_error = match &failure {
-        Some((e @ ApiError::Validation(v), _))
+        // In words above the form; each message also sits at its field below.
+        Some((ApiError::Validation(v), _))
             if v.fields().iter().any(|f| f.field.starts_with("options")) =>
         {
-            Some(e.to_string())
+            let messages: Vec<&str> = v.fields().iter().map(|f| f.message.as_str()).collect();
+            Some(format!(
+                "Not saved: {} (marked at the field below).",
+                messages.join("; ")
+            ))
         }
         _ => None,
     };
@@ -1153,7 +1182,19 @@ async fn detail(
         log,
         level: filter.level.clone().unwrap_or_default(),
         record_type: filter.record_type.clone().unwrap_or_default(),
+        setup: "",
+        setup_step: 0,
     })
+}
+
+/// The page in the connect wizard's step `setup` (none when empty).
+fn in_setup(mut p: IntegrationPage, setup: &'static str) -> IntegrationPage {
+    p.setup = setup;
+    p.setup_step = setup_step(setup);
+    if setup == "options" {
+        p.tab = "options";
+    }
+    p
 }
 
 fn parse_id(raw: &str) -> Result<IntegrationId, ApiError> {
@@ -1175,6 +1216,13 @@ async fn integration_page(
         let filter = crate::sync_api::EventFilter {
             level: q.level.clone(),
             record_type: q.record_type.clone(),
+            ..Default::default()
+        };
+        let setup = setup_of(q.setup.as_deref());
+        let tab = if setup == "options" {
+            "options"
+        } else {
+            tab_of(q.tab.as_deref())
         };
         detail(
             &state,
@@ -1182,10 +1230,11 @@ async fn integration_page(
             parse_id(&id)?,
             flash_text(q.msg.as_deref()),
             None,
-            (tab_of(q.tab.as_deref()), &filter),
+            (tab, &filter),
             None,
         )
         .await
+        .map(|p| in_setup(p, setup))
     };
     match page.await {
         Ok(p) => render(p, StatusCode::OK),
@@ -1200,6 +1249,12 @@ async fn integration_action(
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
     let raw_form = form.clone();
+    let setup = setup_of(
+        raw_form
+            .iter()
+            .find(|(k, _)| k == "setup")
+            .map(|(_, v)| v.as_str()),
+    );
     let (csrf, name, creds) = parse_form(form);
     if let Err(e) = c.check_csrf(Some(&csrf)) {
         return error_page(e);
@@ -1271,6 +1326,19 @@ async fn integration_action(
                 .map(|_| "options"),
             Err(e) => Err(e),
         },
+        // The wizard's last step: sync on (due at once, so the first import starts).
+        "enable" => match c.require(Permission::Manage) {
+            Ok(()) => {
+                async {
+                    let mut o = state.store.sync_options(t, id).await?;
+                    o.enabled = true;
+                    state.store.set_sync_options(t, id, &o, state.now()).await?;
+                    Ok::<_, ApiError>("sync_enabled")
+                }
+                .await
+            }
+            Err(e) => Err(e),
+        },
         "delete" => {
             return match c.require(Permission::Manage) {
                 Ok(()) => match integrations::delete(&state, t, id).await {
@@ -1283,6 +1351,14 @@ async fn integration_action(
         _ => return error_page(ApiError::NotFound),
     };
     match result {
+        Ok(msg) if !setup.is_empty() => {
+            let next = match msg {
+                "options" => "?setup=enable&msg=setup_options".to_string(),
+                "sync_enabled" => "?tab=runs&msg=sync_enabled".to_string(),
+                other => format!("?setup={setup}&msg={other}"),
+            };
+            Redirect::to(&format!("/settings/integrations/{id}{next}")).into_response()
+        }
         Ok(msg) => {
             let tab = if msg == "options" || msg == "vocabulary" {
                 "&tab=options"
@@ -1315,7 +1391,7 @@ async fn integration_action(
         )
         .await
         {
-            Ok(p) => render(p, StatusCode::UNPROCESSABLE_ENTITY),
+            Ok(p) => render(in_setup(p, setup), StatusCode::UNPROCESSABLE_ENTITY),
             Err(e) => error_page(e),
         },
         Err(e) => error_page(e),

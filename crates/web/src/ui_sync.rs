@@ -93,6 +93,7 @@ pub struct SyncView {
     pub technicians: bool,
     pub auto_import: bool,
     pub skip_inactive: bool,
+    pub auto_link_by_name: bool,
     pub exclude_types: String,
     pub exclude_statuses: String,
     pub rules: String,
@@ -195,6 +196,7 @@ impl SyncView {
         self.technicians = on("technicians");
         self.tickets = on("tickets");
         self.skip_inactive = on("skip_inactive_companies");
+        self.auto_link_by_name = on("auto_link_by_name");
         self.auto_import = on("auto_import_contacts");
         self.exclude_types = all("exclude_company_types");
         self.exclude_statuses = all("exclude_company_statuses");
@@ -340,6 +342,7 @@ pub async fn sync_parts(
         technicians: o.technicians,
         auto_import: o.auto_import_contacts,
         skip_inactive: o.skip_inactive_companies,
+        auto_link_by_name: o.auto_link_by_name,
         exclude_types: o.exclude_company_types.join(", "),
         exclude_statuses: o.exclude_company_statuses.join(", "),
         rules: o
@@ -575,6 +578,7 @@ pub async fn save_options(
         primary_contact_role_id: role("primary_contact_role_id")?,
         contact_type_rules: rules,
         skip_inactive_companies: on("skip_inactive_companies"),
+        auto_link_by_name: on("auto_link_by_name"),
         exclude_company_types: list("exclude_company_types"),
         exclude_company_statuses: list("exclude_company_statuses"),
         ticket_defaults: mspbridge_domain::sync::TicketDefaults {
@@ -897,10 +901,15 @@ pub struct UserLine {
     name: String,
     email: String,
     phone: String,
+    /// The integration the user was imported from, or "Portal".
+    source: String,
+    /// The user's contact types in that PSA, comma separated ("—" when none).
+    contact_types: String,
     role: String,
     reason: String,
     status: &'static str,
-    origin: &'static str,
+    /// When a sync last wrote the user ("—" for portal users).
+    last_synced: String,
 }
 
 #[derive(Template)]
@@ -919,6 +928,86 @@ struct CompanyPage {
     can_write: bool,
     flash: Option<String>,
     users: Vec<UserLine>,
+    /// One sentence per linked integration: the role its new contacts of this company get,
+    /// and why.
+    captions: Vec<String>,
+}
+
+/// "New Halo PSA contacts of this company get role Viewer because …", per integration
+/// linked to `company`: the role chain of spec 2.11 as it applies to this company.
+async fn inheritance_captions(
+    state: &AppState,
+    c: &Caller,
+    company: CompanyId,
+    override_role: Option<RoleId>,
+    roles: &BTreeMap<RoleId, String>,
+) -> Result<Vec<String>, ApiError> {
+    let role = |r: RoleId| {
+        roles
+            .get(&r)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", r.0))
+    };
+    let mut out = Vec::new();
+    for i in state.store.list_integrations(c.tenant_id).await? {
+        if state
+            .store
+            .find_local_link(c.tenant_id, i.id, LinkedRecord::Company, company.0)
+            .await?
+            .is_none()
+        {
+            continue;
+        }
+        let p = i
+            .nickname
+            .clone()
+            .unwrap_or_else(|| i.provider.descriptor().name.to_string());
+        let o = state.store.sync_options(c.tenant_id, i.id).await?;
+        if !o.contacts || !o.auto_import_contacts {
+            out.push(format!(
+                "{p} contacts of this company are not imported as users: contact auto-import is off in {p}'s options."
+            ));
+            continue;
+        }
+        if let Some(r) = override_role {
+            out.push(format!(
+                "New {p} contacts of this company get role {} because this company's Default Import Role overrides {p}'s rules.",
+                role(r)
+            ));
+            continue;
+        }
+        let mut except: Vec<String> = o
+            .contact_type_rules
+            .iter()
+            .enumerate()
+            .map(|(n, r)| {
+                format!(
+                    "contact type '{}' gets {} (rule {})",
+                    r.contact_type,
+                    role(r.role_id),
+                    n + 1
+                )
+            })
+            .collect();
+        if let Some(r) = o.primary_contact_role_id {
+            except.push(format!("the primary contact gets {}", role(r)));
+        }
+        let base = match o.default_role_id {
+            Some(r) => format!(
+                "New {p} contacts of this company get role {} because that is {p}'s integration default and this company has no Default Import Role",
+                role(r)
+            ),
+            None => format!(
+                "New {p} contacts of this company get no role by default ({p} has no default role)"
+            ),
+        };
+        out.push(if except.is_empty() {
+            format!("{base}.")
+        } else {
+            format!("{base}; before that, {}.", except.join("; "))
+        });
+    }
+    Ok(out)
 }
 
 /// What a new plain contact of `company` gets from each integration it is linked to
@@ -1099,6 +1188,8 @@ struct AuditLine {
     batch: Option<String>,
     /// Set on the newest line of a Quick Match batch not undone yet.
     undo_batch: Option<String>,
+    /// "Undo Quick Match" or "Undo links by name" (a sync run's batch).
+    undo_label: &'static str,
     batch_size: usize,
 }
 
@@ -1138,7 +1229,8 @@ async fn audit_page(
             .filter_map(|a| a.batch.as_deref())
             .collect();
         let mut sizes: std::collections::HashMap<&str, usize> = Default::default();
-        for a in audit.iter().filter(|a| a.action == "quick_match") {
+        let undoable = |action: &str| matches!(action, "quick_match" | "auto_link");
+        for a in audit.iter().filter(|a| undoable(&a.action)) {
             if let Some(b) = a.batch.as_deref() {
                 *sizes.entry(b).or_default() += 1;
             }
@@ -1155,9 +1247,7 @@ async fn audit_page(
             .map(|a| {
                 let batch = a.batch.as_deref();
                 let undo_batch = batch
-                    .filter(|b| {
-                        a.action == "quick_match" && !undone.contains(b) && offered.insert(*b)
-                    })
+                    .filter(|b| undoable(&a.action) && !undone.contains(b) && offered.insert(*b))
                     .map(str::to_string);
                 AuditLine {
                     at: ts(a.at),
@@ -1167,6 +1257,10 @@ async fn audit_page(
                         "link" => "Linked",
                         "unlink" => "Unlinked",
                         "quick_match" => "Quick Match",
+                        "auto_link" => "Linked by name (sync)",
+                        "undo" if batch.is_some_and(|b| b.starts_with("run-")) => {
+                            "Links by name undone"
+                        }
                         "undo" => "Quick Match undone",
                         "import" => "Imported",
                         "block" => "Blocked (company deleted)",
@@ -1185,6 +1279,11 @@ async fn audit_page(
                     after: company(a.after, &a.after_name),
                     batch: a.batch.clone(),
                     batch_size: batch.and_then(|b| sizes.get(b)).copied().unwrap_or(0),
+                    undo_label: if a.action == "auto_link" {
+                        "Undo links by name"
+                    } else {
+                        "Undo Quick Match"
+                    },
                     undo_batch,
                 }
             })
@@ -1195,7 +1294,7 @@ async fn audit_page(
             can_write: c.role.allows(Permission::Write),
             message: q
                 .undone
-                .map(|n| format!("Quick Match undone: {n} link(s) put back as they were.")),
+                .map(|n| format!("Undone: {n} link(s) put back as they were.")),
         })
     };
     match page.await {
@@ -1348,21 +1447,69 @@ async fn company_page(
             .collect();
         let defaults = state.store.company_defaults(c.tenant_id, id).await?;
         let inherited = inherited_roles(&state, &c, id, &roles).await?;
-        let users = state
+        let integrations: HashMap<i64, String> = state
             .store
-            .list_company_users(c.tenant_id, id)
+            .list_integrations(c.tenant_id)
             .await?
             .into_iter()
-            .map(|u| UserLine {
-                name: format!("{} {}", u.first_name, u.last_name),
-                email: u.email.unwrap_or_default(),
-                phone: u.phone.unwrap_or_default(),
-                role: roles.get(&u.role_id).cloned().unwrap_or_default(),
-                reason: u.role_reason.unwrap_or_else(|| "set by hand".into()),
-                status: u.status.as_str(),
-                origin: u.origin.as_str(),
+            .map(|i| {
+                let label = i
+                    .nickname
+                    .clone()
+                    .unwrap_or_else(|| i.provider.descriptor().name.to_string());
+                (i.id.0, label)
             })
             .collect();
+        let users = state.store.list_company_users(c.tenant_id, id).await?;
+        let mine: std::collections::HashSet<i64> = users.iter().map(|u| u.id.0).collect();
+        // Which integration each user came from (a user is linked to at most one).
+        let sources: HashMap<i64, String> = state
+            .store
+            .links_of_kind(c.tenant_id, LinkedRecord::CompanyUser)
+            .await?
+            .into_iter()
+            .filter(|l| mine.contains(&l.local_id))
+            .map(|l| {
+                let label = integrations
+                    .get(&l.integration_id.0)
+                    .cloned()
+                    .unwrap_or_else(|| format!("Integration {}", l.integration_id.0));
+                (l.local_id, label)
+            })
+            .collect();
+        let users = users
+            .into_iter()
+            .map(|u| {
+                let source = sources.get(&u.id.0).cloned();
+                UserLine {
+                    name: format!("{} {}", u.first_name, u.last_name),
+                    email: u.email.unwrap_or_default(),
+                    phone: u.phone.unwrap_or_default(),
+                    contact_types: if u.contact_types.is_empty() {
+                        "—".into()
+                    } else {
+                        u.contact_types.join(", ")
+                    },
+                    role: roles.get(&u.role_id).cloned().unwrap_or_default(),
+                    reason: u.role_reason.unwrap_or_else(|| {
+                        if source.is_some() {
+                            "kept from an earlier import".into()
+                        } else {
+                            "set by hand in the portal".into()
+                        }
+                    }),
+                    status: u.status.as_str(),
+                    last_synced: if source.is_some() {
+                        ts(u.updated_at)
+                    } else {
+                        "—".into()
+                    },
+                    source: source.unwrap_or_else(|| "Portal".into()),
+                }
+            })
+            .collect();
+        let captions =
+            inheritance_captions(&state, &c, id, defaults.default_import_role, &roles).await?;
         Ok::<_, ApiError>(CompanyPage {
             shell: shell(&state, &c).await?,
             id: id.0,
@@ -1399,6 +1546,7 @@ async fn company_page(
                 _ => None,
             },
             users,
+            captions,
         })
     };
     match page.await {

@@ -549,6 +549,8 @@ struct AttentionPage {
     count_label: String,
     can_write: bool,
     flash: Option<String>,
+    /// Said when more failed writes exist than the page lists.
+    more: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -566,9 +568,9 @@ async fn attention_page(
 ) -> Response {
     let page = async {
         c.require(Permission::Read)?;
-        let items = state
+        let (items, total) = state
             .store
-            .list_outbox(c.tenant_id, Some("failed"), crate::ui::ATTENTION_LIMIT)
+            .list_outbox_page(c.tenant_id, Some("failed"), 0, crate::ui::ATTENTION_LIMIT)
             .await?;
         let companies: HashMap<i64, String> = state
             .store
@@ -624,7 +626,13 @@ async fn attention_page(
         };
         Ok::<_, ApiError>(AttentionPage {
             shell: shell(&state, &c).await?,
-            count_label: crate::ui::plural(lines.len(), "write needs", "writes need"),
+            count_label: crate::ui::plural(total.max(0) as usize, "write needs", "writes need"),
+            more: (total > lines.len() as i64).then(|| {
+                format!(
+                    "The oldest {} are not listed here: retry or discard these first, or read them all with GET /api/v1/outbox?state=failed (paged).",
+                    total - lines.len() as i64
+                )
+            }),
             lines,
             can_write: c.role.allows(Permission::Write),
             flash,

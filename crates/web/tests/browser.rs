@@ -7,7 +7,11 @@
 //! `target/browser-screenshots/`.
 //!
 //! Then the link history with one-click undo of the Quick Match, and deleting a company
-//! then unblocking its integration company on Blocked Companies.
+//! then unblocking its integration company on Blocked Companies; the company page's user
+//! table (Source, contact type, role, why, last synced) and its inheritance caption.
+//! The connect wizard (credentials → Test → options → enable sync) for the ConnectWise
+//! sandbox, and the admin pages with the mapping grid's columns at 1440 px with three
+//! integrations.
 //! Needs `chromedriver` on PATH. Without it the test is skipped with a message, except
 //! under CI=true, where that is a failure (`.ci/run` installs both packages).
 
@@ -471,6 +475,27 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
             && body.contains("Inheriting from ConnectWise Manage: Viewer"),
         "the override and the caption",
     )?;
+    // Spec 2.10: the users' Source, contact type, role and why, last sync; one caption
+    // per linked provider saying what its new contacts get and why.
+    until(
+        c,
+        "[...document.querySelectorAll('#inheritance li.caption')].some(li => li.textContent === \"New ConnectWise Manage contacts of this company get role Standard User because this company's Default Import Role overrides ConnectWise Manage's rules.\")",
+        "the inheritance caption",
+    )
+    .await?;
+    until(
+        c,
+        "(() => { const h = [...document.querySelectorAll('table[aria-label=Users] thead th')].map(th => th.textContent); return ['Source', 'Contact type', 'Role', 'Why this role', 'Last synced'].every(x => h.includes(x)); })()",
+        "the users table's columns",
+    )
+    .await?;
+    until(
+        c,
+        "[...document.querySelectorAll('table[aria-label=Users] tbody tr')].some(tr => tr.querySelector('td.source')?.textContent === 'ConnectWise Manage' && tr.querySelector('td.role')?.textContent !== '' && /ConnectWise Manage/.test(tr.querySelector('td.why')?.textContent || '') && tr.cells[6].textContent !== '—')",
+        "an imported user with its source, role, why and last sync",
+    )
+    .await?;
+    shot(c, "company-users").await?;
     let home = mspbridge_domain::CompanyId(x["linked_company_id"].as_i64().unwrap());
     let saved = app
         .db
@@ -552,7 +577,7 @@ async fn walk(app: &TestApp, c: &Client, cw: i64) -> Step {
     js(c, &format!("{UNDO}.click(); return 1")).await?;
     until(
         c,
-        &format!("location.search.includes('undone=') && document.querySelector('[role=status]')?.textContent.includes('Quick Match undone') && {UNDO} === null"),
+        &format!("location.search.includes('undone=') && document.querySelector('[role=status]')?.textContent.includes('Undone: ') && {UNDO} === null"),
         "the batch undone, no second Undo",
     )
     .await?;
@@ -663,6 +688,8 @@ async fn the_mapping_grid_in_chromium() {
         )
         .await;
     assert_eq!(s, 200, "{v}");
+    // Contacts imported with the role chain, for the company page's user table.
+    full_pass_engine(&app).tick().await.unwrap().expect("due");
     let (s, _) = app
         .post(
             "/api/v1/companies",
@@ -918,15 +945,46 @@ async fn pages(app: &TestApp, c: &Client, cw: i64) -> Step {
     .await?;
     shot(c, "integration-390px").await?;
 
-    // 1440 px: every column of the mapping grid visible without scrolling.
+    // 1440 px: every column of the mapping grid visible without scrolling, with three
+    // integrations (two more ConnectWise connections, synced, so their cells are filled).
+    for nickname in ["CW East", "CW West"] {
+        let id = app.connect_cw(t).await["id"].as_i64().unwrap_or_default();
+        app.call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/integrations/{id}"),
+            t,
+            Some(json!({"name": nickname})),
+        )
+        .await;
+        app.call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/integrations/{id}/options"),
+            t,
+            Some(json!({"interval_minutes": 5})),
+        )
+        .await;
+        // Runs due integrations until the new one has had its run.
+        let mut synced = false;
+        for _ in 0..5 {
+            match full_pass_engine(app).tick().await.map_err(e("sync"))? {
+                Some(run) if run.integration_id.0 == id => {
+                    synced = true;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        check(synced, format!("a run of {nickname}"))?;
+    }
     c.set_window_size(1440, 900).await.map_err(e("1440 px"))?;
     c.goto(&app.url("/settings/integrations/companies"))
         .await
         .map_err(e("grid"))?;
     until(
         c,
-        "document.querySelectorAll('#rows tr').length > 0 && (() => { const w = document.querySelector('.mapwrap').getBoundingClientRect().right; return [...document.querySelectorAll('table.map thead th')].every(th => th.getBoundingClientRect().right <= w + 1); })()",
-        "the grid's columns visible at 1440 px",
+        "document.querySelectorAll('#rows tr').length > 0 && document.querySelectorAll('table.map thead th').length >= 4 && [...document.querySelectorAll('table.map thead th')].some(th => th.textContent.includes('CW West')) && (() => { const w = document.querySelector('.mapwrap').getBoundingClientRect().right; return [...document.querySelectorAll('table.map thead th')].every(th => th.getBoundingClientRect().right <= w + 1); })()",
+        "the grid's columns (three integrations) visible at 1440 px",
     )
     .await?;
     shot(c, "mapping-1440px").await
@@ -1131,6 +1189,126 @@ async fn rmm_pages_in_chromium() {
     let result = rmm_pages(&app, &c, datto).await;
     if let Err(what) = &result {
         let _ = shot(&c, "failed-step-rmm").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}
+
+/// The connect wizard (spec 2.3) for the ConnectWise sandbox: credentials (a wrong key
+/// refused with the input kept) → Test (the per-area permission report) → options (a
+/// refusal shown at its field, the input kept; saved with sync off) → enable sync.
+/// Screenshots `connect-1-credentials` … `connect-4-enable` under `target/screenshots/`.
+async fn wizard(app: &TestApp, c: &Client) -> Step {
+    sign_in(app, c).await?;
+    c.goto(&app.url("/settings/integrations/connect/connectwise_manage"))
+        .await
+        .map_err(e("connect page"))?;
+    let current = "document.querySelector('ol.stepper li[aria-current=step]')?.textContent.trim()";
+    until(c, &format!("{current}.endsWith('Credentials')"), "step 1").await?;
+    let creds = app.good_credentials();
+    let fill = |private: &str| {
+        format!(
+            "const v = {{site: {}, company_id: {}, public_key: {}, private_key: {}, client_id: {}}}; for (const [k, x] of Object.entries(v)) document.getElementById('cred_' + k).value = x; document.querySelector('form.card button[type=submit]').click(); return 1",
+            creds["site"],
+            creds["company_id"],
+            creds["public_key"],
+            json!(private),
+            creds["client_id"]
+        )
+    };
+    js(c, &fill("not-the-key")).await?;
+    until(
+        c,
+        &format!("document.querySelector('.alert.error') !== null && document.getElementById('cred_site').value === {} && {current}.endsWith('Credentials')", creds["site"]),
+        "a wrong key refused, the input kept",
+    )
+    .await?;
+    shot(c, "connect-1-credentials").await?;
+    js(c, &fill(creds["private_key"].as_str().unwrap())).await?;
+    until(
+        c,
+        &format!("location.search.includes('setup=test') && {current}.endsWith('Test') && document.querySelectorAll('#setup-test table[aria-label=\"Permission check\"] tbody tr').length > 0"),
+        "step 2: the permission report",
+    )
+    .await?;
+    shot(c, "connect-2-test").await?;
+    click(c, "#setup-next").await?;
+    until(
+        c,
+        &format!("{current}.endsWith('Options') && document.querySelector('input[name=enabled]') === null"),
+        "step 3: options without the sync switch",
+    )
+    .await?;
+    // Contact auto-import without a default role: refused at the field, input kept.
+    js(c, "document.querySelector('input[name=auto_import_contacts]').checked = true; document.getElementById('default_role_id').value = ''; document.getElementById('save-options').click(); return 1").await?;
+    until(
+        c,
+        &format!("document.getElementById('default_role_id-error') !== null && !/options\\./.test(document.getElementById('default_role_id-error').textContent) && !/options\\./.test(document.querySelector('.alert.error').textContent) && document.querySelector('input[name=auto_import_contacts]').checked && {current}.endsWith('Options')"),
+        "the refusal at its field, in words, with the input kept",
+    )
+    .await?;
+    shot(c, "connect-3-options").await?;
+    js(c, "const s = document.getElementById('default_role_id'); s.value = [...s.options].find(o => o.text === 'Viewer').value; document.getElementById('save-options').click(); return 1").await?;
+    until(
+        c,
+        &format!(
+            "{current}.endsWith('Enable sync') && document.getElementById('enable-sync') !== null"
+        ),
+        "step 4",
+    )
+    .await?;
+    shot(c, "connect-4-enable").await?;
+    let id: i64 = js(c, "return location.pathname.split('/')[3]")
+        .await?
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .ok_or("the integration id in the URL")?;
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{id}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    check(
+        o["options"]["enabled"] == false && o["options"]["auto_import_contacts"] == true,
+        format!("options saved with sync still off: {o}"),
+    )?;
+    click(c, "#enable-sync").await?;
+    until(
+        c,
+        "location.search.includes('tab=runs') && document.querySelector('.alert.ok')?.textContent.includes('Sync enabled')",
+        "sync enabled",
+    )
+    .await?;
+    let (_, o) = app
+        .get(
+            &format!("/api/v1/integrations/{id}/options"),
+            &app.a.owner_token,
+        )
+        .await;
+    check(
+        o["options"]["enabled"] == true,
+        format!("sync on after the last step: {o}"),
+    )
+}
+
+#[tokio::test]
+async fn the_connect_wizard_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    let c = browser(&webdriver).await;
+    let result = wizard(&app, &c).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-wizard-step").await;
         let _ = c.clone().close().await;
         panic!("{what}");
     }

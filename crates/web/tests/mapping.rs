@@ -704,3 +704,362 @@ async fn a_second_integration_links_by_name_and_quick_match_uses_domains() {
         );
     }
 }
+
+/// Renames one active ConnectWise company of the app's sandbox to `name`; its id.
+fn rename_active_company(app: &TestApp, name: &str) -> String {
+    app.sandbox.with_data(|d| {
+        let inactive: std::collections::HashSet<i64> = d
+            .company_statuses
+            .iter()
+            .filter(|s| s.inactive_flag)
+            .map(|s| s.id)
+            .collect();
+        let c = d
+            .companies
+            .iter_mut()
+            .find(|c| {
+                !c.deleted_flag && c.status.as_ref().is_none_or(|s| !inactive.contains(&s.id))
+            })
+            .expect("an active company");
+        c.name = name.to_string();
+        c.id.to_string()
+    })
+}
+
+/// Connects ConnectWise for tenant A with `options` and runs its first sync.
+async fn connect_and_sync(app: &TestApp, options: Value) -> (i64, mspbridge_sync::RunSummary) {
+    let t = &app.a.owner_token;
+    let id = app.connect_cw(t).await["id"].as_i64().unwrap();
+    let (s, v) = put_options(app, id, options).await;
+    assert_eq!(s, 200, "{v}");
+    let run = full_pass_engine(app).tick().await.unwrap().expect("due");
+    assert_eq!(run.integration_id.0, id);
+    (id, run)
+}
+
+async fn company_events(app: &TestApp, run_id: i64, ext: &str) -> Vec<String> {
+    let (s, log) = app
+        .get(
+            &format!("/api/v1/runs/{run_id}?record_type=companies"),
+            &app.a.owner_token,
+        )
+        .await;
+    assert_eq!(s, 200, "{log}");
+    log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["external_id"] == ext)
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_link_by_name_says_why_in_the_run_log_is_in_the_link_history_and_undoes() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let portal = app
+            .db
+            .store
+            .create_company(app.a.id, "Zephyr Quill Architects Ltd", chrono::Utc::now())
+            .await
+            .unwrap();
+        let ext = rename_active_company(&app, "ZEPHYR QUILL ARCHITECTS Inc");
+        let (cw, run) = connect_and_sync(&app, json!({"interval_minutes": 5})).await;
+        let c = run.counts[&mspbridge_domain::sync::RecordType::Companies];
+        assert_eq!(c.linked, 1, "{c:?}");
+
+        // (a) The run log says which portal company and by which rule.
+        let lines = company_events(&app, run.run_id, &ext).await;
+        assert!(
+            lines.iter().any(|m| m.starts_with(
+                "'ZEPHYR QUILL ARCHITECTS Inc' linked to portal company \"Zephyr Quill Architects Ltd\" (same name once \"Ltd\"/\"Inc\" and case are ignored); no company created"
+            )),
+            "{} {lines:?}",
+            app.backend()
+        );
+        let named = app
+            .db
+            .store
+            .list_companies(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| mspbridge_matching::normalise(&c.name) == "zephyr quill architects")
+            .count();
+        assert_eq!(named, 1, "no second company");
+
+        // (b) The link history has it, by the sync, as the run's batch.
+        let (s, audit) = app.get("/api/v1/company-mapping/audit", t).await;
+        assert_eq!(s, 200, "{audit}");
+        let entry = audit["items"]
+            .as_array()
+            .or_else(|| audit.as_array())
+            .unwrap()
+            .iter()
+            .find(|a| a["external_id"] == ext.as_str())
+            .unwrap_or_else(|| panic!("no audit entry for {ext}: {audit}"))
+            .clone();
+        assert_eq!(entry["action"], "auto_link", "{entry}");
+        assert_eq!(entry["actor"], "sync", "{entry}");
+        let batch = format!("run-{}", run.run_id);
+        assert_eq!(entry["batch"], batch.as_str(), "{entry}");
+        assert_eq!(entry["after_company_id"], portal.id.0, "{entry}");
+        assert_eq!(entry["after_company_name"], "Zephyr Quill Architects Ltd");
+        assert_eq!(entry["external_name"], "ZEPHYR QUILL ARCHITECTS Inc");
+
+        // Undone like a Quick Match: unlinked, and the sync does not link it again.
+        let (s, v) = app
+            .post(
+                &format!("/api/v1/company-mapping/batches/{batch}/undo"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["undone"], 1, "{v}");
+        let (s, again) = app
+            .post(
+                &format!("/api/v1/company-mapping/batches/{batch}/undo"),
+                t,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 409, "undone once: {again}");
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["external_id"] == ext.as_str())
+            .unwrap();
+        assert!(x["linked_company_id"].is_null(), "{x}");
+        assert_eq!(x["import_state"], "unlinked", "{x}");
+        let run = sync(&app).await;
+        let lines = company_events(&app, run.run_id, &ext).await;
+        assert!(
+            lines
+                .iter()
+                .any(|m| m.contains("not imported: an admin unlinked it")),
+            "{lines:?}"
+        );
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        assert!(
+            list.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["external_id"] == ext.as_str() && x["linked_company_id"].is_null())
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_automatic_linking_off_a_same_name_company_waits_for_the_admin() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        app.db
+            .store
+            .create_company(app.a.id, "Zephyr Quill Architects Ltd", chrono::Utc::now())
+            .await
+            .unwrap();
+        let ext = rename_active_company(&app, "Zephyr Quill Architects Inc");
+        let (cw, run) = connect_and_sync(
+            &app,
+            json!({"interval_minutes": 5, "auto_link_by_name": false}),
+        )
+        .await;
+        let (_, options) = app
+            .get(&format!("/api/v1/integrations/{cw}/options"), t)
+            .await;
+        assert_eq!(options["options"]["auto_link_by_name"], false, "{options}");
+        let c = run.counts[&mspbridge_domain::sync::RecordType::Companies];
+        assert_eq!(c.linked, 0, "{c:?}");
+        assert!(c.created > 0, "the others are imported: {c:?}");
+        let lines = company_events(&app, run.run_id, &ext).await;
+        assert!(
+            lines.iter().any(|m| m.starts_with(
+                "'Zephyr Quill Architects Inc' not imported: portal company \"Zephyr Quill Architects Ltd\" has the same name (same name once \"Ltd\"/\"Inc\" are ignored) and automatic linking by name is off"
+            ) && m.contains("waits for an admin to link it")),
+            "{} {lines:?}",
+            app.backend()
+        );
+        let named = app
+            .db
+            .store
+            .list_companies(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| mspbridge_matching::normalise(&c.name) == "zephyr quill architects")
+            .count();
+        assert_eq!(named, 1, "no duplicate portal company");
+        let (_, list) = app
+            .get(&format!("/api/v1/integrations/{cw}/companies"), t)
+            .await;
+        let x = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["external_id"] == ext.as_str())
+            .unwrap();
+        assert!(
+            x["linked_company_id"].is_null(),
+            "listed for the admin: {x}"
+        );
+        let (_, audit) = app.get("/api/v1/company-mapping/audit", t).await;
+        assert!(!audit.to_string().contains("auto_link"), "{audit}");
+    }
+}
+
+/// Follows a list's `Link: <…>; rel="next"` from `first` to the end: every item (taken
+/// from each body by `items`), and the `X-Total-Count` of the first page.
+async fn walk(app: &TestApp, first: &str, items: fn(&Value) -> Vec<Value>) -> (Vec<Value>, i64) {
+    let mut all = Vec::new();
+    let mut total = None;
+    let mut next = Some(first.to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        pages += 1;
+        assert!(pages < 100, "paging does not end: {path}");
+        let resp = app
+            .http
+            .get(app.url(&path))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        let t: i64 = h["x-total-count"].to_str().unwrap().parse().unwrap();
+        assert_eq!(
+            *total.get_or_insert(t),
+            t,
+            "the total is the same on every page"
+        );
+        if let Some(link) = h.get("link") {
+            let link = link.to_str().unwrap();
+            assert!(link.ends_with(">; rel=\"next\""), "{link}");
+            let target = link.trim_start_matches('<').split('>').next().unwrap();
+            let offset = h["x-next-offset"].to_str().unwrap();
+            assert!(target.contains(&format!("offset={offset}")), "{link}");
+            next = Some(target.to_string());
+        } else {
+            assert!(h.get("x-next-offset").is_none());
+        }
+        let body: Value = resp.json().await.unwrap();
+        all.extend(items(&body));
+    }
+    assert!(
+        pages > 1,
+        "{first} fits one page: the test needs more items"
+    );
+    (all, total.unwrap())
+}
+
+fn array(v: &Value) -> Vec<Value> {
+    v.as_array().unwrap().clone()
+}
+
+fn ids(items: &[Value], key: &str) -> std::collections::BTreeSet<String> {
+    items.iter().map(|i| i[key].to_string()).collect()
+}
+
+#[tokio::test]
+async fn every_api_list_pages_with_a_total_and_a_next_link_to_the_last_item() {
+    for app in TestApp::each().await {
+        let t = &app.a.owner_token;
+        let cw = imported(&app).await;
+        sync(&app).await;
+        sync(&app).await;
+
+        // Sync runs.
+        let (runs, total) = walk(
+            &app,
+            &format!("/api/v1/integrations/{cw}/runs?limit=2"),
+            array,
+        )
+        .await;
+        assert_eq!((runs.len(), total), (3, 3), "{runs:?}");
+        assert_eq!(ids(&runs, "id").len(), 3);
+        let first_run = runs.last().unwrap()["id"].as_i64().unwrap();
+
+        // A run's log (the first import's, a few lines added).
+        let lines: Vec<mspbridge_store::sync::NewEvent> = (0..5)
+            .map(|i| {
+                mspbridge_store::sync::NewEvent::new(
+                    mspbridge_domain::sync::EventLevel::Info,
+                    None,
+                    None,
+                    &format!("line {i}"),
+                )
+            })
+            .collect();
+        app.db
+            .store
+            .add_events(app.a.id, first_run, &lines, chrono::Utc::now())
+            .await
+            .unwrap();
+        let (events, total) = walk(&app, &format!("/api/v1/runs/{first_run}?limit=1"), |v| {
+            array(&v["events"])
+        })
+        .await;
+        assert_eq!(events.len() as i64, total);
+        assert_eq!(ids(&events, "id").len(), events.len());
+
+        // The integration's companies.
+        let (companies, total) = walk(
+            &app,
+            &format!("/api/v1/integrations/{cw}/companies?limit=3"),
+            array,
+        )
+        .await;
+        let (_, one_page) = app
+            .get(
+                &format!("/api/v1/integrations/{cw}/companies?limit=1000"),
+                t,
+            )
+            .await;
+        assert_eq!(companies.len() as i64, total);
+        assert_eq!(
+            companies,
+            array(&one_page),
+            "the same items in the same order"
+        );
+
+        // The link history: three unlinks.
+        let linked: Vec<i64> = companies
+            .iter()
+            .filter_map(|c| c["linked_company_id"].as_i64())
+            .collect();
+        for company in &linked[..3] {
+            unlink(&app, *company, cw).await;
+        }
+        let (audit, total) = walk(&app, "/api/v1/company-mapping/audit?limit=2", array).await;
+        assert_eq!((audit.len(), total), (3, 3), "{audit:?}");
+
+        // The outbox: three tickets waiting to be written.
+        for (i, company) in linked[3..6].iter().enumerate() {
+            let (s, v) = app
+                .post(
+                    "/api/v1/tickets",
+                    t,
+                    json!({"company_id": company, "summary": format!("Printer {i}")}),
+                )
+                .await;
+            assert_eq!(s, 201, "{v}");
+        }
+        let (writes, total) = walk(&app, "/api/v1/outbox?state=pending&limit=2", array).await;
+        assert_eq!((writes.len(), total), (3, 3), "{writes:?}");
+        assert_eq!(ids(&writes, "id").len(), 3);
+
+        // Paging parameters are checked like any other.
+        let (s, e) = app.get("/api/v1/outbox?limit=0", t).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("limit")), "{e}");
+        let (s, e) = app.get("/api/v1/company-mapping/audit?offset=-1", t).await;
+        assert_eq!((s, e["field"].as_str()), (422, Some("offset")), "{e}");
+    }
+}

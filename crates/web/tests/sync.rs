@@ -288,6 +288,27 @@ async fn the_pages_show_runs_companies_users_with_role_reasons_and_technicians()
             || company.contains("ConnectWise Manage integration default"),
         "{company}"
     );
+    // Spec 2.10: each user's Source, contact type, role, why and last sync, and one
+    // inheritance caption per linked provider.
+    for column in ["Source", "Contact type", "Why this role", "Last synced"] {
+        assert!(company.contains(&format!("<th>{column}</th>")), "{column}");
+    }
+    assert!(
+        company.contains(r#"<td class="source">ConnectWise Manage</td>"#),
+        "{company}"
+    );
+    let types = ["Approver", "Billing", "Employee", "IT Contact", "Owner"];
+    assert!(
+        company
+            .split(r#"<td class="contact-types">"#)
+            .skip(1)
+            .any(|cell| types.iter().any(|t| cell.starts_with(t))),
+        "contact types shown: {company}"
+    );
+    assert!(
+        company.contains(r#"<li class="caption">New ConnectWise Manage contacts of this company get role Viewer because that is ConnectWise Manage&#39;s integration default and this company has no Default Import Role; before that, the primary contact gets Admin.</li>"#),
+        "the inheritance caption: {company}"
+    );
     let techs = get("/technicians".into()).await;
     assert!(techs.contains("@msp.example") && techs.contains("import"));
 }

@@ -998,3 +998,279 @@ async fn inline_json_escapes_markup_so_names_cannot_break_the_page() {
         }
     }
 }
+
+/// The connect wizard over HTTP (spec 2.3): credentials → Test (the permission report) →
+/// options (saved with sync off; a refusal keeps the input and says why at the field) →
+/// enable sync. The same walk in Chromium is `browser::the_connect_wizard_in_chromium`.
+#[tokio::test]
+async fn connecting_is_a_four_step_wizard() {
+    for app in TestApp::each().await {
+        let mut b = Browser::new(&app);
+        b.login(&app.a.email, ADMIN_PASSWORD).await;
+        let form = b
+            .get("/settings/integrations/connect/connectwise_manage")
+            .await;
+        assert!(
+            form.body.contains(
+                r#"class="current" aria-current="step"><span class="n">1</span> Credentials"#
+            ),
+            "{}",
+            form.body
+        );
+        let csrf = hidden(&form.body, "csrf");
+        let site = app.sandbox_handle.host();
+        let p = b
+            .post(
+                "/settings/integrations/connect/connectwise_manage",
+                &[
+                    ("csrf", &csrf),
+                    ("cred_site", &site),
+                    ("cred_company_id", DEMO_COMPANY_ID),
+                    ("cred_public_key", DEMO_PUBLIC_KEY),
+                    ("cred_private_key", DEMO_PRIVATE_KEY),
+                    ("cred_client_id", DEMO_CLIENT_ID),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 303);
+        let location = p.location.unwrap();
+        assert!(
+            location.ends_with("?setup=test&msg=connected"),
+            "{location}"
+        );
+        let id = location
+            .trim_start_matches("/settings/integrations/")
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        let test = b.get(&location).await;
+        assert!(
+            test.body
+                .contains(r#"aria-current="step"><span class="n">2</span> Test"#)
+                && test.body.contains(r#"aria-label="Permission check""#)
+                && test.body.contains(r#"name="setup" value="test""#)
+                && test.body.contains("Next: options"),
+            "{}",
+            test.body
+        );
+        // Test again stays in the wizard.
+        let p = b
+            .post(
+                &format!("/settings/integrations/{id}/test"),
+                &[("csrf", &csrf), ("setup", "test")],
+            )
+            .await;
+        assert_eq!(
+            p.location.as_deref(),
+            Some(format!("/settings/integrations/{id}?setup=test&msg=tested").as_str())
+        );
+
+        let options = b
+            .get(&format!("/settings/integrations/{id}?setup=options"))
+            .await;
+        assert!(
+            options
+                .body
+                .contains(r#"aria-current="step"><span class="n">3</span> Options"#)
+                && !options.body.contains(r#"name="enabled""#)
+                && options.body.contains("Save and continue"),
+            "{}",
+            options.body
+        );
+        let base = [
+            ("csrf", csrf.as_str()),
+            ("setup", "options"),
+            ("interval_minutes", "30"),
+            ("companies", "on"),
+            ("contacts", "on"),
+            ("auto_import_contacts", "on"),
+            ("auto_link_by_name", "on"),
+        ];
+        let refused = b
+            .post(&format!("/settings/integrations/{id}/options"), &base)
+            .await;
+        assert_eq!(refused.status, 422);
+        assert!(
+            refused.body.contains(r#"id="default_role_id-error""#)
+                && refused
+                    .body
+                    .contains("Not saved: a default role for imported contacts is required")
+                && !refused.body.contains("options.default_role_id")
+                && refused.body.contains(r#"<option value="30" selected>"#)
+                && refused
+                    .body
+                    .contains(r#"aria-current="step"><span class="n">3</span> Options"#),
+            "{}",
+            refused.body
+        );
+        let viewer = app
+            .db
+            .store
+            .list_roles(app.a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "Viewer")
+            .unwrap()
+            .id
+            .0
+            .to_string();
+        let mut good = base.to_vec();
+        good.push(("default_role_id", &viewer));
+        let p = b
+            .post(&format!("/settings/integrations/{id}/options"), &good)
+            .await;
+        assert_eq!(p.status, 303);
+        let location = p.location.unwrap();
+        assert!(
+            location.ends_with("?setup=enable&msg=setup_options"),
+            "{location}"
+        );
+        let (_, o) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/options"),
+                &app.a.owner_token,
+            )
+            .await;
+        assert_eq!(o["options"]["enabled"], false, "saved with sync off: {o}");
+        assert_eq!(o["options"]["interval_minutes"], 30);
+        let enable = b.get(&location).await;
+        assert!(
+            enable
+                .body
+                .contains(r#"aria-current="step"><span class="n">4</span> Enable sync"#)
+                && enable.body.contains("every 30 minutes"),
+            "{}",
+            enable.body
+        );
+        let p = b
+            .post(
+                &format!("/settings/integrations/{id}/enable"),
+                &[("csrf", &csrf), ("setup", "enable")],
+            )
+            .await;
+        assert_eq!(
+            p.location.as_deref(),
+            Some(format!("/settings/integrations/{id}?tab=runs&msg=sync_enabled").as_str())
+        );
+        let (_, o) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/options"),
+                &app.a.owner_token,
+            )
+            .await;
+        assert_eq!(o["options"]["enabled"], true, "{o}");
+        assert_eq!(o["options"]["auto_import_contacts"], true);
+        let runs = b.get(p.location.as_deref().unwrap()).await;
+        assert!(runs.body.contains("Sync enabled: the first import starts"));
+    }
+}
+
+/// A 409 from a form (undoing a sync's links by name twice, from the link history) and a
+/// 500 (an integration whose stored options cannot be read) render inside the app shell
+/// with a way back; the 500 says nothing of the internal detail.
+#[tokio::test]
+async fn a_409_and_a_500_render_in_the_shell_with_a_way_back() {
+    let app = app().await;
+    app.db
+        .store
+        .create_company(app.a.id, "Zephyr Quill Architects Ltd", chrono::Utc::now())
+        .await
+        .unwrap();
+    app.sandbox.with_data(|d| {
+        let inactive: Vec<i64> = d
+            .company_statuses
+            .iter()
+            .filter(|s| s.inactive_flag)
+            .map(|s| s.id)
+            .collect();
+        let c = d
+            .companies
+            .iter_mut()
+            .find(|c| {
+                !c.deleted_flag && c.status.as_ref().is_none_or(|s| !inactive.contains(&s.id))
+            })
+            .unwrap();
+        c.name = "Zephyr Quill Architects Inc".into();
+    });
+    let cw = imported(&app).await;
+    let mut b = Browser::new(&app);
+    b.login(&app.a.email, ADMIN_PASSWORD).await;
+
+    // The link history shows the sync's link by name with its own Undo.
+    let history = b.get("/settings/integrations/companies/history").await;
+    assert!(
+        history.body.contains("Linked by name (sync)")
+            && history.body.contains("Undo links by name (1)"),
+        "{}",
+        history.body
+    );
+    let batch = history
+        .body
+        .split("/settings/integrations/companies/batches/")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(batch.starts_with("run-"), "{batch}");
+    let csrf = hidden(&history.body, "csrf");
+    let undo = format!("/settings/integrations/companies/batches/{batch}/undo");
+    let p = b.post(&undo, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 303);
+    let after = b.get(p.location.as_deref().unwrap()).await;
+    assert!(
+        after
+            .body
+            .contains("Undone: 1 link(s) put back as they were.")
+            && after.body.contains("Links by name undone"),
+        "{}",
+        after.body
+    );
+
+    // 409: the same undo again.
+    let p = b.post(&undo, &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, 409);
+    for part in [
+        "That cannot be done right now",
+        "these links were already undone",
+        r#"<nav class="side""#,
+        "Go back",
+        "Reload and try again",
+    ] {
+        assert!(
+            p.body.to_lowercase().contains(&part.to_lowercase()),
+            "{part}: {}",
+            p.body
+        );
+    }
+
+    // 500: the integration's stored options are unreadable.
+    let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+    sqlx::query("UPDATE integrations SET options = '{not json' WHERE id = ?")
+        .bind(cw)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let p = b
+        .get(&format!("/settings/integrations/{cw}?tab=options"))
+        .await;
+    assert_eq!(p.status, 500);
+    for part in [
+        "Something went wrong",
+        "Something went wrong on our side. It has been logged",
+        r#"<nav class="side""#,
+        "Go back",
+        r#"href="/settings/integrations""#,
+    ] {
+        assert!(p.body.contains(part), "{part}: {}", p.body);
+    }
+    assert!(
+        !p.body.contains("not json"),
+        "no internal detail: {}",
+        p.body
+    );
+    assert!(logs().contains("internal error"), "the 500 is logged");
+}
