@@ -931,6 +931,9 @@ struct CompanyPage {
     /// One sentence per linked integration: the role its new contacts of this company get,
     /// and why.
     captions: Vec<String>,
+    /// The company's imported RMM devices (first page) and how many there are.
+    devices: Vec<mspbridge_store::rmm::DeviceRow>,
+    devices_total: i64,
 }
 
 /// "New Halo PSA contacts of this company get role Viewer because …", per integration
@@ -1510,7 +1513,20 @@ async fn company_page(
             .collect();
         let captions =
             inheritance_captions(&state, &c, id, defaults.default_import_role, &roles).await?;
+        let devices = state
+            .store
+            .devices(
+                c.tenant_id,
+                &mspbridge_store::rmm::DeviceQuery {
+                    company: Some(id),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await?;
         Ok::<_, ApiError>(CompanyPage {
+            devices_total: devices.total,
+            devices: devices.rows,
             shell: shell(&state, &c).await?,
             id: id.0,
             name: company.name,

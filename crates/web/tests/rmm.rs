@@ -308,6 +308,24 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
                     && d["provider_type"] == m1["provider_type"])
         );
 
+        // The company page lists its imported devices.
+        let one = &imported["devices"][0];
+        let html = app
+            .http
+            .get(app.url(&format!("/companies/{}", one["company_id"])))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("aria-label=\"Company devices\"")
+                && html.contains(one["hostname"].as_str().unwrap()),
+            "{backend}: the company page shows its devices"
+        );
+
         // Ignore: the type's staged devices leave staging at once and come back.
         let n2 = m2["staged"].as_i64().unwrap();
         let path2 = format!(
