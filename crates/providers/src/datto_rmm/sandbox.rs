@@ -741,12 +741,10 @@ async fn api(
     match parts.as_slice() {
         ["v2", "system", "pagination"] => answer(StatusCode::OK, json!({"max": page_size})),
         ["v2", "account", "sites"] => {
-            let rows = serde_json::to_value(&data.sites).unwrap_or_default();
-            list(&s, &host, &rest, "sites", rows, &q, page_size)
+            list(&s, &host, &rest, "sites", &data.sites, &q, page_size)
         }
         ["v2", "account", "devices"] => {
-            let rows = serde_json::to_value(&data.devices).unwrap_or_default();
-            list(&s, &host, &rest, "devices", rows, &q, page_size)
+            list(&s, &host, &rest, "devices", &data.devices, &q, page_size)
         }
         ["v2", "account", "alerts", "open"] => {
             let muted = q.get("muted").map(|m| m == "true");
@@ -756,8 +754,7 @@ async fn api(
                 .filter(|a| a.resolved != Some(true))
                 .filter(|a| muted.is_none_or(|m| a.muted.unwrap_or(false) == m))
                 .collect();
-            let rows = serde_json::to_value(&open).unwrap_or_default();
-            list(&s, &host, &rest, "alerts", rows, &q, page_size)
+            list(&s, &host, &rest, "alerts", &open, &q, page_size)
         }
         ["v2", "alert", uid] => match data
             .alerts
@@ -800,20 +797,17 @@ fn resolve(s: &Inner, uid: &str) -> Response {
     }
 }
 
-/// One 0-based page of `rows` (a JSON array), raw edits applied, with Datto's
-/// `pageDetails`.
-fn list(
+/// One 0-based page of `rows`, raw edits applied, with Datto's `pageDetails`. Only the
+/// page is turned into JSON, so a page costs the same however long the list is.
+fn list<T: serde::Serialize>(
     s: &Inner,
     host: &str,
     rest: &str,
     key: &str,
-    rows: Value,
+    rows: &[T],
     q: &HashMap<String, String>,
     page_size: usize,
 ) -> Response {
-    let Value::Array(rows) = rows else {
-        return answer(StatusCode::INTERNAL_SERVER_ERROR, json!({}));
-    };
     let max = q
         .get("max")
         .and_then(|m| m.parse::<usize>().ok())
@@ -827,7 +821,9 @@ fn list(
     let total = rows.len();
     let start = page.saturating_mul(max).min(total);
     let end = (start + max).min(total);
-    let mut out: Vec<Value> = rows[start..end].to_vec();
+    let Ok(Value::Array(mut out)) = serde_json::to_value(&rows[start..end]) else {
+        return answer(StatusCode::INTERNAL_SERVER_ERROR, json!({}));
+    };
     let raw = lock(&s.raw);
     for row in &mut out {
         let uid = row
