@@ -220,6 +220,52 @@ async fn the_token_is_cached_regranted_at_75_percent_and_on_a_401_asking_for_gra
 }
 
 #[tokio::test]
+async fn a_server_refusing_ungranted_scopes_still_gives_the_granted_ones() {
+    let (sb, h) = start(Seed::Small).await;
+    sb.set_strict_scopes(true);
+    let p = providers(&h);
+    let report = p
+        .connector(ProviderKind::ConnectwiseAsio)
+        .unwrap()
+        .test(&creds(LIMITED_CLIENT_ID, LIMITED_CLIENT_SECRET), Utc::now())
+        .await;
+    assert_eq!(report.connection, ConnectionOutcome::Ok, "{report:?}");
+    let outcome = |a: &str| {
+        report
+            .areas
+            .iter()
+            .find(|x| x.area == a)
+            .unwrap()
+            .outcome
+            .clone()
+    };
+    assert_eq!(outcome("companies"), AreaResult::Granted);
+    assert!(matches!(
+        outcome("devices"),
+        AreaResult::NotPermitted { .. }
+    ));
+    let asked = sb.token_requests();
+    let src = source(&p, &creds(LIMITED_CLIENT_ID, LIMITED_CLIENT_SECRET), None).await;
+    src.sites(&PageRequest::default()).await.unwrap();
+    assert_eq!(sb.token_requests(), asked, "the token is reused");
+    // A wrong secret is not probed scope by scope.
+    let before = sb.token_requests();
+    let wrong = p
+        .connector(ProviderKind::ConnectwiseAsio)
+        .unwrap()
+        .test(&creds(DEMO_CLIENT_ID, "nope"), Utc::now())
+        .await;
+    assert!(matches!(
+        wrong.connection,
+        ConnectionOutcome::AuthFailed { .. }
+    ));
+    assert!(
+        sb.token_requests() - before <= 2,
+        "interactive retry at most"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_pages_wait_for_one_token_request() {
     let (sb, h) = start(Seed::Small).await;
     let p = providers(&h);

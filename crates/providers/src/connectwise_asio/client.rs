@@ -456,6 +456,20 @@ impl AsioClient {
         ))
     }
 
+    /// One grant of `scopes`, with the retry policy.
+    async fn grant(&self, scopes: &[String]) -> Result<(Token, Vec<String>), AsioError> {
+        retrying(
+            &self.retry,
+            self.settings.backoff_floor,
+            None,
+            "connectwise_asio",
+            "token",
+            AsioError::retry,
+            || self.grant_once(scopes),
+        )
+        .await
+    }
+
     /// The scopes the credentials were granted (granting a token first if none was yet).
     pub async fn granted_scopes(&self) -> Result<Vec<String>, AsioError> {
         self.token(None).await?;
@@ -476,16 +490,29 @@ impl AsioClient {
             Some(g) if !g.is_empty() => g.clone(),
             _ => SCOPES.iter().map(|s| s.to_string()).collect(),
         };
-        let (t, granted) = retrying(
-            &self.retry,
-            self.settings.backoff_floor,
-            None,
-            "connectwise_asio",
-            "token",
-            AsioError::retry,
-            || self.grant_once(&ask),
-        )
-        .await?;
+        let first = slot.granted.is_none();
+        let (t, granted) = match self.grant(&ask).await {
+            // An authorisation server that refuses a request naming a scope the key lacks
+            // (rather than granting the others): find the granted ones one by one, then
+            // ask for those together.
+            Err(AsioError::Token { status, message })
+                if first
+                    && ask.len() > 1
+                    && (status == 400 || message.to_ascii_lowercase().contains("scope")) =>
+            {
+                let mut kept = Vec::new();
+                for scope in &ask {
+                    if self.grant(std::slice::from_ref(scope)).await.is_ok() {
+                        kept.push(scope.clone());
+                    }
+                }
+                if kept.is_empty() {
+                    return Err(AsioError::Token { status, message });
+                }
+                self.grant(&kept).await?
+            }
+            other => other?,
+        };
         let value = t.value.clone();
         slot.token = Some(t);
         slot.granted = Some(granted);

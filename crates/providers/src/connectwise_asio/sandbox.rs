@@ -116,6 +116,9 @@ struct Inner {
     token_requests: AtomicU64,
     api_requests: AtomicU64,
     too_many: AtomicU64,
+    /// A token request naming a scope the client lacks is refused (400 `invalid_scope`)
+    /// instead of granting the others.
+    strict_scopes: std::sync::atomic::AtomicBool,
     seen: Mutex<Vec<SeenRequest>>,
     bucket_limit: Mutex<BucketLimit>,
     buckets: Mutex<HashMap<String, BucketState>>,
@@ -326,6 +329,7 @@ impl AsioSandbox {
                 token_requests: AtomicU64::new(0),
                 api_requests: AtomicU64::new(0),
                 too_many: AtomicU64::new(0),
+                strict_scopes: std::sync::atomic::AtomicBool::new(false),
                 seen: Mutex::new(Vec::new()),
                 bucket_limit: Mutex::new(BucketLimit::default()),
                 buckets: Mutex::new(HashMap::new()),
@@ -381,6 +385,11 @@ impl AsioSandbox {
     pub fn set_bucket_limit(&self, limit: BucketLimit) {
         *lock(&self.inner.bucket_limit) = limit;
         lock(&self.inner.buckets).clear();
+    }
+
+    /// Refuse token requests naming a scope the client lacks (400 `invalid_scope`).
+    pub fn set_strict_scopes(&self, strict: bool) {
+        self.inner.strict_scopes.store(strict, Ordering::Relaxed);
     }
 
     pub fn token_requests(&self) -> u64 {
@@ -512,6 +521,14 @@ async fn token(State(s): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
         .unwrap_or_default()
         .split_whitespace()
         .collect();
+    if s.strict_scopes.load(Ordering::Relaxed)
+        && let Some(lacking) = asked.iter().find(|a| !allowed.contains(a))
+    {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_scope", "description": format!("scope {lacking} is not granted to this client")}),
+        );
+    }
     let granted: Vec<String> = asked
         .iter()
         .filter(|a| allowed.contains(a))
