@@ -519,4 +519,13 @@ mod tests {
         assert!(parse_name("name", "  ").is_err());
         assert_eq!(parse_name("name", " Acme ").unwrap(), "Acme");
     }
+
+    #[test]
+    fn an_asio_client_id_must_carry_its_environments_prefix() {
+        assert!(asio_client_id("na", "0e30abc").is_ok());
+        assert!(asio_client_id("au", "0E32abc").is_ok());
+        let e = asio_client_id("au", "0e31abc").unwrap_err();
+        assert!(e.contains("EU") && e.contains("AU"), "{e}");
+        assert!(asio_client_id("eu", "abc").unwrap_err().contains("0e31"));
+    }
 }
