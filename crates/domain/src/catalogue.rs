@@ -82,6 +82,20 @@ impl Category {
     }
 }
 
+/// ConnectWise Asio's environments (the client ID's prefix names one: see
+/// [`asio_client_id_prefix`]).
+pub const ASIO_ENVIRONMENTS: [&str; 3] = ["na", "eu", "au"];
+
+/// The prefix a ConnectWise Asio client ID of `environment` starts with.
+pub fn asio_client_id_prefix(environment: &str) -> Option<&'static str> {
+    match environment {
+        "na" => Some("0e30"),
+        "eu" => Some("0e31"),
+        "au" => Some("0e32"),
+        _ => None,
+    }
+}
+
 /// Datto RMM's platforms, each at `https://{platform}-api.centrastage.net`.
 pub const DATTO_PLATFORMS: [&str; 6] = [
     "pinotage",
@@ -486,15 +500,15 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         kind: ProviderKind::ConnectwiseAsio,
         name: "ConnectWise Asio",
         category: Category::Rmm,
-        description: "Companies, sites, devices and alerts from the ConnectWise Asio platform.",
+        description: "Companies and devices from the ConnectWise Asio platform (Asio 2.2.8 has no open-alerts list).",
         fields: &[
             f(
-                "region",
-                "Region",
+                "environment",
+                "Environment",
                 false,
                 true,
-                Choice(&["na", "eu", "au"]),
-                "The platform region of your Asio partner account.",
+                Choice(&ASIO_ENVIRONMENTS),
+                "The environment of your Asio partner account; the client ID's first four characters name it (0e30 NA, 0e31 EU, 0e32 AU).",
                 "na",
             ),
             f(
@@ -503,7 +517,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 false,
                 true,
                 Text,
-                "Integrations > API Access > Generate API Access.",
+                "Asio: Integrations > API Access > Generate API Access, with the scopes Platform - Companies - Read, Platform - Sites - Read and Platform - Devices - Read.",
                 "",
             ),
             f(
@@ -512,7 +526,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 true,
                 true,
                 Text,
-                "Shown once with the client id.",
+                "Shown once with the client ID.",
                 "",
             ),
         ],
@@ -521,10 +535,8 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
             sync(Devices, Inbound),
             sync(Alerts, Inbound),
         ],
-        availability: Availability::NotYetBuilt(
-            "The ConnectWise Asio connector is planned; connecting is not possible yet.",
-        ),
-        setup_hint: "Asio portal: Integrations > API Access.",
+        availability: Availability::Available,
+        setup_hint: "Asio portal: Integrations > API Access > Generate API Access.",
     },
     ProviderDescriptor {
         kind: ProviderKind::Microsoft365,

@@ -129,6 +129,40 @@ fn provider_rules(
     {
         errors.push(FieldError::new("credentials.api_url", m));
     }
+    if provider.kind == crate::catalogue::ProviderKind::ConnectwiseAsio
+        && let (Some(env), Some(id)) = (values.get("environment"), values.get("client_id"))
+        && let Err(m) = asio_client_id(env.expose(), id.expose())
+    {
+        errors.push(FieldError::new("credentials.client_id", m));
+    }
+}
+
+/// A ConnectWise Asio client ID starts with its environment's prefix (0e30 NA, 0e31 EU,
+/// 0e32 AU): a mismatch names both.
+pub fn asio_client_id(environment: &str, client_id: &str) -> Result<(), String> {
+    use crate::catalogue::asio_client_id_prefix;
+    let Some(want) = asio_client_id_prefix(environment) else {
+        return Ok(());
+    };
+    let id = client_id.trim().to_ascii_lowercase();
+    if id.starts_with(want) {
+        return Ok(());
+    }
+    let named = crate::catalogue::ASIO_ENVIRONMENTS
+        .iter()
+        .find(|e| asio_client_id_prefix(e).is_some_and(|p| id.starts_with(p)));
+    Err(match named {
+        Some(other) => format!(
+            "Client ID starts with {} ({}), but the environment is {} (its client IDs start with {want})",
+            asio_client_id_prefix(other).unwrap_or_default(),
+            other.to_uppercase(),
+            environment.to_uppercase()
+        ),
+        None => format!(
+            "Client ID must start with {want} for the {} environment (0e30 NA, 0e31 EU, 0e32 AU)",
+            environment.to_uppercase()
+        ),
+    })
 }
 
 /// A Datto RMM API URL: `https://<platform>-api.centrastage.net` (a trailing `/api` as the
@@ -484,5 +518,14 @@ mod tests {
         assert!(parse_email("ann@localhost").is_err());
         assert!(parse_name("name", "  ").is_err());
         assert_eq!(parse_name("name", " Acme ").unwrap(), "Acme");
+    }
+
+    #[test]
+    fn an_asio_client_id_must_carry_its_environments_prefix() {
+        assert!(asio_client_id("na", "0e30abc").is_ok());
+        assert!(asio_client_id("au", "0E32abc").is_ok());
+        let e = asio_client_id("au", "0e31abc").unwrap_err();
+        assert!(e.contains("EU") && e.contains("AU"), "{e}");
+        assert!(asio_client_id("eu", "abc").unwrap_err().contains("0e31"));
     }
 }

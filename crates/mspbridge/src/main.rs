@@ -15,6 +15,7 @@ use mspbridge_domain::model::Origin;
 use mspbridge_domain::validate::{check_password, parse_email, parse_name};
 use mspbridge_providers::autotask::sandbox as autotask;
 use mspbridge_providers::connectwise::sandbox as cw;
+use mspbridge_providers::connectwise_asio::sandbox as asio;
 use mspbridge_providers::datto_rmm::sandbox as datto;
 use mspbridge_providers::halo::sandbox as halo;
 use mspbridge_providers::syncro::sandbox as syncro;
@@ -75,6 +76,12 @@ struct SyncArgs {
     /// the integration's platform); default `https://{platform}-api.centrastage.net`.
     #[arg(long, env = "MSPBRIDGE_DATTO_RMM_API_BASE")]
     datto_rmm_api_base: Option<String>,
+    /// Where ConnectWise Asio's API lives for every Asio integration, replacing its
+    /// environment's address (a lab or `mspbridge sandbox connectwise_asio`;
+    /// `{environment}` in it is replaced by the integration's environment); default the
+    /// environment's (NA `https://openapi.service.itsupport247.net`).
+    #[arg(long, env = "MSPBRIDGE_CONNECTWISE_ASIO_API_BASE")]
+    connectwise_asio_api_base: Option<String>,
 }
 
 impl SyncArgs {
@@ -393,6 +400,23 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::ConnectwiseAsio => {
+                    let sb = asio::AsioSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!("ConnectWise Asio sandbox on http://{}", handle.addr);
+                    println!(
+                        "  API base:      {} (start serve/worker with --connectwise-asio-api-base set to it)",
+                        asio::AsioSandbox::api_base(&handle)
+                    );
+                    println!("  environment:   {}", asio::DEMO_ENVIRONMENT);
+                    println!("  client ID:     {}", asio::DEMO_CLIENT_ID);
+                    println!("  client secret: {}", asio::DEMO_CLIENT_SECRET);
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 other => bail!(
                     "{} has no sandbox yet (its connector is not built)",
                     other.descriptor().name
@@ -496,12 +520,23 @@ fn providers(
         }
         datto_rmm.api_base = Some(base.trim_end_matches('/').to_string());
     }
+    let mut connectwise_asio =
+        mspbridge_providers::connectwise_asio::client::AsioSettings::default();
+    if let Some(base) = &sync.connectwise_asio_api_base {
+        if !base.starts_with("https://") {
+            bail!(
+                "--connectwise-asio-api-base must be an https:// URL, like https://openapi.service.itsupport247.net"
+            );
+        }
+        connectwise_asio.api_base = Some(base.trim_end_matches('/').to_string());
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
         syncro,
         autotask,
         datto_rmm,
+        connectwise_asio,
         ..Default::default()
     }))
 }

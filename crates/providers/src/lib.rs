@@ -13,6 +13,7 @@ use mspbridge_domain::validate::Credentials;
 
 pub mod autotask;
 pub mod connectwise;
+pub mod connectwise_asio;
 pub mod datto_rmm;
 pub mod halo;
 pub mod http;
@@ -50,6 +51,8 @@ pub struct ProviderConfig {
     pub syncro: syncro::client::SyncroSettings,
     /// Datto RMM's per-account rate limit and, for labs and sandboxes, its API location.
     pub datto_rmm: datto_rmm::client::DattoSettings,
+    /// ConnectWise Asio's back-off and, for labs and sandboxes, its API location.
+    pub connectwise_asio: connectwise_asio::client::AsioSettings,
 }
 
 /// The connectors this build has, by provider.
@@ -327,6 +330,9 @@ impl Providers {
             ProviderKind::Autotask => Some(Box::new(autotask::Autotask::new(self.config.clone()))),
             ProviderKind::Syncro => Some(Box::new(syncro::Syncro::new(self.config.clone()))),
             ProviderKind::DattoRmm => Some(Box::new(datto_rmm::DattoRmm::new(self.config.clone()))),
+            ProviderKind::ConnectwiseAsio => Some(Box::new(
+                connectwise_asio::ConnectwiseAsio::new(self.config.clone()),
+            )),
             _ => None,
         }
     }
@@ -347,13 +353,19 @@ impl Providers {
                     .map(|s| Box::new(s) as Box<dyn rmm::RmmSource>)
                     .map_err(datto_rmm::source::source_error),
             ),
+            ProviderKind::ConnectwiseAsio => Some(
+                connectwise_asio::ConnectwiseAsio::new(self.config.clone())
+                    .source(credentials, retry, page_size)
+                    .map(|s| Box::new(s) as Box<dyn rmm::RmmSource>)
+                    .map_err(connectwise_asio::source::source_error),
+            ),
             _ => None,
         }
     }
 
     /// Whether `kind` is an RMM whose sites, devices and alerts the sync reads.
     pub fn reads_rmm(&self, kind: ProviderKind) -> bool {
-        matches!(kind, ProviderKind::DattoRmm)
+        matches!(kind, ProviderKind::DattoRmm | ProviderKind::ConnectwiseAsio)
     }
 
     /// An alert writer for `kind` (resolving alerts), or `None` where the provider has none.

@@ -303,6 +303,7 @@ async fn main() {
             ..AutotaskSettings::default()
         },
         datto_rmm: Default::default(),
+        connectwise_asio: Default::default(),
     });
     let engine = Engine::new(
         store.clone(),

@@ -63,7 +63,9 @@ async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
             .iter()
             .find(|p| p["kind"] == "connectwise_asio")
             .unwrap();
-        assert_eq!(asio["availability"]["state"], "not_yet_built");
+        assert_eq!(asio["availability"]["state"], "available");
+        let stripe = list.iter().find(|p| p["kind"] == "stripe").unwrap();
+        assert_eq!(stripe["availability"]["state"], "not_yet_built");
     }
 }
 
@@ -331,7 +333,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         .post(
             "/api/v1/integrations",
             t,
-            json!({"provider": "connectwise_asio", "credentials": {}}),
+            json!({"provider": "stripe", "credentials": {}}),
         )
         .await;
     assert_eq!(
@@ -342,7 +344,7 @@ async fn every_connect_form_validation_error_names_the_field() {
         e["message"]
             .as_str()
             .unwrap()
-            .contains("ConnectWise Asio cannot be connected yet")
+            .contains("Stripe cannot be connected yet")
     );
 
     // Rejected keys: a connection_failed with the test report and a fix hint.

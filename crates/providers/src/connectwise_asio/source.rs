@@ -1,0 +1,489 @@
+//! ConnectWise Asio as an [`RmmSource`]:
+//!
+//! - `sites` are Asio **companies** (`GET /api/platform/v1/company/companies`, one unpaged
+//!   array), each with the PSA company its `externalIds` name as identity (the entry whose
+//!   `productId` names a PSA; see [`psa_provider`]).
+//! - `devices` are endpoints of every category,
+//!   `POST /api/platform/v2/device/categories/all/endpoints?limit=&cursor=&field=` with
+//!   `{"resourceType":"company","resources":[…]}`: Asio takes at most 4 companies per
+//!   call, so the companies are walked in batches of 4, each batch by the `Link` header's
+//!   `rel="next"` cursor (host checked); the opaque page token is `batch:cursor`. Without
+//!   `field` Asio sends minimal metadata only, and it takes at most 15 fields:
+//!   [`FIELDS`]. Online state is a separate bulk call (trap 9):
+//!   `GET /api/platform/v2/device/endpoints/heartbeat?resourceType=endpoints&resources=…`,
+//!   batched by [`HEARTBEAT_BATCH`]; patch state is not read (one call per endpoint).
+//! - `open_alerts`: Asio 2.2.8 has no list of open alerts (trap 10; only alert
+//!   suspensions): every page is empty and no request is made.
+//!
+//! Each row is read on its own: a row that cannot be read is rejected with its id and the
+//! field at fault, never the page.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite, PatchState, PsaIdentity};
+
+use super::client::{AsioClient, AsioError, ops};
+use super::wire::{Company, Endpoint, HeartbeatResponse, RawEndpoints, parse_time};
+use crate::rmm::RmmSource;
+use crate::source::{PageRequest, Rejected, SourceError, SourcePage, field_error};
+
+/// Asio's largest (and default) page of endpoints.
+pub const MAX_PAGE_SIZE: usize = 500;
+/// Companies per endpoints call (Asio's limit for `resourceType: company`).
+pub const COMPANIES_PER_CALL: usize = 4;
+/// Endpoint ids per heartbeat call.
+pub const HEARTBEAT_BATCH: usize = 50;
+/// The projected endpoint fields (Asio allows 15 at most).
+pub const FIELDS: [&str; 15] = [
+    "endpointID",
+    "deviceName",
+    "friendlyName",
+    "resourceType",
+    "endpointType",
+    "type",
+    "virtualType",
+    "ipAddress",
+    "remoteAddress",
+    "os",
+    "system",
+    "antiViruses",
+    "createdAt",
+    "modifiedAt",
+    "agentInstalledUTC",
+];
+
+pub const COMPANIES_PATH: &str = "/api/platform/v1/company/companies";
+pub const SITES_PATH: &str = "/api/platform/v1/company/sites";
+pub const ENDPOINTS_PATH: &str = "/api/platform/v2/device/categories/all/endpoints";
+pub const HEARTBEAT_PATH: &str = "/api/platform/v2/device/endpoints/heartbeat";
+
+/// Where an Asio admin changes what the API key may read.
+pub const PERMISSION_SETTING: &str = "Asio: Integrations > API Access > (this key) > Scopes: Platform - Companies - Read, Platform - Sites - Read and Platform - Devices - Read";
+
+pub struct AsioSource {
+    client: AsioClient,
+    page_size: usize,
+    /// The companies' ids in batch order, read once per source.
+    companies: OnceCell<Vec<String>>,
+}
+
+impl AsioSource {
+    pub fn new(client: AsioClient) -> Self {
+        Self {
+            client,
+            page_size: MAX_PAGE_SIZE,
+            companies: OnceCell::new(),
+        }
+    }
+
+    /// Reads `n` endpoints per page (1 to 500) instead of 500.
+    pub fn with_page_size(self, n: usize) -> Self {
+        Self {
+            page_size: n.clamp(1, MAX_PAGE_SIZE),
+            ..self
+        }
+    }
+
+    pub fn client(&self) -> &AsioClient {
+        &self.client
+    }
+
+    async fn raw_companies(&self) -> Result<Vec<Box<serde_json::value::RawValue>>, SourceError> {
+        let rows: Option<Vec<Box<serde_json::value::RawValue>>> = self
+            .client
+            .get(COMPANIES_PATH, "companies", ops::COMPANIES)
+            .await
+            .map_err(source_error)?;
+        Ok(rows.unwrap_or_default())
+    }
+
+    async fn company_ids(&self) -> Result<&Vec<String>, SourceError> {
+        self.companies
+            .get_or_try_init(|| async {
+                let (sites, _) = read_rows(self.raw_companies().await?, site);
+                let mut ids: Vec<String> = sites.into_iter().map(|s| s.external_id).collect();
+                ids.sort();
+                ids.dedup();
+                Ok(ids)
+            })
+            .await
+    }
+
+    /// Online state and last contact by endpoint id, in batches.
+    async fn heartbeats(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, (Option<bool>, Option<String>)>, SourceError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(HEARTBEAT_BATCH) {
+            let list: Vec<String> = chunk.iter().map(|i| crate::http::urlencode(i)).collect();
+            let path = format!(
+                "{HEARTBEAT_PATH}?resourceType=endpoints&resources={}",
+                list.join(",")
+            );
+            let r: Result<HeartbeatResponse, AsioError> = self
+                .client
+                .get(&path, "endpoint heartbeats", ops::HEARTBEAT)
+                .await;
+            let r = match r {
+                Ok(r) => r,
+                // Online state is not worth the page: the devices keep theirs unknown.
+                Err(e @ (AsioError::Forbidden { .. } | AsioError::Status { status: 404, .. })) => {
+                    tracing::warn!(vendor = "connectwise_asio", error = %e, "heartbeats not read");
+                    continue;
+                }
+                Err(e) => return Err(source_error(e)),
+            };
+            for g in r.successful_records.unwrap_or_default() {
+                for h in g.endpoints.unwrap_or_default() {
+                    if let Some(id) = h.endpoint_id {
+                        out.insert(id, (h.availability, h.dc_date_time_utc));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What went wrong, for the engine.
+pub fn source_error(e: AsioError) -> SourceError {
+    match e {
+        AsioError::Token { ref message, .. } => SourceError::Auth(format!(
+            "ConnectWise Asio refused the client ID and secret ({message}). Check them under Integrations > API Access in Asio, and that the environment matches the client ID."
+        )),
+        AsioError::Status { status: 401, .. } => SourceError::Auth(format!(
+            "ConnectWise Asio refused the API token even after a new grant: {}",
+            e.vendor_message()
+        )),
+        AsioError::Forbidden { .. } => SourceError::NotPermitted {
+            message: e.to_string(),
+            setting: PERMISSION_SETTING.to_string(),
+        },
+        AsioError::Refused(m) if m.contains("budget") => SourceError::Budget(m),
+        other => SourceError::Unavailable(other.to_string()),
+    }
+}
+
+/// The PSA a `productId` names, from its words (the spec leaves `productId` an open
+/// string): ConnectWise Manage (`Manage`, `ConnectWise PSA`, `CWM`), Autotask, Halo PSA,
+/// Syncro; anything else (documentation tools, other RMMs) is no PSA.
+pub fn psa_provider(product_id: &str) -> Option<ProviderKind> {
+    let p: String = product_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if p.contains("manage") || p.contains("connectwisepsa") || p == "cwpsa" || p == "cwm" {
+        Some(ProviderKind::ConnectwiseManage)
+    } else if p.contains("autotask") {
+        Some(ProviderKind::Autotask)
+    } else if p.contains("halo") {
+        Some(ProviderKind::HaloPsa)
+    } else if p.contains("syncro") {
+        Some(ProviderKind::Syncro)
+    } else {
+        None
+    }
+}
+
+fn row_id(raw: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    ["endpointID", "endpointId", "id"]
+        .iter()
+        .find_map(|k| match v.get(*k)? {
+            serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// Reads rows one by one: the wire type (a wrong value names the field), then the record.
+fn read_rows<W: DeserializeOwned, T>(
+    rows: Vec<Box<serde_json::value::RawValue>>,
+    convert: impl Fn(W) -> Result<T, String>,
+) -> (Vec<T>, Vec<Rejected>) {
+    let mut records = Vec::with_capacity(rows.len());
+    let mut rejected = Vec::new();
+    for row in rows {
+        let mut de = serde_json::Deserializer::from_str(row.get());
+        let read = serde_path_to_error::deserialize::<_, W>(&mut de)
+            .map_err(|e| field_error(&e))
+            .and_then(&convert);
+        match read {
+            Ok(r) => records.push(r),
+            Err(reason) => rejected.push(Rejected {
+                external_id: row_id(row.get()),
+                reason,
+            }),
+        }
+    }
+    (records, rejected)
+}
+
+fn missing(field: &str) -> String {
+    format!("field `{field}`: missing (ConnectWise Asio sent no {field})")
+}
+
+/// A company as the engine sees it; the PSA company its `externalIds` name (ConnectWise
+/// Manage first) is its identity.
+pub fn site(c: Company) -> Result<ExtSite, String> {
+    let external_id = c.id.ok_or_else(|| missing("id"))?;
+    let ids = c.external_ids.unwrap_or_default();
+    let identity = [
+        ProviderKind::ConnectwiseManage,
+        ProviderKind::Autotask,
+        ProviderKind::HaloPsa,
+        ProviderKind::Syncro,
+    ]
+    .into_iter()
+    .find_map(|want| {
+        ids.iter().find_map(|x| {
+            let kind = psa_provider(x.product_id.as_deref()?)?;
+            let external_id = x.external_id.clone()?;
+            (kind == want).then_some(PsaIdentity {
+                provider: kind,
+                external_id,
+                name: None,
+            })
+        })
+    });
+    let name = c
+        .name
+        .filter(|n| !n.trim().is_empty())
+        .or(c.friendly_name.clone())
+        .unwrap_or_default();
+    let active = c
+        .activity_status
+        .and_then(|s| s.active_flag)
+        .unwrap_or(true)
+        && c.deleted_date.is_none_or(|d| d.trim().is_empty());
+    Ok(ExtSite {
+        external_id,
+        name,
+        description: c.description.filter(|d| !d.is_empty()),
+        device_count: None,
+        online_count: None,
+        offline_count: None,
+        identity,
+        portal_url: None,
+        active,
+    })
+}
+
+/// An endpoint of `company` as the engine sees it (online state added from heartbeats).
+pub fn device(e: Endpoint, company: Option<&str>) -> Result<ExtDevice, String> {
+    let external_id = e.endpoint_id.ok_or_else(|| missing("endpointID"))?;
+    let os = e.os.unwrap_or_default();
+    let system = e.system.unwrap_or_default();
+    let av = e.anti_viruses.unwrap_or_default();
+    let hostname = e
+        .device_name
+        .filter(|n| !n.is_empty())
+        .or(e.friendly_name)
+        .or(system.system_name)
+        .unwrap_or_default();
+    let operating_system = match (os.product, os.version) {
+        (Some(p), Some(v)) if !v.is_empty() && !p.contains(&v) => Some(format!("{p} {v}")),
+        (Some(p), _) => Some(p),
+        (None, v) => v,
+    };
+    Ok(ExtDevice {
+        external_id,
+        site_external_id: company.map(str::to_string),
+        hostname,
+        device_type: e.virtual_type,
+        category: e.kind.or(system.category),
+        device_class: e.endpoint_type.or(e.resource_type),
+        operating_system,
+        online: None,
+        last_seen: None,
+        last_reboot: None,
+        last_audit: e.modified_at,
+        created_at: e.created_at.or(e.agent_installed_utc),
+        reboot_required: None,
+        suspended: None,
+        deleted: false,
+        agent_version: None,
+        internal_ip: e
+            .ip_address
+            .and_then(|ips| ips.into_iter().find(|i| !i.is_empty())),
+        external_ip: e.remote_address.filter(|a| !a.is_empty()),
+        domain: system.domain,
+        last_user: None,
+        antivirus_product: av
+            .first()
+            .and_then(|a| a.name.clone().or(a.application_name.clone())),
+        antivirus_status: None,
+        patch: PatchState::default(),
+        warranty_date: None,
+        manufacturer: system.manufacturer.or(os.manufacturer),
+        model: system.model,
+        serial_number: system.serial_number,
+        portal_url: None,
+        udfs: Default::default(),
+    })
+}
+
+/// `batch:cursor`.
+fn parse_token(t: &str) -> Option<(usize, u64)> {
+    let (b, c) = t.split_once(':')?;
+    Some((b.parse().ok()?, c.parse().ok()?))
+}
+
+/// The `cursor` of a next-page path.
+fn cursor_of(path: &str) -> Option<u64> {
+    let (_, q) = path.split_once('?')?;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix("cursor="))
+        .and_then(|c| c.parse().ok())
+}
+
+#[async_trait]
+impl RmmSource for AsioSource {
+    async fn sites(&self, _req: &PageRequest) -> Result<SourcePage<ExtSite>, SourceError> {
+        let (records, rejected) = read_rows(self.raw_companies().await?, site);
+        Ok(SourcePage {
+            records,
+            rejected,
+            next: None,
+        })
+    }
+
+    async fn devices(&self, req: &PageRequest) -> Result<SourcePage<ExtDevice>, SourceError> {
+        let (batch, cursor) = match &req.after {
+            Some(t) => parse_token(t).ok_or_else(|| {
+                SourceError::Unavailable(format!("'{t}' is not a ConnectWise Asio page token"))
+            })?,
+            None => (0, 0),
+        };
+        let companies = self.company_ids().await?;
+        let Some(ids) = companies
+            .chunks(COMPANIES_PER_CALL)
+            .nth(batch)
+            .map(<[String]>::to_vec)
+        else {
+            return Ok(SourcePage {
+                records: vec![],
+                rejected: vec![],
+                next: None,
+            });
+        };
+        let batches = companies.len().div_ceil(COMPANIES_PER_CALL);
+        let path = format!(
+            "{ENDPOINTS_PATH}?limit={}&cursor={cursor}&field={}",
+            self.page_size,
+            FIELDS.join(",")
+        );
+        let body = serde_json::json!({"resourceType": "company", "resources": ids});
+        let answer = self
+            .client
+            .send::<Option<RawEndpoints>>(
+                Method::POST,
+                &path,
+                Some(&body),
+                "devices",
+                Some(ops::ENDPOINTS),
+            )
+            .await
+            .map_err(source_error)?;
+        let groups = answer.body.unwrap_or_default();
+        let mut records = Vec::new();
+        let mut rejected = Vec::new();
+        let mut rows_seen = 0;
+        for g in [groups.platform, groups.network, groups.cloud]
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let rows = g.endpoints.unwrap_or_default();
+            rows_seen += rows.len();
+            let company = g.company_id;
+            let (r, bad) = read_rows(rows, |e: Endpoint| device(e, company.as_deref()));
+            records.extend(r);
+            rejected.extend(bad);
+        }
+        let ids: Vec<String> = records.iter().map(|d| d.external_id.clone()).collect();
+        let beats = self.heartbeats(&ids).await?;
+        for d in &mut records {
+            if let Some((online, seen)) = beats.get(&d.external_id) {
+                d.online = *online;
+                d.last_seen = seen.as_deref().and_then(parse_time);
+            }
+        }
+        let next_cursor = match answer.next {
+            // An empty page naming a next one would never end: the batch is done.
+            Some(n) if rows_seen > 0 => {
+                let p = self.client.follow(&n).map_err(source_error)?;
+                Some(cursor_of(&p).ok_or_else(|| {
+                    SourceError::Unavailable(format!(
+                        "ConnectWise Asio's next page {n} has no cursor"
+                    ))
+                })?)
+            }
+            _ => None,
+        };
+        let next = match next_cursor {
+            Some(c) => Some(format!("{batch}:{c}")),
+            None if batch + 1 < batches => Some(format!("{}:0", batch + 1)),
+            None => None,
+        };
+        Ok(SourcePage {
+            records,
+            rejected,
+            next,
+        })
+    }
+
+    /// Asio 2.2.8 has no list of open alerts (only alert suspensions): always empty.
+    async fn open_alerts(&self, _req: &PageRequest) -> Result<SourcePage<ExtAlert>, SourceError> {
+        Ok(SourcePage {
+            records: vec![],
+            rejected: vec![],
+            next: None,
+        })
+    }
+
+    fn requests(&self) -> u64 {
+        self.client.requests()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.client.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psa_products_are_told_apart() {
+        assert_eq!(
+            psa_provider("ConnectWise Manage"),
+            Some(ProviderKind::ConnectwiseManage)
+        );
+        assert_eq!(
+            psa_provider("connectwise-psa"),
+            Some(ProviderKind::ConnectwiseManage)
+        );
+        assert_eq!(psa_provider("AUTOTASK"), Some(ProviderKind::Autotask));
+        assert_eq!(psa_provider("IT Glue"), None);
+    }
+
+    #[test]
+    fn tokens_and_cursors_read() {
+        assert_eq!(parse_token("3:500"), Some((3, 500)));
+        assert_eq!(parse_token("x"), None);
+        assert_eq!(
+            cursor_of("/api/platform/v2/device/categories/all/endpoints?limit=5&cursor=10"),
+            Some(10)
+        );
+    }
+}
