@@ -671,6 +671,9 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     // sweep maps most of them by identity and the mapping grid suggests the rest.
     let datto_sandbox = datto::DattoSandbox::new(Seed::Small);
     let datto_handle = datto_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    // ConnectWise Asio's companies carry the ConnectWise sandbox's company ids.
+    let asio_sandbox = asio::AsioSandbox::new(Seed::Small);
+    let asio_handle = asio_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
@@ -687,6 +690,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         },
         datto_rmm: mspbridge_providers::datto_rmm::client::DattoSettings {
             api_base: Some(datto::DattoSandbox::api_base(&datto_handle)),
+            ..Default::default()
+        },
+        connectwise_asio: mspbridge_providers::connectwise_asio::client::AsioSettings {
+            api_base: Some(asio::AsioSandbox::api_base(&asio_handle)),
             ..Default::default()
         },
         ..Default::default()
@@ -962,6 +969,33 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             chrono::Utc::now() + chrono::Duration::seconds(1),
         )
         .await?;
+    let mut creds = BTreeMap::new();
+    creds.insert(
+        "environment".to_string(),
+        asio::DEMO_ENVIRONMENT.to_string(),
+    );
+    creds.insert("client_id".to_string(), asio::DEMO_CLIENT_ID.to_string());
+    creds.insert(
+        "client_secret".to_string(),
+        asio::DEMO_CLIENT_SECRET.to_string(),
+    );
+    let asio_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::ConnectwiseAsio.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the ConnectWise Asio sandbox failed: {e}"))?;
+    store
+        .set_sync_options(
+            tenant.id,
+            asio_integration.id,
+            &datto_options,
+            chrono::Utc::now() + chrono::Duration::seconds(2),
+        )
+        .await?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
         state.vault.clone(),
@@ -1029,6 +1063,14 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         datto::DEMO_API_KEY,
         datto::DEMO_API_SECRET
     );
+    println!(
+        "  ConnectWise Asio ({}) on http://{}: environment {}, client ID {}, client secret {}",
+        asio_integration.status.label(),
+        asio_handle.host(),
+        asio::DEMO_ENVIRONMENT,
+        asio::DEMO_CLIENT_ID,
+        asio::DEMO_CLIENT_SECRET
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -1039,6 +1081,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     syncro_handle.stop().await;
     autotask_handle.stop().await;
     datto_handle.stop().await;
+    asio_handle.stop().await;
     Ok(())
 }
 

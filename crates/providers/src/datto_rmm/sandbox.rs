@@ -740,9 +740,7 @@ async fn api(
     };
     match parts.as_slice() {
         ["v2", "system", "pagination"] => answer(StatusCode::OK, json!({"max": page_size})),
-        ["v2", "account", "sites"] => {
-            list(&s, &host, &rest, "sites", &data.sites, &q, page_size)
-        }
+        ["v2", "account", "sites"] => list(&s, &host, &rest, "sites", &data.sites, &q, page_size),
         ["v2", "account", "devices"] => {
             list(&s, &host, &rest, "devices", &data.devices, &q, page_size)
         }
