@@ -205,6 +205,12 @@ pub trait RmmStore: Send + Sync {
         external_id: &str,
     ) -> Result<Option<(i64, String)>>;
     async fn type_mappings(&self, tenant: TenantId, id: IntegrationId) -> Result<Vec<TypeMapping>>;
+    /// What the devices pass needs of the type mappings, without their counts: per
+    /// (provider type, category) the admin's choice.
+    async fn type_choices(
+        &self,
+        id: IntegrationId,
+    ) -> Result<std::collections::HashMap<(String, String), MappingChoice>>;
     /// Maps a provider type to a device type (`None` removes it) and sets its flags.
     /// Auto-sync needs a mapping; ignoring clears auto-sync.
     async fn set_type_mapping(
@@ -525,6 +531,19 @@ macro_rules! impl_rmm_store {
 
                 async fn type_mappings(&self, tenant: TenantId, id: IntegrationId) -> Result<Vec<TypeMapping>> {
                     type_mappings(&self.pool, tenant, id).await
+                }
+
+                async fn type_choices(&self, id: IntegrationId) -> Result<HashMap<(String, String), MappingChoice>> {
+                    let rows: Vec<(String, String, Option<i64>, bool, bool)> = sqlx::query_as(
+                        "SELECT provider_type, category, device_type_id, auto_sync, ignored FROM device_type_mappings WHERE integration_id = $1",
+                    )
+                    .bind(id.0)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(t, c, device_type, auto_sync, ignored)| ((t, c), MappingChoice { device_type, auto_sync, ignored }))
+                        .collect())
                 }
 
                 async fn set_type_mapping(&self, tenant: TenantId, id: IntegrationId, mapping: i64, choice: MappingChoice, now: DateTime<Utc>) -> Result<TypeMapping> {

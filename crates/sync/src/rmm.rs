@@ -185,18 +185,8 @@ pub(crate) async fn devices(
         .store
         .links(ctx.integration, RecordType::Companies, &site_ids)
         .await?;
-    let mappings: HashMap<(String, String), (Option<i64>, bool, bool)> = ctx
-        .store
-        .type_mappings(ctx.tenant, ctx.integration)
-        .await?
-        .into_iter()
-        .map(|m| {
-            (
-                (m.provider_type, m.category),
-                (m.device_type_id, m.auto_sync, m.ignored),
-            )
-        })
-        .collect();
+    // The admin's choice per (type, category); their counts are not needed here.
+    let mappings = ctx.store.type_choices(ctx.integration).await?;
     let mut unmapped_site = 0u64;
     let mut auto_imported: HashMap<String, u64> = HashMap::new();
     for d in p.records {
@@ -213,7 +203,7 @@ pub(crate) async fn devices(
             unmapped_site += 1;
         }
         let auto_type = match mappings.get(&(provider_type.clone(), category.clone())) {
-            Some((Some(t), true, false)) if site_mapped => Some(*t),
+            Some(m) if m.auto_sync && !m.ignored && site_mapped => m.device_type,
             _ => None,
         };
         let state = states.get(&ext);
