@@ -459,7 +459,39 @@ impl Engine {
             let mut pending: Option<Decided> = None;
             let mut input_open = true;
             let mut renewed_at = self.now();
+            let mut renew_due = false;
             loop {
+                if renew_due && commits.is_empty() {
+                    renew_due = false;
+                    match self
+                        .store
+                        .renew_lease(integration.id, &self.worker, self.now() + self.config.lease)
+                        .await
+                    {
+                        Ok(true) => renewed_at = self.now(),
+                        Ok(false) => {
+                            // Every pass's next page is fenced out; stop them all.
+                            for (pass, plan) in plans.iter().enumerate() {
+                                if ended[pass].is_none() {
+                                    let stop = PassStop::Store(StoreError::LeaseLost);
+                                    self.stop_pass(
+                                        tenant,
+                                        run_id,
+                                        plan.record,
+                                        stop,
+                                        &mut ended[pass],
+                                        &stopped[pass],
+                                    )
+                                    .await;
+                                }
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not renew the sync lease; the next page's fence decides")
+                        }
+                    }
+                }
                 ended_tx.send_if_modified(|v| {
                     let now: Vec<bool> = ended.iter().map(Option::is_some).collect();
                     let changed = *v != now;
@@ -493,18 +525,11 @@ impl Engine {
                             break;
                         }
                         // Renewing waits for the page transactions in flight (they hold the
-                        // lease row), so it runs once a third of the lease has passed, not
-                        // after every page; every page transaction is fenced anyway.
+                        // lease row in share mode): it is due once a third of the lease has
+                        // passed, and runs when no page transaction is in flight (no new one
+                        // starts meanwhile); every page transaction is fenced anyway.
                         if self.now() - renewed_at > self.config.lease / 3 {
-                            match self.store.renew_lease(integration.id, &self.worker, self.now() + self.config.lease).await {
-                                Ok(true) => renewed_at = self.now(),
-                                Ok(false) => {
-                                    let stop = PassStop::Store(StoreError::LeaseLost);
-                                    self.stop_pass(tenant, run_id, plans[pass].record, stop, &mut ended[pass], &stopped[pass]).await;
-                                    break;
-                                }
-                                Err(e) => tracing::warn!(error = %e, "could not renew the sync lease; the next page's fence decides"),
-                            }
+                            renew_due = true;
                         }
                     }
                     item = decided_rx.recv(), if take => match item {
@@ -516,13 +541,14 @@ impl Engine {
                 // The last page of a pass, and a pass that stopped, wait until every earlier
                 // page of the pass is committed: the final checkpoint and the end of the pass
                 // cover them all.
-                let ready = match &pending {
-                    Some(Decided::Page { last: false, .. }) => true,
-                    Some(Decided::Page { pass, .. } | Decided::Failed { pass, .. }) => {
-                        in_flight[*pass] == 0
-                    }
-                    None => false,
-                };
+                let ready = !renew_due
+                    && match &pending {
+                        Some(Decided::Page { last: false, .. }) => true,
+                        Some(Decided::Page { pass, .. } | Decided::Failed { pass, .. }) => {
+                            in_flight[*pass] == 0
+                        }
+                        None => false,
+                    };
                 if !ready {
                     continue;
                 }
