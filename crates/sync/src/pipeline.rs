@@ -499,44 +499,49 @@ impl Engine {
                     changed
                 });
                 let take = input_open && pending.is_none() && commits.len() < lanes;
-                tokio::select! {
-                    finished = commits.next(), if !commits.is_empty() => {
-                        let Some((pass, seq, page_no, state, last, result)) = finished else { continue };
-                        let (pass, page_no, state, last): (usize, u64, PassState, bool) = (pass, page_no, state, last);
-                        let result: Result<(Counts, u64), PassStop> = result;
-                        in_flight[pass] -= 1;
-                        let mut fatal = false;
-                        match result {
-                            Ok((page_counts, deactivated)) => {
-                                counts[pass].merge(&page_counts);
-                                counts[pass].deactivated += deactivated;
-                                lock(progress[pass].as_ref()).committed(page_no, state);
-                                if last && ended[pass].is_none() {
-                                    ended[pass] = Some(Ok(()));
+                // A page held back for a renewal starts as soon as nothing is in flight
+                // (with nothing to wait for, the select below would end the loop).
+                let idle_with_pending = pending.is_some() && commits.is_empty();
+                if !idle_with_pending {
+                    tokio::select! {
+                        finished = commits.next(), if !commits.is_empty() => {
+                            let Some((pass, seq, page_no, state, last, result)) = finished else { continue };
+                            let (pass, page_no, state, last): (usize, u64, PassState, bool) = (pass, page_no, state, last);
+                            let result: Result<(Counts, u64), PassStop> = result;
+                            in_flight[pass] -= 1;
+                            let mut fatal = false;
+                            match result {
+                                Ok((page_counts, deactivated)) => {
+                                    counts[pass].merge(&page_counts);
+                                    counts[pass].deactivated += deactivated;
+                                    lock(progress[pass].as_ref()).committed(page_no, state);
+                                    if last && ended[pass].is_none() {
+                                        ended[pass] = Some(Ok(()));
+                                    }
+                                }
+                                Err(stop) => {
+                                    fatal = stop.is_fatal();
+                                    self.stop_pass(tenant, run_id, plans[pass].record, stop, &mut ended[pass], &stopped[pass]).await;
                                 }
                             }
-                            Err(stop) => {
-                                fatal = stop.is_fatal();
-                                self.stop_pass(tenant, run_id, plans[pass].record, stop, &mut ended[pass], &stopped[pass]).await;
+                            committed_tx.send_replace(done.finish(seq));
+                            if fatal {
+                                break;
+                            }
+                            // Renewing waits for the page transactions in flight (they hold the
+                            // lease row in share mode): it is due once a third of the lease has
+                            // passed, and runs when no page transaction is in flight (no new one
+                            // starts meanwhile); every page transaction is fenced anyway.
+                            if self.now() - renewed_at > self.config.lease / 3 {
+                                renew_due = true;
                             }
                         }
-                        committed_tx.send_replace(done.finish(seq));
-                        if fatal {
-                            break;
-                        }
-                        // Renewing waits for the page transactions in flight (they hold the
-                        // lease row in share mode): it is due once a third of the lease has
-                        // passed, and runs when no page transaction is in flight (no new one
-                        // starts meanwhile); every page transaction is fenced anyway.
-                        if self.now() - renewed_at > self.config.lease / 3 {
-                            renew_due = true;
-                        }
+                        item = decided_rx.recv(), if take => match item {
+                            None => input_open = false,
+                            Some(item) => pending = Some(item),
+                        },
+                        else => break,
                     }
-                    item = decided_rx.recv(), if take => match item {
-                        None => input_open = false,
-                        Some(item) => pending = Some(item),
-                    },
-                    else => break,
                 }
                 // The last page of a pass, and a pass that stopped, wait until every earlier
                 // page of the pass is committed: the final checkpoint and the end of the pass

@@ -76,3 +76,68 @@ async fn the_engine_reads_every_datto_site_device_and_open_alert() {
         assert_eq!(sandbox.token_requests(), 1, "the token outlives the run");
     }
 }
+
+/// A run longer than a third of the lease renews the lease between pages: with pages in
+/// flight (PostgreSQL commits two side by side) the renewal waits for them instead of
+/// stalling them, and the page held back meanwhile is committed after it, so every
+/// record still arrives (both went wrong once: a deadlock, then passes ending early).
+#[tokio::test]
+async fn a_run_that_outlasts_a_third_of_the_lease_renews_it_and_reads_everything() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let sandbox = DattoSandbox::new(Seed::Companies(20));
+        sandbox
+            .faults
+            .set_latency(std::time::Duration::from_millis(40));
+        let handle = sandbox
+            .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+            .unwrap();
+        let portal = Portal::connect(
+            db,
+            ProviderKind::DattoRmm,
+            serde_json::json!({ "platform": DEMO_PLATFORM, "api_key": DEMO_API_KEY }),
+            &[("api_secret", DEMO_API_SECRET)],
+        )
+        .await;
+        portal
+            .configure(&SyncOptions {
+                companies: true,
+                contacts: false,
+                technicians: false,
+                devices: true,
+                alerts: true,
+                ..portal.standard_options()
+            })
+            .await;
+        let engine = portal.engine(
+            ProviderConfig {
+                datto_rmm: DattoSettings {
+                    api_base: Some(DattoSandbox::api_base(&handle)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            mspbridge_sync::EngineConfig {
+                // Renewal due every 10 ms: due while pages are in flight and one waits.
+                lease: chrono::Duration::milliseconds(30),
+                ..common::config(Some(25), false)
+            },
+        );
+        let (sites, devices, alerts) =
+            sandbox.with_data(|d| (d.sites.len(), d.devices.len(), d.alerts.len()));
+        let run = tokio::time::timeout(std::time::Duration::from_secs(60), portal.sync(&engine))
+            .await
+            .expect("the run ends (no deadlock)");
+        let backend = portal.store().backend();
+        assert_eq!(run.result, RunResult::Success, "{backend}: {run:?}");
+        let seen = |t: RecordType| run.counts.get(&t).map_or(0, |c| c.seen);
+        assert_eq!(
+            (
+                seen(RecordType::Companies),
+                seen(RecordType::Devices),
+                seen(RecordType::Alerts)
+            ),
+            (sites as u64, devices as u64, alerts as u64),
+            "{backend}: {run:?}"
+        );
+    }
+}
