@@ -49,8 +49,14 @@ pub fn api_routes() -> Router<AppState> {
             put(put_type_mapping),
         )
         .route("/integrations/{id}/devices/staged", get(list_staged))
-        .route("/integrations/{id}/devices/import", post(post_import))
-        .route("/integrations/{id}/devices/ignore", post(post_ignore))
+        .route(
+            "/integrations/{id}/devices/import",
+            post(post_devices_import),
+        )
+        .route(
+            "/integrations/{id}/devices/ignore",
+            post(post_devices_ignore),
+        )
 }
 
 pub fn ui_routes() -> Router<AppState> {
@@ -654,7 +660,7 @@ pub(crate) async fn import(
     params(("id" = i64, Path, description = "RMM integration id")), request_body = ImportBody,
     responses((status = 200, description = "How many devices were imported (as their type's mapped device type)", body = ImportResult),
         (status = 404, description = "No such integration in the caller's tenant", body = ErrorBody)))]
-pub async fn post_import(
+pub async fn post_devices_import(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -680,7 +686,7 @@ pub struct IgnoreResult {
     params(("id" = i64, Path, description = "RMM integration id")), request_body = IgnoreBody,
     responses((status = 200, description = "How many staged devices were ignored", body = IgnoreResult),
         (status = 404, description = "No such integration in the caller's tenant", body = ErrorBody)))]
-pub async fn post_ignore(
+pub async fn post_devices_ignore(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
