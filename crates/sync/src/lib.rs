@@ -72,7 +72,8 @@ fn record_run_metrics(
 pub struct EngineConfig {
     /// How far before the watermark an incremental pass starts reading.
     pub overlap: chrono::Duration,
-    /// Lease length; renewed after every page.
+    /// Lease length; renewed between pages once a third of it has passed, when no page
+    /// transaction is in flight.
     pub lease: chrono::Duration,
     /// A full (reconciling) pass runs when the last one is older than this.
     pub reconcile_every: chrono::Duration,
