@@ -377,18 +377,34 @@ macro_rules! impl_rmm_store {
                 .bind(d.removed)
                 .fetch_one(&mut **tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO device_type_mappings (tenant_id, integration_id, provider_type, category, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (integration_id, provider_type, category) DO NOTHING",
-                )
-                .bind(tenant)
-                .bind(integration)
-                .bind(&d.provider_type)
-                .bind(&d.category)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
                 Ok(id)
+            }
+
+            /// The type mappings a devices page needs, created in one order (sorted): pages
+            /// committed side by side then wait for each other on a shared type instead of
+            /// deadlocking.
+            pub(crate) async fn ensure_type_mappings(tx: &mut Tx<'_>, tenant: i64, integration: i64, ops: &[crate::sync::Op], now: DateTime<Utc>) -> Result<()> {
+                let types: std::collections::BTreeSet<(&str, &str)> = ops
+                    .iter()
+                    .filter_map(|o| match o {
+                        crate::sync::Op::Device(d) => Some((d.provider_type.as_str(), d.category.as_str())),
+                        _ => None,
+                    })
+                    .collect();
+                for (provider_type, category) in types {
+                    sqlx::query(
+                        "INSERT INTO device_type_mappings (tenant_id, integration_id, provider_type, category, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (integration_id, provider_type, category) DO NOTHING",
+                    )
+                    .bind(tenant)
+                    .bind(integration)
+                    .bind(provider_type)
+                    .bind(category)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
             }
 
             pub(crate) async fn import_staged(tx: &mut Tx<'_>, tenant: i64, device: i64, device_type: i64, now: DateTime<Utc>) -> Result<()> {

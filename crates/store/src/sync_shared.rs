@@ -816,6 +816,9 @@ macro_rules! impl_sync_store {
                         RecordType::Devices => "devices",
                         RecordType::Alerts => "alerts",
                     };
+                    if page.record == RecordType::Devices {
+                        super::rmm_impl::ensure_type_mappings(&mut tx, tenant.0, id.0, &page.ops, now).await?;
+                    }
                     let mut new_ids = super::alloc_ids(&mut tx, table, n_new).await?.into_iter();
                     let mut next_id = || new_ids.next().ok_or_else(|| StoreError::Corrupt("id allocation came up short".into()));
                     let mut seen_ids: Vec<String> = Vec::new();
