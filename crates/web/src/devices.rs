@@ -100,6 +100,42 @@ fn normalise(s: &str) -> String {
         .collect()
 }
 
+/// The provider types Quick Match and Quick Create work on: not mapped and not ignored
+/// (after checking the caller may manage this RMM).
+async fn unmapped_types(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+) -> Result<Vec<TypeMapping>, ApiError> {
+    c.require(Permission::Manage)?;
+    rmm_integration(state, c, id).await?;
+    let all = state.store.type_mappings(c.tenant_id, id).await?;
+    Ok(all
+        .into_iter()
+        .filter(|m| m.device_type_id.is_none() && !m.ignored)
+        .collect())
+}
+
+/// Maps provider type `m` to device type `to`, keeping its Auto-Sync.
+async fn map_type(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    m: &TypeMapping,
+    to: i64,
+) -> Result<(), ApiError> {
+    let choice = MappingChoice {
+        device_type: Some(to),
+        auto_sync: m.auto_sync,
+        ignored: false,
+    };
+    state
+        .store
+        .set_type_mapping(c.tenant_id, id, m.id, choice, state.now())
+        .await?;
+    Ok(())
+}
+
 /// Maps every unmapped, non-ignored provider type to the tenant's device type of the same
 /// name (the type's, or else its category's; case, spaces and punctuation ignored, a
 /// plural "s" too). How many were mapped.
@@ -108,34 +144,17 @@ pub(crate) async fn quick_match(
     c: &Caller,
     id: IntegrationId,
 ) -> Result<u64, ApiError> {
-    c.require(Permission::Manage)?;
-    rmm_integration(state, c, id).await?;
+    let unmapped = unmapped_types(state, c, id).await?;
     let types = state.store.device_types(c.tenant_id).await?;
     let key = |s: &str| normalise(s).trim_end_matches('s').to_string();
     let mut n = 0;
-    for m in state.store.type_mappings(c.tenant_id, id).await? {
-        if m.device_type_id.is_some() || m.ignored {
-            continue;
-        }
+    for m in &unmapped {
         let found = [&m.provider_type, &m.category]
             .into_iter()
             .filter(|s| !s.is_empty())
             .find_map(|s| types.iter().find(|t| key(&t.name) == key(s)));
         if let Some(t) = found {
-            state
-                .store
-                .set_type_mapping(
-                    c.tenant_id,
-                    id,
-                    m.id,
-                    MappingChoice {
-                        device_type: Some(t.id),
-                        auto_sync: m.auto_sync,
-                        ignored: false,
-                    },
-                    state.now(),
-                )
-                .await?;
+            map_type(state, c, id, m, t.id).await?;
             n += 1;
         }
     }
@@ -149,13 +168,8 @@ pub(crate) async fn quick_create(
     c: &Caller,
     id: IntegrationId,
 ) -> Result<u64, ApiError> {
-    c.require(Permission::Manage)?;
-    rmm_integration(state, c, id).await?;
-    let mut n = 0;
-    for m in state.store.type_mappings(c.tenant_id, id).await? {
-        if m.device_type_id.is_some() || m.ignored {
-            continue;
-        }
+    let unmapped = unmapped_types(state, c, id).await?;
+    for m in &unmapped {
         let name = [&m.provider_type, &m.category]
             .into_iter()
             .find(|s| !s.trim().is_empty())
@@ -165,23 +179,9 @@ pub(crate) async fn quick_create(
             .store
             .create_device_type(c.tenant_id, &name, state.now())
             .await?;
-        state
-            .store
-            .set_type_mapping(
-                c.tenant_id,
-                id,
-                m.id,
-                MappingChoice {
-                    device_type: Some(t.id),
-                    auto_sync: m.auto_sync,
-                    ignored: false,
-                },
-                state.now(),
-            )
-            .await?;
-        n += 1;
+        map_type(state, c, id, m, t.id).await?;
     }
-    Ok(n)
+    Ok(unmapped.len() as u64)
 }
 
 /// After a site mapping changed: a sync of each RMM among `integrations` is queued at
