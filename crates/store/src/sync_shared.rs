@@ -34,6 +34,20 @@ pub(crate) fn value_rows(
         .join(", ")
 }
 
+/// Each key once, at its last occurrence (a vendor may repeat a record in a page, and one
+/// PostgreSQL statement must not touch a row twice).
+pub(crate) fn last_of<T>(rows: Vec<&T>, key: impl Fn(&T) -> &str) -> Vec<&T> {
+    let mut last = std::collections::HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(key(r), i);
+    }
+    rows.iter()
+        .enumerate()
+        .filter(|(i, r)| last.get(key(r)) == Some(i))
+        .map(|(_, r)| *r)
+        .collect()
+}
+
 /// A link to write in a page commit.
 #[derive(Clone, Copy)]
 pub(crate) struct LinkWrite<'a> {
@@ -828,6 +842,9 @@ macro_rules! impl_sync_store {
                     let mut user_updates: Vec<UserUpdateRow<'_>> = Vec::new();
                     let mut new_staff: Vec<NewStaffRow<'_>> = Vec::new();
                     let mut tickets: Vec<(i64, &TicketOp)> = Vec::new();
+                    let mut devices: Vec<&DeviceOp> = Vec::new();
+                    let mut imports: Vec<(i64, i64)> = Vec::new();
+                    let mut alerts: Vec<&AlertOp> = Vec::new();
                     for op in &page.ops {
                         match op {
                             Op::Ticket(t) => {
@@ -839,18 +856,12 @@ macro_rules! impl_sync_store {
                                 links.push(LinkWrite { local, ext: &t.external_id, remote: t.remote_updated_at, hash: &t.hash });
                             }
                             Op::Seen { external_id } => seen_ids.push(external_id.clone()),
-                            Op::Device(d) => {
-                                let local = super::rmm_impl::write_device(&mut tx, tenant.0, id.0, d, now).await?;
-                                links.push(LinkWrite { local, ext: &d.external_id, remote: None, hash: &d.hash });
-                            }
+                            Op::Device(d) => devices.push(d),
                             Op::ImportDevice { local_id, external_id, device_type_id } => {
-                                super::rmm_impl::import_staged(&mut tx, tenant.0, *local_id, *device_type_id, now).await?;
+                                imports.push((*local_id, *device_type_id));
                                 seen_ids.push(external_id.clone());
                             }
-                            Op::Alert(a) => {
-                                let local = super::rmm_impl::write_alert(&mut tx, tenant.0, id.0, a, now).await?;
-                                links.push(LinkWrite { local, ext: &a.external_id, remote: None, hash: &a.hash });
-                            }
+                            Op::Alert(a) => alerts.push(a),
                             Op::Company { existing: Some(local), external_id, name, active, hash, remote_updated_at } => {
                                 // Only the integration that created the company names it; others only link.
                                 sqlx::query("UPDATE companies SET name = $3, active = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2 AND source_integration_id = $6")
@@ -928,6 +939,21 @@ macro_rules! impl_sync_store {
                     super::insert_staff(&mut tx, tenant.0, now, &new_staff).await?;
                     if !tickets.is_empty() {
                         write_tickets(&mut tx, &self.pool, tenant, id, &tickets, now).await?;
+                    }
+                    // Devices and alerts in one statement per page (PostgreSQL), each external id
+                    // once (the last occurrence, as for the links below).
+                    let devices = crate::sync_shared::last_of(devices, |d| d.external_id.as_str());
+                    let device_ids = super::write_devices(&mut tx, tenant.0, id.0, now, &devices).await?;
+                    for d in &devices {
+                        let local = *device_ids.get(&d.external_id).ok_or_else(|| StoreError::Corrupt(format!("device {} was not written", d.external_id)))?;
+                        links.push(LinkWrite { local, ext: &d.external_id, remote: None, hash: &d.hash });
+                    }
+                    super::import_staged(&mut tx, tenant.0, now, &imports).await?;
+                    let alerts = crate::sync_shared::last_of(alerts, |a| a.external_id.as_str());
+                    let alert_ids = super::write_alerts(&mut tx, tenant.0, id.0, now, &alerts).await?;
+                    for a in &alerts {
+                        let local = *alert_ids.get(&a.external_id).ok_or_else(|| StoreError::Corrupt(format!("alert {} was not written", a.external_id)))?;
+                        links.push(LinkWrite { local, ext: &a.external_id, remote: None, hash: &a.hash });
                     }
                     // A vendor that repeats a record in one page must not make one statement touch a
                     // row twice (PostgreSQL refuses that): keep the last occurrence.

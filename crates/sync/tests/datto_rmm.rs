@@ -74,6 +74,68 @@ async fn the_engine_reads_every_datto_site_device_and_open_alert() {
             assert_eq!((c.created, c.updated), (0, 0), "{backend} {r:?} {c:?}");
         }
         assert_eq!(sandbox.token_requests(), 1, "the token outlives the run");
+
+        // A device and an alert repeated in one page, both copies changed: one statement per
+        // page on PostgreSQL must write each once, and the last copy wins.
+        let (uid, alert_uid) = sandbox.with_data(|d| {
+            d.devices[0].hostname = Some("FIRST-COPY".into());
+            let mut dup = d.devices[0].clone();
+            dup.hostname = Some("LAST-COPY".into());
+            d.devices.insert(1, dup);
+            let open = d
+                .alerts
+                .iter()
+                .position(|a| !a.resolved.unwrap_or(false))
+                .unwrap();
+            d.alerts[open].diagnostics = Some("first copy".into());
+            let mut dup = d.alerts[open].clone();
+            dup.diagnostics = Some("last copy".into());
+            d.alerts.insert(open + 1, dup);
+            (
+                d.devices[0].uid.clone().unwrap(),
+                d.alerts[open].alert_uid.clone().unwrap(),
+            )
+        });
+        let third = portal.sync(&engine).await;
+        assert_eq!(third.result, RunResult::Success, "{backend}: {third:?}");
+        let states = portal
+            .store()
+            .device_states(portal.integration, std::slice::from_ref(&uid))
+            .await
+            .unwrap();
+        assert_eq!(
+            states.len(),
+            1,
+            "{backend}: one device for the repeated uid"
+        );
+        let device = portal
+            .store()
+            .device(portal.tenant, states[&uid].id)
+            .await
+            .unwrap();
+        assert_eq!(device.device.hostname, "LAST-COPY", "{backend}");
+        let alerts = portal
+            .store()
+            .alerts(
+                portal.tenant,
+                &mspbridge_store::rmm::AlertQuery {
+                    limit: 500,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let copies: Vec<_> = alerts
+            .rows
+            .iter()
+            .filter(|a| a.external_id == alert_uid)
+            .collect();
+        assert_eq!(copies.len(), 1, "{backend}");
+        assert_eq!(
+            copies[0].diagnostics.as_deref(),
+            Some("last copy"),
+            "{backend}"
+        );
     }
 }
 
