@@ -141,6 +141,38 @@ pub struct SyncView {
     pub alerts: bool,
 }
 
+impl SyncView {
+    /// The record types a sync reads, in words ("Companies, Contacts, Technicians"; an
+    /// RMM's "Sites, Devices, Alerts").
+    pub fn record_summary(&self) -> String {
+        let picked: Vec<&str> = if self.rmm.is_some() {
+            [
+                (true, "Sites"),
+                (self.devices, "Devices"),
+                (self.alerts, "Alerts"),
+            ]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect()
+        } else {
+            [
+                (self.companies, "Companies"),
+                (self.contacts, "Contacts"),
+                (self.technicians, "Technicians"),
+                (self.tickets, "Tickets"),
+            ]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect()
+        };
+        if picked.is_empty() {
+            "none".to_string()
+        } else {
+            picked.join(", ")
+        }
+    }
+}
+
 /// The vendor vocabulary the integration stored, as the Options form's choices.
 #[derive(Default)]
 pub struct ChoiceLists {
