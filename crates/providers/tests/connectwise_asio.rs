@@ -4,8 +4,9 @@
 //! life and on a 401, one grant for concurrent pages, later grants asking only for the
 //! granted scopes), the required headers, companies with their ConnectWise Manage
 //! identity, endpoints paged by `Link` cursor at a non-default page size across company
-//! batches of 4, heartbeats, lenient rows and a bad row rejected alone, rate buckets and
-//! 429, and the four error shapes.
+//! batches of 4, heartbeats, open tickets as alerts (paged by page number, closed statuses
+//! left out, the scope named when missing), lenient rows and a bad row rejected alone, rate
+//! buckets and 429, and the four error shapes.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use mspbridge_domain::integration::*;
 use mspbridge_domain::validate::{Credentials, validate_credentials};
 use mspbridge_providers::connectwise_asio::client::AsioSettings;
 use mspbridge_providers::connectwise_asio::sandbox::*;
+use mspbridge_providers::connectwise_asio::source::TICKET_PAGE_SIZE;
 use mspbridge_providers::http::RetryPolicy;
 use mspbridge_providers::rmm::RmmSource;
 use mspbridge_providers::source::{PageRequest, SourceError, SourcePage};
@@ -331,11 +333,137 @@ async fn companies_map_with_their_connectwise_manage_identity() {
         }
         assert!(s.active);
     }
-    // No alerts list in Asio 2.2.8: empty, and nothing asked.
-    let before = sb.api_requests();
-    let alerts = src.open_alerts(&PageRequest::default()).await.unwrap();
-    assert!(alerts.records.is_empty() && alerts.next.is_none());
-    assert_eq!(sb.api_requests(), before);
+}
+
+#[tokio::test]
+async fn open_tickets_are_the_alerts_paged_by_page_number_and_closed_ones_are_left_out() {
+    let (sb, h) = start(Seed::Companies(150)).await;
+    let p = providers(&h);
+    let src = source(&p, &demo(), None).await;
+    let (tickets, statuses) = sb.with_data(|d| (d.tickets.clone(), d.statuses.clone()));
+    let closed: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.category.as_deref() == Some("Closed"))
+        .filter_map(|s| s.id.clone())
+        .collect();
+    assert_eq!(closed.len(), 2);
+    let open: Vec<_> = tickets
+        .iter()
+        .filter(|t| !closed.contains(t.status.as_ref().unwrap().id.as_ref().unwrap()))
+        .collect();
+    assert!(
+        open.len() > TICKET_PAGE_SIZE && open.len() < tickets.len(),
+        "more than a page of open tickets, and closed ones: {} of {}",
+        open.len(),
+        tickets.len()
+    );
+    let (alerts, rejected, pages) = walk(|r| {
+        let src = &src;
+        async move { src.open_alerts(&r).await }
+    })
+    .await;
+    assert!(rejected.is_empty());
+    assert_eq!(pages, open.len().div_ceil(TICKET_PAGE_SIZE));
+    assert_eq!(alerts.len(), open.len(), "every open ticket once");
+    let t = open[0];
+    let a = alerts
+        .iter()
+        .find(|a| Some(&a.external_id) == t.id.as_ref())
+        .unwrap();
+    assert_eq!(
+        Some(&a.priority),
+        t.priority.as_ref().unwrap().name.as_ref()
+    );
+    assert_eq!(a.diagnostics, t.summary);
+    assert_eq!(a.ticket_number, t.number);
+    assert_eq!(a.site_external_id, t.company.as_ref().unwrap().id);
+    assert_eq!(a.device_external_id, t.assets.as_ref().unwrap()[0].id);
+    assert_eq!(a.raised_at, t.created_at);
+    assert_eq!(a.context_type.as_deref(), Some("ticket"));
+    assert!(!a.resolved);
+    // An unknown priority word and a status category the spec does not list are kept.
+    assert!(alerts.iter().any(|a| a.priority == "P5 - Planning"));
+    assert!(alerts.iter().any(|a| {
+        a.context
+            .as_deref()
+            .is_some_and(|c| c.contains("Waiting on Vendor"))
+    }));
+    let asked: Vec<_> = sb
+        .seen()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/ticketing/tickets"))
+        .collect();
+    assert_eq!(asked.len(), pages);
+    for (i, r) in asked.iter().enumerate() {
+        let q: BTreeMap<_, _> = r.query.iter().cloned().collect();
+        assert_eq!(q["pageSize"], TICKET_PAGE_SIZE.to_string());
+        assert_eq!(q["pageNum"], (i + 1).to_string(), "pages from 1");
+        assert_eq!(q["statusIds"], format!("[notIn],{}", closed.join(",")));
+    }
+
+    // A key without the tickets scope: refused, naming the scope.
+    let limited = source(&p, &creds(LIMITED_CLIENT_ID, LIMITED_CLIENT_SECRET), None).await;
+    match limited.open_alerts(&PageRequest::default()).await {
+        Err(SourceError::NotPermitted { message, setting }) => {
+            assert!(message.contains("platform.tickets.read"), "{message}");
+            assert!(setting.contains("Platform - Tickets - Read"), "{setting}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_ticket_list_refuses_half_a_page_and_answers_nothing_past_the_end() {
+    let (_sb, h) = start(Seed::Small).await;
+    let http = reqwest::Client::new();
+    let base = h.base_url();
+    let token: serde_json::Value = http
+        .post(format!("{base}/v1/token"))
+        .header("Origin", "t")
+        .header("User-Agent", "t")
+        .header("X-Request-ID", "1")
+        .json(&json!({"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "scope": "platform.tickets.read"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let get = |q: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/api/platform/v2/service/ticketing/tickets{q}");
+        let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+        async move {
+            let r = http
+                .get(url)
+                .header("Authorization", bearer)
+                .header("Origin", "http://test")
+                .header("User-Agent", "test")
+                .header("X-Request-ID", "00000000-0000-4000-8000-000000000000")
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = get("?pageSize=10").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("together")
+    );
+    let (status, body) = get("?pageSize=2&pageNum=1").await;
+    assert_eq!(status, 200);
+    assert!(body["totalCount"].as_i64().unwrap() > 2);
+    assert_eq!(body["tickets"].as_array().unwrap().len(), 2);
+    let (status, body) = get("?pageSize=2&pageNum=999").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"tickets": [], "totalCount": 0}));
 }
 
 #[tokio::test]

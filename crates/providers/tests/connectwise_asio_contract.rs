@@ -146,6 +146,17 @@ async fn every_request_matches_the_connectwise_asio_openapi_document() {
         }
     }
     assert!(pages > 3, "several pages and batches");
+    let mut req = PageRequest::default();
+    let mut alerts = 0;
+    loop {
+        let page = src.open_alerts(&req).await.unwrap();
+        alerts += page.records.len();
+        match page.next {
+            Some(n) => req.after = Some(n),
+            None => break,
+        }
+    }
+    assert!(alerts > 0, "open tickets read as alerts");
 
     let seen = sb.seen();
     let mut checked = 0;

@@ -58,6 +58,9 @@ pub mod ops {
     pub const SITES: (&str, &str) = ("topology", "partner-topology-sites");
     pub const ENDPOINTS: (&str, &str) = ("topology", "partner-topology-endpoints");
     pub const HEARTBEAT: (&str, &str) = ("asset", "partner-asset-endpoints-details");
+    /// Not in 2.2.8's example of `/v1/rate_limits`: paced by what the buckets say if
+    /// Asio names it, and by its 429s otherwise.
+    pub const TICKETS: (&str, &str) = ("ticketing", "partner-ticketing-tickets");
 }
 
 const USER_AGENT_VALUE: &str = concat!("mspbridge/", env!("CARGO_PKG_VERSION"));

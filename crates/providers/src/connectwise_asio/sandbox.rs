@@ -12,6 +12,10 @@
 //!   fields without it, 400 past 15 fields), `limit`/`cursor` paging up to a page size
 //!   tests can set, the next page in a `Link` header;
 //! - `GET /api/platform/v2/device/endpoints/heartbeat` (bulk, at most 100 ids);
+//! - `GET /api/platform/v1/service/ticketing/statuses` (unpaged) and
+//!   `GET /api/platform/v2/service/ticketing/tickets` with `pageSize` and `pageNum` (one
+//!   without the other: 400 `{errors: [...]}`; a page past the end: no rows and
+//!   `totalCount` 0) and the `statusIds=[notIn],…` filter;
 //! - a missing scope → 403 `{message, payload, type}`; `Origin`, `User-Agent` and
 //!   `X-Request-ID` are required on every call (400 without them);
 //! - fault injection, request counts and recording, raw field edits.
@@ -39,7 +43,8 @@ use tokio::net::TcpListener;
 
 use super::client::{SCOPES, ops};
 use super::wire::{
-    ActivityStatus, Antivirus, Company, Endpoint, ExternalId, Os, Reference, Site, System,
+    ActivityStatus, Antivirus, Company, Endpoint, ExternalId, Os, Reference, Site, System, Ticket,
+    TicketStatus,
 };
 
 pub const DEMO_ENVIRONMENT: &str = "na";
@@ -71,7 +76,34 @@ pub struct AsioData {
     pub endpoints: Vec<Placed>,
     /// endpoint id → (availability, last contact); endpoints without one are "Not Found".
     pub heartbeats: HashMap<String, (Option<bool>, String)>,
+    pub statuses: Vec<TicketStatus>,
+    pub tickets: Vec<Ticket>,
 }
+
+/// (id, name, category): one category the spec does not list.
+const STATUSES: [(&str, &str, &str); 5] = [
+    ("5a7e0000-0000-4000-8000-000000000001", "New", "New"),
+    (
+        "5a7e0000-0000-4000-8000-000000000002",
+        "In Progress",
+        "InProgress",
+    ),
+    (
+        "5a7e0000-0000-4000-8000-000000000003",
+        "Waiting on Vendor",
+        "Pending",
+    ),
+    ("5a7e0000-0000-4000-8000-000000000004", "Closed", "Closed"),
+    ("5a7e0000-0000-4000-8000-000000000005", "Resolved", "Closed"),
+];
+
+const TICKET_PRIORITIES: [&str; 5] = ["Critical", "High", "Medium", "Low", "P5 - Planning"];
+const TICKET_SUMMARIES: [&str; 4] = [
+    "Disk C: below 10% free space",
+    "Agent offline for more than 24 hours",
+    "Critical Windows updates missing",
+    "Backup job failed",
+];
 
 /// One request as the sandbox received it (token requests included).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +212,17 @@ pub fn generate(seed: Seed) -> AsioData {
     };
     let cw = crate::connectwise::sandbox::generate(Seed::Small).companies;
     let mut rng = Rng::new(0x0A51_0000);
-    let mut d = AsioData::default();
+    let mut d = AsioData {
+        statuses: STATUSES
+            .iter()
+            .map(|(id, name, category)| TicketStatus {
+                id: Some((*id).into()),
+                name: Some((*name).into()),
+                category: Some((*category).into()),
+            })
+            .collect(),
+        ..Default::default()
+    };
     for i in 0..n {
         let id = uuid(&mut rng, 0xC0_0000 + i as u32);
         let site_id = uuid(&mut rng, 0x51_0000 + i as u32);
@@ -254,7 +296,9 @@ pub fn generate(seed: Seed) -> AsioData {
                 endpoint: Endpoint {
                     endpoint_id: Some(eid.clone()),
                     device_name: Some(host.clone()),
-                    friendly_name: (n_dev % 3 == 0).then(|| format!("{host} (front desk)")),
+                    friendly_name: n_dev
+                        .is_multiple_of(3)
+                        .then(|| format!("{host} (front desk)")),
                     resource_type: Some("MANAGED_ENDPOINT".into()),
                     endpoint_type: Some(etype.into()),
                     kind: Some(kind.into()),
@@ -300,6 +344,53 @@ pub fn generate(seed: Seed) -> AsioData {
                     agent_installed_utc: None,
                 },
             });
+            // One ticket in four endpoints (not on the large seed): open or closed.
+            if !matches!(seed, Seed::Large) && n_dev.is_multiple_of(4) {
+                let t = d.tickets.len();
+                let (sid, sname, _) = STATUSES[t % STATUSES.len()];
+                d.tickets.push(Ticket {
+                    id: Some(uuid(&mut rng, 0x7C_0000 + t as u32)),
+                    number: Some(format!("{}", 40_100 + t)),
+                    summary: Some(format!(
+                        "{} on {host}",
+                        TICKET_SUMMARIES[t % TICKET_SUMMARIES.len()]
+                    )),
+                    priority: Some(Reference {
+                        id: Some(format!("p{}", (t + t / 5) % TICKET_PRIORITIES.len())),
+                        name: Some(TICKET_PRIORITIES[(t + t / 5) % TICKET_PRIORITIES.len()].into()),
+                    }),
+                    status: Some(Reference {
+                        id: Some(sid.into()),
+                        name: Some(sname.into()),
+                    }),
+                    company: Some(Reference {
+                        id: Some(id.clone()),
+                        name: None,
+                    }),
+                    site: Some(Reference {
+                        id: Some(site_id.clone()),
+                        name: None,
+                    }),
+                    assets: Some(vec![Reference {
+                        id: Some(eid.clone()),
+                        name: None,
+                    }]),
+                    source: Some(Reference {
+                        id: None,
+                        name: Some("Monitoring".into()),
+                    }),
+                    service_board: Some(Reference {
+                        id: None,
+                        name: Some("NOC".into()),
+                    }),
+                    kind: Some(Reference {
+                        id: None,
+                        name: Some("Alert".into()),
+                    }),
+                    created_at: chrono::DateTime::from_timestamp(1_764_000_000 + t as i64 * 600, 0),
+                    updated_at: None,
+                });
+            }
             if !rng.chance(10) {
                 let online = if rng.chance(10) {
                     None
@@ -564,6 +655,8 @@ fn bucket_key(path: &str) -> Option<(&'static str, &'static str)> {
         Some(ops::HEARTBEAT)
     } else if path.contains("/device/categories/") {
         Some(ops::ENDPOINTS)
+    } else if path.contains("/service/ticketing/") {
+        Some(ops::TICKETS)
     } else {
         None
     }
@@ -734,6 +827,21 @@ async fn api(
                 return r;
             }
             heartbeat(&data, &q)
+        }
+        (Method::GET, ["platform", "v1", "service", "ticketing", "statuses"]) => {
+            if let Some(r) = need("platform.tickets.read") {
+                return r;
+            }
+            answer(
+                StatusCode::OK,
+                serde_json::to_value(&data.statuses).unwrap_or_default(),
+            )
+        }
+        (Method::GET, ["platform", "v2", "service", "ticketing", "tickets"]) => {
+            if let Some(r) = need("platform.tickets.read") {
+                return r;
+            }
+            tickets(&s, &data, &q)
         }
         _ => answer(
             StatusCode::NOT_FOUND,
@@ -945,5 +1053,68 @@ fn heartbeat(data: &AsioData, q: &HashMap<String, String>) -> Response {
     answer(
         StatusCode::OK,
         json!({"status": status, "successfulRecords": groups, "failedRecords": failed}),
+    )
+}
+
+/// `{errors: [{code, message}]}`: the ticketing service's shape.
+fn ticketing_error(status: StatusCode, message: &str) -> Response {
+    answer(
+        status,
+        json!({"errors": [{"code": status.as_u16().to_string(), "message": message}]}),
+    )
+}
+
+fn tickets(s: &Inner, data: &AsioData, q: &HashMap<String, String>) -> Response {
+    let num = |k: &str| q.get(k).map(|v| v.parse::<i64>().ok());
+    let (size, page) = match (num("pageSize"), num("pageNum")) {
+        (Some(Some(size)), Some(Some(page))) if size > 0 && page > 0 => {
+            (size as usize, page as usize)
+        }
+        (None, None) => (usize::MAX, 1),
+        (Some(_), None) | (None, Some(_)) => {
+            return ticketing_error(
+                StatusCode::BAD_REQUEST,
+                "pageSize and pageNum must be sent together",
+            );
+        }
+        // Invalid values are ignored, both of them.
+        _ => (usize::MAX, 1),
+    };
+    // `statusIds=id1,id2` keeps those statuses, `statusIds=[notIn],id1,id2` leaves them out.
+    let (not_in, ids): (bool, Vec<&str>) = match q.get("statusIds") {
+        None => (true, vec![]),
+        Some(v) => match v.strip_prefix("[notIn]") {
+            Some(rest) => (true, rest.split(',').filter(|x| !x.is_empty()).collect()),
+            None => (false, v.split(',').filter(|x| !x.is_empty()).collect()),
+        },
+    };
+    let rows: Vec<&Ticket> = data
+        .tickets
+        .iter()
+        .filter(|t| {
+            let st = t
+                .status
+                .as_ref()
+                .and_then(|s| s.id.as_deref())
+                .unwrap_or_default();
+            ids.contains(&st) != not_in
+        })
+        .collect();
+    let start = size.saturating_mul(page - 1);
+    if start >= rows.len() && page > 1 {
+        // Past the end: nothing, and a total of 0 (trap 11).
+        return answer(StatusCode::OK, json!({"tickets": [], "totalCount": 0}));
+    }
+    let total = rows.len();
+    let page_rows: Vec<&Ticket> = rows.into_iter().skip(start).take(size).collect();
+    let page_rows = edited(
+        s,
+        "tickets",
+        "id",
+        serde_json::to_value(&page_rows).unwrap_or_default(),
+    );
+    answer(
+        StatusCode::OK,
+        json!({"tickets": page_rows, "totalCount": total}),
     )
 }

@@ -13,7 +13,14 @@
 //!   `GET /api/platform/v2/device/endpoints/heartbeat?resourceType=endpoints&resources=…`,
 //!   batched by [`HEARTBEAT_BATCH`]; patch state is not read (one call per endpoint).
 //! - `open_alerts`: Asio 2.2.8 has no list of open alerts (trap 10; only alert
-//!   suspensions): every page is empty and no request is made.
+//!   suspensions); its alerts surface as service tickets. Where the key holds
+//!   `platform.tickets.read`, the open tickets are the alerts:
+//!   `GET /api/platform/v2/service/ticketing/tickets?pageSize=&pageNum=&statusIds=[notIn],…`
+//!   leaving out the statuses whose category is `Closed`
+//!   (`GET /api/platform/v1/service/ticketing/statuses`), paged by `pageNum` from 1 up to
+//!   `totalCount` (asking past the end answers nothing *and* a total of 0, trap 11). A
+//!   ticket's company is the alert's site, its first asset the device. Without the scope the
+//!   pass is refused as not permitted, naming the scope.
 //!
 //! Each row is read on its own: a row that cannot be read is rejected with its id and the
 //! field at fault, never the page.
@@ -29,7 +36,10 @@ use mspbridge_domain::catalogue::ProviderKind;
 use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite, PatchState, PsaIdentity};
 
 use super::client::{AsioClient, AsioError, ops};
-use super::wire::{Company, Endpoint, HeartbeatResponse, RawEndpoints, parse_time};
+use super::wire::{
+    Company, Endpoint, HeartbeatResponse, RawEndpoints, RawTickets, Ticket, TicketStatus,
+    parse_time,
+};
 use crate::rmm::RmmSource;
 use crate::source::{PageRequest, Rejected, SourceError, SourcePage, field_error};
 
@@ -62,6 +72,15 @@ pub const COMPANIES_PATH: &str = "/api/platform/v1/company/companies";
 pub const SITES_PATH: &str = "/api/platform/v1/company/sites";
 pub const ENDPOINTS_PATH: &str = "/api/platform/v2/device/categories/all/endpoints";
 pub const HEARTBEAT_PATH: &str = "/api/platform/v2/device/endpoints/heartbeat";
+pub const STATUSES_PATH: &str = "/api/platform/v1/service/ticketing/statuses";
+pub const TICKETS_PATH: &str = "/api/platform/v2/service/ticketing/tickets";
+/// Tickets per page (Asio states no maximum).
+pub const TICKET_PAGE_SIZE: usize = 100;
+/// The scope that lets the key read tickets.
+pub const TICKETS_SCOPE: &str = "platform.tickets.read";
+/// Where an Asio admin lets the key read tickets.
+pub const TICKETS_SETTING: &str =
+    "Asio: Integrations > API Access > (this key) > Scopes: Platform - Tickets - Read";
 
 /// Where an Asio admin changes what the API key may read.
 pub const PERMISSION_SETTING: &str = "Asio: Integrations > API Access > (this key) > Scopes: Platform - Companies - Read, Platform - Sites - Read and Platform - Devices - Read";
@@ -71,6 +90,8 @@ pub struct AsioSource {
     page_size: usize,
     /// The companies' ids in batch order, read once per source.
     companies: OnceCell<Vec<String>>,
+    /// The ids of the ticket statuses whose category is Closed, read once per source.
+    closed_statuses: OnceCell<Vec<String>>,
 }
 
 impl AsioSource {
@@ -79,6 +100,7 @@ impl AsioSource {
             client,
             page_size: MAX_PAGE_SIZE,
             companies: OnceCell::new(),
+            closed_statuses: OnceCell::new(),
         }
     }
 
@@ -110,6 +132,36 @@ impl AsioSource {
                 let mut ids: Vec<String> = sites.into_iter().map(|s| s.external_id).collect();
                 ids.sort();
                 ids.dedup();
+                Ok(ids)
+            })
+            .await
+    }
+
+    /// The ids of the statuses a closed ticket has.
+    async fn closed_statuses(&self) -> Result<&Vec<String>, SourceError> {
+        self.closed_statuses
+            .get_or_try_init(|| async {
+                let rows: Option<Vec<Box<serde_json::value::RawValue>>> = self
+                    .client
+                    .get(STATUSES_PATH, "ticket statuses", ops::TICKETS)
+                    .await
+                    .map_err(tickets_error)?;
+                let mut ids = Vec::new();
+                for row in rows.unwrap_or_default() {
+                    // A status that cannot be read is not known to be closed: its tickets stay.
+                    if let Ok(st) = serde_json::from_str::<TicketStatus>(row.get())
+                        && st
+                            .category
+                            .as_deref()
+                            .map(str::to_ascii_lowercase)
+                            .as_deref()
+                            == Some("closed")
+                        && let Some(id) = st.id
+                    {
+                        ids.push(id);
+                    }
+                }
+                ids.sort();
                 Ok(ids)
             })
             .await
@@ -150,6 +202,49 @@ impl AsioSource {
         }
         Ok(out)
     }
+}
+
+/// What went wrong reading tickets: a refusal names the tickets scope.
+fn tickets_error(e: AsioError) -> SourceError {
+    match e {
+        AsioError::Forbidden { .. } => SourceError::NotPermitted {
+            message: e.to_string(),
+            setting: TICKETS_SETTING.to_string(),
+        },
+        other => source_error(other),
+    }
+}
+
+/// An open ticket as an alert: its priority's name (kept as sent), its summary as the
+/// diagnostics, its company as the site, its first asset as the device; board, type,
+/// status and source as the context.
+pub fn ticket_alert(t: Ticket) -> Result<ExtAlert, String> {
+    let external_id = t.id.ok_or_else(|| missing("id"))?;
+    let name = |r: &Option<super::wire::Reference>| r.as_ref().and_then(|r| r.name.clone());
+    let context = serde_json::json!({
+        "serviceBoard": name(&t.service_board),
+        "type": name(&t.kind),
+        "status": name(&t.status),
+        "source": name(&t.source),
+        "siteId": t.site.as_ref().and_then(|s| s.id.clone()),
+        "updatedAt": t.updated_at,
+    });
+    Ok(ExtAlert {
+        external_id,
+        priority: name(&t.priority).unwrap_or_else(|| "Unknown".to_string()),
+        diagnostics: t.summary.filter(|s| !s.trim().is_empty()),
+        device_external_id: t.assets.unwrap_or_default().into_iter().find_map(|a| a.id),
+        device_name: None,
+        site_external_id: t.company.and_then(|c| c.id),
+        resolved: false,
+        resolved_by: None,
+        resolved_at: None,
+        muted: None,
+        ticket_number: t.number,
+        raised_at: t.created_at,
+        context_type: Some("ticket".to_string()),
+        context: Some(context.to_string()),
+    })
 }
 
 /// What went wrong, for the engine.
@@ -441,12 +536,56 @@ impl RmmSource for AsioSource {
         })
     }
 
-    /// Asio 2.2.8 has no list of open alerts (only alert suspensions): always empty.
-    async fn open_alerts(&self, _req: &PageRequest) -> Result<SourcePage<ExtAlert>, SourceError> {
+    /// The open service tickets (Asio 2.2.8 has no list of open alerts), where the key may
+    /// read tickets.
+    async fn open_alerts(&self, req: &PageRequest) -> Result<SourcePage<ExtAlert>, SourceError> {
+        let granted = self.client.granted_scopes().await.map_err(source_error)?;
+        if !granted.iter().any(|g| g == TICKETS_SCOPE) {
+            return Err(SourceError::NotPermitted {
+                message: format!(
+                    "the API key was not granted {TICKETS_SCOPE}, so Asio's alerts (its open tickets) cannot be read"
+                ),
+                setting: TICKETS_SETTING.to_string(),
+            });
+        }
+        let page: u64 = match &req.after {
+            Some(t) => t.parse().map_err(|_| {
+                SourceError::Unavailable(format!("'{t}' is not a ConnectWise Asio ticket page"))
+            })?,
+            None => 1,
+        };
+        let closed = self.closed_statuses().await?;
+        let mut path = format!(
+            "{TICKETS_PATH}?pageSize={TICKET_PAGE_SIZE}&pageNum={page}&sortBy=createdAt&sortDir=asc"
+        );
+        if !closed.is_empty() {
+            let list: Vec<String> = closed.iter().map(|c| crate::http::urlencode(c)).collect();
+            path.push_str(&format!("&statusIds={}", crate::http::urlencode("[notIn]")));
+            path.push_str(&format!(",{}", list.join(",")));
+        }
+        let answer: Option<RawTickets> = self
+            .client
+            .get(&path, "tickets", ops::TICKETS)
+            .await
+            .map_err(tickets_error)?;
+        let answer = answer.unwrap_or_default();
+        let rows = answer.tickets.unwrap_or_default();
+        let n = rows.len() as u64;
+        let (records, rejected) = read_rows(rows, |t: Ticket| {
+            // A closed ticket a lenient filter let through is no open alert.
+            match t.status.as_ref().and_then(|s| s.id.as_ref()) {
+                Some(s) if closed.binary_search(s).is_ok() => Ok(None),
+                _ => ticket_alert(t).map(Some),
+            }
+        });
+        let records = records.into_iter().flatten().collect();
+        let total = answer.total_count.unwrap_or(0).max(0) as u64;
+        let next =
+            (n > 0 && page * (TICKET_PAGE_SIZE as u64) < total).then(|| (page + 1).to_string());
         Ok(SourcePage {
-            records: vec![],
-            rejected: vec![],
-            next: None,
+            records,
+            rejected,
+            next,
         })
     }
 

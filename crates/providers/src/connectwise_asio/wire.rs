@@ -291,6 +291,64 @@ pub struct HeartbeatResponse {
     pub failed_records: Option<Vec<HeartbeatFailure>>,
 }
 
+/// A ticket status (`GET /api/platform/v1/service/ticketing/statuses`, an unpaged array):
+/// `category` New | InProgress | Closed (kept as sent).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketStatus {
+    #[serde(default, deserialize_with = "id_text")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub category: Option<String>,
+}
+
+/// A service ticket (`GET /api/platform/v2/service/ticketing/tickets`), as far as an alert
+/// needs it; `assets` are the endpoints it concerns.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    #[serde(default, deserialize_with = "id_text")]
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "id_text")]
+    pub number: Option<String>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub summary: Option<String>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub priority: Option<Reference>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub status: Option<Reference>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub company: Option<Reference>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub site: Option<Reference>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub assets: Option<Vec<Reference>>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub source: Option<Reference>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub service_board: Option<Reference>,
+    #[serde(default, rename = "type", deserialize_with = "odd_as_default")]
+    pub kind: Option<Reference>,
+    /// A timestamp that cannot be read rejects the row, naming the field.
+    #[serde(default, deserialize_with = "timestamp")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "timestamp")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// One page of tickets: the rows (read one by one) and how many match in all. Asking past
+/// the end answers no rows *and* a total of 0.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawTickets {
+    #[serde(default)]
+    pub tickets: Option<Vec<Box<serde_json::value::RawValue>>>,
+    #[serde(default, deserialize_with = "crate::lenient::integer")]
+    pub total_count: Option<i64>,
+}
+
 /// Text, `null` as `None`; another type is refused (the field names what went wrong).
 fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     crate::lenient::nullable::<D, Option<String>>(d)
