@@ -56,6 +56,9 @@ pub struct ExtDevice {
     pub external_id: String,
     /// The site (Datto `siteUid`) or company (Asio) the device belongs to.
     pub site_external_id: Option<String>,
+    /// The site inside that company, where the RMM has one (Asio `siteId`): reading the
+    /// device alone names it.
+    pub sub_site: Option<String>,
     pub hostname: String,
     /// Provider type (Datto `deviceType.type`, e.g. "Laptop", "Virtual Machine").
     pub device_type: Option<String>,
@@ -90,6 +93,49 @@ pub struct ExtDevice {
     /// User-defined fields by name (`udf1` … `udf300`), non-empty values only. They often
     /// hold customer data: never logged.
     pub udfs: BTreeMap<String, String>,
+}
+
+/// Which device to read alone: its id, its site (Datto) or company (Asio), and the site
+/// inside that company (Asio).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceKey {
+    pub external_id: String,
+    pub site_external_id: Option<String>,
+    pub sub_site: Option<String>,
+}
+
+/// A device's patch summary as its RMM reports it (Asio `summary` of
+/// `/patching/{endpointId}/patches`; Datto's patch management state).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct PatchSummary {
+    /// Vendor status word kept as sent (Datto `FullyPatched`…), if any.
+    pub status: Option<String>,
+    /// Applicable patches not installed (Asio `missingCount`).
+    pub missing: Option<i64>,
+    /// Approved, waiting to be installed (Datto `patchesApprovedPending`).
+    pub approved_pending: Option<i64>,
+    /// Not approved by the patch policy (Datto `patchesNotApproved`).
+    pub not_approved: Option<i64>,
+    pub installed: Option<i64>,
+    pub pending_reboot: Option<i64>,
+    /// Percent of applicable patches installed (Asio `compliance`).
+    pub compliance: Option<f64>,
+    pub policy: Option<String>,
+    pub assessed_at: Option<DateTime<Utc>>,
+}
+
+/// What an RMM says of one device read alone (the device page's Refresh): its state now,
+/// its patch summary and facts the sweep's list does not carry (hardware, users, agent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct DeviceRefresh {
+    pub online: Option<bool>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub patch: Option<PatchSummary>,
+    /// Why the patch summary is missing, in words ("Asio has no patch data for this
+    /// device").
+    pub patch_note: Option<String>,
+    /// (label, value) in the order the page shows them.
+    pub facts: Vec<(String, String)>,
 }
 
 /// A monitoring alert.
@@ -141,6 +187,7 @@ impl StripNul for ExtDevice {
     fn strip_nul(&mut self) -> bool {
         let mut hit = self.external_id.strip_nul()
             | self.site_external_id.strip_nul()
+            | self.sub_site.strip_nul()
             | self.hostname.strip_nul()
             | self.device_type.strip_nul()
             | self.category.strip_nul()

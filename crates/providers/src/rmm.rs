@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 
-use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite};
+use mspbridge_domain::rmm::{DeviceKey, DeviceRefresh, ExtAlert, ExtDevice, ExtSite};
 
 use crate::source::{PageRequest, SourceError, SourcePage};
 
@@ -20,6 +20,10 @@ pub trait RmmSource: Send + Sync {
     /// Open alerts (resolved ones leave the list; the engine marks an alert it no longer
     /// sees after a complete sweep resolved).
     async fn open_alerts(&self, req: &PageRequest) -> Result<SourcePage<ExtAlert>, SourceError>;
+    /// One device read alone, now (the device page's Refresh): online state, patch summary
+    /// and the facts the sweep's list does not carry. Not found upstream is
+    /// `SourceError::Unavailable` naming the device.
+    async fn device_refresh(&self, device: &DeviceKey) -> Result<DeviceRefresh, SourceError>;
     /// Vendor requests made through this source so far (token requests included).
     fn requests(&self) -> u64;
     /// Response body bytes received so far (0 where not counted).

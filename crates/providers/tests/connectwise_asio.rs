@@ -763,3 +763,106 @@ async fn the_sandbox_enforces_fan_in_and_field_limits() {
         400
     );
 }
+
+#[tokio::test]
+async fn a_device_read_alone_gives_its_hardware_heartbeat_and_patch_summary() {
+    let (sb, h) = start(Seed::Small).await;
+    let p = providers(&h);
+    let src = source(&p, &demo(), None).await;
+    let (devices, _, _) = walk(|r| {
+        let src = &src;
+        async move { src.devices(&r).await }
+    })
+    .await;
+    let key = |d: &mspbridge_domain::rmm::ExtDevice| mspbridge_domain::rmm::DeviceKey {
+        external_id: d.external_id.clone(),
+        site_external_id: d.site_external_id.clone(),
+        sub_site: d.sub_site.clone(),
+    };
+    // The list keeps each endpoint's Asio site: reading it alone needs it.
+    for d in &devices {
+        let placed = sb.with_data(|x| {
+            x.endpoints
+                .iter()
+                .find(|p| p.endpoint.endpoint_id.as_ref() == Some(&d.external_id))
+                .unwrap()
+                .clone()
+        });
+        assert_eq!(d.sub_site.as_deref(), Some(placed.site_id.as_str()));
+    }
+    let pc = devices
+        .iter()
+        .find(|d| {
+            d.operating_system.is_some()
+                && sb.with_data(|x| {
+                    x.heartbeats
+                        .get(&d.external_id)
+                        .is_some_and(|h| h.0.is_some())
+                })
+        })
+        .unwrap();
+    let r = src.device_refresh(&key(pc)).await.unwrap();
+    let beat = sb.with_data(|x| x.heartbeats[&pc.external_id].clone());
+    assert_eq!(r.online, beat.0);
+    assert!(r.last_seen.is_some());
+    let fact = |k: &str| {
+        r.facts
+            .iter()
+            .find(|(l, _)| l == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {k} in {:?}", r.facts))
+    };
+    assert_eq!(fact("Memory"), "16.0 GiB");
+    assert!(fact("Processor").contains("(8 cores)"));
+    assert!(fact("MAC addresses").starts_with("00:1A:2B:3C"));
+    assert!(fact("Users").contains("Administrator"));
+    assert!(fact("Disks").contains("476.9 GiB"));
+    let patch = r.patch.clone().expect("a patch summary");
+    assert!(patch.installed.unwrap() >= 40);
+    assert!(patch.compliance.is_some() && patch.policy.is_some() && patch.assessed_at.is_some());
+    let seen = sb.seen();
+    let detail = seen
+        .iter()
+        .find(|s| s.path.contains("/device/companies/"))
+        .unwrap();
+    assert_eq!(
+        detail.path,
+        format!(
+            "/api/platform/v2/device/companies/{}/sites/{}/endpoints/{}",
+            pc.site_external_id.as_deref().unwrap(),
+            pc.sub_site.as_deref().unwrap(),
+            pc.external_id
+        )
+    );
+    let field = detail.query.iter().find(|(k, _)| k == "field").unwrap();
+    assert_eq!(field.1.split(',').count(), 15);
+    assert!(
+        seen.iter()
+            .any(|s| s.path == format!("/api/platform/v2/patching/{}/patches", pc.external_id))
+    );
+
+    // A firewall has no patch data (404): said in words, the rest still read.
+    let fw = devices
+        .iter()
+        .find(|d| d.device_class.as_deref() == Some("Firewall"))
+        .unwrap();
+    let r = src.device_refresh(&key(fw)).await.unwrap();
+    assert!(r.patch.is_none());
+    assert_eq!(
+        r.patch_note.as_deref(),
+        Some("ConnectWise Asio has no patch data for this device")
+    );
+    // A device stored before its site was kept; one Asio no longer has.
+    let mut old = key(pc);
+    old.sub_site = None;
+    match src.device_refresh(&old).await {
+        Err(SourceError::Unavailable(m)) => assert!(m.contains("next sync"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    let mut gone = key(pc);
+    gone.external_id = "00000000-0000-4000-8000-00000000dead".into();
+    match src.device_refresh(&gone).await {
+        Err(SourceError::Unavailable(m)) => assert!(m.contains("no device"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -157,6 +157,14 @@ async fn every_request_matches_the_connectwise_asio_openapi_document() {
         }
     }
     assert!(alerts > 0, "open tickets read as alerts");
+    let placed = sb.with_data(|d| d.endpoints[0].clone());
+    src.device_refresh(&mspbridge_domain::rmm::DeviceKey {
+        external_id: placed.endpoint.endpoint_id.clone().unwrap(),
+        site_external_id: Some(placed.company_id.clone()),
+        sub_site: Some(placed.site_id.clone()),
+    })
+    .await
+    .unwrap();
 
     let seen = sb.seen();
     let mut checked = 0;
@@ -192,9 +200,16 @@ async fn every_request_matches_the_connectwise_asio_openapi_document() {
             }
         }
         for (name, value) in &path_params {
+            // The document spells one name two ways (`{endpointId}` in the patches path,
+            // `endpointID` in its parameter): names match regardless of case.
             let p = params
                 .iter()
-                .find(|p| p["in"] == "path" && p["name"] == name.as_str())
+                .find(|p| {
+                    p["in"] == "path"
+                        && p["name"]
+                            .as_str()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
                 .unwrap_or_else(|| panic!("{template}: path parameter {name} is not declared"));
             if let Some(allowed) = p["schema"]["enum"].as_array() {
                 assert!(

@@ -95,6 +95,13 @@ async fn every_request_matches_the_datto_rmm_openapi_document() {
     assert!(pages > 1, "more than one page");
     src.sites(&PageRequest::default()).await.unwrap();
     let alerts = src.open_alerts(&PageRequest::default()).await.unwrap();
+    let one = sb.with_data(|d| d.devices[0].uid.clone().unwrap());
+    src.device_refresh(&mspbridge_domain::rmm::DeviceKey {
+        external_id: one,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let w = p.alert_writer(ProviderKind::DattoRmm, &c).unwrap().unwrap();
     let uid = &alerts.records[0].external_id;
     w.resolve_alert(uid).await.unwrap();

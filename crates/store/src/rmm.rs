@@ -77,6 +77,13 @@ pub struct DeviceDetail {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
     pub alerts: Vec<AlertRow>,
+    /// What the RMM said when the device was last read alone (Refresh): state, patch
+    /// summary, facts. `None` until refreshed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub refresh: Option<mspbridge_domain::rmm::DeviceRefresh>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+    /// Why the last Refresh failed (cleared by one that works).
+    pub refresh_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -263,6 +270,15 @@ pub trait RmmStore: Send + Sync {
     /// Imported devices across the tenant's RMMs (a company's, with `q.company`).
     async fn devices(&self, tenant: TenantId, q: &DeviceQuery) -> Result<Paged<DeviceRow>>;
     async fn device(&self, tenant: TenantId, device: i64) -> Result<DeviceDetail>;
+    /// Keeps what a Refresh read (`Ok`) or why it failed (`Err`, the last good refresh
+    /// stays).
+    async fn record_device_refresh(
+        &self,
+        tenant: TenantId,
+        device: i64,
+        outcome: std::result::Result<&mspbridge_domain::rmm::DeviceRefresh, &str>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Alerts across the tenant's RMMs, most urgent first.
     async fn alerts(&self, tenant: TenantId, q: &AlertQuery) -> Result<Paged<AlertRow>>;
     async fn rmm_counts(&self, tenant: TenantId, id: IntegrationId) -> Result<RmmCounts>;
@@ -593,12 +609,15 @@ macro_rules! impl_rmm_store {
                     .fetch_optional(&self.pool)
                     .await?;
                     let device = row.ok_or(StoreError::NotFound)?;
-                    let (details,): (String,) = sqlx::query_as("SELECT details FROM devices WHERE tenant_id = $1 AND id = $2")
-                        .bind(tenant.0)
-                        .bind(device.id)
-                        .fetch_one(&self.pool)
-                        .await?;
+                    let (details, refresh, refreshed_at, refresh_error): (String, Option<String>, Option<DateTime<Utc>>, Option<String>) =
+                        sqlx::query_as("SELECT details, refresh, refreshed_at, refresh_error FROM devices WHERE tenant_id = $1 AND id = $2")
+                            .bind(tenant.0)
+                            .bind(device.id)
+                            .fetch_one(&self.pool)
+                            .await?;
                     let details = serde_json::from_str(&details).map_err(|e| StoreError::Corrupt(format!("device details: {e}")))?;
+                    // A refresh stored by another version that cannot be read is shown as none.
+                    let refresh = refresh.and_then(|r| serde_json::from_str(&r).ok());
                     let alerts: Vec<AlertRow> = sqlx::query_as(sql(format!(
                         "SELECT {ALERT_COLS} FROM {ALERT_FROM} WHERE a.tenant_id = $1 AND a.integration_id = $2 AND a.device_external_id = $3 \
                          ORDER BY a.resolved, a.priority_rank, a.raised_at DESC LIMIT 100"
@@ -608,7 +627,40 @@ macro_rules! impl_rmm_store {
                     .bind(&device.external_id)
                     .fetch_all(&self.pool)
                     .await?;
-                    Ok(DeviceDetail { device, details, alerts })
+                    Ok(DeviceDetail { device, details, alerts, refresh, refreshed_at, refresh_error })
+                }
+
+                async fn record_device_refresh(
+                    &self,
+                    tenant: TenantId,
+                    device: i64,
+                    outcome: std::result::Result<&mspbridge_domain::rmm::DeviceRefresh, &str>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    let done = match outcome {
+                        Ok(r) => {
+                            let json = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(format!("device refresh: {e}")))?;
+                            sqlx::query("UPDATE devices SET refresh = $3, refreshed_at = $4, refresh_error = NULL WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant.0)
+                                .bind(device)
+                                .bind(json)
+                                .bind(now)
+                                .execute(&self.pool)
+                                .await?
+                        }
+                        Err(why) => {
+                            sqlx::query("UPDATE devices SET refresh_error = $3 WHERE tenant_id = $1 AND id = $2")
+                                .bind(tenant.0)
+                                .bind(device)
+                                .bind(why)
+                                .execute(&self.pool)
+                                .await?
+                        }
+                    };
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
                 }
 
                 async fn alerts(&self, tenant: TenantId, q: &AlertQuery) -> Result<Paged<AlertRow>> {

@@ -389,7 +389,7 @@ impl crate::Engine {
                         Ok(creds) => {
                             match self.providers.alert_writer(integration.provider, &creds) {
                                 None => ResolveOutcome::Refused(format!(
-                                    "{name} alerts cannot be resolved from the portal"
+                                    "{name} alerts cannot be resolved from the portal: resolve it in {name} (close its ticket where the alert is a ticket); the next sync shows it resolved"
                                 )),
                                 Some(Err(e)) => ResolveOutcome::Refused(e.to_string()),
                                 Some(Ok(writer)) => {

@@ -268,7 +268,7 @@ pub async fn create_company(
         crate::mapping_api::post_quick_match, crate::mapping_api::post_apply, crate::mapping_api::post_undo, crate::mapping_api::get_audit, crate::tickets_api::create_ticket, crate::tickets_api::list_tickets, crate::tickets_api::get_ticket, crate::tickets_api::add_note, crate::tickets_api::set_status, crate::tickets_api::list_outbox, crate::tickets_api::retry_outbox, crate::tickets_api::discard_outbox, crate::technicians_api::list, crate::technicians_api::update, crate::mapping_api::post_import,
         crate::mapping_api::delete_company, crate::mapping_api::list_blocked, crate::mapping_api::post_unblock,
         crate::companies_api::list_users, crate::companies_api::get_default_import_role, crate::companies_api::put_default_import_role,
-        crate::devices::list_devices, crate::devices::get_device, crate::devices::list_alerts, crate::devices::post_resolve, crate::devices::list_device_types, crate::devices::create_device_type,
+        crate::devices::list_devices, crate::devices::get_device, crate::devices::post_refresh, crate::devices::list_alerts, crate::devices::post_resolve, crate::devices::list_device_types, crate::devices::create_device_type,
         crate::devices::list_type_mappings, crate::devices::put_type_mapping, crate::devices::list_staged, crate::devices::post_devices_import, crate::devices::post_devices_ignore),
     components(schemas(ErrorBody, IntegrationView, ConnectRequest, RenameRequest, CredentialsRequest, CreateCompanyRequest, Me)),
     modifiers(&BearerAuth, &Complete),

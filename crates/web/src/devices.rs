@@ -13,6 +13,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use mspbridge_domain::auth::Permission;
 use mspbridge_domain::catalogue::Category;
+use mspbridge_domain::integration::IntegrationStatus;
 use mspbridge_domain::{CompanyId, IntegrationId};
 use mspbridge_store::rmm::{
     AlertQuery, AlertRow, DeviceDetail, DeviceQuery, DeviceRow, DeviceType, ImportScope,
@@ -34,6 +35,7 @@ pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/devices", get(list_devices))
         .route("/devices/{device_id}", get(get_device))
+        .route("/devices/{device_id}/refresh", post(post_refresh))
         .route("/alerts", get(list_alerts))
         .route("/alerts/{alert_id}/resolve", post(post_resolve))
         .route(
@@ -63,6 +65,7 @@ pub fn ui_routes() -> Router<AppState> {
     Router::new()
         .route("/devices", get(devices_page))
         .route("/devices/{device_id}", get(device_page))
+        .route("/devices/{device_id}/refresh", post(refresh_form))
         .route("/alerts", get(alerts_page))
         .route("/alerts/{alert_id}/resolve", post(resolve_form))
         .route(
@@ -291,6 +294,123 @@ pub async fn get_device(
     caller.require(Permission::Read)?;
     let id = path_id(&id, "device_id", "a device id")?;
     Ok(Json(state.store.device(caller.tenant_id, id).await?))
+}
+
+/// Reads one device alone from its RMM now (detail, online state, patch summary) and keeps
+/// what it said, or why it failed (the last good refresh stays). The device as it is then,
+/// or the vendor's failure.
+#[tracing::instrument(skip_all, fields(tenant_id = %c.tenant_id, device_id = id))]
+pub(crate) async fn refresh(
+    state: &AppState,
+    c: &Caller,
+    id: i64,
+) -> Result<DeviceDetail, ApiError> {
+    c.require(Permission::Write)?;
+    let d = state.store.device(c.tenant_id, id).await?;
+    let i = state
+        .store
+        .get_integration(c.tenant_id, IntegrationId(d.device.integration_id))
+        .await?;
+    let provider = i.provider.descriptor().name;
+    if i.status == IntegrationStatus::Disconnected {
+        return Err(ApiError::Conflict(format!(
+            "{provider} is disconnected: reconnect it to refresh its devices"
+        )));
+    }
+    let creds = crate::integrations::stored_credentials(state, &i).await?;
+    let source = match state
+        .providers
+        .rmm_source(
+            i.provider,
+            &creds,
+            mspbridge_providers::http::RetryPolicy::interactive(),
+            None,
+        )
+        .await
+    {
+        None => {
+            return Err(ApiError::Conflict(format!(
+                "{provider} is not an RMM: its devices cannot be refreshed"
+            )));
+        }
+        Some(Err(e)) => Err(e),
+        Some(Ok(s)) => Ok(s),
+    };
+    let key = mspbridge_domain::rmm::DeviceKey {
+        external_id: d.device.external_id.clone(),
+        site_external_id: d.device.site_external_id.clone(),
+        sub_site: d
+            .details
+            .get("sub_site")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
+    let read = match source {
+        Ok(s) => s.device_refresh(&key).await,
+        Err(e) => Err(e),
+    };
+    let now = state.now();
+    match read {
+        Ok(r) => {
+            state
+                .store
+                .record_device_refresh(c.tenant_id, id, Ok(&r), now)
+                .await?;
+            tracing::info!("device refreshed");
+            Ok(state.store.device(c.tenant_id, id).await?)
+        }
+        Err(e) => {
+            let message = e.to_string();
+            state
+                .store
+                .record_device_refresh(c.tenant_id, id, Err(&message), now)
+                .await?;
+            tracing::warn!(error = %message, "device refresh failed");
+            Err(ApiError::Vendor { provider, message })
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{device_id}/refresh", tag = "devices",
+    params(("device_id" = i64, Path, description = "Device id")),
+    responses((status = 200, description = "The device read alone from its RMM now: `refresh` holds its online state, patch summary and hardware facts", body = DeviceDetail),
+        (status = 404, description = "No such device in the caller's tenant", body = ErrorBody),
+        (status = 409, description = "The RMM is disconnected", body = ErrorBody),
+        (status = 502, description = "The RMM could not be read; `refresh_error` on the device says why", body = ErrorBody)))]
+pub async fn post_refresh(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let id = path_id(&id, "device_id", "a device id")?;
+    Ok(Json(refresh(&state, &caller, id).await?))
+}
+
+async fn refresh_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let csrf = form
+        .iter()
+        .find(|(n, _)| n == "csrf")
+        .map(|(_, v)| v.clone());
+    let done = async {
+        c.check_csrf(csrf.as_deref())?;
+        let id = path_id(&id, "device_id", "a device id")?;
+        Ok::<_, ApiError>((id, refresh(&state, &c, id).await))
+    };
+    match done.await {
+        // A vendor failure is kept on the device and shown there.
+        Ok((id, Ok(_))) => {
+            Redirect::to(&format!("/devices/{id}?msg=refreshed#refresh")).into_response()
+        }
+        Ok((id, Err(ApiError::Vendor { .. }))) => {
+            Redirect::to(&format!("/devices/{id}#refresh")).into_response()
+        }
+        Ok((_, Err(e))) | Err(e) => error_page(e),
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -859,6 +979,40 @@ struct DevicePageT {
     fields: Vec<(String, String)>,
     udfs: Vec<(String, String)>,
     alerts: Vec<AlertRow>,
+    /// The RMM's name (for "Refresh from Datto RMM").
+    provider: &'static str,
+    refresh: Option<mspbridge_domain::rmm::DeviceRefresh>,
+    refreshed_at: Option<chrono::DateTime<chrono::Utc>>,
+    refresh_error: Option<String>,
+    flash: Option<&'static str>,
+}
+
+/// A patch summary in one line: "FullyPatched · 1 approved, pending install · 65 installed".
+pub(crate) fn patch_line(p: &mspbridge_domain::rmm::PatchSummary) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(s) = &p.status {
+        parts.push(s.clone());
+    }
+    let counts = [
+        (p.missing, "missing"),
+        (p.approved_pending, "approved, pending install"),
+        (p.not_approved, "not approved"),
+        (p.installed, "installed"),
+        (p.pending_reboot, "waiting for a reboot"),
+    ];
+    for (n, what) in counts {
+        if let Some(n) = n {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    if let Some(c) = p.compliance {
+        parts.push(format!("{c:.1} % compliant"));
+    }
+    if parts.is_empty() {
+        "no figures".to_string()
+    } else {
+        parts.join(" · ")
+    }
 }
 
 /// The device's details as label/value pairs, in the order an admin reads them.
@@ -919,15 +1073,28 @@ fn detail_fields(v: &serde_json::Value) -> (Facts, Facts) {
     (fields, udfs)
 }
 
+#[derive(Debug, Default, Deserialize)]
+struct DevicePageQuery {
+    msg: Option<String>,
+}
+
 async fn device_page(
     State(state): State<AppState>,
     UiCaller(c): UiCaller,
     Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<DevicePageQuery>,
 ) -> Response {
     let done = async {
         c.require(Permission::Read)?;
         let id = path_id(&id, "device_id", "a device id")?;
         let d = state.store.device(c.tenant_id, id).await?;
+        let provider = state
+            .store
+            .get_integration(c.tenant_id, IntegrationId(d.device.integration_id))
+            .await?
+            .provider
+            .descriptor()
+            .name;
         let (fields, udfs) = detail_fields(&d.details);
         Ok::<_, ApiError>(DevicePageT {
             shell: shell(&state, &c).await?,
@@ -936,6 +1103,12 @@ async fn device_page(
             fields,
             udfs,
             alerts: d.alerts,
+            provider,
+            refresh: d.refresh,
+            refreshed_at: d.refreshed_at,
+            refresh_error: d.refresh_error,
+            flash: (q.msg.as_deref() == Some("refreshed"))
+                .then_some("Refreshed: what the RMM says of this device now is below."),
         })
     };
     match done.await {

@@ -1103,6 +1103,14 @@ async fn rmm_pages(app: &TestApp, c: &Client, datto: i64) -> Step {
     shot(c, "devices").await?;
     click(c, "table[aria-label=Devices] tbody a").await?;
     until(c, "document.getElementById('online')", "the device page").await?;
+    // Refresh reads the device alone from Datto now.
+    click(c, "#refresh-device").await?;
+    until(
+        c,
+        "location.search.includes('msg=refreshed') && document.getElementById('refresh-online')",
+        "the device refreshed from Datto RMM",
+    )
+    .await?;
     shot(c, "device").await?;
 
     // Alerts by priority; Resolve queues it.

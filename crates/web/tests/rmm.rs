@@ -556,6 +556,96 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             open - 2
         );
 
+        // Refresh reads one device alone from Datto now (`GET /api/v2/device/{uid}`) and
+        // keeps it; a device Datto no longer has fails with the reason kept on the device,
+        // the last good refresh staying.
+        let present = all["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| !gone.contains(&d["external_id"].as_str().unwrap().to_string()))
+            .unwrap();
+        let (pid, puid) = (
+            present["id"].as_i64().unwrap(),
+            present["external_id"].as_str().unwrap().to_string(),
+        );
+        let before = v.datto.api_requests();
+        v.datto.with_data(|d| {
+            let dev = d
+                .devices
+                .iter_mut()
+                .find(|x| x.uid.as_deref() == Some(puid.as_str()))
+                .unwrap();
+            dev.online = Some(true);
+            dev.last_logged_in_user = Some("CORP\\refreshed.user".into());
+        });
+        let (s, r) = app
+            .post(
+                &format!("/api/v1/devices/{pid}/refresh"),
+                &app.a.owner_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{backend}: {r}");
+        assert_eq!(v.datto.api_requests(), before + 1, "{backend}: one request");
+        assert_eq!(r["refresh"]["online"], json!(true), "{r}");
+        let facts = r["refresh"]["facts"].as_array().unwrap();
+        assert!(
+            facts
+                .iter()
+                .any(|f| f[0] == "Last user" && f[1] == "CORP\\refreshed.user"),
+            "{backend}: {facts:?}"
+        );
+        assert!(!r["refreshed_at"].is_null() && r["refresh_error"].is_null());
+        let page = app
+            .http
+            .get(app.url(&format!("/devices/{pid}")))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("Now in Datto RMM") && page.contains("CORP\\refreshed.user"),
+            "{backend}"
+        );
+        v.datto.with_data(|d| {
+            d.devices
+                .retain(|x| x.uid.as_deref() != Some(puid.as_str()))
+        });
+        let (s, e) = app
+            .post(
+                &format!("/api/v1/devices/{pid}/refresh"),
+                &app.a.owner_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 502, "{backend}: {e}");
+        let one = get(&app, &format!("/api/v1/devices/{pid}")).await;
+        assert!(
+            one["refresh_error"].as_str().unwrap().contains("no device"),
+            "{backend}: {one}"
+        );
+        assert_eq!(
+            one["refresh"]["online"],
+            json!(true),
+            "the last good refresh stays"
+        );
+        // A reader may look but not refresh.
+        let reader = app
+            .token(app.a.id, mspbridge_domain::auth::StaffRole::ReadOnly)
+            .await;
+        let (s, _) = app
+            .post(
+                &format!("/api/v1/devices/{pid}/refresh"),
+                &reader,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 403, "{backend}");
+
         // Another tenant sees none of it.
         let (s, _) = app
             .get(
@@ -564,6 +654,14 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             )
             .await;
         assert_eq!(s, 404);
+        let (s, _) = app
+            .post(
+                &format!("/api/v1/devices/{pid}/refresh"),
+                &app.b.owner_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 404, "{backend}: not another tenant's device");
         let (s, b) = app.get("/api/v1/alerts", &app.b.owner_token).await;
         assert_eq!((s, b["total"].as_i64()), (200, Some(0)));
     }

@@ -61,6 +61,10 @@ pub mod ops {
     /// Not in 2.2.8's example of `/v1/rate_limits`: paced by what the buckets say if
     /// Asio names it, and by its 429s otherwise.
     pub const TICKETS: (&str, &str) = ("ticketing", "partner-ticketing-tickets");
+    /// A device read alone counts against the endpoint-details bucket, as the heartbeat.
+    pub const DETAIL: (&str, &str) = HEARTBEAT;
+    /// Not in 2.2.8's example either: paced by its 429s.
+    pub const PATCHING: (&str, &str) = ("patching", "partner-patching-endpoint-patches");
 }
 
 const USER_AGENT_VALUE: &str = concat!("mspbridge/", env!("CARGO_PKG_VERSION"));

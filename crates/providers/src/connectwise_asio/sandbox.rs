@@ -12,6 +12,11 @@
 //!   fields without it, 400 past 15 fields), `limit`/`cursor` paging up to a page size
 //!   tests can set, the next page in a `Link` header;
 //! - `GET /api/platform/v2/device/endpoints/heartbeat` (bulk, at most 100 ids);
+//! - `GET /api/platform/v2/device/companies/{c}/sites/{s}/endpoints/{e}` (the category's
+//!   object with hardware, users and MAC addresses; `field` projection, 400 past 15
+//!   fields; 404 for an endpoint not in that company and site);
+//! - `GET /api/platform/v2/patching/{e}/patches` (`summary` and `patches` for platform
+//!   endpoints with an OS, 404 `Endpoint patches not found` otherwise);
 //! - `GET /api/platform/v1/service/ticketing/statuses` (unpaged) and
 //!   `GET /api/platform/v2/service/ticketing/tickets` with `pageSize` and `pageNum` (one
 //!   without the other: 400 `{errors: [...]}`; a page past the end: no rows and
@@ -655,6 +660,10 @@ fn bucket_key(path: &str) -> Option<(&'static str, &'static str)> {
         Some(ops::HEARTBEAT)
     } else if path.contains("/device/categories/") {
         Some(ops::ENDPOINTS)
+    } else if path.contains("/device/companies/") {
+        Some(ops::DETAIL)
+    } else if path.contains("/patching/") {
+        Some(ops::PATCHING)
     } else if path.contains("/service/ticketing/") {
         Some(ops::TICKETS)
     } else {
@@ -827,6 +836,31 @@ async fn api(
                 return r;
             }
             heartbeat(&data, &q)
+        }
+        (
+            Method::GET,
+            [
+                "platform",
+                "v2",
+                "device",
+                "companies",
+                company,
+                "sites",
+                site,
+                "endpoints",
+                endpoint,
+            ],
+        ) => {
+            if let Some(r) = need("platform.devices.read") {
+                return r;
+            }
+            endpoint_detail(&data, company, site, endpoint, &q)
+        }
+        (Method::GET, ["platform", "v2", "patching", endpoint, "patches"]) => {
+            if let Some(r) = need("platform.devices.read") {
+                return r;
+            }
+            patches(&data, endpoint)
         }
         (Method::GET, ["platform", "v1", "service", "ticketing", "statuses"]) => {
             if let Some(r) = need("platform.tickets.read") {
@@ -1117,4 +1151,91 @@ fn tickets(s: &Inner, data: &AsioData, q: &HashMap<String, String>) -> Response 
         StatusCode::OK,
         json!({"tickets": page_rows, "totalCount": total}),
     )
+}
+
+fn endpoint_detail(
+    data: &AsioData,
+    company: &str,
+    site: &str,
+    endpoint: &str,
+    q: &HashMap<String, String>,
+) -> Response {
+    let fields: Vec<&str> = q
+        .get("field")
+        .map(|f| f.split(',').filter(|x| !x.is_empty()).collect())
+        .unwrap_or_default();
+    if fields.len() > 15 {
+        return bad_request("at most 15 fields can be projected");
+    }
+    let Some((n, p)) = data.endpoints.iter().enumerate().find(|(_, p)| {
+        p.company_id == company
+            && p.site_id == site
+            && p.endpoint.endpoint_id.as_deref() == Some(endpoint)
+    }) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            json!({"code": "404", "message": "Endpoint not found"}),
+        );
+    };
+    let mut body = serde_json::to_value(&p.endpoint).unwrap_or_default();
+    if let Value::Object(o) = &mut body
+        && p.endpoint.os.is_some()
+    {
+        o.insert(
+            "macAddress".into(),
+            json!([format!("00:1A:2B:3C:{:02X}:{:02X}", n / 256 % 256, n % 256)]),
+        );
+        o.insert("bios".into(), json!({"manufacturer": "Dell Inc.", "version": "1.21.0", "serialNumber": format!("SN{n:06}")}));
+        o.insert("processors".into(), json!([{"product": "Intel(R) Core(TM) i7-11700 @ 2.50GHz", "numberOfCores": 8, "numberOfLogicalProcessors": 16}]));
+        o.insert("physicalMemory".into(), json!([{"sizeBytes": 8_589_934_592u64, "slot": "DIMM1"}, {"sizeBytes": 8_589_934_592u64, "slot": "DIMM2"}]));
+        o.insert("drives".into(), json!([{"product": "NVMe PC SN730", "sizeBytes": 512_110_190_592u64, "mediaType": "SSD"}]));
+        o.insert("users".into(), json!([{"username": "Administrator", "userType": "Local"}, {"username": format!("user{n}"), "userType": "Domain"}]));
+    }
+    if !fields.is_empty()
+        && let Value::Object(o) = &mut body
+    {
+        o.retain(|k, _| fields.contains(&k.as_str()));
+    }
+    answer(
+        StatusCode::OK,
+        json!({
+            "companyID": p.company_id,
+            "siteID": p.site_id,
+            "endpointID": endpoint,
+            "endpointType": p.endpoint.endpoint_type,
+            p.category.clone(): body,
+        }),
+    )
+}
+
+fn patches(data: &AsioData, endpoint: &str) -> Response {
+    let found = data
+        .endpoints
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.endpoint.endpoint_id.as_deref() == Some(endpoint));
+    match found {
+        Some((n, p)) if p.category == "platform" && p.endpoint.os.is_some() => {
+            let missing = (n % 4) as i64;
+            answer(
+                StatusCode::OK,
+                json!({
+                    "summary": {
+                        "assessedAt": "2026-11-28T04:00:00Z",
+                        "missingCount": missing,
+                        "pendingRebootCount": (n % 2) as i64,
+                        "installedCount": 40 + n as i64 % 20,
+                        "compliance": if missing == 0 { 100.0 } else { 92.5 },
+                        "outOfSupport": false,
+                        "policyName": "Standard workstation patching",
+                    },
+                    "patches": (0..missing).map(|i| json!({"kbArticleID": format!("KB50{i:05}"), "status": "Missing", "classification": "Security Updates", "msrcSeverity": "Critical"})).collect::<Vec<_>>(),
+                }),
+            )
+        }
+        _ => answer(
+            StatusCode::NOT_FOUND,
+            json!({"code": "404", "message": "Endpoint patches not found"}),
+        ),
+    }
 }

@@ -33,7 +33,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use mspbridge_domain::catalogue::ProviderKind;
-use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite, PatchState, PsaIdentity};
+use mspbridge_domain::rmm::{
+    DeviceKey, DeviceRefresh, ExtAlert, ExtDevice, ExtSite, PatchState, PatchSummary, PsaIdentity,
+};
 
 use super::client::{AsioClient, AsioError, ops};
 use super::wire::{
@@ -72,6 +74,25 @@ pub const COMPANIES_PATH: &str = "/api/platform/v1/company/companies";
 pub const SITES_PATH: &str = "/api/platform/v1/company/sites";
 pub const ENDPOINTS_PATH: &str = "/api/platform/v2/device/categories/all/endpoints";
 pub const HEARTBEAT_PATH: &str = "/api/platform/v2/device/endpoints/heartbeat";
+/// The fields a device read alone projects (Asio allows 15 at most): hardware, users and
+/// agent facts the list does not carry.
+pub const DETAIL_FIELDS: [&str; 15] = [
+    "deviceName",
+    "friendlyName",
+    "endpointType",
+    "ipAddress",
+    "macAddress",
+    "os",
+    "system",
+    "bios",
+    "processors",
+    "physicalMemory",
+    "drives",
+    "users",
+    "antiViruses",
+    "modifiedAt",
+    "agentInstalledUTC",
+];
 pub const STATUSES_PATH: &str = "/api/platform/v1/service/ticketing/statuses";
 pub const TICKETS_PATH: &str = "/api/platform/v2/service/ticketing/tickets";
 /// Tickets per page (Asio states no maximum).
@@ -372,8 +393,9 @@ pub fn site(c: Company) -> Result<ExtSite, String> {
     })
 }
 
-/// An endpoint of `company` as the engine sees it (online state added from heartbeats).
-pub fn device(e: Endpoint, company: Option<&str>) -> Result<ExtDevice, String> {
+/// An endpoint of `company` (and its `site` there) as the engine sees it (online state
+/// added from heartbeats).
+pub fn device(e: Endpoint, company: Option<&str>, site: Option<&str>) -> Result<ExtDevice, String> {
     let external_id = e.endpoint_id.ok_or_else(|| missing("endpointID"))?;
     let os = e.os.unwrap_or_default();
     let system = e.system.unwrap_or_default();
@@ -392,6 +414,7 @@ pub fn device(e: Endpoint, company: Option<&str>) -> Result<ExtDevice, String> {
     Ok(ExtDevice {
         external_id,
         site_external_id: company.map(str::to_string),
+        sub_site: site.map(str::to_string),
         hostname,
         device_type: e.virtual_type,
         category: e.kind.or(system.category),
@@ -499,8 +522,10 @@ impl RmmSource for AsioSource {
         {
             let rows = g.endpoints.unwrap_or_default();
             rows_seen += rows.len();
-            let company = g.company_id;
-            let (r, bad) = read_rows(rows, |e: Endpoint| device(e, company.as_deref()));
+            let (company, site) = (g.company_id, g.site_id);
+            let (r, bad) = read_rows(rows, |e: Endpoint| {
+                device(e, company.as_deref(), site.as_deref())
+            });
             records.extend(r);
             rejected.extend(bad);
         }
@@ -589,12 +614,226 @@ impl RmmSource for AsioSource {
         })
     }
 
+    /// `GET /api/platform/v2/device/companies/{c}/sites/{s}/endpoints/{e}?field=…` (the
+    /// category's object: hardware, users, agent), the heartbeat, and
+    /// `GET /api/platform/v2/patching/{e}/patches` (its `summary`; a 404 is "no patch data",
+    /// a 401 or 403 that the plan or key does not include patching, both said in words).
+    async fn device_refresh(&self, key: &DeviceKey) -> Result<DeviceRefresh, SourceError> {
+        let e = &key.external_id;
+        let company = key.site_external_id.as_deref().ok_or_else(|| {
+            SourceError::Unavailable(format!("device {e} has no ConnectWise Asio company"))
+        })?;
+        let site = key.sub_site.as_deref().ok_or_else(|| {
+            SourceError::Unavailable(format!(
+                "device {e} was read before its ConnectWise Asio site was kept: the next sync fills it in, then Refresh works"
+            ))
+        })?;
+        let enc = crate::http::urlencode;
+        let path = format!(
+            "/api/platform/v2/device/companies/{}/sites/{}/endpoints/{}?field={}",
+            enc(company),
+            enc(site),
+            enc(e),
+            DETAIL_FIELDS.join(",")
+        );
+        let detail: Option<serde_json::Value> =
+            match self.client.get(&path, "the device", ops::DETAIL).await {
+                Ok(d) => d,
+                Err(AsioError::Status { status: 404, .. }) => {
+                    return Err(SourceError::Unavailable(format!(
+                        "ConnectWise Asio has no device {e} in that company and site any more"
+                    )));
+                }
+                Err(other) => return Err(source_error(other)),
+            };
+        let detail = detail.unwrap_or_default();
+        let body = ["platform", "network", "cloud"]
+            .iter()
+            .find_map(|k| detail.get(*k).filter(|v| v.is_object()))
+            .unwrap_or(&detail);
+        let mut out = DeviceRefresh {
+            facts: detail_facts(body),
+            ..Default::default()
+        };
+        let beats = self.heartbeats(std::slice::from_ref(e)).await?;
+        if let Some((online, seen)) = beats.get(e) {
+            out.online = *online;
+            out.last_seen = seen.as_deref().and_then(parse_time);
+        }
+        let patches: Result<Option<serde_json::Value>, AsioError> = self
+            .client
+            .get(&patches_path(e), "patches", ops::PATCHING)
+            .await;
+        match patches {
+            Ok(p) => {
+                let summary = p.as_ref().and_then(|p| p.get("summary"));
+                match summary {
+                    Some(s) if s.is_object() => out.patch = Some(patch_summary(s)),
+                    _ => {
+                        out.patch_note =
+                            Some("ConnectWise Asio sent no patch summary for this device".into())
+                    }
+                }
+            }
+            Err(AsioError::Status { status: 404, .. }) => {
+                out.patch_note = Some("ConnectWise Asio has no patch data for this device".into());
+            }
+            Err(AsioError::Status {
+                status: 401,
+                message,
+                ..
+            }) => {
+                out.patch_note = Some(format!(
+                    "patching is not part of this ConnectWise Asio plan ({message})"
+                ));
+            }
+            Err(AsioError::Forbidden { message, .. }) => {
+                out.patch_note = Some(format!("the API key may not read patches ({message})"));
+            }
+            Err(other) => return Err(source_error(other)),
+        }
+        Ok(out)
+    }
+
     fn requests(&self) -> u64 {
         self.client.requests()
     }
 
     fn bytes(&self) -> u64 {
         self.client.bytes()
+    }
+}
+
+/// `/api/platform/v2/patching/{endpointId}/patches`.
+pub fn patches_path(endpoint: &str) -> String {
+    format!(
+        "/api/platform/v2/patching/{}/patches",
+        crate::http::urlencode(endpoint)
+    )
+}
+
+fn text_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(if *b { "yes" } else { "no" }.to_string()),
+        _ => None,
+    }
+}
+
+fn joined(parts: &[Option<String>]) -> Option<String> {
+    let p: Vec<&str> = parts.iter().flatten().map(String::as_str).collect();
+    (!p.is_empty()).then(|| p.join(" "))
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / 1_073_741_824.0)
+}
+
+/// The facts a device page shows from Asio's endpoint detail, read leniently (a field of
+/// an odd type is left out, never fatal).
+pub fn detail_facts(d: &serde_json::Value) -> Vec<(String, String)> {
+    let t = |v: &serde_json::Value, k: &str| v.get(k).and_then(text_of);
+    let list = |k: &str| {
+        d.get(k)
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut facts: Vec<(String, Option<String>)> = Vec::new();
+    let os = d.get("os").cloned().unwrap_or_default();
+    facts.push((
+        "Operating system".into(),
+        joined(&[
+            t(&os, "product"),
+            t(&os, "version"),
+            t(&os, "buildNumber").map(|b| format!("(build {b})")),
+        ]),
+    ));
+    let sys = d.get("system").cloned().unwrap_or_default();
+    facts.push(("Manufacturer".into(), t(&sys, "manufacturer")));
+    facts.push(("Model".into(), t(&sys, "model")));
+    facts.push(("Serial number".into(), t(&sys, "serialNumber")));
+    facts.push(("Domain".into(), t(&sys, "domain")));
+    let bios = d.get("bios").cloned().unwrap_or_default();
+    facts.push((
+        "BIOS".into(),
+        joined(&[t(&bios, "manufacturer"), t(&bios, "version")]),
+    ));
+    let cpus = list("processors");
+    facts.push((
+        "Processor".into(),
+        cpus.first().and_then(|c| {
+            joined(&[
+                t(c, "product"),
+                t(c, "numberOfCores").map(|n| format!("({n} cores)")),
+            ])
+        }),
+    ));
+    let memory: f64 = list("physicalMemory")
+        .iter()
+        .filter_map(|m| m.get("sizeBytes").and_then(serde_json::Value::as_f64))
+        .sum();
+    facts.push(("Memory".into(), (memory > 0.0).then(|| gib(memory))));
+    let drives: Vec<String> = list("drives")
+        .iter()
+        .filter_map(|x| {
+            joined(&[
+                t(x, "product").or(t(x, "model")),
+                x.get("sizeBytes")
+                    .and_then(serde_json::Value::as_f64)
+                    .map(gib),
+            ])
+        })
+        .collect();
+    facts.push((
+        "Disks".into(),
+        (!drives.is_empty()).then(|| drives.join("; ")),
+    ));
+    let texts = |k: &str| {
+        let v: Vec<String> = list(k).iter().filter_map(text_of).collect();
+        (!v.is_empty()).then(|| v.join(", "))
+    };
+    facts.push(("IP addresses".into(), texts("ipAddress")));
+    facts.push(("MAC addresses".into(), texts("macAddress")));
+    let users: Vec<String> = list("users")
+        .iter()
+        .filter_map(|u| t(u, "username"))
+        .take(10)
+        .collect();
+    facts.push((
+        "Users".into(),
+        (!users.is_empty()).then(|| users.join(", ")),
+    ));
+    let av: Vec<String> = list("antiViruses")
+        .iter()
+        .filter_map(|a| t(a, "name").or(t(a, "applicationName")))
+        .collect();
+    facts.push(("Antivirus".into(), (!av.is_empty()).then(|| av.join(", "))));
+    facts.push(("Agent installed".into(), t(d, "agentInstalledUTC")));
+    facts.push(("Changed in Asio".into(), t(d, "modifiedAt")));
+    facts
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+/// Asio's patch `summary`, read leniently.
+pub fn patch_summary(s: &serde_json::Value) -> PatchSummary {
+    let int = |k: &str| s.get(k).and_then(serde_json::Value::as_i64);
+    let text = |k: &str| s.get(k).and_then(text_of);
+    PatchSummary {
+        // Asio states counts and compliance, no status word; an out-of-support system says so.
+        status: (s.get("outOfSupport").and_then(serde_json::Value::as_bool) == Some(true))
+            .then(|| "Out of support".to_string()),
+        missing: int("missingCount"),
+        approved_pending: None,
+        not_approved: None,
+        installed: int("installedCount"),
+        pending_reboot: int("pendingRebootCount"),
+        compliance: s.get("compliance").and_then(serde_json::Value::as_f64),
+        policy: text("policyName"),
+        assessed_at: text("assessedAt").as_deref().and_then(parse_time),
     }
 }
 

@@ -4,7 +4,7 @@
 //! `invalid_grant`; tokens expire after a life tests can shorten, and can be revoked),
 //! `GET /api/v2/system/pagination`, `/api/v2/account/sites`, `/api/v2/account/devices`,
 //! `/api/v2/account/alerts/open` (0-based `page`, `max` up to the account's page size,
-//! `pageDetails.nextPageUrl`), `GET /api/v2/alert/{uid}`, `POST /api/v2/alert/{uid}/resolve`
+//! `pageDetails.nextPageUrl`), `GET /api/v2/device/{uid}`, `GET /api/v2/alert/{uid}`, `POST /api/v2/alert/{uid}/resolve`
 //! (409 when already resolved, 404 unknown); an API user whose security level cannot see
 //! alerts (403); the account's limit (600 requests per rolling 60 s, token requests not
 //! counted): past 90 % every answer is delayed by a second, past the limit 429 with
@@ -754,6 +754,14 @@ async fn api(
                 .collect();
             list(&s, &host, &rest, "alerts", &open, &q, page_size)
         }
+        ["v2", "device", uid] => match data.devices.iter().find(|d| d.uid.as_deref() == Some(*uid))
+        {
+            Some(d) => answer(StatusCode::OK, serde_json::to_value(d).unwrap_or_default()),
+            None => answer(
+                StatusCode::NOT_FOUND,
+                json!({"message": "Device not found"}),
+            ),
+        },
         ["v2", "alert", uid] => match data
             .alerts
             .iter()

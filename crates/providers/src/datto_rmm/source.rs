@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use mspbridge_domain::catalogue::ProviderKind;
-use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite, PatchState, PsaIdentity};
+use mspbridge_domain::rmm::{
+    DeviceKey, DeviceRefresh, ExtAlert, ExtDevice, ExtSite, PatchState, PatchSummary, PsaIdentity,
+};
 
 use super::client::{DattoClient, DattoError};
 use super::wire::{Alert, Device, PaginationConfiguration, RawPage, Site, day, utc};
@@ -210,6 +212,7 @@ pub fn device(d: Device) -> Result<ExtDevice, String> {
     Ok(ExtDevice {
         external_id,
         site_external_id: d.site_uid,
+        sub_site: None,
         hostname: d.hostname.unwrap_or_default(),
         device_type: kind.kind,
         category: kind.category,
@@ -243,6 +246,68 @@ pub fn device(d: Device) -> Result<ExtDevice, String> {
         portal_url: d.portal_url,
         udfs: d.udf.unwrap_or_default(),
     })
+}
+
+/// A device read alone as the page's Refresh shows it: state now, patch counts, facts.
+pub fn refresh_of(d: ExtDevice) -> DeviceRefresh {
+    let fmt_time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+    };
+    let facts: Vec<(String, Option<String>)> = vec![
+        ("Operating system".into(), d.operating_system.clone()),
+        ("Manufacturer".into(), d.manufacturer.clone()),
+        ("Model".into(), d.model.clone()),
+        ("Serial number".into(), d.serial_number.clone()),
+        ("Domain".into(), d.domain.clone()),
+        ("Internal IP".into(), d.internal_ip.clone()),
+        ("External IP".into(), d.external_ip.clone()),
+        ("Last user".into(), d.last_user.clone()),
+        ("Agent version".into(), d.agent_version.clone()),
+        (
+            "Antivirus".into(),
+            match (&d.antivirus_product, &d.antivirus_status) {
+                (Some(p), Some(s)) => Some(format!("{p} ({s})")),
+                (p, s) => p.clone().or(s.clone()),
+            },
+        ),
+        ("Last reboot".into(), fmt_time(d.last_reboot)),
+        ("Last audit".into(), fmt_time(d.last_audit)),
+        (
+            "Reboot required".into(),
+            d.reboot_required
+                .map(|r| if r { "yes" } else { "no" }.to_string()),
+        ),
+        (
+            "Warranty until".into(),
+            d.warranty_date.map(|w| w.to_string()),
+        ),
+    ];
+    let p = &d.patch;
+    let has_patch = p.status.is_some()
+        || p.installed.is_some()
+        || p.approved_pending.is_some()
+        || p.not_approved.is_some();
+    DeviceRefresh {
+        online: d.online,
+        last_seen: d.last_seen,
+        patch: has_patch.then(|| PatchSummary {
+            status: p.status.clone(),
+            missing: None,
+            approved_pending: p.approved_pending,
+            not_approved: p.not_approved,
+            installed: p.installed,
+            pending_reboot: None,
+            compliance: None,
+            policy: None,
+            assessed_at: None,
+        }),
+        patch_note: (!has_patch)
+            .then(|| "Datto RMM reports no patch management for this device".to_string()),
+        facts: facts
+            .into_iter()
+            .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k, v)))
+            .collect(),
+    }
 }
 
 pub fn alert(a: Alert) -> Result<ExtAlert, String> {
@@ -287,6 +352,32 @@ impl RmmSource for DattoSource {
     async fn open_alerts(&self, req: &PageRequest) -> Result<SourcePage<ExtAlert>, SourceError> {
         self.page("/api/v2/account/alerts/open", "alerts", req, alert)
             .await
+    }
+
+    /// `GET /api/v2/device/{deviceUid}`: the device as Datto has it now.
+    async fn device_refresh(&self, key: &DeviceKey) -> Result<DeviceRefresh, SourceError> {
+        let uid = &key.external_id;
+        let path = format!("/api/v2/device/{}", path_segment(uid));
+        let raw: Box<serde_json::value::RawValue> = match self.client.get(&path, "devices").await {
+            Ok(v) => v,
+            Err(DattoError::Status { status: 404, .. }) => {
+                return Err(SourceError::Unavailable(format!(
+                    "Datto RMM has no device {uid} any more"
+                )));
+            }
+            Err(e) => return Err(source_error(e)),
+        };
+        let mut de = serde_json::Deserializer::from_str(raw.get());
+        let d: Device = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            SourceError::Unavailable(format!(
+                "Datto RMM's answer for device {uid} could not be read: {}",
+                field_error(&e)
+            ))
+        })?;
+        let d = device(d).map_err(|reason| {
+            SourceError::Unavailable(format!("Datto RMM's device {uid}: {reason}"))
+        })?;
+        Ok(refresh_of(d))
     }
 
     fn requests(&self) -> u64 {
