@@ -500,7 +500,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         kind: ProviderKind::ConnectwiseAsio,
         name: "ConnectWise Asio",
         category: Category::Rmm,
-        description: "Companies and devices from the ConnectWise Asio platform (Asio 2.2.8 has no open-alerts list).",
+        description: "Companies, devices and alerts (its open service tickets) from the ConnectWise Asio platform.",
         fields: &[
             f(
                 "environment",

@@ -362,6 +362,20 @@ impl RollingWindow {
         }
     }
 
+    /// The vendor's own count of requests in the window (every client of the account,
+    /// this side's included, e.g. Datto's `accountCount`): those this side did not send
+    /// are stamped now, so they leave room only once a whole window has passed.
+    pub fn observe_account_count(&self, count: usize) {
+        let span = self.window + self.margin();
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while sent.front().is_some_and(|t| now.duration_since(*t) >= span) {
+            sent.pop_front();
+        }
+        let others = count.saturating_sub(sent.len()).min(self.requests);
+        sent.extend(std::iter::repeat_n(now, others));
+    }
+
     /// After a 429 the vendor's count is ahead of ours: treat the window as full for `d`.
     pub fn hold(&self, d: Duration) {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());

@@ -164,7 +164,11 @@ async fn the_token_is_cached_regranted_after_three_quarters_of_its_life_and_on_a
     let page = src.sites(&PageRequest::default()).await.unwrap();
     assert_eq!(page.records.len(), 5);
     assert_eq!(sb.token_requests(), 3, "one new grant after the 401");
-    assert_eq!(sb.api_requests() - before, 2, "the 401 and its repeat");
+    assert_eq!(
+        sb.api_requests() - before,
+        3,
+        "the request rate's 401 and its repeat, then the page"
+    );
     assert!(src.requests() >= 5, "token requests are counted too");
 }
 
@@ -477,7 +481,11 @@ async fn the_rate_window_never_exceeds_the_account_limit() {
     assert_eq!((sa.len(), pa, sb_.len(), pb), (60, 30, 60, 30));
     let most = sb.max_in_any(window);
     assert!(most <= 18, "at most 90 % of 20 in any 2 s: {most}");
-    assert_eq!(sb.api_requests(), 60, "no 429, no repeat");
+    assert_eq!(
+        sb.api_requests(),
+        62,
+        "30 pages and the request rate per source: no 429, no repeat"
+    );
     assert_eq!(
         sb.token_requests(),
         1,
@@ -488,6 +496,49 @@ async fn the_rate_window_never_exceeds_the_account_limit() {
         "spread over the window: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn requests_of_the_msps_other_tools_leave_this_side_less_of_the_window() {
+    let (sb, h) = start(Seed::Companies(24)).await;
+    let window = Duration::from_secs(2);
+    sb.set_limit(AccountLimit {
+        requests: 20,
+        window,
+        // No slow-down past 90 % (it would let the other tool's requests age out and hide
+        // a client that ignores them): past the limit is a 429.
+        slow_delay: Duration::ZERO,
+        block_after: 100,
+        block_for: Duration::from_secs(60),
+    });
+    let p = providers_with(&h, 20, window);
+    let src = source(&p, &demo(), Some(2)).await;
+    // Another tool of the account has used 14 of the 20: this side may send 4 more (its
+    // cap is 18) before the window moves on, where alone it would send 18 at once.
+    sb.other_tools(14);
+    let started = std::time::Instant::now();
+    let (sites, _, pages) = walk(|r| {
+        let src = &src;
+        async move { src.sites(&r).await }
+    })
+    .await;
+    assert_eq!((sites.len(), pages), (24, 12));
+    assert_eq!(
+        sb.api_requests(),
+        13,
+        "the request rate and 12 pages: no 429, nothing repeated"
+    );
+    assert!(
+        started.elapsed() >= window,
+        "it waited for the other tool's requests to age out: {:?}",
+        started.elapsed()
+    );
+    let rate = sb
+        .seen()
+        .into_iter()
+        .filter(|r| r.path == "/api/v2/system/request_rate")
+        .count();
+    assert_eq!(rate, 1, "read once, as the list starts");
 }
 
 #[tokio::test]
@@ -531,8 +582,8 @@ async fn a_429_is_retried_after_retry_after_and_a_403_never() {
     );
     assert_eq!(
         sb.api_requests() - before,
-        1,
-        "the 429 came from the fault, its repeat reached the API"
+        2,
+        "the request rate, then the page: the 429 came from the fault, its repeat reached the API"
     );
     sb.faults.push_n(
         "/account/alerts",

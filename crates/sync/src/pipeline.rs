@@ -617,14 +617,26 @@ impl Engine {
             stops: Vec::new(),
             any_complete: false,
         };
+        let mut unfinished = Vec::new();
         for ((plan, c), end) in plans.iter().zip(counts).zip(ended) {
             match end {
                 Some(Ok(())) => outcome.any_complete = true,
                 Some(Err(msg)) => outcome.stops.push(msg),
-                // Not reached: an earlier pass stopped the run.
-                None => continue,
+                // Not reached: an earlier pass stopped the run (its stop says why), or the
+                // pipeline ended without the pass ending, which must not pass for success.
+                None => {
+                    unfinished.push(plan.record.as_str());
+                    continue;
+                }
             }
             outcome.counts.insert(plan.record, c);
+        }
+        if outcome.stops.is_empty() && !unfinished.is_empty() {
+            tracing::error!(passes = ?unfinished, "sync passes ended without finishing");
+            outcome.stops.push(format!(
+                "{}: the pass did not finish in this run; the next run continues where it stopped",
+                unfinished.join(", ")
+            ));
         }
         Ok(outcome)
     }

@@ -1,7 +1,9 @@
 //! ConnectWise Asio (platform API 2.2.8): companies (mapped onto portal companies, with
 //! the PSA company their `externalIds` name as identity) and endpoints read as an
 //! [`crate::rmm::RmmSource`], and the connection test, one area per scope. Asio 2.2.8 has
-//! no open-alerts list: the source's alert pages are empty.
+//! no open-alerts list: its alerts surface as service tickets, so the open tickets are the
+//! source's alerts where the key may read tickets; one device can be read alone (detail,
+//! heartbeat, patch summary).
 //!
 //! Credentials: `environment` (na, eu, au → the environment's API address, see
 //! [`client::ENVIRONMENTS`]), `client_id` (its prefix names the environment: 0e30 NA, 0e31

@@ -452,6 +452,41 @@ impl DattoClient {
         .await
     }
 
+    /// Reads the account's request count (`GET /v2/system/request_rate`) into the window,
+    /// so requests the MSP's other tools made in it leave this side less room. A count
+    /// that cannot be read leaves the window as it is (logged).
+    /// A refused token is the caller's to report (`Err`); anything else is logged.
+    pub async fn observe_account_rate(&self) -> Result<(), DattoError> {
+        match self
+            .get::<super::wire::RateStatus>("/api/v2/system/request_rate", "the request rate")
+            .await
+        {
+            Ok(r) => {
+                let count = r.account_count.unwrap_or(0).max(0) as usize;
+                let before = self.window.in_window();
+                self.window.observe_account_count(count);
+                tracing::debug!(
+                    vendor = "datto_rmm",
+                    account_count = count,
+                    this_side = before,
+                    limit = ?r.account_rate_limit,
+                    "account request rate read"
+                );
+            }
+            Err(e @ DattoError::Token { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(vendor = "datto_rmm", error = %e, "the account's request rate could not be read; pacing by this side's count");
+            }
+        }
+        Ok(())
+    }
+
+    /// Requests in this account's window as this side counts them (its own and those the
+    /// account reported).
+    pub fn window_in_use(&self) -> usize {
+        self.window.in_window()
+    }
+
     /// `GET {base}{path_and_query}` (`/api/v2/...`) with retries.
     pub async fn get<T: DeserializeOwned>(
         &self,

@@ -2,7 +2,8 @@
 //! its address as `https://{platform}-api.centrastage.net` would be: the password grant at
 //! `POST /auth/oauth/token` (Basic `public-client:public`; wrong keys → 401
 //! `invalid_grant`; tokens expire after a life tests can shorten, and can be revoked),
-//! `GET /api/v2/system/pagination`, `/api/v2/account/sites`, `/api/v2/account/devices`,
+//! `GET /api/v2/system/pagination`, `/api/v2/system/request_rate` (the account's count, other
+//! tools' requests included), `/api/v2/account/sites`, `/api/v2/account/devices`,
 //! `/api/v2/account/alerts/open` (0-based `page`, `max` up to the account's page size,
 //! `pageDetails.nextPageUrl`), `GET /api/v2/device/{uid}`, `GET /api/v2/alert/{uid}`, `POST /api/v2/alert/{uid}/resolve`
 //! (409 when already resolved, 404 unknown); an API user whose security level cannot see
@@ -462,6 +463,15 @@ impl DattoSandbox {
         lock(&self.inner.seen).clone()
     }
 
+    /// `n` requests of the MSP's other tools, arriving now: they count against the account's
+    /// window (and show in `/v2/system/request_rate`), not as this client's.
+    pub fn other_tools(&self, n: usize) {
+        let now = Instant::now();
+        lock(&self.inner.rate)
+            .admitted
+            .extend(std::iter::repeat_n(now, n));
+    }
+
     /// The most API requests the limit admitted within any `window`.
     pub fn max_in_any(&self, window: Duration) -> usize {
         let a = lock(&self.inner.arrivals);
@@ -740,6 +750,23 @@ async fn api(
     };
     match parts.as_slice() {
         ["v2", "system", "pagination"] => answer(StatusCode::OK, json!({"max": page_size})),
+        ["v2", "system", "request_rate"] => {
+            let limit = *lock(&s.limit);
+            let count = lock(&s.rate).admitted.len();
+            answer(
+                StatusCode::OK,
+                json!({
+                    "slidingTimeWindowSizeSeconds": limit.window.as_secs(),
+                    "accountUid": "demo-account",
+                    "accountCount": count,
+                    "accountRateLimit": limit.requests,
+                    "accountCutOffRatio": 0.9,
+                    "accountWriteRateLimit": 600,
+                    "accountWriteCount": 0,
+                    "operationWriteStatus": {},
+                }),
+            )
+        }
         ["v2", "account", "sites"] => list(&s, &host, &rest, "sites", &data.sites, &q, page_size),
         ["v2", "account", "devices"] => {
             list(&s, &host, &rest, "devices", &data.devices, &q, page_size)

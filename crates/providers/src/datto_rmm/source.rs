@@ -81,7 +81,15 @@ impl DattoSource {
     {
         let path_and_query = match &req.after {
             Some(next) => self.client.follow(next).map_err(source_error)?,
-            None => format!("{path}?max={}&page=0", self.page_size().await?),
+            None => {
+                // Each list starts by asking how much of the account's window other tools
+                // use (the limit is per account, not per key).
+                self.client
+                    .observe_account_rate()
+                    .await
+                    .map_err(source_error)?;
+                format!("{path}?max={}&page=0", self.page_size().await?)
+            }
         };
         let page: RawPage = self
             .client

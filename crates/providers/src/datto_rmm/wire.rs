@@ -43,6 +43,21 @@ pub struct PaginationConfiguration {
     pub max: Option<i64>,
 }
 
+/// `GET /v2/system/request_rate`: the account's requests in its sliding window (every user
+/// and key together) and its limit.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateStatus {
+    #[serde(default, deserialize_with = "crate::lenient::integer")]
+    pub sliding_time_window_size_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "crate::lenient::integer")]
+    pub account_count: Option<i64>,
+    #[serde(default, deserialize_with = "crate::lenient::integer")]
+    pub account_rate_limit: Option<i64>,
+    #[serde(default, deserialize_with = "odd_as_default")]
+    pub account_cut_off_ratio: Option<f64>,
+}
+
 /// `pageDetails` of every list.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
