@@ -621,8 +621,8 @@ macro_rules! impl_mapping_store {
                     let mut tx = self.begin_write().await?;
                     let rows: Vec<(i64, String, Option<i64>, Option<String>)> = sqlx::query_as(
                         "SELECT integration_id, external_id, before_company_id, \
-                           CASE WHEN action = 'auto_link' THEN 'unlinked' ELSE state_before END FROM company_link_audit \
-                         WHERE tenant_id = $1 AND batch = $2 AND action IN ('quick_match', 'auto_link') ORDER BY id DESC",
+                           CASE WHEN action IN ('auto_link', 'identity_link') THEN 'unlinked' ELSE state_before END FROM company_link_audit \
+                         WHERE tenant_id = $1 AND batch = $2 AND action IN ('quick_match', 'auto_link', 'identity_link') ORDER BY id DESC",
                     )
                     .bind(tenant.0)
                     .bind(batch)

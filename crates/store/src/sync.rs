@@ -250,6 +250,25 @@ pub struct AlertOp {
     pub hash: String,
 }
 
+/// Why the sync linked an integration company to an existing portal company.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoLinkRule {
+    /// The same normalised name (audit action `auto_link`).
+    SameName,
+    /// The PSA company id the record carries (an RMM site's; audit action `identity_link`).
+    PsaIdentity,
+}
+
+impl AutoLinkRule {
+    /// The `company_link_audit.action` it is recorded as.
+    pub fn action(self) -> &'static str {
+        match self {
+            AutoLinkRule::SameName => "auto_link",
+            AutoLinkRule::PsaIdentity => "identity_link",
+        }
+    }
+}
+
 /// A ticket as the PSA has it, placed in the portal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketOp {
@@ -311,10 +330,10 @@ pub struct PageCommit {
     /// company list.
     pub companies: Vec<CatalogCompany>,
     pub events: Vec<NewEvent>,
-    /// Integration companies this page links to an existing portal company by name
-    /// (external id, portal company id): each is written to `company_link_audit` as
-    /// `auto_link` by actor `sync`, batch `run-{run_id}`, undoable like a Quick Match.
-    pub auto_links: Vec<(String, i64)>,
+    /// Integration companies this page links to an existing portal company by a rule
+    /// (external id, portal company id, rule): each is written to `company_link_audit` with
+    /// the rule's action by actor `sync`, batch `run-{run_id}`, undoable like a Quick Match.
+    pub auto_links: Vec<(String, i64, AutoLinkRule)>,
     /// The pass state after this page.
     pub pass: PassState,
     /// `None`: `pass` is written as the checkpoint.

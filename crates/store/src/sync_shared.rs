@@ -972,10 +972,10 @@ macro_rules! impl_sync_store {
                     // Links made by name are in the link history, one batch per run, so an admin
                     // can see and undo them like a Quick Match.
                     let batch = format!("run-{run_id}");
-                    for (external_id, company) in &page.auto_links {
+                    for (external_id, company, rule) in &page.auto_links {
                         sqlx::query(
                             "INSERT INTO company_link_audit (tenant_id, integration_id, external_id, action, before_company_id, after_company_id, batch, actor, at, state_before) \
-                             VALUES ($1, $2, $3, 'auto_link', NULL, $4, $5, 'sync', $6, 'auto')",
+                             VALUES ($1, $2, $3, $7, NULL, $4, $5, 'sync', $6, 'auto')",
                         )
                         .bind(tenant.0)
                         .bind(id.0)
@@ -983,6 +983,7 @@ macro_rules! impl_sync_store {
                         .bind(company)
                         .bind(&batch)
                         .bind(now)
+                        .bind(rule.action())
                         .execute(&mut *tx)
                         .await?;
                     }

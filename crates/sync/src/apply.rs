@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use mspbridge_domain::sync::*;
 use mspbridge_domain::{IntegrationId, TenantId};
 use mspbridge_providers::source::{Rejected, SourcePage};
-use mspbridge_store::sync::{CatalogCompany, NewEvent, Op};
+use mspbridge_store::sync::{AutoLinkRule, CatalogCompany, NewEvent, Op};
 use mspbridge_store::{Store, StoreError};
 
 pub struct Context<'a> {
@@ -187,7 +187,7 @@ pub struct PageOutcome {
     pub max_seen: Option<DateTime<Utc>>,
     /// Companies linked to a portal company by name (external id, portal company id),
     /// recorded in the company link history by the commit.
-    pub auto_links: Vec<(String, i64)>,
+    pub auto_links: Vec<(String, i64, AutoLinkRule)>,
 }
 
 impl PageOutcome {
@@ -426,7 +426,8 @@ async fn companies(
                                 mspbridge_matching::why_same_name(&portal, &c.name)
                             );
                             out.event(EventLevel::Info, rt, &ext, msg);
-                            out.auto_links.push((ext.clone(), id));
+                            out.auto_links
+                                .push((ext.clone(), id, AutoLinkRule::SameName));
                         }
                         NameMatch::One(_, portal) => {
                             let msg = format!(

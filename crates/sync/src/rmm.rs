@@ -9,7 +9,7 @@ use mspbridge_domain::rmm::{ExtAlert, ExtDevice, ExtSite};
 use mspbridge_domain::sync::{EventLevel, RecordType, content_hash};
 use mspbridge_providers::source::SourcePage;
 use mspbridge_store::StoreError;
-use mspbridge_store::sync::{AlertOp, CatalogCompany, DeviceOp, NewEvent, Op};
+use mspbridge_store::sync::{AlertOp, AutoLinkRule, CatalogCompany, DeviceOp, NewEvent, Op};
 
 use crate::apply::{Context, PageOutcome};
 
@@ -42,9 +42,10 @@ pub(crate) async fn sites(
     } else {
         HashSet::new()
     };
-    // Portal companies this integration does not link yet (read on the first identity
-    // match): a portal company is linked to one site of an integration at most.
-    let mut free: Option<HashSet<i64>> = None;
+    // Portal companies a site of this page claimed by identity: a portal company is linked
+    // to one site of an integration at most (active or not: the PSA says it is the same
+    // company).
+    let mut claimed: HashSet<i64> = HashSet::new();
     let mut unmapped = Vec::new();
     for s in p.records {
         out.counts.seen += 1;
@@ -97,21 +98,19 @@ pub(crate) async fn sites(
                 };
                 {
                     if let Some((identity, (company, name))) = found {
-                        let free = match &mut free {
-                            Some(f) => f,
-                            empty => empty.insert(
-                                ctx.store
-                                    .linkable_companies(ctx.tenant, ctx.integration)
-                                    .await?
-                                    .into_iter()
-                                    .map(|(id, _)| id)
-                                    .collect(),
-                            ),
-                        };
                         let vendor = identity.provider.descriptor().name;
-                        if free.remove(&company) {
+                        let taken = claimed.contains(&company)
+                            || !ctx
+                                .store
+                                .linked_local_ids(ctx.integration, rt, &[company])
+                                .await?
+                                .is_empty();
+                        if !taken {
+                            claimed.insert(company);
                             linked = Some(company);
                             out.counts.linked += 1;
+                            out.auto_links
+                                .push((ext.clone(), company, AutoLinkRule::PsaIdentity));
                             out.event(
                                 EventLevel::Info,
                                 rt,

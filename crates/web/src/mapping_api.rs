@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use axum::Json;
 use axum::extract::{Path, State};
 use mspbridge_domain::auth::Permission;
+use mspbridge_domain::catalogue::Category;
 use mspbridge_domain::model::LinkedRecord;
 use mspbridge_domain::{CompanyId, IntegrationId};
 use mspbridge_matching::{Candidate, DEFAULT_THRESHOLD, quick_match};
@@ -678,6 +679,8 @@ pub async fn post_undo(
         .store
         .undo_company_link_batch(caller.tenant_id, batch.trim(), &actor(&caller), state.now())
         .await?;
+    let changed: Vec<IntegrationId> = out.iter().map(|o| o.integration).collect();
+    crate::devices::mapping_changed(&state, caller.tenant_id, changed).await;
     Ok(Json(UndoView { undone: out.len() }))
 }
 
@@ -801,7 +804,9 @@ pub async fn post_import(
 ) -> Result<Json<ImportView>, ApiError> {
     caller.require(Permission::Write)?;
     let id = parse_id(&raw)?;
-    state.store.get_integration(caller.tenant_id, id).await?;
+    let integration = state.store.get_integration(caller.tenant_id, id).await?;
+    // An RMM's sites map onto existing portal companies only (spec 2.15).
+    let links_only = integration.provider.descriptor().category == Category::Rmm;
     if body.companies.is_empty() {
         return Err(ApiError::field("companies", "select at least one company"));
     }
@@ -847,6 +852,15 @@ pub async fn post_import(
                 ));
             }
             Some(_) => {}
+            None if links_only => {
+                return Err(ApiError::field(
+                    &format!("{field}.company_id"),
+                    format!(
+                        "{}'s sites map onto existing portal companies only: pick the company '{name}' belongs to",
+                        integration.provider.descriptor().name
+                    ),
+                ));
+            }
             None => {
                 let key = mspbridge_matching::normalise(name);
                 if let Some(existing) = portal.get(&key) {
@@ -880,6 +894,7 @@ pub async fn post_import(
             ),
             other => other,
         })?;
+    crate::devices::mapping_changed(&state, caller.tenant_id, [id]).await;
     Ok(Json(ImportView {
         imported: out.len(),
         created: out.iter().filter(|o| o.created).count(),

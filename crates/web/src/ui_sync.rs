@@ -1264,7 +1264,8 @@ async fn audit_page(
             .filter_map(|a| a.batch.as_deref())
             .collect();
         let mut sizes: std::collections::HashMap<&str, usize> = Default::default();
-        let undoable = |action: &str| matches!(action, "quick_match" | "auto_link");
+        let undoable =
+            |action: &str| matches!(action, "quick_match" | "auto_link" | "identity_link");
         for a in audit.iter().filter(|a| undoable(&a.action)) {
             if let Some(b) = a.batch.as_deref() {
                 *sizes.entry(b).or_default() += 1;
@@ -1293,8 +1294,9 @@ async fn audit_page(
                         "unlink" => "Unlinked",
                         "quick_match" => "Quick Match",
                         "auto_link" => "Linked by name (sync)",
+                        "identity_link" => "Linked by the PSA id it carries (sync)",
                         "undo" if batch.is_some_and(|b| b.starts_with("run-")) => {
-                            "Links by name undone"
+                            "Links made by a sync undone"
                         }
                         "undo" => "Quick Match undone",
                         "import" => "Imported",
@@ -1316,6 +1318,8 @@ async fn audit_page(
                     batch_size: batch.and_then(|b| sizes.get(b)).copied().unwrap_or(0),
                     undo_label: if a.action == "auto_link" {
                         "Undo links by name"
+                    } else if a.action == "identity_link" {
+                        "Undo links by PSA id"
                     } else {
                         "Undo Quick Match"
                     },
@@ -1348,13 +1352,14 @@ async fn undo_form(
         c.check_csrf(Some(&form.csrf))?;
         c.require(Permission::Write)?;
         let actor = crate::mapping_api::actor(&c);
-        Ok::<_, ApiError>(
-            state
-                .store
-                .undo_company_link_batch(c.tenant_id, batch.trim(), &actor, state.now())
-                .await?
-                .len(),
-        )
+        let out = state
+            .store
+            .undo_company_link_batch(c.tenant_id, batch.trim(), &actor, state.now())
+            .await?;
+        let changed: Vec<mspbridge_domain::IntegrationId> =
+            out.iter().map(|o| o.integration).collect();
+        crate::devices::mapping_changed(&state, c.tenant_id, changed).await;
+        Ok::<_, ApiError>(out.len())
     };
     match done.await {
         Ok(n) => axum::response::Redirect::to(&format!(

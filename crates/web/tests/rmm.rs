@@ -666,3 +666,350 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
         assert_eq!((s, b["total"].as_i64()), (200, Some(0)));
     }
 }
+
+/// ConnectWise Asio through the portal, on both databases, with the ConnectWise Manage
+/// sandbox as the PSA: Asio companies naming a Manage company in `externalIds` are linked
+/// to its portal company (reason in the log, the link in the link history, undoable), the
+/// others wait; Asio's sites never become portal companies; devices of linked companies
+/// are staged, an Auto-Sync type is imported by the next sync, an ignored type leaves
+/// staging; open tickets are the alerts; a company removed in Asio stamps its devices
+/// removed only after a complete devices pass.
+#[tokio::test]
+async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_leave() {
+    use mspbridge_providers::connectwise_asio::client::AsioSettings;
+    use mspbridge_providers::connectwise_asio::sandbox as asio;
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let sandbox = asio::AsioSandbox::new(mspbridge_sandbox::Seed::Small);
+        let _handle = sandbox
+            .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+            .unwrap();
+        let config = mspbridge_providers::ProviderConfig {
+            connectwise_asio: AsioSettings {
+                api_base: Some(asio::AsioSandbox::api_base(&_handle)),
+                backoff_floor: std::time::Duration::from_millis(100),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let app = TestApp::start_configured(db, false, config).await;
+        let backend = app.backend();
+        let cw = app.connect_cw(&app.a.owner_token).await["id"]
+            .as_i64()
+            .unwrap();
+        let (s, o) = put_options(
+            &app,
+            cw,
+            json!({"interval_minutes": 30, "contacts": false, "technicians": false, "skip_inactive_companies": false}),
+        )
+        .await;
+        assert_eq!(s, 200, "{o}");
+        sync(&app, cw).await;
+        let cw_companies = get(
+            &app,
+            &format!("/api/v1/integrations/{cw}/companies?limit=1000"),
+        )
+        .await;
+        let portal_of_manage: std::collections::HashMap<String, i64> = cw_companies
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| {
+                Some((
+                    c["external_id"].as_str()?.to_string(),
+                    c["linked_company_id"].as_i64()?,
+                ))
+            })
+            .collect();
+
+        let id = connect_json(
+            &app,
+            json!({"provider": "connectwise_asio", "credentials": {
+                "environment": asio::DEMO_ENVIRONMENT, "client_id": asio::DEMO_CLIENT_ID,
+                "client_secret": asio::DEMO_CLIENT_SECRET}}),
+        )
+        .await;
+        let (s, o) = put_options(
+            &app,
+            id,
+            json!({"interval_minutes": 5, "companies": true, "devices": true, "alerts": true,
+                   "contacts": false, "technicians": false}),
+        )
+        .await;
+        assert_eq!(s, 200, "{o}");
+        let companies_before = get(&app, "/api/v1/companies?limit=1000").await;
+        let first = sync(&app, id).await;
+        assert_eq!(
+            first.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{backend}: {first:?}"
+        );
+        let data = sandbox.with_data(|d| d.clone());
+        // Which Asio company should link to which portal company (by its Manage id, whether
+        // that company is active or not); a portal company takes one Asio company at most.
+        let mut taken = std::collections::HashSet::new();
+        let expected: std::collections::HashMap<String, i64> = data
+            .companies
+            .iter()
+            .filter_map(|c| {
+                let manage = c
+                    .external_ids
+                    .as_ref()?
+                    .iter()
+                    .find(|x| x.product_id.as_deref() == Some(asio::MANAGE_PRODUCT))?;
+                let portal = portal_of_manage.get(manage.external_id.as_ref()?)?;
+                let id = c.id.clone()?;
+                taken.insert(*portal).then_some((id, *portal))
+            })
+            .collect();
+        assert!(!expected.is_empty() && expected.len() < data.companies.len());
+        let sites = &first.counts[&RecordType::Companies];
+        assert_eq!(
+            (sites.created, sites.linked as usize),
+            (0, expected.len()),
+            "{backend}: linked by Manage id, never created: {sites:?}"
+        );
+        assert_eq!(
+            get(&app, "/api/v1/companies?limit=1000").await,
+            companies_before,
+            "{backend}: no portal company created or changed"
+        );
+        let run = get(&app, &format!("/api/v1/runs/{}", first.run_id)).await;
+        let why = run["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("same ConnectWise Manage company id")
+            })
+            .count();
+        assert_eq!(why, expected.len(), "{backend}");
+        let listed = get(
+            &app,
+            &format!("/api/v1/integrations/{id}/companies?limit=1000"),
+        )
+        .await;
+        for c in listed.as_array().unwrap() {
+            let ext = c["external_id"].as_str().unwrap();
+            assert_eq!(
+                c["linked_company_id"].as_i64(),
+                expected.get(ext).copied(),
+                "{backend}: {c}"
+            );
+        }
+        // The links are in the link history as the sync's, one batch.
+        let audit = get(&app, "/api/v1/company-mapping/audit?limit=500").await;
+        let identity: Vec<&Value> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["action"] == json!("identity_link"))
+            .collect();
+        assert_eq!(identity.len(), expected.len(), "{backend}: {audit}");
+        let batch = format!("run-{}", first.run_id);
+        assert!(
+            identity
+                .iter()
+                .all(|a| a["batch"] == json!(batch) && a["actor"] == json!("sync"))
+        );
+        // A site is never imported as a new company: only linked.
+        let unlinked_ext = data
+            .companies
+            .iter()
+            .filter_map(|c| c.id.clone())
+            .find(|c| !expected.contains_key(c))
+            .unwrap();
+        let (s, e) = app
+            .post(
+                &format!("/api/v1/integrations/{id}/import"),
+                &app.a.owner_token,
+                json!({"companies": [{"external_id": unlinked_ext}]}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["field"].as_str()),
+            (422, Some("companies[0].company_id")),
+            "{backend}: {e}"
+        );
+
+        // Devices of linked companies are staged, the rest are not.
+        let staged_expected = data
+            .endpoints
+            .iter()
+            .filter(|p| expected.contains_key(&p.company_id))
+            .count() as i64;
+        assert_eq!(staged_total(&app, id).await, staged_expected, "{backend}");
+        // Open tickets are the alerts.
+        let closed: Vec<String> = data
+            .statuses
+            .iter()
+            .filter(|s| s.category.as_deref() == Some("Closed"))
+            .filter_map(|s| s.id.clone())
+            .collect();
+        let open = data
+            .tickets
+            .iter()
+            .filter(|t| !closed.contains(t.status.as_ref().unwrap().id.as_ref().unwrap()))
+            .count() as u64;
+        assert_eq!(first.counts[&RecordType::Alerts].created, open, "{backend}");
+
+        // Auto-Sync on a type imports its staged devices at the next sync; Ignore on
+        // another takes its devices out of staging.
+        let mappings = get(
+            &app,
+            &format!("/api/v1/integrations/{id}/device-type-mappings"),
+        )
+        .await;
+        let with_staged: Vec<&Value> = mappings
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["staged"].as_i64().unwrap() > 0)
+            .collect();
+        assert!(with_staged.len() >= 2, "{backend}: {mappings}");
+        let (m1, m2) = (with_staged[0], with_staged[1]);
+        let (s, t) = app
+            .post(
+                "/api/v1/device-types",
+                &app.a.owner_token,
+                json!({"name": "Endpoint"}),
+            )
+            .await;
+        assert_eq!(s, 201, "{t}");
+        let (s, saved) = put(
+            &app,
+            &format!(
+                "/api/v1/integrations/{id}/device-type-mappings/{}",
+                m1["id"]
+            ),
+            json!({"device_type_id": t["id"], "auto_sync": true}),
+        )
+        .await;
+        assert_eq!(s, 200, "{saved}");
+        let before = staged_total(&app, id).await;
+        let auto = sync(&app, id).await;
+        let n1 = m1["staged"].as_i64().unwrap();
+        assert_eq!(
+            auto.counts[&RecordType::Devices].updated as i64,
+            n1,
+            "{backend}: {auto:?}"
+        );
+        assert_eq!(staged_total(&app, id).await, before - n1);
+        assert_eq!(
+            get(&app, "/api/v1/devices?limit=1").await["total"].as_i64(),
+            Some(n1)
+        );
+        let (s, _) = put(
+            &app,
+            &format!(
+                "/api/v1/integrations/{id}/device-type-mappings/{}",
+                m2["id"]
+            ),
+            json!({"device_type_id": null, "ignored": true}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let n2 = m2["staged"].as_i64().unwrap();
+        assert_eq!(staged_total(&app, id).await, before - n1 - n2, "{backend}");
+        // An unchanged sweep changes nothing.
+        let again = sync(&app, id).await;
+        for (r, c) in &again.counts {
+            assert_eq!(
+                (c.created, c.updated, c.deactivated),
+                (0, 0, 0),
+                "{backend} {r:?}"
+            );
+        }
+
+        // A linked company removed in Asio: while the devices pass fails, nothing is
+        // stamped; after a complete pass its devices are.
+        let imported = get(&app, "/api/v1/devices?limit=500").await;
+        let one = &imported["devices"][0];
+        let gone_company = data
+            .endpoints
+            .iter()
+            .find(|p| p.endpoint.endpoint_id.as_deref() == one["external_id"].as_str())
+            .unwrap()
+            .company_id
+            .clone();
+        sandbox.with_data(|d| {
+            d.companies
+                .retain(|c| c.id.as_deref() != Some(gone_company.as_str()));
+            d.endpoints.retain(|p| p.company_id != gone_company);
+        });
+        sandbox.faults.push_n(
+            "/device/categories",
+            mspbridge_sandbox::Fault::Status {
+                status: 503,
+                body: "{}".into(),
+                retry_after: None,
+            },
+            100,
+        );
+        app.db
+            .store
+            .request_sync(
+                app.a.id,
+                mspbridge_domain::IntegrationId(id),
+                chrono::Utc::now(),
+                chrono::Duration::zero(),
+            )
+            .await
+            .unwrap();
+        let failed = full_pass_engine(&app).tick().await.unwrap().expect("due");
+        assert_ne!(
+            failed.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{backend}: {failed:?}"
+        );
+        let still = get(&app, &format!("/api/v1/devices/{}", one["id"])).await;
+        assert!(
+            still["device"]["removed_upstream_at"].is_null(),
+            "{backend}: nothing stamped after a failed pass"
+        );
+        sandbox.faults.clear();
+        let clean = sync(&app, id).await;
+        assert_eq!(
+            clean.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{backend}: {clean:?}"
+        );
+        let after = get(&app, &format!("/api/v1/devices/{}", one["id"])).await;
+        assert!(
+            !after["device"]["removed_upstream_at"].is_null(),
+            "{backend}: {after}"
+        );
+
+        // Undoing the sync's identity links leaves those companies unlinked, and the next
+        // sync does not link them again.
+        let (s, u) = app
+            .post(
+                &format!("/api/v1/company-mapping/batches/{batch}/undo"),
+                &app.a.owner_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{u}");
+        assert_eq!(
+            u["undone"].as_u64(),
+            Some(expected.len() as u64),
+            "{backend}: every link of that run, the removed company's too"
+        );
+        sync(&app, id).await;
+        let listed = get(
+            &app,
+            &format!("/api/v1/integrations/{id}/companies?limit=1000"),
+        )
+        .await;
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["linked_company_id"].is_null()),
+            "{backend}: {listed}"
+        );
+    }
+}

@@ -1225,7 +1225,7 @@ async fn a_409_and_a_500_render_in_the_shell_with_a_way_back() {
         after
             .body
             .contains("Undone: 1 link(s) put back as they were.")
-            && after.body.contains("Links by name undone"),
+            && after.body.contains("Links made by a sync undone"),
         "{}",
         after.body
     );
