@@ -7,7 +7,7 @@
 //!   `POST /api/platform/v2/device/categories/all/endpoints?limit=&cursor=&field=` with
 //!   `{"resourceType":"company","resources":[…]}`: Asio takes at most 4 companies per
 //!   call, so the companies are walked in batches of 4, each batch by the `Link` header's
-//!   `rel="next"` cursor (host checked); the opaque page token is `batch:cursor`. Without
+//!   `rel="next"` cursor (host checked); the page token names the batch's companies and the cursor (`c1,c2,c3,c4:cursor`; a pass resumed after the company list changed restarts that batch rather than skip any). Without
 //!   `field` Asio sends minimal metadata only, and it takes at most 15 fields:
 //!   [`FIELDS`]. Online state is a separate bulk call (trap 9):
 //!   `GET /api/platform/v2/device/endpoints/heartbeat?resourceType=endpoints&resources=…`,
@@ -449,10 +449,42 @@ pub fn device(e: Endpoint, company: Option<&str>, site: Option<&str>) -> Result<
     })
 }
 
-/// `batch:cursor`.
-fn parse_token(t: &str) -> Option<(usize, u64)> {
-    let (b, c) = t.split_once(':')?;
-    Some((b.parse().ok()?, c.parse().ok()?))
+/// `company,company,…:cursor`: the batch's companies and the cursor within it.
+fn parse_token(t: &str) -> Option<(Vec<&str>, u64)> {
+    let (b, c) = t.rsplit_once(':')?;
+    let members: Vec<&str> = b.split(',').filter(|m| !m.is_empty()).collect();
+    (!members.is_empty()).then_some(())?;
+    Some((members, c.parse().ok()?))
+}
+
+/// Where a resumed pass goes on: the batch its token names, with its cursor, when the
+/// sorted company list still has exactly that batch; otherwise (companies added or gone
+/// since) from the start of the batch holding the token's first company, or the first after
+/// it, at cursor 0, so nothing unread is skipped (a few endpoints may be read twice, which
+/// changes nothing). A token of the earlier form (`batch index:cursor`) is read as an index.
+fn resume_at(companies: &[String], members: &[&str], cursor: u64) -> (usize, u64) {
+    let first = members[0];
+    match companies.binary_search_by(|c| c.as_str().cmp(first)) {
+        Ok(i) => {
+            let batch: Vec<&str> = companies[i..(i + COMPANIES_PER_CALL).min(companies.len())]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            if i % COMPANIES_PER_CALL == 0 && batch == members {
+                (i / COMPANIES_PER_CALL, cursor)
+            } else {
+                (i / COMPANIES_PER_CALL, 0)
+            }
+        }
+        Err(_)
+            if members.len() == 1
+                && first.len() < 6
+                && first.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (first.parse().unwrap_or(usize::MAX), cursor)
+        }
+        Err(i) => (i / COMPANIES_PER_CALL, 0),
+    }
 }
 
 /// The `cursor` of a next-page path.
@@ -475,13 +507,16 @@ impl RmmSource for AsioSource {
     }
 
     async fn devices(&self, req: &PageRequest) -> Result<SourcePage<ExtDevice>, SourceError> {
+        let companies = self.company_ids().await?;
         let (batch, cursor) = match &req.after {
-            Some(t) => parse_token(t).ok_or_else(|| {
-                SourceError::Unavailable(format!("'{t}' is not a ConnectWise Asio page token"))
-            })?,
+            Some(t) => {
+                let (members, cursor) = parse_token(t).ok_or_else(|| {
+                    SourceError::Unavailable(format!("'{t}' is not a ConnectWise Asio page token"))
+                })?;
+                resume_at(companies, &members, cursor)
+            }
             None => (0, 0),
         };
-        let companies = self.company_ids().await?;
         let Some(ids) = companies
             .chunks(COMPANIES_PER_CALL)
             .nth(batch)
@@ -549,9 +584,16 @@ impl RmmSource for AsioSource {
             }
             _ => None,
         };
+        let members = |b: usize| {
+            companies
+                .chunks(COMPANIES_PER_CALL)
+                .nth(b)
+                .map(|m| m.join(","))
+                .unwrap_or_default()
+        };
         let next = match next_cursor {
-            Some(c) => Some(format!("{batch}:{c}")),
-            None if batch + 1 < batches => Some(format!("{}:0", batch + 1)),
+            Some(c) => Some(format!("{}:{c}", members(batch))),
+            None if batch + 1 < batches => Some(format!("{}:0", members(batch + 1))),
             None => None,
         };
         Ok(SourcePage {
@@ -842,6 +884,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resumed_pass_skips_nothing_when_the_company_list_changed() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let now = ids(&["a", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        // The same batch: its cursor holds.
+        assert_eq!(resume_at(&now, &["e", "f", "g", "h"], 500), (1, 500));
+        assert_eq!(resume_at(&now, &["i"], 0), (2, 0));
+        // "ab" added before the batch: it now starts elsewhere, so it is read from the
+        // start of the batch holding "e" (cursor 0), re-reading rather than skipping.
+        let added = ids(&["a", "ab", "b", "c", "d", "e", "f", "g", "h", "i"]);
+        assert_eq!(resume_at(&added, &["e", "f", "g", "h"], 500), (1, 0));
+        // "e" gone: from the batch holding the first company after it.
+        let gone = ids(&["a", "b", "c", "d", "f", "g", "h", "i"]);
+        assert_eq!(resume_at(&gone, &["e", "f", "g", "h"], 500), (1, 0));
+        // A company added inside the batch: cursor 0.
+        let inside = ids(&["a", "b", "c", "d", "e", "ee", "f", "g", "h", "i"]);
+        assert_eq!(resume_at(&inside, &["e", "f", "g", "h"], 500), (1, 0));
+        // An index token of the earlier form.
+        assert_eq!(resume_at(&now, &["2"], 7), (2, 7));
+    }
+
+    #[test]
     fn psa_products_are_told_apart() {
         assert_eq!(
             psa_provider("ConnectWise Manage"),
@@ -857,8 +920,10 @@ mod tests {
 
     #[test]
     fn tokens_and_cursors_read() {
-        assert_eq!(parse_token("3:500"), Some((3, 500)));
+        assert_eq!(parse_token("c-1,c-2:500"), Some((vec!["c-1", "c-2"], 500)));
+        assert_eq!(parse_token("3:500"), Some((vec!["3"], 500)));
         assert_eq!(parse_token("x"), None);
+        assert_eq!(parse_token(":5"), None);
         assert_eq!(
             cursor_of("/api/platform/v2/device/categories/all/endpoints?limit=5&cursor=10"),
             Some(10)
