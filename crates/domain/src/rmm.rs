@@ -95,6 +95,23 @@ pub struct ExtDevice {
     pub udfs: BTreeMap<String, String>,
 }
 
+impl ExtDevice {
+    /// The content hash that decides whether a sweep writes the device. `last_seen` counts
+    /// to the hour: an online device's last contact moves every few minutes, and rewriting
+    /// every online device on every sweep would make a 5-minute interval write the whole
+    /// fleet; the hour still shows when a device went quiet (with `online`, which counts at
+    /// once), and the device page's Refresh reads the exact time.
+    pub fn change_hash(&self) -> String {
+        let coarse = Self {
+            last_seen: self.last_seen.and_then(|t| {
+                DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(3_600), 0)
+            }),
+            ..self.clone()
+        };
+        crate::sync::content_hash(&coarse)
+    }
+}
+
 /// Which device to read alone: its id, its site (Datto) or company (Asio), and the site
 /// inside that company (Asio).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -226,5 +243,37 @@ impl StripNul for ExtAlert {
             | self.ticket_number.strip_nul()
             | self.context_type.strip_nul()
             | self.context.strip_nul()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_seen_moving_within_the_hour_is_no_change_but_online_and_the_hour_are() {
+        let at = |s: &str| Some(DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc));
+        let d = ExtDevice {
+            external_id: "d1".into(),
+            hostname: "PC-1".into(),
+            online: Some(true),
+            last_seen: at("2026-12-03T10:05:00Z"),
+            ..Default::default()
+        };
+        let later = ExtDevice {
+            last_seen: at("2026-12-03T10:55:00Z"),
+            ..d.clone()
+        };
+        assert_eq!(d.change_hash(), later.change_hash());
+        let next_hour = ExtDevice {
+            last_seen: at("2026-12-03T11:01:00Z"),
+            ..d.clone()
+        };
+        assert_ne!(d.change_hash(), next_hour.change_hash());
+        let offline = ExtDevice {
+            online: Some(false),
+            ..d.clone()
+        };
+        assert_ne!(d.change_hash(), offline.change_hash());
     }
 }

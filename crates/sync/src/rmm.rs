@@ -198,9 +198,6 @@ pub(crate) async fn devices(
             .as_ref()
             .and_then(|s| sites.get(s))
             .is_some_and(|l| !l.gone);
-        if !site_mapped && !d.deleted {
-            unmapped_site += 1;
-        }
         let auto_type = match mappings.get(&(provider_type.clone(), category.clone())) {
             Some(m) if m.auto_sync && !m.ignored && site_mapped => m.device_type,
             _ => None,
@@ -208,7 +205,7 @@ pub(crate) async fn devices(
         let state = states.get(&ext);
         let import_as =
             auto_type.filter(|_| !d.deleted && state.is_none_or(|s| s.import_state == "staged"));
-        let hash = content_hash(&d);
+        let hash = d.change_hash();
         let link = links.get(&ext);
         if d.deleted {
             match link {
@@ -264,6 +261,11 @@ pub(crate) async fn devices(
             Some(_) => {}
             None => out.counts.created += 1,
         }
+        // Counted where the device is written (new or changed): an unchanged sweep says
+        // nothing more than the sites pass's line naming the unmapped sites.
+        if !site_mapped && !d.deleted {
+            unmapped_site += 1;
+        }
         let details = serde_json::to_string(&d).unwrap_or_else(|_| "{}".to_string());
         out.ops.push(Op::Device(Box::new(DeviceOp {
             existing: state.map(|s| s.id),
@@ -292,7 +294,7 @@ pub(crate) async fn devices(
             Some(rt),
             None,
             &format!(
-                "{unmapped_site} devices on this page belong to sites not mapped to a portal company: kept, but out of staging until their site is mapped"
+                "{unmapped_site} new or changed devices on this page belong to sites not mapped to a portal company: kept, but out of staging until their site is mapped"
             ),
         ));
     }
