@@ -100,7 +100,7 @@ where
 
 #[tokio::test]
 async fn test_connection_tells_wrong_keys_from_a_security_level_without_alerts() {
-    let (_sb, h) = start(Seed::Small).await;
+    let (sb, h) = start(Seed::Small).await;
     let p = roomy(&h);
     let t = p.connector(ProviderKind::DattoRmm).unwrap();
     let ok = t.test(&demo(), Utc::now()).await;
@@ -113,6 +113,22 @@ async fn test_connection_tells_wrong_keys_from_a_security_level_without_alerts()
         ok.areas.iter().all(|a| a.outcome == AreaResult::Granted),
         "{ok:?}"
     );
+    // The account the keys belong to, from `GET /v2/account`.
+    let detail = |k: &str| {
+        ok.details
+            .iter()
+            .find(|(l, _)| l == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {k}: {:?}", ok.details))
+    };
+    assert_eq!(detail("Account"), "mspbridge Demo MSP (demo-account)");
+    let live = sb.with_data(|d| d.devices.iter().filter(|x| x.deleted != Some(true)).count());
+    assert!(
+        detail("Devices").starts_with(&format!("{live} (")),
+        "{:?}",
+        ok.details
+    );
+    assert_eq!(detail("Device limit"), "5000");
 
     let wrong = t
         .test(&creds(DEMO_API_KEY, "not-the-secret"), Utc::now())

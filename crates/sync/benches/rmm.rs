@@ -213,6 +213,7 @@ async fn main() {
         "| db | scenario | sites / devices / open alerts | wall s | requests (min) | bound s (600 / 60 s) | wall/bound | record writes | peak RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut missed: Vec<String> = Vec::new();
     for scenario in ["first sweep", "sweep, nothing changed"] {
         // Every sweep starts with the account's whole budget.
         if scenario != "first sweep" {
@@ -261,7 +262,36 @@ async fn main() {
             wall / bound,
             peak as f64 / 1024.0
         );
+        // The targets.
+        if requests as usize != minimum {
+            missed.push(format!(
+                "{scenario}: {requests} requests, the minimum is {minimum}"
+            ));
+        }
+        if wall / bound > 1.25 {
+            missed.push(format!(
+                "{scenario}: wall {wall:.1} s is {:.2}× the bound (target ≤ 1.25×)",
+                wall / bound
+            ));
+        }
+        if peak >= 100 * 1024 {
+            missed.push(format!(
+                "{scenario}: peak RSS {} MiB (target < 100)",
+                peak / 1024
+            ));
+        }
+        if scenario != "first sweep" && writes != 0 {
+            missed.push(format!("{scenario}: {writes} record writes (target 0)"));
+        }
     }
     let _ = child.kill();
     let _ = child.wait();
+    if missed.is_empty() {
+        println!(
+            "\nevery target met: requests at the minimum, wall ≤ 1.25× the bound, peak RSS < 100 MiB, an unchanged sweep writes nothing"
+        );
+    } else {
+        eprintln!("\ntargets missed:\n  {}", missed.join("\n  "));
+        std::process::exit(1);
+    }
 }

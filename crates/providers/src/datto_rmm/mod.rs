@@ -198,6 +198,45 @@ impl ConnectionTest for DattoRmm {
                 outcome,
             });
         }
+        let mut details = details;
+        details.extend(account_details(&client).await);
         report(ConnectionOutcome::Ok, areas, details)
     }
+}
+
+/// The account the keys belong to (`GET /v2/account`), for the Test's report: its name and
+/// uid, its devices (online / offline) and device limit. Nothing when it cannot be read
+/// (the areas above say why).
+async fn account_details(client: &DattoClient) -> Vec<(String, String)> {
+    let Ok(a) = client
+        .get::<serde_json::Value>("/api/v2/account", "the account")
+        .await
+    else {
+        return vec![];
+    };
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    if let Some(name) = text(&a["name"]) {
+        let uid = text(&a["uid"])
+            .map(|u| format!(" ({u})"))
+            .unwrap_or_default();
+        out.push(("Account".to_string(), format!("{name}{uid}")));
+    }
+    let st = &a["devicesStatus"];
+    if let Some(n) = text(&st["numberOfDevices"]) {
+        let online = text(&st["numberOfOnlineDevices"]).unwrap_or_else(|| "?".into());
+        let offline = text(&st["numberOfOfflineDevices"]).unwrap_or_else(|| "?".into());
+        out.push((
+            "Devices".to_string(),
+            format!("{n} ({online} online, {offline} offline)"),
+        ));
+    }
+    if let Some(limit) = text(&a["descriptor"]["deviceLimit"]) {
+        out.push(("Device limit".to_string(), limit));
+    }
+    out
 }

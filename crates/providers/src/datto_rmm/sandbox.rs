@@ -2,7 +2,7 @@
 //! its address as `https://{platform}-api.centrastage.net` would be: the password grant at
 //! `POST /auth/oauth/token` (Basic `public-client:public`; wrong keys → 401
 //! `invalid_grant`; tokens expire after a life tests can shorten, and can be revoked),
-//! `GET /api/v2/system/pagination`, `/api/v2/system/request_rate` (the account's count, other
+//! `GET /api/v2/account`, `/api/v2/system/pagination`, `/api/v2/system/request_rate` (the account's count, other
 //! tools' requests included), `/api/v2/account/sites`, `/api/v2/account/devices`,
 //! `/api/v2/account/alerts/open` (0-based `page`, `max` up to the account's page size,
 //! `pageDetails.nextPageUrl`), `GET /api/v2/device/{uid}`, `GET /api/v2/alert/{uid}`, `POST /api/v2/alert/{uid}/resolve`
@@ -750,6 +750,31 @@ async fn api(
     };
     match parts.as_slice() {
         ["v2", "system", "pagination"] => answer(StatusCode::OK, json!({"max": page_size})),
+        ["v2", "account"] => {
+            let live: Vec<&Device> = data
+                .devices
+                .iter()
+                .filter(|d| d.deleted != Some(true))
+                .collect();
+            let online = live.iter().filter(|d| d.online == Some(true)).count();
+            answer(
+                StatusCode::OK,
+                json!({
+                    "id": 4242,
+                    "uid": "demo-account",
+                    "name": "mspbridge Demo MSP",
+                    "currency": "USD",
+                    "descriptor": {"bilingEmail": "billing@msp.example", "deviceLimit": 5000, "timeZone": "Europe/London"},
+                    "devicesStatus": {
+                        "numberOfDevices": live.len(),
+                        "numberOfOnlineDevices": online,
+                        "numberOfOfflineDevices": live.len() - online,
+                        "numberOfOnDemandDevices": 0,
+                        "numberOfManagedDevices": live.len(),
+                    },
+                }),
+            )
+        }
         ["v2", "system", "request_rate"] => {
             let limit = *lock(&s.limit);
             let count = lock(&s.rate).admitted.len();
