@@ -1140,7 +1140,108 @@ async fn rmm_pages(app: &TestApp, c: &Client, datto: i64) -> Step {
         "the Datto RMM column on the grid",
     )
     .await?;
-    shot(c, "mapping-with-rmm").await
+    shot(c, "mapping-with-rmm").await?;
+
+    // Link a site on the grid: a portal company without a Datto site gets the unmapped site
+    // of its name from its Datto cell's popover; the mapping queues Datto's device sync.
+    let t = &app.a.owner_token;
+    let (_, sites) = app
+        .get(
+            &format!("/api/v1/integrations/{datto}/companies?unlinked=true&limit=500"),
+            t,
+        )
+        .await;
+    let (_, companies) = app.get("/api/v1/companies?limit=1000", t).await;
+    let names: Vec<&str> = companies
+        .as_array()
+        .or_else(|| companies["companies"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let site = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| names.contains(&s["name"].as_str().unwrap_or_default()))
+        .ok_or("an unmapped Datto site named like a portal company")?
+        .clone();
+    let name = site["name"].as_str().unwrap_or_default().to_string();
+    let before = app
+        .db
+        .store
+        .schedule(app.a.id, mspbridge_domain::IntegrationId(datto))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|s| s.next_run_at);
+    let search = c.find(Locator::Id("search")).await.map_err(e("search"))?;
+    search.send_keys(&name).await.map_err(e("search"))?;
+    until(
+        c,
+        &format!("document.querySelectorAll('#rows tr').length >= 1 && [...document.querySelectorAll('#rows tr')].every(r => r.cells[0].textContent.trim().startsWith({}))", json!(name)),
+        "the company's row",
+    )
+    .await?;
+    let col = js(c, "return [...document.querySelectorAll('thead th')].findIndex(t => t.textContent.includes('Datto RMM'))").await?;
+    js(
+        c,
+        &format!("document.querySelector('#rows tr').cells[{col}].click(); return 1"),
+    )
+    .await?;
+    until(
+        c,
+        "document.querySelectorAll('.pop li[role=option]').length > 0",
+        "the Datto popover",
+    )
+    .await?;
+    c.find(Locator::Css(".pop input"))
+        .await
+        .map_err(e("popover search"))?
+        .send_keys(&name)
+        .await
+        .map_err(e("popover search"))?;
+    until(
+        c,
+        &format!("[...document.querySelectorAll('.pop li[role=option]')].some(l => l.textContent.startsWith({}))", json!(name)),
+        "the site in the popover",
+    )
+    .await?;
+    js(c, &format!("[...document.querySelectorAll('.pop li[role=option]')].find(l => l.textContent.startsWith({})).click(); return 1", json!(name))).await?;
+    until(
+        c,
+        &format!(
+            "document.querySelector('#rows tr').cells[{col}].textContent.trim() === {}",
+            json!(name)
+        ),
+        "the Datto cell linked",
+    )
+    .await?;
+    shot(c, "mapping-rmm-linked").await?;
+    let (_, linked) = app
+        .get(
+            &format!("/api/v1/integrations/{datto}/companies?limit=500"),
+            t,
+        )
+        .await;
+    check(
+        linked
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["external_id"] == site["external_id"] && s["linked_company_id"].is_i64()),
+        "the site linked",
+    )?;
+    let after = app
+        .db
+        .store
+        .schedule(app.a.id, mspbridge_domain::IntegrationId(datto))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|s| s.next_run_at);
+    check(
+        after.is_some_and(|a| a <= chrono::Utc::now()) && after != before,
+        format!("a device sync queued by the mapping: {before:?} → {after:?}"),
+    )
 }
 
 #[tokio::test]
