@@ -24,6 +24,16 @@ pub trait RmmSource: Send + Sync {
     /// and the facts the sweep's list does not carry. Not found upstream is
     /// `SourceError::Unavailable` naming the device.
     async fn device_refresh(&self, device: &DeviceKey) -> Result<DeviceRefresh, SourceError>;
+    /// Whether [`alert`](Self::alert) reads one alert alone (Datto); where it does not
+    /// (Asio, whose alerts are tickets), alerts no longer open stay "no longer open".
+    fn reads_single_alerts(&self) -> bool {
+        false
+    }
+    /// One alert as the RMM has it now, once it is no longer listed open (who resolved it
+    /// and when); `Ok(None)`: the RMM has no such alert any more.
+    async fn alert(&self, _id: &str) -> Result<Option<ExtAlert>, SourceError> {
+        Ok(None)
+    }
     /// Vendor requests made through this source so far (token requests included).
     fn requests(&self) -> u64;
     /// Response body bytes received so far (0 where not counted).

@@ -108,6 +108,10 @@ pub struct AlertRow {
     pub resolve_error: Option<String>,
 }
 
+/// Who resolved an alert that a complete sweep no longer saw open, until the RMM says
+/// who did (`RmmStore::alerts_to_explain`).
+pub const NO_LONGER_OPEN: &str = "the RMM (no longer open)";
+
 /// Which staged devices a listing shows.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceQuery {
@@ -288,6 +292,24 @@ pub trait RmmStore: Send + Sync {
         tenant: TenantId,
         id: IntegrationId,
     ) -> Result<std::collections::HashMap<String, i64>>;
+    /// Alerts of this integration a sweep resolved because the RMM stopped listing them open
+    /// (resolved by [`NO_LONGER_OPEN`]) since `since`, newest first: the RMM is asked who
+    /// resolved them and when.
+    async fn alerts_to_explain(
+        &self,
+        id: IntegrationId,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>>;
+    /// What the RMM said of an alert it no longer lists open: who resolved it and when.
+    async fn explain_alert(
+        &self,
+        id: IntegrationId,
+        external_id: &str,
+        resolved_by: &str,
+        resolved_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// Queues the portal's Resolve of an open alert (idempotent); the alert as it is now.
     async fn request_alert_resolve(
         &self,
@@ -628,6 +650,43 @@ macro_rules! impl_rmm_store {
                     .fetch_all(&self.pool)
                     .await?;
                     Ok(DeviceDetail { device, details, alerts, refresh, refreshed_at, refresh_error })
+                }
+
+                async fn alerts_to_explain(&self, id: IntegrationId, since: DateTime<Utc>, limit: i64) -> Result<Vec<String>> {
+                    let rows: Vec<(String,)> = sqlx::query_as(
+                        "SELECT external_id FROM alerts WHERE integration_id = $1 AND resolved = TRUE AND resolved_by = $2 AND resolved_at >= $3 \
+                         ORDER BY resolved_at DESC, id DESC LIMIT $4",
+                    )
+                    .bind(id.0)
+                    .bind(NO_LONGER_OPEN)
+                    .bind(since)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(e,)| e).collect())
+                }
+
+                async fn explain_alert(
+                    &self,
+                    id: IntegrationId,
+                    external_id: &str,
+                    resolved_by: &str,
+                    resolved_at: Option<DateTime<Utc>>,
+                    now: DateTime<Utc>,
+                ) -> Result<()> {
+                    sqlx::query(
+                        "UPDATE alerts SET resolved_by = $3, resolved_at = COALESCE($4, resolved_at), updated_at = $5 \
+                         WHERE integration_id = $1 AND external_id = $2 AND resolved = TRUE AND resolved_by = $6",
+                    )
+                    .bind(id.0)
+                    .bind(external_id)
+                    .bind(resolved_by)
+                    .bind(resolved_at)
+                    .bind(now)
+                    .bind(NO_LONGER_OPEN)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
                 }
 
                 async fn record_device_refresh(

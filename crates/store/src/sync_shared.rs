@@ -1026,7 +1026,7 @@ macro_rules! impl_sync_store {
                             // Devices are kept (an imported device's history stays), stamped as gone.
                             RecordType::Devices => "UPDATE devices SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
                             // An alert no longer open in the RMM was resolved there.
-                            RecordType::Alerts => "UPDATE alerts SET resolved = TRUE, resolved_at = COALESCE(resolved_at, $5), resolved_by = COALESCE(resolved_by, 'the RMM (no longer open)'), updated_at = $5 WHERE tenant_id = $1 AND resolved = FALSE AND id IN",
+                            RecordType::Alerts => "UPDATE alerts SET resolved = TRUE, resolved_at = COALESCE(resolved_at, $5), resolved_by = COALESCE(resolved_by, 'the RMM (no longer open)' /* rmm::NO_LONGER_OPEN */), updated_at = $5 WHERE tenant_id = $1 AND resolved = FALSE AND id IN",
                         };
                         sqlx::query(sql(format!("{target} ({missing})")))
                             .bind(tenant.0)

@@ -510,9 +510,14 @@ impl Engine {
             Some(Err(e)) => return Err(e.to_string()),
             Some(Ok(s)) => s,
         };
+        let started = self.now();
         let outcome = self
             .run_pipeline(tenant, integration, options, run_id, &source, synced)
             .await?;
+        if let Source::Rmm(s) = &source {
+            crate::rmm::explain_resolved(self, tenant, integration, run_id, s.as_ref(), started)
+                .await;
+        }
 
         if !outcome.any_complete && !outcome.stops.is_empty() {
             return Err(outcome.stops.join("; "));

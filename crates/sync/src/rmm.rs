@@ -358,6 +358,99 @@ pub(crate) async fn alerts(
     Ok(out)
 }
 
+/// Alerts read alone after a run, at most (newest first; the rest keep "no longer open").
+pub const EXPLAIN_PER_RUN: i64 = 50;
+
+/// The alerts this run resolved because the RMM stopped listing them open: where the RMM
+/// reads one alert alone, it is asked who resolved each and when (at most
+/// [`EXPLAIN_PER_RUN`]); one run log line says how many. A failure leaves the rest "no
+/// longer open" (logged), never the run.
+pub(crate) async fn explain_resolved(
+    engine: &crate::Engine,
+    tenant: mspbridge_domain::TenantId,
+    integration: &mspbridge_domain::integration::Integration,
+    run_id: i64,
+    source: &dyn mspbridge_providers::rmm::RmmSource,
+    since: chrono::DateTime<chrono::Utc>,
+) {
+    if !source.reads_single_alerts() {
+        return;
+    }
+    let name = integration.provider.descriptor().name;
+    let ids = match engine
+        .store
+        .alerts_to_explain(integration.id, since, EXPLAIN_PER_RUN)
+        .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "alerts no longer open could not be listed");
+            return;
+        }
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let (mut explained, mut deleted, mut failed) = (0usize, 0usize, None);
+    for ext in &ids {
+        let (by, at, gone) = match source.alert(ext).await {
+            Ok(Some(a)) if a.resolved => (
+                a.resolved_by
+                    .filter(|b| !b.trim().is_empty())
+                    .map(|b| format!("{b} (in {name})"))
+                    .unwrap_or_else(|| name.to_string()),
+                a.resolved_at,
+                false,
+            ),
+            // Listed as not resolved yet missing from the open list (muted, say): left.
+            Ok(Some(_)) => continue,
+            Ok(None) => (format!("{name} (alert deleted there)"), None, true),
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        };
+        match engine
+            .store
+            .explain_alert(integration.id, ext, &by, at, engine.now())
+            .await
+        {
+            Ok(()) if gone => deleted += 1,
+            Ok(()) => explained += 1,
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    let mut line = format!(
+        "{} alerts no longer open in {name}: who resolved them read from {name} for {explained}",
+        ids.len()
+    );
+    if deleted > 0 {
+        line.push_str(&format!(", {deleted} deleted there"));
+    }
+    let level = match &failed {
+        Some(e) => {
+            line.push_str(&format!("; the rest stay \"no longer open\" ({e})"));
+            EventLevel::Warning
+        }
+        None => EventLevel::Info,
+    };
+    if let Err(e) = engine
+        .store
+        .add_events(
+            tenant,
+            run_id,
+            &[NewEvent::new(level, Some(RecordType::Alerts), None, &line)],
+            engine.now(),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not log the alerts explained");
+    }
+}
+
 impl crate::Engine {
     /// Writes the portal's queued alert Resolves to their RMMs (`POST
     /// /v2/alert/{uid}/resolve` for Datto): done → resolved in the portal; a transient

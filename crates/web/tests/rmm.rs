@@ -529,14 +529,25 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             .map(|a| a["external_id"].as_str().unwrap().to_string())
             .find(|u| *u != uid)
             .unwrap();
+        // One resolved in Datto by a technician, one deleted there: the sweep resolves both
+        // and asks Datto about each (`GET /v2/alert/{uid}`).
+        let deleted_uid = list
+            .iter()
+            .map(|a| a["external_id"].as_str().unwrap().to_string())
+            .find(|u| *u != uid && *u != other_uid)
+            .unwrap();
         v.datto.with_data(|d| {
             for a in d.alerts.iter_mut() {
                 if a.alert_uid.as_deref() == Some(other_uid.as_str()) {
                     a.resolved = Some(true);
+                    a.resolved_by = Some("jane.tech".into());
+                    a.resolved_on = Some(1_793_500_000_000);
                 }
             }
+            d.alerts
+                .retain(|a| a.alert_uid.as_deref() != Some(deleted_uid.as_str()));
         });
-        sync(&app, id).await;
+        let explained = sync(&app, id).await;
         let after = get(&app, "/api/v1/alerts?include_resolved=true&limit=500").await;
         let state_of = |u: &str| {
             after["alerts"]
@@ -548,12 +559,42 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
                 .unwrap()
         };
         assert_eq!(state_of(&uid), (true, json!("the portal")));
-        assert!(state_of(&other_uid).0, "{backend}: resolved in Datto");
+        assert_eq!(
+            state_of(&other_uid),
+            (true, json!("jane.tech (in Datto RMM)")),
+            "{backend}: resolved in Datto, by whom Datto says"
+        );
+        assert_eq!(
+            state_of(&deleted_uid),
+            (true, json!("Datto RMM (alert deleted there)")),
+            "{backend}"
+        );
+        let resolved_at = after["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["external_id"] == json!(other_uid))
+            .unwrap()["resolved_at"]
+            .clone();
+        assert_eq!(
+            resolved_at.as_str().map(|t| t.starts_with("2026-11-01")),
+            Some(true),
+            "{backend}: Datto's resolvedOn: {resolved_at}"
+        );
+        let run = get(&app, &format!("/api/v1/runs/{}", explained.run_id)).await;
+        assert!(
+            run["events"].as_array().unwrap().iter().any(|e| e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("2 alerts no longer open in Datto RMM: who resolved them read from Datto RMM for 1, 1 deleted there")),
+            "{backend}: {}",
+            run["events"]
+        );
         assert_eq!(
             get(&app, "/api/v1/alerts?limit=1").await["total"]
                 .as_u64()
                 .unwrap(),
-            open - 2
+            open - 3
         );
 
         // Refresh reads one device alone from Datto now (`GET /api/v2/device/{uid}`) and

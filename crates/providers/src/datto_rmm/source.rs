@@ -362,6 +362,20 @@ impl RmmSource for DattoSource {
             .await
     }
 
+    fn reads_single_alerts(&self) -> bool {
+        true
+    }
+
+    /// `GET /api/v2/alert/{alertUid}`: who resolved it and when.
+    async fn alert(&self, id: &str) -> Result<Option<ExtAlert>, SourceError> {
+        let path = format!("/api/v2/alert/{}", path_segment(id));
+        match self.client.get::<Alert>(&path, "alerts").await {
+            Ok(a) => Ok(alert(a).ok()),
+            Err(DattoError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(source_error(e)),
+        }
+    }
+
     /// `GET /api/v2/device/{deviceUid}`: the device as Datto has it now.
     async fn device_refresh(&self, key: &DeviceKey) -> Result<DeviceRefresh, SourceError> {
         let uid = &key.external_id;
