@@ -368,6 +368,11 @@ impl Providers {
         matches!(kind, ProviderKind::DattoRmm | ProviderKind::ConnectwiseAsio)
     }
 
+    /// Whether the portal can resolve `kind`'s alerts (it has an [`alert_writer`](Self::alert_writer)).
+    pub fn resolves_alerts(&self, kind: ProviderKind) -> bool {
+        matches!(kind, ProviderKind::DattoRmm)
+    }
+
     /// An alert writer for `kind` (resolving alerts), or `None` where the provider has none.
     pub fn alert_writer(
         &self,

@@ -5,6 +5,8 @@
 //! companies, a device with its open alerts, and the alerts view by priority. The pages
 //! and the API call the same services.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -981,6 +983,7 @@ struct DevicePageT {
     alerts: Vec<AlertRow>,
     /// The RMM's name (for "Refresh from Datto RMM").
     provider: &'static str,
+    closed_upstream: HashMap<i64, &'static str>,
     refresh: Option<mspbridge_domain::rmm::DeviceRefresh>,
     refreshed_at: Option<chrono::DateTime<chrono::Utc>>,
     refresh_error: Option<String>,
@@ -1073,6 +1076,26 @@ fn detail_fields(v: &serde_json::Value) -> (Facts, Facts) {
     (fields, udfs)
 }
 
+/// The tenant's RMM integrations whose alerts cannot be resolved from the portal (Asio's are
+/// service tickets, closed in Asio), by id, with their names: their alerts show where to
+/// close them instead of a Resolve button.
+async fn closed_upstream(
+    state: &AppState,
+    c: &Caller,
+) -> Result<HashMap<i64, &'static str>, ApiError> {
+    Ok(state
+        .store
+        .list_integrations(c.tenant_id)
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.provider.descriptor().category == Category::Rmm
+                && !state.providers.resolves_alerts(i.provider)
+        })
+        .map(|i| (i.id.0, i.provider.descriptor().name))
+        .collect())
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct DevicePageQuery {
     msg: Option<String>,
@@ -1104,6 +1127,7 @@ async fn device_page(
             udfs,
             alerts: d.alerts,
             provider,
+            closed_upstream: closed_upstream(&state, &c).await?,
             refresh: d.refresh,
             refreshed_at: d.refreshed_at,
             refresh_error: d.refresh_error,
@@ -1122,6 +1146,8 @@ async fn device_page(
 struct AlertsPage {
     shell: Shell,
     can_write: bool,
+    /// RMM integrations whose alerts are resolved there, not from the portal (their names).
+    closed_upstream: HashMap<i64, &'static str>,
     rows: Vec<AlertRow>,
     total: i64,
     companies: Vec<(i64, String)>,
@@ -1169,6 +1195,7 @@ async fn alerts_page(
         Ok::<_, ApiError>(AlertsPage {
             shell: shell(&state, &c).await?,
             can_write: c.require(Permission::Write).is_ok(),
+            closed_upstream: closed_upstream(&state, &c).await?,
             total: page.total,
             rows: page.rows,
             companies,

@@ -895,6 +895,22 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
             .filter(|t| !closed.contains(t.status.as_ref().unwrap().id.as_ref().unwrap()))
             .count() as u64;
         assert_eq!(first.counts[&RecordType::Alerts].created, open, "{backend}");
+        // Asio's alerts are its tickets: the Alerts page says where to close them, with no
+        // Resolve button.
+        let page = app
+            .http
+            .get(app.url("/alerts"))
+            .bearer_auth(&app.a.owner_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("closed in ConnectWise Asio (ticket 401") && !page.contains("/resolve\""),
+            "{backend}: {page}"
+        );
 
         // Auto-Sync on a type imports its staged devices at the next sync; Ignore on
         // another takes its devices out of staging.
