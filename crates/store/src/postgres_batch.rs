@@ -286,7 +286,8 @@ pub(crate) async fn write_devices(
         return Ok(Default::default());
     }
     let ids: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
+        concat!(
+            "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
            operating_system, online, last_seen, reboot_required, patch_status, antivirus_status, warranty_date, details, import_state, \
            device_type_id, imported_at, removed_upstream_at, created_at, updated_at) \
          SELECT $1, $2, u.external_id, u.site, u.hostname, u.provider_type, u.category, u.class, u.os, u.online, u.last_seen, u.reboot, \
@@ -294,17 +295,10 @@ pub(crate) async fn write_devices(
            CASE WHEN u.import_as IS NULL THEN NULL ELSE $3 END, CASE WHEN u.removed THEN $3 ELSE NULL END, $3, $3 \
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::timestamptz[], \
            $13::bool[], $14::text[], $15::text[], $16::date[], $17::text[], $18::bigint[], $19::bool[]) \
-           AS u(external_id, site, hostname, provider_type, category, class, os, online, last_seen, reboot, patch, av, warranty, details, import_as, removed) \
-         ON CONFLICT (integration_id, external_id) DO UPDATE SET site_external_id = excluded.site_external_id, hostname = excluded.hostname, \
-           provider_type = excluded.provider_type, category = excluded.category, device_class = excluded.device_class, \
-           operating_system = excluded.operating_system, online = excluded.online, last_seen = excluded.last_seen, \
-           reboot_required = excluded.reboot_required, patch_status = excluded.patch_status, antivirus_status = excluded.antivirus_status, \
-           warranty_date = excluded.warranty_date, details = excluded.details, \
-           import_state = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN 'imported' ELSE devices.import_state END, \
-           device_type_id = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.device_type_id ELSE devices.device_type_id END, \
-           imported_at = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.updated_at ELSE devices.imported_at END, \
-           removed_upstream_at = excluded.removed_upstream_at, updated_at = excluded.updated_at \
-         RETURNING external_id, id",
+           AS u(external_id, site, hostname, provider_type, category, class, os, online, last_seen, reboot, patch, av, warranty, details, import_as, removed)",
+            crate::rmm::device_upsert_conflict!(),
+            "RETURNING external_id, id"
+        ),
     )
     .bind(tenant)
     .bind(integration)
@@ -367,19 +361,17 @@ pub(crate) async fn write_alerts(
         return Ok(Default::default());
     }
     let ids: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
+        concat!(
+            "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
            diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket_number, context_type, context, created_at, updated_at) \
          SELECT $1, $2, u.external_id, u.device, u.device_name, u.site, u.priority, u.rank, u.diagnostics, u.raised_at, u.resolved, \
            u.resolved_at, u.resolved_by, u.muted, u.ticket, u.context_type, u.context, $3, $3 \
          FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[], $12::bool[], \
            $13::timestamptz[], $14::text[], $15::bool[], $16::text[], $17::text[], $18::text[]) \
-           AS u(external_id, device, device_name, site, priority, rank, diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket, context_type, context) \
-         ON CONFLICT (integration_id, external_id) DO UPDATE SET device_external_id = excluded.device_external_id, \
-           device_name = excluded.device_name, site_external_id = excluded.site_external_id, priority = excluded.priority, \
-           priority_rank = excluded.priority_rank, diagnostics = excluded.diagnostics, raised_at = excluded.raised_at, \
-           resolved = excluded.resolved, resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, muted = excluded.muted, \
-           ticket_number = excluded.ticket_number, context_type = excluded.context_type, context = excluded.context, updated_at = excluded.updated_at \
-         RETURNING external_id, id",
+           AS u(external_id, device, device_name, site, priority, rank, diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket, context_type, context)",
+            crate::rmm::alert_upsert_conflict!(),
+            "RETURNING external_id, id"
+        ),
     )
     .bind(tenant)
     .bind(integration)

@@ -15,6 +15,36 @@ use serde::Serialize;
 
 use crate::Result;
 
+/// The devices upsert's conflict rule, one text for SQLite's row-by-row statement and
+/// PostgreSQL's batch: every field from the RMM; the import state moves only from staged to
+/// imported (an auto-sync type), never back.
+macro_rules! device_upsert_conflict {
+    () => {
+        " ON CONFLICT (integration_id, external_id) DO UPDATE SET site_external_id = excluded.site_external_id, hostname = excluded.hostname, \
+           provider_type = excluded.provider_type, category = excluded.category, device_class = excluded.device_class, \
+           operating_system = excluded.operating_system, online = excluded.online, last_seen = excluded.last_seen, \
+           reboot_required = excluded.reboot_required, patch_status = excluded.patch_status, antivirus_status = excluded.antivirus_status, \
+           warranty_date = excluded.warranty_date, details = excluded.details, \
+           import_state = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN 'imported' ELSE devices.import_state END, \
+           device_type_id = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.device_type_id ELSE devices.device_type_id END, \
+           imported_at = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.updated_at ELSE devices.imported_at END, \
+           removed_upstream_at = excluded.removed_upstream_at, updated_at = excluded.updated_at "
+    };
+}
+pub(crate) use device_upsert_conflict;
+
+/// The alerts upsert's conflict rule, shared the same way.
+macro_rules! alert_upsert_conflict {
+    () => {
+        " ON CONFLICT (integration_id, external_id) DO UPDATE SET device_external_id = excluded.device_external_id, \
+           device_name = excluded.device_name, site_external_id = excluded.site_external_id, priority = excluded.priority, \
+           priority_rank = excluded.priority_rank, diagnostics = excluded.diagnostics, raised_at = excluded.raised_at, \
+           resolved = excluded.resolved, resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, muted = excluded.muted, \
+           ticket_number = excluded.ticket_number, context_type = excluded.context_type, context = excluded.context, updated_at = excluded.updated_at "
+    };
+}
+pub(crate) use alert_upsert_conflict;
+
 /// A provider type (and Datto category) with what the admin chose for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -338,22 +338,16 @@ async fn write_device(
     now: DateTime<Utc>,
 ) -> Result<i64> {
     let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
+        concat!(
+            "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
            operating_system, online, last_seen, reboot_required, patch_status, antivirus_status, warranty_date, details, import_state, \
            device_type_id, imported_at, removed_upstream_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
            CASE WHEN $17 IS NULL THEN 'staged' ELSE 'imported' END, $17, CASE WHEN $17 IS NULL THEN NULL ELSE $18 END, \
-           CASE WHEN $19 THEN $18 ELSE NULL END, $18, $18) \
-         ON CONFLICT (integration_id, external_id) DO UPDATE SET site_external_id = excluded.site_external_id, hostname = excluded.hostname, \
-           provider_type = excluded.provider_type, category = excluded.category, device_class = excluded.device_class, \
-           operating_system = excluded.operating_system, online = excluded.online, last_seen = excluded.last_seen, \
-           reboot_required = excluded.reboot_required, patch_status = excluded.patch_status, antivirus_status = excluded.antivirus_status, \
-           warranty_date = excluded.warranty_date, details = excluded.details, \
-           import_state = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN 'imported' ELSE devices.import_state END, \
-           device_type_id = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.device_type_id ELSE devices.device_type_id END, \
-           imported_at = CASE WHEN excluded.device_type_id IS NOT NULL AND devices.import_state = 'staged' THEN excluded.updated_at ELSE devices.imported_at END, \
-           removed_upstream_at = excluded.removed_upstream_at, updated_at = excluded.updated_at \
-         RETURNING id",
+           CASE WHEN $19 THEN $18 ELSE NULL END, $18, $18)",
+            crate::rmm::device_upsert_conflict!(),
+            "RETURNING id"
+        ),
     )
     .bind(tenant)
     .bind(integration)
@@ -407,15 +401,13 @@ async fn write_alert(
     now: DateTime<Utc>,
 ) -> Result<i64> {
     let (id,): (i64,) = sqlx::query_as(
-        "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
+        concat!(
+            "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
            diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket_number, context_type, context, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18) \
-         ON CONFLICT (integration_id, external_id) DO UPDATE SET device_external_id = excluded.device_external_id, \
-           device_name = excluded.device_name, site_external_id = excluded.site_external_id, priority = excluded.priority, \
-           priority_rank = excluded.priority_rank, diagnostics = excluded.diagnostics, raised_at = excluded.raised_at, \
-           resolved = excluded.resolved, resolved_at = excluded.resolved_at, resolved_by = excluded.resolved_by, muted = excluded.muted, \
-           ticket_number = excluded.ticket_number, context_type = excluded.context_type, context = excluded.context, updated_at = excluded.updated_at \
-         RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+            crate::rmm::alert_upsert_conflict!(),
+            "RETURNING id"
+        ),
     )
     .bind(tenant)
     .bind(integration)

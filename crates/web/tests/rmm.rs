@@ -38,6 +38,62 @@ async fn staged_total(app: &TestApp, id: i64) -> i64 {
         .unwrap()
 }
 
+/// A portal page's HTML as tenant A's owner.
+async fn html(app: &TestApp, path: &str) -> String {
+    app.http
+        .get(app.url(path))
+        .bearer_auth(&app.a.owner_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The first two type mappings of integration `id` with staged devices.
+async fn two_types_with_staged(app: &TestApp, id: i64) -> (Value, Value) {
+    let mappings = get(
+        app,
+        &format!("/api/v1/integrations/{id}/device-type-mappings"),
+    )
+    .await;
+    let with_staged: Vec<&Value> = mappings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["staged"].as_i64().unwrap() > 0)
+        .collect();
+    assert!(with_staged.len() >= 2, "{mappings}");
+    (with_staged[0].clone(), with_staged[1].clone())
+}
+
+/// A new tenant device type; its id.
+async fn new_device_type(app: &TestApp, name: &str) -> i64 {
+    let (s, t) = app
+        .post(
+            "/api/v1/device-types",
+            &app.a.owner_token,
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(s, 201, "{t}");
+    t["id"].as_i64().unwrap()
+}
+
+/// `PUT` a type mapping of integration `id`.
+async fn set_mapping(app: &TestApp, id: i64, mapping: &Value, body: Value) -> (u16, Value) {
+    put(
+        app,
+        &format!(
+            "/api/v1/integrations/{id}/device-type-mappings/{}",
+            mapping["id"]
+        ),
+        body,
+    )
+    .await
+}
+
 fn changes(run: &mspbridge_sync::RunSummary, r: RecordType) -> (u64, u64, u64) {
     let c = &run.counts[&r];
     (c.created, c.updated, c.deactivated)
@@ -178,18 +234,11 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
 
         // Map Sites: an unmapped site named like a portal company is suggested (same name,
         // 100 %); Map saves the link, its devices are staged at once.
-        let page = app
-            .http
-            .get(app.url(&format!(
-                "/settings/integrations/{id}/devices?view=sites&filter=unmapped"
-            )))
-            .bearer_auth(&app.a.owner_token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = html(
+            &app,
+            &format!("/settings/integrations/{id}/devices?view=sites&filter=unmapped"),
+        )
+        .await;
         assert!(page.contains("100 % · same name"), "{backend}: {page}");
         let unmapped_named = data
             .sites
@@ -246,44 +295,21 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
 
         // Map the first type with staged devices and turn Auto-Sync on: the next sync
         // imports them, as that device type.
-        let mappings = get(
+        let (m1, m2) = two_types_with_staged(&app, id).await;
+        let (m1, m2) = (&m1, &m2);
+        let workstation = new_device_type(&app, "Workstation").await;
+        let (s, e) = set_mapping(
             &app,
-            &format!("/api/v1/integrations/{id}/device-type-mappings"),
-        )
-        .await;
-        let with_staged: Vec<&Value> = mappings
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["staged"].as_i64().unwrap() > 0)
-            .collect();
-        assert!(with_staged.len() >= 2, "{mappings}");
-        let (m1, m2) = (with_staged[0], with_staged[1]);
-        let (s, t) = app
-            .post(
-                "/api/v1/device-types",
-                &app.a.owner_token,
-                json!({"name": "Workstation"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{t}");
-        let workstation = t["id"].as_i64().unwrap();
-        let (s, e) = put(
-            &app,
-            &format!(
-                "/api/v1/integrations/{id}/device-type-mappings/{}",
-                m1["id"]
-            ),
+            id,
+            m1,
             json!({"device_type_id": null, "auto_sync": true}),
         )
         .await;
         assert_eq!((s, e["field"].as_str()), (422, Some("auto_sync")), "{e}");
-        let (s, saved) = put(
+        let (s, saved) = set_mapping(
             &app,
-            &format!(
-                "/api/v1/integrations/{id}/device-type-mappings/{}",
-                m1["id"]
-            ),
+            id,
+            m1,
             json!({"device_type_id": workstation, "auto_sync": true}),
         )
         .await;
@@ -310,19 +336,10 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
 
         // The company page lists its imported devices.
         let one = &imported["devices"][0];
-        let html = app
-            .http
-            .get(app.url(&format!("/companies/{}", one["company_id"])))
-            .bearer_auth(&app.a.owner_token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let company_page = html(&app, &format!("/companies/{}", one["company_id"])).await;
         assert!(
-            html.contains("aria-label=\"Company devices\"")
-                && html.contains(one["hostname"].as_str().unwrap()),
+            company_page.contains("aria-label=\"Company devices\"")
+                && company_page.contains(one["hostname"].as_str().unwrap()),
             "{backend}: the company page shows its devices"
         );
 
@@ -638,16 +655,7 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             "{backend}: {facts:?}"
         );
         assert!(!r["refreshed_at"].is_null() && r["refresh_error"].is_null());
-        let page = app
-            .http
-            .get(app.url(&format!("/devices/{pid}")))
-            .bearer_auth(&app.a.owner_token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = html(&app, &format!("/devices/{pid}")).await;
         assert!(
             page.contains("Now in Datto RMM") && page.contains("CORP\\refreshed.user"),
             "{backend}"
@@ -897,16 +905,7 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
         assert_eq!(first.counts[&RecordType::Alerts].created, open, "{backend}");
         // Asio's alerts are its tickets: the Alerts page says where to close them, with no
         // Resolve button.
-        let page = app
-            .http
-            .get(app.url("/alerts"))
-            .bearer_auth(&app.a.owner_token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = html(&app, "/alerts").await;
         assert!(
             page.contains("closed in ConnectWise Asio (ticket 401") && !page.contains("/resolve\""),
             "{backend}: {page}"
@@ -914,34 +913,14 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
 
         // Auto-Sync on a type imports its staged devices at the next sync; Ignore on
         // another takes its devices out of staging.
-        let mappings = get(
+        let (m1, m2) = two_types_with_staged(&app, id).await;
+        let (m1, m2) = (&m1, &m2);
+        let endpoint = new_device_type(&app, "Endpoint").await;
+        let (s, saved) = set_mapping(
             &app,
-            &format!("/api/v1/integrations/{id}/device-type-mappings"),
-        )
-        .await;
-        let with_staged: Vec<&Value> = mappings
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| m["staged"].as_i64().unwrap() > 0)
-            .collect();
-        assert!(with_staged.len() >= 2, "{backend}: {mappings}");
-        let (m1, m2) = (with_staged[0], with_staged[1]);
-        let (s, t) = app
-            .post(
-                "/api/v1/device-types",
-                &app.a.owner_token,
-                json!({"name": "Endpoint"}),
-            )
-            .await;
-        assert_eq!(s, 201, "{t}");
-        let (s, saved) = put(
-            &app,
-            &format!(
-                "/api/v1/integrations/{id}/device-type-mappings/{}",
-                m1["id"]
-            ),
-            json!({"device_type_id": t["id"], "auto_sync": true}),
+            id,
+            m1,
+            json!({"device_type_id": endpoint, "auto_sync": true}),
         )
         .await;
         assert_eq!(s, 200, "{saved}");
@@ -958,12 +937,10 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
             get(&app, "/api/v1/devices?limit=1").await["total"].as_i64(),
             Some(n1)
         );
-        let (s, _) = put(
+        let (s, _) = set_mapping(
             &app,
-            &format!(
-                "/api/v1/integrations/{id}/device-type-mappings/{}",
-                m2["id"]
-            ),
+            id,
+            m2,
             json!({"device_type_id": null, "ignored": true}),
         )
         .await;
