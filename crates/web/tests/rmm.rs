@@ -94,6 +94,30 @@ async fn set_mapping(app: &TestApp, id: i64, mapping: &Value, body: Value) -> (u
     .await
 }
 
+/// Auto-Sync on `mapping` as `device_type`: the next sync imports its staged devices (the
+/// count, checked against the run's updates and the staging total).
+async fn auto_sync_imports(app: &TestApp, id: i64, mapping: &Value, device_type: i64) -> i64 {
+    let (s, saved) = set_mapping(
+        app,
+        id,
+        mapping,
+        json!({"device_type_id": device_type, "auto_sync": true}),
+    )
+    .await;
+    assert_eq!(s, 200, "{saved}");
+    let before = staged_total(app, id).await;
+    let auto = sync(app, id).await;
+    let n = mapping["staged"].as_i64().unwrap();
+    assert_eq!(
+        auto.counts[&RecordType::Devices].updated as i64,
+        n,
+        "{}: {auto:?}",
+        app.backend()
+    );
+    assert_eq!(staged_total(app, id).await, before - n);
+    n
+}
+
 fn changes(run: &mspbridge_sync::RunSummary, r: RecordType) -> (u64, u64, u64) {
     let c = &run.counts[&r];
     (c.created, c.updated, c.deactivated)
@@ -306,23 +330,8 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
         )
         .await;
         assert_eq!((s, e["field"].as_str()), (422, Some("auto_sync")), "{e}");
-        let (s, saved) = set_mapping(
-            &app,
-            id,
-            m1,
-            json!({"device_type_id": workstation, "auto_sync": true}),
-        )
-        .await;
-        assert_eq!(s, 200, "{saved}");
         let before = staged_total(&app, id).await;
-        let auto = sync(&app, id).await;
-        let n1 = m1["staged"].as_i64().unwrap();
-        assert_eq!(
-            auto.counts[&RecordType::Devices].updated as i64,
-            n1,
-            "{auto:?}"
-        );
-        assert_eq!(staged_total(&app, id).await, before - n1);
+        let n1 = auto_sync_imports(&app, id, m1, workstation).await;
         let imported = get(&app, "/api/v1/devices?limit=500").await;
         assert_eq!(imported["total"].as_i64().unwrap(), n1);
         assert!(
@@ -916,23 +925,8 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
         let (m1, m2) = two_types_with_staged(&app, id).await;
         let (m1, m2) = (&m1, &m2);
         let endpoint = new_device_type(&app, "Endpoint").await;
-        let (s, saved) = set_mapping(
-            &app,
-            id,
-            m1,
-            json!({"device_type_id": endpoint, "auto_sync": true}),
-        )
-        .await;
-        assert_eq!(s, 200, "{saved}");
         let before = staged_total(&app, id).await;
-        let auto = sync(&app, id).await;
-        let n1 = m1["staged"].as_i64().unwrap();
-        assert_eq!(
-            auto.counts[&RecordType::Devices].updated as i64,
-            n1,
-            "{backend}: {auto:?}"
-        );
-        assert_eq!(staged_total(&app, id).await, before - n1);
+        let n1 = auto_sync_imports(&app, id, m1, endpoint).await;
         assert_eq!(
             get(&app, "/api/v1/devices?limit=1").await["total"].as_i64(),
             Some(n1)
