@@ -1054,6 +1054,9 @@ async fn connect(
 struct IntegrationPage {
     shell: Shell,
     id: IntegrationId,
+    /// Why an RMM's alerts cannot be read with these credentials (the last Test found the
+    /// alerts or tickets area not permitted), said beside the Alerts option.
+    alerts_note: Option<String>,
     name: String,
     nickname: String,
     provider_name: &'static str,
@@ -1160,6 +1163,19 @@ async fn detail(
         last_error: view.last_error.clone(),
         fix_hint: view.fix_hint.clone(),
         fields: form_fields(i.provider.descriptor(), &values, &errors),
+        alerts_note: view.last_test.as_ref().and_then(|t| {
+            t.areas.iter().find_map(|a| match &a.outcome {
+                mspbridge_domain::integration::AreaResult::NotPermitted { setting, .. }
+                    if a.area == "alerts" || a.area == "tickets" =>
+                {
+                    Some(format!(
+                        "The last Test found these credentials may not read {}: grant it ({setting}), or untick Alerts to sync without them (otherwise every sync ends partial).",
+                        a.label.to_lowercase()
+                    ))
+                }
+                _ => None,
+            })
+        }),
         // After Disconnect the last test (of credentials now removed) is not shown.
         report: failed_report.or_else(|| {
             if disconnected {

@@ -1041,3 +1041,42 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
         );
     }
 }
+
+/// Keys whose Test found the alerts area not permitted: the Options tab says so beside the
+/// Alerts option (grant it, or untick Alerts), instead of every sync ending partial unseen.
+#[tokio::test]
+async fn alerts_the_keys_may_not_read_are_named_beside_the_option() {
+    let (_v, config) = rmm_vendors().await;
+    let app = TestApp::start_configured(
+        mspbridge_store::test_support::sqlite().await.unwrap(),
+        false,
+        config,
+    )
+    .await;
+    let (s, body) = app
+        .post(
+            "/api/v1/integrations",
+            &app.a.owner_token,
+            json!({"provider": "datto_rmm", "credentials": {
+                "platform": datto::DEMO_PLATFORM, "api_key": datto::LIMITED_API_KEY,
+                "api_secret": datto::LIMITED_API_SECRET}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    let page = html(&app, &format!("/settings/integrations/{id}?tab=options")).await;
+    assert!(
+        page.contains("id=\"alerts-note\"") && page.contains("untick Alerts"),
+        "{page}"
+    );
+    // Keys that may read alerts: no note.
+    let full = connect_json(
+        &app,
+        json!({"provider": "datto_rmm", "name": "Second Datto", "credentials": {
+            "platform": datto::DEMO_PLATFORM, "api_key": datto::DEMO_API_KEY,
+            "api_secret": datto::DEMO_API_SECRET}}),
+    )
+    .await;
+    let page = html(&app, &format!("/settings/integrations/{full}?tab=options")).await;
+    assert!(!page.contains("id=\"alerts-note\""));
+}
