@@ -379,6 +379,9 @@ impl Providers {
         kind: ProviderKind,
         credentials: &Credentials,
     ) -> Option<Result<Box<dyn rmm::AlertWriter>, rmm::RmmWriteError>> {
+        if !self.resolves_alerts(kind) {
+            return None;
+        }
         match kind {
             ProviderKind::DattoRmm => Some(
                 datto_rmm::DattoRmm::new(self.config.clone())
@@ -394,6 +397,18 @@ impl Providers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_alert_writer_exists_exactly_where_alerts_are_said_resolvable() {
+        let p = Providers::new(ProviderConfig::default());
+        for kind in ProviderKind::ALL {
+            assert_eq!(
+                p.alert_writer(kind, &Credentials::default()).is_some(),
+                p.resolves_alerts(kind),
+                "{kind:?}"
+            );
+        }
+    }
 
     #[test]
     fn connectors_exist_exactly_for_available_catalogue_entries() {

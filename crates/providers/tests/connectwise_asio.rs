@@ -95,6 +95,24 @@ where
     }
 }
 
+/// A token of the demo client for `scope`, asked of the sandbox directly (for tests of the
+/// sandbox's own rules).
+async fn raw_token(client: &reqwest::Client, base: &str, scope: &str) -> String {
+    let t: serde_json::Value = client
+        .post(format!("{base}/v1/token"))
+        .header("Origin", "t")
+        .header("User-Agent", "t")
+        .header("X-Request-ID", "1")
+        .json(&json!({"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "scope": scope}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    t["access_token"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn the_client_id_prefix_must_match_the_environment() {
     let check = |env: &str, id: &str| {
@@ -417,22 +435,11 @@ async fn the_ticket_list_refuses_half_a_page_and_answers_nothing_past_the_end() 
     let (_sb, h) = start(Seed::Small).await;
     let http = reqwest::Client::new();
     let base = h.base_url();
-    let token: serde_json::Value = http
-        .post(format!("{base}/v1/token"))
-        .header("Origin", "t")
-        .header("User-Agent", "t")
-        .header("X-Request-ID", "1")
-        .json(&json!({"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "scope": "platform.tickets.read"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = raw_token(&http, &base, "platform.tickets.read").await;
     let get = |q: &'static str| {
         let http = http.clone();
         let url = format!("{base}/api/platform/v2/service/ticketing/tickets{q}");
-        let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+        let bearer = format!("Bearer {token}");
         async move {
             let r = http
                 .get(url)
@@ -721,19 +728,8 @@ async fn the_sandbox_enforces_fan_in_and_field_limits() {
     let (sb, h) = start(Seed::Companies(6)).await;
     let client = reqwest::Client::new();
     let base = h.base_url();
-    let t: serde_json::Value = client
-        .post(format!("{base}/v1/token"))
-        .header("Origin", "t")
-        .header("User-Agent", "t")
-        .header("X-Request-ID", "1")
-        .json(&json!({"grant_type": "client_credentials", "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "scope": "platform.devices.read"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = t["access_token"].as_str().unwrap();
+    let token = raw_token(&client, &base, "platform.devices.read").await;
+    let token = token.as_str();
     let ids: Vec<String> =
         sb.with_data(|d| d.companies.iter().map(|c| c.id.clone().unwrap()).collect());
     let post = |resources: &[String], field: String| {

@@ -293,7 +293,41 @@ pub(crate) async fn write_devices(
 ) -> Result<std::collections::HashMap<String, i64>> {
     let mut ids = std::collections::HashMap::with_capacity(rows.len());
     for d in rows {
-        let id = write_device(tx, tenant, integration, d, now).await?;
+        // The import state changes only to import the device (`import_as`); a device
+        // deleted upstream is stamped removed.
+        let (id,): (i64,) = sqlx::query_as(
+            concat!(
+                "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
+           operating_system, online, last_seen, reboot_required, patch_status, antivirus_status, warranty_date, details, import_state, \
+           device_type_id, imported_at, removed_upstream_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+           CASE WHEN $17 IS NULL THEN 'staged' ELSE 'imported' END, $17, CASE WHEN $17 IS NULL THEN NULL ELSE $18 END, \
+           CASE WHEN $19 THEN $18 ELSE NULL END, $18, $18)",
+                crate::rmm::device_upsert_conflict!(),
+                "RETURNING id"
+            ),
+        )
+        .bind(tenant)
+        .bind(integration)
+        .bind(&d.external_id)
+        .bind(&d.site_external_id)
+        .bind(&d.hostname)
+        .bind(&d.provider_type)
+        .bind(&d.category)
+        .bind(&d.device_class)
+        .bind(&d.operating_system)
+        .bind(d.online)
+        .bind(d.last_seen)
+        .bind(d.reboot_required)
+        .bind(&d.patch_status)
+        .bind(&d.antivirus_status)
+        .bind(d.warranty_date)
+        .bind(&d.details)
+        .bind(d.import_as)
+        .bind(now)
+        .bind(d.removed)
+        .fetch_one(&mut **tx)
+        .await?;
         ids.insert(d.external_id.clone(), id);
     }
     Ok(ids)
@@ -307,7 +341,16 @@ pub(crate) async fn import_staged(
     rows: &[(i64, i64)],
 ) -> Result<()> {
     for (device, device_type) in rows {
-        import_one(tx, tenant, *device, *device_type, now).await?;
+        sqlx::query(
+            "UPDATE devices SET import_state = 'imported', device_type_id = $3, imported_at = $4, updated_at = $4 \
+         WHERE tenant_id = $1 AND id = $2 AND import_state = 'staged'",
+        )
+        .bind(tenant)
+        .bind(*device)
+        .bind(*device_type)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }
@@ -322,112 +365,36 @@ pub(crate) async fn write_alerts(
 ) -> Result<std::collections::HashMap<String, i64>> {
     let mut ids = std::collections::HashMap::with_capacity(rows.len());
     for a in rows {
-        let id = write_alert(tx, tenant, integration, a, now).await?;
+        let (id,): (i64,) = sqlx::query_as(
+            concat!(
+                "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
+           diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket_number, context_type, context, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
+                crate::rmm::alert_upsert_conflict!(),
+                "RETURNING id"
+            ),
+        )
+        .bind(tenant)
+        .bind(integration)
+        .bind(&a.external_id)
+        .bind(&a.device_external_id)
+        .bind(&a.device_name)
+        .bind(&a.site_external_id)
+        .bind(&a.priority)
+        .bind(a.priority_rank)
+        .bind(&a.diagnostics)
+        .bind(a.raised_at)
+        .bind(a.resolved)
+        .bind(a.resolved_at)
+        .bind(&a.resolved_by)
+        .bind(a.muted)
+        .bind(&a.ticket_number)
+        .bind(&a.context_type)
+        .bind(&a.context)
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
         ids.insert(a.external_id.clone(), id);
     }
     Ok(ids)
-}
-
-/// Upserts a device by its external id; its id. The import state changes only
-/// to import it (`import_as`); a device deleted upstream is stamped removed.
-async fn write_device(
-    tx: &mut Tx<'_>,
-    tenant: i64,
-    integration: i64,
-    d: &DeviceOp,
-    now: DateTime<Utc>,
-) -> Result<i64> {
-    let (id,): (i64,) = sqlx::query_as(
-        concat!(
-            "INSERT INTO devices (tenant_id, integration_id, external_id, site_external_id, hostname, provider_type, category, device_class, \
-           operating_system, online, last_seen, reboot_required, patch_status, antivirus_status, warranty_date, details, import_state, \
-           device_type_id, imported_at, removed_upstream_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-           CASE WHEN $17 IS NULL THEN 'staged' ELSE 'imported' END, $17, CASE WHEN $17 IS NULL THEN NULL ELSE $18 END, \
-           CASE WHEN $19 THEN $18 ELSE NULL END, $18, $18)",
-            crate::rmm::device_upsert_conflict!(),
-            "RETURNING id"
-        ),
-    )
-    .bind(tenant)
-    .bind(integration)
-    .bind(&d.external_id)
-    .bind(&d.site_external_id)
-    .bind(&d.hostname)
-    .bind(&d.provider_type)
-    .bind(&d.category)
-    .bind(&d.device_class)
-    .bind(&d.operating_system)
-    .bind(d.online)
-    .bind(d.last_seen)
-    .bind(d.reboot_required)
-    .bind(&d.patch_status)
-    .bind(&d.antivirus_status)
-    .bind(d.warranty_date)
-    .bind(&d.details)
-    .bind(d.import_as)
-    .bind(now)
-    .bind(d.removed)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(id)
-}
-
-async fn import_one(
-    tx: &mut Tx<'_>,
-    tenant: i64,
-    device: i64,
-    device_type: i64,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE devices SET import_state = 'imported', device_type_id = $3, imported_at = $4, updated_at = $4 \
-         WHERE tenant_id = $1 AND id = $2 AND import_state = 'staged'",
-    )
-    .bind(tenant)
-    .bind(device)
-    .bind(device_type)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-async fn write_alert(
-    tx: &mut Tx<'_>,
-    tenant: i64,
-    integration: i64,
-    a: &AlertOp,
-    now: DateTime<Utc>,
-) -> Result<i64> {
-    let (id,): (i64,) = sqlx::query_as(
-        concat!(
-            "INSERT INTO alerts (tenant_id, integration_id, external_id, device_external_id, device_name, site_external_id, priority, priority_rank, \
-           diagnostics, raised_at, resolved, resolved_at, resolved_by, muted, ticket_number, context_type, context, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $18)",
-            crate::rmm::alert_upsert_conflict!(),
-            "RETURNING id"
-        ),
-    )
-    .bind(tenant)
-    .bind(integration)
-    .bind(&a.external_id)
-    .bind(&a.device_external_id)
-    .bind(&a.device_name)
-    .bind(&a.site_external_id)
-    .bind(&a.priority)
-    .bind(a.priority_rank)
-    .bind(&a.diagnostics)
-    .bind(a.raised_at)
-    .bind(a.resolved)
-    .bind(a.resolved_at)
-    .bind(&a.resolved_by)
-    .bind(a.muted)
-    .bind(&a.ticket_number)
-    .bind(&a.context_type)
-    .bind(&a.context)
-    .bind(now)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(id)
 }

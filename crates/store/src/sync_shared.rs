@@ -1017,6 +1017,10 @@ macro_rules! impl_sync_store {
                     if pass.full {
                         let missing = "SELECT local_id FROM external_links WHERE integration_id = $2 AND record_kind = $3 \
                                        AND gone_upstream_at IS NULL AND (last_seen_pass IS NULL OR last_seen_pass <> $4)";
+                        let resolve_alerts = format!(
+                            "UPDATE alerts SET resolved = TRUE, resolved_at = COALESCE(resolved_at, $5), resolved_by = COALESCE(resolved_by, '{}'), updated_at = $5 WHERE tenant_id = $1 AND resolved = FALSE AND id IN",
+                            crate::rmm::NO_LONGER_OPEN
+                        );
                         let target = match record {
                             RecordType::Companies => "UPDATE companies SET active = FALSE, updated_at = $5 WHERE tenant_id = $1 AND source_integration_id = $2 AND id IN",
                             RecordType::Contacts => "UPDATE company_users SET status = 'disabled', updated_at = $5 WHERE tenant_id = $1 AND origin = 'import' AND id IN",
@@ -1026,7 +1030,7 @@ macro_rules! impl_sync_store {
                             // Devices are kept (an imported device's history stays), stamped as gone.
                             RecordType::Devices => "UPDATE devices SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
                             // An alert no longer open in the RMM was resolved there.
-                            RecordType::Alerts => "UPDATE alerts SET resolved = TRUE, resolved_at = COALESCE(resolved_at, $5), resolved_by = COALESCE(resolved_by, 'the RMM (no longer open)' /* rmm::NO_LONGER_OPEN */), updated_at = $5 WHERE tenant_id = $1 AND resolved = FALSE AND id IN",
+                            RecordType::Alerts => resolve_alerts.as_str(),
                         };
                         sqlx::query(sql(format!("{target} ({missing})")))
                             .bind(tenant.0)

@@ -320,7 +320,16 @@ pub(crate) async fn refresh(
         )));
     }
     let creds = crate::integrations::stored_credentials(state, &i).await?;
-    let source = match state
+    let key = mspbridge_domain::rmm::DeviceKey {
+        external_id: d.device.external_id.clone(),
+        site_external_id: d.device.site_external_id.clone(),
+        sub_site: d
+            .details
+            .get("sub_site")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
+    let read = match state
         .providers
         .rmm_source(
             i.provider,
@@ -335,21 +344,8 @@ pub(crate) async fn refresh(
                 "{provider} is not an RMM: its devices cannot be refreshed"
             )));
         }
+        Some(Ok(source)) => source.device_refresh(&key).await,
         Some(Err(e)) => Err(e),
-        Some(Ok(s)) => Ok(s),
-    };
-    let key = mspbridge_domain::rmm::DeviceKey {
-        external_id: d.device.external_id.clone(),
-        site_external_id: d.device.site_external_id.clone(),
-        sub_site: d
-            .details
-            .get("sub_site")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-    };
-    let read = match source {
-        Ok(s) => s.device_refresh(&key).await,
-        Err(e) => Err(e),
     };
     let now = state.now();
     match read {
@@ -1079,21 +1075,18 @@ fn detail_fields(v: &serde_json::Value) -> (Facts, Facts) {
 /// The tenant's RMM integrations whose alerts cannot be resolved from the portal (Asio's are
 /// service tickets, closed in Asio), by id, with their names: their alerts show where to
 /// close them instead of a Resolve button.
-async fn closed_upstream(
+fn closed_upstream(
     state: &AppState,
-    c: &Caller,
-) -> Result<HashMap<i64, &'static str>, ApiError> {
-    Ok(state
-        .store
-        .list_integrations(c.tenant_id)
-        .await?
-        .into_iter()
+    integrations: &[mspbridge_domain::integration::Integration],
+) -> HashMap<i64, &'static str> {
+    integrations
+        .iter()
         .filter(|i| {
             i.provider.descriptor().category == Category::Rmm
                 && !state.providers.resolves_alerts(i.provider)
         })
         .map(|i| (i.id.0, i.provider.descriptor().name))
-        .collect())
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1111,10 +1104,11 @@ async fn device_page(
         c.require(Permission::Read)?;
         let id = path_id(&id, "device_id", "a device id")?;
         let d = state.store.device(c.tenant_id, id).await?;
-        let provider = state
-            .store
-            .get_integration(c.tenant_id, IntegrationId(d.device.integration_id))
-            .await?
+        let integrations = state.store.list_integrations(c.tenant_id).await?;
+        let provider = integrations
+            .iter()
+            .find(|i| i.id.0 == d.device.integration_id)
+            .ok_or(ApiError::NotFound)?
             .provider
             .descriptor()
             .name;
@@ -1127,7 +1121,7 @@ async fn device_page(
             udfs,
             alerts: d.alerts,
             provider,
-            closed_upstream: closed_upstream(&state, &c).await?,
+            closed_upstream: closed_upstream(&state, &integrations),
             refresh: d.refresh,
             refreshed_at: d.refreshed_at,
             refresh_error: d.refresh_error,
@@ -1195,7 +1189,10 @@ async fn alerts_page(
         Ok::<_, ApiError>(AlertsPage {
             shell: shell(&state, &c).await?,
             can_write: c.require(Permission::Write).is_ok(),
-            closed_upstream: closed_upstream(&state, &c).await?,
+            closed_upstream: closed_upstream(
+                &state,
+                &state.store.list_integrations(c.tenant_id).await?,
+            ),
             total: page.total,
             rows: page.rows,
             companies,

@@ -118,6 +118,29 @@ async fn auto_sync_imports(app: &TestApp, id: i64, mapping: &Value, device_type:
     n
 }
 
+/// A vendor answering 503.
+fn outage() -> Fault {
+    Fault::Status {
+        status: 503,
+        body: "{}".into(),
+        retry_after: None,
+    }
+}
+
+/// Queues a sync of integration `id` now (run it with an engine's `tick`).
+async fn queue_sync(app: &TestApp, id: i64) {
+    app.db
+        .store
+        .request_sync(
+            app.a.id,
+            mspbridge_domain::IntegrationId(id),
+            chrono::Utc::now(),
+            chrono::Duration::zero(),
+        )
+        .await
+        .unwrap();
+}
+
 fn changes(run: &mspbridge_sync::RunSummary, r: RecordType) -> (u64, u64, u64) {
     let c = &run.counts[&r];
     (c.created, c.updated, c.deactivated)
@@ -446,25 +469,8 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             gone
         });
         assert!(!gone.is_empty());
-        v.datto.faults.push_n(
-            "/account/devices",
-            Fault::Status {
-                status: 503,
-                body: "{}".into(),
-                retry_after: None,
-            },
-            100,
-        );
-        app.db
-            .store
-            .request_sync(
-                app.a.id,
-                mspbridge_domain::IntegrationId(id),
-                chrono::Utc::now(),
-                chrono::Duration::zero(),
-            )
-            .await
-            .unwrap();
+        v.datto.faults.push_n("/account/devices", outage(), 100);
+        queue_sync(&app, id).await;
         // The default engine (daily reconcile): an RMM's every pass is a full sweep anyway.
         let default_engine = mspbridge_sync::Engine::new(
             app.db.store.clone(),
@@ -504,16 +510,7 @@ async fn datto_sites_devices_and_alerts_reach_the_portal_by_mapping_type_and_swe
             ids_of_gone.len(),
             "{backend}: nothing stamped after a failed pass"
         );
-        app.db
-            .store
-            .request_sync(
-                app.a.id,
-                mspbridge_domain::IntegrationId(id),
-                chrono::Utc::now(),
-                chrono::Duration::zero(),
-            )
-            .await
-            .unwrap();
+        queue_sync(&app, id).await;
         let clean = default_engine.tick().await.unwrap().expect("due");
         assert_eq!(
             clean.counts[&RecordType::Devices].deactivated as usize,
@@ -967,25 +964,8 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
                 .retain(|c| c.id.as_deref() != Some(gone_company.as_str()));
             d.endpoints.retain(|p| p.company_id != gone_company);
         });
-        sandbox.faults.push_n(
-            "/device/categories",
-            mspbridge_sandbox::Fault::Status {
-                status: 503,
-                body: "{}".into(),
-                retry_after: None,
-            },
-            100,
-        );
-        app.db
-            .store
-            .request_sync(
-                app.a.id,
-                mspbridge_domain::IntegrationId(id),
-                chrono::Utc::now(),
-                chrono::Duration::zero(),
-            )
-            .await
-            .unwrap();
+        sandbox.faults.push_n("/device/categories", outage(), 100);
+        queue_sync(&app, id).await;
         let failed = full_pass_engine(&app).tick().await.unwrap().expect("due");
         assert_ne!(
             failed.result,
