@@ -517,7 +517,7 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 false,
                 true,
                 Text,
-                "Asio: Integrations > API Access > Generate API Access, with the scopes Platform - Companies - Read, Platform - Sites - Read and Platform - Devices - Read.",
+                "Asio: Integrations > API Access > Generate API Access, with the scopes Platform - Companies - Read, Platform - Sites - Read and Platform - Devices - Read, and Platform - Tickets - Read for alerts (Asio's alerts are its service tickets).",
                 "",
             ),
             f(

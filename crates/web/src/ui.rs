@@ -763,6 +763,9 @@ pub struct FormField {
     required: bool,
     help: &'static str,
     example: &'static str,
+    /// The values the product knows for the field (Datto's platforms, Asio's environments):
+    /// a list to pick from instead of free text.
+    choices: &'static [&'static str],
     value: String,
     error: Option<String>,
 }
@@ -781,6 +784,10 @@ fn form_fields(
             required: f.required,
             help: f.help,
             example: f.example,
+            choices: match f.format {
+                mspbridge_domain::catalogue::FieldFormat::Choice(c) => c,
+                _ => &[],
+            },
             // A typed secret is never echoed back into the page.
             value: if f.secret {
                 values

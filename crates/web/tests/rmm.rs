@@ -913,7 +913,8 @@ async fn asio_companies_link_by_manage_id_and_devices_stage_import_ignore_and_le
         // Resolve button.
         let page = html(&app, "/alerts").await;
         assert!(
-            page.contains("closed in ConnectWise Asio (ticket 401") && !page.contains("/resolve\""),
+            page.contains("resolve it in ConnectWise Asio by closing ticket 401")
+                && !page.contains("/resolve\""),
             "{backend}: {page}"
         );
 
