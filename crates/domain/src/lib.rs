@@ -6,6 +6,7 @@ pub mod catalogue;
 pub mod error;
 pub mod ids;
 pub mod integration;
+pub mod m365;
 pub mod model;
 pub mod rmm;
 pub mod secret;

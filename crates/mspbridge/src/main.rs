@@ -18,6 +18,7 @@ use mspbridge_providers::connectwise::sandbox as cw;
 use mspbridge_providers::connectwise_asio::sandbox as asio;
 use mspbridge_providers::datto_rmm::sandbox as datto;
 use mspbridge_providers::halo::sandbox as halo;
+use mspbridge_providers::microsoft_365::sandbox as m365;
 use mspbridge_providers::syncro::sandbox as syncro;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::Seed;
@@ -82,6 +83,14 @@ struct SyncArgs {
     /// environment's (NA `https://openapi.service.itsupport247.net`).
     #[arg(long, env = "MSPBRIDGE_CONNECTWISE_ASIO_API_BASE")]
     connectwise_asio_api_base: Option<String>,
+    /// Where Microsoft's sign-in service lives (token endpoint, admin consent) for a lab or
+    /// `mspbridge sandbox microsoft_365`; default `https://login.microsoftonline.com`.
+    #[arg(long, env = "MSPBRIDGE_M365_LOGIN_URL")]
+    m365_login_url: Option<String>,
+    /// Where Microsoft Graph lives for a lab or `mspbridge sandbox microsoft_365`; default
+    /// `https://graph.microsoft.com`.
+    #[arg(long, env = "MSPBRIDGE_M365_GRAPH_URL")]
+    m365_graph_url: Option<String>,
 }
 
 impl SyncArgs {
@@ -383,6 +392,32 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::Microsoft365 => {
+                    let sb = m365::M365Sandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    let base = m365::M365Sandbox::base_url(&handle);
+                    println!(
+                        "Microsoft 365 sandbox (sign-in service and Graph) on http://{}",
+                        handle.addr
+                    );
+                    println!(
+                        "  start serve/worker with --m365-login-url {base} --m365-graph-url {base}"
+                    );
+                    println!("  application (client) ID: {}", m365::DEMO_CLIENT_ID);
+                    println!("  client secret:           {}", m365::DEMO_CLIENT_SECRET);
+                    println!("  your tenant ID:          {}", m365::PARTNER_TENANT_ID);
+                    for t in sb.tenants() {
+                        println!(
+                            "  customer tenant {} {} ({})",
+                            t.id, t.display_name, t.default_domain
+                        );
+                    }
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 ProviderKind::DattoRmm => {
                     let sb = datto::DattoSandbox::new(seed);
                     let handle = sb.serve(listener)?;
@@ -530,6 +565,28 @@ fn providers(
         }
         connectwise_asio.api_base = Some(base.trim_end_matches('/').to_string());
     }
+    let mut microsoft_365 = mspbridge_providers::microsoft_365::client::GraphSettings::default();
+    for (flag, value, slot) in [
+        (
+            "--m365-login-url",
+            &sync.m365_login_url,
+            &mut microsoft_365.login_base,
+        ),
+        (
+            "--m365-graph-url",
+            &sync.m365_graph_url,
+            &mut microsoft_365.graph_base,
+        ),
+    ] {
+        if let Some(url) = value {
+            if !url.starts_with("https://") {
+                bail!(
+                    "{flag} must be an https:// URL (scheme and host), like https://login.microsoftonline.com"
+                );
+            }
+            *slot = Some(url.trim_end_matches('/').to_string());
+        }
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
@@ -537,6 +594,7 @@ fn providers(
         autotask,
         datto_rmm,
         connectwise_asio,
+        microsoft_365,
         ..Default::default()
     }))
 }
@@ -674,6 +732,11 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     // ConnectWise Asio's companies carry the ConnectWise sandbox's company ids.
     let asio_sandbox = asio::AsioSandbox::new(Seed::Small);
     let asio_handle = asio_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    // Microsoft 365: tenants named like the Autotask companies, consented from the
+    // portal's Company M365 Setup through the sandbox's consent page.
+    let m365_sandbox = m365::M365Sandbox::new(Seed::Small);
+    let m365_handle = m365_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
+    let m365_base = m365::M365Sandbox::base_url(&m365_handle);
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
@@ -694,6 +757,11 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         },
         connectwise_asio: mspbridge_providers::connectwise_asio::client::AsioSettings {
             api_base: Some(asio::AsioSandbox::api_base(&asio_handle)),
+            ..Default::default()
+        },
+        microsoft_365: mspbridge_providers::microsoft_365::client::GraphSettings {
+            login_base: Some(m365_base.clone()),
+            graph_base: Some(m365_base.clone()),
             ..Default::default()
         },
         ..Default::default()
@@ -996,6 +1064,40 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             chrono::Utc::now() + chrono::Duration::seconds(2),
         )
         .await?;
+    let mut creds = BTreeMap::new();
+    creds.insert("client_id".to_string(), m365::DEMO_CLIENT_ID.to_string());
+    creds.insert(
+        "client_secret".to_string(),
+        m365::DEMO_CLIENT_SECRET.to_string(),
+    );
+    creds.insert(
+        "home_tenant".to_string(),
+        m365::PARTNER_TENANT_ID.to_string(),
+    );
+    let m365_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::Microsoft365.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Microsoft 365 sandbox failed: {e}"))?;
+    store
+        .set_sync_options(
+            tenant.id,
+            m365_integration.id,
+            &mspbridge_domain::sync::SyncOptions {
+                interval_minutes: 15,
+                companies: true,
+                contacts: false,
+                technicians: false,
+                tickets: false,
+                ..Default::default()
+            },
+            chrono::Utc::now() + chrono::Duration::seconds(3),
+        )
+        .await?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
         state.vault.clone(),
@@ -1071,6 +1173,14 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         asio::DEMO_CLIENT_ID,
         asio::DEMO_CLIENT_SECRET
     );
+    println!(
+        "  Microsoft 365 ({}) on http://{}: application ID {}, secret {}, your tenant {} (connect companies: Settings → Integrations → Microsoft 365 → Companies; the sandbox's consent page lets you pick the tenant)",
+        m365_integration.status.label(),
+        m365_handle.host(),
+        m365::DEMO_CLIENT_ID,
+        m365::DEMO_CLIENT_SECRET,
+        m365::PARTNER_TENANT_ID
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -1082,6 +1192,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     autotask_handle.stop().await;
     datto_handle.stop().await;
     asio_handle.stop().await;
+    m365_handle.stop().await;
     Ok(())
 }
 

@@ -12,12 +12,14 @@ use mspbridge_domain::integration::TestReport;
 use mspbridge_domain::validate::Credentials;
 
 pub mod autotask;
+pub mod cloud;
 pub mod connectwise;
 pub mod connectwise_asio;
 pub mod datto_rmm;
 pub mod halo;
 pub mod http;
 pub mod lenient;
+pub mod microsoft_365;
 pub mod outbound;
 pub mod rmm;
 pub mod source;
@@ -53,6 +55,9 @@ pub struct ProviderConfig {
     pub datto_rmm: datto_rmm::client::DattoSettings,
     /// ConnectWise Asio's back-off and, for labs and sandboxes, its API location.
     pub connectwise_asio: connectwise_asio::client::AsioSettings,
+    /// Microsoft's per-tenant Secure Score limits and, for labs and sandboxes, where the
+    /// sign-in service and Graph live.
+    pub microsoft_365: microsoft_365::client::GraphSettings,
 }
 
 /// The connectors this build has, by provider.
@@ -333,6 +338,9 @@ impl Providers {
             ProviderKind::ConnectwiseAsio => Some(Box::new(
                 connectwise_asio::ConnectwiseAsio::new(self.config.clone()),
             )),
+            ProviderKind::Microsoft365 => Some(Box::new(microsoft_365::Microsoft365::new(
+                self.config.clone(),
+            ))),
             _ => None,
         }
     }
@@ -358,6 +366,45 @@ impl Providers {
                     .source(credentials, retry, page_size)
                     .map(|s| Box::new(s) as Box<dyn rmm::RmmSource>)
                     .map_err(connectwise_asio::source::source_error),
+            ),
+            _ => None,
+        }
+    }
+
+    /// A cloud tenant source for `kind` (one app, any consented tenant), or `None` where
+    /// the provider is not one.
+    pub fn cloud_source(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: http::RetryPolicy,
+    ) -> Option<Result<Box<dyn cloud::CloudTenantSource>, String>> {
+        match kind {
+            ProviderKind::Microsoft365 => Some(
+                microsoft_365::Microsoft365::new(self.config.clone())
+                    .source(credentials, retry)
+                    .map(|s| Box::new(s) as Box<dyn cloud::CloudTenantSource>)
+                    .map_err(|e| e.to_string()),
+            ),
+            _ => None,
+        }
+    }
+
+    /// The admin-consent address for `kind`'s app (Microsoft 365), or `None`.
+    pub fn consent_url(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        tenant: Option<&str>,
+        redirect_uri: &str,
+        state: &str,
+    ) -> Option<Result<String, String>> {
+        match kind {
+            ProviderKind::Microsoft365 => Some(
+                microsoft_365::Microsoft365::new(self.config.clone())
+                    .client(credentials, http::RetryPolicy::interactive())
+                    .map(|c| c.admin_consent_url(tenant, redirect_uri, state))
+                    .map_err(|e| e.to_string()),
             ),
             _ => None,
         }

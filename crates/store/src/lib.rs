@@ -21,6 +21,7 @@ use mspbridge_domain::model::*;
 use mspbridge_domain::*;
 use mspbridge_vault::Vault;
 
+pub mod m365;
 pub mod mapping;
 pub mod outbox;
 pub mod rmm;
@@ -154,6 +155,7 @@ pub trait Store:
     + mapping::MappingStore
     + outbox::OutboxStore
     + rmm::RmmStore
+    + m365::M365Store
     + Send
     + Sync
     + 'static

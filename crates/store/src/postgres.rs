@@ -52,6 +52,7 @@ impl_store!(PgStore, "postgres");
 crate::mapping::impl_mapping_store!(PgStore);
 crate::outbox::impl_outbox_store!(PgStore);
 crate::rmm::impl_rmm_store!(PgStore);
+crate::m365::impl_m365_store!(PgStore);
 
 /// Workers claiming outbox rows side by side skip the rows another one is claiming.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";

@@ -304,6 +304,7 @@ async fn main() {
         },
         datto_rmm: Default::default(),
         connectwise_asio: Default::default(),
+        microsoft_365: Default::default(),
     });
     let engine = Engine::new(
         store.clone(),

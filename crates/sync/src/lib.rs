@@ -12,6 +12,7 @@
 //! they see and, only when complete, deactivate linked records that have disappeared.
 
 mod apply;
+mod m365;
 pub mod outbox;
 mod pipeline;
 mod rmm;
@@ -477,6 +478,22 @@ impl Engine {
             mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, integration)
                 .await
                 .map_err(|e| e.to_string())?;
+        if let Some(cloud) =
+            self.providers
+                .cloud_source(integration.provider, &creds, self.config.retry)
+        {
+            let cloud = cloud?;
+            let concurrency = self.providers.config().microsoft_365.tenant_concurrency;
+            return crate::m365::run(
+                self,
+                tenant,
+                integration,
+                run_id,
+                cloud.as_ref(),
+                concurrency,
+            )
+            .await;
+        }
         let psa = self
             .providers
             .psa_source(

@@ -61,6 +61,7 @@ pub struct Vault {
     cipher: XChaCha20Poly1305,
     key_id: String,
     webhook_key: [u8; 32],
+    state_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Vault {
@@ -84,10 +85,12 @@ impl Vault {
             Err(_) => unreachable_key_length(),
         };
         let webhook_key = derive(master, b"mspbridge webhook secret key v1");
+        let state_key = derive(master, b"mspbridge signed state key v1");
         Self {
             cipher,
             key_id,
             webhook_key,
+            state_key,
         }
     }
 
@@ -98,6 +101,25 @@ impl Vault {
     pub fn webhook_secret(&self, tenant_id: i64, integration_id: i64) -> String {
         let label = format!("tenant={tenant_id}|integration={integration_id}");
         URL_SAFE_NO_PAD.encode(derive(&self.webhook_key, label.as_bytes()))
+    }
+
+    /// `payload` signed for `purpose`: `<payload>.<HMAC-SHA256 of purpose and payload,
+    /// base64url>`, under a key derived from the master key. For values that travel
+    /// through a browser and come back (an OAuth `state`): [`Vault::verify_signed`] gives
+    /// the payload back only when nobody changed it and it was signed for that purpose.
+    /// `payload` must not contain `.`.
+    pub fn sign(&self, purpose: &str, payload: &str) -> String {
+        let mac = derive(&self.state_key, format!("{purpose}|{payload}").as_bytes());
+        format!("{payload}.{}", URL_SAFE_NO_PAD.encode(mac))
+    }
+
+    /// The payload of a value [`Vault::sign`] made for `purpose`, or `None` when the value
+    /// is forged, changed, or was signed for another purpose (compared in constant time).
+    pub fn verify_signed<'a>(&self, purpose: &str, signed: &'a str) -> Option<&'a str> {
+        let (payload, mac) = signed.rsplit_once('.')?;
+        let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
+        let want = derive(&self.state_key, format!("{purpose}|{payload}").as_bytes());
+        constant_time_eq(&given, &want).then_some(payload)
     }
 
     /// A short public fingerprint of the master key, safe to log ("which key is this?").
@@ -279,6 +301,21 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_values_come_back_only_unchanged_and_for_their_purpose() {
+        let v = Vault::new(&[7u8; 32]);
+        let s = v.sign("m365-consent", "abc-123");
+        assert_eq!(v.verify_signed("m365-consent", &s), Some("abc-123"));
+        assert_eq!(v.verify_signed("other", &s), None);
+        let forged = s.replacen("abc", "abd", 1);
+        assert_eq!(v.verify_signed("m365-consent", &forged), None);
+        assert_eq!(v.verify_signed("m365-consent", "abc-123"), None);
+        assert_eq!(
+            Vault::new(&[8u8; 32]).verify_signed("m365-consent", &s),
+            None
+        );
+    }
 
     fn vault() -> Vault {
         Vault::new(&[7u8; 32])

@@ -26,6 +26,7 @@ pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod integrations;
+pub mod m365;
 pub mod mapping_api;
 pub mod paging;
 pub mod sync_api;
@@ -389,6 +390,7 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
         )
         .route("/openapi.json", get(api::openapi))
         .merge(devices::api_routes())
+        .merge(m365::api_routes())
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)

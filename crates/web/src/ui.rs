@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::ui_sync::routes())
         .merge(crate::ui_tickets::routes())
         .merge(crate::devices::ui_routes())
+        .merge(crate::m365::ui_routes())
 }
 
 pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
@@ -316,6 +317,8 @@ fn section_of(path: &str) -> &'static str {
         "devices"
     } else if path.starts_with("/alerts") {
         "alerts"
+    } else if path.starts_with("/secure-score") {
+        "secure-score"
     } else if path.starts_with("/settings/integrations") {
         "integrations"
     } else {

@@ -1,0 +1,1265 @@
+//! Microsoft 365 (spec 2.18): Company M365 Setup (every company with its tenants, the
+//! progress bar, Connect / Generate link / Add tenant / Reconnect / Disconnect / Not
+//! applicable / Restore), the admin-consent round trip (a signed, single-use, expiring
+//! `state`; links for the client's own admin that work once within 7 days), a company's
+//! Microsoft 365 tab and the Secure Score overview. The pages and the JSON API call the
+//! same services.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Duration, Utc};
+use mspbridge_domain::auth::Permission;
+use mspbridge_domain::catalogue::ProviderKind;
+use mspbridge_domain::integration::Integration;
+use mspbridge_domain::m365::{
+    LINK_CONSENT_DAYS, PERMISSIONS, SESSION_CONSENT_MINUTES, TenantStatus, control_status,
+    score_percent, severity,
+};
+use mspbridge_domain::{CompanyId, IntegrationId, TenantId};
+use mspbridge_store::m365::{
+    Connection, ConsentRefusal, DomainRow, GroupRow, LicenceRow, NewConsent, ScoreOverviewRow,
+    SetupCompany, UserRow,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::api::{ApiJson, parse_id, path_id};
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::ui::{Shell, UiCaller, error_page, render, shell};
+
+/// What a signed consent `state` is for.
+const PURPOSE: &str = "m365-consent";
+
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
+        .route("/integrations/{id}/m365/companies", get(list_setup))
+        .route(
+            "/integrations/{id}/m365/companies/{company_id}/consent",
+            post(post_consent),
+        )
+        .route(
+            "/integrations/{id}/m365/companies/{company_id}/applicable",
+            put(put_applicable),
+        )
+        .route(
+            "/integrations/{id}/m365/tenants/{connection_id}/disconnect",
+            post(post_disconnect),
+        )
+        .route("/companies/{company_id}/m365", get(get_company))
+        .route("/m365/secure-scores", get(get_overview))
+}
+
+pub fn ui_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/settings/integrations/{id}/m365",
+            get(setup_page).post(setup_form),
+        )
+        .route("/m365/consent/callback", get(callback_page))
+        .route("/m365/consent/link/{token}", get(link_page))
+        .route("/companies/{company_id}/m365", get(company_page))
+        .route("/secure-score", get(overview_page))
+}
+
+// ---------------------------------------------------------------------------------------
+// Services
+
+async fn m365_integration(
+    state: &AppState,
+    tenant: TenantId,
+    id: IntegrationId,
+) -> Result<Integration, ApiError> {
+    let i = state.store.get_integration(tenant, id).await?;
+    if i.provider != ProviderKind::Microsoft365 {
+        return Err(ApiError::field(
+            "id",
+            format!(
+                "{} is not Microsoft 365: it has no tenant connections",
+                i.provider.descriptor().name
+            ),
+        ));
+    }
+    Ok(i)
+}
+
+/// Where Microsoft sends the admin back: the integration's redirect URL, else this
+/// deployment's public address, else the address the browser used.
+fn redirect_uri(
+    state: &AppState,
+    creds: &mspbridge_domain::validate::Credentials,
+    headers: &HeaderMap,
+) -> String {
+    if let Some(u) = creds.get("redirect_url").filter(|u| !u.is_empty()) {
+        return u.to_string();
+    }
+    format!("{}/m365/consent/callback", base_url(state, headers))
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(p) = &state.public_url {
+        return p.clone();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = if state.cookie_secure { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// What an admin starts from Company M365 Setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentKind {
+    /// Consent now, in this browser (Connect, Add tenant).
+    Connect,
+    /// Consent again for a connected tenant (Reconnect): `connection_id` names it.
+    Reconnect,
+    /// A link for the client's own admin: works once, for 7 days.
+    Link,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequest {
+    pub kind: ConsentKind,
+    /// For `reconnect`: the tenant connection to renew.
+    pub connection_id: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsentAnswer {
+    /// Where to send the admin: Microsoft's consent page, or (for a link) the link to give
+    /// the client's admin.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn new_nonce() -> Result<String, ApiError> {
+    let (token, _) =
+        mspbridge_vault::new_token("c").map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(token.replace(['-', '_'], "x"))
+}
+
+/// Starts an admin consent for `company`: a consent request recorded and its signed
+/// `state`, with Microsoft's consent address (or the link for the client's admin).
+async fn start_consent(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    company: CompanyId,
+    req: &ConsentRequest,
+    headers: &HeaderMap,
+) -> Result<ConsentAnswer, ApiError> {
+    c.require(Permission::Manage)?;
+    let i = m365_integration(state, c.tenant_id, id).await?;
+    let creds = mspbridge_store::load_credentials(state.store.as_ref(), &state.vault, &i).await?;
+    let reconnect = match (req.kind, req.connection_id) {
+        (ConsentKind::Reconnect, None) => {
+            return Err(ApiError::field(
+                "connection_id",
+                "Reconnect names the tenant connection to renew",
+            ));
+        }
+        (_, Some(conn)) => {
+            let conn = state.store.m365_connection(c.tenant_id, conn).await?;
+            if conn.company_id != company.0 || conn.integration_id != id.0 {
+                return Err(ApiError::field(
+                    "connection_id",
+                    "that tenant connection belongs to another company",
+                ));
+            }
+            Some(conn)
+        }
+        (_, None) => None,
+    };
+    let now = state.now();
+    let (kind, expires_at) = match req.kind {
+        ConsentKind::Link => ("link", now + Duration::days(LINK_CONSENT_DAYS)),
+        _ => ("session", now + Duration::minutes(SESSION_CONSENT_MINUTES)),
+    };
+    let nonce = new_nonce()?;
+    state
+        .store
+        .m365_create_consent(
+            c.tenant_id,
+            NewConsent {
+                integration: id,
+                company,
+                connection: reconnect.as_ref().map(|r| r.id),
+                kind,
+                nonce: &nonce,
+                created_by: &c.label(),
+                expires_at,
+            },
+            now,
+        )
+        .await?;
+    let signed = state
+        .vault
+        .sign(PURPOSE, &format!("{}:{nonce}", c.tenant_id.0));
+    let url = if req.kind == ConsentKind::Link {
+        format!("{}/m365/consent/link/{signed}", base_url(state, headers))
+    } else {
+        consent_url(
+            state,
+            &i,
+            &creds,
+            reconnect.as_ref().map(|r| r.ms_tenant_id.as_str()),
+            &signed,
+            headers,
+        )?
+    };
+    tracing::info!(tenant_id = %c.tenant_id, integration_id = %id, company_id = company.0, kind, "Microsoft 365 consent started");
+    Ok(ConsentAnswer { url, expires_at })
+}
+
+fn consent_url(
+    state: &AppState,
+    i: &Integration,
+    creds: &mspbridge_domain::validate::Credentials,
+    tenant_hint: Option<&str>,
+    signed: &str,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    state
+        .providers
+        .consent_url(
+            i.provider,
+            creds,
+            tenant_hint,
+            &redirect_uri(state, creds, headers),
+            signed,
+        )
+        .ok_or(ApiError::NotFound)?
+        .map_err(ApiError::Internal)
+}
+
+/// The consent a signed `state` names: `(tenant, nonce)` when the signature holds.
+fn verify_state(state: &AppState, signed: &str) -> Option<(TenantId, String)> {
+    let payload = state.vault.verify_signed(PURPOSE, signed)?;
+    let (tenant, nonce) = payload.split_once(':')?;
+    Some((TenantId(tenant.parse().ok()?), nonce.to_string()))
+}
+
+/// Why a consent round trip did not connect a tenant, in words for whoever is looking.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsentError {
+    #[error(
+        "This consent request is not valid: it was not issued by this portal or was changed on the way."
+    )]
+    Forged,
+    #[error("{0}")]
+    Refused(ConsentRefusal),
+    #[error("Microsoft did not grant consent: {0}")]
+    Declined(String),
+    #[error("Microsoft's answer named no tenant.")]
+    NoTenant,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("The consent could not be recorded: {0}")]
+    Internal(String),
+}
+
+fn advice(r: &ConsentRefusal) -> &'static str {
+    {
+        match r {
+            ConsentRefusal::Expired => {
+                "Ask your managed service provider for a new link (links work for 7 days)."
+            }
+            ConsentRefusal::Used => {
+                "Each consent link works once. If the tenant still shows as not connected, ask for a new link."
+            }
+            ConsentRefusal::Revoked => "A newer link was generated; use that one.",
+            ConsentRefusal::Unknown => "Start again from Company M365 Setup.",
+        }
+    }
+}
+
+/// The callback's query as Microsoft sends it.
+#[derive(Debug, Default, Deserialize)]
+pub struct CallbackQuery {
+    #[serde(default)]
+    pub admin_consent: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_subcode: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub error_uri: Option<String>,
+    #[serde(default)]
+    pub admin_consent_error: Option<String>,
+}
+
+fn valid_tenant_id(t: &str) -> bool {
+    t.len() == 36
+        && t.chars().enumerate().all(|(i, ch)| {
+            if [8, 13, 18, 23].contains(&i) {
+                ch == '-'
+            } else {
+                ch.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// Microsoft's answer to an admin consent: the `state` verified and used (once, before it
+/// expires), the tenant connected to the company it was started for, a sync queued.
+pub async fn finish_consent(
+    state: &AppState,
+    q: &CallbackQuery,
+) -> Result<(Connection, String), ConsentError> {
+    let signed = q.state.as_deref().unwrap_or_default();
+    let (tenant, nonce) = verify_state(state, signed).ok_or(ConsentError::Forged)?;
+    if let Some(e) = &q.error {
+        let words = q
+            .error_description
+            .as_deref()
+            .map(|d| d.split(" Trace ID").next().unwrap_or(d).to_string())
+            .unwrap_or_else(|| e.clone());
+        return Err(ConsentError::Declined(words));
+    }
+    let ms_tenant = q
+        .tenant
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .filter(|t| valid_tenant_id(t))
+        .ok_or(ConsentError::NoTenant)?;
+    let now = state.now();
+    let consent = state
+        .store
+        .m365_use_consent(tenant, &nonce, now)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?
+        .map_err(ConsentError::Refused)?;
+    let by = format!(
+        "{} ({})",
+        consent.created_by,
+        if consent.kind == "link" {
+            "consent link"
+        } else {
+            "consent"
+        }
+    );
+    let conn = state
+        .store
+        .m365_connect(
+            tenant,
+            IntegrationId(consent.integration_id),
+            CompanyId(consent.company_id),
+            &ms_tenant,
+            &by,
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            mspbridge_store::StoreError::Conflict(m) => ConsentError::Conflict(m),
+            other => ConsentError::Internal(other.to_string()),
+        })?;
+    // The new tenant's data: a sync now rather than at the next interval.
+    let _ = state
+        .store
+        .request_sync(
+            tenant,
+            IntegrationId(consent.integration_id),
+            now,
+            Duration::zero(),
+        )
+        .await;
+    tracing::info!(tenant_id = %tenant, integration_id = consent.integration_id, company_id = consent.company_id, ms_tenant = %ms_tenant, "Microsoft 365 tenant connected");
+    Ok((conn, consent.kind))
+}
+
+/// A consent link opened by the client's admin: where to send them (Microsoft's consent
+/// page) while the link is unused, unrevoked and not expired.
+pub async fn open_link(
+    state: &AppState,
+    signed: &str,
+    headers: &HeaderMap,
+) -> Result<(String, String), ConsentError> {
+    let (tenant, nonce) = verify_state(state, signed).ok_or(ConsentError::Forged)?;
+    let consent = state
+        .store
+        .m365_consent(tenant, &nonce)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?
+        .filter(|k| k.kind == "link")
+        .ok_or(ConsentError::Refused(ConsentRefusal::Unknown))?;
+    if consent.revoked_at.is_some() {
+        return Err(ConsentError::Refused(ConsentRefusal::Revoked));
+    }
+    if consent.used_at.is_some() {
+        return Err(ConsentError::Refused(ConsentRefusal::Used));
+    }
+    if consent.expires_at <= state.now() {
+        return Err(ConsentError::Refused(ConsentRefusal::Expired));
+    }
+    let i = state
+        .store
+        .get_integration(tenant, IntegrationId(consent.integration_id))
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let creds = mspbridge_store::load_credentials(state.store.as_ref(), &state.vault, &i)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let company = state
+        .store
+        .get_company(tenant, CompanyId(consent.company_id))
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let url = consent_url(state, &i, &creds, None, signed, headers)
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    Ok((url, company.name))
+}
+
+/// One company of Company M365 Setup.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SetupRow {
+    pub company_id: i64,
+    pub name: String,
+    /// `connected`, `attention` (a tenant needs the admin), `not_connected`,
+    /// `not_applicable`.
+    pub state: &'static str,
+    pub not_applicable: bool,
+    /// An unused consent link's expiry.
+    pub link_expires_at: Option<DateTime<Utc>>,
+    pub tenants: Vec<Connection>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SetupView {
+    /// Companies with at least one connected tenant (a company counts once).
+    pub connected: usize,
+    /// Companies that count: every active company but "Not applicable" ones.
+    pub total: usize,
+    pub companies: Vec<SetupRow>,
+}
+
+async fn setup_view(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+) -> Result<SetupView, ApiError> {
+    c.require(Permission::Read)?;
+    m365_integration(state, c.tenant_id, id).await?;
+    let companies: Vec<SetupCompany> = state.store.m365_setup_companies(c.tenant_id, id).await?;
+    let connections = state.store.m365_connections(c.tenant_id, id).await?;
+    let mut rows = Vec::with_capacity(companies.len());
+    for co in companies {
+        let tenants: Vec<Connection> = connections
+            .iter()
+            .filter(|t| {
+                t.company_id == co.company_id && t.tenant_status() != TenantStatus::Disconnected
+            })
+            .cloned()
+            .collect();
+        let state_word = if co.not_applicable {
+            "not_applicable"
+        } else if tenants
+            .iter()
+            .any(|t| t.tenant_status() != TenantStatus::Connected)
+        {
+            "attention"
+        } else if !tenants.is_empty() {
+            "connected"
+        } else {
+            "not_connected"
+        };
+        rows.push(SetupRow {
+            company_id: co.company_id,
+            name: co.name,
+            state: state_word,
+            not_applicable: co.not_applicable,
+            link_expires_at: co.link_expires_at.filter(|t| *t > state.now()),
+            tenants,
+        });
+    }
+    let total = rows.iter().filter(|r| !r.not_applicable).count();
+    let connected = rows
+        .iter()
+        .filter(|r| {
+            !r.not_applicable
+                && r.tenants
+                    .iter()
+                    .any(|t| t.tenant_status() == TenantStatus::Connected)
+        })
+        .count();
+    Ok(SetupView {
+        connected,
+        total,
+        companies: rows,
+    })
+}
+
+async fn set_applicable(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    company: CompanyId,
+    not_applicable: bool,
+) -> Result<(), ApiError> {
+    c.require(Permission::Manage)?;
+    m365_integration(state, c.tenant_id, id).await?;
+    Ok(state
+        .store
+        .m365_set_not_applicable(c.tenant_id, id, company, not_applicable, state.now())
+        .await?)
+}
+
+async fn disconnect(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+    connection: i64,
+) -> Result<Connection, ApiError> {
+    c.require(Permission::Manage)?;
+    m365_integration(state, c.tenant_id, id).await?;
+    let conn = state.store.m365_connection(c.tenant_id, connection).await?;
+    if conn.integration_id != id.0 {
+        return Err(ApiError::NotFound);
+    }
+    Ok(state
+        .store
+        .m365_disconnect(c.tenant_id, connection, state.now())
+        .await?)
+}
+
+/// A control of the latest snapshot joined with its profile.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ControlView {
+    pub id: String,
+    pub title: String,
+    pub category: String,
+    pub service: String,
+    pub severity: &'static str,
+    pub status: &'static str,
+    pub score: Option<f64>,
+    pub max_score: Option<f64>,
+    pub remediation: Option<String>,
+    pub action_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScorePoint {
+    pub day: String,
+    pub current_score: f64,
+    pub max_score: f64,
+    pub percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantScore {
+    pub connection_id: i64,
+    pub latest: Option<ScorePoint>,
+    pub partial: bool,
+    pub active_users: Option<i64>,
+    pub licensed_users: Option<i64>,
+    /// (basis, average score): how comparable tenants score.
+    pub averages: Vec<(String, f64)>,
+    /// Oldest first.
+    pub history: Vec<ScorePoint>,
+    pub controls: Vec<ControlView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CompanyM365 {
+    pub tenants: Vec<Connection>,
+    pub domains: Vec<DomainRow>,
+    pub licences: Vec<LicenceRow>,
+    pub users: Vec<UserRow>,
+    pub groups: Vec<GroupRow>,
+    pub secure_scores: Vec<TenantScore>,
+}
+
+/// Stored text without markup (Microsoft's remediation texts are HTML).
+fn plain(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn company_view(
+    state: &AppState,
+    c: &Caller,
+    company: CompanyId,
+) -> Result<CompanyM365, ApiError> {
+    c.require(Permission::Read)?;
+    state.store.get_company(c.tenant_id, company).await?;
+    let tenants: Vec<Connection> = state
+        .store
+        .m365_company_connections(c.tenant_id, company)
+        .await?
+        .into_iter()
+        .filter(|t| t.tenant_status() != TenantStatus::Disconnected)
+        .collect();
+    let mut secure_scores = Vec::new();
+    for t in &tenants {
+        let rows = state.store.m365_scores(c.tenant_id, t.id, 180).await?;
+        let profiles = state.store.m365_profiles(c.tenant_id, t.id).await?;
+        let point = |r: &mspbridge_store::m365::ScoreRow| ScorePoint {
+            day: r.day.clone(),
+            current_score: r.current_score,
+            max_score: r.max_score,
+            percent: score_percent(r.current_score, r.max_score),
+        };
+        let latest = rows.first();
+        let controls_now: Vec<mspbridge_domain::m365::ControlScore> = latest
+            .and_then(|r| serde_json::from_str(&r.controls).ok())
+            .unwrap_or_default();
+        let mut controls: Vec<ControlView> = profiles
+            .iter()
+            .filter(|p| !p.deprecated)
+            .map(|p| {
+                let score = controls_now
+                    .iter()
+                    .find(|s| s.name == p.external_id)
+                    .and_then(|s| s.score);
+                ControlView {
+                    id: p.external_id.clone(),
+                    title: p.title.clone(),
+                    category: p.category.clone().unwrap_or_default(),
+                    service: p.service.clone().unwrap_or_default(),
+                    severity: severity(p.rank, p.tier.as_deref()),
+                    status: control_status(score, p.max_score, p.state.as_deref()),
+                    score,
+                    max_score: p.max_score,
+                    remediation: p.remediation.as_deref().map(plain),
+                    action_url: p.action_url.clone(),
+                }
+            })
+            .collect();
+        // Controls scored but without a profile yet (profiles are read weekly).
+        for s in &controls_now {
+            if !profiles.iter().any(|p| p.external_id == s.name) {
+                controls.push(ControlView {
+                    id: s.name.clone(),
+                    title: s.name.clone(),
+                    category: s.category.clone().unwrap_or_default(),
+                    service: String::new(),
+                    severity: severity(None, None),
+                    status: control_status(s.score, None, None),
+                    score: s.score,
+                    max_score: None,
+                    remediation: None,
+                    action_url: None,
+                });
+            }
+        }
+        secure_scores.push(TenantScore {
+            connection_id: t.id,
+            latest: latest.map(point),
+            partial: latest.is_some_and(|r| r.partial),
+            active_users: latest.and_then(|r| r.active_users),
+            licensed_users: latest.and_then(|r| r.licensed_users),
+            averages: latest
+                .and_then(|r| serde_json::from_str(&r.averages).ok())
+                .unwrap_or_default(),
+            history: rows.iter().rev().map(point).collect(),
+            controls,
+        });
+    }
+    Ok(CompanyM365 {
+        domains: state.store.m365_domains(c.tenant_id, company).await?,
+        licences: state.store.m365_licences(c.tenant_id, company).await?,
+        users: state.store.m365_users(c.tenant_id, company).await?,
+        groups: state.store.m365_groups(c.tenant_id, company).await?,
+        secure_scores,
+        tenants,
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OverviewRow {
+    #[serde(flatten)]
+    pub row: ScoreOverviewRow,
+    pub percent: f64,
+    /// Percentage points since the score 30 days before.
+    pub trend: Option<f64>,
+}
+
+async fn overview(state: &AppState, c: &Caller) -> Result<Vec<OverviewRow>, ApiError> {
+    c.require(Permission::Read)?;
+    Ok(state
+        .store
+        .m365_score_overview(c.tenant_id)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let percent = score_percent(row.current_score, row.max_score);
+            let trend = row
+                .previous_score
+                .map(|p| ((percent - score_percent(p, row.max_score)) * 10.0).round() / 10.0);
+            OverviewRow {
+                row,
+                percent,
+                trend,
+            }
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// API
+
+fn company_path(raw: &str) -> Result<CompanyId, ApiError> {
+    path_id(raw, "company_id", "a company id").map(CompanyId)
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/m365/companies", tag = "microsoft_365",
+    params(("id" = i64, Path, description = "Microsoft 365 integration id")),
+    responses((status = 200, description = "Company M365 Setup: every company with its tenants and the connected / total count", body = SetupView),
+        (status = 404, description = "No such integration", body = ErrorBody)))]
+pub async fn list_setup(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SetupView>, ApiError> {
+    Ok(Json(setup_view(&state, &caller, parse_id(&id)?).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/m365/companies/{company_id}/consent", tag = "microsoft_365",
+    params(("id" = i64, Path, description = "Microsoft 365 integration id"), ("company_id" = i64, Path, description = "Company id")),
+    request_body = ConsentRequest,
+    responses((status = 200, description = "Microsoft's admin-consent address (connect, reconnect) or a consent link for the client's admin, with its expiry", body = ConsentAnswer),
+        (status = 422, description = "Invalid request", body = ErrorBody)))]
+pub async fn post_consent(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, company)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ConsentRequest>,
+) -> Result<Json<ConsentAnswer>, ApiError> {
+    let (id, company) = (parse_id(&id)?, company_path(&company)?);
+    Ok(Json(
+        start_consent(&state, &caller, id, company, &req, &headers).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicableRequest {
+    /// True: Microsoft 365 does not apply to this company (left out of the progress).
+    pub not_applicable: bool,
+}
+
+#[utoipa::path(put, path = "/api/v1/integrations/{id}/m365/companies/{company_id}/applicable", tag = "microsoft_365",
+    params(("id" = i64, Path, description = "Microsoft 365 integration id"), ("company_id" = i64, Path, description = "Company id")),
+    request_body = ApplicableRequest,
+    responses((status = 204, description = "Saved"), (status = 404, description = "No such company", body = ErrorBody)))]
+pub async fn put_applicable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, company)): Path<(String, String)>,
+    ApiJson(req): ApiJson<ApplicableRequest>,
+) -> Result<StatusCode, ApiError> {
+    set_applicable(
+        &state,
+        &caller,
+        parse_id(&id)?,
+        company_path(&company)?,
+        req.not_applicable,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/integrations/{id}/m365/tenants/{connection_id}/disconnect", tag = "microsoft_365",
+    params(("id" = i64, Path, description = "Microsoft 365 integration id"), ("connection_id" = i64, Path, description = "Tenant connection id")),
+    responses((status = 200, description = "The tenant connection, disconnected (its data kept, no longer synced)", body = Connection),
+        (status = 404, description = "No such tenant connection", body = ErrorBody)))]
+pub async fn post_disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, conn)): Path<(String, String)>,
+) -> Result<Json<Connection>, ApiError> {
+    let conn = path_id(&conn, "connection_id", "a tenant connection id")?;
+    Ok(Json(
+        disconnect(&state, &caller, parse_id(&id)?, conn).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/companies/{company_id}/m365", tag = "microsoft_365",
+    params(("company_id" = i64, Path, description = "Company id")),
+    responses((status = 200, description = "The company's tenants, domains, licences, users, groups and Secure Score with history and controls", body = CompanyM365),
+        (status = 404, description = "No such company", body = ErrorBody)))]
+pub async fn get_company(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(company): Path<String>,
+) -> Result<Json<CompanyM365>, ApiError> {
+    Ok(Json(
+        company_view(&state, &caller, company_path(&company)?).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/m365/secure-scores", tag = "microsoft_365",
+    responses((status = 200, description = "Each connected tenant's latest Secure Score, lowest percentage first, with its 30-day trend", body = [OverviewRow])))]
+pub async fn get_overview(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<OverviewRow>>, ApiError> {
+    Ok(Json(overview(&state, &caller).await?))
+}
+
+// ---------------------------------------------------------------------------------------
+// Pages
+
+#[derive(Template)]
+#[template(path = "m365_setup.html")]
+struct SetupPage {
+    shell: Shell,
+    id: i64,
+    name: String,
+    can_manage: bool,
+    view: SetupView,
+    percent: usize,
+    flash: Option<String>,
+    link: Option<String>,
+    error: Option<String>,
+    permissions: Vec<(&'static str, &'static str)>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SetupQuery {
+    #[serde(default)]
+    msg: String,
+    #[serde(default)]
+    link: String,
+    #[serde(default)]
+    error: String,
+}
+
+pub(crate) fn status_label(s: &str) -> &'static str {
+    TenantStatus::parse(s).label()
+}
+
+pub(crate) fn status_fix(s: &str) -> &'static str {
+    TenantStatus::parse(s).fix()
+}
+
+async fn setup_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(id): Path<String>,
+    Query(q): Query<SetupQuery>,
+) -> Response {
+    let done = async {
+        let id = parse_id(&id)?;
+        let view = setup_view(&state, &c, id).await?;
+        let i = state.store.get_integration(c.tenant_id, id).await?;
+        let percent = (view.connected * 100).checked_div(view.total).unwrap_or(0);
+        Ok::<_, ApiError>(SetupPage {
+            shell: shell(&state, &c).await?,
+            id: id.0,
+            name: i
+                .nickname
+                .clone()
+                .unwrap_or_else(|| i.provider.descriptor().name.to_string()),
+            can_manage: c.require(Permission::Manage).is_ok(),
+            percent,
+            view,
+            flash: (!q.msg.is_empty()).then(|| q.msg.clone()),
+            link: (!q.link.is_empty()).then(|| q.link.clone()),
+            error: (!q.error.is_empty()).then(|| q.error.clone()),
+            permissions: PERMISSIONS.to_vec(),
+        })
+    };
+    match done.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+fn enc(s: &str) -> String {
+    mspbridge_providers::http::urlencode(s)
+}
+
+async fn setup_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let get = |n: &str| {
+        form.iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let done = async {
+        c.check_csrf(Some(&get("csrf")))?;
+        let id = parse_id(&id)?;
+        let company = || path_id(&get("company"), "company", "a company id").map(CompanyId);
+        let connection = get("connection").parse::<i64>().ok();
+        let back = format!("/settings/integrations/{}/m365", id.0);
+        let r = match get("action").as_str() {
+            "connect" | "add" => {
+                let a = start_consent(
+                    &state,
+                    &c,
+                    id,
+                    company()?,
+                    &ConsentRequest {
+                        kind: ConsentKind::Connect,
+                        connection_id: None,
+                    },
+                    &headers,
+                )
+                .await?;
+                Redirect::to(&a.url)
+            }
+            "reconnect" => {
+                let a = start_consent(
+                    &state,
+                    &c,
+                    id,
+                    company()?,
+                    &ConsentRequest {
+                        kind: ConsentKind::Reconnect,
+                        connection_id: connection,
+                    },
+                    &headers,
+                )
+                .await?;
+                Redirect::to(&a.url)
+            }
+            "link" => {
+                let a = start_consent(
+                    &state,
+                    &c,
+                    id,
+                    company()?,
+                    &ConsentRequest {
+                        kind: ConsentKind::Link,
+                        connection_id: None,
+                    },
+                    &headers,
+                )
+                .await?;
+                Redirect::to(&format!(
+                    "{back}?link={}#company-{}",
+                    enc(&a.url),
+                    company()?.0
+                ))
+            }
+            "na" | "restore" => {
+                let na = get("action") == "na";
+                set_applicable(&state, &c, id, company()?, na).await?;
+                let msg = if na {
+                    "Marked Not applicable: left out of the progress."
+                } else {
+                    "Restored."
+                };
+                Redirect::to(&format!("{back}?msg={}", enc(msg)))
+            }
+            "disconnect" => {
+                let conn = connection.ok_or_else(|| {
+                    ApiError::field("connection", "name the tenant to disconnect")
+                })?;
+                let t = disconnect(&state, &c, id, conn).await?;
+                let msg = format!(
+                    "Disconnected {} from {}: its data is kept and no longer synced.",
+                    t.default_domain.as_deref().unwrap_or(&t.ms_tenant_id),
+                    t.company_name
+                );
+                Redirect::to(&format!("{back}?msg={}", enc(&msg)))
+            }
+            _ => return Err(ApiError::field("action", "unknown action")),
+        };
+        Ok::<_, ApiError>(r)
+    };
+    match done.await {
+        Ok(r) => r.into_response(),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "m365_consent.html")]
+struct ConsentPage {
+    ok: bool,
+    title: String,
+    message: String,
+    advice: String,
+    back: Option<String>,
+}
+
+async fn callback_page(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
+    let page = match finish_consent(&state, &q).await {
+        Ok((conn, kind)) => {
+            let domain = conn
+                .display_name
+                .clone()
+                .unwrap_or_else(|| conn.ms_tenant_id.clone());
+            if kind == "session" {
+                // The admin who started it goes back to the setup page.
+                let msg = format!(
+                    "Connected {} to {}. Its data arrives with the sync now queued.",
+                    domain, conn.company_name
+                );
+                return Redirect::to(&format!(
+                    "/settings/integrations/{}/m365?msg={}#company-{}",
+                    conn.integration_id,
+                    enc(&msg),
+                    conn.company_id
+                ))
+                .into_response();
+            }
+            ConsentPage {
+                ok: true,
+                title: "Microsoft 365 connected".into(),
+                message: format!(
+                    "Thank you: {} is now connected for {}.",
+                    domain, conn.company_name
+                ),
+                advice: "You can close this page.".into(),
+                back: None,
+            }
+        }
+        Err(e) => {
+            let advice = match &e {
+                ConsentError::Refused(r) => advice(r).to_string(),
+                ConsentError::Declined(_) => "A Global Administrator of the tenant must accept. Try again from the same link or Connect button.".to_string(),
+                ConsentError::Conflict(_) => "Disconnect the tenant from the other company on Company M365 Setup first.".to_string(),
+                _ => "Start again from Company M365 Setup.".to_string(),
+            };
+            ConsentPage {
+                ok: false,
+                title: "Microsoft 365 was not connected".into(),
+                message: e.to_string(),
+                advice,
+                back: None,
+            }
+        }
+    };
+    let status = if page.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    render(page, status)
+}
+
+async fn link_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Response {
+    match open_link(&state, &token, &headers).await {
+        Ok((url, _company)) => Redirect::to(&url).into_response(),
+        Err(e) => {
+            let advice = match &e {
+                ConsentError::Refused(r) => advice(r).to_string(),
+                _ => "Ask your managed service provider for a new link.".to_string(),
+            };
+            render(
+                ConsentPage {
+                    ok: false,
+                    title: "This consent link cannot be used".into(),
+                    message: e.to_string(),
+                    advice,
+                    back: None,
+                },
+                StatusCode::BAD_REQUEST,
+            )
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "m365_company.html")]
+struct CompanyPage {
+    shell: Shell,
+    company_id: i64,
+    company_name: String,
+    view: CompanyM365,
+    sku_names: std::collections::HashMap<String, String>,
+    filter: ControlFilter,
+    categories: Vec<String>,
+    setup: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ControlFilter {
+    #[serde(default)]
+    tab: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    severity: String,
+}
+
+impl ControlFilter {
+    fn keeps(&self, c: &ControlView) -> bool {
+        (self.category.is_empty() || c.category == self.category)
+            && (self.status.is_empty() || c.status == self.status)
+            && (self.severity.is_empty() || c.severity == self.severity)
+    }
+}
+
+/// The SVG points of a history chart, 600 × 120.
+/// "first day → last day" of a history.
+pub(crate) fn span_of(history: &[ScorePoint]) -> String {
+    match (history.first(), history.last()) {
+        (Some(a), Some(b)) => format!("{} → {}", a.day, b.day),
+        _ => String::new(),
+    }
+}
+
+/// A 30-day trend in words.
+pub(crate) fn trend_text(t: &Option<f64>) -> String {
+    match t {
+        Some(t) if *t > 0.0 => format!("▲ +{t} points"),
+        Some(t) if *t < 0.0 => format!("▼ {t} points"),
+        Some(_) => "no change".into(),
+        None => "—".into(),
+    }
+}
+
+pub(crate) fn chart_points(history: &[ScorePoint]) -> String {
+    if history.is_empty() {
+        return String::new();
+    }
+    let n = history.len().max(2) - 1;
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let x = i as f64 * 600.0 / n as f64;
+            let y = 115.0 - p.percent.clamp(0.0, 100.0) * 1.1;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub(crate) fn licences_of(
+    u: &UserRow,
+    names: &std::collections::HashMap<String, String>,
+) -> String {
+    let ids: Vec<String> = serde_json::from_str(&u.sku_ids).unwrap_or_default();
+    ids.iter()
+        .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+async fn company_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(company): Path<String>,
+    Query(filter): Query<ControlFilter>,
+) -> Response {
+    let done = async {
+        let company = company_path(&company)?;
+        let view = company_view(&state, &c, company).await?;
+        let co = state.store.get_company(c.tenant_id, company).await?;
+        let sku_names = view
+            .licences
+            .iter()
+            .map(|l| (l.sku_id.clone(), l.name.clone()))
+            .collect();
+        let mut categories: Vec<String> = view
+            .secure_scores
+            .iter()
+            .flat_map(|s| s.controls.iter().map(|c| c.category.clone()))
+            .filter(|c| !c.is_empty())
+            .collect();
+        categories.sort();
+        categories.dedup();
+        let setup = state
+            .store
+            .list_integrations(c.tenant_id)
+            .await?
+            .into_iter()
+            .find(|i| i.provider == ProviderKind::Microsoft365)
+            .map(|i| i.id.0);
+        Ok::<_, ApiError>(CompanyPage {
+            shell: shell(&state, &c).await?,
+            company_id: company.0,
+            company_name: co.name,
+            view,
+            sku_names,
+            filter,
+            categories,
+            setup,
+        })
+    };
+    match done.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "m365_scores.html")]
+struct OverviewPage {
+    shell: Shell,
+    rows: Vec<OverviewRow>,
+    search: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OverviewQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn overview_page(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Query(q): Query<OverviewQuery>,
+) -> Response {
+    let done = async {
+        let needle = q.q.trim().to_lowercase();
+        let rows = overview(&state, &c)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                needle.is_empty()
+                    || r.row.company_name.to_lowercase().contains(&needle)
+                    || r.row
+                        .display_name
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_lowercase()
+                        .contains(&needle)
+            })
+            .collect();
+        Ok::<_, ApiError>(OverviewPage {
+            shell: shell(&state, &c).await?,
+            rows,
+            search: q.q.clone(),
+        })
+    };
+    match done.await {
+        Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
