@@ -64,6 +64,9 @@ pub struct Consent {
     pub connection_id: Option<i64>,
     /// `session` (started in the portal) or `link` (for the client's own admin).
     pub kind: String,
+    /// The tenant this request was for, when it was for one (Reconnect, a tenant found
+    /// through GDAP): consent given in another tenant is refused.
+    pub expected_ms_tenant: Option<String>,
     pub nonce: String,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -78,6 +81,7 @@ pub struct NewConsent<'a> {
     pub company: CompanyId,
     pub connection: Option<i64>,
     pub kind: &'a str,
+    pub expected_tenant: Option<&'a str>,
     pub nonce: &'a str,
     pub created_by: &'a str,
     pub expires_at: DateTime<Utc>,
@@ -113,6 +117,8 @@ pub struct UserRow {
     pub connection_id: i64,
     pub external_id: String,
     pub display_name: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub upn: Option<String>,
     pub email: Option<String>,
     pub enabled: bool,
@@ -362,6 +368,8 @@ pub trait M365Store: Send + Sync {
     /// Links Microsoft 365 users to portal users of their company with the same e-mail
     /// (users imported from a PSA are matched, never duplicated); how many were linked.
     async fn m365_match_users(&self, tenant: TenantId, company: CompanyId) -> Result<u64>;
+    /// Verified domains of every connected tenant, by company (they feed company matching).
+    async fn m365_company_domains(&self, tenant: TenantId) -> Result<Vec<(i64, String)>>;
     /// Sets the portal user a Microsoft 365 user is.
     async fn m365_link_user(&self, tenant: TenantId, user: i64, company_user: i64) -> Result<()>;
 }
@@ -382,7 +390,7 @@ macro_rules! impl_m365_store {
                 m.status, m.status_detail, m.connected_at, m.connected_by, m.last_synced_at, m.users_delta_link, m.scores_synced_at, m.profiles_synced_at \
                 FROM m365_connections m JOIN companies c ON c.id = m.company_id";
 
-            const CONSENT: &str = "SELECT id, tenant_id, integration_id, company_id, connection_id, kind, nonce, created_by, created_at, expires_at, used_at, revoked_at FROM m365_consents";
+            const CONSENT: &str = "SELECT id, tenant_id, integration_id, company_id, connection_id, kind, expected_ms_tenant, nonce, created_by, created_at, expires_at, used_at, revoked_at FROM m365_consents";
 
             #[async_trait]
             impl M365Store for super::$store {
@@ -471,8 +479,8 @@ macro_rules! impl_m365_store {
                         .await?;
                     }
                     sqlx::query(
-                        "INSERT INTO m365_consents (tenant_id, integration_id, company_id, connection_id, kind, nonce, created_by, created_at, expires_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        "INSERT INTO m365_consents (tenant_id, integration_id, company_id, connection_id, kind, nonce, created_by, created_at, expires_at, expected_ms_tenant) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(tenant.0)
                     .bind(c.integration.0)
@@ -483,6 +491,7 @@ macro_rules! impl_m365_store {
                     .bind(c.created_by)
                     .bind(now)
                     .bind(c.expires_at)
+                    .bind(c.expected_tenant.map(str::to_ascii_lowercase))
                     .execute(&mut *tx)
                     .await?;
                     let row: Consent = sqlx::query_as(crate::sync_shared::sql(format!("{CONSENT} WHERE tenant_id = $1 AND nonce = $2")))
@@ -944,7 +953,7 @@ macro_rules! impl_m365_store {
 
                 async fn m365_users(&self, tenant: TenantId, company: CompanyId) -> Result<Vec<UserRow>> {
                     Ok(sqlx::query_as(
-                        "SELECT u.id, u.connection_id, u.external_id, u.display_name, u.upn, u.email, u.enabled, u.job_title, u.user_type, u.sku_ids, \
+                        "SELECT u.id, u.connection_id, u.external_id, u.display_name, u.first_name, u.last_name, u.upn, u.email, u.enabled, u.job_title, u.user_type, u.sku_ids, \
                            u.company_user_id, u.removed_at FROM m365_users u JOIN m365_connections m ON m.id = u.connection_id \
                          WHERE u.tenant_id = $1 AND m.company_id = $2 AND m.status <> 'disconnected' ORDER BY u.removed_at IS NOT NULL, LOWER(u.display_name), u.id",
                     )
@@ -1029,6 +1038,16 @@ macro_rules! impl_m365_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+                }
+
+                async fn m365_company_domains(&self, tenant: TenantId) -> Result<Vec<(i64, String)>> {
+                    Ok(sqlx::query_as(
+                        "SELECT m.company_id, d.name FROM m365_domains d JOIN m365_connections m ON m.id = d.connection_id \
+                         WHERE d.tenant_id = $1 AND d.is_verified = TRUE AND m.status <> 'disconnected' ORDER BY m.company_id, d.name",
+                    )
+                    .bind(tenant.0)
+                    .fetch_all(&self.pool)
+                    .await?)
                 }
 
                 async fn m365_link_user(&self, tenant: TenantId, user: i64, company_user: i64) -> Result<()> {

@@ -864,14 +864,14 @@ struct PageQuery {
     filter: String,
 }
 
-struct Pager {
-    page: i64,
-    pages: i64,
+pub(crate) struct Pager {
+    pub(crate) page: i64,
+    pub(crate) pages: i64,
     /// The filters as a query string for the paging links.
-    query: String,
+    pub(crate) query: String,
 }
 
-fn pager(total: i64, page: Option<i64>, query: String) -> Pager {
+pub(crate) fn pager(total: i64, page: Option<i64>, query: String) -> Pager {
     let pages = ((total + PAGE - 1) / PAGE).max(1);
     Pager {
         page: page.unwrap_or(1).clamp(1, pages),
@@ -880,7 +880,7 @@ fn pager(total: i64, page: Option<i64>, query: String) -> Pager {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

@@ -35,9 +35,16 @@ use crate::ui::{Shell, UiCaller, error_page, render, shell};
 /// What a signed consent `state` is for.
 const PURPOSE: &str = "m365-consent";
 
+/// Companies per page of Company M365 Setup (the devices pages' size, which its pager uses).
+const SETUP_PAGE: i64 = 50;
+
 pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/integrations/{id}/m365/companies", get(list_setup))
+        .route(
+            "/integrations/{id}/m365/customer-tenants",
+            get(list_customer_tenants),
+        )
         .route(
             "/integrations/{id}/m365/companies/{company_id}/consent",
             post(post_consent),
@@ -51,6 +58,10 @@ pub fn api_routes() -> Router<AppState> {
             post(post_disconnect),
         )
         .route("/companies/{company_id}/m365", get(get_company))
+        .route(
+            "/companies/{company_id}/m365/users/import",
+            post(post_import_users),
+        )
         .route("/m365/secure-scores", get(get_overview))
 }
 
@@ -62,7 +73,10 @@ pub fn ui_routes() -> Router<AppState> {
         )
         .route("/m365/consent/callback", get(callback_page))
         .route("/m365/consent/link/{token}", get(link_page))
-        .route("/companies/{company_id}/m365", get(company_page))
+        .route(
+            "/companies/{company_id}/m365",
+            get(company_page).post(company_form),
+        )
         .route("/secure-score", get(overview_page))
 }
 
@@ -130,6 +144,9 @@ pub struct ConsentRequest {
     pub kind: ConsentKind,
     /// For `reconnect`: the tenant connection to renew.
     pub connection_id: Option<i64>,
+    /// For `connect`: the tenant to connect (a GUID, as partner discovery lists them);
+    /// consent given in another tenant is then refused.
+    pub tenant_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -178,6 +195,17 @@ async fn start_consent(
         }
         (_, None) => None,
     };
+    let expected: Option<String> = match (&reconnect, req.tenant_id.as_deref()) {
+        (Some(r), _) => Some(r.ms_tenant_id.clone()),
+        (None, Some(t)) if valid_tenant_id(&t.to_ascii_lowercase()) => Some(t.to_ascii_lowercase()),
+        (None, Some(_)) => {
+            return Err(ApiError::field(
+                "tenant_id",
+                "a Microsoft 365 tenant id is a GUID (00000000-0000-0000-0000-000000000000)",
+            ));
+        }
+        (None, None) => None,
+    };
     let now = state.now();
     let (kind, expires_at) = match req.kind {
         ConsentKind::Link => ("link", now + Duration::days(LINK_CONSENT_DAYS)),
@@ -193,6 +221,7 @@ async fn start_consent(
                 company,
                 connection: reconnect.as_ref().map(|r| r.id),
                 kind,
+                expected_tenant: expected.as_deref(),
                 nonce: &nonce,
                 created_by: &c.label(),
                 expires_at,
@@ -206,14 +235,7 @@ async fn start_consent(
     let url = if req.kind == ConsentKind::Link {
         format!("{}/m365/consent/link/{signed}", base_url(state, headers))
     } else {
-        consent_url(
-            state,
-            &i,
-            &creds,
-            reconnect.as_ref().map(|r| r.ms_tenant_id.as_str()),
-            &signed,
-            headers,
-        )?
+        consent_url(state, &i, &creds, expected.as_deref(), &signed, headers)?
     };
     tracing::info!(tenant_id = %c.tenant_id, integration_id = %id, company_id = company.0, kind, "Microsoft 365 consent started");
     Ok(ConsentAnswer { url, expires_at })
@@ -260,6 +282,10 @@ pub enum ConsentError {
     Declined(String),
     #[error("Microsoft's answer named no tenant.")]
     NoTenant,
+    #[error(
+        "Consent was given in another tenant ({got}) than the one this request was for ({expected}): sign in to Microsoft as an administrator of {expected}."
+    )]
+    WrongTenant { expected: String, got: String },
     #[error("{0}")]
     Conflict(String),
     #[error("The consent could not be recorded: {0}")]
@@ -338,6 +364,19 @@ pub async fn finish_consent(
         .filter(|t| valid_tenant_id(t))
         .ok_or(ConsentError::NoTenant)?;
     let now = state.now();
+    if let Some(expected) = state
+        .store
+        .m365_consent(tenant, &nonce)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?
+        .and_then(|c| c.expected_ms_tenant)
+        && expected != ms_tenant
+    {
+        return Err(ConsentError::WrongTenant {
+            expected,
+            got: ms_tenant,
+        });
+    }
     let consent = state
         .store
         .m365_use_consent(tenant, &nonce, now)
@@ -419,8 +458,15 @@ pub async fn open_link(
         .get_company(tenant, CompanyId(consent.company_id))
         .await
         .map_err(|e| ConsentError::Internal(e.to_string()))?;
-    let url = consent_url(state, &i, &creds, None, signed, headers)
-        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let url = consent_url(
+        state,
+        &i,
+        &creds,
+        consent.expected_ms_tenant.as_deref(),
+        signed,
+        headers,
+    )
+    .map_err(|e| ConsentError::Internal(e.to_string()))?;
     Ok((url, company.name))
 }
 
@@ -721,8 +767,278 @@ async fn overview(state: &AppState, c: &Caller) -> Result<Vec<OverviewRow>, ApiE
         .collect())
 }
 
+/// A customer tenant found through the partner tenant's GDAP relationships, with the
+/// company it belongs to (connected) or the company proposed for it, and why.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DiscoveredTenant {
+    #[serde(flatten)]
+    pub tenant: mspbridge_domain::m365::CustomerTenant,
+    /// The company this tenant is connected to already.
+    pub connected_company: Option<(i64, String)>,
+    /// The company proposed for it: verified domain first, then name.
+    pub proposed_company: Option<(i64, String)>,
+    /// Why ("same domain (acme.example)", "same name", "name 84 %").
+    pub reason: Option<String>,
+    pub confidence: Option<u8>,
+}
+
+/// The partner tenant's customer tenants (GDAP), each with its company or a proposal.
+async fn discover(
+    state: &AppState,
+    c: &Caller,
+    id: IntegrationId,
+) -> Result<Vec<DiscoveredTenant>, ApiError> {
+    c.require(Permission::Manage)?;
+    let i = m365_integration(state, c.tenant_id, id).await?;
+    let creds = mspbridge_store::load_credentials(state.store.as_ref(), &state.vault, &i).await?;
+    let home = creds.get("home_tenant").unwrap_or_default().to_string();
+    let source = state
+        .providers
+        .cloud_source(
+            i.provider,
+            &creds,
+            mspbridge_providers::http::RetryPolicy::interactive(),
+        )
+        .ok_or(ApiError::NotFound)?
+        .map_err(ApiError::Internal)?;
+    let found = source.customer_tenants(&home).await.map_err(|e| ApiError::Vendor {
+        provider: "Microsoft 365",
+        message: format!(
+            "{e}. Finding customer tenants needs the application permission DelegatedAdminRelationship.Read.All in your own tenant; without it, connect companies one by one."
+        ),
+    })?;
+    let connections = state.store.m365_connections(c.tenant_id, id).await?;
+    let companies = state.store.list_companies(c.tenant_id).await?;
+    let domains = crate::mapping_api::portal_domains(state, c.tenant_id).await?;
+    let taken: std::collections::HashSet<i64> = connections
+        .iter()
+        .filter(|t| t.tenant_status() != TenantStatus::Disconnected)
+        .map(|t| t.company_id)
+        .collect();
+    let portal: Vec<mspbridge_matching::Candidate<CompanyId>> = companies
+        .iter()
+        .filter(|co| co.active && !taken.contains(&co.id.0))
+        .map(|co| mspbridge_matching::Candidate {
+            domains: domains.get(&co.id).cloned().unwrap_or_default(),
+            ..mspbridge_matching::Candidate::named(co.id, co.name.clone())
+        })
+        .collect();
+    let matcher = mspbridge_matching::Matcher::new(&portal);
+    Ok(found
+        .into_iter()
+        .map(|t| {
+            let connected_company = connections
+                .iter()
+                .find(|x| {
+                    x.ms_tenant_id == t.tenant_id.to_ascii_lowercase()
+                        && x.tenant_status() != TenantStatus::Disconnected
+                })
+                .map(|x| (x.company_id, x.company_name.clone()));
+            let best = if connected_company.is_some() {
+                None
+            } else {
+                matcher
+                    .suggest(
+                        &mspbridge_matching::Candidate {
+                            domains: t.default_domain.clone().into_iter().collect(),
+                            ..mspbridge_matching::Candidate::named(
+                                t.tenant_id.clone(),
+                                t.display_name.clone(),
+                            )
+                        },
+                        1,
+                    )
+                    .into_iter()
+                    .next()
+            };
+            DiscoveredTenant {
+                proposed_company: best.as_ref().map(|b| (b.key.0, b.name.clone())),
+                reason: best.as_ref().map(|b| b.reason.to_string()),
+                confidence: best.as_ref().map(|b| b.confidence),
+                connected_company,
+                tenant: t,
+            }
+        })
+        .collect())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUsersRequest {
+    /// Ids of the company's Microsoft 365 users (`users[].id` of `GET /companies/{id}/m365`).
+    pub user_ids: Vec<i64>,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ImportUsersAnswer {
+    /// Portal users created.
+    pub imported: u64,
+    /// Users already in the portal with the same e-mail, linked instead of created.
+    pub matched: u64,
+    /// `(user id, why)` of users not imported.
+    pub skipped: Vec<(i64, String)>,
+}
+
+/// Imports Microsoft 365 users of `company` as portal users: a portal user of the company
+/// with the same e-mail (a PSA's, say) is linked instead, never duplicated; a new one gets
+/// its role by the same chain as PSA contacts (the company's Default Import Role, else the
+/// integration's default role), with the reason kept.
+async fn import_users(
+    state: &AppState,
+    c: &Caller,
+    company: CompanyId,
+    ids: &[i64],
+) -> Result<ImportUsersAnswer, ApiError> {
+    c.require(Permission::Write)?;
+    if ids.is_empty() {
+        return Err(ApiError::field("user_ids", "select at least one user"));
+    }
+    state.store.get_company(c.tenant_id, company).await?;
+    let before = state.store.m365_users(c.tenant_id, company).await?;
+    for id in ids {
+        if !before.iter().any(|u| u.id == *id) {
+            return Err(ApiError::field(
+                "user_ids",
+                format!("{id} is not a Microsoft 365 user of this company"),
+            ));
+        }
+    }
+    let mut answer = ImportUsersAnswer::default();
+    // Portal users with the same e-mail first (a PSA's contact): linked, not duplicated.
+    state.store.m365_match_users(c.tenant_id, company).await?;
+    let users = state.store.m365_users(c.tenant_id, company).await?;
+    let overrides = state
+        .store
+        .import_role_overrides(c.tenant_id, &[company.0])
+        .await?;
+    let connections = state
+        .store
+        .m365_company_connections(c.tenant_id, company)
+        .await?;
+    let now = state.now();
+    for u in users.iter().filter(|u| ids.contains(&u.id)) {
+        let was = before
+            .iter()
+            .find(|b| b.id == u.id)
+            .and_then(|b| b.company_user_id);
+        if u.company_user_id.is_some() {
+            if was.is_none() {
+                answer.matched += 1;
+            } else {
+                answer.skipped.push((u.id, "already in the portal".into()));
+            }
+            continue;
+        }
+        if u.removed_at.is_some() {
+            answer
+                .skipped
+                .push((u.id, "removed from the tenant".into()));
+            continue;
+        }
+        let Some(email) = u.email.clone() else {
+            answer
+                .skipped
+                .push((u.id, "no e-mail address in Microsoft 365".into()));
+            continue;
+        };
+        let Some(integration) = connections
+            .iter()
+            .find(|x| x.id == u.connection_id)
+            .map(|x| x.integration_id)
+        else {
+            continue;
+        };
+        let options = state
+            .store
+            .sync_options(c.tenant_id, IntegrationId(integration))
+            .await?;
+        let Some((role, source)) = mspbridge_domain::sync::choose_role(
+            overrides.get(&company.0).copied(),
+            &[],
+            false,
+            &options,
+        ) else {
+            answer.skipped.push((u.id, "no role applies: set the company's Default Import Role or the integration's default role".into()));
+            continue;
+        };
+        let (first, last) = split_name(u);
+        let created = state
+            .store
+            .create_company_user(
+                c.tenant_id,
+                mspbridge_store::NewCompanyUser {
+                    company_id: company,
+                    email: Some(email),
+                    phone: None,
+                    first_name: first,
+                    last_name: last,
+                    role_id: role,
+                    role_reason: Some(format!(
+                        "{} (imported from Microsoft 365)",
+                        source.explain("Microsoft 365")
+                    )),
+                    status: if u.enabled {
+                        mspbridge_domain::model::UserStatus::Imported
+                    } else {
+                        mspbridge_domain::model::UserStatus::Disabled
+                    },
+                    origin: mspbridge_domain::model::Origin::Import,
+                },
+                now,
+            )
+            .await?;
+        state
+            .store
+            .m365_link_user(c.tenant_id, u.id, created.id.0)
+            .await?;
+        answer.imported += 1;
+    }
+    tracing::info!(tenant_id = %c.tenant_id, company_id = company.0, imported = answer.imported, matched = answer.matched, "Microsoft 365 users imported");
+    Ok(answer)
+}
+
+/// First and last name: Graph's given name and surname, else the display name split at
+/// its last space.
+fn split_name(u: &UserRow) -> (String, String) {
+    match (&u.first_name, &u.last_name) {
+        (Some(f), Some(l)) if !f.trim().is_empty() => (f.clone(), l.clone()),
+        _ => match u.display_name.trim().rsplit_once(' ') {
+            Some((f, l)) => (f.to_string(), l.to_string()),
+            None => (u.display_name.clone(), String::new()),
+        },
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // API
+
+#[utoipa::path(post, path = "/api/v1/companies/{company_id}/m365/users/import", tag = "microsoft_365",
+    params(("company_id" = i64, Path, description = "Company id")),
+    request_body = ImportUsersRequest,
+    responses((status = 200, description = "Users imported (role by the import chain), matched to portal users of the same e-mail, or skipped with the reason", body = ImportUsersAnswer),
+        (status = 422, description = "Invalid request", body = ErrorBody)))]
+pub async fn post_import_users(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(company): Path<String>,
+    ApiJson(req): ApiJson<ImportUsersRequest>,
+) -> Result<Json<ImportUsersAnswer>, ApiError> {
+    Ok(Json(
+        import_users(&state, &caller, company_path(&company)?, &req.user_ids).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/m365/customer-tenants", tag = "microsoft_365",
+    params(("id" = i64, Path, description = "Microsoft 365 integration id")),
+    responses((status = 200, description = "Customer tenants of your partner tenant (GDAP relationships), each with its connected company or the company proposed for it and why", body = [DiscoveredTenant]),
+        (status = 502, description = "Microsoft refused or could not be reached (the permission to grant is named)", body = ErrorBody)))]
+pub async fn list_customer_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<DiscoveredTenant>>, ApiError> {
+    Ok(Json(discover(&state, &caller, parse_id(&id)?).await?))
+}
 
 fn company_path(raw: &str) -> Result<CompanyId, ApiError> {
     path_id(raw, "company_id", "a company id").map(CompanyId)
@@ -835,6 +1151,15 @@ struct SetupPage {
     name: String,
     can_manage: bool,
     view: SetupView,
+    /// The rows of this page after search and filter.
+    rows: Vec<SetupRow>,
+    /// Customer tenants found through GDAP (when asked for), or why not.
+    discovered: Option<Result<Vec<DiscoveredTenant>, String>>,
+    /// Companies to pick from for a discovered tenant.
+    company_choices: Vec<(i64, String)>,
+    shown: usize,
+    pager: crate::devices::Pager,
+    q: SetupQuery,
     percent: usize,
     flash: Option<String>,
     link: Option<String>,
@@ -842,8 +1167,18 @@ struct SetupPage {
     permissions: Vec<(&'static str, &'static str)>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 struct SetupQuery {
+    #[serde(default)]
+    q: String,
+    /// `connected`, `attention`, `not_connected`, `not_applicable` or empty (all).
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    page: Option<i64>,
+    /// `1`: list the partner tenant's customer tenants (GDAP) with proposals.
+    #[serde(default)]
+    discover: String,
     #[serde(default)]
     msg: String,
     #[serde(default)]
@@ -868,10 +1203,68 @@ async fn setup_page(
 ) -> Response {
     let done = async {
         let id = parse_id(&id)?;
-        let view = setup_view(&state, &c, id).await?;
+        let mut view = setup_view(&state, &c, id).await?;
         let i = state.store.get_integration(c.tenant_id, id).await?;
         let percent = (view.connected * 100).checked_div(view.total).unwrap_or(0);
+        let needle = q.q.trim().to_lowercase();
+        let matching: Vec<SetupRow> = std::mem::take(&mut view.companies)
+            .into_iter()
+            .filter(|r| {
+                (q.state.is_empty() || r.state == q.state)
+                    && (needle.is_empty()
+                        || r.name.to_lowercase().contains(&needle)
+                        || r.tenants.iter().any(|t| {
+                            t.default_domain
+                                .as_deref()
+                                .unwrap_or_default()
+                                .contains(&needle)
+                                || t.display_name
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .to_lowercase()
+                                    .contains(&needle)
+                        }))
+            })
+            .collect();
+        let shown = matching.len();
+        let pager = crate::devices::pager(
+            shown as i64,
+            q.page,
+            format!(
+                "q={}&state={}",
+                crate::devices::enc(&q.q),
+                crate::devices::enc(&q.state)
+            ),
+        );
+        let rows: Vec<SetupRow> = matching
+            .into_iter()
+            .skip(((pager.page - 1) * SETUP_PAGE) as usize)
+            .take(SETUP_PAGE as usize)
+            .collect();
+        let discovered = if q.discover == "1" && c.require(Permission::Manage).is_ok() {
+            Some(discover(&state, &c, id).await.map_err(|e| e.to_string()))
+        } else {
+            None
+        };
+        let company_choices = if discovered.is_some() {
+            state
+                .store
+                .list_companies(c.tenant_id)
+                .await?
+                .into_iter()
+                .filter(|co| co.active)
+                .map(|co| (co.id.0, co.name))
+                .collect()
+        } else {
+            vec![]
+        };
         Ok::<_, ApiError>(SetupPage {
+            discovered,
+            company_choices,
+            rows,
+            shown,
+            pager,
+            q: q.clone(),
             shell: shell(&state, &c).await?,
             id: id.0,
             name: i
@@ -926,6 +1319,7 @@ async fn setup_form(
                     &ConsentRequest {
                         kind: ConsentKind::Connect,
                         connection_id: None,
+                        tenant_id: Some(get("tenant")).filter(|t| !t.is_empty()),
                     },
                     &headers,
                 )
@@ -941,6 +1335,7 @@ async fn setup_form(
                     &ConsentRequest {
                         kind: ConsentKind::Reconnect,
                         connection_id: connection,
+                        tenant_id: None,
                     },
                     &headers,
                 )
@@ -956,6 +1351,7 @@ async fn setup_form(
                     &ConsentRequest {
                         kind: ConsentKind::Link,
                         connection_id: None,
+                        tenant_id: None,
                     },
                     &headers,
                 )
@@ -1101,12 +1497,15 @@ struct CompanyPage {
     filter: ControlFilter,
     categories: Vec<String>,
     setup: Option<i64>,
+    can_write: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct ControlFilter {
     #[serde(default)]
     tab: String,
+    #[serde(default)]
+    msg: String,
     #[serde(default)]
     category: String,
     #[serde(default)]
@@ -1209,10 +1608,53 @@ async fn company_page(
             filter,
             categories,
             setup,
+            can_write: c.require(Permission::Write).is_ok(),
         })
     };
     match done.await {
         Ok(p) => render(p, StatusCode::OK),
+        Err(e) => error_page(e),
+    }
+}
+
+async fn company_form(
+    State(state): State<AppState>,
+    UiCaller(c): UiCaller,
+    Path(company): Path<String>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    let csrf = form
+        .iter()
+        .find(|(n, _)| n == "csrf")
+        .map(|(_, v)| v.clone());
+    let done = async {
+        c.check_csrf(csrf.as_deref())?;
+        let company = company_path(&company)?;
+        let mut ids = Vec::new();
+        for (_, v) in form.iter().filter(|(n, _)| n == "user") {
+            ids.push(path_id(v, "user", "a user id")?);
+        }
+        let a = import_users(&state, &c, company, &ids).await?;
+        let mut msg = format!(
+            "{} imported, {} matched to portal users by e-mail",
+            a.imported, a.matched
+        );
+        if !a.skipped.is_empty() {
+            let why: Vec<String> = a.skipped.iter().take(3).map(|(_, w)| w.clone()).collect();
+            msg.push_str(&format!(
+                "; {} not imported ({})",
+                a.skipped.len(),
+                why.join("; ")
+            ));
+        }
+        Ok::<_, ApiError>(Redirect::to(&format!(
+            "/companies/{}/m365?tab=users&msg={}",
+            company.0,
+            enc(&msg)
+        )))
+    };
+    match done.await {
+        Ok(r) => r.into_response(),
         Err(e) => error_page(e),
     }
 }

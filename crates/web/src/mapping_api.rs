@@ -453,6 +453,43 @@ pub struct QuickMatchView {
     pub proposals: Vec<ProposalView>,
 }
 
+/// A portal company is known by the domains of every integration company linked to it and
+/// the verified domains of its connected Microsoft 365 tenants.
+async fn domains_of(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+    all: &[mspbridge_store::mapping::IntegrationCompany],
+) -> Result<HashMap<CompanyId, Vec<String>>, ApiError> {
+    let mut portal_domains: HashMap<CompanyId, Vec<String>> = HashMap::new();
+    for c in all {
+        if let Some((company, _)) = &c.linked_to {
+            portal_domains
+                .entry(*company)
+                .or_default()
+                .extend(c.domains.iter().cloned());
+        }
+    }
+    for (company, domain) in state.store.m365_company_domains(tenant).await? {
+        portal_domains
+            .entry(CompanyId(company))
+            .or_default()
+            .push(domain);
+    }
+    Ok(portal_domains)
+}
+
+/// [`domains_of`] every integration company.
+pub(crate) async fn portal_domains(
+    state: &AppState,
+    tenant: mspbridge_domain::TenantId,
+) -> Result<HashMap<CompanyId, Vec<String>>, ApiError> {
+    let all = state
+        .store
+        .integration_companies(tenant, None, "", false, i64::MAX)
+        .await?;
+    domains_of(state, tenant, &all).await
+}
+
 pub async fn quick_match_view(
     state: &AppState,
     caller: &Caller,
@@ -464,16 +501,7 @@ pub async fn quick_match_view(
         .store
         .integration_companies(caller.tenant_id, None, "", false, i64::MAX)
         .await?;
-    // A portal company is known by the domains of every integration company linked to it.
-    let mut portal_domains: HashMap<CompanyId, Vec<String>> = HashMap::new();
-    for c in &all {
-        if let Some((company, _)) = &c.linked_to {
-            portal_domains
-                .entry(*company)
-                .or_default()
-                .extend(c.domains.iter().cloned());
-        }
-    }
+    let portal_domains = domains_of(state, caller.tenant_id, &all).await?;
     let mut proposals = Vec::new();
     let mut scanned = 0;
     for i in integrations

@@ -492,6 +492,148 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
             "a partial answer never replaces a good snapshot"
         );
 
+        // Import Selected: the portal user with the same e-mail is not duplicated; two
+        // others become portal users with the company's Default Import Role and the reason.
+        let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
+        let (s, _) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/companies/{}/default-import-role", companies[0]),
+                &t,
+                Some(json!({"default_import_role": role.0})),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let users = c0["users"].as_array().unwrap();
+        let matched_id = users
+            .iter()
+            .find(|u| u["company_user_id"].is_i64())
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        let others: Vec<i64> = users
+            .iter()
+            .filter(|u| u["company_user_id"].is_null() && u["email"].is_string())
+            .take(2)
+            .map(|u| u["id"].as_i64().unwrap())
+            .collect();
+        let (s, imported) = app
+            .post(
+                &format!("/api/v1/companies/{}/m365/users/import", companies[0]),
+                &t,
+                json!({"user_ids": [matched_id, others[0], others[1]]}),
+            )
+            .await;
+        assert_eq!(s, 200, "{imported}");
+        assert_eq!(imported["imported"], 2, "{imported}");
+        assert_eq!(
+            imported["skipped"][0][1], "already in the portal",
+            "{imported}"
+        );
+        let portal = app
+            .db
+            .store
+            .list_company_users(app.a.id, CompanyId(companies[0]))
+            .await
+            .unwrap();
+        assert_eq!(
+            portal.len(),
+            3,
+            "one matched, two imported, none duplicated"
+        );
+        assert!(portal.iter().filter(|u| u.id != cu.id).all(|u| {
+            u.role_id == role
+                && u.role_reason
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("Microsoft 365")
+        }));
+        let (s, again) = app
+            .post(
+                &format!("/api/v1/companies/{}/m365/users/import", companies[0]),
+                &t,
+                json!({"user_ids": [others[0]]}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            again["imported"], 0,
+            "importing again creates nothing: {again}"
+        );
+        let (s, bad) = app
+            .post(
+                &format!("/api/v1/companies/{}/m365/users/import", companies[1]),
+                &t,
+                json!({"user_ids": [others[0]]}),
+            )
+            .await;
+        assert_eq!(s, 422, "another company's user: {bad}");
+        assert!(bad.to_string().contains("user_ids"), "{bad}");
+
+        // Partner discovery: the customer tenants with their company or a proposal, why.
+        let (s, found) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/m365/customer-tenants"),
+                &t,
+            )
+            .await;
+        assert_eq!(s, 200, "{found}");
+        let found = found.as_array().unwrap();
+        assert_eq!(found.len(), tenants.len(), "every GDAP customer, once");
+        let row = |tid: &str| {
+            found
+                .iter()
+                .find(|f| f["tenant_id"] == tid)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            row(&tenants[0].id)["connected_company"][1],
+            tenants[0].display_name.as_str()
+        );
+        let fifth = create_company(&app, &tenants[4].display_name).await;
+        let (_, found) = app
+            .get(
+                &format!("/api/v1/integrations/{id}/m365/customer-tenants"),
+                &t,
+            )
+            .await;
+        let f4 = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["tenant_id"] == tenants[4].id.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(f4["proposed_company"][0], fifth, "{f4}");
+        assert_eq!(f4["reason"], "same name", "{f4}");
+        // Connecting the found tenant: consent given in another tenant is refused.
+        let (_, a) = consent(
+            &app,
+            id,
+            fifth,
+            json!({"kind": "connect", "tenant_id": tenants[4].id}),
+        )
+        .await;
+        let url = a["url"].as_str().unwrap().to_string();
+        assert!(
+            url.contains(&format!("/{}/v2.0/adminconsent", tenants[4].id)),
+            "{url}"
+        );
+        let back = consent_at_microsoft(&app, &url, &tenants[5].id, true).await;
+        let (s, page) = callback(&app, &back).await;
+        assert_eq!(s, 400);
+        assert!(page.contains("another tenant"), "{page}");
+        let (s, bad) = consent(
+            &app,
+            id,
+            fifth,
+            json!({"kind": "connect", "tenant_id": "not-a-guid"}),
+        )
+        .await;
+        assert_eq!(s, 422);
+        assert!(bad.to_string().contains("tenant_id"), "{bad}");
+
         // The overview across companies, lowest first.
         let (s, o) = app.get("/api/v1/m365/secure-scores", &t).await;
         assert_eq!(s, 200, "{o}");
@@ -547,7 +689,10 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
         let (_, setup) = app
             .get(&format!("/api/v1/integrations/{id}/m365/companies"), &t)
             .await;
-        assert_eq!(setup["total"], 3, "{setup}");
+        assert_eq!(
+            setup["total"], 4,
+            "five companies, one not applicable: {setup}"
+        );
 
         // An expired secret: a tenant that needs a new token says so, with the fix (tokens
         // already granted keep working until they expire, as Entra's do). Reconnecting

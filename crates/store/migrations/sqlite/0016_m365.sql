@@ -5,7 +5,8 @@
 -- permission_missing, …, disconnected), so one tenant's problem never stops the others.
 -- `m365_consents` are the consent requests in flight: a signed `state` names one by its
 -- nonce; each works once (`used_at`) until it expires; a consent link for the client's
--- admin lasts 7 days and a newer link revokes it. Synced data hangs off its connection and
+-- admin lasts 7 days and a newer link revokes it. `expected_ms_tenant`: the tenant the
+-- request was for (Reconnect, a tenant found through GDAP); consent from another is refused. Synced data hangs off its connection and
 -- carries a content hash, so an unchanged re-sync writes nothing. Secure Score keeps one
 -- snapshot per day; a partial (206) answer never replaces a complete one.
 CREATE TABLE m365_connections (
@@ -46,6 +47,7 @@ CREATE TABLE m365_consents (
     company_id INTEGER NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
     connection_id INTEGER REFERENCES m365_connections (id) ON DELETE CASCADE,
     kind TEXT NOT NULL,
+    expected_ms_tenant TEXT,
     nonce TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_at TEXT NOT NULL,
