@@ -694,33 +694,34 @@ macro_rules! impl_m365_store {
                     let UserChanges { users, removed, full, delta_link } = changes;
                     let mut tx = self.begin_write().await?;
                     let mut written = 0;
-                    for u in users {
-                        let skus = serde_json::to_string(&u.sku_ids).unwrap_or_else(|_| "[]".into());
-                        written += sqlx::query(
+                    // Each user once (the last copy), 50 rows a statement.
+                    let users = crate::sync_shared::last_of(users.iter().collect(), |u: &mspbridge_domain::m365::TenantUser| u.external_id.as_str());
+                    for chunk in users.chunks(50) {
+                        let q = format!(
                             "INSERT INTO m365_users (tenant_id, connection_id, external_id, display_name, first_name, last_name, upn, email, enabled, job_title, user_type, sku_ids, content_hash, removed_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL, $14) \
+                             VALUES {} \
                              ON CONFLICT (connection_id, external_id) DO UPDATE SET display_name = excluded.display_name, first_name = excluded.first_name, \
                                last_name = excluded.last_name, upn = excluded.upn, email = excluded.email, enabled = excluded.enabled, job_title = excluded.job_title, \
                                user_type = excluded.user_type, sku_ids = excluded.sku_ids, content_hash = excluded.content_hash, removed_at = NULL, updated_at = excluded.updated_at \
                              WHERE m365_users.content_hash <> excluded.content_hash OR m365_users.removed_at IS NOT NULL",
-                        )
-                        .bind(tenant.0)
-                        .bind(connection)
-                        .bind(&u.external_id)
-                        .bind(&u.display_name)
-                        .bind(&u.first_name)
-                        .bind(&u.last_name)
-                        .bind(&u.user_principal_name)
-                        .bind(&u.email)
-                        .bind(u.enabled)
-                        .bind(&u.job_title)
-                        .bind(&u.user_type)
-                        .bind(skus)
-                        .bind(content_hash(u))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                            crate::sync_shared::value_rows(chunk.len(), 11, 4, &|p| format!("($1, $2, {}, NULL, $3)", p.join(", ")))
+                        );
+                        let mut query = sqlx::query(crate::sync_shared::sql(q)).bind(tenant.0).bind(connection).bind(now);
+                        for u in chunk {
+                            query = query
+                                .bind(&u.external_id)
+                                .bind(&u.display_name)
+                                .bind(&u.first_name)
+                                .bind(&u.last_name)
+                                .bind(&u.user_principal_name)
+                                .bind(&u.email)
+                                .bind(u.enabled)
+                                .bind(&u.job_title)
+                                .bind(&u.user_type)
+                                .bind(serde_json::to_string(&u.sku_ids).unwrap_or_else(|_| "[]".into()))
+                                .bind(content_hash(*u));
+                        }
+                        written += query.execute(&mut *tx).await?.rows_affected();
                     }
                     for id in removed {
                         written += sqlx::query("UPDATE m365_users SET removed_at = $4, updated_at = $4 WHERE tenant_id = $1 AND connection_id = $2 AND external_id = $3 AND removed_at IS NULL")
@@ -858,30 +859,45 @@ macro_rules! impl_m365_store {
                            content_hash = excluded.content_hash, updated_at = excluded.updated_at \
                            WHERE m365_scores.content_hash <> excluded.content_hash OR m365_scores.partial = TRUE"
                     };
+                    // Each day once (the newest copy), 30 rows a statement.
+                    let mut by_day: std::collections::BTreeMap<String, &ScoreSnapshot> = std::collections::BTreeMap::new();
                     for s in snapshots {
-                        let averages = serde_json::to_string(&s.averages).unwrap_or_else(|_| "[]".into());
-                        let controls = serde_json::to_string(&s.controls).unwrap_or_else(|_| "[]".into());
-                        written += sqlx::query(crate::sync_shared::sql(format!(
-                            "INSERT INTO m365_scores (tenant_id, connection_id, day, external_id, created, current_score, max_score, active_users, licensed_users, \
-                               averages, controls, partial, content_hash, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14){conflict}"
-                        )))
-                        .bind(tenant.0)
-                        .bind(connection)
-                        .bind(s.created.format("%Y-%m-%d").to_string())
-                        .bind(&s.external_id)
-                        .bind(s.created)
-                        .bind(s.current)
-                        .bind(s.max)
-                        .bind(s.active_users)
-                        .bind(s.licensed_users)
-                        .bind(averages)
-                        .bind(controls)
-                        .bind(partial)
-                        .bind(content_hash(s))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
+                        let day = s.created.format("%Y-%m-%d").to_string();
+                        if by_day.get(&day).is_none_or(|k| k.created <= s.created) {
+                            by_day.insert(day, s);
+                        }
+                    }
+                    let days: Vec<(String, &ScoreSnapshot)> = by_day.into_iter().collect();
+                    // The controls of the newest day only: the pages show today's controls and
+                    // the history's totals (90 days of controls would be most of the bytes).
+                    let newest = days.last().map(|(d, _)| d.clone());
+                    for chunk in days.chunks(30) {
+                        let q = format!(
+                            "INSERT INTO m365_scores (tenant_id, connection_id, partial, updated_at, day, external_id, created, current_score, max_score, active_users, licensed_users, \
+                               averages, controls, content_hash) VALUES {}{conflict}",
+                            crate::sync_shared::value_rows(chunk.len(), 10, 5, &|p| format!("($1, $2, $3, $4, {})", p.join(", ")))
+                        );
+                        let mut query = sqlx::query(crate::sync_shared::sql(q)).bind(tenant.0).bind(connection).bind(partial).bind(now);
+                        for (day, s) in chunk {
+                            let stored = if Some(day) == newest.as_ref() {
+                                std::borrow::Cow::Borrowed(*s)
+                            } else {
+                                std::borrow::Cow::Owned(ScoreSnapshot { controls: vec![], ..(*s).clone() })
+                            };
+                            let s = stored.as_ref();
+                            query = query
+                                .bind(day)
+                                .bind(&s.external_id)
+                                .bind(s.created)
+                                .bind(s.current)
+                                .bind(s.max)
+                                .bind(s.active_users)
+                                .bind(s.licensed_users)
+                                .bind(serde_json::to_string(&s.averages).unwrap_or_else(|_| "[]".into()))
+                                .bind(serde_json::to_string(&s.controls).unwrap_or_else(|_| "[]".into()))
+                                .bind(content_hash(s));
+                        }
+                        written += query.execute(&mut *tx).await?.rows_affected();
                     }
                     tx.commit().await?;
                     Ok(written)
@@ -1026,18 +1042,29 @@ macro_rules! impl_m365_store {
                 }
 
                 async fn m365_match_users(&self, tenant: TenantId, company: CompanyId) -> Result<u64> {
-                    Ok(sqlx::query(
-                        "UPDATE m365_users SET company_user_id = (SELECT MIN(cu.id) FROM company_users cu \
-                            WHERE cu.tenant_id = $1 AND cu.company_id = $2 AND LOWER(cu.email) = m365_users.email) \
-                         WHERE tenant_id = $1 AND company_user_id IS NULL AND email IS NOT NULL \
-                           AND connection_id IN (SELECT id FROM m365_connections WHERE tenant_id = $1 AND company_id = $2) \
-                           AND EXISTS (SELECT 1 FROM company_users cu WHERE cu.tenant_id = $1 AND cu.company_id = $2 AND LOWER(cu.email) = m365_users.email)",
-                    )
-                    .bind(tenant.0)
-                    .bind(company.0)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
+                    // Per connection (a company has one or a few), so each statement reads
+                    // that tenant's users by index, whatever the other tenants hold.
+                    let connections: Vec<(i64,)> = sqlx::query_as("SELECT id FROM m365_connections WHERE tenant_id = $1 AND company_id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    let mut matched = 0;
+                    for (connection,) in connections {
+                        matched += sqlx::query(
+                            "UPDATE m365_users SET company_user_id = (SELECT MIN(cu.id) FROM company_users cu \
+                                WHERE cu.tenant_id = $1 AND cu.company_id = $2 AND LOWER(cu.email) = m365_users.email) \
+                             WHERE connection_id = $3 AND tenant_id = $1 AND company_user_id IS NULL AND email IS NOT NULL \
+                               AND EXISTS (SELECT 1 FROM company_users cu WHERE cu.tenant_id = $1 AND cu.company_id = $2 AND LOWER(cu.email) = m365_users.email)",
+                        )
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .bind(connection)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    }
+                    Ok(matched)
                 }
 
                 async fn m365_company_domains(&self, tenant: TenantId) -> Result<Vec<(i64, String)>> {

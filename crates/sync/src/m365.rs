@@ -36,6 +36,9 @@ struct TenantOutcome {
     users_removed: u64,
     written: u64,
     failed: Option<String>,
+    /// Secure Score refused (a 403): the rest was read and is saved; the tenant's status
+    /// says what to grant.
+    denied: Option<String>,
     events: Vec<NewEvent>,
 }
 
@@ -81,14 +84,54 @@ pub(crate) async fn run(
             "No company is connected yet: open Microsoft 365 > Companies and Connect one.",
         ));
     }
-    let outcomes: Vec<(Connection, TenantOutcome)> = futures_util::stream::iter(due)
-        .map(|c| async move {
-            let o = one_tenant(engine, tenant, &c, source).await;
-            (c, o)
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
+    // Two stages: tenants are read `concurrency` at once, and each read tenant is handed
+    // to the saving stage, so a tenant's save never holds a reading slot. SQLite has one
+    // writer: its saves take turns (a queue of waiting writers would outlast its busy
+    // timeout); PostgreSQL saves side by side (each tenant's rows are its own).
+    let writers = if engine.store.backend() == "sqlite" {
+        1
+    } else {
+        4
+    };
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<(Connection, TenantOutcome, Result<Fetched, Failure>)>(
+            concurrency.max(1) * 2,
+        );
+    let reading = async move {
+        let mut read = futures_util::stream::iter(due)
+            .map(|c| async move {
+                let mut o = TenantOutcome::default();
+                let f = fetch_tenant(engine, &c, source, &mut o).await;
+                (c, o, f)
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some(item) = read.next().await {
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    };
+    let saving = async {
+        let mut rx = rx;
+        let mut running = futures_util::stream::FuturesUnordered::new();
+        let mut outcomes: Vec<(Connection, TenantOutcome)> = Vec::new();
+        let mut open = true;
+        while open || !running.is_empty() {
+            if open && running.len() < writers {
+                tokio::select! {
+                    item = rx.recv() => match item {
+                        Some((c, o, f)) => running.push(save_one(engine, tenant, c, o, f)),
+                        None => open = false,
+                    },
+                    Some(done) = running.next(), if !running.is_empty() => outcomes.push(done),
+                }
+            } else if let Some(done) = running.next().await {
+                outcomes.push(done);
+            }
+        }
+        outcomes
+    };
+    let ((), outcomes) = tokio::join!(reading, saving);
 
     let mut tenants = Counts::default();
     let mut users = Counts::default();
@@ -139,20 +182,43 @@ fn due(last: Option<DateTime<Utc>>, every: Duration, now: DateTime<Utc>) -> bool
     last.is_none_or(|t| now - t >= every)
 }
 
+async fn save_one(
+    engine: &Engine,
+    tenant: TenantId,
+    c: Connection,
+    mut o: TenantOutcome,
+    f: Result<Fetched, Failure>,
+) -> (Connection, TenantOutcome) {
+    finish_tenant(engine, tenant, &c, f, &mut o).await;
+    (c, o)
+}
+
+/// A read tenant saved (or its failure recorded as its status, with the fix).
 #[tracing::instrument(skip_all, fields(connection = c.id, ms_tenant = %c.ms_tenant_id))]
-async fn one_tenant(
+async fn finish_tenant(
     engine: &Engine,
     tenant: TenantId,
     c: &Connection,
-    source: &dyn CloudTenantSource,
-) -> TenantOutcome {
-    let mut o = TenantOutcome::default();
+    fetched: Result<Fetched, Failure>,
+    o: &mut TenantOutcome,
+) {
     let name = format!(
         "{} ({})",
         c.company_name,
         c.default_domain.as_deref().unwrap_or(&c.ms_tenant_id)
     );
-    match sync_tenant(engine, tenant, c, source, &mut o).await {
+    let result = match fetched {
+        Ok(f) => match save_tenant(engine, tenant, c, f, o).await {
+            // Saved what was read; the status says what Secure Score needs.
+            Ok(()) => match o.denied.take() {
+                Some(message) => Err(Failure::Tenant(TenantStatus::PermissionMissing, message)),
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => {
             // A missing permission stays until the admin reconnects (consents again).
             if !matches!(
@@ -198,7 +264,6 @@ async fn one_tenant(
             o.failed = Some(message);
         }
     }
-    o
 }
 
 enum Failure {
@@ -221,19 +286,27 @@ impl From<mspbridge_store::StoreError> for Failure {
     }
 }
 
-async fn sync_tenant(
+/// What one tenant's read gave, before any of it is saved.
+struct Fetched {
+    org: mspbridge_domain::m365::TenantOrg,
+    name: String,
+    users: mspbridge_providers::cloud::UsersRead,
+    groups: Vec<mspbridge_domain::m365::TenantGroup>,
+    licences: Vec<mspbridge_domain::m365::TenantLicence>,
+    /// Snapshots and whether the answer was partial (its warning).
+    scores: Option<(Vec<mspbridge_domain::m365::ScoreSnapshot>, Option<String>)>,
+    profiles: Option<Vec<mspbridge_domain::m365::ControlProfile>>,
+}
+
+/// Reads the tenant, every request in order, nothing saved yet.
+async fn fetch_tenant(
     engine: &Engine,
-    tenant: TenantId,
     c: &Connection,
     source: &dyn CloudTenantSource,
     o: &mut TenantOutcome,
-) -> Result<(), Failure> {
-    let store = &engine.store;
+) -> Result<Fetched, Failure> {
     let t = c.ms_tenant_id.as_str();
     let org = source.organization(t).await?;
-    o.written += store
-        .m365_save_org(tenant, c.id, &org, engine.now())
-        .await?;
     let name = format!(
         "{} ({})",
         c.company_name,
@@ -243,7 +316,6 @@ async fn sync_tenant(
             .map(|d| d.name.as_str())
             .unwrap_or(t)
     );
-
     let users = match source.users(t, c.users_delta_link.as_deref()).await {
         Err(CloudError::DeltaExpired(why)) => {
             o.events.push(NewEvent::new(
@@ -256,9 +328,6 @@ async fn sync_tenant(
         }
         other => other?,
     };
-    o.users_seen = (users.users.len() + users.rejected.len()) as u64;
-    o.users_failed = users.rejected.len() as u64;
-    o.users_removed = users.removed.len() as u64;
     for r in &users.rejected {
         o.events.push(NewEvent::new(
             EventLevel::Warning,
@@ -267,38 +336,9 @@ async fn sync_tenant(
             &format!("{name}: a user could not be read and was skipped ({r})"),
         ));
     }
-    let w = store
-        .m365_save_users(
-            tenant,
-            c.id,
-            mspbridge_store::m365::UserChanges {
-                users: &users.users,
-                removed: &users.removed,
-                full: users.full,
-                delta_link: users.delta_link.as_deref(),
-            },
-            engine.now(),
-        )
-        .await?;
-    o.users_written = w;
-    o.written += w;
-    store
-        .m365_match_users(tenant, mspbridge_domain::CompanyId(c.company_id))
-        .await?;
-
-    let groups = source.groups(t).await?;
-    o.written += store
-        .m365_save_groups(tenant, c.id, &groups.records, engine.now())
-        .await?;
-    let licences = source.licences(t).await?;
-    o.written += store
-        .m365_save_licences(tenant, c.id, &licences.records, engine.now())
-        .await?;
-
+    let groups = source.groups(t).await?.records;
+    let licences = source.licences(t).await?.records;
     let now = engine.now();
-    let mut read_scores = false;
-    let mut read_profiles = false;
-    let mut score_line = String::new();
     let security = c.tenant_status() != TenantStatus::PermissionMissing;
     if !security {
         o.events.push(NewEvent::new(
@@ -311,17 +351,97 @@ async fn sync_tenant(
             ),
         ));
     }
-    if security && due(c.scores_synced_at, SCORES_EVERY, now) {
+    let scores = if security && due(c.scores_synced_at, SCORES_EVERY, now) {
         let days = match c.scores_synced_at {
             None => SCORE_DAYS,
             Some(t) => ((now - t).num_days() + 2).clamp(2, SCORE_DAYS),
         };
-        let scores = source.secure_scores(t, days as usize).await?;
-        let partial = scores.partial.is_some();
+        match source.secure_scores(t, days as usize).await {
+            Ok(read) => Some((read.snapshots, read.partial)),
+            Err(CloudError::Tenant {
+                status: TenantStatus::PermissionMissing,
+                message,
+            }) => {
+                o.denied = Some(message);
+                None
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        None
+    };
+    let profiles =
+        if security && o.denied.is_none() && due(c.profiles_synced_at, PROFILES_EVERY, now) {
+            match source.control_profiles(t).await {
+                Ok(read) => Some(read.records),
+                Err(CloudError::Tenant {
+                    status: TenantStatus::PermissionMissing,
+                    message,
+                }) => {
+                    o.denied = Some(message);
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+    Ok(Fetched {
+        org,
+        name,
+        users,
+        groups,
+        licences,
+        scores,
+        profiles,
+    })
+}
+
+async fn save_tenant(
+    engine: &Engine,
+    tenant: TenantId,
+    c: &Connection,
+    f: Fetched,
+    o: &mut TenantOutcome,
+) -> Result<(), Failure> {
+    let store = &engine.store;
+    let t = c.ms_tenant_id.as_str();
+    let name = &f.name;
+    let now = engine.now();
+    o.written += store.m365_save_org(tenant, c.id, &f.org, now).await?;
+    let users = &f.users;
+    o.users_seen = (users.users.len() + users.rejected.len()) as u64;
+    o.users_failed = users.rejected.len() as u64;
+    o.users_removed = users.removed.len() as u64;
+    let w = store
+        .m365_save_users(
+            tenant,
+            c.id,
+            mspbridge_store::m365::UserChanges {
+                users: &users.users,
+                removed: &users.removed,
+                full: users.full,
+                delta_link: users.delta_link.as_deref(),
+            },
+            now,
+        )
+        .await?;
+    o.users_written = w;
+    o.written += w;
+    store
+        .m365_match_users(tenant, mspbridge_domain::CompanyId(c.company_id))
+        .await?;
+    o.written += store.m365_save_groups(tenant, c.id, &f.groups, now).await?;
+    o.written += store
+        .m365_save_licences(tenant, c.id, &f.licences, now)
+        .await?;
+    let mut read_scores = false;
+    let mut score_line = String::new();
+    if let Some((snapshots, partial)) = &f.scores {
         o.written += store
-            .m365_save_scores(tenant, c.id, &scores.snapshots, partial, now)
+            .m365_save_scores(tenant, c.id, snapshots, partial.is_some(), now)
             .await?;
-        if let Some(warning) = &scores.partial {
+        if let Some(warning) = partial {
             o.events.push(NewEvent::new(
                 EventLevel::Warning,
                 Some(RecordType::Companies),
@@ -333,7 +453,7 @@ async fn sync_tenant(
         } else {
             read_scores = true;
         }
-        if let Some(s) = scores.snapshots.first() {
+        if let Some(s) = snapshots.first() {
             score_line = format!(
                 ", Secure Score {:.1} of {:.1} ({} %)",
                 s.current,
@@ -342,15 +462,13 @@ async fn sync_tenant(
             );
         }
     }
-    if security && due(c.profiles_synced_at, PROFILES_EVERY, now) {
-        let profiles = source.control_profiles(t).await?;
+    if let Some(profiles) = &f.profiles {
         o.written += store
-            .m365_save_profiles(tenant, c.id, &profiles.records, now)
+            .m365_save_profiles(tenant, c.id, profiles, now)
             .await?;
-        read_profiles = true;
     }
     store
-        .m365_mark_synced(tenant, c.id, read_scores, read_profiles, engine.now())
+        .m365_mark_synced(tenant, c.id, read_scores, f.profiles.is_some(), now)
         .await?;
     o.events.push(NewEvent::new(
         EventLevel::Info,
@@ -360,8 +478,8 @@ async fn sync_tenant(
             "{name}: {} users read ({}), {} groups, {} licences{score_line}; {} rows changed",
             users.users.len(),
             if users.full { "all" } else { "changes only" },
-            groups.records.len(),
-            licences.records.len(),
+            f.groups.len(),
+            f.licences.len(),
             o.written
         ),
     ));

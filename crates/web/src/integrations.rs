@@ -536,6 +536,17 @@ pub async fn update_credentials(
             state.now(),
         )
         .await?;
+    // Tenants that failed for the app's secret are tried again with the new one (they
+    // wait for the admin otherwise).
+    if updated.provider == mspbridge_domain::catalogue::ProviderKind::Microsoft365 {
+        let cleared = state
+            .store
+            .m365_clear_secret_statuses(tenant, id, state.now())
+            .await?;
+        if cleared > 0 {
+            tracing::info!(cleared, "tenants waiting for a new secret are synced again");
+        }
+    }
     tracing::info!(
         status = updated.status.as_str(),
         "integration credentials updated"

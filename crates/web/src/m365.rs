@@ -824,7 +824,7 @@ async fn discover(
         })
         .collect();
     let matcher = mspbridge_matching::Matcher::new(&portal);
-    Ok(found
+    let mut rows: Vec<DiscoveredTenant> = found
         .into_iter()
         .map(|t| {
             let connected_company = connections
@@ -850,6 +850,7 @@ async fn discover(
                     )
                     .into_iter()
                     .next()
+                    .filter(|b| b.confidence >= PROPOSE_FROM)
             };
             DiscoveredTenant {
                 proposed_company: best.as_ref().map(|b| (b.key.0, b.name.clone())),
@@ -859,8 +860,31 @@ async fn discover(
                 tenant: t,
             }
         })
-        .collect())
+        .collect();
+    // One proposal per company: the tenant it fits best keeps it.
+    let mut best: std::collections::HashMap<i64, (u8, usize)> = std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let (Some((company, _)), Some(conf)) = (&r.proposed_company, r.confidence) {
+            let e = best.entry(*company).or_insert((conf, i));
+            if conf > e.0 {
+                *e = (conf, i);
+            }
+        }
+    }
+    for (i, r) in rows.iter_mut().enumerate() {
+        if let Some((company, _)) = &r.proposed_company
+            && best.get(company).is_some_and(|(_, j)| *j != i)
+        {
+            r.proposed_company = None;
+            r.reason = None;
+            r.confidence = None;
+        }
+    }
+    Ok(rows)
 }
+
+/// The least confidence a proposal needs (Quick Match's default threshold).
+const PROPOSE_FROM: u8 = 70;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -1498,6 +1522,10 @@ struct CompanyPage {
     categories: Vec<String>,
     setup: Option<i64>,
     can_write: bool,
+    users_shown: usize,
+    users_pager: crate::devices::Pager,
+    groups_shown: usize,
+    groups_pager: crate::devices::Pager,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1506,6 +1534,11 @@ struct ControlFilter {
     tab: String,
     #[serde(default)]
     msg: String,
+    /// Users tab: search (name, e-mail, UPN) and page.
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: Option<i64>,
     #[serde(default)]
     category: String,
     #[serde(default)]
@@ -1522,7 +1555,51 @@ impl ControlFilter {
     }
 }
 
-/// The SVG points of a history chart, 600 × 120.
+/// A history chart, 600 × 120: the percentage between `bottom` and `top` (the data's
+/// range with a margin, in whole tens), the points of its line, and a grid line's height.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Chart {
+    pub points: String,
+    pub top: f64,
+    pub bottom: f64,
+}
+
+pub(crate) fn chart(history: &[ScorePoint]) -> Chart {
+    let lo = history
+        .iter()
+        .map(|p| p.percent)
+        .fold(f64::INFINITY, f64::min);
+    let hi = history
+        .iter()
+        .map(|p| p.percent)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let (bottom, top) = if lo.is_finite() && hi.is_finite() {
+        (
+            ((lo - 5.0) / 10.0).floor().max(0.0) * 10.0,
+            ((hi + 5.0) / 10.0).ceil().min(10.0) * 10.0,
+        )
+    } else {
+        (0.0, 100.0)
+    };
+    let span = (top - bottom).max(1.0);
+    let n = history.len().max(2) - 1;
+    let points = history
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let x = i as f64 * 600.0 / n as f64;
+            let y = 115.0 - (p.percent.clamp(bottom, top) - bottom) / span * 110.0;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    Chart {
+        points,
+        top,
+        bottom,
+    }
+}
+
 /// "first day → last day" of a history.
 pub(crate) fn span_of(history: &[ScorePoint]) -> String {
     match (history.first(), history.last()) {
@@ -1539,23 +1616,6 @@ pub(crate) fn trend_text(t: &Option<f64>) -> String {
         Some(_) => "no change".into(),
         None => "—".into(),
     }
-}
-
-pub(crate) fn chart_points(history: &[ScorePoint]) -> String {
-    if history.is_empty() {
-        return String::new();
-    }
-    let n = history.len().max(2) - 1;
-    history
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let x = i as f64 * 600.0 / n as f64;
-            let y = 115.0 - p.percent.clamp(0.0, 100.0) * 1.1;
-            format!("{x:.1},{y:.1}")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub(crate) fn licences_of(
@@ -1577,7 +1637,55 @@ async fn company_page(
 ) -> Response {
     let done = async {
         let company = company_path(&company)?;
-        let view = company_view(&state, &c, company).await?;
+        let mut view = company_view(&state, &c, company).await?;
+        let needle = filter.q.trim().to_lowercase();
+        let users: Vec<UserRow> = std::mem::take(&mut view.users)
+            .into_iter()
+            .filter(|u| {
+                needle.is_empty()
+                    || u.display_name.to_lowercase().contains(&needle)
+                    || u.email.as_deref().unwrap_or_default().contains(&needle)
+                    || u.upn
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_lowercase()
+                        .contains(&needle)
+            })
+            .collect();
+        let users_shown = users.len();
+        let users_pager = crate::devices::pager(
+            users_shown as i64,
+            filter.page,
+            format!("tab=users&q={}", crate::devices::enc(&filter.q)),
+        );
+        view.users = users
+            .into_iter()
+            .skip(((users_pager.page - 1) * SETUP_PAGE) as usize)
+            .take(SETUP_PAGE as usize)
+            .collect();
+        let groups: Vec<GroupRow> = std::mem::take(&mut view.groups)
+            .into_iter()
+            .filter(|g| {
+                needle.is_empty()
+                    || g.name.to_lowercase().contains(&needle)
+                    || g.mail
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_lowercase()
+                        .contains(&needle)
+            })
+            .collect();
+        let groups_shown = groups.len();
+        let groups_pager = crate::devices::pager(
+            groups_shown as i64,
+            filter.page,
+            format!("tab=groups&q={}", crate::devices::enc(&filter.q)),
+        );
+        view.groups = groups
+            .into_iter()
+            .skip(((groups_pager.page - 1) * SETUP_PAGE) as usize)
+            .take(SETUP_PAGE as usize)
+            .collect();
         let co = state.store.get_company(c.tenant_id, company).await?;
         let sku_names = view
             .licences
@@ -1609,6 +1717,10 @@ async fn company_page(
             categories,
             setup,
             can_write: c.require(Permission::Write).is_ok(),
+            users_shown,
+            users_pager,
+            groups_shown,
+            groups_pager,
         })
     };
     match done.await {

@@ -1423,3 +1423,200 @@ async fn the_connect_wizard_in_chromium() {
     }
     let _ = c.close().await;
 }
+
+/// Microsoft 365 in Chromium: Company M365 Setup (Connect through the sandbox's consent
+/// page, back to the setup page with the company connected), partner discovery, a
+/// company's Microsoft 365 tab (Secure Score with its chart, the controls filtered by
+/// severity, Import Selected of a user) and the Secure Score overview. Screenshots
+/// `m365-*` under `target/screenshots/`.
+async fn m365_pages(app: &TestApp, c: &Client, id: i64, company: i64, tenant: &str) -> Step {
+    sign_in(app, c).await?;
+    c.goto(&app.url(&format!("/settings/integrations/{id}")))
+        .await
+        .map_err(e("integration page"))?;
+    click(c, "#m365-setup-link").await?;
+    until(
+        c,
+        "document.getElementById('progress-label')?.textContent.includes('0 of 3 companies connected')",
+        "the setup page's progress",
+    )
+    .await?;
+    shot(c, "m365-setup").await?;
+    click(c, &format!("#company-{company} button[value=connect]")).await?;
+    until(
+        c,
+        "document.querySelector('select[name=tenant]') && document.querySelector('button[value=accept]')",
+        "Microsoft's (the sandbox's) consent page",
+    )
+    .await?;
+    js(
+        c,
+        &format!("document.querySelector('select[name=tenant]').value = '{tenant}'; return 1"),
+    )
+    .await?;
+    shot(c, "m365-consent").await?;
+    click(c, "button[value=accept]").await?;
+    until(
+        c,
+        "document.getElementById('flash')?.textContent.includes('Connected')",
+        "back on the setup page, connected",
+    )
+    .await?;
+    until(
+        c,
+        "document.getElementById('progress-label')?.textContent.includes('1 of 3 companies connected')",
+        "the progress counting the company",
+    )
+    .await?;
+
+    // Partner discovery lists the customer tenants with proposals.
+    click(c, "#discover").await?;
+    until(
+        c,
+        "document.querySelectorAll('#customer-tenants tbody tr').length >= 8 && document.querySelector('#customer-tenants .badge.b-connected')",
+        "the customer tenants, the connected one marked",
+    )
+    .await?;
+    shot(c, "m365-discovery").await?;
+
+    // The first sync, then the company's tab.
+    sync_at(app, id, chrono::Duration::zero()).await;
+    c.goto(&app.url(&format!("/companies/{company}/m365?tab=score")))
+        .await
+        .map_err(e("company M365 tab"))?;
+    until(
+        c,
+        "document.getElementById('score-percent')?.textContent.includes('%') && document.querySelector('svg polyline') && document.querySelectorAll('#controls tbody tr').length >= 10",
+        "Secure Score, its history chart and the controls",
+    )
+    .await?;
+    shot(c, "m365-company-score").await?;
+    let all = js(
+        c,
+        "return document.querySelectorAll('#controls tbody tr').length",
+    )
+    .await?;
+    js(
+        c,
+        "document.querySelector('select[name=severity]').value = 'Critical'; document.querySelector('select[name=severity]').form.submit(); return 1",
+    )
+    .await?;
+    until(
+        c,
+        "location.search.includes('severity=Critical') && [...document.querySelectorAll('#controls tbody tr')].every(r => r.cells[3].textContent.trim() === 'Critical')",
+        "the controls filtered to Critical",
+    )
+    .await?;
+    let critical = js(
+        c,
+        "return document.querySelectorAll('#controls tbody tr').length",
+    )
+    .await?;
+    check(
+        critical.as_u64() < all.as_u64(),
+        format!("the severity filter left {critical} of {all} controls"),
+    )?;
+
+    c.goto(&app.url(&format!("/companies/{company}/m365?tab=users")))
+        .await
+        .map_err(e("users tab"))?;
+    until(
+        c,
+        "document.querySelector('#m365-users input[name=user]')",
+        "users to select",
+    )
+    .await?;
+    click(c, "#m365-users input[name=user]").await?;
+    click(c, "#import-selected").await?;
+    until(
+        c,
+        "document.getElementById('flash')?.textContent.includes('1 imported')",
+        "one user imported",
+    )
+    .await?;
+    shot(c, "m365-company-users").await?;
+
+    c.goto(&app.url("/secure-score"))
+        .await
+        .map_err(e("overview"))?;
+    until(
+        c,
+        "document.querySelectorAll('#scores tbody tr').length === 1",
+        "the Secure Score overview's row",
+    )
+    .await?;
+    shot(c, "m365-secure-score").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn m365_pages_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    use mspbridge_providers::microsoft_365::sandbox as m365;
+    let sandbox = m365::M365Sandbox::new(mspbridge_sandbox::Seed::Small);
+    let handle = sandbox
+        .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+        .unwrap();
+    let base = m365::M365Sandbox::base_url(&handle);
+    let config = mspbridge_providers::ProviderConfig {
+        microsoft_365: mspbridge_providers::microsoft_365::client::GraphSettings {
+            login_base: Some(base.clone()),
+            graph_base: Some(base),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = TestApp::start_configured(
+        mspbridge_store::test_support::sqlite().await.unwrap(),
+        false,
+        config,
+    )
+    .await;
+    let id = connect_json(
+        &app,
+        json!({"provider": "microsoft_365", "credentials": {
+            "client_id": m365::DEMO_CLIENT_ID, "client_secret": m365::DEMO_CLIENT_SECRET,
+            "home_tenant": m365::PARTNER_TENANT_ID}}),
+    )
+    .await;
+    let tenants = sandbox.tenants();
+    let mut companies = Vec::new();
+    for t in tenants.iter().take(3) {
+        let (s, v) = app
+            .post(
+                "/api/v1/companies",
+                &app.a.owner_token,
+                json!({"name": t.display_name}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        companies.push(v["id"].as_i64().unwrap());
+    }
+    let role = app.db.store.list_roles(app.a.id).await.unwrap()[0].id;
+    let (s, _) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/companies/{}/default-import-role", companies[0]),
+            &app.a.owner_token,
+            Some(json!({"default_import_role": role.0})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let c = browser(&webdriver).await;
+    let result = m365_pages(&app, &c, id, companies[0], &tenants[0].id).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-step-m365").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+    handle.stop().await;
+}

@@ -607,6 +607,27 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
             .clone();
         assert_eq!(f4["proposed_company"][0], fifth, "{f4}");
         assert_eq!(f4["reason"], "same name", "{f4}");
+        let mut proposed: Vec<i64> = found
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| f["proposed_company"][0].as_i64())
+            .collect();
+        let n = proposed.len();
+        proposed.sort_unstable();
+        proposed.dedup();
+        assert_eq!(
+            proposed.len(),
+            n,
+            "a company is proposed for one tenant at most"
+        );
+        assert!(
+            found
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|f| f["confidence"].is_null() || f["confidence"].as_u64() >= Some(70))
+        );
         // Connecting the found tenant: consent given in another tenant is refused.
         let (_, a) = consent(
             &app,
@@ -719,5 +740,79 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
             c3["tenants"]
         );
         assert_eq!(company(1).await["tenants"][0]["status"], "connected");
+        // A new secret (Update credentials): the tenant is synced again.
+        v.m365.expire_secret(false);
+        let (s, u) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/integrations/{id}/credentials"),
+                &t,
+                Some(json!({"credentials": {"client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "home_tenant": PARTNER_TENANT_ID}})),
+            )
+            .await;
+        assert_eq!(s, 200, "{u}");
+        assert_eq!(company(3).await["tenants"][0]["status"], "connected");
+        run(&app, id, Duration::hours(51)).await;
+        let c3 = company(3).await;
+        assert_eq!(c3["tenants"][0]["status"], "connected", "{}", c3["tenants"]);
+        assert!(!c3["users"].as_array().unwrap().is_empty());
+    }
+}
+
+/// 500 tenants synced 16 at once: Microsoft's Secure Score limits (4 in flight, 150 a
+/// minute per tenant) are never crossed — no 429 — and every tenant is read.
+#[tokio::test]
+async fn five_hundred_tenants_sync_within_each_tenants_secure_score_limits() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let sandbox = M365Sandbox::with_size(500, 3, 2);
+        sandbox.set_security_latency(std::time::Duration::from_millis(20));
+        let handle = sandbox.serve(loopback_listener().await.unwrap()).unwrap();
+        let base = M365Sandbox::base_url(&handle);
+        let config = ProviderConfig {
+            microsoft_365: GraphSettings {
+                login_base: Some(base.clone()),
+                graph_base: Some(base),
+                tenant_concurrency: 16,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let app = TestApp::start_configured(db, false, config).await;
+        let id = connect_json(
+            &app,
+            json!({"provider": "microsoft_365", "credentials": {
+                "client_id": DEMO_CLIENT_ID, "client_secret": DEMO_CLIENT_SECRET, "home_tenant": PARTNER_TENANT_ID}}),
+        )
+        .await;
+        let tenants = sandbox.tenants();
+        for (i, t) in tenants.iter().enumerate() {
+            sandbox.consent(&t.id);
+            let company = app
+                .db
+                .store
+                .create_company(app.a.id, &format!("Company {i:03}"), chrono::Utc::now())
+                .await
+                .unwrap();
+            app.db
+                .store
+                .m365_connect(
+                    app.a.id,
+                    mspbridge_domain::IntegrationId(id),
+                    company.id,
+                    &t.id,
+                    "test",
+                    chrono::Utc::now(),
+                )
+                .await
+                .unwrap();
+        }
+        let summary = run(&app, id, Duration::zero()).await;
+        assert_eq!(summary.result, RunResult::Success, "{summary:?}");
+        assert_eq!(counts(&summary, RecordType::Companies).seen, 500);
+        assert_eq!(sandbox.throttled(), 0, "no 429 from Microsoft's limits");
+        for t in &tenants {
+            assert!(sandbox.max_concurrent_security(&t.id) <= 4, "{}", t.id);
+        }
+        handle.stop().await;
     }
 }

@@ -422,6 +422,8 @@ impl GraphClient {
                 .get(url)
                 .header(AUTHORIZATION, format!("Bearer {token}"))
                 .header(ACCEPT, "application/json")
+                // The largest pages Graph serves (delta queries take no `$top`).
+                .header("Prefer", "odata.maxpagesize=999")
                 .send()
                 .await
                 .map_err(|e| GraphError::Unreachable {

@@ -281,7 +281,7 @@ impl CloudTenantSource for GraphSource {
             .client
             .collect(
                 tenant,
-                "/v1.0/security/secureScoreControlProfiles",
+                "/v1.0/security/secureScoreControlProfiles?$top=999",
                 "Secure Score control profiles",
             )
             .await

@@ -90,7 +90,7 @@ CREATE TABLE m365_users (
     updated_at TEXT NOT NULL
 );
 CREATE UNIQUE INDEX m365_users_key ON m365_users (connection_id, external_id);
-CREATE INDEX m365_users_email ON m365_users (tenant_id, email);
+CREATE INDEX m365_users_email ON m365_users (connection_id, email);
 
 CREATE TABLE m365_groups (
     id INTEGER PRIMARY KEY,
