@@ -124,6 +124,8 @@ pub enum FieldFormat {
     Text,
     /// One of a fixed list of values.
     Choice(&'static [&'static str]),
+    /// PEM text (a certificate or a key): several lines; a form shows a text area.
+    Pem,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,9 +559,27 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 "client_secret",
                 "Client secret",
                 true,
-                true,
+                false,
                 Text,
-                "The secret's Value (not its ID), from Certificates & secrets of the app registration.",
+                "The secret's Value (not its ID), from Certificates & secrets of the app registration. Or leave it empty and use a certificate below (Microsoft recommends certificates).",
+                "",
+            ),
+            f(
+                "certificate",
+                "Certificate (PEM)",
+                false,
+                false,
+                Pem,
+                "Instead of a secret: the certificate uploaded under Certificates & secrets > Certificates, as PEM text (-----BEGIN CERTIFICATE----- …).",
+                "-----BEGIN CERTIFICATE----- …",
+            ),
+            f(
+                "private_key",
+                "Certificate private key (PEM)",
+                true,
+                false,
+                Pem,
+                "The certificate's private key, unencrypted PKCS#8 (-----BEGIN PRIVATE KEY-----) or PKCS#1 (-----BEGIN RSA PRIVATE KEY-----), RSA 2048 bits or more.",
                 "",
             ),
             f(

@@ -81,7 +81,7 @@ impl TenantStatus {
         match self {
             TenantStatus::Connected => "Connected",
             TenantStatus::NotConsented => "Consent missing",
-            TenantStatus::SecretInvalid => "Secret refused",
+            TenantStatus::SecretInvalid => "Credential refused",
             TenantStatus::SecretExpired => "Secret expired",
             TenantStatus::PermissionMissing => "Permission missing",
             TenantStatus::TenantNotFound => "Tenant not found",
@@ -98,7 +98,7 @@ impl TenantStatus {
                 "The app is not installed in this tenant (AADSTS700016): the tenant's admin must consent again — use Reconnect, or Generate link for the client's admin."
             }
             TenantStatus::SecretInvalid => {
-                "Microsoft refused the client secret (AADSTS7000215): paste the secret's Value (not its ID) under Microsoft 365 > Update credentials."
+                "Microsoft refused the app's credential (AADSTS7000215: a wrong secret, paste the secret's Value, not its ID; AADSTS700027: a certificate not uploaded to the app registration, or a key that does not match it): fix it under Microsoft 365 > Update credentials."
             }
             TenantStatus::SecretExpired => {
                 "The client secret expired (AADSTS7000222): create a new secret under Entra ID > App registrations > Certificates & secrets and paste it under Update credentials."
@@ -136,7 +136,10 @@ pub fn status_of_token_error(codes: &[u64]) -> TenantStatus {
         TenantStatus::NotConsented
     } else if codes.contains(&7000222) {
         TenantStatus::SecretExpired
-    } else if codes.contains(&7000215) || codes.contains(&7000216) {
+    } else if [7000215, 7000216, 700027, 700024, 700023]
+        .iter()
+        .any(|c| codes.contains(c))
+    {
         TenantStatus::SecretInvalid
     } else if codes.contains(&90002) {
         TenantStatus::TenantNotFound

@@ -109,7 +109,7 @@ pub fn validate_credentials(
             Err(msg) => errors.push(FieldError::new(format!("credentials.{}", field.name), msg)),
         }
     }
-    provider_rules(provider, &values, &mut errors);
+    provider_rules(provider, &values, &kept, &mut errors);
     if errors.is_empty() {
         Ok((Credentials(values), kept))
     } else {
@@ -121,8 +121,14 @@ pub fn validate_credentials(
 fn provider_rules(
     provider: &ProviderDescriptor,
     values: &BTreeMap<String, CredentialValue>,
+    kept: &[String],
     errors: &mut Vec<FieldError>,
 ) {
+    if provider.kind == crate::catalogue::ProviderKind::Microsoft365 {
+        for (field, m) in m365_credential(values, kept) {
+            errors.push(FieldError::new(format!("credentials.{field}"), m));
+        }
+    }
     if provider.kind == crate::catalogue::ProviderKind::DattoRmm
         && let Some(url) = values.get("api_url")
         && let Err(m) = datto_api_url(url.expose())
@@ -135,6 +141,49 @@ fn provider_rules(
     {
         errors.push(FieldError::new("credentials.client_id", m));
     }
+}
+
+/// Microsoft 365 authenticates with a client secret or a certificate: a secret, or a
+/// certificate (PEM) with its private key (PEM). What is missing or malformed, by field.
+pub fn m365_credential(
+    values: &BTreeMap<String, CredentialValue>,
+    kept: &[String],
+) -> Vec<(&'static str, String)> {
+    let has = |f: &str| values.contains_key(f) || kept.iter().any(|k| k == f);
+    let mut out = Vec::new();
+    if let Some(cert) = values.get("certificate")
+        && !(cert.expose().contains("-----BEGIN CERTIFICATE-----")
+            && cert.expose().contains("-----END CERTIFICATE-----"))
+    {
+        out.push((
+            "certificate",
+            "Certificate must be the PEM text, from -----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----".to_string(),
+        ));
+    }
+    if let Some(key) = values.get("private_key")
+        && !key.expose().contains("PRIVATE KEY-----")
+    {
+        out.push((
+            "private_key",
+            "Private key must be the PEM text, from -----BEGIN PRIVATE KEY----- (or RSA PRIVATE KEY) to its END line".to_string(),
+        ));
+    }
+    match (has("client_secret"), has("certificate"), has("private_key")) {
+        (_, true, false) => out.push((
+            "private_key",
+            "Private key is required with a certificate: the key the certificate was made with".to_string(),
+        )),
+        (_, false, true) if values.contains_key("private_key") => out.push((
+            "certificate",
+            "Certificate is required with a private key: the certificate uploaded to the app registration".to_string(),
+        )),
+        (false, false, _) => out.push((
+            "client_secret",
+            "Client secret is required, unless you use a certificate (then give the certificate and its private key)".to_string(),
+        )),
+        _ => {}
+    }
+    out
 }
 
 /// A ConnectWise Asio client ID starts with its environment's prefix (0e30 NA, 0e31 EU,
@@ -188,6 +237,22 @@ pub fn datto_api_url(url: &str) -> Result<(), String> {
 }
 
 fn check_format(field: &CredentialField, raw: &str) -> Result<String, String> {
+    if field.format == FieldFormat::Pem {
+        // Lines are PEM's own; any other control character is not.
+        if raw
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+        {
+            return Err(format!("{} must be PEM text", field.label));
+        }
+        if raw.len() > 16 * 1024 {
+            return Err(format!(
+                "{} must be at most 16 KiB of PEM text",
+                field.label
+            ));
+        }
+        return Ok(raw.to_string());
+    }
     if raw.chars().any(char::is_control) {
         return Err(format!(
             "{} must be on one line without control characters",
@@ -201,7 +266,7 @@ fn check_format(field: &CredentialField, raw: &str) -> Result<String, String> {
         ));
     }
     match field.format {
-        FieldFormat::Text => Ok(raw.to_string()),
+        FieldFormat::Text | FieldFormat::Pem => Ok(raw.to_string()),
         FieldFormat::Host => parse_host(raw).map_err(|m| format!("{}: {m}", field.label)),
         FieldFormat::HttpsUrl => {
             let rest = raw

@@ -203,7 +203,7 @@ pub struct ScoreOverviewRow {
     pub day: String,
     pub current_score: f64,
     pub max_score: f64,
-    /// The score 30 days before the latest one, when kept.
+    /// The score 30 or more days before the latest one, when kept.
     pub previous_score: Option<f64>,
 }
 
@@ -317,6 +317,7 @@ pub trait M365Store: Send + Sync {
         tenant: TenantId,
         connection: i64,
         groups: &[TenantGroup],
+        complete: bool,
         now: DateTime<Utc>,
     ) -> Result<Written>;
     async fn m365_save_licences(
@@ -324,6 +325,7 @@ pub trait M365Store: Send + Sync {
         tenant: TenantId,
         connection: i64,
         licences: &[TenantLicence],
+        complete: bool,
         now: DateTime<Utc>,
     ) -> Result<Written>;
     /// Snapshots by day; a `partial` answer only fills days not kept yet.
@@ -363,15 +365,22 @@ pub trait M365Store: Send + Sync {
         limit: i64,
     ) -> Result<Vec<ScoreRow>>;
     async fn m365_profiles(&self, tenant: TenantId, connection: i64) -> Result<Vec<ProfileRow>>;
-    /// Each connected tenant's latest snapshot with the one 30 days before.
+    /// Each connected tenant's latest complete snapshot with the one 30 days before.
     async fn m365_score_overview(&self, tenant: TenantId) -> Result<Vec<ScoreOverviewRow>>;
     /// Links Microsoft 365 users to portal users of their company with the same e-mail
     /// (users imported from a PSA are matched, never duplicated); how many were linked.
     async fn m365_match_users(&self, tenant: TenantId, company: CompanyId) -> Result<u64>;
     /// Verified domains of every connected tenant, by company (they feed company matching).
     async fn m365_company_domains(&self, tenant: TenantId) -> Result<Vec<(i64, String)>>;
-    /// Sets the portal user a Microsoft 365 user is.
-    async fn m365_link_user(&self, tenant: TenantId, user: i64, company_user: i64) -> Result<()>;
+    /// Sets the portal user a Microsoft 365 user is; `imported`: created from it (then its
+    /// removal from the tenant disables the portal user).
+    async fn m365_link_user(
+        &self,
+        tenant: TenantId,
+        user: i64,
+        company_user: i64,
+        imported: bool,
+    ) -> Result<()>;
 }
 
 macro_rules! impl_m365_store {
@@ -554,7 +563,15 @@ macro_rules! impl_m365_store {
                                 "this Microsoft 365 tenant is already connected to {name}; disconnect it there first"
                             )));
                         }
-                        Some((id, _, _, _)) => {
+                        Some((id, previous, _, _)) => {
+                            if previous != company.0 {
+                                // Another company now: its users are not the previous company's portal users.
+                                sqlx::query("UPDATE m365_users SET company_user_id = NULL WHERE tenant_id = $1 AND connection_id = $2")
+                                    .bind(tenant.0)
+                                    .bind(id)
+                                    .execute(&mut *tx)
+                                    .await?;
+                            }
                             sqlx::query(
                                 "UPDATE m365_connections SET company_id = $3, status = 'connected', status_detail = NULL, connected_at = $4, connected_by = $5, updated_at = $4 \
                                  WHERE tenant_id = $1 AND id = $2",
@@ -585,10 +602,11 @@ macro_rules! impl_m365_store {
                             id
                         }
                     };
-                    sqlx::query("UPDATE m365_company_settings SET not_applicable = FALSE, updated_at = $3 WHERE integration_id = $1 AND company_id = $2")
+                    sqlx::query("UPDATE m365_company_settings SET not_applicable = FALSE, updated_at = $3 WHERE integration_id = $1 AND company_id = $2 AND tenant_id = $4")
                         .bind(integration.0)
                         .bind(company.0)
                         .bind(now)
+                        .bind(tenant.0)
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
@@ -751,6 +769,19 @@ macro_rules! impl_m365_store {
                                 .rows_affected();
                         }
                     }
+                    // Deletions upstream become deactivations: a portal user created from a
+                    // Microsoft 365 user that left the tenant is disabled (a matched one, a
+                    // PSA's, follows its PSA).
+                    written += sqlx::query(
+                        "UPDATE company_users SET status = 'disabled', updated_at = $3 WHERE tenant_id = $1 AND status <> 'disabled' AND id IN \
+                           (SELECT company_user_id FROM m365_users WHERE tenant_id = $1 AND connection_id = $2 AND imported = TRUE AND removed_at IS NOT NULL)",
+                    )
+                    .bind(tenant.0)
+                    .bind(connection)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                     sqlx::query("UPDATE m365_connections SET users_delta_link = $3 WHERE tenant_id = $1 AND id = $2 AND COALESCE(users_delta_link, '') <> COALESCE($3, '')")
                         .bind(tenant.0)
                         .bind(connection)
@@ -761,7 +792,7 @@ macro_rules! impl_m365_store {
                     Ok(written)
                 }
 
-                async fn m365_save_groups(&self, tenant: TenantId, connection: i64, groups: &[TenantGroup], now: DateTime<Utc>) -> Result<Written> {
+                async fn m365_save_groups(&self, tenant: TenantId, connection: i64, groups: &[TenantGroup], complete: bool, now: DateTime<Utc>) -> Result<Written> {
                     let mut tx = self.begin_write().await?;
                     let mut written = 0;
                     for g in groups {
@@ -782,11 +813,12 @@ macro_rules! impl_m365_store {
                         .await?
                         .rows_affected();
                     }
-                    let kept: Vec<(String,)> = sqlx::query_as("SELECT external_id FROM m365_groups WHERE tenant_id = $1 AND connection_id = $2")
+                    let kept: Vec<(String,)> = if !complete { vec![] } else { sqlx::query_as("SELECT external_id FROM m365_groups WHERE tenant_id = $1 AND connection_id = $2")
                         .bind(tenant.0)
                         .bind(connection)
                         .fetch_all(&mut *tx)
-                        .await?;
+                        .await?
+                    };
                     for (id,) in kept.iter().filter(|(id,)| !groups.iter().any(|g| &g.external_id == id)) {
                         written += sqlx::query("DELETE FROM m365_groups WHERE tenant_id = $1 AND connection_id = $2 AND external_id = $3")
                             .bind(tenant.0)
@@ -800,7 +832,7 @@ macro_rules! impl_m365_store {
                     Ok(written)
                 }
 
-                async fn m365_save_licences(&self, tenant: TenantId, connection: i64, licences: &[TenantLicence], now: DateTime<Utc>) -> Result<Written> {
+                async fn m365_save_licences(&self, tenant: TenantId, connection: i64, licences: &[TenantLicence], complete: bool, now: DateTime<Utc>) -> Result<Written> {
                     let mut tx = self.begin_write().await?;
                     let mut written = 0;
                     for l in licences {
@@ -827,11 +859,12 @@ macro_rules! impl_m365_store {
                         .await?
                         .rows_affected();
                     }
-                    let kept: Vec<(String,)> = sqlx::query_as("SELECT sku_id FROM m365_licences WHERE tenant_id = $1 AND connection_id = $2")
+                    let kept: Vec<(String,)> = if !complete { vec![] } else { sqlx::query_as("SELECT sku_id FROM m365_licences WHERE tenant_id = $1 AND connection_id = $2")
                         .bind(tenant.0)
                         .bind(connection)
                         .fetch_all(&mut *tx)
-                        .await?;
+                        .await?
+                    };
                     for (id,) in kept.iter().filter(|(id,)| !licences.iter().any(|l| &l.sku_id == id)) {
                         written += sqlx::query("DELETE FROM m365_licences WHERE tenant_id = $1 AND connection_id = $2 AND sku_id = $3")
                             .bind(tenant.0)
@@ -1026,19 +1059,32 @@ macro_rules! impl_m365_store {
                 }
 
                 async fn m365_score_overview(&self, tenant: TenantId) -> Result<Vec<ScoreOverviewRow>> {
-                    Ok(sqlx::query_as(
+                    let mut rows: Vec<ScoreOverviewRow> = sqlx::query_as(
                         "SELECT m.company_id, c.name AS company_name, m.id AS connection_id, m.ms_tenant_id, m.display_name, s.day, s.current_score, s.max_score, \
-                           (SELECT p.current_score FROM m365_scores p WHERE p.connection_id = m.id AND p.day <= \
-                              (SELECT MIN(q.day) FROM (SELECT day FROM m365_scores WHERE connection_id = m.id ORDER BY day DESC LIMIT 31) q) \
-                              AND p.day < s.day ORDER BY p.day DESC LIMIT 1) AS previous_score \
+                           CAST(NULL AS DOUBLE PRECISION) AS previous_score \
                          FROM m365_connections m JOIN companies c ON c.id = m.company_id \
-                         JOIN m365_scores s ON s.connection_id = m.id AND s.day = (SELECT MAX(day) FROM m365_scores WHERE connection_id = m.id) \
+                         JOIN m365_scores s ON s.connection_id = m.id AND s.day = (SELECT MAX(day) FROM m365_scores WHERE connection_id = m.id AND partial = FALSE) \
                          WHERE m.tenant_id = $1 AND m.status <> 'disconnected' \
                          ORDER BY CASE WHEN s.max_score > 0 THEN s.current_score / s.max_score ELSE 0 END, LOWER(c.name)",
                     )
                     .bind(tenant.0)
                     .fetch_all(&self.pool)
-                    .await?)
+                    .await?;
+                    // The complete snapshot 30 days (or more) before each latest one.
+                    for r in &mut rows {
+                        let Ok(day) = chrono::NaiveDate::parse_from_str(&r.day, "%Y-%m-%d") else { continue };
+                        let cutoff = (day - chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
+                        r.previous_score = sqlx::query_as::<_, (f64,)>(
+                            "SELECT current_score FROM m365_scores WHERE tenant_id = $1 AND connection_id = $2 AND day <= $3 AND partial = FALSE ORDER BY day DESC LIMIT 1",
+                        )
+                        .bind(tenant.0)
+                        .bind(r.connection_id)
+                        .bind(cutoff)
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .map(|(v,)| v);
+                    }
+                    Ok(rows)
                 }
 
                 async fn m365_match_users(&self, tenant: TenantId, company: CompanyId) -> Result<u64> {
@@ -1077,11 +1123,12 @@ macro_rules! impl_m365_store {
                     .await?)
                 }
 
-                async fn m365_link_user(&self, tenant: TenantId, user: i64, company_user: i64) -> Result<()> {
-                    let done = sqlx::query("UPDATE m365_users SET company_user_id = $3 WHERE tenant_id = $1 AND id = $2")
+                async fn m365_link_user(&self, tenant: TenantId, user: i64, company_user: i64, imported: bool) -> Result<()> {
+                    let done = sqlx::query("UPDATE m365_users SET company_user_id = $3, imported = $4 WHERE tenant_id = $1 AND id = $2")
                         .bind(tenant.0)
                         .bind(user)
                         .bind(company_user)
+                        .bind(imported)
                         .execute(&self.pool)
                         .await?;
                     if done.rows_affected() == 0 {

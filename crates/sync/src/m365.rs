@@ -291,8 +291,8 @@ struct Fetched {
     org: mspbridge_domain::m365::TenantOrg,
     name: String,
     users: mspbridge_providers::cloud::UsersRead,
-    groups: Vec<mspbridge_domain::m365::TenantGroup>,
-    licences: Vec<mspbridge_domain::m365::TenantLicence>,
+    groups: mspbridge_providers::cloud::Read<mspbridge_domain::m365::TenantGroup>,
+    licences: mspbridge_providers::cloud::Read<mspbridge_domain::m365::TenantLicence>,
     /// Snapshots and whether the answer was partial (its warning).
     scores: Option<(Vec<mspbridge_domain::m365::ScoreSnapshot>, Option<String>)>,
     profiles: Option<Vec<mspbridge_domain::m365::ControlProfile>>,
@@ -336,8 +336,18 @@ async fn fetch_tenant(
             &format!("{name}: a user could not be read and was skipped ({r})"),
         ));
     }
-    let groups = source.groups(t).await?.records;
-    let licences = source.licences(t).await?.records;
+    let groups = source.groups(t).await?;
+    let licences = source.licences(t).await?;
+    for (what, rejected) in [("group", &groups.rejected), ("licence", &licences.rejected)] {
+        for r in rejected {
+            o.events.push(NewEvent::new(
+                EventLevel::Warning,
+                Some(RecordType::Companies),
+                Some(t),
+                &format!("{name}: a {what} could not be read and was skipped; none is removed until a complete read ({r})"),
+            ));
+        }
+    }
     let now = engine.now();
     let security = c.tenant_status() != TenantStatus::PermissionMissing;
     if !security {
@@ -420,7 +430,9 @@ async fn save_tenant(
             mspbridge_store::m365::UserChanges {
                 users: &users.users,
                 removed: &users.removed,
-                full: users.full,
+                // A user that could not be read is not gone: a full read with rejected
+                // users marks nobody removed.
+                full: users.full && users.rejected.is_empty(),
                 delta_link: users.delta_link.as_deref(),
             },
             now,
@@ -431,9 +443,23 @@ async fn save_tenant(
     store
         .m365_match_users(tenant, mspbridge_domain::CompanyId(c.company_id))
         .await?;
-    o.written += store.m365_save_groups(tenant, c.id, &f.groups, now).await?;
     o.written += store
-        .m365_save_licences(tenant, c.id, &f.licences, now)
+        .m365_save_groups(
+            tenant,
+            c.id,
+            &f.groups.records,
+            f.groups.rejected.is_empty(),
+            now,
+        )
+        .await?;
+    o.written += store
+        .m365_save_licences(
+            tenant,
+            c.id,
+            &f.licences.records,
+            f.licences.rejected.is_empty(),
+            now,
+        )
         .await?;
     let mut read_scores = false;
     let mut score_line = String::new();
@@ -478,8 +504,8 @@ async fn save_tenant(
             "{name}: {} users read ({}), {} groups, {} licences{score_line}; {} rows changed",
             users.users.len(),
             if users.full { "all" } else { "changes only" },
-            f.groups.len(),
-            f.licences.len(),
+            f.groups.records.len(),
+            f.licences.records.len(),
             o.written
         ),
     ));

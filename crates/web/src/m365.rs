@@ -283,6 +283,10 @@ pub enum ConsentError {
     #[error("Microsoft's answer named no tenant.")]
     NoTenant,
     #[error(
+        "The app could not read that tenant yet, so it was not connected ({0}). If its admin has just consented, Microsoft may still be installing the app: try again in a minute."
+    )]
+    NotConsented(String),
+    #[error(
         "Consent was given in another tenant ({got}) than the one this request was for ({expected}): sign in to Microsoft as an administrator of {expected}."
     )]
     WrongTenant { expected: String, got: String },
@@ -364,12 +368,13 @@ pub async fn finish_consent(
         .filter(|t| valid_tenant_id(t))
         .ok_or(ConsentError::NoTenant)?;
     let now = state.now();
-    if let Some(expected) = state
+    let pending = state
         .store
         .m365_consent(tenant, &nonce)
         .await
         .map_err(|e| ConsentError::Internal(e.to_string()))?
-        .and_then(|c| c.expected_ms_tenant)
+        .ok_or(ConsentError::Refused(ConsentRefusal::Unknown))?;
+    if let Some(expected) = pending.expected_ms_tenant.clone()
         && expected != ms_tenant
     {
         return Err(ConsentError::WrongTenant {
@@ -377,6 +382,15 @@ pub async fn finish_consent(
             got: ms_tenant,
         });
     }
+    // The tenant in the redirect is only a claim: the app must now get a token there and
+    // read that very organization (a valid `state` with another tenant's id gets nowhere).
+    verify_tenant(
+        state,
+        tenant,
+        IntegrationId(pending.integration_id),
+        &ms_tenant,
+    )
+    .await?;
     let consent = state
         .store
         .m365_use_consent(tenant, &nonce, now)
@@ -404,7 +418,13 @@ pub async fn finish_consent(
         )
         .await
         .map_err(|e| match e {
-            mspbridge_store::StoreError::Conflict(m) => ConsentError::Conflict(m),
+            mspbridge_store::StoreError::Conflict(m) => {
+                // The public callback never names another client's company.
+                tracing::warn!(detail = %m, "consent for a tenant connected to another company");
+                ConsentError::Conflict(
+                    "This Microsoft 365 tenant is already connected to another company of your managed service provider.".into(),
+                )
+            }
             other => ConsentError::Internal(other.to_string()),
         })?;
     // The new tenant's data: a sync now rather than at the next interval.
@@ -419,6 +439,56 @@ pub async fn finish_consent(
         .await;
     tracing::info!(tenant_id = %tenant, integration_id = consent.integration_id, company_id = consent.company_id, ms_tenant = %ms_tenant, "Microsoft 365 tenant connected");
     Ok((conn, consent.kind))
+}
+
+/// Proves the app is consented in `ms_tenant`: an app-only token there and its
+/// organization's id. Microsoft may need a few seconds after consent to install the app,
+/// so a missing app is asked again twice before the consent is refused (unused: the same
+/// request works again).
+async fn verify_tenant(
+    state: &AppState,
+    tenant: TenantId,
+    integration: IntegrationId,
+    ms_tenant: &str,
+) -> Result<(), ConsentError> {
+    let i = state
+        .store
+        .get_integration(tenant, integration)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let creds = mspbridge_store::load_credentials(state.store.as_ref(), &state.vault, &i)
+        .await
+        .map_err(|e| ConsentError::Internal(e.to_string()))?;
+    let source = state
+        .providers
+        .cloud_source(
+            i.provider,
+            &creds,
+            mspbridge_providers::http::RetryPolicy::interactive(),
+        )
+        .ok_or_else(|| ConsentError::Internal("not a cloud integration".into()))?
+        .map_err(ConsentError::Internal)?;
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        match source.organization(ms_tenant).await {
+            Ok(org) if org.tenant_id.eq_ignore_ascii_case(ms_tenant) => return Ok(()),
+            Ok(org) => {
+                return Err(ConsentError::NotConsented(format!(
+                    "Microsoft answered for tenant {} instead of {ms_tenant}",
+                    org.tenant_id
+                )));
+            }
+            Err(mspbridge_providers::cloud::CloudError::Tenant {
+                status: TenantStatus::NotConsented,
+                message,
+            }) => last = message,
+            Err(e) => return Err(ConsentError::NotConsented(e.to_string())),
+        }
+    }
+    Err(ConsentError::NotConsented(last))
 }
 
 /// A consent link opened by the client's admin: where to send them (Microsoft's consent
@@ -797,7 +867,11 @@ async fn discover(
         .cloud_source(
             i.provider,
             &creds,
-            mspbridge_providers::http::RetryPolicy::interactive(),
+            // One lookup per customer tenant: room for a large partner.
+            mspbridge_providers::http::RetryPolicy {
+                budget: 5_000,
+                ..mspbridge_providers::http::RetryPolicy::interactive()
+            },
         )
         .ok_or(ApiError::NotFound)?
         .map_err(ApiError::Internal)?;
@@ -940,6 +1014,15 @@ async fn import_users(
         .m365_company_connections(c.tenant_id, company)
         .await?;
     let now = state.now();
+    // E-mails already in the company (checked again as users are created, so two
+    // selected users with one e-mail — say in two tenants — make one portal user).
+    let mut taken: std::collections::HashSet<String> = state
+        .store
+        .list_company_users(c.tenant_id, company)
+        .await?
+        .into_iter()
+        .filter_map(|u| u.email.map(|e| e.to_lowercase()))
+        .collect();
     for u in users.iter().filter(|u| ids.contains(&u.id)) {
         let was = before
             .iter()
@@ -965,6 +1048,13 @@ async fn import_users(
                 .push((u.id, "no e-mail address in Microsoft 365".into()));
             continue;
         };
+        if !taken.insert(email.to_lowercase()) {
+            answer.skipped.push((
+                u.id,
+                format!("{email} is already a portal user of this company"),
+            ));
+            continue;
+        }
         let Some(integration) = connections
             .iter()
             .find(|x| x.id == u.connection_id)
@@ -1013,7 +1103,7 @@ async fn import_users(
             .await?;
         state
             .store
-            .m365_link_user(c.tenant_id, u.id, created.id.0)
+            .m365_link_user(c.tenant_id, u.id, created.id.0, true)
             .await?;
         answer.imported += 1;
     }
@@ -1206,8 +1296,6 @@ struct SetupQuery {
     #[serde(default)]
     msg: String,
     #[serde(default)]
-    link: String,
-    #[serde(default)]
     error: String,
 }
 
@@ -1225,9 +1313,21 @@ async fn setup_page(
     Path(id): Path<String>,
     Query(q): Query<SetupQuery>,
 ) -> Response {
+    setup_render(&state, &c, &id, &q, None).await
+}
+
+/// The setup page; `link` is a consent link just generated (shown once, never put in a
+/// URL: it is a bearer credential for 7 days).
+async fn setup_render(
+    state: &AppState,
+    c: &Caller,
+    id: &str,
+    q: &SetupQuery,
+    link: Option<String>,
+) -> Response {
     let done = async {
-        let id = parse_id(&id)?;
-        let mut view = setup_view(&state, &c, id).await?;
+        let id = parse_id(id)?;
+        let mut view = setup_view(state, c, id).await?;
         let i = state.store.get_integration(c.tenant_id, id).await?;
         let percent = (view.connected * 100).checked_div(view.total).unwrap_or(0);
         let needle = q.q.trim().to_lowercase();
@@ -1266,7 +1366,7 @@ async fn setup_page(
             .take(SETUP_PAGE as usize)
             .collect();
         let discovered = if q.discover == "1" && c.require(Permission::Manage).is_ok() {
-            Some(discover(&state, &c, id).await.map_err(|e| e.to_string()))
+            Some(discover(state, c, id).await.map_err(|e| e.to_string()))
         } else {
             None
         };
@@ -1289,7 +1389,7 @@ async fn setup_page(
             shown,
             pager,
             q: q.clone(),
-            shell: shell(&state, &c).await?,
+            shell: shell(state, c).await?,
             id: id.0,
             name: i
                 .nickname
@@ -1299,7 +1399,7 @@ async fn setup_page(
             percent,
             view,
             flash: (!q.msg.is_empty()).then(|| q.msg.clone()),
-            link: (!q.link.is_empty()).then(|| q.link.clone()),
+            link,
             error: (!q.error.is_empty()).then(|| q.error.clone()),
             permissions: PERMISSIONS.to_vec(),
         })
@@ -1367,11 +1467,12 @@ async fn setup_form(
                 Redirect::to(&a.url)
             }
             "link" => {
+                let company = company()?;
                 let a = start_consent(
                     &state,
                     &c,
                     id,
-                    company()?,
+                    company,
                     &ConsentRequest {
                         kind: ConsentKind::Link,
                         connection_id: None,
@@ -1380,11 +1481,14 @@ async fn setup_form(
                     &headers,
                 )
                 .await?;
-                Redirect::to(&format!(
-                    "{back}?link={}#company-{}",
-                    enc(&a.url),
-                    company()?.0
-                ))
+                return Ok(setup_render(
+                    &state,
+                    &c,
+                    &id.0.to_string(),
+                    &SetupQuery::default(),
+                    Some(a.url),
+                )
+                .await);
             }
             "na" | "restore" => {
                 let na = get("action") == "na";
@@ -1410,7 +1514,7 @@ async fn setup_form(
             }
             _ => return Err(ApiError::field("action", "unknown action")),
         };
-        Ok::<_, ApiError>(r)
+        Ok::<Response, ApiError>(r.into_response())
     };
     match done.await {
         Ok(r) => r.into_response(),

@@ -769,6 +769,8 @@ pub struct FormField {
     /// The values the product knows for the field (Datto's platforms, Asio's environments):
     /// a list to pick from instead of free text.
     choices: &'static [&'static str],
+    /// PEM text: a text area.
+    multiline: bool,
     value: String,
     error: Option<String>,
 }
@@ -791,6 +793,7 @@ fn form_fields(
                 mspbridge_domain::catalogue::FieldFormat::Choice(c) => c,
                 _ => &[],
             },
+            multiline: f.format == mspbridge_domain::catalogue::FieldFormat::Pem,
             // A typed secret is never echoed back into the page.
             value: if f.secret {
                 values

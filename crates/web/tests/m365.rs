@@ -235,6 +235,18 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
         let (s, page) = callback(&app, &back).await;
         assert_eq!(s, 400);
         assert!(page.contains("already used"), "{page}");
+        // A valid state naming a tenant that never consented: refused, nothing connected.
+        let (_, a) = consent(&app, id, companies[1], json!({"kind": "connect"})).await;
+        let state = query_of(a["url"].as_str().unwrap(), "state").unwrap();
+        let claimed = format!(
+            "{}/m365/consent/callback?admin_consent=True&tenant={}&state={}",
+            app.base,
+            tenants[6].id,
+            mspbridge_providers::http::urlencode(&state)
+        );
+        let (s, page) = callback(&app, &claimed).await;
+        assert_eq!(s, 400, "{page}");
+        assert!(page.contains("could not read that tenant"), "{page}");
         // Forged: a state this portal did not sign.
         let forged = back.replace("state=", "state=1%3Aforged.");
         let (s, page) = callback(&app, &forged).await;
@@ -560,6 +572,12 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
             again["imported"], 0,
             "importing again creates nothing: {again}"
         );
+        // One imported user leaves the tenant: its portal user is disabled at the next run.
+        let leaver = users.iter().find(|u| u["id"] == others[0]).unwrap()["external_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        v.m365.delete_user(&tenants[0].id, &leaver);
         let (s, bad) = app
             .post(
                 &format!("/api/v1/companies/{}/m365/users/import", companies[1]),
@@ -716,13 +734,11 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
         );
 
         // An expired secret: a tenant that needs a new token says so, with the fix (tokens
-        // already granted keep working until they expire, as Entra's do). Reconnecting
-        // company 3 brings it back (and into the count again).
+        // already granted keep working until they expire, as Entra's do). Company 1's
+        // tokens are cancelled (its admin consented again), so it needs a new one.
         v.m365.expire_secret(true);
-        let (_, a) = consent(&app, id, companies[3], json!({"kind": "connect"})).await;
-        let back =
-            consent_at_microsoft(&app, a["url"].as_str().unwrap(), &tenants[3].id, true).await;
-        assert_eq!(callback(&app, &back).await.0, 303);
+        v.m365.revoke_consent(&tenants[1].id);
+        v.m365.consent(&tenants[1].id);
         let fourth = run(&app, id, Duration::hours(50)).await;
         assert_ne!(fourth.result, RunResult::Success);
         assert!(
@@ -733,13 +749,36 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
                 .contains("Secret expired"),
             "{fourth:?}"
         );
-        let c3 = company(3).await;
+        let c1 = company(1).await;
         assert_eq!(
-            c3["tenants"][0]["status"], "secret_expired",
+            c1["tenants"][0]["status"], "secret_expired",
             "{}",
-            c3["tenants"]
+            c1["tenants"]
         );
-        assert_eq!(company(1).await["tenants"][0]["status"], "connected");
+        let portal = app
+            .db
+            .store
+            .list_company_users(app.a.id, CompanyId(companies[0]))
+            .await
+            .unwrap();
+        let disabled: Vec<_> = portal
+            .iter()
+            .filter(|u| u.status == UserStatus::Disabled)
+            .collect();
+        assert_eq!(
+            disabled.len(),
+            1,
+            "the leaver's portal user is disabled, the others kept: {portal:?}"
+        );
+        assert_ne!(disabled[0].id, cu.id, "the PSA's user follows its PSA");
+        assert_eq!(company(0).await["tenants"][0]["status"], "connected");
+        // While the secret is expired a consent cannot be verified: refused, in words.
+        let (_, a) = consent(&app, id, companies[3], json!({"kind": "connect"})).await;
+        let back =
+            consent_at_microsoft(&app, a["url"].as_str().unwrap(), &tenants[3].id, true).await;
+        let (s, page) = callback(&app, &back).await;
+        assert_eq!(s, 400);
+        assert!(page.contains("could not read that tenant"), "{page}");
         // A new secret (Update credentials): the tenant is synced again.
         v.m365.expire_secret(false);
         let (s, u) = app
@@ -751,11 +790,14 @@ async fn companies_connect_by_admin_consent_and_their_tenants_sync_each_with_its
             )
             .await;
         assert_eq!(s, 200, "{u}");
-        assert_eq!(company(3).await["tenants"][0]["status"], "connected");
+        assert_eq!(company(1).await["tenants"][0]["status"], "connected");
         run(&app, id, Duration::hours(51)).await;
-        let c3 = company(3).await;
-        assert_eq!(c3["tenants"][0]["status"], "connected", "{}", c3["tenants"]);
-        assert!(!c3["users"].as_array().unwrap().is_empty());
+        let c1 = company(1).await;
+        assert_eq!(c1["tenants"][0]["status"], "connected", "{}", c1["tenants"]);
+        assert!(!c1["users"].as_array().unwrap().is_empty());
+        // The refused consent of company 3 was not used up: once Microsoft answers, it works.
+        let (s, to) = callback(&app, &back).await;
+        assert_eq!(s, 303, "{to}");
     }
 }
 
@@ -815,4 +857,134 @@ async fn five_hundred_tenants_sync_within_each_tenants_secure_score_limits() {
         }
         handle.stop().await;
     }
+}
+
+/// The app authenticates with a certificate instead of a secret: a signed client assertion
+/// per token request; a certificate the app registration does not hold is refused with
+/// AADSTS700027 as the tenant's status; half a certificate credential is refused at its field.
+#[tokio::test]
+async fn the_app_can_authenticate_with_a_certificate() {
+    use mspbridge_providers::microsoft_365::certificate::{DEMO_CERTIFICATE, DEMO_PRIVATE_KEY};
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let (v, config) = vendor().await;
+        let app = TestApp::start_configured(db, false, config).await;
+        let t = app.a.owner_token.clone();
+        let (s, e) = app
+            .post(
+                "/api/v1/integrations",
+                &t,
+                json!({"provider": "microsoft_365", "credentials": {
+                    "client_id": DEMO_CLIENT_ID, "certificate": DEMO_CERTIFICATE, "home_tenant": PARTNER_TENANT_ID}}),
+            )
+            .await;
+        assert_eq!(s, 422, "{e}");
+        assert!(e.to_string().contains("credentials.private_key"), "{e}");
+        let (s, e) = app
+            .post(
+                "/api/v1/integrations",
+                &t,
+                json!({"provider": "microsoft_365", "credentials": {
+                    "client_id": DEMO_CLIENT_ID, "home_tenant": PARTNER_TENANT_ID}}),
+            )
+            .await;
+        assert_eq!(s, 422, "{e}");
+        assert!(e.to_string().contains("credentials.client_secret"), "{e}");
+        // A certificate the app registration does not hold: refused at Test.
+        let (s, e) = app
+            .post(
+                "/api/v1/integrations",
+                &t,
+                json!({"provider": "microsoft_365", "credentials": {
+                    "client_id": DEMO_CLIENT_ID, "home_tenant": PARTNER_TENANT_ID,
+                    "certificate": include_str!("fixtures/other_cert.pem"),
+                    "private_key": include_str!("fixtures/other_key.pem")}}),
+            )
+            .await;
+        assert_eq!(s, 422, "{e}");
+        assert!(e.to_string().contains("700027"), "{e}");
+        // The uploaded one, pasted into one-line fields (newlines lost): connects and syncs.
+        let flat = |p: &str| p.lines().collect::<Vec<_>>().join("");
+        let id = connect_json(
+            &app,
+            json!({"provider": "microsoft_365", "credentials": {
+                "client_id": DEMO_CLIENT_ID, "home_tenant": PARTNER_TENANT_ID,
+                "certificate": flat(DEMO_CERTIFICATE), "private_key": flat(DEMO_PRIVATE_KEY)}}),
+        )
+        .await;
+        let (_, shown) = app.get(&format!("/api/v1/integrations/{id}"), &t).await;
+        let key_part = &flat(DEMO_PRIVATE_KEY)[40..80];
+        assert!(
+            !shown.to_string().contains(key_part),
+            "the private key is never shown: {shown}"
+        );
+        let tenant = &v.m365.tenants()[0];
+        let company = create_company(&app, &tenant.display_name).await;
+        let (_, a) = consent(&app, id, company, json!({"kind": "connect"})).await;
+        let back = consent_at_microsoft(&app, a["url"].as_str().unwrap(), &tenant.id, true).await;
+        assert_eq!(callback(&app, &back).await.0, 303);
+        let first = run(&app, id, Duration::zero()).await;
+        assert_eq!(first.result, RunResult::Success, "{first:?}");
+        assert!(counts(&first, RecordType::Contacts).seen > 0);
+    }
+}
+
+/// The client holds a tenant's Secure Score calls to Microsoft's 4 in flight: twelve at
+/// once all succeed without a 429; the same twelve with the hold at 8 draw 429s (so the
+/// hold is what keeps them in).
+#[tokio::test]
+async fn a_tenants_secure_score_calls_are_held_to_four_in_flight() {
+    use mspbridge_providers::microsoft_365::client::{AppConfig, GraphClient};
+    let (v, _) = vendor().await;
+    mspbridge_providers::outbound::install_crypto_provider();
+    v.m365
+        .set_security_latency(std::time::Duration::from_millis(150));
+    let tenants = v.m365.tenants();
+    let burst = |tenant: String, limit: usize| {
+        let base = v.base.clone();
+        async move {
+            let client = GraphClient::new(
+                AppConfig {
+                    client_id: DEMO_CLIENT_ID.into(),
+                    client_secret: mspbridge_domain::SecretString::new(DEMO_CLIENT_SECRET),
+                    certificate: None,
+                },
+                &GraphSettings {
+                    login_base: Some(base.clone()),
+                    graph_base: Some(base),
+                    security_concurrency: limit,
+                    ..Default::default()
+                },
+                mspbridge_providers::OutboundPolicy {
+                    allow_private: true,
+                },
+                mspbridge_providers::http::RetryPolicy {
+                    max_attempts: 1,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            client.token(&tenant, None).await.unwrap();
+            let calls = (0..12).map(|_| {
+                client.get::<Value>(
+                    &tenant,
+                    "/v1.0/security/secureScores?$top=1",
+                    "Secure Score",
+                )
+            });
+            futures_util::future::join_all(calls).await
+        }
+    };
+    v.m365.consent(&tenants[0].id);
+    let held = burst(tenants[0].id.clone(), 4).await;
+    assert!(held.iter().all(|r| r.is_ok()), "{held:?}");
+    assert_eq!(v.m365.throttled(), 0);
+    assert!(v.m365.max_concurrent_security(&tenants[0].id) <= 4);
+    v.m365.consent(&tenants[1].id);
+    let loose = burst(tenants[1].id.clone(), 8).await;
+    assert!(
+        loose.iter().any(|r| r.is_err()),
+        "eight at once must draw 429s"
+    );
+    assert!(v.m365.throttled() > 0);
+    assert!(v.m365.max_concurrent_security(&tenants[1].id) > 4);
 }

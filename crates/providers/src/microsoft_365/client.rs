@@ -61,11 +61,31 @@ impl Default for GraphSettings {
     }
 }
 
-/// The app registration.
+/// The app registration and its credential: a client secret, or a certificate (then
+/// every token request carries a signed client assertion instead of the secret).
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub client_id: String,
     pub client_secret: SecretString,
+    pub certificate: Option<Arc<super::certificate::Certificate>>,
+}
+
+impl AppConfig {
+    /// What names this credential in the process-wide token cache (never the secret in
+    /// clear: its hash).
+    fn credential_key(&self) -> String {
+        match &self.certificate {
+            Some(c) => format!("x5t:{}", c.thumbprint()),
+            None => {
+                use sha2::Digest as _;
+                let h = sha2::Sha256::digest(self.client_secret.expose().as_bytes());
+                format!(
+                    "secret:{}",
+                    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h)
+                )
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -296,10 +316,24 @@ impl GraphClient {
         self.count()?;
         self.token_requests.fetch_add(1, Ordering::Relaxed);
         let url = format!("{}/{}/oauth2/v2.0/token", self.login, urlencode(tenant));
+        let credential = match &self.app.certificate {
+            Some(cert) => format!(
+                "client_assertion_type={}&client_assertion={}",
+                urlencode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                urlencode(
+                    &cert
+                        .assertion(&self.app.client_id, &url)
+                        .map_err(GraphError::Refused)?
+                )
+            ),
+            None => format!(
+                "client_secret={}",
+                urlencode(self.app.client_secret.expose())
+            ),
+        };
         let body = format!(
-            "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+            "grant_type=client_credentials&client_id={}&{credential}&scope={}",
             urlencode(&self.app.client_id),
-            urlencode(self.app.client_secret.expose()),
             urlencode("https://graph.microsoft.com/.default")
         );
         let resp = self
@@ -364,7 +398,7 @@ impl GraphClient {
             "{}|{}|{}|{}",
             self.login,
             self.app.client_id,
-            self.app.client_secret.expose(),
+            self.app.credential_key(),
             tenant.to_ascii_lowercase()
         ));
         let mut slot = slot.lock().await;

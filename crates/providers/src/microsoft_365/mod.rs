@@ -9,6 +9,7 @@
 //! `GraphSettings::{login_base, graph_base}` replace Microsoft's hosts for labs and the
 //! sandbox.
 
+pub mod certificate;
 pub mod client;
 pub mod sandbox;
 pub mod source;
@@ -43,10 +44,24 @@ impl Microsoft365 {
         creds: &Credentials,
         retry: RetryPolicy,
     ) -> Result<GraphClient, GraphError> {
+        let certificate = match (creds.get("certificate"), creds.get("private_key")) {
+            (Some(c), Some(k)) if !c.is_empty() && !k.is_empty() => {
+                Some(Arc::new(certificate::Certificate::from_pem(c, k).map_err(
+                    |e| GraphError::Refused(format!("The certificate cannot be used: {e}")),
+                )?))
+            }
+            _ => None,
+        };
+        if certificate.is_none() && creds.get("client_secret").unwrap_or_default().is_empty() {
+            return Err(GraphError::Refused(
+                "The app needs a client secret or a certificate with its private key".into(),
+            ));
+        }
         GraphClient::new(
             AppConfig {
                 client_id: creds.get("client_id").unwrap_or_default().to_string(),
                 client_secret: SecretString::new(creds.get("client_secret").unwrap_or_default()),
+                certificate,
             },
             &self.config.microsoft_365,
             self.config.outbound,
@@ -78,8 +93,12 @@ fn failure(e: GraphError) -> ConnectionOutcome {
             ConnectionOutcome::AuthFailed { message, fix_hint }
         }
         GraphError::Refused(message) => ConnectionOutcome::Misconfigured {
+            fix_hint: if message.contains("certificate") || message.contains("secret") {
+                "Give the client secret's Value, or the certificate uploaded to the app registration with its unencrypted RSA private key, both as PEM text.".into()
+            } else {
+                "The tenant must be your tenant's ID (a GUID) or its domain, never common.".into()
+            },
             message,
-            fix_hint: "The tenant must be your tenant's ID (a GUID) or its domain, never common.".into(),
         },
         GraphError::Unreachable { url, reason } => ConnectionOutcome::Unreachable {
             message: format!("Could not reach Microsoft at {url}: {reason}"),

@@ -1296,6 +1296,119 @@ fn entra_error(s: &Inner, status: StatusCode, error: &str, code: u32, message: &
     (status, axum::Json(body)).into_response()
 }
 
+/// The secret checks of the token endpoint: missing (7000216), expired (7000222), wrong
+/// (7000215); `None` when the secret is the demo app's.
+fn check_secret(s: &Arc<Inner>, secret: Option<&str>, client_id: &str) -> Option<Response> {
+    let unauthorized = StatusCode::UNAUTHORIZED;
+    let Some(secret) = secret.filter(|x| !x.is_empty()) else {
+        return Some(entra_error(
+            s,
+            unauthorized,
+            "invalid_client",
+            7000216,
+            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+        ));
+    };
+    if s.secret_expired.load(Ordering::Relaxed) {
+        return Some(entra_error(
+            s,
+            unauthorized,
+            "invalid_client",
+            7000222,
+            &format!(
+                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+            ),
+        ));
+    }
+    if secret != DEMO_CLIENT_SECRET {
+        return Some(entra_error(
+            s,
+            unauthorized,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        ));
+    }
+    None
+}
+
+/// The demo certificate's thumbprint and public key, as the app registration holds them.
+fn demo_certificate() -> &'static (String, Vec<u8>) {
+    static CERT: std::sync::OnceLock<(String, Vec<u8>)> = std::sync::OnceLock::new();
+    CERT.get_or_init(|| {
+        use super::certificate::{Certificate, DEMO_CERTIFICATE, DEMO_PRIVATE_KEY, public_key_der};
+        let x5t = Certificate::from_pem(DEMO_CERTIFICATE, DEMO_PRIVATE_KEY)
+            .map(|c| c.thumbprint().to_string())
+            .unwrap_or_default();
+        (x5t, public_key_der(DEMO_PRIVATE_KEY).unwrap_or_default())
+    })
+}
+
+/// A client assertion as Entra checks it: the jwt-bearer type, a signature by a
+/// certificate uploaded to the app (700027), the app as issuer and subject (700021), the
+/// token endpoint as audience and a valid time range (700024).
+fn check_assertion(kind: &str, assertion: &str, client_id: &str) -> Result<(), (u32, String)> {
+    if kind != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+        return Err((
+            700023,
+            format!(
+                "The client_assertion_type '{kind}' is not supported: use urn:ietf:params:oauth:client-assertion-type:jwt-bearer."
+            ),
+        ));
+    }
+    let (x5t, public) = demo_certificate();
+    let Some((header, claims)) = super::certificate::verify(assertion, public) else {
+        let used = assertion
+            .split('.')
+            .next()
+            .and_then(|h| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(h)
+                    .ok()
+            })
+            .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+            .and_then(|h| h["x5t"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        return Err((
+            700027,
+            format!(
+                "Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{used}']"
+            ),
+        ));
+    };
+    if header["x5t"].as_str() != Some(x5t.as_str()) {
+        return Err((
+            700027,
+            "Client assertion failed signature validation. [Reason - The key was not found.]"
+                .to_string(),
+        ));
+    }
+    if claims["iss"].as_str() != Some(client_id) || claims["sub"].as_str() != Some(client_id) {
+        return Err((
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter."
+                .to_string(),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let exp = claims["exp"].as_i64().unwrap_or(0);
+    let nbf = claims["nbf"].as_i64().unwrap_or(now);
+    if exp < now
+        || nbf > now + 300
+        || !claims["aud"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/oauth2/v2.0/token"))
+    {
+        return Err((
+            700024,
+            "Client assertion is not within its valid time range or its audience is not this token endpoint.".to_string(),
+        ));
+    }
+    Ok(())
+}
+
 async fn token(State(s): State<Arc<Inner>>, method: Method, uri: Uri, body: Bytes) -> Response {
     s.token_requests.fetch_add(1, Ordering::Relaxed);
     s.record(&method, &uri, None);
@@ -1379,36 +1492,16 @@ async fn token(State(s): State<Arc<Inner>>, method: Method, uri: Uri, body: Byte
         );
     }
     let unauthorized = StatusCode::UNAUTHORIZED;
-    let Some(secret) = field("client_secret").filter(|x| !x.is_empty()) else {
-        return entra_error(
-            &s,
-            unauthorized,
-            "invalid_client",
-            7000216,
-            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
-        );
-    };
-    if s.secret_expired.load(Ordering::Relaxed) {
-        return entra_error(
-            &s,
-            unauthorized,
-            "invalid_client",
-            7000222,
-            &format!(
-                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
-            ),
-        );
-    }
-    if secret != DEMO_CLIENT_SECRET {
-        return entra_error(
-            &s,
-            unauthorized,
-            "invalid_client",
-            7000215,
-            &format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-            ),
-        );
+    if field("client_assertion").is_some() || field("client_assertion_type").is_some() {
+        if let Err((code, message)) = check_assertion(
+            field("client_assertion_type").unwrap_or_default(),
+            field("client_assertion").unwrap_or_default(),
+            client_id,
+        ) {
+            return entra_error(&s, unauthorized, "invalid_client", code, &message);
+        }
+    } else if let Some(refused) = check_secret(&s, field("client_secret"), client_id) {
+        return refused;
     }
     if field("scope") != Some(GRAPH_SCOPE) {
         return entra_error(

@@ -16,6 +16,15 @@ use crate::http::urlencode;
 /// The user fields read (`$select`): Graph returns few by default.
 pub const USER_FIELDS: &str = "id,displayName,givenName,surname,userPrincipalName,mail,otherMails,proxyAddresses,accountEnabled,jobTitle,userType,assignedLicenses";
 
+/// The properties a delta item must carry to be taken as the whole user.
+const COMPLETE_USER: [&str; 5] = [
+    "displayName",
+    "userPrincipalName",
+    "mail",
+    "accountEnabled",
+    "assignedLicenses",
+];
+
 pub struct GraphSource {
     pub(crate) client: GraphClient,
 }
@@ -31,14 +40,29 @@ pub fn cloud_error(e: GraphError) -> CloudError {
                 CloudError::Tenant { status, message }
             }
         }
+        // Secure Score refused: the consent lacks SecurityEvents.Read.All (the tenant's
+        // status says so and Secure Score waits for a new consent).
         GraphError::Forbidden {
             what,
             code,
             message,
-        } => CloudError::Tenant {
+        } if what.starts_with("Secure Score") => CloudError::Tenant {
             status: TenantStatus::PermissionMissing,
             message: format!("Microsoft Graph refused {what} (403 {code}): {message}"),
         },
+        // Anything else refused names the permission it needs; retried at the next run.
+        GraphError::Forbidden {
+            what,
+            code,
+            message,
+        } => CloudError::Other(format!(
+            "Microsoft Graph refused {what} (403 {code}: {message}); the app's consent in this tenant lacks {}: add it to the app registration and Reconnect",
+            match what.as_str() {
+                "users" => "User.Read.All",
+                "the organization" => "Organization.Read.All",
+                _ => "Directory.Read.All",
+            }
+        )),
         GraphError::Status { status: 410, .. } => CloudError::DeltaExpired(e.to_string()),
         other => CloudError::Other(other.to_string()),
     }
@@ -158,16 +182,38 @@ impl CloudTenantSource for GraphSource {
             .map_err(cloud_error)?;
         let mut removed = Vec::new();
         let mut values = Vec::with_capacity(got.values.len());
+        let mut rejected = Vec::new();
         for v in got.values {
             if v.get("@removed").is_some() {
                 if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
                     removed.push(id.to_string());
                 }
+            } else if delta_link.is_some() && !COMPLETE_USER.iter().all(|k| v.get(*k).is_some()) {
+                // A delta item may carry only the properties that changed: the user is
+                // read whole, so nothing it did not send is taken as emptied.
+                let Some(id) = v.get("id").and_then(|i| i.as_str()) else {
+                    rejected.push("(no id): a changed user without an id".to_string());
+                    continue;
+                };
+                match self
+                    .client
+                    .get::<serde_json::Value>(
+                        tenant,
+                        &format!("/v1.0/users/{}?$select={USER_FIELDS}", urlencode(id)),
+                        "users",
+                    )
+                    .await
+                {
+                    Ok(a) => values.push(a.body),
+                    Err(GraphError::Status { status: 404, .. }) => removed.push(id.to_string()),
+                    Err(e) => return Err(cloud_error(e)),
+                }
             } else {
                 values.push(v);
             }
         }
-        let (users, rejected) = records::<wire::User>(values);
+        let (users, more) = records::<wire::User>(values);
+        rejected.extend(more);
         Ok(UsersRead {
             users: users.into_iter().map(user).collect(),
             removed,
@@ -187,7 +233,10 @@ impl CloudTenantSource for GraphSource {
             )
             .await
             .map_err(cloud_error)?;
-        let (groups, rejected) = records::<wire::Group>(got.values);
+        let (groups, mut rejected) = records::<wire::Group>(got.values);
+        if let Some(w) = got.partial {
+            rejected.push(format!("partial answer from Microsoft ({w})"));
+        }
         Ok(Read {
             records: groups
                 .into_iter()
@@ -208,7 +257,10 @@ impl CloudTenantSource for GraphSource {
             .collect(tenant, "/v1.0/subscribedSkus", "subscribed licences")
             .await
             .map_err(cloud_error)?;
-        let (skus, rejected) = records::<wire::SubscribedSku>(got.values);
+        let (skus, mut rejected) = records::<wire::SubscribedSku>(got.values);
+        if let Some(w) = got.partial {
+            rejected.push(format!("partial answer from Microsoft ({w})"));
+        }
         Ok(Read {
             records: skus
                 .into_iter()
@@ -322,40 +374,56 @@ impl CloudTenantSource for GraphSource {
             .await
             .map_err(cloud_error)?;
         let (rels, _) = records::<wire::DelegatedAdminRelationship>(got.values);
-        let mut out: Vec<CustomerTenant> = Vec::new();
+        // One row per customer (several relationships each: an active one wins).
+        let mut customers: Vec<(wire::RelationshipCustomer, String)> = Vec::new();
         for r in rels {
             let status = r.status.unwrap_or_else(|| "unknown".into());
-            if let Some(existing) = out.iter_mut().find(|t| t.tenant_id == r.customer.tenant_id) {
-                // Several relationships per customer: an active one wins.
-                if status == "active" {
-                    existing.relationship_status = status;
-                }
-                continue;
+            match customers
+                .iter_mut()
+                .find(|(c, _)| c.tenant_id == r.customer.tenant_id)
+            {
+                Some((_, s)) if status == "active" => *s = status,
+                Some(_) => {}
+                None => customers.push((r.customer, status)),
             }
-            let info = self
-                .client
-                .get::<wire::TenantInformation>(
-                    partner_tenant,
-                    &format!(
-                        "/v1.0/tenantRelationships/findTenantInformationByTenantId(tenantId='{}')",
-                        urlencode(&r.customer.tenant_id)
-                    ),
-                    "tenant information",
-                )
-                .await
-                .ok()
-                .map(|a| a.body);
-            out.push(CustomerTenant {
-                display_name: info
-                    .as_ref()
-                    .and_then(|i| i.display_name.clone())
-                    .or(r.customer.display_name)
-                    .unwrap_or_else(|| r.customer.tenant_id.clone()),
-                default_domain: info.and_then(|i| i.default_domain_name),
-                tenant_id: r.customer.tenant_id,
-                relationship_status: status,
-            });
         }
+        // Names and default domains, eight lookups at a time; a lookup that fails leaves
+        // the relationship's name and no domain (logged).
+        use futures_util::StreamExt as _;
+        let mut out: Vec<CustomerTenant> = futures_util::stream::iter(customers)
+            .map(|(customer, status)| async move {
+                let info = match self
+                    .client
+                    .get::<wire::TenantInformation>(
+                        partner_tenant,
+                        &format!(
+                            "/v1.0/tenantRelationships/findTenantInformationByTenantId(tenantId='{}')",
+                            urlencode(&customer.tenant_id)
+                        ),
+                        "tenant information",
+                    )
+                    .await
+                {
+                    Ok(a) => Some(a.body),
+                    Err(e) => {
+                        tracing::warn!(customer = %customer.tenant_id, error = %e, "customer tenant's name and domain could not be read");
+                        None
+                    }
+                };
+                CustomerTenant {
+                    display_name: info
+                        .as_ref()
+                        .and_then(|i| i.display_name.clone())
+                        .or(customer.display_name)
+                        .unwrap_or_else(|| customer.tenant_id.clone()),
+                    default_domain: info.and_then(|i| i.default_domain_name),
+                    tenant_id: customer.tenant_id,
+                    relationship_status: status,
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
         out.sort_by(|a, b| {
             a.display_name
                 .to_lowercase()

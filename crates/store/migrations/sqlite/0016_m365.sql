@@ -86,6 +86,9 @@ CREATE TABLE m365_users (
     sku_ids TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     company_user_id INTEGER REFERENCES company_users (id) ON DELETE SET NULL,
+    -- The portal user was created from this user (Import Selected), not matched: removed
+    -- from the tenant, it is disabled in the portal.
+    imported BOOLEAN NOT NULL DEFAULT FALSE,
     removed_at TEXT,
     updated_at TEXT NOT NULL
 );
