@@ -401,6 +401,38 @@ macro_rules! impl_m365_store {
 
             const CONSENT: &str = "SELECT id, tenant_id, integration_id, company_id, connection_id, kind, expected_ms_tenant, nonce, created_by, created_at, expires_at, used_at, revoked_at FROM m365_consents";
 
+            /// Deletes the connection's rows of `table` whose `key` is not in `read` (a
+            /// complete read of a list the vendor replaces whole: groups, licences).
+            async fn delete_missing(
+                tx: &mut sqlx::Transaction<'static, super::Db>,
+                table: &'static str,
+                key: &'static str,
+                tenant: TenantId,
+                connection: i64,
+                read: &[&str],
+            ) -> Result<u64> {
+                let kept: Vec<(String,)> = sqlx::query_as(crate::sync_shared::sql(format!(
+                    "SELECT {key} FROM {table} WHERE tenant_id = $1 AND connection_id = $2"
+                )))
+                .bind(tenant.0)
+                .bind(connection)
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut deleted = 0;
+                for (id,) in kept.iter().filter(|(id,)| !read.contains(&id.as_str())) {
+                    deleted += sqlx::query(crate::sync_shared::sql(format!(
+                        "DELETE FROM {table} WHERE tenant_id = $1 AND connection_id = $2 AND {key} = $3"
+                    )))
+                    .bind(tenant.0)
+                    .bind(connection)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
+                }
+                Ok(deleted)
+            }
+
             #[async_trait]
             impl M365Store for super::$store {
                 async fn m365_setup_companies(&self, tenant: TenantId, integration: IntegrationId) -> Result<Vec<SetupCompany>> {
@@ -813,20 +845,9 @@ macro_rules! impl_m365_store {
                         .await?
                         .rows_affected();
                     }
-                    let kept: Vec<(String,)> = if !complete { vec![] } else { sqlx::query_as("SELECT external_id FROM m365_groups WHERE tenant_id = $1 AND connection_id = $2")
-                        .bind(tenant.0)
-                        .bind(connection)
-                        .fetch_all(&mut *tx)
-                        .await?
-                    };
-                    for (id,) in kept.iter().filter(|(id,)| !groups.iter().any(|g| &g.external_id == id)) {
-                        written += sqlx::query("DELETE FROM m365_groups WHERE tenant_id = $1 AND connection_id = $2 AND external_id = $3")
-                            .bind(tenant.0)
-                            .bind(connection)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                    if complete {
+                        let read: Vec<&str> = groups.iter().map(|g| g.external_id.as_str()).collect();
+                        written += delete_missing(&mut tx, "m365_groups", "external_id", tenant, connection, &read).await?;
                     }
                     tx.commit().await?;
                     Ok(written)
@@ -859,20 +880,9 @@ macro_rules! impl_m365_store {
                         .await?
                         .rows_affected();
                     }
-                    let kept: Vec<(String,)> = if !complete { vec![] } else { sqlx::query_as("SELECT sku_id FROM m365_licences WHERE tenant_id = $1 AND connection_id = $2")
-                        .bind(tenant.0)
-                        .bind(connection)
-                        .fetch_all(&mut *tx)
-                        .await?
-                    };
-                    for (id,) in kept.iter().filter(|(id,)| !licences.iter().any(|l| &l.sku_id == id)) {
-                        written += sqlx::query("DELETE FROM m365_licences WHERE tenant_id = $1 AND connection_id = $2 AND sku_id = $3")
-                            .bind(tenant.0)
-                            .bind(connection)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?
-                            .rows_affected();
+                    if complete {
+                        let read: Vec<&str> = licences.iter().map(|l| l.sku_id.as_str()).collect();
+                        written += delete_missing(&mut tx, "m365_licences", "sku_id", tenant, connection, &read).await?;
                     }
                     tx.commit().await?;
                     Ok(written)
