@@ -871,6 +871,16 @@ pub(crate) struct Pager {
     pub(crate) query: String,
 }
 
+impl Pager {
+    /// This page's rows of `rows` (all rows, filtered, in order).
+    pub(crate) fn slice<T>(&self, rows: Vec<T>) -> Vec<T> {
+        rows.into_iter()
+            .skip(((self.page - 1) * PAGE) as usize)
+            .take(PAGE as usize)
+            .collect()
+    }
+}
+
 pub(crate) fn pager(total: i64, page: Option<i64>, query: String) -> Pager {
     let pages = ((total + PAGE - 1) / PAGE).max(1);
     Pager {

@@ -35,9 +35,6 @@ use crate::ui::{Shell, UiCaller, error_page, render, shell};
 /// What a signed consent `state` is for.
 const PURPOSE: &str = "m365-consent";
 
-/// Companies per page of Company M365 Setup (the devices pages' size, which its pager uses).
-const SETUP_PAGE: i64 = 50;
-
 pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/integrations/{id}/m365/companies", get(list_setup))
@@ -1360,11 +1357,7 @@ async fn setup_render(
                 crate::devices::enc(&q.state)
             ),
         );
-        let rows: Vec<SetupRow> = matching
-            .into_iter()
-            .skip(((pager.page - 1) * SETUP_PAGE) as usize)
-            .take(SETUP_PAGE as usize)
-            .collect();
+        let rows: Vec<SetupRow> = pager.slice(matching);
         let discovered = if q.discover == "1" && c.require(Permission::Manage).is_ok() {
             Some(discover(state, c, id).await.map_err(|e| e.to_string()))
         } else {
@@ -1408,10 +1401,6 @@ async fn setup_render(
         Ok(p) => render(p, StatusCode::OK),
         Err(e) => error_page(e),
     }
-}
-
-fn enc(s: &str) -> String {
-    mspbridge_providers::http::urlencode(s)
 }
 
 async fn setup_form(
@@ -1498,7 +1487,7 @@ async fn setup_form(
                 } else {
                     "Restored."
                 };
-                Redirect::to(&format!("{back}?msg={}", enc(msg)))
+                Redirect::to(&format!("{back}?msg={}", crate::devices::enc(msg)))
             }
             "disconnect" => {
                 let conn = connection.ok_or_else(|| {
@@ -1510,7 +1499,7 @@ async fn setup_form(
                     t.default_domain.as_deref().unwrap_or(&t.ms_tenant_id),
                     t.company_name
                 );
-                Redirect::to(&format!("{back}?msg={}", enc(&msg)))
+                Redirect::to(&format!("{back}?msg={}", crate::devices::enc(&msg)))
             }
             _ => return Err(ApiError::field("action", "unknown action")),
         };
@@ -1548,7 +1537,7 @@ async fn callback_page(State(state): State<AppState>, Query(q): Query<CallbackQu
                 return Redirect::to(&format!(
                     "/settings/integrations/{}/m365?msg={}#company-{}",
                     conn.integration_id,
-                    enc(&msg),
+                    crate::devices::enc(&msg),
                     conn.company_id
                 ))
                 .into_response();
@@ -1762,11 +1751,7 @@ async fn company_page(
             filter.page,
             format!("tab=users&q={}", crate::devices::enc(&filter.q)),
         );
-        view.users = users
-            .into_iter()
-            .skip(((users_pager.page - 1) * SETUP_PAGE) as usize)
-            .take(SETUP_PAGE as usize)
-            .collect();
+        view.users = users_pager.slice(users);
         let groups: Vec<GroupRow> = std::mem::take(&mut view.groups)
             .into_iter()
             .filter(|g| {
@@ -1785,11 +1770,7 @@ async fn company_page(
             filter.page,
             format!("tab=groups&q={}", crate::devices::enc(&filter.q)),
         );
-        view.groups = groups
-            .into_iter()
-            .skip(((groups_pager.page - 1) * SETUP_PAGE) as usize)
-            .take(SETUP_PAGE as usize)
-            .collect();
+        view.groups = groups_pager.slice(groups);
         let co = state.store.get_company(c.tenant_id, company).await?;
         let sku_names = view
             .licences
@@ -1866,7 +1847,7 @@ async fn company_form(
         Ok::<_, ApiError>(Redirect::to(&format!(
             "/companies/{}/m365?tab=users&msg={}",
             company.0,
-            enc(&msg)
+            crate::devices::enc(&msg)
         )))
     };
     match done.await {
