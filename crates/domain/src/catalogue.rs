@@ -199,6 +199,12 @@ pub struct ProviderDescriptor {
 }
 
 impl ProviderDescriptor {
+    /// Whether the provider has companies to map onto portal companies (a column of the
+    /// company mapping); a training library does not.
+    pub fn has_companies(&self) -> bool {
+        self.syncs.iter().any(|s| s.record == RecordKind::Companies)
+    }
+
     /// Fields that cannot change once connected (spec 2.15: Datto's platform, Asio's
     /// environment and client id): another value means another account, so it is a new
     /// integration, not an update.
@@ -609,16 +615,16 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
         kind: ProviderKind::Stripe,
         name: "Stripe",
         category: Category::Payments,
-        description: "Customers, invoices and payments from Stripe billing.",
+        description: "Your own Stripe account billing your clients: each company sees and pays its invoices from the portal; you see who is past due.",
         fields: &[
             f(
                 "secret_key",
-                "Secret or restricted key",
+                "Restricted key (preferred) or secret key",
                 true,
                 true,
                 Text,
-                "A restricted key (rk_...) with read access to customers and invoices is enough.",
-                "",
+                "Preferred: a restricted key (rk_live_… or rk_test_…) from Developers > API keys > Create restricted key, with Customers: Write, Invoices: Read, Subscriptions: Write, PaymentIntents: Read, Charges: Read, Prices and Products: Read, Customer portal: Write, Webhook Endpoints: Write. A secret key (sk_…) also works but can do everything. Test-mode keys (…_test_…) read your test data.",
+                "rk_live_…",
             ),
             f(
                 "webhook_secret",
@@ -626,35 +632,42 @@ pub static CATALOGUE: [ProviderDescriptor; 9] = [
                 true,
                 false,
                 Text,
-                "whsec_... from the webhook endpoint, for near real-time updates.",
-                "",
+                "Leave empty where this portal has a public address: the endpoint is registered for you. Otherwise add the endpoint shown on the Billing page in Developers > Webhooks and paste its whsec_… here; while you roll a secret, give the old and the new one separated by a space.",
+                "whsec_…",
             ),
         ],
         syncs: &[sync(Companies, Inbound), sync(Invoices, Inbound)],
-        availability: Availability::NotYetBuilt(
-            "The Stripe connector is planned; connecting is not possible yet.",
-        ),
+        availability: Availability::Available,
         setup_hint: "Developers > API keys > Create restricted key.",
     },
     ProviderDescriptor {
         kind: ProviderKind::BiggerBrains,
         name: "Bigger Brains",
         category: Category::Training,
-        description: "Training courses and learner progress from the Bigger Brains library (no public API: link-out and report import).",
-        fields: &[f(
-            "portal_url",
-            "Reseller portal URL",
-            false,
-            true,
-            HttpsUrl,
-            "Your Bigger Brains reseller portal address.",
-            "https://getbiggerbrains.com",
-        )],
+        description: "Premium training per company from the BrainStation library: the course catalogue, learners' progress and the per-user add-on, by file exchange (Bigger Brains has no public API).",
+        fields: &[
+            f(
+                "reseller_name",
+                "Reseller name",
+                false,
+                true,
+                Text,
+                "Your reseller account's name in BrainStation's Reseller Portal. No secret is needed: Bigger Brains has no API, so nothing is called; the catalogue and progress are imported from the portal's exports.",
+                "Contoso IT",
+            ),
+            f(
+                "brainstation_url",
+                "BrainStation URL",
+                false,
+                true,
+                HttpsUrl,
+                "Where your clients' people sign in to learn (your branded BrainStation address, or https://getbiggerbrains.com); companies' Training pages link out to it.",
+                "https://getbiggerbrains.com",
+            ),
+        ],
         syncs: &[sync(Courses, Inbound)],
-        availability: Availability::NotYetBuilt(
-            "The Bigger Brains integration is planned; connecting is not possible yet.",
-        ),
-        setup_hint: "Bigger Brains Reseller Portal.",
+        availability: Availability::Available,
+        setup_hint: "BrainStation Reseller Portal: export the course catalogue and each Team's progress; import them under Training.",
     },
 ];
 

@@ -2,6 +2,7 @@
 //! storage, HTTP and vendor calls live in other crates and speak these types.
 
 pub mod auth;
+pub mod billing;
 pub mod catalogue;
 pub mod error;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod rmm;
 pub mod secret;
 pub mod sync;
+pub mod training;
 pub mod validate;
 
 pub use error::{FieldError, ValidationError};

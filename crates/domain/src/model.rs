@@ -194,6 +194,9 @@ pub enum LinkedRecord {
     TicketNote,
     Device,
     Alert,
+    Invoice,
+    Subscription,
+    Payment,
 }
 
 impl LinkedRecord {
@@ -206,6 +209,9 @@ impl LinkedRecord {
             LinkedRecord::TicketNote => "ticket_note",
             LinkedRecord::Device => "device",
             LinkedRecord::Alert => "alert",
+            LinkedRecord::Invoice => "invoice",
+            LinkedRecord::Subscription => "subscription",
+            LinkedRecord::Payment => "payment",
         }
     }
 
@@ -218,6 +224,9 @@ impl LinkedRecord {
             Self::TicketNote,
             Self::Device,
             Self::Alert,
+            Self::Invoice,
+            Self::Subscription,
+            Self::Payment,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)

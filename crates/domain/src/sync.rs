@@ -22,18 +22,27 @@ pub enum RecordType {
     Devices,
     /// RMM monitoring alerts (open ones; resolved when they leave the open list).
     Alerts,
+    /// Billing invoices (their customers are the billing account's companies).
+    Invoices,
+    /// Billing subscriptions.
+    Subscriptions,
+    /// Billing payments.
+    Payments,
 }
 
 impl RecordType {
     /// In dependency order: contacts need their companies first; tickets need companies,
     /// contacts and technicians.
-    pub const ALL: [RecordType; 6] = [
+    pub const ALL: [RecordType; 9] = [
         RecordType::Companies,
         RecordType::Contacts,
         RecordType::Technicians,
         RecordType::Tickets,
         RecordType::Devices,
         RecordType::Alerts,
+        RecordType::Invoices,
+        RecordType::Subscriptions,
+        RecordType::Payments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +53,9 @@ impl RecordType {
             RecordType::Tickets => "tickets",
             RecordType::Devices => "devices",
             RecordType::Alerts => "alerts",
+            RecordType::Invoices => "invoices",
+            RecordType::Subscriptions => "subscriptions",
+            RecordType::Payments => "payments",
         }
     }
 
@@ -64,6 +76,9 @@ impl RecordType {
             ],
             RecordType::Devices => &[RecordType::Companies],
             RecordType::Alerts => &[RecordType::Companies, RecordType::Devices],
+            RecordType::Invoices | RecordType::Subscriptions | RecordType::Payments => {
+                &[RecordType::Companies]
+            }
         }
     }
 }
@@ -761,6 +776,10 @@ impl SyncOptions {
             RecordType::Tickets => self.tickets,
             RecordType::Devices => self.devices,
             RecordType::Alerts => self.alerts,
+            // Billing records follow their customers.
+            RecordType::Invoices | RecordType::Subscriptions | RecordType::Payments => {
+                self.companies
+            }
         }
     }
 

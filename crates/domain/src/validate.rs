@@ -135,12 +135,50 @@ fn provider_rules(
     {
         errors.push(FieldError::new("credentials.api_url", m));
     }
+    if provider.kind == crate::catalogue::ProviderKind::Stripe {
+        if let Some(key) = values.get("secret_key")
+            && let Err(m) = stripe_key(key.expose())
+        {
+            errors.push(FieldError::new("credentials.secret_key", m));
+        }
+        if let Some(w) = values.get("webhook_secret")
+            && let Some(bad) = w
+                .expose()
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .find(|s| !s.is_empty() && !s.starts_with("whsec_"))
+        {
+            errors.push(FieldError::new(
+                "credentials.webhook_secret",
+                format!(
+                    "must be Stripe's signing secret (whsec_…), not '{}…'",
+                    bad.chars().take(6).collect::<String>()
+                ),
+            ));
+        }
+    }
     if provider.kind == crate::catalogue::ProviderKind::ConnectwiseAsio
         && let (Some(env), Some(id)) = (values.get("environment"), values.get("client_id"))
         && let Err(m) = asio_client_id(env.expose(), id.expose())
     {
         errors.push(FieldError::new("credentials.client_id", m));
     }
+}
+
+/// A Stripe key the portal can use: a restricted (`rk_`) or secret (`sk_`) key, test or
+/// live; never a publishable key.
+pub fn stripe_key(key: &str) -> Result<(), String> {
+    let k = key.trim();
+    if k.starts_with("pk_") {
+        return Err(
+            "is a publishable key (pk_…): use a restricted key (rk_…) or a secret key (sk_…)"
+                .into(),
+        );
+    }
+    let known = ["rk_live_", "rk_test_", "sk_live_", "sk_test_"];
+    if !known.iter().any(|p| k.starts_with(p)) || k.len() < 12 {
+        return Err("must be a Stripe restricted key (rk_live_… / rk_test_…) or secret key (sk_live_… / sk_test_…)".into());
+    }
+    Ok(())
 }
 
 /// Microsoft 365 authenticates with a client secret or a certificate: a secret, or a

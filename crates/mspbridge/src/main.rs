@@ -19,6 +19,7 @@ use mspbridge_providers::connectwise_asio::sandbox as asio;
 use mspbridge_providers::datto_rmm::sandbox as datto;
 use mspbridge_providers::halo::sandbox as halo;
 use mspbridge_providers::microsoft_365::sandbox as m365;
+use mspbridge_providers::stripe::sandbox as stripe;
 use mspbridge_providers::syncro::sandbox as syncro;
 use mspbridge_providers::{OutboundPolicy, ProviderConfig, Providers};
 use mspbridge_sandbox::Seed;
@@ -91,6 +92,10 @@ struct SyncArgs {
     /// `https://graph.microsoft.com`.
     #[arg(long, env = "MSPBRIDGE_M365_GRAPH_URL")]
     m365_graph_url: Option<String>,
+    /// Where Stripe's API lives for a lab or `mspbridge sandbox stripe`; default
+    /// `https://api.stripe.com`.
+    #[arg(long, env = "MSPBRIDGE_STRIPE_API_URL")]
+    stripe_api_url: Option<String>,
 }
 
 impl SyncArgs {
@@ -392,6 +397,29 @@ async fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                ProviderKind::Stripe => {
+                    let sb = stripe::StripeSandbox::new(seed);
+                    let handle = sb.serve(listener)?;
+                    println!(
+                        "Stripe sandbox (API, hosted invoice pages, billing portal) on http://{}",
+                        handle.addr
+                    );
+                    println!(
+                        "  start serve/worker with --stripe-api-url https://{} (plain http on loopback)",
+                        handle.addr
+                    );
+                    println!("  restricted key: {}", stripe::DEMO_RESTRICTED_KEY);
+                    println!("  secret key:     {}", stripe::DEMO_SECRET_KEY);
+                    println!(
+                        "  {} customers; webhooks are registered by the portal (its public URL) and signed",
+                        sb.customer_count()
+                    );
+                    tokio::select! {
+                        _ = handle.wait() => {}
+                        _ = shutdown_signal() => {}
+                    }
+                    Ok(())
+                }
                 ProviderKind::Microsoft365 => {
                     let sb = m365::M365Sandbox::new(seed);
                     let handle = sb.serve(listener)?;
@@ -587,6 +615,15 @@ fn providers(
             *slot = Some(url.trim_end_matches('/').to_string());
         }
     }
+    let mut stripe_settings = mspbridge_providers::stripe::client::StripeSettings::default();
+    if let Some(url) = &sync.stripe_api_url {
+        if !url.starts_with("https://") {
+            bail!(
+                "--stripe-api-url must be an https:// URL (scheme and host), like https://api.stripe.com"
+            );
+        }
+        stripe_settings.api_base = Some(url.trim_end_matches('/').to_string());
+    }
     Ok(Providers::new(ProviderConfig {
         outbound: OutboundPolicy { allow_private },
         connectwise_client_id,
@@ -595,6 +632,7 @@ fn providers(
         datto_rmm,
         connectwise_asio,
         microsoft_365,
+        stripe: stripe_settings,
         ..Default::default()
     }))
 }
@@ -737,6 +775,9 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     let m365_sandbox = m365::M365Sandbox::new(Seed::Small);
     let m365_handle = m365_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
     let m365_base = m365::M365Sandbox::base_url(&m365_handle);
+    // Stripe: one customer per Autotask company (same names), open and past-due invoices.
+    let stripe_sandbox = stripe::StripeSandbox::new(Seed::Small);
+    let stripe_handle = stripe_sandbox.serve(TcpListener::bind("127.0.0.1:0").await?)?;
 
     let providers = Providers::new(ProviderConfig {
         outbound: OutboundPolicy {
@@ -762,6 +803,10 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         microsoft_365: mspbridge_providers::microsoft_365::client::GraphSettings {
             login_base: Some(m365_base.clone()),
             graph_base: Some(m365_base.clone()),
+            ..Default::default()
+        },
+        stripe: mspbridge_providers::stripe::client::StripeSettings {
+            api_base: Some(format!("https://{}", stripe_handle.host())),
             ..Default::default()
         },
         ..Default::default()
@@ -1098,6 +1143,55 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
             chrono::Utc::now() + chrono::Duration::seconds(3),
         )
         .await?;
+    let mut creds = BTreeMap::new();
+    creds.insert(
+        "secret_key".to_string(),
+        stripe::DEMO_RESTRICTED_KEY.to_string(),
+    );
+    let stripe_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::Stripe.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting the Stripe sandbox failed: {e}"))?;
+    store
+        .set_sync_options(
+            tenant.id,
+            stripe_integration.id,
+            &mspbridge_domain::sync::SyncOptions {
+                interval_minutes: 15,
+                companies: true,
+                contacts: false,
+                technicians: false,
+                tickets: false,
+                ..Default::default()
+            },
+            chrono::Utc::now() + chrono::Duration::seconds(4),
+        )
+        .await?;
+    // Bigger Brains: reseller details (no secret) and the library's catalogue file.
+    let mut creds = BTreeMap::new();
+    creds.insert("reseller_name".to_string(), "Demo MSP".to_string());
+    creds.insert(
+        "brainstation_url".to_string(),
+        "https://getbiggerbrains.com".to_string(),
+    );
+    let bb_integration = mspbridge_web::integrations::connect(
+        &state,
+        tenant.id,
+        ProviderKind::BiggerBrains.slug(),
+        None,
+        &creds,
+    )
+    .await
+    .map_err(|e| anyhow!("connecting Bigger Brains failed: {e}"))?;
+    let catalogue = mspbridge_providers::bigger_brains::samples::catalogue_csv(280);
+    mspbridge_web::training::import_catalogue(&state, tenant.id, &catalogue)
+        .await
+        .map_err(|e| anyhow!("importing the demo course catalogue failed: {e}"))?;
     let (worker_tx, worker_task) = start_worker(
         store.clone(),
         state.vault.clone(),
@@ -1181,6 +1275,16 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
         m365::DEMO_CLIENT_SECRET,
         m365::PARTNER_TENANT_ID
     );
+    println!(
+        "  Stripe ({}) on http://{}: restricted key {} (link customers: Settings → Integrations → Companies, Quick Match; bills: Billing; a company's Billing tab gives its users a sign-in at /client/login)",
+        stripe_integration.status.label(),
+        stripe_handle.host(),
+        stripe::DEMO_RESTRICTED_KEY
+    );
+    println!(
+        "  Bigger Brains ({}): no API, files (280 courses imported; Training in the sidebar; Premium Training per company on Companies)",
+        bb_integration.status.label()
+    );
     println!("Press Ctrl-C to stop.");
     println!();
     mspbridge_web::serve(listener, state, shutdown_signal()).await?;
@@ -1193,6 +1297,7 @@ async fn demo(listen: SocketAddr, data_dir: &Path) -> Result<()> {
     datto_handle.stop().await;
     asio_handle.stop().await;
     m365_handle.stop().await;
+    stripe_handle.stop().await;
     Ok(())
 }
 

@@ -12,6 +12,8 @@ use mspbridge_domain::integration::TestReport;
 use mspbridge_domain::validate::Credentials;
 
 pub mod autotask;
+pub mod bigger_brains;
+pub mod billing;
 pub mod cloud;
 pub mod connectwise;
 pub mod connectwise_asio;
@@ -23,9 +25,11 @@ pub mod microsoft_365;
 pub mod outbound;
 pub mod rmm;
 pub mod source;
+pub mod stripe;
 pub mod syncro;
 pub mod technicians;
 pub mod tickets;
+pub mod training;
 
 pub use outbound::OutboundPolicy;
 
@@ -58,6 +62,8 @@ pub struct ProviderConfig {
     /// Microsoft's per-tenant Secure Score limits and, for labs and sandboxes, where the
     /// sign-in service and Graph live.
     pub microsoft_365: microsoft_365::client::GraphSettings,
+    /// Stripe's address and its rate limits as this side keeps them.
+    pub stripe: stripe::client::StripeSettings,
 }
 
 /// The connectors this build has, by provider.
@@ -341,6 +347,40 @@ impl Providers {
             ProviderKind::Microsoft365 => Some(Box::new(microsoft_365::Microsoft365::new(
                 self.config.clone(),
             ))),
+            ProviderKind::Stripe => Some(Box::new(stripe::Stripe::new(self.config.clone()))),
+            ProviderKind::BiggerBrains => Some(Box::new(bigger_brains::BiggerBrains)),
+        }
+    }
+
+    /// A training source for `kind` (Bigger Brains: files), or `None` where the provider is
+    /// not one.
+    pub fn training_source(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+    ) -> Option<Box<dyn training::TrainingSource>> {
+        match kind {
+            ProviderKind::BiggerBrains => Some(Box::new(
+                bigger_brains::FileExchange::from_credentials(credentials),
+            )),
+            _ => None,
+        }
+    }
+
+    /// A billing source for `kind` (Stripe), or `None` where the provider is not one.
+    pub fn billing_source(
+        &self,
+        kind: ProviderKind,
+        credentials: &Credentials,
+        retry: http::RetryPolicy,
+    ) -> Option<Result<Box<dyn billing::BillingSource>, String>> {
+        match kind {
+            ProviderKind::Stripe => Some(
+                stripe::Stripe::new(self.config.clone())
+                    .source(credentials, retry)
+                    .map(|s| Box::new(s) as Box<dyn billing::BillingSource>)
+                    .map_err(|e| e.to_string()),
+            ),
             _ => None,
         }
     }

@@ -21,6 +21,7 @@ use mspbridge_domain::model::*;
 use mspbridge_domain::*;
 use mspbridge_vault::Vault;
 
+pub mod billing;
 pub mod m365;
 pub mod mapping;
 pub mod outbox;
@@ -36,6 +37,7 @@ pub mod sqlite;
 mod sqlite_batch;
 pub mod sync;
 pub mod test_support;
+pub mod training;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -156,6 +158,8 @@ pub trait Store:
     + outbox::OutboxStore
     + rmm::RmmStore
     + m365::M365Store
+    + billing::BillingStore
+    + training::TrainingStore
     + Send
     + Sync
     + 'static

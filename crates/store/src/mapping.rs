@@ -473,7 +473,14 @@ macro_rules! impl_mapping_store {
                         Missing::Any => ("any", 0),
                         Missing::Integration(i) => ("integration", i.0),
                     };
-                    let (columns,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM integrations WHERE tenant_id = $1")
+                    // Integrations without companies (a training library) are no column.
+                    let without: Vec<String> = mspbridge_domain::catalogue::ProviderKind::ALL
+                        .into_iter()
+                        .filter(|k| !k.descriptor().has_companies())
+                        .map(|k| format!("'{}'", k.slug()))
+                        .collect();
+                    let without = if without.is_empty() { "''".to_string() } else { without.join(", ") };
+                    let (columns,): (i64,) = sqlx::query_as(crate::sync_shared::sql(format!("SELECT COUNT(*) FROM integrations WHERE tenant_id = $1 AND provider NOT IN ({without})")))
                         .bind(tenant.0)
                         .fetch_one(&self.pool)
                         .await?;

@@ -53,6 +53,8 @@ crate::mapping::impl_mapping_store!(PgStore);
 crate::outbox::impl_outbox_store!(PgStore);
 crate::rmm::impl_rmm_store!(PgStore);
 crate::m365::impl_m365_store!(PgStore);
+crate::billing::impl_billing_store!(PgStore);
+crate::training::impl_training_store!(PgStore);
 
 /// Workers claiming outbox rows side by side skip the rows another one is claiming.
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";

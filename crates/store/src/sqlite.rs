@@ -78,6 +78,8 @@ crate::mapping::impl_mapping_store!(SqliteStore);
 crate::outbox::impl_outbox_store!(SqliteStore);
 crate::rmm::impl_rmm_store!(SqliteStore);
 crate::m365::impl_m365_store!(SqliteStore);
+crate::billing::impl_billing_store!(SqliteStore);
+crate::training::impl_training_store!(SqliteStore);
 
 /// SQLite has one writer at a time: a claim needs no row locks.
 const SKIP_LOCKED: &str = "";

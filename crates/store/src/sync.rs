@@ -370,6 +370,9 @@ pub fn linked_record(r: RecordType) -> LinkedRecord {
         RecordType::Tickets => LinkedRecord::Ticket,
         RecordType::Devices => LinkedRecord::Device,
         RecordType::Alerts => LinkedRecord::Alert,
+        RecordType::Invoices => LinkedRecord::Invoice,
+        RecordType::Subscriptions => LinkedRecord::Subscription,
+        RecordType::Payments => LinkedRecord::Payment,
     }
 }
 

@@ -829,6 +829,9 @@ macro_rules! impl_sync_store {
                         RecordType::Tickets => "tickets",
                         RecordType::Devices => "devices",
                         RecordType::Alerts => "alerts",
+                        RecordType::Invoices => "billing_invoices",
+                        RecordType::Subscriptions => "billing_subscriptions",
+                        RecordType::Payments => "billing_payments",
                     };
                     if page.record == RecordType::Devices {
                         super::rmm_impl::ensure_type_mappings(&mut tx, tenant.0, id.0, &page.ops, now).await?;
@@ -1031,6 +1034,11 @@ macro_rules! impl_sync_store {
                             RecordType::Devices => "UPDATE devices SET removed_upstream_at = $5, updated_at = $5 WHERE tenant_id = $1 AND removed_upstream_at IS NULL AND id IN",
                             // An alert no longer open in the RMM was resolved there.
                             RecordType::Alerts => resolve_alerts.as_str(),
+                            // Billing records are synced by `sync::billing`, outside the
+                            // pipeline, and keep no external links.
+                            RecordType::Invoices => "UPDATE billing_invoices SET removed_at = $5 WHERE tenant_id = $1 AND integration_id = $2 AND id IN",
+                            RecordType::Subscriptions => "UPDATE billing_subscriptions SET removed_at = $5 WHERE tenant_id = $1 AND integration_id = $2 AND id IN",
+                            RecordType::Payments => "UPDATE billing_payments SET removed_at = $5 WHERE tenant_id = $1 AND integration_id = $2 AND id IN",
                         };
                         sqlx::query(sql(format!("{target} ({missing})")))
                             .bind(tenant.0)

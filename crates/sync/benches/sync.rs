@@ -305,6 +305,7 @@ async fn main() {
         datto_rmm: Default::default(),
         connectwise_asio: Default::default(),
         microsoft_365: Default::default(),
+        stripe: Default::default(),
     });
     let engine = Engine::new(
         store.clone(),

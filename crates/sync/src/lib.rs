@@ -12,6 +12,7 @@
 //! they see and, only when complete, deactivate linked records that have disappeared.
 
 mod apply;
+mod billing;
 mod m365;
 pub mod outbox;
 mod pipeline;
@@ -148,7 +149,11 @@ impl Source {
             Source::Psa(s) => match record {
                 RecordType::Companies | RecordType::Contacts | RecordType::Technicians => true,
                 RecordType::Tickets => s.ticket_source().is_some(),
-                RecordType::Devices | RecordType::Alerts => false,
+                RecordType::Devices
+                | RecordType::Alerts
+                | RecordType::Invoices
+                | RecordType::Subscriptions
+                | RecordType::Payments => false,
             },
             Source::Rmm(_) => matches!(
                 record,
@@ -478,6 +483,38 @@ impl Engine {
             mspbridge_store::load_credentials(self.store.as_ref(), &self.vault, integration)
                 .await
                 .map_err(|e| e.to_string())?;
+        if self
+            .providers
+            .training_source(integration.provider, &creds)
+            .is_some()
+        {
+            // A library reached by files (Bigger Brains): nothing to read; imports happen
+            // when the admin uploads the files.
+            let event = mspbridge_store::sync::NewEvent::new(
+                mspbridge_domain::sync::EventLevel::Info,
+                None,
+                None,
+                &format!(
+                    "{} has no API: import the catalogue and progress files under Training",
+                    integration.provider.descriptor().name
+                ),
+            );
+            if let Err(e) = self
+                .store
+                .add_events(tenant, run_id, &[event], self.now())
+                .await
+            {
+                tracing::warn!(error = %e, "could not log the run's event");
+            }
+            return Ok((BTreeMap::new(), vec![], 0, 0));
+        }
+        if let Some(billing) =
+            self.providers
+                .billing_source(integration.provider, &creds, self.config.retry)
+        {
+            let billing = billing?;
+            return crate::billing::run(self, tenant, integration, run_id, billing.as_ref()).await;
+        }
         if let Some(cloud) =
             self.providers
                 .cloud_source(integration.provider, &creds, self.config.retry)

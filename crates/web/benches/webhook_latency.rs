@@ -13,7 +13,9 @@
 //! Halo's hosted limit (300 requests per 5 minutes) is lifted in its sandbox and client
 //! here: a webhook costs two Halo reads, and the point is our path, not Halo's budget.
 //! Syncro's 180 requests a minute are lifted the same way.
-//! Prints one Markdown row per PSA.
+//! Stripe's row: a customer renamed in the sandbox until the portal's copy shows it
+//! (`customer.updated`, signed; the customer read again). `--only <slug>` runs one.
+//! Prints one Markdown row per provider.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -298,6 +300,98 @@ async fn measure(store: Arc<dyn Store>, kind: ProviderKind, changes: usize, back
     );
 }
 
+/// Stripe: from a customer's change in the sandbox (renamed, `customer.updated`) to the
+/// portal's copy showing it, through the endpoint mspbridge registered: signature checked
+/// over the raw body, the event id recorded once, the customer read again from Stripe.
+async fn measure_stripe(store: Arc<dyn Store>, changes: usize, backend: &str) {
+    use mspbridge_providers::stripe::sandbox::{DEMO_RESTRICTED_KEY, StripeSandbox};
+    let vault = Arc::new(Vault::new(&[5u8; 32]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sb = StripeSandbox::new(Seed::Small);
+    let handle = sb
+        .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+        .unwrap();
+    let config = ProviderConfig {
+        stripe: mspbridge_providers::stripe::client::StripeSettings {
+            api_base: Some(StripeSandbox::base_url(&handle)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let state = AppState::new(store.clone(), vault.clone(), providers(&config), false)
+        .with_public_url(Some(base));
+    let server_state = state.clone();
+    tokio::spawn(async move {
+        mspbridge_web::serve(listener, server_state, std::future::pending())
+            .await
+            .unwrap();
+    });
+    let now = Utc::now();
+    let tenant = store.create_tenant("Bench stripe", now).await.unwrap();
+    let mut creds = BTreeMap::new();
+    creds.insert("secret_key".to_string(), DEMO_RESTRICTED_KEY.to_string());
+    let integration =
+        mspbridge_web::integrations::connect(&state, tenant.id, "stripe", None, &creds)
+            .await
+            .unwrap();
+    assert_eq!(
+        sb.endpoints().len(),
+        1,
+        "the webhook endpoint was registered"
+    );
+    store
+        .set_sync_options(tenant.id, integration.id, &SyncOptions::default(), now)
+        .await
+        .unwrap();
+    store
+        .request_sync(tenant.id, integration.id, now, chrono::Duration::zero())
+        .await
+        .unwrap();
+    let engine = mspbridge_sync::Engine::new(
+        store.clone(),
+        vault,
+        providers(&config),
+        mspbridge_sync::EngineConfig::default(),
+        "bench",
+    );
+    let run = engine.tick().await.unwrap().expect("due");
+    assert_eq!(run.result, RunResult::Success, "{run:?}");
+    let customers: Vec<String> = sb.customers().into_iter().map(|c| c.id).take(20).collect();
+    let mut samples = Vec::with_capacity(changes);
+    for i in 0..changes {
+        let id = &customers[i % customers.len()];
+        let name = format!("Renamed {i}");
+        let t0 = Instant::now();
+        sb.update_customer(id, Some(&name), None);
+        loop {
+            let c = store
+                .billing_customer(tenant.id, integration.id, id)
+                .await
+                .unwrap();
+            if c.and_then(|c| c.name).as_deref() == Some(name.as_str()) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "change {i} never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    println!(
+        "| Stripe | {backend} | {changes} | {} | {} | {} | {} | {} |",
+        customers.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.95)),
+        ms(*samples.last().unwrap()),
+        ms(mean),
+    );
+}
+
 /// (PSA id, portal id) of every imported open ticket.
 async fn open_tickets(
     store: &Arc<dyn Store>,
@@ -329,12 +423,25 @@ async fn main() {
     println!(
         "| PSA | database | changes | open tickets cycled | p50 | p95 | max | mean |\n|---|---|---|---|---|---|---|---|"
     );
+    let only = arg("--only", "");
+    let fresh = |db: String| async move {
+        match db.as_str() {
+            "postgres" => mspbridge_store::test_support::postgres()
+                .await
+                .unwrap()
+                .expect("set TEST_DATABASE_URL for --db postgres"),
+            _ => mspbridge_store::test_support::sqlite().await.unwrap(),
+        }
+    };
     for kind in [
         ProviderKind::ConnectwiseManage,
         ProviderKind::HaloPsa,
         ProviderKind::Autotask,
         ProviderKind::Syncro,
     ] {
+        if !only.is_empty() && only != kind.slug() {
+            continue;
+        }
         let test_db = match db.as_str() {
             "postgres" => mspbridge_store::test_support::postgres()
                 .await
@@ -343,5 +450,9 @@ async fn main() {
             _ => mspbridge_store::test_support::sqlite().await.unwrap(),
         };
         measure(test_db.store.clone(), kind, changes, &db).await;
+    }
+    if only.is_empty() || only == "stripe" {
+        let test_db = fresh(db.clone()).await;
+        measure_stripe(test_db.store.clone(), changes, &db).await;
     }
 }

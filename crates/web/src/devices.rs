@@ -31,7 +31,7 @@ use crate::extract::ApiQuery;
 use crate::ui::{Shell, UiCaller, error_page, render, shell};
 
 /// Rows per page of the device and alert tables.
-const PAGE: i64 = 50;
+pub(crate) const PAGE: i64 = 50;
 
 pub fn api_routes() -> Router<AppState> {
     Router::new()

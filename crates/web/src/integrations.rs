@@ -212,6 +212,16 @@ pub async fn connect(
     if integration.status == IntegrationStatus::Connected {
         refresh_vocabulary_quietly(state, tenant, integration.id).await;
     }
+    if descriptor.kind == mspbridge_domain::catalogue::ProviderKind::Stripe {
+        // Where this deployment has a public URL and the admin gave no signing secret,
+        // Stripe is asked to post to it; otherwise the billing page says what to add.
+        let has_secret = input
+            .get("webhook_secret")
+            .is_some_and(|s| !s.trim().is_empty());
+        if !has_secret {
+            crate::billing::register_webhook(state, tenant, integration.id).await;
+        }
+    }
     Ok(integration)
 }
 

@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod companies_api;
 pub mod devices;
 pub mod error;
@@ -32,6 +33,7 @@ pub mod paging;
 pub mod sync_api;
 pub mod technicians_api;
 pub mod tickets_api;
+pub mod training;
 pub mod ui;
 pub mod ui_sync;
 mod ui_tickets;
@@ -391,6 +393,8 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
         .route("/openapi.json", get(api::openapi))
         .merge(devices::api_routes())
         .merge(m365::api_routes())
+        .merge(billing::api_routes())
+        .merge(training::api_routes())
         .fallback(api_not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -415,6 +419,7 @@ fn app(state: AppState, limits: &ServerLimits) -> Router {
             "/webhooks/autotask/{integration_id}/deactivated",
             post(webhooks::autotask_deactivated),
         )
+        .merge(billing::webhook_routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_endpoint))
         .route("/favicon.svg", get(favicon))

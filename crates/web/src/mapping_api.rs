@@ -85,6 +85,7 @@ pub async fn columns(state: &AppState, caller: &Caller) -> Result<Vec<ColumnView
         .list_integrations(caller.tenant_id)
         .await?
         .into_iter()
+        .filter(|i| i.provider.descriptor().has_companies())
         .map(|i| ColumnView {
             integration_id: i.id.0,
             provider: i.provider.slug().to_string(),
@@ -369,6 +370,7 @@ pub async fn put_link(
             )
         })?;
     crate::devices::mapping_changed(&state, caller.tenant_id, [integration]).await;
+    crate::billing::write_back(&state, caller.tenant_id, &out);
     let o = out
         .pop()
         .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
@@ -414,6 +416,7 @@ pub async fn delete_link(
         )
         .await?;
     crate::devices::mapping_changed(&state, caller.tenant_id, [integration]).await;
+    crate::billing::write_back(&state, caller.tenant_id, &out);
     let o = out
         .pop()
         .ok_or_else(|| ApiError::Internal("no link outcome".into()))?;
@@ -679,6 +682,7 @@ pub async fn apply(
         })?;
     let changed: Vec<IntegrationId> = requests.iter().map(|r| r.integration).collect();
     crate::devices::mapping_changed(state, caller.tenant_id, changed).await;
+    crate::billing::write_back(state, caller.tenant_id, &outcomes);
     Ok(ApplyView {
         applied: outcomes.len(),
         batch,
@@ -709,6 +713,7 @@ pub async fn post_undo(
         .await?;
     let changed: Vec<IntegrationId> = out.iter().map(|o| o.integration).collect();
     crate::devices::mapping_changed(&state, caller.tenant_id, changed).await;
+    crate::billing::write_back(&state, caller.tenant_id, &out);
     Ok(Json(UndoView { undone: out.len() }))
 }
 

@@ -45,6 +45,8 @@ pub fn routes() -> Router<AppState> {
         .merge(crate::ui_tickets::routes())
         .merge(crate::devices::ui_routes())
         .merge(crate::m365::ui_routes())
+        .merge(crate::billing::ui_routes())
+        .merge(crate::training::ui_routes())
 }
 
 pub(crate) fn render(t: impl Template, status: StatusCode) -> Response {
@@ -319,6 +321,10 @@ fn section_of(path: &str) -> &'static str {
         "alerts"
     } else if path.starts_with("/secure-score") {
         "secure-score"
+    } else if path.starts_with("/billing") {
+        "billing"
+    } else if path.starts_with("/training") {
+        "training"
     } else if path.starts_with("/settings/integrations") {
         "integrations"
     } else {
@@ -354,7 +360,7 @@ pub(crate) async fn shell(state: &AppState, c: &Caller) -> Result<Shell, ApiErro
     })
 }
 
-fn cookie(
+pub(crate) fn cookie(
     state: &AppState,
     name: &str,
     value: &str,
@@ -594,6 +600,8 @@ struct ConnRow {
     last_sync: Option<String>,
     /// An RMM's devices and open alerts ("312 devices (280 imported) · 14 open alerts").
     rmm: Option<String>,
+    /// A billing account's mode from its last Test ("Test mode" / "Live mode").
+    mode: Option<String>,
 }
 
 struct Card {
@@ -740,6 +748,12 @@ async fn integrations_page(
                         last_error: i.last_error.clone(),
                         last_sync: last_sync.get(&i.id).cloned(),
                         rmm: rmm.get(&i.id).cloned(),
+                        mode: i.last_test.as_ref().and_then(|t| {
+                            t.details
+                                .iter()
+                                .find(|(k, _)| k == "Mode")
+                                .map(|(_, v)| format!("{v} mode"))
+                        }),
                     })
                     .collect(),
             })

@@ -781,6 +781,8 @@ struct CompaniesPage {
     companies_json: String,
     csrf_json: String,
     can_write: bool,
+    /// Premium Training switches (the Training manage permission: Manage).
+    can_manage: bool,
 }
 
 /// Rows per page on list pages.
@@ -793,6 +795,8 @@ struct CompanyRow {
     integrations: Vec<String>,
     users: usize,
     tickets: usize,
+    /// Premium Training on (the Bigger Brains add-on), else Standard.
+    premium: bool,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -863,9 +867,18 @@ async fn companies_page(
                 linked.entry(l.local_id).or_default().push(n.clone());
             }
         }
+        let premium: std::collections::HashSet<i64> = state
+            .store
+            .training_companies(c.tenant_id)
+            .await?
+            .into_iter()
+            .filter(|t| t.premium)
+            .map(|t| t.company_id)
+            .collect();
         let mut rows = Vec::with_capacity(companies.len());
         for (id, name, active) in &companies {
             rows.push(CompanyRow {
+                premium: premium.contains(&id.0),
                 id: id.0,
                 name: name.clone(),
                 active: *active,
@@ -911,6 +924,7 @@ async fn companies_page(
             companies_json: script_json(&list),
             csrf_json: script_json(&c.csrf_token.clone().unwrap_or_default()),
             can_write: c.role.allows(Permission::Write),
+            can_manage: c.role.allows(Permission::Manage),
             connected: !integrations.is_empty(),
             integrations,
             rows,

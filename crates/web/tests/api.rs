@@ -65,7 +65,9 @@ async fn the_catalogue_lists_the_nine_providers_and_says_which_work() {
             .unwrap();
         assert_eq!(asio["availability"]["state"], "available");
         let stripe = list.iter().find(|p| p["kind"] == "stripe").unwrap();
-        assert_eq!(stripe["availability"]["state"], "not_yet_built");
+        assert_eq!(stripe["availability"]["state"], "available");
+        let bb = list.iter().find(|p| p["kind"] == "bigger_brains").unwrap();
+        assert_eq!(bb["availability"]["state"], "available");
     }
 }
 
@@ -327,25 +329,6 @@ async fn every_connect_form_validation_error_names_the_field() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 422);
-
-    // A provider whose connector is not built says so plainly.
-    let (s, e) = app
-        .post(
-            "/api/v1/integrations",
-            t,
-            json!({"provider": "stripe", "credentials": {}}),
-        )
-        .await;
-    assert_eq!(
-        (s, e["code"].as_str()),
-        (422, Some("connector_not_available"))
-    );
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("Stripe cannot be connected yet")
-    );
 
     // Rejected keys: a connection_failed with the test report and a fix hint.
     let (s, e) = app.post("/api/v1/integrations", t, json!({"provider": "connectwise_manage", "credentials": with("private_key", json!("wrong"))})).await;

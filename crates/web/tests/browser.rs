@@ -1620,3 +1620,360 @@ async fn m365_pages_in_chromium() {
     let _ = c.close().await;
     handle.stop().await;
 }
+
+/// Stripe in the browser: connecting through the wizard, a company's Billing tab after the
+/// sync, and a client user of that company signing in at /client and paying an open
+/// invoice on the sandbox's hosted invoice page; the webhook brings the payment back.
+async fn stripe_pages(
+    app: &TestApp,
+    c: &Client,
+    sandbox: &mspbridge_providers::stripe::sandbox::StripeSandbox,
+) -> Step {
+    use mspbridge_providers::stripe::sandbox::DEMO_RESTRICTED_KEY;
+    sign_in(app, c).await?;
+    c.goto(&app.url("/settings/integrations/connect/stripe"))
+        .await
+        .map_err(e("connect page"))?;
+    c.find(Locator::Id("cred_secret_key"))
+        .await
+        .map_err(e("key field"))?
+        .send_keys(DEMO_RESTRICTED_KEY)
+        .await
+        .map_err(e("key field"))?;
+    shot(c, "stripe-connect").await?;
+    click(c, "button[type=submit]").await?;
+    until(
+        c,
+        "location.pathname.match(/^\\/settings\\/integrations\\/\\d+/) && document.body.textContent.includes('Test')",
+        "the integration's report after Test",
+    )
+    .await?;
+    let list = app.get("/api/v1/integrations", &app.a.owner_token).await.1;
+    let id = list
+        .as_array()
+        .and_then(|l| l.iter().find(|i| i["provider"] == "stripe"))
+        .and_then(|i| i["id"].as_i64())
+        .ok_or("no Stripe integration after connecting")?;
+    check(
+        sandbox.endpoints().len() == 1,
+        "the webhook endpoint was registered".to_string(),
+    )?;
+    sync_at(app, id, chrono::Duration::zero()).await;
+
+    // A company linked to a customer with an open invoice.
+    let (cus, name) = sandbox
+        .customers()
+        .into_iter()
+        .find(|c| {
+            sandbox
+                .invoices_of(&c.id)
+                .iter()
+                .any(|i| i["status"] == "open" && i["hosted_invoice_url"].is_string())
+        })
+        .map(|c| (c.id, c.name))
+        .ok_or("no customer with an open invoice")?;
+    let (s, v) = app
+        .post(
+            "/api/v1/companies",
+            &app.a.owner_token,
+            json!({"name": name}),
+        )
+        .await;
+    check(s == 201, format!("company: {v}"))?;
+    let company = v["id"].as_i64().unwrap_or_default();
+    let (s, v) = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/api/v1/company-mapping/{company}/{id}"),
+            &app.a.owner_token,
+            Some(json!({"external_id": cus})),
+        )
+        .await;
+    check(s == 200, format!("link: {v}"))?;
+    let user = company_user(
+        app,
+        mspbridge_domain::CompanyId(company),
+        "Robin",
+        mspbridge_domain::model::UserStatus::Active,
+    )
+    .await;
+
+    c.goto(&app.url(&format!("/companies/{company}")))
+        .await
+        .map_err(e("company page"))?;
+    click(c, "#billing-tab").await?;
+    until(
+        c,
+        "document.querySelectorAll('#open-invoices tbody tr').length >= 1 && document.getElementById('manage-payment-methods')",
+        "the Billing tab with its open invoices",
+    )
+    .await?;
+    shot(c, "stripe-company-billing").await?;
+    // Give the user a sign-in; the password is shown once.
+    js(
+        c,
+        &format!(
+            "document.getElementById('user_id').value = '{}'; return 1",
+            user.id.0
+        ),
+    )
+    .await?;
+    click(c, "#grant-access").await?;
+    until(
+        c,
+        "document.getElementById('portal-password')?.textContent.includes('password')",
+        "the new client password",
+    )
+    .await?;
+    let password = js(
+        c,
+        "return document.querySelector('#portal-password code').textContent",
+    )
+    .await?;
+    let password = password.as_str().unwrap_or_default().to_string();
+    c.goto(&app.url("/billing"))
+        .await
+        .map_err(e("billing overview"))?;
+    until(
+        c,
+        "document.getElementById('past-due') || document.getElementById('no-rows')",
+        "the past-due overview",
+    )
+    .await?;
+    shot(c, "stripe-overview").await?;
+
+    // The client user signs in and pays.
+    c.delete_all_cookies().await.map_err(e("sign out"))?;
+    c.goto(&app.url("/client/login"))
+        .await
+        .map_err(e("client login"))?;
+    c.find(Locator::Id("email"))
+        .await
+        .map_err(e("email"))?
+        .send_keys(user.email.as_deref().unwrap_or_default())
+        .await
+        .map_err(e("email"))?;
+    c.find(Locator::Id("password"))
+        .await
+        .map_err(e("password"))?
+        .send_keys(&password)
+        .await
+        .map_err(e("password"))?;
+    click(c, "button[type=submit]").await?;
+    until(
+        c,
+        "location.pathname === '/client' && document.querySelectorAll('#open-invoices tbody tr').length >= 1",
+        "the client's billing page",
+    )
+    .await?;
+    shot(c, "stripe-client-billing").await?;
+    let before = js(
+        c,
+        "return document.querySelectorAll('#open-invoices tbody tr').length",
+    )
+    .await?;
+    click(c, "#open-invoices a.btn").await?;
+    until(
+        c,
+        "document.getElementById('pay')",
+        "Stripe's hosted invoice page",
+    )
+    .await?;
+    shot(c, "stripe-hosted-invoice").await?;
+    click(c, "#pay").await?;
+    until(
+        c,
+        "document.body.textContent.includes('Invoice paid')",
+        "the invoice paid on Stripe's page",
+    )
+    .await?;
+    c.goto(&app.url("/client"))
+        .await
+        .map_err(e("back to the portal"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = js(
+            c,
+            "return document.querySelectorAll('#open-invoices tbody tr').length",
+        )
+        .await?;
+        if now.as_u64() < before.as_u64() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the payment never reached the portal ({before} open invoices before, {now} after)"
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        c.refresh().await.map_err(e("refresh"))?;
+    }
+    shot(c, "stripe-client-paid").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn stripe_pages_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    use mspbridge_providers::stripe::sandbox::StripeSandbox;
+    let sandbox = StripeSandbox::new(mspbridge_sandbox::Seed::Small);
+    let handle = sandbox
+        .serve(mspbridge_sandbox::loopback_listener().await.unwrap())
+        .unwrap();
+    let config = mspbridge_providers::ProviderConfig {
+        stripe: mspbridge_providers::stripe::client::StripeSettings {
+            api_base: Some(StripeSandbox::base_url(&handle)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let app = TestApp::start_configured(
+        mspbridge_store::test_support::sqlite().await.unwrap(),
+        true,
+        config,
+    )
+    .await;
+    let c = browser(&webdriver).await;
+    let result = stripe_pages(&app, &c, &sandbox).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-step-stripe").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+    handle.stop().await;
+}
+
+/// Bigger Brains in the browser: Premium Training switched on from a company's row menu and
+/// off in bulk on Companies, and the course catalogue imported from a file on Training,
+/// then searched and filtered by category.
+async fn training_pages(app: &TestApp, c: &Client, companies: &[i64]) -> Step {
+    sign_in(app, c).await?;
+    c.goto(&app.url("/companies"))
+        .await
+        .map_err(e("companies"))?;
+    let first = companies[0];
+    click(
+        c,
+        &format!("tr[data-company='{first}'] details.menu summary"),
+    )
+    .await?;
+    click(c, &format!("tr[data-company='{first}'] button.premium-one")).await?;
+    until(
+        c,
+        &format!("document.querySelector(\"tr[data-company='{first}'] td.training\")?.textContent.includes('Premium')"),
+        "the row's Training column showing Premium",
+    )
+    .await?;
+    shot(c, "training-companies").await?;
+    click(c, "#select-all").await?;
+    click(c, "#bulk-disable").await?;
+    until(
+        c,
+        "[...document.querySelectorAll('td.training')].length > 0 && [...document.querySelectorAll('td.training')].every(t => t.textContent.includes('Standard'))",
+        "every company Standard after the bulk Disable",
+    )
+    .await?;
+
+    // The catalogue, from a file.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/screenshots");
+    std::fs::create_dir_all(dir).map_err(e("dir"))?;
+    let file = std::fs::canonicalize(dir)
+        .map_err(e("dir"))?
+        .join("catalogue.csv");
+    std::fs::write(
+        &file,
+        mspbridge_providers::bigger_brains::samples::catalogue_csv(280),
+    )
+    .map_err(e("catalogue file"))?;
+    let file = file.to_string_lossy().to_string();
+    c.goto(&app.url("/training")).await.map_err(e("training"))?;
+    c.find(Locator::Id("catalogue-file"))
+        .await
+        .map_err(e("file input"))?
+        .send_keys(&file)
+        .await
+        .map_err(e("file input"))?;
+    click(c, "#catalogue-go").await?;
+    until(
+        c,
+        "document.getElementById('catalogue-summary')?.textContent.includes('280 rows read: 280 applied')",
+        "the import's report",
+    )
+    .await?;
+    c.goto(&app.url("/training?q=excel"))
+        .await
+        .map_err(e("search"))?;
+    until(
+        c,
+        "document.querySelectorAll('#courses tbody tr').length > 0 && [...document.querySelectorAll('#courses tbody tr')].every(r => r.textContent.toLowerCase().includes('excel'))",
+        "courses found by search",
+    )
+    .await?;
+    shot(c, "training-catalogue").await?;
+    js(c, "document.getElementById('category').value = 'Cybersecurity'; document.getElementById('category').form.submit(); return 1").await?;
+    until(
+        c,
+        "location.search.includes('category=Cybersecurity') && [...document.querySelectorAll('#courses tbody tr')].every(r => r.cells[1].textContent === 'Cybersecurity')",
+        "the category filter",
+    )
+    .await?;
+    c.goto(&app.url(&format!("/companies/{first}/training")))
+        .await
+        .map_err(e("company training"))?;
+    until(
+        c,
+        "document.getElementById('training-settings')",
+        "the company's training page",
+    )
+    .await?;
+    shot(c, "training-company").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn training_pages_in_chromium() {
+    let Some((_driver, webdriver)) = start_chromedriver().await else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromedriver is not installed (apt-get install chromium chromium-driver)");
+        }
+        eprintln!(
+            "SKIPPED: chromedriver is not on PATH (apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let app = TestApp::start(mspbridge_store::test_support::sqlite().await.unwrap()).await;
+    connect_json(
+        &app,
+        json!({"provider": "bigger_brains", "credentials": {"reseller_name": "Demo MSP", "brainstation_url": "https://getbiggerbrains.com"}}),
+    )
+    .await;
+    let mut companies = Vec::new();
+    for name in ["Alpha Dental", "Beta Legal"] {
+        let (s, v) = app
+            .post(
+                "/api/v1/companies",
+                &app.a.owner_token,
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(s, 201, "{v}");
+        companies.push(v["id"].as_i64().unwrap());
+    }
+    let c = browser(&webdriver).await;
+    let result = training_pages(&app, &c, &companies).await;
+    if let Err(what) = &result {
+        let _ = shot(&c, "failed-step-training").await;
+        let _ = c.clone().close().await;
+        panic!("{what}");
+    }
+    let _ = c.close().await;
+}
