@@ -164,6 +164,20 @@ fn provider_rules(
     }
 }
 
+/// An `https://` address with a valid host (no user info), trailing slashes removed.
+pub fn parse_https_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.len() > 2048 {
+        return Err("is too long (at most 2048 characters)".into());
+    }
+    let rest = raw
+        .strip_prefix("https://")
+        .ok_or_else(|| "must start with https://".to_string())?;
+    let host = rest.split('/').next().unwrap_or("");
+    parse_host(host).map_err(|m| format!("has an invalid host: {m}"))?;
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
 /// A Stripe key the portal can use: a restricted (`rk_`) or secret (`sk_`) key, test or
 /// live; never a publishable key.
 pub fn stripe_key(key: &str) -> Result<(), String> {
@@ -306,14 +320,7 @@ fn check_format(field: &CredentialField, raw: &str) -> Result<String, String> {
     match field.format {
         FieldFormat::Text | FieldFormat::Pem => Ok(raw.to_string()),
         FieldFormat::Host => parse_host(raw).map_err(|m| format!("{}: {m}", field.label)),
-        FieldFormat::HttpsUrl => {
-            let rest = raw
-                .strip_prefix("https://")
-                .ok_or_else(|| format!("{} must start with https://", field.label))?;
-            let host = rest.split('/').next().unwrap_or("");
-            parse_host(host).map_err(|m| format!("{}: {m}", field.label))?;
-            Ok(raw.trim_end_matches('/').to_string())
-        }
+        FieldFormat::HttpsUrl => parse_https_url(raw).map_err(|m| format!("{} {m}", field.label)),
         FieldFormat::Guid => {
             if is_guid(raw) {
                 Ok(raw.to_ascii_lowercase())

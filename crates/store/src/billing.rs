@@ -240,6 +240,14 @@ pub trait BillingStore: Send + Sync {
         offset: i64,
         limit: i64,
     ) -> Result<Paged<InvoiceRow>>;
+    /// External ids of the invoices kept as open (to re-read those Stripe no longer lists
+    /// as open), at most `limit`.
+    async fn billing_open_invoice_ids(
+        &self,
+        tenant: TenantId,
+        integration: IntegrationId,
+        limit: i64,
+    ) -> Result<Vec<String>>;
     /// One invoice, with its company (through its customer's link).
     async fn billing_invoice(&self, tenant: TenantId, id: i64) -> Result<Option<InvoiceRow>>;
     async fn billing_payments(
@@ -640,6 +648,18 @@ macro_rules! impl_billing_store {
                     Ok(Paged { total, rows })
                 }
 
+                async fn billing_open_invoice_ids(&self, tenant: TenantId, integration: IntegrationId, limit: i64) -> Result<Vec<String>> {
+                    let rows: Vec<(String,)> = sqlx::query_as(
+                        "SELECT external_id FROM billing_invoices WHERE tenant_id = $1 AND integration_id = $2 AND status = 'open' AND removed_at IS NULL ORDER BY id LIMIT $3",
+                    )
+                    .bind(tenant.0)
+                    .bind(integration.0)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(id,)| id).collect())
+                }
+
                 async fn billing_invoice(&self, tenant: TenantId, id: i64) -> Result<Option<InvoiceRow>> {
                     Ok(sqlx::query_as(sql(format!("{INVOICE} {LINKED} WHERE x.tenant_id = $1 AND x.id = $2")))
                         .bind(tenant.0)
@@ -676,8 +696,8 @@ macro_rules! impl_billing_store {
                 async fn billing_past_due(&self, tenant: TenantId, now: DateTime<Utc>) -> Result<Vec<PastDueRow>> {
                     Ok(sqlx::query_as(sql(format!(
                         "SELECT l.local_id AS company_id, c.name AS company_name, x.currency, \
-                           SUM(CASE WHEN x.due_date < $2 THEN x.amount_remaining ELSE 0 END) AS past_due, SUM(x.amount_remaining) AS open, \
-                           SUM(CASE WHEN x.due_date < $2 THEN 1 ELSE 0 END) AS past_due_invoices, MIN(CASE WHEN x.due_date < $2 THEN x.due_date END) AS oldest_due \
+                           CAST(SUM(CASE WHEN x.due_date < $2 THEN x.amount_remaining ELSE 0 END) AS BIGINT) AS past_due, CAST(SUM(x.amount_remaining) AS BIGINT) AS open, \
+                           CAST(SUM(CASE WHEN x.due_date < $2 THEN 1 ELSE 0 END) AS BIGINT) AS past_due_invoices, MIN(CASE WHEN x.due_date < $2 THEN x.due_date END) AS oldest_due \
                          FROM billing_invoices x {LINKED} \
                          WHERE x.tenant_id = $1 AND x.removed_at IS NULL AND x.status = 'open' AND x.amount_remaining > 0 AND l.local_id IS NOT NULL \
                          GROUP BY l.local_id, c.name, x.currency ORDER BY past_due DESC, open DESC, c.name"
@@ -699,9 +719,12 @@ macro_rules! impl_billing_store {
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
-                    if hash.is_none() {
-                        sqlx::query("DELETE FROM client_sessions WHERE company_user_id = $1").bind(user).execute(&self.pool).await?;
-                    }
+                    // A new password (or none) ends the user's sessions.
+                    sqlx::query("DELETE FROM client_sessions WHERE tenant_id = $1 AND company_user_id = $2")
+                        .bind(tenant.0)
+                        .bind(user)
+                        .execute(&self.pool)
+                        .await?;
                     Ok(())
                 }
 

@@ -19,6 +19,8 @@ pub struct TrainingCompany {
     pub company_name: String,
     pub premium: bool,
     pub team_name: Option<String>,
+    /// The company's own BrainStation address (a branded site), if set.
+    pub link_url: Option<String>,
 }
 
 /// A course as the catalogue page lists it.
@@ -109,6 +111,14 @@ pub trait TrainingStore: Send + Sync {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<()>;
+    async fn set_link(
+        &self,
+        tenant: TenantId,
+        company: CompanyId,
+        url: Option<&str>,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
     /// The company whose Team name is `team` (case-insensitive), if exactly one.
     async fn company_by_team(&self, tenant: TenantId, team: &str) -> Result<Option<CompanyId>>;
     async fn save_courses(
@@ -180,7 +190,7 @@ macro_rules! impl_training_store {
             impl TrainingStore for super::$store {
                 async fn training_companies(&self, tenant: TenantId) -> Result<Vec<TrainingCompany>> {
                     Ok(sqlx::query_as(
-                        "SELECT c.id AS company_id, c.name AS company_name, COALESCE(t.premium, FALSE) AS premium, t.team_name \
+                        "SELECT c.id AS company_id, c.name AS company_name, COALESCE(t.premium, FALSE) AS premium, t.team_name, t.link_url \
                          FROM companies c LEFT JOIN training_companies t ON t.company_id = c.id AND t.tenant_id = c.tenant_id \
                          WHERE c.tenant_id = $1 AND c.active = TRUE ORDER BY lower(c.name), c.id",
                     )
@@ -236,6 +246,31 @@ macro_rules! impl_training_store {
                     .bind(tenant.0)
                     .bind(company.0)
                     .bind(team)
+                    .bind(actor)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn set_link(&self, tenant: TenantId, company: CompanyId, url: Option<&str>, actor: &str, now: DateTime<Utc>) -> Result<()> {
+                    let mut tx = self.begin_write().await?;
+                    let (owned,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM companies WHERE tenant_id = $1 AND id = $2")
+                        .bind(tenant.0)
+                        .bind(company.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if owned == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    sqlx::query(
+                        "INSERT INTO training_companies (tenant_id, company_id, link_url, updated_by, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (company_id) DO UPDATE SET link_url = excluded.link_url, updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                    )
+                    .bind(tenant.0)
+                    .bind(company.0)
+                    .bind(url)
                     .bind(actor)
                     .bind(now)
                     .execute(&mut *tx)

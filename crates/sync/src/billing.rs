@@ -5,8 +5,9 @@
 //! The first run and then one a day read every list whole (the reconcile): what the
 //! vendor no longer lists is marked removed, a removed customer's company goes inactive
 //! in the mapping grid. Runs in between read what was created since the watermark (less
-//! five minutes) and every open invoice again (what was paid or voided); webhooks bring
-//! the rest as it happens. A customer carrying a portal company's id in its metadata is
+//! five minutes) and every open invoice again, and read one by one the invoices kept as
+//! open that Stripe no longer lists open (paid or voided while a webhook was missed);
+//! webhooks bring the rest as it happens. A customer carrying a portal company's id in its metadata is
 //! linked to that company (in the link history, undoable), unless an admin unlinked it or
 //! the company is linked to another customer. A page that cannot be read stops its list:
 //! the run is partial and the watermark stays, so the next run reads the window again.
@@ -176,6 +177,11 @@ pub(crate) async fn run(
                 Err(e) => o.stop = Some(format!("{}: {e}", list.table())),
             }
         }
+        if list == List::OpenInvoices && o.complete {
+            let open_now = std::mem::take(&mut o.seen_ids);
+            reread_closed(engine, tenant, id, source, &open_now, &mut o).await;
+            o.seen_ids = open_now;
+        }
         if list == List::Customers && !o.customers.is_empty() {
             let customers = std::mem::take(&mut o.customers);
             link_by_identity(engine, tenant, id, run_id, &customers, &mut o).await;
@@ -314,6 +320,13 @@ async fn read_list(
             o.counts.updated += written;
             o.counts.unchanged += seen as u64 - written;
             o.counts.failed += rejected.len() as u64;
+            // An unreadable record is still there: a reconcile must not mark it removed.
+            o.seen_ids.extend(
+                rejected
+                    .iter()
+                    .filter_map(|r| r.split_once(": ").map(|(id, _)| id.to_string()))
+                    .filter(|id| !id.is_empty() && id != "(no id)"),
+            );
             for r in rejected {
                 let (ext, why) = r.split_once(": ").unwrap_or(("", r.as_str()));
                 o.events.push(NewEvent::new(
@@ -332,6 +345,77 @@ async fn read_list(
     let ((), o) = tokio::join!(reading, saving);
     o
 }
+
+/// Invoices kept here as open that Stripe no longer lists as open (paid, voided or marked
+/// uncollectible while a webhook was missed) are read again one by one (at most
+/// [`REREAD_LIMIT`] a run; the daily reconcile reads everything).
+async fn reread_closed(
+    engine: &Engine,
+    tenant: TenantId,
+    id: IntegrationId,
+    source: &dyn BillingSource,
+    open_now: &[String],
+    o: &mut ListOutcome,
+) {
+    let open_now: HashSet<&str> = open_now.iter().map(String::as_str).collect();
+    let kept = match engine
+        .store
+        .billing_open_invoice_ids(tenant, id, 10_000)
+        .await
+    {
+        Ok(k) => k,
+        Err(e) => {
+            o.stop = Some(format!("open invoices: {e}"));
+            return;
+        }
+    };
+    let closed: Vec<String> = kept
+        .into_iter()
+        .filter(|x| !open_now.contains(x.as_str()))
+        .take(REREAD_LIMIT)
+        .collect();
+    for x in closed {
+        o.counts.seen += 1;
+        match source.invoice(&x).await {
+            Ok(mspbridge_providers::billing::Current::Found(inv)) => {
+                match engine
+                    .store
+                    .billing_save_invoices(tenant, id, &[inv], engine.now())
+                    .await
+                {
+                    Ok(w) if w > 0 => o.counts.updated += 1,
+                    Ok(_) => o.counts.unchanged += 1,
+                    Err(e) => {
+                        o.counts.failed += 1;
+                        o.stop = Some(format!("invoice {x}: {e}"));
+                    }
+                }
+            }
+            Ok(mspbridge_providers::billing::Current::Gone) => {
+                o.counts.unchanged += 1;
+                if let Ok(n) = engine
+                    .store
+                    .billing_remove(tenant, id, "invoices", &x, engine.now())
+                    .await
+                {
+                    o.counts.deactivated += n;
+                }
+            }
+            Err(e) => {
+                o.counts.failed += 1;
+                o.events.push(NewEvent::new(
+                    EventLevel::Warning,
+                    Some(RecordType::Invoices),
+                    Some(&x),
+                    &format!("skipped: invoice {x} is no longer listed open and could not be read again ({e}); the next run tries again"),
+                ));
+            }
+        }
+    }
+}
+
+/// Invoices no longer listed open that one run reads again.
+const REREAD_LIMIT: usize = 500;
 
 /// Links customers that carry a portal company's id (written by the portal when an admin
 /// linked or created them) to that company.

@@ -278,8 +278,39 @@ pub async fn pay_url(
         )));
     }
     row.hosted_invoice_url
-        .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .filter(|u| stripe_page(state, u))
         .ok_or_else(|| ApiError::Conflict("Stripe gave this invoice no payment page".into()))
+}
+
+/// Whether `url` is one of Stripe's pages a user may be sent to: https on Stripe's own hosts
+/// (`invoice.stripe.com`, `pay.stripe.com`, `billing.stripe.com`, …), or on the host of the
+/// Stripe API this deployment was pointed at (a lab or the sandbox).
+pub fn stripe_page(state: &AppState, url: &str) -> bool {
+    let host_of = |u: &str| -> Option<(String, String)> {
+        let (scheme, rest) = u.split_once("://")?;
+        let host = rest.split(['/', '?', '#']).next()?.to_ascii_lowercase();
+        (!host.is_empty() && !host.contains('@')).then(|| (scheme.to_ascii_lowercase(), host))
+    };
+    let Some((scheme, host)) = host_of(url) else {
+        return false;
+    };
+    let bare = host.split(':').next().unwrap_or_default();
+    if scheme == "https" && (bare == "stripe.com" || bare.ends_with(".stripe.com")) {
+        return true;
+    }
+    state
+        .providers
+        .config()
+        .stripe
+        .api_base
+        .as_deref()
+        .and_then(host_of)
+        .is_some_and(|(_, api)| api == host && (scheme == "https" || scheme == "http"))
+}
+
+/// A link from Stripe's data shown on a page (a PDF, a receipt): only Stripe's own pages.
+pub fn safe_link(state: &AppState, url: &Option<String>) -> Option<String> {
+    url.as_ref().filter(|u| stripe_page(state, u)).cloned()
 }
 
 /// A billing-portal session for the company's customer (created per click).
@@ -334,7 +365,12 @@ pub async fn create_customer(
     {
         return Err(ApiError::field("email", "must be an e-mail address"));
     }
-    let key = format!("mspbridge-customer-{}-{}", tenant.0, company.0);
+    // The same request (tenant, company, name, e-mail) always carries the same key, so a
+    // retry or a second click finds the customer the first made; another request differs.
+    let key = {
+        let h = mspbridge_domain::sync::content_hash(&(tenant.0, company.0, &c.name, email));
+        format!("mspbridge-customer-{}-{}-{}", tenant.0, company.0, &h[..24])
+    };
     let created = source(state, &i)
         .await?
         .create_customer(&c.name, email, company.0, &key)
@@ -485,21 +521,24 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Whatever is wrong before the signature is checked gets one answer, so the endpoint
+    // does not tell which integration ids exist.
+    const UNVERIFIED: &str = "the delivery could not be verified";
     let Ok(id) = raw.parse::<i64>() else {
-        return webhook_refused(0, StatusCode::NOT_FOUND, "no such integration");
+        return webhook_refused(0, StatusCode::BAD_REQUEST, UNVERIFIED);
     };
     let tenant = match state.store.integration_owner(IntegrationId(id)).await {
         Ok(Some(t)) => t,
-        _ => return webhook_refused(id, StatusCode::NOT_FOUND, "no such integration"),
+        _ => return webhook_refused(id, StatusCode::BAD_REQUEST, UNVERIFIED),
     };
     let Ok(i) = state.store.get_integration(tenant, IntegrationId(id)).await else {
-        return webhook_refused(id, StatusCode::NOT_FOUND, "no such integration");
+        return webhook_refused(id, StatusCode::BAD_REQUEST, UNVERIFIED);
     };
     if i.provider != ProviderKind::Stripe || i.status == IntegrationStatus::Disconnected {
-        return webhook_refused(id, StatusCode::NOT_FOUND, "no such integration");
+        return webhook_refused(id, StatusCode::BAD_REQUEST, UNVERIFIED);
     }
     let Ok(creds) = crate::integrations::stored_credentials(&state, &i).await else {
-        return webhook_refused(id, StatusCode::BAD_REQUEST, "no signing secret");
+        return webhook_refused(id, StatusCode::BAD_REQUEST, UNVERIFIED);
     };
     let stored = creds.get("webhook_secret").unwrap_or_default();
     let secrets = webhooks::secrets_of(stored);
@@ -577,6 +616,10 @@ pub async fn webhook(
     let event_id = event_id.to_string();
     let kind = kind.to_string();
     tokio::spawn(async move {
+        // Events of one object are applied one at a time: each reads the object again, so
+        // the last read (the newest state) is the one saved.
+        let lock = object_lock(i.id.0, &object_id);
+        let _held = lock.lock().await;
         let outcome = apply_event(&state, tenant, &i, &kind, &object_kind, &object_id).await;
         let mut text = match &outcome {
             Ok(t) => t.clone(),
@@ -592,6 +635,24 @@ pub async fn webhook(
             .await;
     });
     (StatusCode::OK, Json(json!({"received": true}))).into_response()
+}
+
+type ObjectLocks =
+    std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>;
+
+/// The lock of one Stripe object of one integration (kept while someone holds it).
+fn object_lock(integration: i64, object: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<ObjectLocks> = std::sync::OnceLock::new();
+    let locks = LOCKS.get_or_init(Default::default);
+    let mut map = locks.lock().unwrap_or_else(|p| p.into_inner());
+    map.retain(|_, w| w.strong_count() > 0);
+    let key = format!("{integration}:{object}");
+    if let Some(l) = map.get(&key).and_then(std::sync::Weak::upgrade) {
+        return l;
+    }
+    let l = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    map.insert(key, std::sync::Arc::downgrade(&l));
+    l
 }
 
 /// Reads the object an event names as Stripe has it now and saves it.
@@ -1111,6 +1172,7 @@ pub async fn client_post_portal(
 #[template(path = "billing_company.html")]
 struct CompanyPage {
     shell: Shell,
+    state: AppState,
     b: CompanyBilling,
     users: Vec<(i64, String, String)>,
     notice: Option<String>,
@@ -1152,6 +1214,7 @@ async fn company_view(
         .collect();
     Ok(CompanyPage {
         shell: shell(state, c).await?,
+        state: state.clone(),
         b,
         users,
         notice,
@@ -1311,6 +1374,7 @@ async fn overview_page(
 #[derive(Template)]
 #[template(path = "client_billing.html")]
 struct ClientPage {
+    state: AppState,
     c: ClientCaller,
     b: CompanyBilling,
     error: Option<String>,
@@ -1321,7 +1385,15 @@ async fn client_page(State(state): State<AppState>, c: Option<ClientCaller>) -> 
         return Redirect::to("/client/login").into_response();
     };
     match company_billing(&state, c.tenant_id, c.company_id).await {
-        Ok(b) => render(ClientPage { c, b, error: None }, StatusCode::OK),
+        Ok(b) => render(
+            ClientPage {
+                state: state.clone(),
+                c,
+                b,
+                error: None,
+            },
+            StatusCode::OK,
+        ),
         Err(e) => error_page(e),
     }
 }
@@ -1388,6 +1460,7 @@ async fn client_portal_form(
         Err(e) => match company_billing(&state, c.tenant_id, c.company_id).await {
             Ok(b) => render(
                 ClientPage {
+                    state: state.clone(),
                     c,
                     b,
                     error: Some(e.to_string()),

@@ -311,7 +311,9 @@ pub struct CompanyTraining {
     /// Premium (the add-on) or Standard.
     pub premium: bool,
     pub team_name: Option<String>,
-    /// Where the company's people learn.
+    /// The company's own link-out address, when set.
+    pub link_url: Option<String>,
+    /// Where the company's people learn (its own address, else the integration's).
     pub link_out: Option<String>,
     pub learners: Vec<Learner>,
     /// Completed of all courses started or assigned, in percent.
@@ -353,15 +355,17 @@ pub async fn company_training(
         .iter()
         .filter(|p| p.status == ProgressStatus::Completed.as_str())
         .count();
-    let link_out = match training_integration(state, tenant).await? {
-        Some(_) => Some(source(state, tenant).await?.link_out()),
-        None => None,
+    let link_out = match (&s.link_url, training_integration(state, tenant).await?) {
+        (Some(own), _) => Some(own.clone()),
+        (None, Some(_)) => Some(source(state, tenant).await?.link_out()),
+        (None, None) => None,
     };
     Ok(CompanyTraining {
         company_id: s.company_id,
         company_name: s.company_name,
         premium: s.premium,
         team_name: s.team_name,
+        link_url: s.link_url,
         link_out,
         completion_rate: rate(done, progress.len()),
         learners,
@@ -429,9 +433,45 @@ pub async fn write_usage_to_stripe(
             provider: "Stripe",
             message: m,
         })?;
+    let premium: std::collections::HashSet<i64> = state
+        .store
+        .training_companies(tenant)
+        .await?
+        .into_iter()
+        .filter(|c| c.premium)
+        .map(|c| c.company_id)
+        .collect();
     let mut out = Vec::new();
     for u in usage.into_iter().filter(|u| u.month == month) {
         let company = CompanyId(u.company_id);
+        if !premium.contains(&u.company_id) {
+            // Premium switched off this month: what was written is set back to 0, so the
+            // add-on stops being billed.
+            if let (Some(item), Some(q)) = (&u.written_item, u.written_quantity)
+                && q > 0
+            {
+                let key = mspbridge_providers::stripe::client::idempotency_key();
+                let (outcome, detail) = match src.set_quantity(item, 0, &key).await {
+                    Ok(()) => {
+                        state
+                            .store
+                            .mark_usage_written(tenant, company, &month, 0, item, now)
+                            .await?;
+                        ("written", format!("Premium Training is off: 0 on {item}"))
+                    }
+                    Err(e) => ("failed", e.to_string()),
+                };
+                out.push(WriteOutcome {
+                    company_id: u.company_id,
+                    company_name: u.company_name.clone(),
+                    month: month.clone(),
+                    quantity: 0,
+                    outcome: outcome.into(),
+                    detail,
+                });
+            }
+            continue;
+        }
         let mut o = WriteOutcome {
             company_id: u.company_id,
             company_name: u.company_name.clone(),
@@ -467,17 +507,54 @@ pub async fn write_usage_to_stripe(
             out.push(o);
             continue;
         };
+        // The subscription as Stripe has it now: an item added by a write whose answer was
+        // lost is found and set, never added a second time.
+        let current = match src.subscription(&sub.external_id).await {
+            Ok(mspbridge_providers::billing::Current::Found(s)) => s,
+            Ok(mspbridge_providers::billing::Current::Gone) => {
+                o.detail = format!(
+                    "subscription {} no longer exists in Stripe",
+                    sub.external_id
+                );
+                out.push(o);
+                continue;
+            }
+            Err(e) => {
+                o.outcome = "failed".into();
+                o.detail = e.to_string();
+                out.push(o);
+                continue;
+            }
+        };
         let qty = u.active_users.max(0) as u64;
-        let key = format!(
-            "mspbridge-training-{}-{}-{month}-{qty}",
-            tenant.0, company.0
-        );
-        let result = match sub.items.iter().find(|i| i.price_id == price) {
+        // One key per write (its retries reuse it); the quantity is set, never added to.
+        let key = mspbridge_providers::stripe::client::idempotency_key();
+        // Another training price written before (the admin picked another): its item goes
+        // back to 0, so the month is billed once.
+        if let Some(old_item) = &u.written_item
+            && u.written_quantity.unwrap_or(0) > 0
+            && current
+                .items
+                .iter()
+                .any(|i| &i.id == old_item && i.price_id != price && i.quantity > 0)
+        {
+            let k = mspbridge_providers::stripe::client::idempotency_key();
+            if let Err(e) = src.set_quantity(old_item, 0, &k).await {
+                o.outcome = "failed".into();
+                o.detail = format!(
+                    "the item of the training price written before ({old_item}) could not be set to 0: {e}"
+                );
+                out.push(o);
+                continue;
+            }
+        }
+        let result = match current.items.iter().find(|i| i.price_id == price) {
+            Some(item) if item.quantity == qty => Ok(item.id.clone()),
             Some(item) => src
                 .set_quantity(&item.id, qty, &key)
                 .await
                 .map(|()| item.id.clone()),
-            None => src.add_item(&sub.external_id, price, qty, &key).await,
+            None => src.add_item(&current.external_id, price, qty, &key).await,
         };
         match result {
             Ok(item) => {
@@ -627,6 +704,9 @@ pub struct CompanyTrainingBody {
     pub premium: Option<bool>,
     /// The company's Team in BrainStation; empty to clear.
     pub team_name: Option<String>,
+    /// The company's own BrainStation address (https), where its people learn; empty for
+    /// the integration's.
+    pub link_url: Option<String>,
 }
 
 #[utoipa::path(put, path = "/api/v1/companies/{company_id}/training", tag = "training", request_body = CompanyTrainingBody,
@@ -646,6 +726,7 @@ pub async fn put_company(
         company,
         body.premium,
         body.team_name.as_deref(),
+        body.link_url.as_deref(),
     )
     .await?;
     Ok(Json(
@@ -659,8 +740,30 @@ async fn save_company(
     company: CompanyId,
     premium: Option<bool>,
     team: Option<&str>,
+    link: Option<&str>,
 ) -> Result<(), ApiError> {
     let actor = crate::mapping_api::actor(caller);
+    if let Some(l) = link {
+        let l = l.trim();
+        let url = if l.is_empty() {
+            None
+        } else {
+            Some(
+                mspbridge_domain::validate::parse_https_url(l)
+                    .map_err(|m| ApiError::field("link_url", m))?,
+            )
+        };
+        state
+            .store
+            .set_link(
+                caller.tenant_id,
+                company,
+                url.as_deref(),
+                &actor,
+                state.now(),
+            )
+            .await?;
+    }
     if let Some(t) = team {
         let t = t.trim();
         if t.chars().count() > 100 {

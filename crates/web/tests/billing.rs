@@ -241,6 +241,16 @@ async fn stripe_billing_syncs_links_and_is_paid_by_the_clients_own_users() {
             .expect("the open invoice");
         let invoice_row = mine["id"].as_i64().unwrap();
 
+        // The past-due overview lists the company with its open invoice, most past due first.
+        let (s, pd) = app.get("/api/v1/billing/past-due", t).await;
+        assert_eq!(s, 200, "{pd}");
+        let rows = pd.as_array().unwrap();
+        assert!(rows.iter().any(|r| r["company_id"] == company), "{pd}");
+        assert!(
+            rows.windows(2)
+                .all(|w| w[0]["past_due"].as_i64() >= w[1]["past_due"].as_i64())
+        );
+
         // Another company, with another customer's invoice.
         let other_cus = v
             .stripe
@@ -363,6 +373,14 @@ async fn stripe_billing_syncs_links_and_is_paid_by_the_clients_own_users() {
         let late = json!({"id": "evt_late_1", "object": "event", "type": "invoice.payment_failed",
             "created": 1, "data": {"object": {"id": invoice, "object": "invoice", "status": "open"}}}).to_string();
         let now = chrono::Utc::now().timestamp();
+        let reads = |v: &Vendor| {
+            v.stripe
+                .seen()
+                .iter()
+                .filter(|r| r.method == "GET" && r.path == format!("/v1/invoices/{invoice}"))
+                .count()
+        };
+        let reads_before = reads(&v);
         let (s, _) = post_webhook(
             &app,
             id,
@@ -374,7 +392,11 @@ async fn stripe_billing_syncs_links_and_is_paid_by_the_clients_own_users() {
         )
         .await;
         assert_eq!(s, 200);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        eventually("the late event's re-read of the invoice", || async {
+            reads(&v) > reads_before
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let b = billing(&app, company).await;
         assert!(
             b["recent_invoices"]
@@ -460,14 +482,7 @@ async fn stripe_billing_syncs_links_and_is_paid_by_the_clients_own_users() {
         .await;
         assert!(v.stripe.deliveries()[before..].iter().any(|d| d.2 == 200));
 
-        // The past-due overview lists companies, most past due first; tenant B sees none.
-        let (s, pd) = app.get("/api/v1/billing/past-due", t).await;
-        assert_eq!(s, 200, "{pd}");
-        let rows = pd.as_array().unwrap();
-        assert!(
-            rows.windows(2)
-                .all(|w| w[0]["past_due"].as_i64() >= w[1]["past_due"].as_i64())
-        );
+        // Tenant B sees none of it.
         let (_, none) = app
             .get("/api/v1/billing/past-due", &app.b.owner_token)
             .await;
@@ -721,4 +736,88 @@ async fn dashboard_tag(v: &Vendor, customer: &str, company: i64) {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn an_invoice_paid_while_no_webhook_arrives_is_read_again_by_the_next_incremental_run() {
+    for db in mspbridge_store::test_support::all().await.unwrap() {
+        let (v, config) = vendor(Seed::Small).await;
+        // No public URL: no endpoint registered, so Stripe's events reach nobody.
+        let app = TestApp::start_configured(db, false, config).await;
+        let id = connect(&app).await;
+        assert!(v.stripe.endpoints().is_empty());
+        let (cus, name, invoice) = customer_with_open_invoice(&v.stripe);
+        let company = create_company(&app, &name).await;
+        let engine = mspbridge_sync::Engine::new(
+            app.db.store.clone(),
+            std::sync::Arc::new(mspbridge_vault::Vault::new(&[9u8; 32])),
+            mspbridge_providers::Providers::new(app.config.clone()),
+            mspbridge_sync::EngineConfig::default(),
+            "test-worker",
+        );
+        let run = || {
+            let engine = engine.clone();
+            let store = app.db.store.clone();
+            let tenant = app.a.id;
+            async move {
+                store
+                    .request_sync(
+                        tenant,
+                        mspbridge_domain::IntegrationId(id),
+                        chrono::Utc::now(),
+                        chrono::Duration::zero(),
+                    )
+                    .await
+                    .unwrap();
+                engine.tick().await.unwrap().expect("due")
+            }
+        };
+        let first = run().await;
+        assert_eq!(
+            first.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{first:?}"
+        );
+        link(&app, company, id, &cus).await;
+        let open = |b: &Value| {
+            b["open_invoices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["external_id"] == invoice.as_str())
+        };
+        assert!(open(&billing(&app, company).await));
+        assert!(v.stripe.pay_invoice(&invoice));
+        v.stripe.clear_seen();
+        let second = run().await;
+        assert_eq!(
+            second.result,
+            mspbridge_domain::sync::RunResult::Success,
+            "{second:?}"
+        );
+        let seen = v.stripe.seen();
+        assert!(
+            seen.iter()
+                .any(|r| r.path == "/v1/customers" && r.query.contains("created")),
+            "an incremental run: {:?}",
+            seen.iter()
+                .map(|r| format!("{} {}", r.path, r.query))
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            seen.iter()
+                .any(|r| r.path == format!("/v1/invoices/{invoice}")),
+            "the invoice no longer open was read again"
+        );
+        let b = billing(&app, company).await;
+        assert!(!open(&b), "{b}");
+        assert!(
+            b["recent_invoices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["external_id"] == invoice.as_str() && i["status"] == "paid"),
+            "{b}"
+        );
+    }
 }

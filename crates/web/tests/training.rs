@@ -292,6 +292,28 @@ async fn premium_training_catalogue_progress_and_users_export() {
         let (_, tr) = app.get(&format!("/api/v1/companies/{a}/training"), t).await;
         assert_eq!(tr["premium"], true);
         assert_eq!(tr["link_out"], "https://learn.example.com");
+        let (s, v) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/companies/{b}/training"),
+                t,
+                Some(json!({"link_url": "http://beta.example"})),
+            )
+            .await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("link_url")), "{v}");
+        let (s, v) = app
+            .call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/companies/{b}/training"),
+                t,
+                Some(json!({"link_url": "https://learn.beta.example/"})),
+            )
+            .await;
+        assert_eq!(
+            (s, v["link_out"].as_str()),
+            (200, Some("https://learn.beta.example")),
+            "{v}"
+        );
         let learners = tr["learners"].as_array().unwrap();
         assert_eq!(learners.len(), 3, "{tr}");
         let ann_row = learners
@@ -460,6 +482,13 @@ async fn usage_is_written_to_the_stripe_subscription_once_per_month() {
             .cloned()
             .unwrap_or_else(|| panic!("no training item on {sub}"));
         assert_eq!(item["quantity"], 3);
+        let with_price = sub["items"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["price"]["id"] == price.as_str())
+            .count();
+        assert_eq!(with_price, 1, "one item of the training price");
         // The same month again: nothing is written (never billed twice).
         let (_, again) = app
             .post(
@@ -510,6 +539,53 @@ async fn usage_is_written_to_the_stripe_subscription_once_per_month() {
         assert_eq!(
             stripe.subscription_item_quantity(item["id"].as_str().unwrap()),
             Some(4)
+        );
+        // Premium switched off: the item goes back to 0 (no longer billed).
+        let (s, _) = app
+            .post(
+                "/api/v1/training/premium",
+                t,
+                json!({"company_ids": [co], "premium": false}),
+            )
+            .await;
+        assert_eq!(s, 200);
+        let (_, off) = app
+            .post(
+                "/api/v1/training/usage/stripe",
+                t,
+                json!({"price_id": price}),
+            )
+            .await;
+        let mine = off
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["company_id"] == co)
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (mine["outcome"].as_str(), mine["quantity"].as_i64()),
+            (Some("written"), Some(0)),
+            "{mine}"
+        );
+        assert_eq!(
+            stripe.subscription_item_quantity(item["id"].as_str().unwrap()),
+            Some(0)
+        );
+        let (_, again) = app
+            .post(
+                "/api/v1/training/usage/stripe",
+                t,
+                json!({"price_id": price}),
+            )
+            .await;
+        assert!(
+            again
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["company_id"] != co),
+            "nothing more for it: {again}"
         );
         handle.stop().await;
     }

@@ -233,14 +233,14 @@ impl BillingSource for StripeSource {
         let path = format!("/v1/customers/{}", checked(id)?);
         let value = company_id.map(|c| c.to_string()).unwrap_or_default();
         let meta = format!("metadata[{COMPANY_METADATA_KEY}]");
-        // The same id written twice is the same request: one key per (customer, value).
-        let key = format!("mspbridge-tag-{id}-{value}");
+        // Writing the value is idempotent by itself; each write gets its own key (reused by
+        // its retries), so a later write of an earlier value is carried out, not replayed.
         let v = self
             .client
             .post(
                 &path,
                 &pairs(&[(meta.as_str(), value.as_str())]),
-                Some(&key),
+                None,
                 "update customer metadata",
             )
             .await

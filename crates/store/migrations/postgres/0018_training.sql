@@ -1,6 +1,7 @@
 -- Training (spec 2.19, Bigger Brains): a per-company premium add-on and the library's files.
 -- `training_companies`: Premium Training on or off per company, its Team name in BrainStation
--- (progress files are matched to companies by it) and who changed it. `training_courses`: the
+-- (progress files are matched to companies by it), its own link-out address when it has one
+-- (else the integration's BrainStation URL) and who changed it. `training_courses`: the
 -- catalogue as last imported (key: the vendor's course id, else the normalised title).
 -- `training_progress`: one learner's state of one course, matched to a portal user by e-mail
 -- when one exists. Each carries a content hash: re-importing the same file writes nothing.
@@ -12,6 +13,7 @@ CREATE TABLE training_companies (
     company_id BIGINT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
     premium BOOLEAN NOT NULL DEFAULT FALSE,
     team_name TEXT,
+    link_url TEXT,
     updated_by TEXT,
     updated_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (company_id)
