@@ -813,7 +813,7 @@ pub async fn grant_portal_access(
 // ---------------------------------------------------------------------------------------
 // API
 
-fn company_of(raw: &str) -> Result<CompanyId, ApiError> {
+pub(crate) fn company_of(raw: &str) -> Result<CompanyId, ApiError> {
     path_id(raw, "company_id", "a company id").map(CompanyId)
 }
 

@@ -36,7 +36,7 @@ use mspbridge_store::training::{
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::api::{ApiJson, path_id};
+use crate::api::ApiJson;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
@@ -579,9 +579,7 @@ pub async fn write_usage_to_stripe(
 // ---------------------------------------------------------------------------------------
 // API
 
-fn company_of(raw: &str) -> Result<CompanyId, ApiError> {
-    path_id(raw, "company_id", "a company id").map(CompanyId)
-}
+use crate::billing::company_of;
 
 #[utoipa::path(post, path = "/api/v1/training/catalogue", tag = "training",
     request_body(content = String, content_type = "text/csv", description = "The catalogue CSV (Title, Category, Duration, Level, URL; optional Course ID)"),
