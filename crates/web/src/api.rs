@@ -271,8 +271,10 @@ pub async fn create_company(
         crate::devices::list_devices, crate::devices::get_device, crate::devices::post_refresh, crate::devices::list_alerts, crate::devices::post_resolve, crate::devices::list_device_types, crate::devices::create_device_type,
         crate::devices::list_type_mappings, crate::devices::put_type_mapping, crate::devices::list_staged, crate::devices::post_devices_import, crate::devices::post_devices_ignore,
         crate::m365::list_setup, crate::m365::list_customer_tenants, crate::m365::post_consent, crate::m365::put_applicable, crate::m365::post_disconnect, crate::m365::get_company, crate::m365::post_import_users, crate::m365::get_overview,
-        crate::billing::get_company, crate::billing::post_create_customer, crate::billing::post_portal, crate::billing::post_portal_access, crate::billing::delete_portal_access,
-        crate::billing::get_past_due, crate::billing::get_invoices, crate::billing::get_webhook, crate::billing::client_get_billing, crate::billing::client_get_invoice, crate::billing::client_post_portal),
+        crate::billing::get_company_billing, crate::billing::post_create_customer, crate::billing::post_portal, crate::billing::post_portal_access, crate::billing::delete_portal_access,
+        crate::billing::get_past_due, crate::billing::get_invoices, crate::billing::get_webhook, crate::billing::client_get_billing, crate::billing::client_get_invoice, crate::billing::client_post_portal,
+        crate::training::post_catalogue, crate::training::post_team_progress, crate::training::get_courses, crate::training::get_training_companies, crate::training::post_premium, crate::training::get_company_training, crate::training::put_company_training,
+        crate::training::post_progress, crate::training::get_users_csv, crate::training::get_training_usage, crate::training::post_usage_stripe, crate::training::get_prices),
     components(schemas(ErrorBody, IntegrationView, ConnectRequest, RenameRequest, CredentialsRequest, CreateCompanyRequest, Me)),
     modifiers(&BearerAuth, &Complete),
     security(("bearer" = []))

@@ -52,7 +52,7 @@ const EVENT_WINDOW_DAYS: i64 = 30;
 
 pub fn api_routes() -> Router<AppState> {
     Router::new()
-        .route("/companies/{company_id}/billing", get(get_company))
+        .route("/companies/{company_id}/billing", get(get_company_billing))
         .route(
             "/companies/{company_id}/billing/customer",
             post(post_create_customer),
@@ -820,7 +820,7 @@ pub(crate) fn company_of(raw: &str) -> Result<CompanyId, ApiError> {
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/billing", tag = "billing",
     params(("company_id" = i64, Path, description = "Portal company id")),
     responses((status = 200, body = CompanyBilling), (status = 404, body = ErrorBody)))]
-pub async fn get_company(
+pub async fn get_company_billing(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,

@@ -45,15 +45,16 @@ use crate::ui::{Shell, UiCaller, error_page, render, shell};
 pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/training/catalogue", post(post_catalogue))
+        .route("/training/progress", post(post_team_progress))
         .route("/training/courses", get(get_courses))
-        .route("/training/companies", get(get_companies))
+        .route("/training/companies", get(get_training_companies))
         .route("/training/premium", post(post_premium))
-        .route("/training/usage", get(get_usage))
+        .route("/training/usage", get(get_training_usage))
         .route("/training/usage/stripe", post(post_usage_stripe))
         .route("/training/prices", get(get_prices))
         .route(
             "/companies/{company_id}/training",
-            get(get_company).put(put_company),
+            get(get_company_training).put(put_company_training),
         )
         .route(
             "/companies/{company_id}/training/progress",
@@ -638,7 +639,7 @@ pub async fn get_courses(
 
 #[utoipa::path(get, path = "/api/v1/training/companies", tag = "training",
     responses((status = 200, body = Vec<TrainingCompany>)))]
-pub async fn get_companies(
+pub async fn get_training_companies(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<TrainingCompany>>, ApiError> {
@@ -710,7 +711,7 @@ pub struct CompanyTrainingBody {
 #[utoipa::path(put, path = "/api/v1/companies/{company_id}/training", tag = "training", request_body = CompanyTrainingBody,
     params(("company_id" = i64, Path, description = "Portal company id")),
     responses((status = 200, body = CompanyTraining), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn put_company(
+pub async fn put_company_training(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -799,7 +800,7 @@ async fn save_company(
 #[utoipa::path(get, path = "/api/v1/companies/{company_id}/training", tag = "training",
     params(("company_id" = i64, Path, description = "Portal company id")),
     responses((status = 200, body = CompanyTraining), (status = 404, body = ErrorBody)))]
-pub async fn get_company(
+pub async fn get_company_training(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
@@ -823,6 +824,52 @@ pub async fn post_progress(
 ) -> Result<Json<ImportReport>, ApiError> {
     caller.require(Permission::Manage)?;
     let company = company_of(&raw)?;
+    let text = csv_text(&headers, &body)?;
+    Ok(Json(
+        import_progress(&state, caller.tenant_id, company, &text).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TeamParams {
+    /// The BrainStation Team the file was exported for: the company whose Team name it is
+    /// gets the progress.
+    pub team: String,
+}
+
+/// A Team's progress file, routed to the company whose Team name it is.
+#[utoipa::path(post, path = "/api/v1/training/progress", tag = "training", params(TeamParams),
+    request_body(content = String, content_type = "text/csv", description = "The Team's progress CSV"),
+    responses((status = 200, body = ImportReport), (status = 422, body = ErrorBody)))]
+pub async fn post_team_progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<TeamParams>,
+    body: axum::body::Bytes,
+) -> Result<Json<ImportReport>, ApiError> {
+    caller.require(Permission::Manage)?;
+    let team = q.team.trim();
+    if team.is_empty() {
+        return Err(ApiError::field(
+            "team",
+            "name the BrainStation Team the file is for",
+        ));
+    }
+    let company = state
+        .store
+        .company_by_team(caller.tenant_id, team)
+        .await?
+        .ok_or_else(|| {
+            ApiError::field(
+                "team",
+                format!(
+                    "no company has the Team name '{team}': set it on the company's Training page"
+                ),
+            )
+        })?;
     let text = csv_text(&headers, &body)?;
     Ok(Json(
         import_progress(&state, caller.tenant_id, company, &text).await?,
@@ -893,7 +940,7 @@ fn download(name: &str, content_type: &'static str, body: String) -> Response {
 
 #[utoipa::path(get, path = "/api/v1/training/usage", tag = "training",
     responses((status = 200, body = Vec<UsageRecord>)))]
-pub async fn get_usage(
+pub async fn get_training_usage(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<UsageRecord>>, ApiError> {
@@ -1005,6 +1052,8 @@ struct CataloguePage {
     category: String,
     pager: crate::devices::Pager,
     can_manage: bool,
+    /// Team names of the tenant's companies (the progress import's choices).
+    teams: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -1054,6 +1103,17 @@ async fn catalogue_page(
             connected: training_integration(&state, c.tenant_id).await?.is_some(),
             rows,
             library: categories.iter().map(|(_, n)| n).sum(),
+            teams: {
+                let mut t: Vec<String> = state
+                    .store
+                    .training_companies(c.tenant_id)
+                    .await?
+                    .into_iter()
+                    .filter_map(|c| c.team_name)
+                    .collect();
+                t.sort_by_key(|x| x.to_lowercase());
+                t
+            },
             categories,
             total,
             search: q.q.clone(),
@@ -1190,4 +1250,11 @@ pub fn score_text(s: &Option<f64>) -> String {
 
 pub fn progress_url(company: &i64) -> String {
     format!("/api/v1/companies/{company}/training/progress")
+}
+
+pub fn team_progress_url(team: &str) -> String {
+    format!(
+        "/api/v1/training/progress?team={}",
+        crate::devices::enc(team)
+    )
 }

@@ -267,6 +267,21 @@ async fn premium_training_catalogue_progress_and_users_export() {
         )
         .await;
         assert_eq!(r["written"].as_i64(), Some(0), "re-import: {r}");
+        // The same file routed by its Team from the Training page: the same company, nothing new.
+        let (s, r) = post_csv(
+            &app,
+            "/api/v1/training/progress?team=ALPHA%20TEAM",
+            t,
+            &progress,
+        )
+        .await;
+        assert_eq!(
+            (s, r["written"].as_i64(), r["applied"].as_i64()),
+            (200, Some(0), Some(12)),
+            "{r}"
+        );
+        let (s, v) = post_csv(&app, "/api/v1/training/progress?team=Nobody", t, &progress).await;
+        assert_eq!((s, v["field"].as_str()), (422, Some("team")), "{v}");
         // A row of another Team is refused at its column, the rest applied.
         let mixed = format!(
             "{progress}\"Beta Team\",{},BB-0001,Completed,90,2026-01-05\r\n",
