@@ -94,7 +94,7 @@ async fn until(c: &Client, script: &str, what: &str) -> Step {
     }
     let page = c
         .execute(
-            "return (document.getElementById('error')?.textContent || '') + ' | ' + [...document.querySelectorAll('.toast')].map(t => t.textContent).join(' / ')",
+            "return (document.getElementById('error')?.textContent || '') + ' | ' + [...document.querySelectorAll('.toast')].map(t => t.textContent).join(' / ') + ' | wider than the window: ' + [...document.querySelectorAll('body *')].filter(x => x.getBoundingClientRect().right > window.innerWidth + 1).slice(0, 6).map(x => x.tagName + '.' + x.className + ' ' + Math.round(x.getBoundingClientRect().right)).join(', ')",
             vec![],
         )
         .await
