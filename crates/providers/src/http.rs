@@ -89,7 +89,8 @@ impl Retry {
 
 /// Runs `attempt` until it succeeds, fails for good, or `policy.max_attempts` is used up.
 /// A 429 waits at least `rate_floor` and holds `window` (every client of the vendor
-/// account then waits too); other transient failures back off exponentially.
+/// account then waits too); other transient failures back off exponentially. Every wait
+/// gets up to a quarter more at random (jitter).
 pub async fn retrying<T, E, F, Fut>(
     policy: &RetryPolicy,
     rate_floor: Duration,
@@ -120,10 +121,23 @@ where
         if let (Some(w), true) = (window, floor > Duration::ZERO) {
             w.hold(wait);
         }
+        // Up to a quarter more, at random, so clients that failed together do not all come
+        // back in the same instant.
+        let wait = wait + jitter(wait / 4);
         tracing::warn!(vendor, what, attempt = n, wait_ms = wait.as_millis() as u64, error = %e, "vendor request failed; retrying");
         tokio::time::sleep(wait).await;
         n += 1;
     }
+}
+
+/// A random duration from zero to `up_to`.
+pub fn jitter(up_to: Duration) -> Duration {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 4];
+    if up_to.is_zero() || ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        return Duration::ZERO;
+    }
+    up_to.mul_f64(f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
 }
 
 /// What went wrong with a request, in words (reqwest's own messages hide the cause).
@@ -391,6 +405,15 @@ impl RollingWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_bound_and_varies() {
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+        let d = Duration::from_millis(400);
+        let draws: Vec<Duration> = (0..50).map(|_| jitter(d)).collect();
+        assert!(draws.iter().all(|j| *j <= d));
+        assert!(draws.iter().any(|j| *j != draws[0]), "random, not constant");
+    }
 
     #[test]
     fn vendor_messages_in_lists_are_joined() {
