@@ -106,7 +106,11 @@ pub async fn stripe_integration(
         .min_by_key(|i| (i.status == IntegrationStatus::Disconnected, i.id.0)))
 }
 
-async fn source(state: &AppState, i: &Integration) -> Result<Box<dyn BillingSource>, ApiError> {
+/// The billing source of a connected Stripe integration, for a request an admin waits on.
+pub(crate) async fn source(
+    state: &AppState,
+    i: &Integration,
+) -> Result<Box<dyn BillingSource>, ApiError> {
     if i.status == IntegrationStatus::Disconnected {
         return Err(ApiError::Conflict(
             "Stripe is disconnected: reconnect it under Settings → Integrations".into(),
@@ -1486,30 +1490,13 @@ fn client_login_form(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let csrf = match mspbridge_vault::new_token("lc") {
-        Ok((t, _)) => t,
-        Err(e) => return error_page(ApiError::Internal(e.to_string())),
-    };
-    let mut resp = render(
-        ClientLoginPage {
-            csrf: csrf.clone(),
-            email,
-            error,
-        },
+    crate::ui::sign_in_form(
+        state,
+        CLIENT_LOGIN_CSRF,
+        "/client/login",
+        |csrf| ClientLoginPage { csrf, email, error },
         status,
-    );
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        crate::ui::cookie(
-            state,
-            CLIENT_LOGIN_CSRF,
-            &csrf,
-            3600,
-            "/client/login",
-            "Strict",
-        ),
-    );
-    resp
+    )
 }
 
 async fn client_login_page(State(state): State<AppState>) -> Response {

@@ -421,19 +421,7 @@ pub async fn write_usage_to_stripe(
     let now = state.now();
     let month = month_of(now);
     let usage = state.store.usage(tenant, &month, now).await?;
-    let creds = crate::integrations::stored_credentials(state, &stripe).await?;
-    let src = state
-        .providers
-        .billing_source(
-            stripe.provider,
-            &creds,
-            mspbridge_providers::http::RetryPolicy::interactive(),
-        )
-        .ok_or(ApiError::NotFound)?
-        .map_err(|m| ApiError::Vendor {
-            provider: "Stripe",
-            message: m,
-        })?;
+    let src = crate::billing::source(state, &stripe).await?;
     let premium: std::collections::HashSet<i64> = state
         .store
         .training_companies(tenant)
@@ -989,19 +977,7 @@ async fn prices(state: &AppState, tenant: TenantId) -> Result<Vec<PriceView>, Ap
     else {
         return Ok(vec![]);
     };
-    let creds = crate::integrations::stored_credentials(state, &stripe).await?;
-    let src = state
-        .providers
-        .billing_source(
-            stripe.provider,
-            &creds,
-            mspbridge_providers::http::RetryPolicy::interactive(),
-        )
-        .ok_or(ApiError::NotFound)?
-        .map_err(|m| ApiError::Vendor {
-            provider: "Stripe",
-            message: m,
-        })?;
+    let src = crate::billing::source(state, &stripe).await?;
     let list = src.prices().await.map_err(|e| ApiError::Vendor {
         provider: "Stripe",
         message: e.to_string(),

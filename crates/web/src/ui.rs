@@ -385,29 +385,40 @@ struct LoginPage {
     error: Option<String>,
 }
 
-fn login_form(
+/// A sign-in form with a fresh CSRF token, also set as the cookie `cookie_name` (path
+/// `path`) the form's post must echo.
+pub(crate) fn sign_in_form<T: Template>(
     state: &AppState,
-    email: String,
-    error: Option<String>,
+    cookie_name: &str,
+    path: &str,
+    page: impl FnOnce(String) -> T,
     status: StatusCode,
 ) -> Response {
     let csrf = match mspbridge_vault::new_token("lc") {
         Ok((t, _)) => t,
         Err(e) => return error_page(ApiError::Internal(e.to_string())),
     };
-    let mut resp = render(
-        LoginPage {
-            csrf: csrf.clone(),
-            email,
-            error,
-        },
-        status,
-    );
+    let mut resp = render(page(csrf.clone()), status);
     resp.headers_mut().append(
         header::SET_COOKIE,
-        cookie(state, LOGIN_CSRF_COOKIE, &csrf, 3600, "/login", "Strict"),
+        cookie(state, cookie_name, &csrf, 3600, path, "Strict"),
     );
     resp
+}
+
+fn login_form(
+    state: &AppState,
+    email: String,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    sign_in_form(
+        state,
+        LOGIN_CSRF_COOKIE,
+        "/login",
+        |csrf| LoginPage { csrf, email, error },
+        status,
+    )
 }
 
 async fn login_page(State(state): State<AppState>) -> Response {

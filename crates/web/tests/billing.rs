@@ -589,6 +589,29 @@ async fn client_login(app: &TestApp, email: &str, password: &str) -> String {
 async fn lists_are_paged_and_a_lost_answer_creates_one_customer() {
     for (app, v) in apps(Seed::Companies(230)).await {
         let t = &app.a.owner_token;
+        // A restricted key that may not read invoices is refused, naming what is missing.
+        v.stripe.add_restricted_key(
+            "rk_test_mspbridgeNoInvoices",
+            &[
+                "customer_read",
+                "customer_write",
+                "subscription_read",
+                "payment_intent_read",
+            ],
+        );
+        let (s, e) = app
+            .post(
+                "/api/v1/integrations",
+                t,
+                json!({"provider": "stripe", "credentials": {"secret_key": "rk_test_mspbridgeNoInvoices"}}),
+            )
+            .await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (422, Some("connection_failed")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("Invoices"), "{e}");
         let id = connect(&app).await;
         v.stripe.clear_seen();
         let run = sync(&app, id).await;

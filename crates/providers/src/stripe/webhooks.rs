@@ -124,7 +124,7 @@ pub fn verify(
         };
         for got in &v1 {
             // Constant time per comparison; every pair is compared.
-            ok |= constant_time_eq(&expected, got);
+            ok |= crate::http::same_bytes(&expected, got);
         }
     }
     if ok {
@@ -132,13 +132,6 @@ pub fn verify(
     } else {
         Err(SignatureError::Mismatch)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
